@@ -1,0 +1,61 @@
+//! The one abstraction every aggregate implements.
+
+use smallvec::SmallVec;
+
+use super::Effect;
+
+/// The effects a single reduction returns; four fit inline without allocating.
+pub type Effects<A> = SmallVec<[Effect<A>; 4]>;
+
+/// A pure state machine: given the current state and an action, mutate the state and describe
+/// the follow-up work as [`Effect`] values. No I/O, no clock reads and no randomness outside of
+/// `Env`.
+///
+/// By convention an event-sourced reducer answers a command either with
+/// [`Effect::Persist`] (the events it applied) or with [`Effect::Reject`] (and leaves the state
+/// untouched), and answers an event by applying it with no effects, so folding stored events
+/// through `reduce` rebuilds the state.
+///
+/// ```
+/// use boxoffice::framework::{Effect, Effects, Reducer};
+/// use smallvec::smallvec;
+///
+/// struct Counter;
+///
+/// #[derive(Debug, Clone, PartialEq)]
+/// enum Action { Add(u32), Added(u32), TooBig }
+///
+/// impl Reducer for Counter {
+///     type State = u32;
+///     type Action = Action;
+///     type Env = ();
+///
+///     fn reduce(&self, state: &mut u32, action: Action, _env: &()) -> Effects<Action> {
+///         match action {
+///             Action::Add(n) if state.checked_add(n).is_none() => smallvec![Effect::Reject(Box::new(Action::TooBig))],
+///             Action::Add(n) => {
+///                 *state += n;
+///                 smallvec![Effect::Persist(smallvec![Action::Added(n)])]
+///             }
+///             Action::Added(n) => { *state += n; smallvec![] }
+///             Action::TooBig => smallvec![],
+///         }
+///     }
+/// }
+///
+/// let mut total = 0;
+/// let effects = Counter.reduce(&mut total, Action::Add(2), &());
+/// assert_eq!(total, 2);
+/// assert!(matches!(effects.as_slice(), [Effect::Persist(events)] if events[..] == [Action::Added(2)]));
+/// ```
+pub trait Reducer: Send + Sync + 'static {
+    /// The state this reducer owns.
+    type State: Send + 'static;
+    /// Everything it accepts: commands, events and rejections.
+    type Action: Send + 'static;
+    /// Injected dependencies: clock, id generator, gateways, configuration.
+    type Env: Send + Sync + 'static;
+
+    /// Handles one action.
+    fn reduce(&self, state: &mut Self::State, action: Self::Action, env: &Self::Env) -> Effects<Self::Action>;
+}
