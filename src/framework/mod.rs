@@ -16,4 +16,4 @@ pub use journal::{Journal, JournalError, MemoryJournal};
 pub use message::{Message, MessageKind};
 pub use reducer::{Effects, Reducer};
 pub use reducer_test::{ReducerOutcome, ReducerTest, ReducerTestError};
-pub use store::{Store, StoreError};
+pub use store::{ActionOutcome, PersistedObserver, Store, StoreError};

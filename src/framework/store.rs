@@ -59,6 +59,7 @@ struct Inner<R: Reducer> {
     state: Mutex<R::State>,
     clock: Arc<dyn Clock>,
     journal: Arc<dyn Journal<R::Action>>,
+    observer: Option<PersistedObserver<R::Action>>,
     busy: AtomicUsize,
     parked: SyncMutex<BTreeMap<DateTime<Utc>, usize>>,
     changed: Notify,
@@ -70,6 +71,13 @@ impl<R: Reducer> Clone for Store<R> {
     }
 }
 
+/// Called with the events of every successful append, in append order, before the effects of
+/// the same reduction start: the hook a runtime uses to react to what was just committed.
+pub type PersistedObserver<A> = Arc<dyn Fn(&[A]) + Send + Sync>;
+
+/// What one action of a [`Store::send_batch`] came to.
+pub type ActionOutcome<A> = Result<SmallVec<[A; 4]>, A>;
+
 impl<R> Store<R>
 where
     R: Reducer,
@@ -78,16 +86,34 @@ where
 {
     /// A store whose persisted events are kept in a [`MemoryJournal`].
     pub fn new(reducer: R, state: R::State, env: R::Env, clock: Arc<dyn Clock>) -> Self {
-        Self::with_journal(reducer, state, env, clock, Arc::new(MemoryJournal::default()))
+        Self::build(reducer, state, env, clock, Arc::new(MemoryJournal::default()), None)
     }
 
-    /// A store that persists into `journal`.
-    pub fn with_journal(
+    /// A store that persists into `journal`, starting from the state its events rebuild, and
+    /// tells `observer` (if any) about every append.
+    ///
+    /// # Errors
+    /// The journal's error if its events cannot be read.
+    pub async fn restore(
+        reducer: R,
+        env: R::Env,
+        clock: Arc<dyn Clock>,
+        journal: Arc<dyn Journal<R::Action>>,
+        observer: Option<PersistedObserver<R::Action>>,
+    ) -> Result<Self, JournalError> {
+        let store = Self::build(reducer, R::State::default(), env, clock, journal, observer);
+        let state = store.rebuild().await?;
+        *store.inner.state.lock().await = state;
+        Ok(store)
+    }
+
+    fn build(
         reducer: R,
         state: R::State,
         env: R::Env,
         clock: Arc<dyn Clock>,
         journal: Arc<dyn Journal<R::Action>>,
+        observer: Option<PersistedObserver<R::Action>>,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -96,6 +122,7 @@ where
                 state: Mutex::new(state),
                 clock,
                 journal,
+                observer,
                 busy: AtomicUsize::new(0),
                 parked: SyncMutex::new(BTreeMap::new()),
                 changed: Notify::new(),
@@ -110,34 +137,55 @@ where
     /// [`StoreError::Rejected`] when the reducer refused the action, [`StoreError::Journal`] when
     /// persisting failed (the state is then rebuilt from the journal).
     pub async fn send(&self, action: R::Action) -> Result<SmallVec<[R::Action; 4]>, StoreError<R::Action>> {
+        let mut outcomes = self.send_batch(vec![action]).await?;
+        match outcomes.pop() {
+            Some(Ok(events)) => Ok(events),
+            Some(Err(rejection)) => Err(StoreError::Rejected(rejection)),
+            None => Ok(SmallVec::new()),
+        }
+    }
+
+    /// Reduces several actions in order and persists all their events in one journal append
+    /// (group commit). Each action gets its own outcome: its events, or its rejection. If the
+    /// append fails, none of the batch happened: the state is rebuilt from the journal and the
+    /// error is returned for the whole batch, so the caller can retry it.
+    ///
+    /// # Errors
+    /// [`JournalError`] when the append (or the rebuild after it failed) fails.
+    pub async fn send_batch(&self, actions: Vec<R::Action>) -> Result<Vec<ActionOutcome<R::Action>>, JournalError> {
         let inner = &self.inner;
         let mut state = inner.state.lock().await;
-        let effects = inner.reducer.reduce(&mut state, action, &inner.env);
-        let mut persisted = SmallVec::<[R::Action; 4]>::new();
-        let mut rejection = None;
+        let mut outcomes = Vec::with_capacity(actions.len());
+        let mut all_events = Vec::new();
         let mut rest = Vec::new();
-        for effect in effects {
-            match effect {
-                Effect::Persist(events) => persisted.extend(events),
-                Effect::Reject(action) => rejection = Some(*action),
-                Effect::None => {}
-                other => rest.push(other),
+        for action in actions {
+            let mut persisted = SmallVec::<[R::Action; 4]>::new();
+            let mut rejection = None;
+            for effect in inner.reducer.reduce(&mut state, action, &inner.env) {
+                match effect {
+                    Effect::Persist(events) => persisted.extend(events),
+                    Effect::Reject(action) => rejection = Some(*action),
+                    Effect::None => {}
+                    other => rest.push(other),
+                }
             }
+            all_events.extend(persisted.iter().cloned());
+            outcomes.push(rejection.map_or(Ok(persisted), Err));
         }
-        if !persisted.is_empty()
-            && let Err(error) = inner.journal.append(&persisted).await
-        {
-            *state = self.rebuild().await?;
-            return Err(error.into());
+        if !all_events.is_empty() {
+            if let Err(error) = inner.journal.append(&all_events).await {
+                *state = self.rebuild().await?;
+                return Err(error);
+            }
+            if let Some(observer) = &inner.observer {
+                observer(&all_events);
+            }
         }
         drop(state);
         for effect in rest {
             self.spawn(effect);
         }
-        match rejection {
-            Some(rejection) => Err(StoreError::Rejected(rejection)),
-            None => Ok(persisted),
-        }
+        Ok(outcomes)
     }
 
     /// Reads the state.
@@ -223,11 +271,14 @@ where
                         store.run(effect).await;
                     }
                 }
-                Effect::Persist(events) => {
-                    if let Err(error) = store.inner.journal.append(&events).await {
-                        tracing::error!(%error, "persisting events from a nested effect failed");
+                Effect::Persist(events) => match store.inner.journal.append(&events).await {
+                    Ok(()) => {
+                        if let Some(observer) = &store.inner.observer {
+                            observer(&events);
+                        }
                     }
-                }
+                    Err(error) => tracing::error!(%error, "persisting events from a nested effect failed"),
+                },
                 Effect::Reject(rejection) => tracing::debug!(?rejection, "nested effect rejected"),
             }
         })
@@ -247,5 +298,122 @@ where
                 parked.remove(&due);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::framework::{Effects, FixedClock};
+    use async_trait::async_trait;
+    use chrono::TimeZone;
+    use smallvec::smallvec;
+    use std::sync::atomic::AtomicBool;
+    use std::time::Duration;
+
+    /// A bank account: `Deposit` persists `Deposited`; overdrawing is refused; `Remind`
+    /// schedules a delayed `Deposit(1)`.
+    struct Account;
+
+    #[derive(Debug, Clone, PartialEq)]
+    enum Act {
+        Deposit(i64),
+        Deposited(i64),
+        Remind(u64),
+        Refused,
+    }
+
+    impl Reducer for Account {
+        type State = i64;
+        type Action = Act;
+        type Env = ();
+
+        fn reduce(&self, balance: &mut i64, action: Act, (): &()) -> Effects<Act> {
+            match action {
+                Act::Deposit(n) if *balance + n < 0 => smallvec![Effect::Reject(Box::new(Act::Refused))],
+                Act::Deposit(n) => {
+                    *balance += n;
+                    smallvec![Effect::Persist(smallvec![Act::Deposited(n)])]
+                }
+                Act::Deposited(n) => {
+                    *balance += n;
+                    smallvec![]
+                }
+                Act::Remind(secs) => {
+                    smallvec![Effect::Delay { duration: Duration::from_secs(secs), action: Box::new(Act::Deposit(1)) }]
+                }
+                Act::Refused => smallvec![],
+            }
+        }
+    }
+
+    fn clock() -> FixedClock {
+        FixedClock::new(Utc.with_ymd_and_hms(2030, 1, 1, 0, 0, 0).unwrap())
+    }
+
+    #[tokio::test]
+    async fn batch_reduces_in_order_and_persists_once() {
+        let store = Store::new(Account, 0, (), Arc::new(clock()));
+        let outcomes = store.send_batch(vec![Act::Deposit(5), Act::Deposit(-10), Act::Deposit(-5)]).await.unwrap();
+        assert_eq!(outcomes[0], Ok(smallvec![Act::Deposited(5)]));
+        assert_eq!(outcomes[1], Err(Act::Refused));
+        assert_eq!(outcomes[2], Ok(smallvec![Act::Deposited(-5)]));
+        assert_eq!(store.history().await.unwrap(), vec![Act::Deposited(5), Act::Deposited(-5)]);
+        assert_eq!(store.with_state(|b| *b).await, 0);
+    }
+
+    #[tokio::test]
+    async fn delayed_action_fires_when_fixed_clock_passes_deadline() {
+        let clock = clock();
+        let store = Store::new(Account, 0, (), Arc::new(clock.clone()));
+        store.send(Act::Remind(300)).await.unwrap();
+        store.settled().await;
+        assert_eq!(store.with_state(|b| *b).await, 0, "not due yet");
+        clock.advance(Duration::from_secs(300));
+        store.settled().await;
+        assert_eq!(store.with_state(|b| *b).await, 1);
+    }
+
+    struct FailingJournal {
+        inner: MemoryJournal<Act>,
+        fail: AtomicBool,
+    }
+
+    #[async_trait]
+    impl Journal<Act> for FailingJournal {
+        async fn append(&self, events: &[Act]) -> Result<(), JournalError> {
+            if self.fail.load(Ordering::SeqCst) {
+                return Err(JournalError::Conflict { expected: 0, actual: 1 });
+            }
+            self.inner.append(events).await
+        }
+        async fn replay(&self) -> Result<Vec<Act>, JournalError> {
+            self.inner.replay().await
+        }
+    }
+
+    #[tokio::test]
+    async fn failed_append_leaves_state_as_the_journal_says_and_observer_silent() {
+        let journal = Arc::new(FailingJournal { inner: MemoryJournal::default(), fail: AtomicBool::new(false) });
+        let seen = Arc::new(SyncMutex::new(Vec::new()));
+        let observer: PersistedObserver<Act> = {
+            let seen = Arc::clone(&seen);
+            Arc::new(move |events: &[Act]| seen.lock().unwrap().extend_from_slice(events))
+        };
+        let store = Store::restore(Account, (), Arc::new(clock()), journal.clone(), Some(observer)).await.unwrap();
+        store.send(Act::Deposit(7)).await.unwrap();
+        journal.fail.store(true, Ordering::SeqCst);
+        assert!(matches!(store.send(Act::Deposit(3)).await, Err(StoreError::Journal(JournalError::Conflict { .. }))));
+        assert_eq!(store.with_state(|b| *b).await, 7);
+        assert_eq!(*seen.lock().unwrap(), vec![Act::Deposited(7)]);
+    }
+
+    #[tokio::test]
+    async fn restore_folds_the_journal() {
+        let journal = Arc::new(MemoryJournal::default());
+        journal.append(&[Act::Deposited(2), Act::Deposited(3)]).await.unwrap();
+        let store = Store::restore(Account, (), Arc::new(clock()), journal, None).await.unwrap();
+        assert_eq!(store.with_state(|b| *b).await, 5);
     }
 }
