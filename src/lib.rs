@@ -6,7 +6,10 @@
 //!
 //! - [`framework`]: the generic [`Reducer`](framework::Reducer) trait, [`Effect`](framework::Effect)
 //!   values, the [`Store`](framework::Store) runtime, clocks and the reducer test harness.
+//! - [`event_store`]: the [`EventStore`](event_store::EventStore) trait over an append-only log of
+//!   JSON events, with in-memory and `PostgreSQL` backends.
 //! - `domain`: validated value types (ids, money, capacity, venues, pricing tiers).
 //! - `aggregates`: Event, Inventory, Reservation and Payment as pure reducers.
 
+pub mod event_store;
 pub mod framework;
