@@ -13,3 +13,4 @@
 
 pub mod event_store;
 pub mod framework;
+pub mod system;

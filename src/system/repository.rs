@@ -1,0 +1,314 @@
+//! Command handling for one aggregate type: a worker per stream serialises commands in-process,
+//! folds whatever is queued into one append (group commit) and retries the batch when another
+//! process appended first.
+
+use std::collections::HashMap;
+use std::fmt::Debug;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rand::Rng;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use smallvec::SmallVec;
+use tokio::sync::{mpsc, oneshot};
+use tracing::Instrument;
+
+use super::{CommandContext, StreamJournal};
+use crate::event_store::{EventStore, StreamId};
+use crate::framework::{Clock, JournalError, Message, PersistedObserver, Reducer, Store};
+
+/// Why a command was not carried out.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError<A> {
+    /// The aggregate refused the command; the rejection says why. Nothing was written.
+    #[error("command rejected: {0:?}")]
+    Rejected(A),
+    /// Other writers kept winning the race for the stream.
+    #[error("stream {stream} still conflicted after {attempts} attempts")]
+    RetriesExhausted {
+        /// The contended stream.
+        stream: StreamId,
+        /// How many times the batch was tried.
+        attempts: u32,
+    },
+    /// The event store failed.
+    #[error("storage failed on stream {stream}: {source}")]
+    Storage {
+        /// The stream being written.
+        stream: StreamId,
+        /// What the store reported.
+        #[source]
+        source: JournalError,
+    },
+    /// The system is shutting down and the stream's worker stopped before answering.
+    #[error("the worker for stream {stream} stopped before answering")]
+    WorkerStopped {
+        /// The stream.
+        stream: StreamId,
+    },
+}
+
+/// How hard a batch is retried when the stream moved under it.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    /// Attempts in total, the first included.
+    pub max_attempts: u32,
+    /// Backoff before the second attempt; doubles each time, with full jitter.
+    pub base_backoff: Duration,
+    /// Upper bound of one backoff.
+    pub max_backoff: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self { max_attempts: 10, base_backoff: Duration::from_millis(2), max_backoff: Duration::from_millis(200) }
+    }
+}
+
+impl RetryPolicy {
+    fn backoff(&self, attempt: u32) -> Duration {
+        let ceiling = self.base_backoff.saturating_mul(1 << attempt.min(16)).min(self.max_backoff);
+        ceiling.mul_f64(rand::rng().random_range(0.0..=1.0))
+    }
+}
+
+/// Tuning for a [`Repository`].
+#[derive(Debug, Clone, Copy)]
+pub struct RepositoryConfig {
+    /// Most commands folded into one append.
+    pub max_batch: usize,
+    /// A stream's worker (and its cached state) goes away after this long without commands.
+    pub idle_timeout: Duration,
+    /// Conflict retries.
+    pub retry: RetryPolicy,
+}
+
+impl Default for RepositoryConfig {
+    fn default() -> Self {
+        Self { max_batch: 256, idle_timeout: Duration::from_secs(30), retry: RetryPolicy::default() }
+    }
+}
+
+type Reply<A> = oneshot::Sender<Result<SmallVec<[A; 4]>, CommandError<A>>>;
+
+struct Job<A> {
+    command: A,
+    context: CommandContext,
+    reply: Reply<A>,
+}
+
+struct Worker<A> {
+    id: u64,
+    jobs: mpsc::UnboundedSender<Job<A>>,
+}
+
+/// Loads, decides and appends for every stream of one aggregate type.
+pub struct Repository<R: Reducer> {
+    inner: Arc<Inner<R>>,
+}
+
+struct Inner<R: Reducer> {
+    reducer: R,
+    env: R::Env,
+    clock: Arc<dyn Clock>,
+    events: Arc<dyn EventStore>,
+    observer: Option<PersistedObserver<R::Action>>,
+    config: RepositoryConfig,
+    workers: Mutex<Workers<R::Action>>,
+}
+
+/// The live workers by stream, and the id the next one gets.
+type Workers<A> = (u64, HashMap<StreamId, Worker<A>>);
+
+impl<R: Reducer> Clone for Repository<R> {
+    fn clone(&self) -> Self {
+        Self { inner: Arc::clone(&self.inner) }
+    }
+}
+
+impl<R> Repository<R>
+where
+    R: Reducer + Clone,
+    R::State: Default,
+    R::Env: Clone,
+    R::Action: Message + Serialize + DeserializeOwned + Clone + Debug + Send + Sync,
+{
+    /// A repository writing to `events`; `observer` hears about every append.
+    pub fn new(
+        reducer: R,
+        env: R::Env,
+        clock: Arc<dyn Clock>,
+        events: Arc<dyn EventStore>,
+        observer: Option<PersistedObserver<R::Action>>,
+        config: RepositoryConfig,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                reducer,
+                env,
+                clock,
+                events,
+                observer,
+                config,
+                workers: Mutex::new((0, HashMap::new())),
+            }),
+        }
+    }
+
+    /// Handles `command` on `stream` and returns the events it appended.
+    ///
+    /// # Errors
+    /// [`CommandError::Rejected`] with the aggregate's reason, or a storage, contention or
+    /// shutdown error. In every error case nothing of the command was written.
+    pub async fn execute(
+        &self,
+        stream: &StreamId,
+        command: R::Action,
+    ) -> Result<SmallVec<[R::Action; 4]>, CommandError<R::Action>> {
+        let context = CommandContext::current().unwrap_or_else(CommandContext::new_request);
+        let (reply, answer) = oneshot::channel();
+        self.enqueue(stream, Job { command, context, reply })?;
+        answer.await.map_err(|_| CommandError::WorkerStopped { stream: stream.clone() })?
+    }
+
+    /// Reads the current state of `stream` (loading it if no worker holds it).
+    ///
+    /// # Errors
+    /// [`CommandError::Storage`] when the stream cannot be loaded.
+    pub async fn state<T>(
+        &self,
+        stream: &StreamId,
+        read: impl FnOnce(&R::State) -> T,
+    ) -> Result<T, CommandError<R::Action>> {
+        let store = self.restore(stream).await?;
+        Ok(store.with_state(read).await)
+    }
+
+    fn enqueue(&self, stream: &StreamId, job: Job<R::Action>) -> Result<(), CommandError<R::Action>> {
+        let mut guard =
+            self.inner.workers.lock().map_err(|_| CommandError::WorkerStopped { stream: stream.clone() })?;
+        let (next_id, workers) = &mut *guard;
+        let job = match workers.get(stream) {
+            Some(worker) => match worker.jobs.send(job) {
+                Ok(()) => return Ok(()),
+                Err(mpsc::error::SendError(job)) => job,
+            },
+            None => job,
+        };
+        *next_id += 1;
+        let (jobs, queue) = mpsc::unbounded_channel();
+        let _ = jobs.send(job);
+        workers.insert(stream.clone(), Worker { id: *next_id, jobs });
+        let repository = self.clone();
+        let worker_id = *next_id;
+        let stream = stream.clone();
+        let span = tracing::debug_span!("stream_worker", %stream);
+        tokio::spawn(async move { repository.run_worker(stream, worker_id, queue).await }.instrument(span));
+        Ok(())
+    }
+
+    async fn restore(&self, stream: &StreamId) -> Result<Store<R>, CommandError<R::Action>> {
+        let inner = &self.inner;
+        let journal = Arc::new(StreamJournal::new(Arc::clone(&inner.events), stream.clone()));
+        Store::restore(
+            inner.reducer.clone(),
+            inner.env.clone(),
+            Arc::clone(&inner.clock),
+            journal,
+            inner.observer.clone(),
+        )
+        .await
+        .map_err(|source| CommandError::Storage { stream: stream.clone(), source })
+    }
+
+    async fn run_worker(self, stream: StreamId, worker_id: u64, mut queue: mpsc::UnboundedReceiver<Job<R::Action>>) {
+        let store = match self.restore(&stream).await {
+            Ok(store) => Some(store),
+            Err(error) => {
+                tracing::warn!(%error, "cannot load stream");
+                None
+            }
+        };
+        let config = self.inner.config;
+        loop {
+            let first = match tokio::time::timeout(config.idle_timeout, queue.recv()).await {
+                Ok(Some(job)) => job,
+                Ok(None) => return,
+                Err(_) => {
+                    if self.retire(&stream, worker_id, &queue) {
+                        return;
+                    }
+                    continue;
+                }
+            };
+            let mut jobs = vec![first];
+            while jobs.len() < config.max_batch {
+                match queue.try_recv() {
+                    Ok(job) => jobs.push(job),
+                    Err(_) => break,
+                }
+            }
+            if let Some(store) = &store {
+                self.handle_batch(store, &stream, jobs).await;
+            } else {
+                for job in jobs {
+                    let _ = job.reply.send(Err(CommandError::Storage {
+                        stream: stream.clone(),
+                        source: JournalError::Storage("stream could not be loaded".into()),
+                    }));
+                }
+                self.retire(&stream, worker_id, &queue);
+                return;
+            }
+        }
+    }
+
+    /// Removes this worker from the registry if nothing is queued; false if work arrived.
+    fn retire(&self, stream: &StreamId, worker_id: u64, queue: &mpsc::UnboundedReceiver<Job<R::Action>>) -> bool {
+        let Ok(mut guard) = self.inner.workers.lock() else { return true };
+        if !queue.is_empty() {
+            return false;
+        }
+        if guard.1.get(stream).is_some_and(|w| w.id == worker_id) {
+            guard.1.remove(stream);
+        }
+        true
+    }
+
+    async fn handle_batch(&self, store: &Store<R>, stream: &StreamId, jobs: Vec<Job<R::Action>>) {
+        let retry = self.inner.config.retry;
+        let context = jobs[0].context;
+        let mut attempt = 1;
+        let failure = loop {
+            let commands = jobs.iter().map(|job| job.command.clone()).collect();
+            let span = tracing::debug_span!(
+                "command_batch", %stream, size = jobs.len(), attempt, correlation_id = %context.correlation_id
+            );
+            match context.scope(store.send_batch(commands)).instrument(span).await {
+                Ok(outcomes) => {
+                    for (job, outcome) in jobs.into_iter().zip(outcomes) {
+                        let _ = job.reply.send(outcome.map_err(CommandError::Rejected));
+                    }
+                    return;
+                }
+                Err(JournalError::Conflict { .. }) if attempt < retry.max_attempts => {
+                    tokio::time::sleep(retry.backoff(attempt)).await;
+                    attempt += 1;
+                }
+                Err(JournalError::Conflict { .. }) => break None,
+                Err(error) => break Some(error.to_string()),
+            }
+        };
+        for job in jobs {
+            let error = match &failure {
+                None => CommandError::RetriesExhausted { stream: stream.clone(), attempts: attempt },
+                Some(message) => CommandError::Storage {
+                    stream: stream.clone(),
+                    source: JournalError::Storage(message.clone().into()),
+                },
+            };
+            let _ = job.reply.send(Err(error));
+        }
+    }
+}
