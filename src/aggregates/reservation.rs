@@ -735,3 +735,346 @@ fn apply(state: &mut ReservationState, event: &ReservationAction) {
         _ => {}
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::panic)]
+    use super::*;
+    use crate::domain::Currency;
+    use crate::framework::{FixedClock, ReducerTest, ReducerTestError};
+    use chrono::TimeZone;
+
+    fn start() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2030, 1, 1, 12, 0, 0).unwrap()
+    }
+    fn deadline() -> DateTime<Utc> {
+        start() + chrono::Duration::minutes(5)
+    }
+    fn rid() -> ReservationId {
+        ReservationId::from_uuid(uuid::Uuid::from_u128(1))
+    }
+    fn event() -> EventId {
+        EventId::from_uuid(uuid::Uuid::from_u128(2))
+    }
+    fn customer() -> CustomerId {
+        CustomerId::from_uuid(uuid::Uuid::from_u128(3))
+    }
+    fn pid() -> PaymentId {
+        PaymentId::for_reservation(rid())
+    }
+    fn section() -> SectionName {
+        SectionName::new("Stalls").unwrap()
+    }
+    fn eur(m: i64) -> Money {
+        Money::new(m, Currency::EUR)
+    }
+    fn seats() -> Vec<SeatId> {
+        (0..2).map(|i| SeatId::derive(event(), "Stalls", i)).collect()
+    }
+    fn test_at(now: DateTime<Utc>) -> ReducerTest<ReservationReducer> {
+        ReducerTest::new(ReservationReducer, ReservationEnv::new(Arc::new(FixedClock::new(now))))
+    }
+    fn test() -> ReducerTest<ReservationReducer> {
+        test_at(start())
+    }
+    fn initiate(quantity: u32, unit: i64) -> ReservationAction {
+        ReservationAction::InitiateReservation {
+            reservation_id: rid(),
+            event_id: event(),
+            section: section(),
+            quantity,
+            customer_id: customer(),
+            unit_price: eur(unit),
+        }
+    }
+    fn initiated() -> ReservationAction {
+        ReservationAction::ReservationInitiated {
+            reservation_id: rid(),
+            event_id: event(),
+            section: section(),
+            quantity: 2,
+            customer_id: customer(),
+            unit_price: eur(2_500),
+            total: eur(5_000),
+            expires_at: deadline(),
+            initiated_at: start(),
+        }
+    }
+    fn allocated() -> [ReservationAction; 2] {
+        [
+            ReservationAction::SeatsAllocated { reservation_id: rid(), seats: seats() },
+            ReservationAction::PaymentRequested { reservation_id: rid(), payment_id: pid(), amount: eur(5_000) },
+        ]
+    }
+    fn pending() -> Vec<ReservationAction> {
+        let mut history = vec![initiated()];
+        history.extend(allocated());
+        history
+    }
+    fn complete() -> ReservationAction {
+        ReservationAction::CompletePayment { reservation_id: rid(), payment_id: pid(), amount: eur(5_000) }
+    }
+    fn paid(refund_owed: bool) -> ReservationAction {
+        ReservationAction::PaymentSucceeded {
+            reservation_id: rid(),
+            payment_id: pid(),
+            amount: eur(5_000),
+            refund_owed,
+        }
+    }
+    fn completed() -> ReservationAction {
+        ReservationAction::ReservationCompleted {
+            reservation_id: rid(),
+            event_id: event(),
+            section: section(),
+            seats: seats(),
+            completed_at: start(),
+        }
+    }
+    fn expired(seats: Vec<SeatId>, at: DateTime<Utc>) -> ReservationAction {
+        ReservationAction::ReservationExpired {
+            reservation_id: rid(),
+            event_id: event(),
+            section: section(),
+            seats,
+            expired_at: at,
+        }
+    }
+    fn cancelled(seats: Vec<SeatId>) -> ReservationAction {
+        ReservationAction::ReservationCancelled {
+            reservation_id: rid(),
+            event_id: event(),
+            section: section(),
+            seats,
+            cancelled_at: start(),
+        }
+    }
+    fn status_is(status: ReservationStatus) -> impl FnOnce(&ReservationState) -> bool {
+        move |s| s.reservation.as_ref().is_some_and(|r| r.status == status)
+    }
+
+    #[test]
+    fn initiate_records_total_and_deadline_and_schedules_expiry() -> Result<(), ReducerTestError> {
+        let outcome = test()
+            .when(initiate(2, 2_500))
+            .then_persisted(&[initiated()])?
+            .then_state("initiated", status_is(ReservationStatus::Initiated))?;
+        let delay = outcome.effects().iter().find_map(|e| match e {
+            Effect::Delay { duration, action } => Some((*duration, (**action).clone())),
+            _ => None,
+        });
+        assert_eq!(
+            delay,
+            Some((ReservationEnv::DEFAULT_HOLD, ReservationAction::ExpireReservation { reservation_id: rid() }))
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn hold_duration_is_configurable() -> Result<(), ReducerTestError> {
+        let env = ReservationEnv::new(Arc::new(FixedClock::new(start()))).with_hold_duration(Duration::from_secs(60));
+        ReducerTest::new(ReservationReducer, env).when(initiate(1, 100)).then_state("1 min", |s| {
+            s.reservation.as_ref().is_some_and(|r| r.expires_at == start() + chrono::Duration::minutes(1))
+        })?;
+        Ok(())
+    }
+
+    #[test]
+    fn initiate_rejections() -> Result<(), ReducerTestError> {
+        test().when(initiate(0, 100)).then_rejected("zero", |a| {
+            matches!(a, ReservationAction::Rejected(ReservationError::ZeroQuantity { .. }))
+        })?;
+        test().when(initiate(1, 0)).then_rejected("free", |a| {
+            matches!(a, ReservationAction::Rejected(ReservationError::NonPositivePrice { .. }))
+        })?;
+        test().when(initiate(2, i64::MAX)).then_rejected("overflow", |a| {
+            matches!(
+                a,
+                ReservationAction::Rejected(ReservationError::Money { source: DomainError::MoneyOverflow { .. }, .. })
+            )
+        })?;
+        test().given([initiated()])?.when(initiate(3, 2_500)).then_rejected("id reuse", |a| {
+            matches!(a, ReservationAction::Rejected(ReservationError::AlreadyExists { .. }))
+        })?;
+        test().given([initiated()])?.when(initiate(2, 2_500)).then_persisted(&[])?.then_unchanged()?;
+        Ok(())
+    }
+
+    #[test]
+    fn allocated_seats_request_payment() -> Result<(), ReducerTestError> {
+        test()
+            .given([initiated()])?
+            .when(ReservationAction::AllocateSeats { reservation_id: rid(), seats: seats() })
+            .then_persisted(&allocated())?
+            .then_state("pending", status_is(ReservationStatus::PaymentPending))?;
+        test()
+            .given(pending())?
+            .when(ReservationAction::AllocateSeats { reservation_id: rid(), seats: seats() })
+            .then_persisted(&[])?
+            .then_unchanged()?;
+        Ok(())
+    }
+
+    #[test]
+    fn seats_arriving_after_the_end_are_returned_once() -> Result<(), ReducerTestError> {
+        let allocate = || ReservationAction::AllocateSeats { reservation_id: rid(), seats: seats() };
+        let returned = ReservationAction::SeatsReturned {
+            reservation_id: rid(),
+            event_id: event(),
+            section: section(),
+            seats: seats(),
+        };
+        test()
+            .given([initiated(), cancelled(Vec::new())])?
+            .when(allocate())
+            .then_persisted(std::slice::from_ref(&returned))?;
+        test().given([initiated(), cancelled(Vec::new()), returned])?.when(allocate()).then_persisted(&[])?;
+        Ok(())
+    }
+
+    #[test]
+    fn commands_for_unknown_reservations_are_rejected() -> Result<(), ReducerTestError> {
+        test().when(complete()).then_rejected("unknown", |a| {
+            matches!(a, ReservationAction::Rejected(ReservationError::NotFound { .. }))
+        })?;
+        Ok(())
+    }
+
+    #[test]
+    fn payment_success_completes() -> Result<(), ReducerTestError> {
+        test()
+            .given(pending())?
+            .when(complete())
+            .then_persisted(&[paid(false), completed()])?
+            .then_state("completed", status_is(ReservationStatus::Completed))?;
+        let mut history = pending();
+        history.extend([paid(false), completed()]);
+        test().given(history)?.when(complete()).then_persisted(&[])?.then_unchanged()?;
+        Ok(())
+    }
+
+    #[test]
+    fn payment_before_request_is_rejected() -> Result<(), ReducerTestError> {
+        test().given([initiated()])?.when(complete()).then_rejected("early", |a| {
+            matches!(
+                a,
+                ReservationAction::Rejected(ReservationError::InvalidState {
+                    status: ReservationStatus::Initiated,
+                    ..
+                })
+            )
+        })?;
+        Ok(())
+    }
+
+    #[test]
+    fn late_payment_after_expiry_is_owed_back_once() -> Result<(), ReducerTestError> {
+        let mut history = pending();
+        history.push(expired(seats(), deadline()));
+        let outcome = test().given(history.clone())?.when(complete()).then_persisted(&[paid(true)])?.then_state(
+            "still expired, refund owed",
+            |s| {
+                s.reservation
+                    .as_ref()
+                    .is_some_and(|r| r.status == ReservationStatus::Expired && r.refund_owed == Some(eur(5_000)))
+            },
+        )?;
+        drop(outcome);
+        history.push(paid(true));
+        test().given(history)?.when(complete()).then_persisted(&[])?.then_unchanged()?;
+        Ok(())
+    }
+
+    #[test]
+    fn payment_failure_compensates() -> Result<(), ReducerTestError> {
+        let fail =
+            || ReservationAction::FailPayment { reservation_id: rid(), payment_id: pid(), reason: "card".into() };
+        let compensated = ReservationAction::ReservationCompensated {
+            reservation_id: rid(),
+            event_id: event(),
+            section: section(),
+            seats: seats(),
+            reason: CompensationReason::PaymentFailed { reason: "card".into() },
+            compensated_at: start(),
+        };
+        let failed =
+            ReservationAction::PaymentFailed { reservation_id: rid(), payment_id: pid(), reason: "card".into() };
+        test()
+            .given(pending())?
+            .when(fail())
+            .then_persisted(&[failed.clone(), compensated.clone()])?
+            .then_state("compensated", status_is(ReservationStatus::Compensated))?;
+        let mut history = pending();
+        history.extend([failed, compensated]);
+        test().given(history)?.when(fail()).then_persisted(&[])?.then_unchanged()?;
+        Ok(())
+    }
+
+    #[test]
+    fn seat_shortage_compensates_without_seats() -> Result<(), ReducerTestError> {
+        let shortage = ReservationAction::RecordSeatShortage { reservation_id: rid(), requested: 2, available: 1 };
+        test().given([initiated()])?.when(shortage.clone()).then_persisted(&[
+            ReservationAction::ReservationCompensated {
+                reservation_id: rid(),
+                event_id: event(),
+                section: section(),
+                seats: Vec::new(),
+                reason: CompensationReason::InsufficientInventory { requested: 2, available: 1 },
+                compensated_at: start(),
+            },
+        ])?;
+        test().given(pending())?.when(shortage).then_persisted(&[])?.then_unchanged()?;
+        Ok(())
+    }
+
+    #[test]
+    fn cancel_releases_and_is_idempotent() -> Result<(), ReducerTestError> {
+        let cancel = || ReservationAction::CancelReservation { reservation_id: rid() };
+        test()
+            .given(pending())?
+            .when(cancel())
+            .then_persisted(&[cancelled(seats())])?
+            .then_state("cancelled", status_is(ReservationStatus::Cancelled))?;
+        test().given([initiated(), cancelled(Vec::new())])?.when(cancel()).then_persisted(&[])?.then_unchanged()?;
+        let mut done = pending();
+        done.extend([paid(false), completed()]);
+        test().given(done)?.when(cancel()).then_rejected("completed", |a| {
+            matches!(
+                a,
+                ReservationAction::Rejected(ReservationError::InvalidState {
+                    status: ReservationStatus::Completed,
+                    ..
+                })
+            )
+        })?;
+        Ok(())
+    }
+
+    #[test]
+    fn expiry_only_after_the_deadline_and_never_after_completion() -> Result<(), ReducerTestError> {
+        let expire = || ReservationAction::ExpireReservation { reservation_id: rid() };
+        test().given(pending())?.when(expire()).then_rejected("too early", |a| {
+            matches!(a, ReservationAction::Rejected(ReservationError::NotYetExpired { .. }))
+        })?;
+        test_at(deadline())
+            .given(pending())?
+            .when(expire())
+            .then_persisted(&[expired(seats(), deadline())])?
+            .then_state("expired", status_is(ReservationStatus::Expired))?;
+        let mut done = pending();
+        done.extend([paid(false), completed()]);
+        test_at(deadline()).given(done)?.when(expire()).then_persisted(&[])?.then_unchanged()?;
+        Ok(())
+    }
+
+    #[test]
+    fn event_names_equal_serde_tags() {
+        let mut events = pending();
+        events.extend([paid(true), completed(), expired(Vec::new(), start()), cancelled(Vec::new())]);
+        for event in events {
+            let json = serde_json::to_value(&event).unwrap();
+            assert_eq!(json.as_object().unwrap().keys().next().unwrap(), event.name());
+            assert_eq!(serde_json::from_value::<ReservationAction>(json).unwrap(), event);
+        }
+    }
+}
