@@ -8,9 +8,17 @@
 //!   values, the [`Store`](framework::Store) runtime, clocks and the reducer test harness.
 //! - [`event_store`]: the [`EventStore`](event_store::EventStore) trait over an append-only log of
 //!   JSON events, with in-memory and `PostgreSQL` backends.
-//! - `domain`: validated value types (ids, money, capacity, venues, pricing tiers).
-//! - `aggregates`: Event, Inventory, Reservation and Payment as pure reducers.
+//! - [`domain`]: validated value types (ids, money, capacity, seat numbers, venues, pricing tiers).
+//! - [`aggregates`]: Event, Inventory, Reservation and Payment as pure reducers, and the
+//!   [`Ticketing`](aggregates::Ticketing) composite that wires the reservation saga between them.
+//! - [`system`]: command handling over the event store (per-stream workers, group commit,
+//!   optimistic concurrency with retries).
+//!
+//! [`prelude`] re-exports the types most programs need.
 
+pub mod aggregates;
+pub mod domain;
 pub mod event_store;
 pub mod framework;
+pub mod prelude;
 pub mod system;

@@ -1,0 +1,611 @@
+//! The Event aggregate: one ticketed event (a concert, a match) and its sales lifecycle
+//! `Draft → Published → SalesOpen → SalesClosed`, with `Cancelled` reachable from any state but
+//! itself.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use smallvec::smallvec;
+
+use crate::domain::{Capacity, EventId, Money, PricingTier, SectionName, TierKind, Venue};
+use crate::framework::{Clock, Effect, Effects, Message, MessageKind, Reducer};
+
+/// A section of the event's seating plan and how many seats it has.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Section {
+    /// The section name, unique within the event.
+    pub name: SectionName,
+    /// Its number of seats.
+    pub capacity: Capacity,
+}
+
+/// Where an event is in its lifecycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum EventStatus {
+    /// No `EventCreated` yet.
+    #[default]
+    NotCreated,
+    /// Created, not visible to customers.
+    Draft,
+    /// Announced; tickets not on sale yet.
+    Published,
+    /// Tickets can be reserved.
+    SalesOpen,
+    /// No more sales; the event still takes place.
+    SalesClosed,
+    /// Called off. Terminal.
+    Cancelled,
+}
+
+/// The facts fixed at creation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventDetails {
+    /// Event id.
+    pub event_id: EventId,
+    /// Display name.
+    pub name: String,
+    /// Where it takes place.
+    pub venue: Venue,
+    /// When it takes place.
+    pub date: DateTime<Utc>,
+    /// The seating plan.
+    pub sections: Vec<Section>,
+    /// Prices per section and tier.
+    pub pricing_tiers: Vec<PricingTier>,
+}
+
+/// State of one Event stream.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct EventState {
+    /// Set by `EventCreated`.
+    pub details: Option<EventDetails>,
+    /// Lifecycle position.
+    pub status: EventStatus,
+}
+
+impl EventState {
+    /// Whether reservations may be made.
+    #[must_use]
+    pub fn is_on_sale(&self) -> bool {
+        self.status == EventStatus::SalesOpen
+    }
+
+    /// The section called `name`, if the event has one.
+    #[must_use]
+    pub fn section(&self, name: &SectionName) -> Option<&Section> {
+        self.details.as_ref()?.sections.iter().find(|s| &s.name == name)
+    }
+
+    /// The price of one seat in `section` under the tier of kind `kind`, ignoring sale windows.
+    ///
+    /// # Errors
+    /// [`EventError::NoPrice`] when the event has no such tier.
+    pub fn price_for(&self, section: &SectionName, kind: TierKind) -> Result<Money, EventError> {
+        self.tiers(section).find(|t| t.kind() == kind).map(PricingTier::price).ok_or_else(|| self.no_price(section))
+    }
+
+    /// The price a customer pays for one seat in `section` at `now`: the cheapest tier of that
+    /// section whose sale window contains `now` (an open early-bird window beats the regular
+    /// price).
+    ///
+    /// # Errors
+    /// [`EventError::NoPrice`] when no tier of the section is on sale at `now`.
+    pub fn price_at(&self, section: &SectionName, now: DateTime<Utc>) -> Result<Money, EventError> {
+        self.tiers(section)
+            .filter(|t| t.on_sale_at(now))
+            .map(PricingTier::price)
+            .min_by_key(Money::minor_units)
+            .ok_or_else(|| self.no_price(section))
+    }
+
+    fn tiers<'a>(&'a self, section: &'a SectionName) -> impl Iterator<Item = &'a PricingTier> + 'a {
+        self.details.iter().flat_map(|d| d.pricing_tiers.iter()).filter(move |t| t.section() == section)
+    }
+
+    fn no_price(&self, section: &SectionName) -> EventError {
+        EventError::NoPrice { event_id: self.details.as_ref().map(|d| d.event_id), section: section.clone() }
+    }
+}
+
+/// Why an Event command was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+pub enum EventError {
+    /// `CreateEvent` for a stream that already has an event.
+    #[error("event {event_id} already exists")]
+    AlreadyExists {
+        /// The event.
+        event_id: EventId,
+    },
+    /// A command for an event that was never created (or for another stream).
+    #[error("event {event_id} not found")]
+    NotFound {
+        /// The event.
+        event_id: EventId,
+    },
+    /// The name is blank.
+    #[error("event name must not be blank")]
+    BlankName,
+    /// No sections, or two sections with the same name.
+    #[error("event {event_id} needs at least one section and unique section names")]
+    InvalidSections {
+        /// The event.
+        event_id: EventId,
+    },
+    /// A pricing tier names a section the event does not have, or mixes currencies.
+    #[error("pricing tier for section {section} is invalid for event {event_id}")]
+    InvalidPricingTier {
+        /// The event.
+        event_id: EventId,
+        /// The tier's section.
+        section: SectionName,
+    },
+    /// The event date is not in the future.
+    #[error("event {event_id} date {date} is not in the future")]
+    DateInPast {
+        /// The event.
+        event_id: EventId,
+        /// The rejected date.
+        date: DateTime<Utc>,
+    },
+    /// The lifecycle does not allow this step from the current status.
+    #[error("event {event_id}: cannot {action} while {from:?}")]
+    IllegalTransition {
+        /// The event.
+        event_id: EventId,
+        /// The current status.
+        from: EventStatus,
+        /// The attempted step.
+        action: std::borrow::Cow<'static, str>,
+    },
+    /// No tier prices this section (at this time).
+    #[error("no price for section {section} of event {event_id:?}")]
+    NoPrice {
+        /// The event, if created.
+        event_id: Option<EventId>,
+        /// The section.
+        section: SectionName,
+    },
+}
+
+/// Commands, events and the rejection of the Event aggregate.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EventAction {
+    /// Create an event in `Draft`.
+    CreateEvent {
+        /// New event id (generated by the caller).
+        event_id: EventId,
+        /// Display name.
+        name: String,
+        /// Venue.
+        venue: Venue,
+        /// Date of the event.
+        date: DateTime<Utc>,
+        /// Seating plan.
+        sections: Vec<Section>,
+        /// Prices.
+        pricing_tiers: Vec<PricingTier>,
+    },
+    /// Make a draft event public.
+    PublishEvent {
+        /// The event.
+        event_id: EventId,
+    },
+    /// Start selling tickets.
+    OpenSales {
+        /// The event.
+        event_id: EventId,
+    },
+    /// Stop selling tickets.
+    CloseSales {
+        /// The event.
+        event_id: EventId,
+    },
+    /// Call the event off.
+    CancelEvent {
+        /// The event.
+        event_id: EventId,
+        /// Why.
+        reason: String,
+    },
+    /// The event was created.
+    #[serde(rename = "EventCreated")]
+    EventCreated {
+        /// The event details.
+        details: EventDetails,
+        /// When.
+        created_at: DateTime<Utc>,
+    },
+    /// The event was published.
+    #[serde(rename = "EventPublished")]
+    EventPublished {
+        /// The event.
+        event_id: EventId,
+        /// When.
+        published_at: DateTime<Utc>,
+    },
+    /// Sales opened.
+    #[serde(rename = "SalesOpened")]
+    SalesOpened {
+        /// The event.
+        event_id: EventId,
+        /// When.
+        opened_at: DateTime<Utc>,
+    },
+    /// Sales closed.
+    #[serde(rename = "SalesClosed")]
+    SalesClosed {
+        /// The event.
+        event_id: EventId,
+        /// When.
+        closed_at: DateTime<Utc>,
+    },
+    /// The event was cancelled.
+    #[serde(rename = "EventCancelled")]
+    EventCancelled {
+        /// The event.
+        event_id: EventId,
+        /// Why.
+        reason: String,
+        /// When.
+        cancelled_at: DateTime<Utc>,
+    },
+    /// A command was refused.
+    Rejected(EventError),
+}
+
+impl EventAction {
+    /// The event this action addresses (`None` for a rejection).
+    #[must_use]
+    pub fn event_id(&self) -> Option<EventId> {
+        match self {
+            Self::CreateEvent { event_id, .. }
+            | Self::PublishEvent { event_id }
+            | Self::OpenSales { event_id }
+            | Self::CloseSales { event_id }
+            | Self::CancelEvent { event_id, .. }
+            | Self::EventPublished { event_id, .. }
+            | Self::SalesOpened { event_id, .. }
+            | Self::SalesClosed { event_id, .. }
+            | Self::EventCancelled { event_id, .. } => Some(*event_id),
+            Self::EventCreated { details, .. } => Some(details.event_id),
+            Self::Rejected(_) => None,
+        }
+    }
+}
+
+impl Message for EventAction {
+    fn kind(&self) -> MessageKind {
+        match self {
+            Self::CreateEvent { .. }
+            | Self::PublishEvent { .. }
+            | Self::OpenSales { .. }
+            | Self::CloseSales { .. }
+            | Self::CancelEvent { .. } => MessageKind::Command,
+            Self::EventCreated { .. }
+            | Self::EventPublished { .. }
+            | Self::SalesOpened { .. }
+            | Self::SalesClosed { .. }
+            | Self::EventCancelled { .. } => MessageKind::Event,
+            Self::Rejected(_) => MessageKind::Rejection,
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        match self {
+            Self::CreateEvent { .. } => "CreateEvent",
+            Self::PublishEvent { .. } => "PublishEvent",
+            Self::OpenSales { .. } => "OpenSales",
+            Self::CloseSales { .. } => "CloseSales",
+            Self::CancelEvent { .. } => "CancelEvent",
+            Self::EventCreated { .. } => "EventCreated",
+            Self::EventPublished { .. } => "EventPublished",
+            Self::SalesOpened { .. } => "SalesOpened",
+            Self::SalesClosed { .. } => "SalesClosed",
+            Self::EventCancelled { .. } => "EventCancelled",
+            Self::Rejected(_) => "EventRejected",
+        }
+    }
+}
+
+/// Dependencies of the Event reducer.
+#[derive(Debug, Clone)]
+pub struct EventEnv {
+    /// Source of timestamps and "is the date in the future".
+    pub clock: Arc<dyn Clock>,
+}
+
+impl EventEnv {
+    /// An environment reading `clock`.
+    #[must_use]
+    pub fn new(clock: Arc<dyn Clock>) -> Self {
+        Self { clock }
+    }
+}
+
+/// The Event reducer.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct EventReducer;
+
+impl Reducer for EventReducer {
+    type State = EventState;
+    type Action = EventAction;
+    type Env = EventEnv;
+
+    fn reduce(&self, state: &mut EventState, action: EventAction, env: &EventEnv) -> Effects<EventAction> {
+        if action.is_event() {
+            apply(state, &action);
+            return smallvec![];
+        }
+        if action.kind() == MessageKind::Rejection {
+            return smallvec![];
+        }
+        match decide(state, action, env) {
+            Ok(event) => {
+                apply(state, &event);
+                smallvec![Effect::Persist(smallvec![event])]
+            }
+            Err(error) => smallvec![Effect::Reject(Box::new(EventAction::Rejected(error)))],
+        }
+    }
+}
+
+fn decide(state: &EventState, command: EventAction, env: &EventEnv) -> Result<EventAction, EventError> {
+    let now = env.clock.now();
+    if let EventAction::CreateEvent { event_id, name, venue, date, sections, pricing_tiers } = command {
+        if state.details.is_some() {
+            return Err(EventError::AlreadyExists { event_id });
+        }
+        validate_new_event(event_id, &name, date, &sections, &pricing_tiers, now)?;
+        let details = EventDetails { event_id, name, venue, date, sections, pricing_tiers };
+        return Ok(EventAction::EventCreated { details, created_at: now });
+    }
+    let event_id = command.event_id().ok_or(EventError::BlankName)?;
+    if state.details.as_ref().is_none_or(|d| d.event_id != event_id) {
+        return Err(EventError::NotFound { event_id });
+    }
+    let from = state.status;
+    let illegal = |action: &'static str| EventError::IllegalTransition { event_id, from, action: action.into() };
+    match command {
+        EventAction::PublishEvent { .. } if from == EventStatus::Draft => {
+            Ok(EventAction::EventPublished { event_id, published_at: now })
+        }
+        EventAction::PublishEvent { .. } => Err(illegal("publish")),
+        EventAction::OpenSales { .. } if from == EventStatus::Published => {
+            Ok(EventAction::SalesOpened { event_id, opened_at: now })
+        }
+        EventAction::OpenSales { .. } => Err(illegal("open sales")),
+        EventAction::CloseSales { .. } if from == EventStatus::SalesOpen => {
+            Ok(EventAction::SalesClosed { event_id, closed_at: now })
+        }
+        EventAction::CloseSales { .. } => Err(illegal("close sales")),
+        EventAction::CancelEvent { reason, .. } if from != EventStatus::Cancelled => {
+            Ok(EventAction::EventCancelled { event_id, reason, cancelled_at: now })
+        }
+        _ => Err(illegal("cancel")),
+    }
+}
+
+fn validate_new_event(
+    event_id: EventId,
+    name: &str,
+    date: DateTime<Utc>,
+    sections: &[Section],
+    pricing_tiers: &[PricingTier],
+    now: DateTime<Utc>,
+) -> Result<(), EventError> {
+    if name.trim().is_empty() {
+        return Err(EventError::BlankName);
+    }
+    if date <= now {
+        return Err(EventError::DateInPast { event_id, date });
+    }
+    let duplicate = sections.iter().enumerate().any(|(i, s)| sections[..i].iter().any(|o| o.name == s.name));
+    if sections.is_empty() || duplicate {
+        return Err(EventError::InvalidSections { event_id });
+    }
+    let currency = pricing_tiers.first().map(|t| t.price().currency());
+    for tier in pricing_tiers {
+        if !sections.iter().any(|s| &s.name == tier.section()) || Some(tier.price().currency()) != currency {
+            return Err(EventError::InvalidPricingTier { event_id, section: tier.section().clone() });
+        }
+    }
+    Ok(())
+}
+
+fn apply(state: &mut EventState, event: &EventAction) {
+    match event {
+        EventAction::EventCreated { details, .. } => {
+            state.details = Some(details.clone());
+            state.status = EventStatus::Draft;
+        }
+        EventAction::EventPublished { .. } => state.status = EventStatus::Published,
+        EventAction::SalesOpened { .. } => state.status = EventStatus::SalesOpen,
+        EventAction::SalesClosed { .. } => state.status = EventStatus::SalesClosed,
+        EventAction::EventCancelled { .. } => state.status = EventStatus::Cancelled,
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::domain::{Currency, VenueId};
+    use crate::framework::{FixedClock, ReducerTest, ReducerTestError};
+    use chrono::TimeZone;
+
+    fn now() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2030, 1, 1, 12, 0, 0).unwrap()
+    }
+
+    fn id() -> EventId {
+        EventId::from_uuid(uuid::Uuid::from_u128(7))
+    }
+
+    fn section(name: &str) -> SectionName {
+        SectionName::new(name).unwrap()
+    }
+
+    fn test() -> ReducerTest<EventReducer> {
+        ReducerTest::new(EventReducer, EventEnv::new(Arc::new(FixedClock::new(now()))))
+    }
+
+    fn tiers() -> Vec<PricingTier> {
+        let early = crate::domain::SaleWindow::new(now(), now() + chrono::Duration::days(1)).unwrap();
+        vec![
+            PricingTier::new(TierKind::Regular, section("Stalls"), Money::new(5_000, Currency::EUR), None).unwrap(),
+            PricingTier::new(TierKind::EarlyBird, section("Stalls"), Money::new(4_000, Currency::EUR), Some(early))
+                .unwrap(),
+            PricingTier::new(TierKind::Vip, section("Box"), Money::new(20_000, Currency::EUR), None).unwrap(),
+        ]
+    }
+
+    fn create() -> EventAction {
+        EventAction::CreateEvent {
+            event_id: id(),
+            name: "Rust Fest".into(),
+            venue: Venue::new(VenueId::from_uuid(uuid::Uuid::from_u128(9)), "Hall").unwrap(),
+            date: now() + chrono::Duration::days(30),
+            sections: vec![
+                Section { name: section("Stalls"), capacity: Capacity::new(100).unwrap() },
+                Section { name: section("Box"), capacity: Capacity::new(4).unwrap() },
+            ],
+            pricing_tiers: tiers(),
+        }
+    }
+
+    fn created() -> EventAction {
+        let EventAction::CreateEvent { event_id, name, venue, date, sections, pricing_tiers } = create() else {
+            unreachable!()
+        };
+        let details = EventDetails { event_id, name, venue, date, sections, pricing_tiers };
+        EventAction::EventCreated { details, created_at: now() }
+    }
+
+    fn published() -> EventAction {
+        EventAction::EventPublished { event_id: id(), published_at: now() }
+    }
+
+    fn opened() -> EventAction {
+        EventAction::SalesOpened { event_id: id(), opened_at: now() }
+    }
+
+    #[test]
+    fn create_event_starts_in_draft() -> Result<(), ReducerTestError> {
+        test().when(create()).then_persisted(&[created()])?.then_state("draft", |s| s.status == EventStatus::Draft)?;
+        Ok(())
+    }
+
+    #[test]
+    fn create_rejects_existing_blank_past_and_bad_plans() -> Result<(), ReducerTestError> {
+        test()
+            .given([created()])?
+            .when(create())
+            .then_rejected("exists", |a| matches!(a, EventAction::Rejected(EventError::AlreadyExists { .. })))?;
+        let mut blank = create();
+        if let EventAction::CreateEvent { name, .. } = &mut blank {
+            *name = " ".into();
+        }
+        test().when(blank).then_rejected("blank", |a| matches!(a, EventAction::Rejected(EventError::BlankName)))?;
+        let mut past = create();
+        if let EventAction::CreateEvent { date, .. } = &mut past {
+            *date = now();
+        }
+        test()
+            .when(past)
+            .then_rejected("past", |a| matches!(a, EventAction::Rejected(EventError::DateInPast { .. })))?;
+        let mut dup = create();
+        if let EventAction::CreateEvent { sections, .. } = &mut dup {
+            sections[1].name = section("Stalls");
+        }
+        test()
+            .when(dup)
+            .then_rejected("dup", |a| matches!(a, EventAction::Rejected(EventError::InvalidSections { .. })))?;
+        let mut orphan = create();
+        if let EventAction::CreateEvent { sections, .. } = &mut orphan {
+            sections.pop();
+        }
+        test().when(orphan).then_rejected("orphan tier", |a| {
+            matches!(a, EventAction::Rejected(EventError::InvalidPricingTier { .. }))
+        })?;
+        Ok(())
+    }
+
+    #[test]
+    fn lifecycle_happy_path() -> Result<(), ReducerTestError> {
+        test().given([created()])?.when(EventAction::PublishEvent { event_id: id() }).then_persisted(&[published()])?;
+        test()
+            .given([created(), published()])?
+            .when(EventAction::OpenSales { event_id: id() })
+            .then_persisted(&[opened()])?
+            .then_state("on sale", EventState::is_on_sale)?;
+        test()
+            .given([created(), published(), opened()])?
+            .when(EventAction::CloseSales { event_id: id() })
+            .then_persisted(&[EventAction::SalesClosed { event_id: id(), closed_at: now() }])?;
+        Ok(())
+    }
+
+    #[test]
+    fn cancel_from_any_non_terminal_state_but_not_twice() -> Result<(), ReducerTestError> {
+        let cancel = || EventAction::CancelEvent { event_id: id(), reason: "storm".into() };
+        let cancelled = EventAction::EventCancelled { event_id: id(), reason: "storm".into(), cancelled_at: now() };
+        for history in [vec![created()], vec![created(), published()], vec![created(), published(), opened()]] {
+            test().given(history)?.when(cancel()).then_persisted(std::slice::from_ref(&cancelled))?;
+        }
+        test().given([created(), cancelled])?.when(cancel()).then_rejected("twice", |a| {
+            matches!(a, EventAction::Rejected(EventError::IllegalTransition { from: EventStatus::Cancelled, .. }))
+        })?;
+        Ok(())
+    }
+
+    #[test]
+    fn illegal_transitions_and_unknown_events_are_rejected() -> Result<(), ReducerTestError> {
+        test().given([created()])?.when(EventAction::OpenSales { event_id: id() }).then_rejected("skip", |a| {
+            matches!(a, EventAction::Rejected(EventError::IllegalTransition { from: EventStatus::Draft, .. }))
+        })?;
+        test()
+            .given([created()])?
+            .when(EventAction::CloseSales { event_id: id() })
+            .then_rejected("close", |a| matches!(a, EventAction::Rejected(EventError::IllegalTransition { .. })))?;
+        test()
+            .given([created(), published()])?
+            .when(EventAction::PublishEvent { event_id: id() })
+            .then_rejected("republish", |a| matches!(a, EventAction::Rejected(EventError::IllegalTransition { .. })))?;
+        test()
+            .when(EventAction::PublishEvent { event_id: id() })
+            .then_rejected("missing", |a| matches!(a, EventAction::Rejected(EventError::NotFound { .. })))?;
+        Ok(())
+    }
+
+    #[test]
+    fn price_queries_use_tiers_and_windows() -> Result<(), ReducerTestError> {
+        let t = test().given([created()])?;
+        let state = t.state();
+        assert_eq!(state.price_for(&section("Box"), TierKind::Vip), Ok(Money::new(20_000, Currency::EUR)));
+        assert_eq!(state.price_at(&section("Stalls"), now()), Ok(Money::new(4_000, Currency::EUR)));
+        let later = now() + chrono::Duration::days(2);
+        assert_eq!(state.price_at(&section("Stalls"), later), Ok(Money::new(5_000, Currency::EUR)));
+        assert!(matches!(state.price_for(&section("Box"), TierKind::EarlyBird), Err(EventError::NoPrice { .. })));
+        Ok(())
+    }
+
+    #[test]
+    fn event_names_equal_serde_tags() {
+        for event in [created(), published(), opened()] {
+            let json = serde_json::to_value(&event).unwrap();
+            let tag = json.as_object().unwrap().keys().next().unwrap().clone();
+            assert_eq!(tag, event.name());
+            assert_eq!(serde_json::from_value::<EventAction>(json).unwrap(), event);
+        }
+        let others = [
+            EventAction::SalesClosed { event_id: id(), closed_at: now() },
+            EventAction::EventCancelled { event_id: id(), reason: String::new(), cancelled_at: now() },
+        ];
+        for event in others {
+            let json = serde_json::to_value(&event).unwrap();
+            assert!(json.get(event.name()).is_some());
+        }
+    }
+}

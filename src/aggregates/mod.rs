@@ -1,0 +1,31 @@
+//! The four aggregates as pure reducers, one file each, and [`Ticketing`], the composite that
+//! runs them together in one [`Store`](crate::framework::Store).
+//!
+//! Every aggregate follows the same contract, which the runtime relies on: a command is decided
+//! against the state without touching it when refused (the answer is exactly one
+//! [`Effect::Reject`](crate::framework::Effect::Reject) carrying the `Rejected` variant); an
+//! accepted command applies its events and returns them in
+//! [`Effect::Persist`](crate::framework::Effect::Persist); an event is applied and returns
+//! nothing, so folding a stream's events rebuilds its state. A redelivered command that was
+//! already carried out returns no effects at all.
+
+pub mod event;
+pub mod inventory;
+pub mod payment;
+pub mod reservation;
+pub mod ticketing;
+
+pub use event::{EventAction, EventEnv, EventError, EventReducer, EventState, EventStatus, Section};
+pub use inventory::{
+    AllocatedSeat, Hold, HoldStatus, InventoryAction, InventoryEnv, InventoryError, InventoryReducer, InventoryState,
+    ReleaseReason,
+};
+pub use payment::{
+    GatewayOutcome, PaymentAction, PaymentEnv, PaymentError, PaymentGateway, PaymentReducer, PaymentState,
+    PaymentStatus, SimulatedGateway,
+};
+pub use reservation::{
+    CompensationReason, Reservation, ReservationAction, ReservationEnv, ReservationError, ReservationReducer,
+    ReservationState, ReservationStatus,
+};
+pub use ticketing::{Ticketing, TicketingAction, TicketingEnv, TicketingState, saga_reactions};

@@ -1,0 +1,1080 @@
+//! The Reservation aggregate: one purchase attempt, and the state of the saga that drives it
+//! across Inventory and Payment.
+//!
+//! Life of a reservation: `InitiateReservation` records the deadline and the total price and
+//! schedules `ExpireReservation`; the saga (see [`saga_reactions`](super::saga_reactions)) asks
+//! Inventory for seats and reports them back with [`ReservationAction::AllocateSeats`], which
+//! requests the payment; the payment's outcome arrives as `CompletePayment` or `FailPayment`.
+//! Exactly one terminal state is reached: Completed, Expired, Cancelled or Compensated.
+//!
+//! Messages that arrive late or twice are expected (timers race payments; buses redeliver):
+//! - a payment success after the reservation ended does not complete it; it is recorded with
+//!   `refund_owed = true` and the saga refunds it;
+//! - seats that arrive after the reservation ended are handed back (`SeatsReturned`);
+//! - an expiry after completion, and any duplicate, changes nothing.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use smallvec::{SmallVec, smallvec};
+
+use crate::domain::{CustomerId, DomainError, EventId, Money, PaymentId, ReservationId, SeatId, SectionName};
+use crate::framework::{Clock, Effect, Effects, Message, MessageKind, Reducer};
+
+/// Where a reservation stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ReservationStatus {
+    /// Waiting for seats.
+    Initiated,
+    /// Seats held (momentary: payment is requested in the same step).
+    SeatsAllocated,
+    /// Waiting for the payment outcome.
+    PaymentPending,
+    /// Paid, seats sold. Terminal.
+    Completed,
+    /// The hold ran out. Terminal.
+    Expired,
+    /// The customer cancelled. Terminal.
+    Cancelled,
+    /// Undone after a failure (payment declined, no seats). Terminal.
+    Compensated,
+}
+
+impl ReservationStatus {
+    /// Whether no further transition is possible.
+    #[must_use]
+    pub const fn is_terminal(self) -> bool {
+        matches!(self, Self::Completed | Self::Expired | Self::Cancelled | Self::Compensated)
+    }
+}
+
+/// Why a reservation was compensated.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CompensationReason {
+    /// The section did not have enough seats.
+    InsufficientInventory {
+        /// Seats asked for.
+        requested: u32,
+        /// Seats that were available.
+        available: u32,
+    },
+    /// The payment was declined.
+    PaymentFailed {
+        /// The provider's reason.
+        reason: String,
+    },
+}
+
+/// One reservation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reservation {
+    /// The reservation.
+    pub reservation_id: ReservationId,
+    /// The event.
+    pub event_id: EventId,
+    /// The section.
+    pub section: SectionName,
+    /// Seats wanted.
+    pub quantity: u32,
+    /// Who buys.
+    pub customer_id: CustomerId,
+    /// Price of one seat.
+    pub unit_price: Money,
+    /// `unit_price × quantity`.
+    pub total: Money,
+    /// The hold deadline.
+    pub expires_at: DateTime<Utc>,
+    /// Seats held for it (empty until allocated).
+    pub seats: Vec<SeatId>,
+    /// The payment requested for it.
+    pub payment_id: Option<PaymentId>,
+    /// Status.
+    pub status: ReservationStatus,
+    /// Money taken after the reservation ended, to be refunded.
+    pub refund_owed: Option<Money>,
+}
+
+/// State of one Reservation stream.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ReservationState {
+    /// Set by `ReservationInitiated`.
+    pub reservation: Option<Reservation>,
+}
+
+/// Why a Reservation command was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+pub enum ReservationError {
+    /// Zero seats asked for.
+    #[error("reservation {reservation_id}: quantity must be positive")]
+    ZeroQuantity {
+        /// The reservation.
+        reservation_id: ReservationId,
+    },
+    /// The unit price is zero or negative.
+    #[error("reservation {reservation_id}: unit price {unit_price} must be positive")]
+    NonPositivePrice {
+        /// The reservation.
+        reservation_id: ReservationId,
+        /// The price.
+        unit_price: Money,
+    },
+    /// The total price overflowed.
+    #[error("reservation {reservation_id}: {source}")]
+    Money {
+        /// The reservation.
+        reservation_id: ReservationId,
+        /// The domain error.
+        source: DomainError,
+    },
+    /// The id is taken by a different reservation.
+    #[error("reservation {reservation_id} already exists with other details")]
+    AlreadyExists {
+        /// The reservation.
+        reservation_id: ReservationId,
+    },
+    /// No such reservation.
+    #[error("reservation {reservation_id} not found")]
+    NotFound {
+        /// The reservation.
+        reservation_id: ReservationId,
+    },
+    /// The event is not selling tickets for this section (checked by the composite reducer,
+    /// which sees the Event state).
+    #[error("event {event_id} section {section} is not on sale")]
+    NotOnSale {
+        /// The event.
+        event_id: EventId,
+        /// The section.
+        section: SectionName,
+    },
+    /// Expiry requested before the deadline.
+    #[error("reservation {reservation_id} holds until {expires_at}, now is {now}")]
+    NotYetExpired {
+        /// The reservation.
+        reservation_id: ReservationId,
+        /// The deadline.
+        expires_at: DateTime<Utc>,
+        /// The clock's time.
+        now: DateTime<Utc>,
+    },
+    /// The command does not fit the reservation's status.
+    #[error("reservation {reservation_id} is {status:?}: cannot {action}")]
+    InvalidState {
+        /// The reservation.
+        reservation_id: ReservationId,
+        /// Current status.
+        status: ReservationStatus,
+        /// What was attempted.
+        action: std::borrow::Cow<'static, str>,
+    },
+}
+
+/// Commands, events and the rejection of the Reservation aggregate.
+///
+/// `InitiateReservation`, `CancelReservation` and `ExpireReservation` come from callers or timers;
+/// `AllocateSeats`, `RecordSeatShortage`, `CompletePayment` and `FailPayment` are the saga
+/// reporting what Inventory and Payment did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ReservationAction {
+    /// Start a purchase. A redelivery with identical details is a no-op.
+    InitiateReservation {
+        /// New reservation id (generated by the caller).
+        reservation_id: ReservationId,
+        /// The event.
+        event_id: EventId,
+        /// The section.
+        section: SectionName,
+        /// Seats wanted.
+        quantity: u32,
+        /// Who buys.
+        customer_id: CustomerId,
+        /// Price of one seat, from the event's pricing tiers.
+        unit_price: Money,
+    },
+    /// Saga: Inventory held these seats.
+    AllocateSeats {
+        /// The reservation.
+        reservation_id: ReservationId,
+        /// The seats.
+        seats: Vec<SeatId>,
+    },
+    /// Saga: Inventory refused for lack of seats.
+    RecordSeatShortage {
+        /// The reservation.
+        reservation_id: ReservationId,
+        /// Seats asked for.
+        requested: u32,
+        /// Seats that were available.
+        available: u32,
+    },
+    /// Saga: the payment succeeded.
+    CompletePayment {
+        /// The reservation.
+        reservation_id: ReservationId,
+        /// The payment.
+        payment_id: PaymentId,
+        /// Amount taken.
+        amount: Money,
+    },
+    /// Saga: the payment failed.
+    FailPayment {
+        /// The reservation.
+        reservation_id: ReservationId,
+        /// The payment.
+        payment_id: PaymentId,
+        /// Why.
+        reason: String,
+    },
+    /// The customer gives up.
+    CancelReservation {
+        /// The reservation.
+        reservation_id: ReservationId,
+    },
+    /// The hold deadline passed (sent by the timer or a sweeper).
+    ExpireReservation {
+        /// The reservation.
+        reservation_id: ReservationId,
+    },
+    /// A purchase started.
+    #[serde(rename = "ReservationInitiated")]
+    ReservationInitiated {
+        /// The reservation.
+        reservation_id: ReservationId,
+        /// The event.
+        event_id: EventId,
+        /// The section.
+        section: SectionName,
+        /// Seats wanted.
+        quantity: u32,
+        /// Who buys.
+        customer_id: CustomerId,
+        /// Price of one seat.
+        unit_price: Money,
+        /// `unit_price × quantity`.
+        total: Money,
+        /// The hold deadline.
+        expires_at: DateTime<Utc>,
+        /// When.
+        initiated_at: DateTime<Utc>,
+    },
+    /// Seats are held for the reservation.
+    #[serde(rename = "SeatsAllocated")]
+    SeatsAllocated {
+        /// The reservation.
+        reservation_id: ReservationId,
+        /// The seats.
+        seats: Vec<SeatId>,
+    },
+    /// Payment was requested.
+    #[serde(rename = "PaymentRequested")]
+    PaymentRequested {
+        /// The reservation.
+        reservation_id: ReservationId,
+        /// The payment, [`PaymentId::for_reservation`].
+        payment_id: PaymentId,
+        /// How much.
+        amount: Money,
+    },
+    /// The payment for the reservation succeeded.
+    #[serde(rename = "PaymentSucceeded")]
+    PaymentSucceeded {
+        /// The reservation.
+        reservation_id: ReservationId,
+        /// The payment.
+        payment_id: PaymentId,
+        /// Amount taken.
+        amount: Money,
+        /// True when the reservation had already ended: the money must go back.
+        refund_owed: bool,
+    },
+    /// The payment for the reservation failed.
+    #[serde(rename = "PaymentFailed")]
+    PaymentFailed {
+        /// The reservation.
+        reservation_id: ReservationId,
+        /// The payment.
+        payment_id: PaymentId,
+        /// Why.
+        reason: String,
+    },
+    /// Paid; the seats are to be confirmed. Terminal.
+    #[serde(rename = "ReservationCompleted")]
+    ReservationCompleted {
+        /// The reservation.
+        reservation_id: ReservationId,
+        /// The event.
+        event_id: EventId,
+        /// The section.
+        section: SectionName,
+        /// The seats bought.
+        seats: Vec<SeatId>,
+        /// When.
+        completed_at: DateTime<Utc>,
+    },
+    /// The hold ran out. Terminal.
+    #[serde(rename = "ReservationExpired")]
+    ReservationExpired {
+        /// The reservation.
+        reservation_id: ReservationId,
+        /// The event.
+        event_id: EventId,
+        /// The section.
+        section: SectionName,
+        /// Seats to release (empty if none were held yet).
+        seats: Vec<SeatId>,
+        /// When.
+        expired_at: DateTime<Utc>,
+    },
+    /// The customer cancelled. Terminal.
+    #[serde(rename = "ReservationCancelled")]
+    ReservationCancelled {
+        /// The reservation.
+        reservation_id: ReservationId,
+        /// The event.
+        event_id: EventId,
+        /// The section.
+        section: SectionName,
+        /// Seats to release (empty if none were held yet).
+        seats: Vec<SeatId>,
+        /// When.
+        cancelled_at: DateTime<Utc>,
+    },
+    /// Undone after a failure. Terminal.
+    #[serde(rename = "ReservationCompensated")]
+    ReservationCompensated {
+        /// The reservation.
+        reservation_id: ReservationId,
+        /// The event.
+        event_id: EventId,
+        /// The section.
+        section: SectionName,
+        /// Seats to release (empty if none were held).
+        seats: Vec<SeatId>,
+        /// Why.
+        reason: CompensationReason,
+        /// When.
+        compensated_at: DateTime<Utc>,
+    },
+    /// Seats arrived after the reservation had ended and must be released.
+    #[serde(rename = "SeatsReturned")]
+    SeatsReturned {
+        /// The reservation.
+        reservation_id: ReservationId,
+        /// The event.
+        event_id: EventId,
+        /// The section.
+        section: SectionName,
+        /// The seats to release.
+        seats: Vec<SeatId>,
+    },
+    /// A command was refused.
+    Rejected(ReservationError),
+}
+
+impl ReservationAction {
+    /// The reservation this action addresses (`None` for a rejection).
+    #[must_use]
+    pub fn reservation_id(&self) -> Option<ReservationId> {
+        match self {
+            Self::InitiateReservation { reservation_id, .. }
+            | Self::AllocateSeats { reservation_id, .. }
+            | Self::RecordSeatShortage { reservation_id, .. }
+            | Self::CompletePayment { reservation_id, .. }
+            | Self::FailPayment { reservation_id, .. }
+            | Self::CancelReservation { reservation_id }
+            | Self::ExpireReservation { reservation_id }
+            | Self::ReservationInitiated { reservation_id, .. }
+            | Self::SeatsAllocated { reservation_id, .. }
+            | Self::PaymentRequested { reservation_id, .. }
+            | Self::PaymentSucceeded { reservation_id, .. }
+            | Self::PaymentFailed { reservation_id, .. }
+            | Self::ReservationCompleted { reservation_id, .. }
+            | Self::ReservationExpired { reservation_id, .. }
+            | Self::ReservationCancelled { reservation_id, .. }
+            | Self::ReservationCompensated { reservation_id, .. }
+            | Self::SeatsReturned { reservation_id, .. } => Some(*reservation_id),
+            Self::Rejected(_) => None,
+        }
+    }
+}
+
+impl Message for ReservationAction {
+    fn kind(&self) -> MessageKind {
+        match self {
+            Self::InitiateReservation { .. }
+            | Self::AllocateSeats { .. }
+            | Self::RecordSeatShortage { .. }
+            | Self::CompletePayment { .. }
+            | Self::FailPayment { .. }
+            | Self::CancelReservation { .. }
+            | Self::ExpireReservation { .. } => MessageKind::Command,
+            Self::Rejected(_) => MessageKind::Rejection,
+            _ => MessageKind::Event,
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        match self {
+            Self::InitiateReservation { .. } => "InitiateReservation",
+            Self::AllocateSeats { .. } => "AllocateSeats",
+            Self::RecordSeatShortage { .. } => "RecordSeatShortage",
+            Self::CompletePayment { .. } => "CompletePayment",
+            Self::FailPayment { .. } => "FailPayment",
+            Self::CancelReservation { .. } => "CancelReservation",
+            Self::ExpireReservation { .. } => "ExpireReservation",
+            Self::ReservationInitiated { .. } => "ReservationInitiated",
+            Self::SeatsAllocated { .. } => "SeatsAllocated",
+            Self::PaymentRequested { .. } => "PaymentRequested",
+            Self::PaymentSucceeded { .. } => "PaymentSucceeded",
+            Self::PaymentFailed { .. } => "PaymentFailed",
+            Self::ReservationCompleted { .. } => "ReservationCompleted",
+            Self::ReservationExpired { .. } => "ReservationExpired",
+            Self::ReservationCancelled { .. } => "ReservationCancelled",
+            Self::ReservationCompensated { .. } => "ReservationCompensated",
+            Self::SeatsReturned { .. } => "SeatsReturned",
+            Self::Rejected(_) => "ReservationRejected",
+        }
+    }
+}
+
+/// Dependencies of the Reservation reducer.
+#[derive(Debug, Clone)]
+pub struct ReservationEnv {
+    /// Deadlines and timestamps.
+    pub clock: Arc<dyn Clock>,
+    /// How long seats are held for an unpaid reservation.
+    pub hold_duration: Duration,
+}
+
+impl ReservationEnv {
+    /// The default hold: five minutes.
+    pub const DEFAULT_HOLD: Duration = Duration::from_secs(5 * 60);
+
+    /// An environment with the default hold duration.
+    #[must_use]
+    pub fn new(clock: Arc<dyn Clock>) -> Self {
+        Self { clock, hold_duration: Self::DEFAULT_HOLD }
+    }
+
+    /// Changes the hold duration.
+    #[must_use]
+    pub fn with_hold_duration(mut self, hold_duration: Duration) -> Self {
+        self.hold_duration = hold_duration;
+        self
+    }
+}
+
+/// The Reservation reducer.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ReservationReducer;
+
+impl Reducer for ReservationReducer {
+    type State = ReservationState;
+    type Action = ReservationAction;
+    type Env = ReservationEnv;
+
+    fn reduce(
+        &self,
+        state: &mut ReservationState,
+        action: ReservationAction,
+        env: &ReservationEnv,
+    ) -> Effects<ReservationAction> {
+        match action.kind() {
+            MessageKind::Event => {
+                apply(state, &action);
+                smallvec![]
+            }
+            MessageKind::Rejection => smallvec![],
+            MessageKind::Command => match decide(state, action, env) {
+                Ok(events) if events.is_empty() => smallvec![],
+                Ok(events) => {
+                    for event in &events {
+                        apply(state, event);
+                    }
+                    let deadline = events.iter().find_map(|e| match e {
+                        ReservationAction::ReservationInitiated { reservation_id, .. } => Some(*reservation_id),
+                        _ => None,
+                    });
+                    let mut effects: Effects<ReservationAction> = smallvec![Effect::Persist(events)];
+                    if let Some(reservation_id) = deadline {
+                        effects.push(Effect::Delay {
+                            duration: env.hold_duration,
+                            action: Box::new(ReservationAction::ExpireReservation { reservation_id }),
+                        });
+                    }
+                    effects
+                }
+                Err(error) => smallvec![Effect::Reject(Box::new(ReservationAction::Rejected(error)))],
+            },
+        }
+    }
+}
+
+type Events = SmallVec<[ReservationAction; 4]>;
+
+fn decide(
+    state: &ReservationState,
+    command: ReservationAction,
+    env: &ReservationEnv,
+) -> Result<Events, ReservationError> {
+    let now = env.clock.now();
+    if let ReservationAction::InitiateReservation {
+        reservation_id,
+        event_id,
+        section,
+        quantity,
+        customer_id,
+        unit_price,
+    } = command
+    {
+        return initiate(state, env, reservation_id, event_id, section, quantity, customer_id, unit_price);
+    }
+    let Some(reservation_id) = command.reservation_id() else { return Ok(smallvec![]) };
+    let r = state.reservation.as_ref().ok_or(ReservationError::NotFound { reservation_id })?;
+    let (event_id, section, status) = (r.event_id, r.section.clone(), r.status);
+    let invalid =
+        |action: &'static str| ReservationError::InvalidState { reservation_id, status, action: action.into() };
+    let events: Events = match command {
+        ReservationAction::AllocateSeats { seats, .. } => match status {
+            ReservationStatus::Initiated => {
+                let payment_id = PaymentId::for_reservation(reservation_id);
+                smallvec![
+                    ReservationAction::SeatsAllocated { reservation_id, seats },
+                    ReservationAction::PaymentRequested { reservation_id, payment_id, amount: r.total },
+                ]
+            }
+            // The reservation ended while Inventory was still holding seats for it.
+            ReservationStatus::Expired | ReservationStatus::Cancelled | ReservationStatus::Compensated
+                if r.seats.is_empty() =>
+            {
+                smallvec![ReservationAction::SeatsReturned { reservation_id, event_id, section, seats }]
+            }
+            _ => smallvec![],
+        },
+        ReservationAction::RecordSeatShortage { requested, available, .. } => match status {
+            ReservationStatus::Initiated => smallvec![ReservationAction::ReservationCompensated {
+                reservation_id,
+                event_id,
+                section,
+                seats: Vec::new(),
+                reason: CompensationReason::InsufficientInventory { requested, available },
+                compensated_at: now,
+            }],
+            _ => smallvec![],
+        },
+        ReservationAction::CompletePayment { payment_id, amount, .. } => payment_succeeded(r, payment_id, amount, now)?,
+        ReservationAction::FailPayment { payment_id, reason, .. } => match status {
+            ReservationStatus::PaymentPending => smallvec![
+                ReservationAction::PaymentFailed { reservation_id, payment_id, reason: reason.clone() },
+                ReservationAction::ReservationCompensated {
+                    reservation_id,
+                    event_id,
+                    section,
+                    seats: r.seats.clone(),
+                    reason: CompensationReason::PaymentFailed { reason },
+                    compensated_at: now,
+                },
+            ],
+            _ => smallvec![],
+        },
+        ReservationAction::CancelReservation { .. } => match status {
+            ReservationStatus::Cancelled => smallvec![],
+            s if s.is_terminal() => return Err(invalid("cancel")),
+            _ => smallvec![ReservationAction::ReservationCancelled {
+                reservation_id,
+                event_id,
+                section,
+                seats: r.seats.clone(),
+                cancelled_at: now,
+            }],
+        },
+        ReservationAction::ExpireReservation { .. } => match status {
+            s if s.is_terminal() => smallvec![],
+            _ if now < r.expires_at => {
+                return Err(ReservationError::NotYetExpired { reservation_id, expires_at: r.expires_at, now });
+            }
+            _ => smallvec![ReservationAction::ReservationExpired {
+                reservation_id,
+                event_id,
+                section,
+                seats: r.seats.clone(),
+                expired_at: now,
+            }],
+        },
+        _ => smallvec![],
+    };
+    Ok(events)
+}
+
+/// A payment for `r` succeeded: complete it if it was waiting, or record that the money must go
+/// back if it had already ended.
+fn payment_succeeded(
+    r: &Reservation,
+    payment_id: PaymentId,
+    amount: Money,
+    now: DateTime<Utc>,
+) -> Result<Events, ReservationError> {
+    let reservation_id = r.reservation_id;
+    Ok(match r.status {
+        ReservationStatus::PaymentPending => smallvec![
+            ReservationAction::PaymentSucceeded { reservation_id, payment_id, amount, refund_owed: false },
+            ReservationAction::ReservationCompleted {
+                reservation_id,
+                event_id: r.event_id,
+                section: r.section.clone(),
+                seats: r.seats.clone(),
+                completed_at: now,
+            },
+        ],
+        ReservationStatus::Expired | ReservationStatus::Cancelled | ReservationStatus::Compensated
+            if r.refund_owed.is_none() =>
+        {
+            smallvec![ReservationAction::PaymentSucceeded { reservation_id, payment_id, amount, refund_owed: true }]
+        }
+        status @ (ReservationStatus::Initiated | ReservationStatus::SeatsAllocated) => {
+            return Err(ReservationError::InvalidState {
+                reservation_id,
+                status,
+                action: "record a payment that was never requested".into(),
+            });
+        }
+        _ => smallvec![],
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn initiate(
+    state: &ReservationState,
+    env: &ReservationEnv,
+    reservation_id: ReservationId,
+    event_id: EventId,
+    section: SectionName,
+    quantity: u32,
+    customer_id: CustomerId,
+    unit_price: Money,
+) -> Result<Events, ReservationError> {
+    if let Some(r) = &state.reservation {
+        let same = r.event_id == event_id
+            && r.section == section
+            && r.quantity == quantity
+            && r.customer_id == customer_id
+            && r.unit_price == unit_price;
+        return if same { Ok(smallvec![]) } else { Err(ReservationError::AlreadyExists { reservation_id }) };
+    }
+    if quantity == 0 {
+        return Err(ReservationError::ZeroQuantity { reservation_id });
+    }
+    if !unit_price.is_positive() {
+        return Err(ReservationError::NonPositivePrice { reservation_id, unit_price });
+    }
+    let total =
+        unit_price.checked_mul(quantity).map_err(|source| ReservationError::Money { reservation_id, source })?;
+    let now = env.clock.now();
+    let hold = chrono::Duration::from_std(env.hold_duration).unwrap_or(chrono::Duration::MAX);
+    let expires_at = now.checked_add_signed(hold).unwrap_or(DateTime::<Utc>::MAX_UTC);
+    Ok(smallvec![ReservationAction::ReservationInitiated {
+        reservation_id,
+        event_id,
+        section,
+        quantity,
+        customer_id,
+        unit_price,
+        total,
+        expires_at,
+        initiated_at: now,
+    }])
+}
+
+fn apply(state: &mut ReservationState, event: &ReservationAction) {
+    if let ReservationAction::ReservationInitiated {
+        reservation_id,
+        event_id,
+        section,
+        quantity,
+        customer_id,
+        unit_price,
+        total,
+        expires_at,
+        ..
+    } = event
+    {
+        state.reservation = Some(Reservation {
+            reservation_id: *reservation_id,
+            event_id: *event_id,
+            section: section.clone(),
+            quantity: *quantity,
+            customer_id: *customer_id,
+            unit_price: *unit_price,
+            total: *total,
+            expires_at: *expires_at,
+            seats: Vec::new(),
+            payment_id: None,
+            status: ReservationStatus::Initiated,
+            refund_owed: None,
+        });
+        return;
+    }
+    let Some(r) = state.reservation.as_mut() else { return };
+    match event {
+        ReservationAction::SeatsAllocated { seats, .. } => {
+            r.seats.clone_from(seats);
+            r.status = ReservationStatus::SeatsAllocated;
+        }
+        ReservationAction::PaymentRequested { payment_id, .. } => {
+            r.payment_id = Some(*payment_id);
+            r.status = ReservationStatus::PaymentPending;
+        }
+        ReservationAction::PaymentSucceeded { amount, refund_owed: true, .. } => r.refund_owed = Some(*amount),
+        ReservationAction::ReservationCompleted { .. } => r.status = ReservationStatus::Completed,
+        ReservationAction::ReservationExpired { .. } => r.status = ReservationStatus::Expired,
+        ReservationAction::ReservationCancelled { .. } => r.status = ReservationStatus::Cancelled,
+        ReservationAction::ReservationCompensated { .. } => r.status = ReservationStatus::Compensated,
+        ReservationAction::SeatsReturned { seats, .. } => r.seats.clone_from(seats),
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::panic)]
+    use super::*;
+    use crate::domain::Currency;
+    use crate::framework::{FixedClock, ReducerTest, ReducerTestError};
+    use chrono::TimeZone;
+
+    fn start() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2030, 1, 1, 12, 0, 0).unwrap()
+    }
+    fn deadline() -> DateTime<Utc> {
+        start() + chrono::Duration::minutes(5)
+    }
+    fn rid() -> ReservationId {
+        ReservationId::from_uuid(uuid::Uuid::from_u128(1))
+    }
+    fn event() -> EventId {
+        EventId::from_uuid(uuid::Uuid::from_u128(2))
+    }
+    fn customer() -> CustomerId {
+        CustomerId::from_uuid(uuid::Uuid::from_u128(3))
+    }
+    fn pid() -> PaymentId {
+        PaymentId::for_reservation(rid())
+    }
+    fn section() -> SectionName {
+        SectionName::new("Stalls").unwrap()
+    }
+    fn eur(m: i64) -> Money {
+        Money::new(m, Currency::EUR)
+    }
+    fn seats() -> Vec<SeatId> {
+        (0..2).map(|i| SeatId::derive(event(), "Stalls", i)).collect()
+    }
+    fn test_at(now: DateTime<Utc>) -> ReducerTest<ReservationReducer> {
+        ReducerTest::new(ReservationReducer, ReservationEnv::new(Arc::new(FixedClock::new(now))))
+    }
+    fn test() -> ReducerTest<ReservationReducer> {
+        test_at(start())
+    }
+    fn initiate(quantity: u32, unit: i64) -> ReservationAction {
+        ReservationAction::InitiateReservation {
+            reservation_id: rid(),
+            event_id: event(),
+            section: section(),
+            quantity,
+            customer_id: customer(),
+            unit_price: eur(unit),
+        }
+    }
+    fn initiated() -> ReservationAction {
+        ReservationAction::ReservationInitiated {
+            reservation_id: rid(),
+            event_id: event(),
+            section: section(),
+            quantity: 2,
+            customer_id: customer(),
+            unit_price: eur(2_500),
+            total: eur(5_000),
+            expires_at: deadline(),
+            initiated_at: start(),
+        }
+    }
+    fn allocated() -> [ReservationAction; 2] {
+        [
+            ReservationAction::SeatsAllocated { reservation_id: rid(), seats: seats() },
+            ReservationAction::PaymentRequested { reservation_id: rid(), payment_id: pid(), amount: eur(5_000) },
+        ]
+    }
+    fn pending() -> Vec<ReservationAction> {
+        let mut history = vec![initiated()];
+        history.extend(allocated());
+        history
+    }
+    fn complete() -> ReservationAction {
+        ReservationAction::CompletePayment { reservation_id: rid(), payment_id: pid(), amount: eur(5_000) }
+    }
+    fn paid(refund_owed: bool) -> ReservationAction {
+        ReservationAction::PaymentSucceeded {
+            reservation_id: rid(),
+            payment_id: pid(),
+            amount: eur(5_000),
+            refund_owed,
+        }
+    }
+    fn completed() -> ReservationAction {
+        ReservationAction::ReservationCompleted {
+            reservation_id: rid(),
+            event_id: event(),
+            section: section(),
+            seats: seats(),
+            completed_at: start(),
+        }
+    }
+    fn expired(seats: Vec<SeatId>, at: DateTime<Utc>) -> ReservationAction {
+        ReservationAction::ReservationExpired {
+            reservation_id: rid(),
+            event_id: event(),
+            section: section(),
+            seats,
+            expired_at: at,
+        }
+    }
+    fn cancelled(seats: Vec<SeatId>) -> ReservationAction {
+        ReservationAction::ReservationCancelled {
+            reservation_id: rid(),
+            event_id: event(),
+            section: section(),
+            seats,
+            cancelled_at: start(),
+        }
+    }
+    fn status_is(status: ReservationStatus) -> impl FnOnce(&ReservationState) -> bool {
+        move |s| s.reservation.as_ref().is_some_and(|r| r.status == status)
+    }
+
+    #[test]
+    fn initiate_records_total_and_deadline_and_schedules_expiry() -> Result<(), ReducerTestError> {
+        let outcome = test()
+            .when(initiate(2, 2_500))
+            .then_persisted(&[initiated()])?
+            .then_state("initiated", status_is(ReservationStatus::Initiated))?;
+        let delay = outcome.effects().iter().find_map(|e| match e {
+            Effect::Delay { duration, action } => Some((*duration, (**action).clone())),
+            _ => None,
+        });
+        assert_eq!(
+            delay,
+            Some((ReservationEnv::DEFAULT_HOLD, ReservationAction::ExpireReservation { reservation_id: rid() }))
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn hold_duration_is_configurable() -> Result<(), ReducerTestError> {
+        let env = ReservationEnv::new(Arc::new(FixedClock::new(start()))).with_hold_duration(Duration::from_secs(60));
+        ReducerTest::new(ReservationReducer, env).when(initiate(1, 100)).then_state("1 min", |s| {
+            s.reservation.as_ref().is_some_and(|r| r.expires_at == start() + chrono::Duration::minutes(1))
+        })?;
+        Ok(())
+    }
+
+    #[test]
+    fn initiate_rejections() -> Result<(), ReducerTestError> {
+        test().when(initiate(0, 100)).then_rejected("zero", |a| {
+            matches!(a, ReservationAction::Rejected(ReservationError::ZeroQuantity { .. }))
+        })?;
+        test().when(initiate(1, 0)).then_rejected("free", |a| {
+            matches!(a, ReservationAction::Rejected(ReservationError::NonPositivePrice { .. }))
+        })?;
+        test().when(initiate(2, i64::MAX)).then_rejected("overflow", |a| {
+            matches!(
+                a,
+                ReservationAction::Rejected(ReservationError::Money { source: DomainError::MoneyOverflow { .. }, .. })
+            )
+        })?;
+        test().given([initiated()])?.when(initiate(3, 2_500)).then_rejected("id reuse", |a| {
+            matches!(a, ReservationAction::Rejected(ReservationError::AlreadyExists { .. }))
+        })?;
+        test().given([initiated()])?.when(initiate(2, 2_500)).then_persisted(&[])?.then_unchanged()?;
+        Ok(())
+    }
+
+    #[test]
+    fn allocated_seats_request_payment() -> Result<(), ReducerTestError> {
+        test()
+            .given([initiated()])?
+            .when(ReservationAction::AllocateSeats { reservation_id: rid(), seats: seats() })
+            .then_persisted(&allocated())?
+            .then_state("pending", status_is(ReservationStatus::PaymentPending))?;
+        test()
+            .given(pending())?
+            .when(ReservationAction::AllocateSeats { reservation_id: rid(), seats: seats() })
+            .then_persisted(&[])?
+            .then_unchanged()?;
+        Ok(())
+    }
+
+    #[test]
+    fn seats_arriving_after_the_end_are_returned_once() -> Result<(), ReducerTestError> {
+        let allocate = || ReservationAction::AllocateSeats { reservation_id: rid(), seats: seats() };
+        let returned = ReservationAction::SeatsReturned {
+            reservation_id: rid(),
+            event_id: event(),
+            section: section(),
+            seats: seats(),
+        };
+        test()
+            .given([initiated(), cancelled(Vec::new())])?
+            .when(allocate())
+            .then_persisted(std::slice::from_ref(&returned))?;
+        test().given([initiated(), cancelled(Vec::new()), returned])?.when(allocate()).then_persisted(&[])?;
+        Ok(())
+    }
+
+    #[test]
+    fn commands_for_unknown_reservations_are_rejected() -> Result<(), ReducerTestError> {
+        test().when(complete()).then_rejected("unknown", |a| {
+            matches!(a, ReservationAction::Rejected(ReservationError::NotFound { .. }))
+        })?;
+        Ok(())
+    }
+
+    #[test]
+    fn payment_success_completes() -> Result<(), ReducerTestError> {
+        test()
+            .given(pending())?
+            .when(complete())
+            .then_persisted(&[paid(false), completed()])?
+            .then_state("completed", status_is(ReservationStatus::Completed))?;
+        let mut history = pending();
+        history.extend([paid(false), completed()]);
+        test().given(history)?.when(complete()).then_persisted(&[])?.then_unchanged()?;
+        Ok(())
+    }
+
+    #[test]
+    fn payment_before_request_is_rejected() -> Result<(), ReducerTestError> {
+        test().given([initiated()])?.when(complete()).then_rejected("early", |a| {
+            matches!(
+                a,
+                ReservationAction::Rejected(ReservationError::InvalidState {
+                    status: ReservationStatus::Initiated,
+                    ..
+                })
+            )
+        })?;
+        Ok(())
+    }
+
+    #[test]
+    fn late_payment_after_expiry_is_owed_back_once() -> Result<(), ReducerTestError> {
+        let mut history = pending();
+        history.push(expired(seats(), deadline()));
+        let outcome = test().given(history.clone())?.when(complete()).then_persisted(&[paid(true)])?.then_state(
+            "still expired, refund owed",
+            |s| {
+                s.reservation
+                    .as_ref()
+                    .is_some_and(|r| r.status == ReservationStatus::Expired && r.refund_owed == Some(eur(5_000)))
+            },
+        )?;
+        drop(outcome);
+        history.push(paid(true));
+        test().given(history)?.when(complete()).then_persisted(&[])?.then_unchanged()?;
+        Ok(())
+    }
+
+    #[test]
+    fn payment_failure_compensates() -> Result<(), ReducerTestError> {
+        let fail =
+            || ReservationAction::FailPayment { reservation_id: rid(), payment_id: pid(), reason: "card".into() };
+        let compensated = ReservationAction::ReservationCompensated {
+            reservation_id: rid(),
+            event_id: event(),
+            section: section(),
+            seats: seats(),
+            reason: CompensationReason::PaymentFailed { reason: "card".into() },
+            compensated_at: start(),
+        };
+        let failed =
+            ReservationAction::PaymentFailed { reservation_id: rid(), payment_id: pid(), reason: "card".into() };
+        test()
+            .given(pending())?
+            .when(fail())
+            .then_persisted(&[failed.clone(), compensated.clone()])?
+            .then_state("compensated", status_is(ReservationStatus::Compensated))?;
+        let mut history = pending();
+        history.extend([failed, compensated]);
+        test().given(history)?.when(fail()).then_persisted(&[])?.then_unchanged()?;
+        Ok(())
+    }
+
+    #[test]
+    fn seat_shortage_compensates_without_seats() -> Result<(), ReducerTestError> {
+        let shortage = ReservationAction::RecordSeatShortage { reservation_id: rid(), requested: 2, available: 1 };
+        test().given([initiated()])?.when(shortage.clone()).then_persisted(&[
+            ReservationAction::ReservationCompensated {
+                reservation_id: rid(),
+                event_id: event(),
+                section: section(),
+                seats: Vec::new(),
+                reason: CompensationReason::InsufficientInventory { requested: 2, available: 1 },
+                compensated_at: start(),
+            },
+        ])?;
+        test().given(pending())?.when(shortage).then_persisted(&[])?.then_unchanged()?;
+        Ok(())
+    }
+
+    #[test]
+    fn cancel_releases_and_is_idempotent() -> Result<(), ReducerTestError> {
+        let cancel = || ReservationAction::CancelReservation { reservation_id: rid() };
+        test()
+            .given(pending())?
+            .when(cancel())
+            .then_persisted(&[cancelled(seats())])?
+            .then_state("cancelled", status_is(ReservationStatus::Cancelled))?;
+        test().given([initiated(), cancelled(Vec::new())])?.when(cancel()).then_persisted(&[])?.then_unchanged()?;
+        let mut done = pending();
+        done.extend([paid(false), completed()]);
+        test().given(done)?.when(cancel()).then_rejected("completed", |a| {
+            matches!(
+                a,
+                ReservationAction::Rejected(ReservationError::InvalidState {
+                    status: ReservationStatus::Completed,
+                    ..
+                })
+            )
+        })?;
+        Ok(())
+    }
+
+    #[test]
+    fn expiry_only_after_the_deadline_and_never_after_completion() -> Result<(), ReducerTestError> {
+        let expire = || ReservationAction::ExpireReservation { reservation_id: rid() };
+        test().given(pending())?.when(expire()).then_rejected("too early", |a| {
+            matches!(a, ReservationAction::Rejected(ReservationError::NotYetExpired { .. }))
+        })?;
+        test_at(deadline())
+            .given(pending())?
+            .when(expire())
+            .then_persisted(&[expired(seats(), deadline())])?
+            .then_state("expired", status_is(ReservationStatus::Expired))?;
+        let mut done = pending();
+        done.extend([paid(false), completed()]);
+        test_at(deadline()).given(done)?.when(expire()).then_persisted(&[])?.then_unchanged()?;
+        Ok(())
+    }
+
+    #[test]
+    fn event_names_equal_serde_tags() {
+        let mut events = pending();
+        events.extend([paid(true), completed(), expired(Vec::new(), start()), cancelled(Vec::new())]);
+        for event in events {
+            let json = serde_json::to_value(&event).unwrap();
+            assert_eq!(json.as_object().unwrap().keys().next().unwrap(), event.name());
+            assert_eq!(serde_json::from_value::<ReservationAction>(json).unwrap(), event);
+        }
+    }
+}

@@ -1,0 +1,22 @@
+//! Validated value types of the ticketing domain. Every constructor (and every `Deserialize`)
+//! checks its input, so a value of one of these types is always valid.
+
+mod capacity;
+mod currency;
+mod error;
+mod ids;
+mod money;
+mod pricing_tier;
+mod seat_number;
+mod section_name;
+mod venue;
+
+pub use capacity::Capacity;
+pub use currency::Currency;
+pub use error::DomainError;
+pub use ids::{CustomerId, EventId, PaymentId, ReservationId, SeatId, TicketId, VenueId};
+pub use money::Money;
+pub use pricing_tier::{PricingTier, SaleWindow, TierKind};
+pub use seat_number::SeatNumber;
+pub use section_name::SectionName;
+pub use venue::Venue;
