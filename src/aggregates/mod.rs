@@ -13,6 +13,7 @@ pub mod event;
 pub mod inventory;
 pub mod payment;
 pub mod reservation;
+pub mod streams;
 pub mod ticketing;
 
 pub use event::{EventAction, EventEnv, EventError, EventReducer, EventState, EventStatus, Section};
@@ -28,4 +29,5 @@ pub use reservation::{
     CompensationReason, Reservation, ReservationAction, ReservationEnv, ReservationError, ReservationReducer,
     ReservationState, ReservationStatus,
 };
+pub use streams::{StreamDecodeError, category, event_stream, inventory_stream, payment_stream, reservation_stream};
 pub use ticketing::{Ticketing, TicketingAction, TicketingEnv, TicketingState, saga_reactions};

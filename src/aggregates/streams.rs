@@ -1,0 +1,161 @@
+//! Where each aggregate instance lives in the event store, and how a stored event is read back
+//! as a [`TicketingAction`].
+//!
+//! | Aggregate | Stream id | Payload |
+//! |---|---|---|
+//! | Event | `event-<event id>` | [`EventAction`] |
+//! | Inventory | `inventory-<uuid v5 of event id and section>` | [`InventoryAction`] |
+//! | Reservation | `reservation-<reservation id>` | [`ReservationAction`] |
+//! | Payment | `payment-<payment id>` | [`PaymentAction`] |
+//!
+//! The part before the first `-` is the stream's category; the event bus names topics after it.
+
+use serde::Deserialize;
+use uuid::Uuid;
+
+use super::{EventAction, InventoryAction, PaymentAction, ReservationAction, TicketingAction};
+use crate::domain::{EventId, PaymentId, ReservationId, SectionName};
+use crate::event_store::{Envelope, EventStoreError, StreamId};
+
+/// Namespace of the UUID v5 that names an inventory stream.
+const INVENTORY_NAMESPACE: Uuid = Uuid::from_u128(0x9b3e_5f10_2c4d_4e8a_a1b2_7c6d_5e4f_3a21);
+
+/// A stored event could not be read as a ticketing event.
+#[derive(Debug, thiserror::Error)]
+pub enum StreamDecodeError {
+    /// The stream's category is not one of the four aggregates.
+    #[error("stream {stream} does not belong to a ticketing aggregate")]
+    UnknownCategory {
+        /// The stream.
+        stream: StreamId,
+    },
+    /// The payload does not match the aggregate's event shape.
+    #[error("event {event_id} at position {global_position} of stream {stream} is not a valid {event_type}: {source}")]
+    Payload {
+        /// The stream.
+        stream: StreamId,
+        /// The event's id.
+        event_id: Uuid,
+        /// Its global position.
+        global_position: u64,
+        /// Its stored type name.
+        event_type: String,
+        /// What serde reported.
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// The stream of the Event aggregate `event`.
+///
+/// # Errors
+/// Never in practice: the id is always a valid stream id; the `Result` comes from [`StreamId::new`].
+pub fn event_stream(event: EventId) -> Result<StreamId, EventStoreError> {
+    StreamId::new(format!("event-{}", event.as_uuid()))
+}
+
+/// The stream of the inventory of `section` of `event`.
+///
+/// # Errors
+/// As [`event_stream`].
+pub fn inventory_stream(event: EventId, section: &SectionName) -> Result<StreamId, EventStoreError> {
+    let mut name = Vec::with_capacity(16 + section.as_str().len());
+    name.extend_from_slice(event.as_uuid().as_bytes());
+    name.extend_from_slice(section.as_str().as_bytes());
+    StreamId::new(format!("inventory-{}", Uuid::new_v5(&INVENTORY_NAMESPACE, &name)))
+}
+
+/// The stream of the reservation `reservation`.
+///
+/// # Errors
+/// As [`event_stream`].
+pub fn reservation_stream(reservation: ReservationId) -> Result<StreamId, EventStoreError> {
+    StreamId::new(format!("reservation-{}", reservation.as_uuid()))
+}
+
+/// The stream of the payment `payment`.
+///
+/// # Errors
+/// As [`event_stream`].
+pub fn payment_stream(payment: PaymentId) -> Result<StreamId, EventStoreError> {
+    StreamId::new(format!("payment-{}", payment.as_uuid()))
+}
+
+/// The category of a stream id: the part before the first `-`.
+#[must_use]
+pub fn category(stream: &StreamId) -> &str {
+    stream.as_str().split_once('-').map_or(stream.as_str(), |(category, _)| category)
+}
+
+impl TicketingAction {
+    /// The stream this action addresses, or `None` for an action without an instance id.
+    ///
+    /// # Errors
+    /// As [`event_stream`].
+    pub fn stream(&self) -> Result<Option<StreamId>, EventStoreError> {
+        match self {
+            Self::Event(a) => a.event_id().map(event_stream).transpose(),
+            Self::Inventory(a) => a.key().map(|(event, section)| inventory_stream(event, section)).transpose(),
+            Self::Reservation(a) => a.reservation_id().map(reservation_stream).transpose(),
+            Self::Payment(a) => a.payment_id().map(payment_stream).transpose(),
+        }
+    }
+
+    /// Reads a stored event back, choosing the aggregate by the stream's category.
+    ///
+    /// # Errors
+    /// [`StreamDecodeError`] when the stream is not a ticketing stream or the payload does not
+    /// parse.
+    pub fn decode(envelope: &Envelope) -> Result<Self, StreamDecodeError> {
+        let payload = &envelope.payload;
+        let parsed = match category(&envelope.stream_id) {
+            "event" => EventAction::deserialize(payload).map(Self::Event),
+            "inventory" => InventoryAction::deserialize(payload).map(Self::Inventory),
+            "reservation" => ReservationAction::deserialize(payload).map(Self::Reservation),
+            "payment" => PaymentAction::deserialize(payload).map(Self::Payment),
+            _ => return Err(StreamDecodeError::UnknownCategory { stream: envelope.stream_id.clone() }),
+        };
+        parsed.map_err(|source| StreamDecodeError::Payload {
+            stream: envelope.stream_id.clone(),
+            event_id: envelope.event_id,
+            global_position: envelope.global_position,
+            event_type: envelope.event_type.clone(),
+            source,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::event_store::{EventStore, ExpectedVersion, MemoryEventStore, Metadata, NewEvent};
+
+    #[test]
+    fn section_names_with_spaces_give_valid_distinct_streams() {
+        let event = EventId::new_v4();
+        let a = inventory_stream(event, &SectionName::new("Floor A").unwrap()).unwrap();
+        let b = inventory_stream(event, &SectionName::new("Floor_A").unwrap()).unwrap();
+        assert_ne!(a, b);
+        assert_eq!(category(&a), "inventory");
+    }
+
+    #[tokio::test]
+    async fn stored_event_decodes_to_the_same_action() {
+        let reservation_id = ReservationId::new_v4();
+        let action = ReservationAction::ReservationCancelled {
+            reservation_id,
+            event_id: EventId::new_v4(),
+            section: SectionName::new("VIP").unwrap(),
+            seats: vec![],
+            cancelled_at: chrono::Utc::now(),
+        };
+        let wrapped = TicketingAction::Reservation(action.clone());
+        let stream = wrapped.stream().unwrap().unwrap();
+        let store = MemoryEventStore::new();
+        let event = NewEvent::new("ReservationCancelled", 1, serde_json::to_value(&action).unwrap());
+        store.append(&stream, ExpectedVersion::NoStream, vec![event], &Metadata::default(), None).await.unwrap();
+        let envelope = store.load_stream(&stream, 1).await.unwrap().remove(0);
+        assert_eq!(TicketingAction::decode(&envelope).unwrap(), wrapped);
+    }
+}
