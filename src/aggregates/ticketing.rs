@@ -53,6 +53,30 @@ impl Message for TicketingAction {
     }
 }
 
+impl From<EventAction> for TicketingAction {
+    fn from(action: EventAction) -> Self {
+        Self::Event(action)
+    }
+}
+
+impl From<InventoryAction> for TicketingAction {
+    fn from(action: InventoryAction) -> Self {
+        Self::Inventory(action)
+    }
+}
+
+impl From<ReservationAction> for TicketingAction {
+    fn from(action: ReservationAction) -> Self {
+        Self::Reservation(action)
+    }
+}
+
+impl From<PaymentAction> for TicketingAction {
+    fn from(action: PaymentAction) -> Self {
+        Self::Payment(action)
+    }
+}
+
 /// Every aggregate instance, keyed by its id.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct TicketingState {
@@ -172,13 +196,14 @@ fn route(state: &mut TicketingState, action: TicketingAction, env: &TicketingEnv
     match action {
         TicketingAction::Event(a) => {
             let Some(id) = a.event_id() else { return smallvec![] };
-            let child = state.events.entry(id).or_default();
-            lift(EventReducer.reduce(child, a, &env.event), TicketingAction::Event)
+            let effects = on_child(&mut state.events, id, |child| EventReducer.reduce(child, a, &env.event));
+            lift(effects, TicketingAction::Event)
         }
         TicketingAction::Inventory(a) => {
             let Some((event, section)) = a.key() else { return smallvec![] };
-            let child = state.inventories.entry((event, section.clone())).or_default();
-            let effects = InventoryReducer.reduce(child, a, &env.inventory);
+            let key = (event, section.clone());
+            let effects =
+                on_child(&mut state.inventories, key, |child| InventoryReducer.reduce(child, a, &env.inventory));
             lift(effects, TicketingAction::Inventory)
         }
         TicketingAction::Reservation(a) => {
@@ -192,15 +217,35 @@ fn route(state: &mut TicketingState, action: TicketingAction, env: &TicketingEnv
                     error
                 ))))];
             }
-            let child = state.reservations.entry(id).or_default();
-            lift(ReservationReducer.reduce(child, a, &env.reservation), TicketingAction::Reservation)
+            let effects =
+                on_child(&mut state.reservations, id, |child| ReservationReducer.reduce(child, a, &env.reservation));
+            lift(effects, TicketingAction::Reservation)
         }
         TicketingAction::Payment(a) => {
             let Some(id) = a.payment_id() else { return smallvec![] };
-            let child = state.payments.entry(id).or_default();
-            lift(PaymentReducer.reduce(child, a, &env.payment), TicketingAction::Payment)
+            let effects = on_child(&mut state.payments, id, |child| PaymentReducer.reduce(child, a, &env.payment));
+            lift(effects, TicketingAction::Payment)
         }
     }
+}
+
+/// Runs `reduce` on the instance at `key`. An instance that does not exist yet is only added
+/// when the reduction changed it, so a refused command for an unknown id leaves the maps as
+/// they were (I9).
+fn on_child<K, S, A>(map: &mut HashMap<K, S>, key: K, reduce: impl FnOnce(&mut S) -> Effects<A>) -> Effects<A>
+where
+    K: std::hash::Hash + Eq,
+    S: Default + PartialEq,
+{
+    if let Some(child) = map.get_mut(&key) {
+        return reduce(child);
+    }
+    let mut child = S::default();
+    let effects = reduce(&mut child);
+    if child != S::default() {
+        map.insert(key, child);
+    }
+    effects
 }
 
 fn lift<A: Send + 'static>(effects: Effects<A>, wrap: fn(A) -> TicketingAction) -> Effects<TicketingAction> {
