@@ -1071,6 +1071,23 @@ mod tests {
     fn event_names_equal_serde_tags() {
         let mut events = pending();
         events.extend([paid(true), completed(), expired(Vec::new(), start()), cancelled(Vec::new())]);
+        events.extend([
+            ReservationAction::PaymentFailed { reservation_id: rid(), payment_id: pid(), reason: "card".into() },
+            ReservationAction::ReservationCompensated {
+                reservation_id: rid(),
+                event_id: event(),
+                section: section(),
+                seats: seats(),
+                reason: CompensationReason::InsufficientInventory { requested: 2, available: 1 },
+                compensated_at: start(),
+            },
+            ReservationAction::SeatsReturned {
+                reservation_id: rid(),
+                event_id: event(),
+                section: section(),
+                seats: seats(),
+            },
+        ]);
         for event in events {
             let json = serde_json::to_value(&event).unwrap();
             assert_eq!(json.as_object().unwrap().keys().next().unwrap(), event.name());

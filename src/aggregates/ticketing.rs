@@ -140,6 +140,52 @@ impl TicketingEnv {
 /// - when Inventory refuses `ReserveSeats` with `InsufficientInventory`, the rejection is returned
 ///   as usual (nothing changes) together with a follow-up `RecordSeatShortage` for the
 ///   reservation, which then ends Compensated.
+///
+/// ```
+/// use std::sync::Arc;
+/// use boxoffice::aggregates::{EventAction, ReservationStatus, Section};
+/// use boxoffice::prelude::*;
+/// use chrono::{TimeZone, Utc};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let clock = FixedClock::new(Utc.with_ymd_and_hms(2030, 1, 1, 12, 0, 0).unwrap());
+/// let env = TicketingEnv::new(Arc::new(clock.clone()), Arc::new(SimulatedGateway::always_succeed()));
+/// let store = Store::new(Ticketing, TicketingState::default(), env, Arc::new(clock.clone()));
+///
+/// let event_id = EventId::new_v4();
+/// let stalls = SectionName::new("Stalls")?;
+/// let price = Money::new(2_500, Currency::EUR);
+/// store.send(EventAction::CreateEvent {
+///     event_id,
+///     name: "Rust Fest".into(),
+///     venue: Venue::new(VenueId::new_v4(), "Hall")?,
+///     date: clock.now() + chrono::Duration::days(30),
+///     sections: vec![Section { name: stalls.clone(), capacity: Capacity::new(100)? }],
+///     pricing_tiers: vec![PricingTier::new(TierKind::Regular, stalls.clone(), price, None)?],
+/// }.into()).await?;
+/// store.send(EventAction::PublishEvent { event_id }.into()).await?;
+/// store.send(EventAction::OpenSales { event_id }.into()).await?;
+///
+/// let reservation_id = ReservationId::new_v4();
+/// store.send(ReservationAction::InitiateReservation {
+///     reservation_id,
+///     event_id,
+///     section: stalls.clone(),
+///     quantity: 2,
+///     customer_id: CustomerId::new_v4(),
+///     unit_price: price,
+/// }.into()).await?;
+/// store.settled().await;
+///
+/// let (status, available) = store.with_state(|s| {
+///     (s.reservation(reservation_id).map(|r| r.status), s.inventory(event_id, &stalls).map(|i| i.available()))
+/// }).await;
+/// assert_eq!(status, Some(ReservationStatus::Completed));
+/// assert_eq!(available, Some(98));
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Ticketing;
 
