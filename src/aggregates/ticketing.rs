@@ -102,6 +102,15 @@ impl TicketingState {
     pub fn reservation(&self, id: ReservationId) -> Option<&super::reservation::Reservation> {
         self.reservations.get(&id)?.reservation.as_ref()
     }
+
+    /// Seat holds of every inventory whose deadline is before `t`: the reservations a sweeper
+    /// must expire, e.g. after a restart when in-memory timers are gone.
+    pub fn holds_expiring_before(
+        &self,
+        t: chrono::DateTime<chrono::Utc>,
+    ) -> impl Iterator<Item = (ReservationId, chrono::DateTime<chrono::Utc>)> + '_ {
+        self.inventories.values().flat_map(move |inventory| inventory.holds_expiring_before(t))
+    }
 }
 
 /// The environments of the four reducers.
@@ -143,7 +152,6 @@ impl TicketingEnv {
 ///
 /// ```
 /// use std::sync::Arc;
-/// use boxoffice::aggregates::{EventAction, ReservationStatus, Section};
 /// use boxoffice::prelude::*;
 /// use chrono::{TimeZone, Utc};
 ///
@@ -598,6 +606,10 @@ mod tests {
         let id = reserve(&f, stalls(), 2).await.unwrap();
         gateway.started.notified().await;
         assert_eq!(counts(&f, stalls()).await, (8, 2, 0));
+        let deadline = start() + chrono::Duration::minutes(5);
+        let overdue = |t| f.store.with_state(move |s| s.holds_expiring_before(t).collect::<Vec<_>>());
+        assert_eq!(overdue(deadline).await, vec![]);
+        assert_eq!(overdue(deadline + chrono::Duration::seconds(1)).await, vec![(id, deadline)]);
         f.clock.advance(Duration::from_secs(299));
         tokio::task::yield_now().await;
         assert_eq!(status(&f, id).await, Some(ReservationStatus::PaymentPending));
@@ -678,6 +690,32 @@ mod tests {
             ))))
         ));
         assert!(f.store.with_state(|s| s.reservations.is_empty()).await);
+    }
+
+    #[test]
+    fn refused_commands_for_unknown_instances_create_nothing() -> Result<(), crate::framework::ReducerTestError> {
+        let env = TicketingEnv::new(Arc::new(FixedClock::new(start())), Arc::new(SimulatedGateway::always_succeed()));
+        let reservation_id = ReservationId::new_v4();
+        let confirm = InventoryAction::ConfirmReservation { event_id: event(), section: stalls(), reservation_id };
+        crate::framework::ReducerTest::new(Ticketing, env.clone()).when(confirm.into()).then_rejected(
+            "no inventory",
+            |a| {
+                matches!(
+                    a,
+                    TicketingAction::Inventory(InventoryAction::Rejected(InventoryError::NotInitialized { .. }))
+                )
+            },
+        )?;
+        let refund = PaymentAction::RefundPayment {
+            payment_id: PaymentId::for_reservation(reservation_id),
+            amount: Money::new(1, Currency::EUR),
+            reason: String::new(),
+        };
+        crate::framework::ReducerTest::new(Ticketing, env)
+            .when(refund.into())
+            .then_rejected("no payment", |a| a.kind() == MessageKind::Rejection)?
+            .then_state("no instance", |s| s.payments.is_empty())?;
+        Ok(())
     }
 
     #[test]
