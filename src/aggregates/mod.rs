@@ -34,4 +34,4 @@ pub use reservation::{
     CompensationReason, Reservation, ReservationAction, ReservationEnv, ReservationError, ReservationReducer,
     ReservationState, ReservationStatus,
 };
-pub use ticketing::{Ticketing, TicketingAction, TicketingEnv, TicketingState, saga_reactions};
+pub use ticketing::{Ticketing, TicketingAction, TicketingEnv, TicketingState, rejection_reactions, saga_reactions};

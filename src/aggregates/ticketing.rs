@@ -209,40 +209,40 @@ impl Reducer for Ticketing {
         env: &TicketingEnv,
     ) -> Effects<TicketingAction> {
         let is_command = action.is_command();
-        let shortage_of = match &action {
-            TicketingAction::Inventory(InventoryAction::ReserveSeats { reservation_id, .. }) => Some(*reservation_id),
-            _ => None,
-        };
         let mut effects = route(state, action, env);
         if !is_command {
             return effects;
         }
-        let mut follow_ups: SmallVec<[TicketingAction; 4]> = SmallVec::new();
-        for effect in &effects {
-            match effect {
-                Effect::Persist(events) => follow_ups.extend(events.iter().flat_map(saga_reactions)),
-                Effect::Reject(rejection) => {
-                    if let (
-                        Some(reservation_id),
-                        TicketingAction::Inventory(InventoryAction::Rejected(InventoryError::InsufficientInventory {
-                            requested,
-                            available,
-                            ..
-                        })),
-                    ) = (shortage_of, rejection.as_ref())
-                    {
-                        follow_ups.push(TicketingAction::Reservation(ReservationAction::RecordSeatShortage {
-                            reservation_id,
-                            requested: *requested,
-                            available: *available,
-                        }));
-                    }
-                }
-                _ => {}
-            }
-        }
+        let follow_ups: SmallVec<[TicketingAction; 4]> = effects
+            .iter()
+            .flat_map(|effect| match effect {
+                Effect::Persist(events) => events.iter().flat_map(saga_reactions).collect(),
+                Effect::Reject(rejection) => rejection_reactions(rejection),
+                _ => SmallVec::new(),
+            })
+            .collect();
         effects.extend(follow_ups.into_iter().map(Effect::send));
         effects
+    }
+}
+
+/// The saga's answer to a refused command, for the refusals it must hear about although
+/// nothing was persisted: `InsufficientInventory` becomes `RecordSeatShortage`, which ends the
+/// reservation Compensated. Every other rejection yields nothing. Like [`saga_reactions`] it is
+/// pure, so the system layer reuses it.
+#[must_use]
+pub fn rejection_reactions(rejection: &TicketingAction) -> SmallVec<[TicketingAction; 2]> {
+    match rejection {
+        TicketingAction::Inventory(InventoryAction::Rejected(InventoryError::InsufficientInventory {
+            reservation_id,
+            requested,
+            available,
+        })) => smallvec![TicketingAction::Reservation(ReservationAction::RecordSeatShortage {
+            reservation_id: *reservation_id,
+            requested: *requested,
+            available: *available,
+        })],
+        _ => smallvec![],
     }
 }
 
