@@ -1,8 +1,8 @@
 //! The types most programs need: `use boxoffice::prelude::*;`.
 
 pub use crate::aggregates::{
-    EventAction, InventoryAction, PaymentAction, ReservationAction, SimulatedGateway, Ticketing, TicketingAction,
-    TicketingEnv, TicketingState,
+    EventAction, InventoryAction, PaymentAction, ReservationAction, ReservationStatus, Section, SimulatedGateway,
+    Ticketing, TicketingAction, TicketingEnv, TicketingState, saga_reactions,
 };
 pub use crate::domain::{
     Capacity, Currency, CustomerId, DomainError, EventId, Money, PaymentId, PricingTier, ReservationId, SeatId,

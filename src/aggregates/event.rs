@@ -341,7 +341,8 @@ impl Reducer for EventReducer {
             return smallvec![];
         }
         match decide(state, action, env) {
-            Ok(event) => {
+            Ok(None) => smallvec![],
+            Ok(Some(event)) => {
                 apply(state, &event);
                 smallvec![Effect::Persist(smallvec![event])]
             }
@@ -350,7 +351,8 @@ impl Reducer for EventReducer {
     }
 }
 
-fn decide(state: &EventState, command: EventAction, env: &EventEnv) -> Result<EventAction, EventError> {
+/// The event a command produces, or why it is refused (`None` only for non-commands).
+fn decide(state: &EventState, command: EventAction, env: &EventEnv) -> Result<Option<EventAction>, EventError> {
     let now = env.clock.now();
     if let EventAction::CreateEvent { event_id, name, venue, date, sections, pricing_tiers } = command {
         if state.details.is_some() {
@@ -358,9 +360,9 @@ fn decide(state: &EventState, command: EventAction, env: &EventEnv) -> Result<Ev
         }
         validate_new_event(event_id, &name, date, &sections, &pricing_tiers, now)?;
         let details = EventDetails { event_id, name, venue, date, sections, pricing_tiers };
-        return Ok(EventAction::EventCreated { details, created_at: now });
+        return Ok(Some(EventAction::EventCreated { details, created_at: now }));
     }
-    let event_id = command.event_id().ok_or(EventError::BlankName)?;
+    let Some(event_id) = command.event_id() else { return Ok(None) };
     if state.details.as_ref().is_none_or(|d| d.event_id != event_id) {
         return Err(EventError::NotFound { event_id });
     }
@@ -368,19 +370,19 @@ fn decide(state: &EventState, command: EventAction, env: &EventEnv) -> Result<Ev
     let illegal = |action: &'static str| EventError::IllegalTransition { event_id, from, action: action.into() };
     match command {
         EventAction::PublishEvent { .. } if from == EventStatus::Draft => {
-            Ok(EventAction::EventPublished { event_id, published_at: now })
+            Ok(Some(EventAction::EventPublished { event_id, published_at: now }))
         }
         EventAction::PublishEvent { .. } => Err(illegal("publish")),
         EventAction::OpenSales { .. } if from == EventStatus::Published => {
-            Ok(EventAction::SalesOpened { event_id, opened_at: now })
+            Ok(Some(EventAction::SalesOpened { event_id, opened_at: now }))
         }
         EventAction::OpenSales { .. } => Err(illegal("open sales")),
         EventAction::CloseSales { .. } if from == EventStatus::SalesOpen => {
-            Ok(EventAction::SalesClosed { event_id, closed_at: now })
+            Ok(Some(EventAction::SalesClosed { event_id, closed_at: now }))
         }
         EventAction::CloseSales { .. } => Err(illegal("close sales")),
         EventAction::CancelEvent { reason, .. } if from != EventStatus::Cancelled => {
-            Ok(EventAction::EventCancelled { event_id, reason, cancelled_at: now })
+            Ok(Some(EventAction::EventCancelled { event_id, reason, cancelled_at: now }))
         }
         _ => Err(illegal("cancel")),
     }

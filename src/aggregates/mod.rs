@@ -9,6 +9,12 @@
 //! nothing, so folding a stream's events rebuilds its state. A redelivered command that was
 //! already carried out returns no effects at all.
 
+/// Version of the JSON shape of every event in this module, to be stored beside each event.
+/// Event names ([`Message::name`](crate::framework::Message::name)) never change; when a
+/// variant's fields change incompatibly this number is raised and stored events of older
+/// versions are upcast when read.
+pub const EVENT_SCHEMA_VERSION: u16 = 1;
+
 pub mod event;
 pub mod inventory;
 pub mod payment;
@@ -30,4 +36,4 @@ pub use reservation::{
     ReservationState, ReservationStatus,
 };
 pub use streams::{StreamDecodeError, category, event_stream, inventory_stream, payment_stream, reservation_stream};
-pub use ticketing::{Ticketing, TicketingAction, TicketingEnv, TicketingState, saga_reactions};
+pub use ticketing::{Ticketing, TicketingAction, TicketingEnv, TicketingState, rejection_reactions, saga_reactions};

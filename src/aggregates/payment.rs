@@ -33,7 +33,7 @@ pub enum GatewayOutcome {
 #[async_trait]
 pub trait PaymentGateway: Send + Sync + Debug {
     /// Charges `amount` for `payment_id`. Providers deduplicate on `payment_id`.
-    async fn charge(&self, payment_id: PaymentId, amount: Money) -> GatewayOutcome;
+    async fn charge(&self, payment_id: PaymentId, amount: Money, token: &str) -> GatewayOutcome;
 }
 
 /// A gateway for tests and demos: approves everything, declines everything, or declines the next
@@ -71,7 +71,7 @@ impl SimulatedGateway {
 
 #[async_trait]
 impl PaymentGateway for SimulatedGateway {
-    async fn charge(&self, _payment_id: PaymentId, _amount: Money) -> GatewayOutcome {
+    async fn charge(&self, _payment_id: PaymentId, _amount: Money, _token: &str) -> GatewayOutcome {
         let take_failure = self.failures_left.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
         if self.always_fail || take_failure.is_ok() {
             GatewayOutcome::Declined { reason: "simulated decline".into() }
@@ -176,6 +176,8 @@ pub enum PaymentAction {
         reservation_id: ReservationId,
         /// How much.
         amount: Money,
+        /// The customer's payment-provider token, handed to the gateway and not stored.
+        payment_token: String,
     },
     /// Give back part or all of a successful payment.
     RefundPayment {
@@ -335,12 +337,18 @@ impl Reducer for PaymentReducer {
                 smallvec![]
             }
             MessageKind::Rejection => smallvec![],
-            MessageKind::Command => match decide(state, action, env) {
+            MessageKind::Command => {
+                let token = match &action {
+                    PaymentAction::ProcessPayment { payment_token, .. } => Some(payment_token.clone()),
+                    _ => None,
+                };
+                match decide(state, action, env) {
                 Ok(events) if events.is_empty() => smallvec![],
                 Ok(events) => {
                     for event in &events {
                         apply(state, event);
                     }
+                    let token = token.unwrap_or_default();
                     let charge = events.iter().find_map(|e| match e {
                         PaymentAction::PaymentProcessed { payment_id, amount, .. } => Some((*payment_id, *amount)),
                         _ => None,
@@ -349,14 +357,15 @@ impl Reducer for PaymentReducer {
                     if let Some((payment_id, amount)) = charge {
                         let gateway = Arc::clone(&env.gateway);
                         effects.push(Effect::Future(Box::pin(async move {
-                            let outcome = gateway.charge(payment_id, amount).await;
+                            let outcome = gateway.charge(payment_id, amount, &token).await;
                             Some(PaymentAction::RecordGatewayOutcome { payment_id, outcome })
                         })));
                     }
                     effects
                 }
                 Err(error) => smallvec![Effect::Reject(Box::new(PaymentAction::Rejected(error)))],
-            },
+                }
+            }
         }
     }
 }
@@ -367,7 +376,7 @@ fn decide(
     env: &PaymentEnv,
 ) -> Result<SmallVec<[PaymentAction; 4]>, PaymentError> {
     let now = env.clock.now();
-    if let PaymentAction::ProcessPayment { payment_id, reservation_id, amount } = command {
+    if let PaymentAction::ProcessPayment { payment_id, reservation_id, amount, .. } = command {
         if !amount.is_positive() {
             return Err(PaymentError::NonPositiveAmount { payment_id, amount });
         }
@@ -483,7 +492,12 @@ mod tests {
         test_with(SimulatedGateway::always_succeed())
     }
     fn process(amount: i64) -> PaymentAction {
-        PaymentAction::ProcessPayment { payment_id: pid(), reservation_id: rid(), amount: eur(amount) }
+        PaymentAction::ProcessPayment {
+            payment_id: pid(),
+            reservation_id: rid(),
+            amount: eur(amount),
+            payment_token: "tok_test".into(),
+        }
     }
     fn processed(amount: i64) -> PaymentAction {
         PaymentAction::PaymentProcessed {
@@ -545,11 +559,11 @@ mod tests {
     async fn fail_next_n_declines_n_times_then_approves() {
         let gateway = SimulatedGateway::fail_next(2);
         let declined = GatewayOutcome::Declined { reason: "simulated decline".into() };
-        assert_eq!(gateway.charge(pid(), eur(1)).await, declined);
-        assert_eq!(gateway.charge(pid(), eur(1)).await, declined);
-        assert_eq!(gateway.charge(pid(), eur(1)).await, GatewayOutcome::Approved);
+        assert_eq!(gateway.charge(pid(), eur(1), "tok").await, declined);
+        assert_eq!(gateway.charge(pid(), eur(1), "tok").await, declined);
+        assert_eq!(gateway.charge(pid(), eur(1), "tok").await, GatewayOutcome::Approved);
         gateway.add_failures(1);
-        assert_eq!(gateway.charge(pid(), eur(1)).await, declined);
+        assert_eq!(gateway.charge(pid(), eur(1), "tok").await, declined);
     }
 
     #[test]

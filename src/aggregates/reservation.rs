@@ -94,6 +94,8 @@ pub struct Reservation {
     pub status: ReservationStatus,
     /// Money taken after the reservation ended, to be refunded.
     pub refund_owed: Option<Money>,
+    /// Why it ended Compensated, once it has.
+    pub compensation: Option<CompensationReason>,
 }
 
 /// State of one Reservation stream.
@@ -227,6 +229,13 @@ pub enum ReservationAction {
         /// Why.
         reason: String,
     },
+    /// The customer pays for the seats held: requests the payment of the total.
+    RequestPayment {
+        /// The reservation.
+        reservation_id: ReservationId,
+        /// The customer's payment-provider token (opaque; never card data).
+        payment_token: String,
+    },
     /// The customer gives up.
     CancelReservation {
         /// The reservation.
@@ -276,6 +285,8 @@ pub enum ReservationAction {
         payment_id: PaymentId,
         /// How much.
         amount: Money,
+        /// The customer's payment-provider token (opaque; never card data).
+        payment_token: String,
     },
     /// The payment for the reservation succeeded.
     #[serde(rename = "PaymentSucceeded")]
@@ -383,6 +394,7 @@ impl ReservationAction {
             | Self::RecordSeatShortage { reservation_id, .. }
             | Self::CompletePayment { reservation_id, .. }
             | Self::FailPayment { reservation_id, .. }
+            | Self::RequestPayment { reservation_id, .. }
             | Self::CancelReservation { reservation_id }
             | Self::ExpireReservation { reservation_id }
             | Self::ReservationInitiated { reservation_id, .. }
@@ -408,6 +420,7 @@ impl Message for ReservationAction {
             | Self::RecordSeatShortage { .. }
             | Self::CompletePayment { .. }
             | Self::FailPayment { .. }
+            | Self::RequestPayment { .. }
             | Self::CancelReservation { .. }
             | Self::ExpireReservation { .. } => MessageKind::Command,
             Self::Rejected(_) => MessageKind::Rejection,
@@ -422,6 +435,7 @@ impl Message for ReservationAction {
             Self::RecordSeatShortage { .. } => "RecordSeatShortage",
             Self::CompletePayment { .. } => "CompletePayment",
             Self::FailPayment { .. } => "FailPayment",
+            Self::RequestPayment { .. } => "RequestPayment",
             Self::CancelReservation { .. } => "CancelReservation",
             Self::ExpireReservation { .. } => "ExpireReservation",
             Self::ReservationInitiated { .. } => "ReservationInitiated",
@@ -493,18 +507,7 @@ impl Reducer for ReservationReducer {
                     for event in &events {
                         apply(state, event);
                     }
-                    let deadline = events.iter().find_map(|e| match e {
-                        ReservationAction::ReservationInitiated { reservation_id, .. } => Some(*reservation_id),
-                        _ => None,
-                    });
-                    let mut effects: Effects<ReservationAction> = smallvec![Effect::Persist(events)];
-                    if let Some(reservation_id) = deadline {
-                        effects.push(Effect::Delay {
-                            duration: env.hold_duration,
-                            action: Box::new(ReservationAction::ExpireReservation { reservation_id }),
-                        });
-                    }
-                    effects
+                    smallvec![Effect::Persist(events)]
                 }
                 Err(error) => smallvec![Effect::Reject(Box::new(ReservationAction::Rejected(error)))],
             },
@@ -538,13 +541,7 @@ fn decide(
         |action: &'static str| ReservationError::InvalidState { reservation_id, status, action: action.into() };
     let events: Events = match command {
         ReservationAction::AllocateSeats { seats, .. } => match status {
-            ReservationStatus::Initiated => {
-                let payment_id = PaymentId::for_reservation(reservation_id);
-                smallvec![
-                    ReservationAction::SeatsAllocated { reservation_id, seats },
-                    ReservationAction::PaymentRequested { reservation_id, payment_id, amount: r.total },
-                ]
-            }
+            ReservationStatus::Initiated => smallvec![ReservationAction::SeatsAllocated { reservation_id, seats }],
             // The reservation ended while Inventory was still holding seats for it.
             ReservationStatus::Expired | ReservationStatus::Cancelled | ReservationStatus::Compensated
                 if r.seats.is_empty() =>
@@ -578,6 +575,17 @@ fn decide(
                 },
             ],
             _ => smallvec![],
+        },
+        ReservationAction::RequestPayment { payment_token, .. } => match status {
+            ReservationStatus::SeatsAllocated if now >= r.expires_at => return Err(invalid("pay after the hold ran out")),
+            ReservationStatus::SeatsAllocated => smallvec![ReservationAction::PaymentRequested {
+                reservation_id,
+                payment_id: PaymentId::for_reservation(reservation_id),
+                amount: r.total,
+                payment_token,
+            }],
+            ReservationStatus::PaymentPending | ReservationStatus::Completed => smallvec![],
+            _ => return Err(invalid("pay")),
         },
         ReservationAction::CancelReservation { .. } => match status {
             ReservationStatus::Cancelled => smallvec![],
@@ -713,6 +721,7 @@ fn apply(state: &mut ReservationState, event: &ReservationAction) {
             payment_id: None,
             status: ReservationStatus::Initiated,
             refund_owed: None,
+            compensation: None,
         });
         return;
     }
@@ -730,7 +739,10 @@ fn apply(state: &mut ReservationState, event: &ReservationAction) {
         ReservationAction::ReservationCompleted { .. } => r.status = ReservationStatus::Completed,
         ReservationAction::ReservationExpired { .. } => r.status = ReservationStatus::Expired,
         ReservationAction::ReservationCancelled { .. } => r.status = ReservationStatus::Cancelled,
-        ReservationAction::ReservationCompensated { .. } => r.status = ReservationStatus::Compensated,
+        ReservationAction::ReservationCompensated { reason, .. } => {
+            r.status = ReservationStatus::Compensated;
+            r.compensation = Some(reason.clone());
+        }
         ReservationAction::SeatsReturned { seats, .. } => r.seats.clone_from(seats),
         _ => {}
     }
@@ -803,7 +815,12 @@ mod tests {
     fn allocated() -> [ReservationAction; 2] {
         [
             ReservationAction::SeatsAllocated { reservation_id: rid(), seats: seats() },
-            ReservationAction::PaymentRequested { reservation_id: rid(), payment_id: pid(), amount: eur(5_000) },
+            ReservationAction::PaymentRequested {
+                reservation_id: rid(),
+                payment_id: pid(),
+                amount: eur(5_000),
+                payment_token: "tok_test".into(),
+            },
         ]
     }
     fn pending() -> Vec<ReservationAction> {
@@ -854,19 +871,14 @@ mod tests {
     }
 
     #[test]
-    fn initiate_records_total_and_deadline_and_schedules_expiry() -> Result<(), ReducerTestError> {
+    fn initiate_records_total_and_deadline() -> Result<(), ReducerTestError> {
         let outcome = test()
             .when(initiate(2, 2_500))
             .then_persisted(&[initiated()])?
             .then_state("initiated", status_is(ReservationStatus::Initiated))?;
-        let delay = outcome.effects().iter().find_map(|e| match e {
-            Effect::Delay { duration, action } => Some((*duration, (**action).clone())),
-            _ => None,
-        });
-        assert_eq!(
-            delay,
-            Some((ReservationEnv::DEFAULT_HOLD, ReservationAction::ExpireReservation { reservation_id: rid() }))
-        );
+        // Enforcing the deadline is the runtime's job (a timer in the composite, a durable sweep
+        // in the system): the reducer only records it.
+        assert!(!outcome.effects().iter().any(|e| matches!(e, Effect::Delay { .. })));
         Ok(())
     }
 
@@ -901,12 +913,23 @@ mod tests {
     }
 
     #[test]
-    fn allocated_seats_request_payment() -> Result<(), ReducerTestError> {
+    fn allocated_seats_wait_for_the_customer_to_pay() -> Result<(), ReducerTestError> {
+        let [seats_allocated, payment_requested] = allocated();
+        let pay = || ReservationAction::RequestPayment { reservation_id: rid(), payment_token: "tok_test".into() };
         test()
             .given([initiated()])?
             .when(ReservationAction::AllocateSeats { reservation_id: rid(), seats: seats() })
-            .then_persisted(&allocated())?
+            .then_persisted(std::slice::from_ref(&seats_allocated))?
+            .then_state("allocated", status_is(ReservationStatus::SeatsAllocated))?;
+        test()
+            .given([initiated(), seats_allocated.clone()])?
+            .when(pay())
+            .then_persisted(&[payment_requested])?
             .then_state("pending", status_is(ReservationStatus::PaymentPending))?;
+        test().given(pending())?.when(pay()).then_persisted(&[])?.then_unchanged()?;
+        test().given([initiated()])?.when(pay()).then_rejected("seats not held yet", |a| {
+            matches!(a, ReservationAction::Rejected(ReservationError::InvalidState { .. }))
+        })?;
         test()
             .given(pending())?
             .when(ReservationAction::AllocateSeats { reservation_id: rid(), seats: seats() })
@@ -1071,6 +1094,23 @@ mod tests {
     fn event_names_equal_serde_tags() {
         let mut events = pending();
         events.extend([paid(true), completed(), expired(Vec::new(), start()), cancelled(Vec::new())]);
+        events.extend([
+            ReservationAction::PaymentFailed { reservation_id: rid(), payment_id: pid(), reason: "card".into() },
+            ReservationAction::ReservationCompensated {
+                reservation_id: rid(),
+                event_id: event(),
+                section: section(),
+                seats: seats(),
+                reason: CompensationReason::InsufficientInventory { requested: 2, available: 1 },
+                compensated_at: start(),
+            },
+            ReservationAction::SeatsReturned {
+                reservation_id: rid(),
+                event_id: event(),
+                section: section(),
+                seats: seats(),
+            },
+        ]);
         for event in events {
             let json = serde_json::to_value(&event).unwrap();
             assert_eq!(json.as_object().unwrap().keys().next().unwrap(), event.name());

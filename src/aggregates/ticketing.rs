@@ -53,6 +53,30 @@ impl Message for TicketingAction {
     }
 }
 
+impl From<EventAction> for TicketingAction {
+    fn from(action: EventAction) -> Self {
+        Self::Event(action)
+    }
+}
+
+impl From<InventoryAction> for TicketingAction {
+    fn from(action: InventoryAction) -> Self {
+        Self::Inventory(action)
+    }
+}
+
+impl From<ReservationAction> for TicketingAction {
+    fn from(action: ReservationAction) -> Self {
+        Self::Reservation(action)
+    }
+}
+
+impl From<PaymentAction> for TicketingAction {
+    fn from(action: PaymentAction) -> Self {
+        Self::Payment(action)
+    }
+}
+
 /// Every aggregate instance, keyed by its id.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct TicketingState {
@@ -77,6 +101,15 @@ impl TicketingState {
     #[must_use]
     pub fn reservation(&self, id: ReservationId) -> Option<&super::reservation::Reservation> {
         self.reservations.get(&id)?.reservation.as_ref()
+    }
+
+    /// Seat holds of every inventory whose deadline is before `t`: the reservations a sweeper
+    /// must expire, e.g. after a restart when in-memory timers are gone.
+    pub fn holds_expiring_before(
+        &self,
+        t: chrono::DateTime<chrono::Utc>,
+    ) -> impl Iterator<Item = (ReservationId, chrono::DateTime<chrono::Utc>)> + '_ {
+        self.inventories.values().flat_map(move |inventory| inventory.holds_expiring_before(t))
     }
 }
 
@@ -116,6 +149,53 @@ impl TicketingEnv {
 /// - when Inventory refuses `ReserveSeats` with `InsufficientInventory`, the rejection is returned
 ///   as usual (nothing changes) together with a follow-up `RecordSeatShortage` for the
 ///   reservation, which then ends Compensated.
+///
+/// ```
+/// use std::sync::Arc;
+/// use boxoffice::prelude::*;
+/// use chrono::{TimeZone, Utc};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let clock = FixedClock::new(Utc.with_ymd_and_hms(2030, 1, 1, 12, 0, 0).unwrap());
+/// let env = TicketingEnv::new(Arc::new(clock.clone()), Arc::new(SimulatedGateway::always_succeed()));
+/// let store = Store::new(Ticketing, TicketingState::default(), env, Arc::new(clock.clone()));
+///
+/// let event_id = EventId::new_v4();
+/// let stalls = SectionName::new("Stalls")?;
+/// let price = Money::new(2_500, Currency::EUR);
+/// store.send(EventAction::CreateEvent {
+///     event_id,
+///     name: "Rust Fest".into(),
+///     venue: Venue::new(VenueId::new_v4(), "Hall")?,
+///     date: clock.now() + chrono::Duration::days(30),
+///     sections: vec![Section { name: stalls.clone(), capacity: Capacity::new(100)? }],
+///     pricing_tiers: vec![PricingTier::new(TierKind::Regular, stalls.clone(), price, None)?],
+/// }.into()).await?;
+/// store.send(EventAction::PublishEvent { event_id }.into()).await?;
+/// store.send(EventAction::OpenSales { event_id }.into()).await?;
+///
+/// let reservation_id = ReservationId::new_v4();
+/// store.send(ReservationAction::InitiateReservation {
+///     reservation_id,
+///     event_id,
+///     section: stalls.clone(),
+///     quantity: 2,
+///     customer_id: CustomerId::new_v4(),
+///     unit_price: price,
+/// }.into()).await?;
+/// store.settled().await; // seats held
+/// store.send(ReservationAction::RequestPayment { reservation_id, payment_token: "tok_visa".into() }.into()).await?;
+/// store.settled().await; // paid, seats sold
+///
+/// let (status, available) = store.with_state(|s| {
+///     (s.reservation(reservation_id).map(|r| r.status), s.inventory(event_id, &stalls).map(|i| i.available()))
+/// }).await;
+/// assert_eq!(status, Some(ReservationStatus::Completed));
+/// assert_eq!(available, Some(98));
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Ticketing;
 
@@ -131,40 +211,65 @@ impl Reducer for Ticketing {
         env: &TicketingEnv,
     ) -> Effects<TicketingAction> {
         let is_command = action.is_command();
-        let shortage_of = match &action {
-            TicketingAction::Inventory(InventoryAction::ReserveSeats { reservation_id, .. }) => Some(*reservation_id),
-            _ => None,
-        };
         let mut effects = route(state, action, env);
         if !is_command {
             return effects;
         }
-        let mut follow_ups: SmallVec<[TicketingAction; 4]> = SmallVec::new();
-        for effect in &effects {
-            match effect {
-                Effect::Persist(events) => follow_ups.extend(events.iter().flat_map(saga_reactions)),
-                Effect::Reject(rejection) => {
-                    if let (
-                        Some(reservation_id),
-                        TicketingAction::Inventory(InventoryAction::Rejected(InventoryError::InsufficientInventory {
-                            requested,
-                            available,
-                            ..
-                        })),
-                    ) = (shortage_of, rejection.as_ref())
-                    {
-                        follow_ups.push(TicketingAction::Reservation(ReservationAction::RecordSeatShortage {
-                            reservation_id,
-                            requested: *requested,
-                            available: *available,
-                        }));
-                    }
-                }
-                _ => {}
-            }
-        }
+        let follow_ups: SmallVec<[TicketingAction; 4]> = effects
+            .iter()
+            .flat_map(|effect| match effect {
+                Effect::Persist(events) => events.iter().flat_map(saga_reactions).collect(),
+                Effect::Reject(rejection) => rejection_reactions(rejection),
+                _ => SmallVec::new(),
+            })
+            .collect();
+        let deadlines: SmallVec<[Effect<TicketingAction>; 1]> = effects
+            .iter()
+            .filter_map(|effect| match effect {
+                Effect::Persist(events) => Some(events.iter().filter_map(|event| hold_timer(event, env))),
+                _ => None,
+            })
+            .flatten()
+            .collect();
         effects.extend(follow_ups.into_iter().map(Effect::send));
+        effects.extend(deadlines);
         effects
+    }
+}
+
+/// In-process, a hold is enforced by a timer that sends `ExpireReservation` at `expires_at`.
+/// (The assembled system uses a durable sweep over the log instead, which survives restarts.)
+fn hold_timer(event: &TicketingAction, env: &TicketingEnv) -> Option<Effect<TicketingAction>> {
+    let TicketingAction::Reservation(ReservationAction::ReservationInitiated { reservation_id, expires_at, .. }) = event
+    else {
+        return None;
+    };
+    let duration = (*expires_at - env.reservation.clock.now()).to_std().unwrap_or_default();
+    Some(Effect::Delay {
+        duration,
+        action: Box::new(TicketingAction::Reservation(ReservationAction::ExpireReservation {
+            reservation_id: *reservation_id,
+        })),
+    })
+}
+
+/// The saga's answer to a refused command, for the refusals it must hear about although
+/// nothing was persisted: `InsufficientInventory` becomes `RecordSeatShortage`, which ends the
+/// reservation Compensated. Every other rejection yields nothing. Like [`saga_reactions`] it is
+/// pure, so the system layer reuses it.
+#[must_use]
+pub fn rejection_reactions(rejection: &TicketingAction) -> SmallVec<[TicketingAction; 2]> {
+    match rejection {
+        TicketingAction::Inventory(InventoryAction::Rejected(InventoryError::InsufficientInventory {
+            reservation_id,
+            requested,
+            available,
+        })) => smallvec![TicketingAction::Reservation(ReservationAction::RecordSeatShortage {
+            reservation_id: *reservation_id,
+            requested: *requested,
+            available: *available,
+        })],
+        _ => smallvec![],
     }
 }
 
@@ -172,13 +277,14 @@ fn route(state: &mut TicketingState, action: TicketingAction, env: &TicketingEnv
     match action {
         TicketingAction::Event(a) => {
             let Some(id) = a.event_id() else { return smallvec![] };
-            let child = state.events.entry(id).or_default();
-            lift(EventReducer.reduce(child, a, &env.event), TicketingAction::Event)
+            let effects = on_child(&mut state.events, id, |child| EventReducer.reduce(child, a, &env.event));
+            lift(effects, TicketingAction::Event)
         }
         TicketingAction::Inventory(a) => {
             let Some((event, section)) = a.key() else { return smallvec![] };
-            let child = state.inventories.entry((event, section.clone())).or_default();
-            let effects = InventoryReducer.reduce(child, a, &env.inventory);
+            let key = (event, section.clone());
+            let effects =
+                on_child(&mut state.inventories, key, |child| InventoryReducer.reduce(child, a, &env.inventory));
             lift(effects, TicketingAction::Inventory)
         }
         TicketingAction::Reservation(a) => {
@@ -192,15 +298,35 @@ fn route(state: &mut TicketingState, action: TicketingAction, env: &TicketingEnv
                     error
                 ))))];
             }
-            let child = state.reservations.entry(id).or_default();
-            lift(ReservationReducer.reduce(child, a, &env.reservation), TicketingAction::Reservation)
+            let effects =
+                on_child(&mut state.reservations, id, |child| ReservationReducer.reduce(child, a, &env.reservation));
+            lift(effects, TicketingAction::Reservation)
         }
         TicketingAction::Payment(a) => {
             let Some(id) = a.payment_id() else { return smallvec![] };
-            let child = state.payments.entry(id).or_default();
-            lift(PaymentReducer.reduce(child, a, &env.payment), TicketingAction::Payment)
+            let effects = on_child(&mut state.payments, id, |child| PaymentReducer.reduce(child, a, &env.payment));
+            lift(effects, TicketingAction::Payment)
         }
     }
+}
+
+/// Runs `reduce` on the instance at `key`. An instance that does not exist yet is only added
+/// when the reduction changed it, so a refused command for an unknown id leaves the maps as
+/// they were (I9).
+fn on_child<K, S, A>(map: &mut HashMap<K, S>, key: K, reduce: impl FnOnce(&mut S) -> Effects<A>) -> Effects<A>
+where
+    K: std::hash::Hash + Eq,
+    S: Default + PartialEq,
+{
+    if let Some(child) = map.get_mut(&key) {
+        return reduce(child);
+    }
+    let mut child = S::default();
+    let effects = reduce(&mut child);
+    if child != S::default() {
+        map.insert(key, child);
+    }
+    effects
 }
 
 fn lift<A: Send + 'static>(effects: Effects<A>, wrap: fn(A) -> TicketingAction) -> Effects<TicketingAction> {
@@ -266,11 +392,12 @@ pub fn saga_reactions(event: &TicketingAction) -> SmallVec<[TicketingAction; 2]>
                 seats: seats.iter().map(|s| s.seat_id).collect(),
             })]
         }
-        T::Reservation(ReservationAction::PaymentRequested { reservation_id, payment_id, amount }) => {
+        T::Reservation(ReservationAction::PaymentRequested { reservation_id, payment_id, amount, payment_token }) => {
             smallvec![T::Payment(PaymentAction::ProcessPayment {
                 payment_id: *payment_id,
                 reservation_id: *reservation_id,
                 amount: *amount,
+                payment_token: payment_token.clone(),
             })]
         }
         T::Payment(PaymentAction::PaymentSucceeded { payment_id, reservation_id, amount, .. }) => {
@@ -355,7 +482,7 @@ mod tests {
 
     #[async_trait]
     impl PaymentGateway for GatedGateway {
-        async fn charge(&self, _: PaymentId, _: Money) -> GatewayOutcome {
+        async fn charge(&self, _: PaymentId, _: Money, _: &str) -> GatewayOutcome {
             self.started.notify_one();
             let mut rx = self.outcome.subscribe();
             let outcome = rx.wait_for(Option::is_some).await.map(|o| o.clone());
@@ -424,6 +551,12 @@ mod tests {
                 unit_price,
             }))
             .await?;
+        // The customer pays as soon as the seats are held.
+        f.store.settled().await;
+        if status(f, reservation_id).await == Some(ReservationStatus::SeatsAllocated) {
+            let pay = ReservationAction::RequestPayment { reservation_id, payment_token: "tok_test".into() };
+            f.store.send(TicketingAction::Reservation(pay)).await?;
+        }
         Ok(reservation_id)
     }
 
@@ -507,6 +640,10 @@ mod tests {
         let id = reserve(&f, stalls(), 2).await.unwrap();
         gateway.started.notified().await;
         assert_eq!(counts(&f, stalls()).await, (8, 2, 0));
+        let deadline = start() + chrono::Duration::minutes(5);
+        let overdue = |t| f.store.with_state(move |s| s.holds_expiring_before(t).collect::<Vec<_>>());
+        assert_eq!(overdue(deadline).await, vec![]);
+        assert_eq!(overdue(deadline + chrono::Duration::seconds(1)).await, vec![(id, deadline)]);
         f.clock.advance(Duration::from_secs(299));
         tokio::task::yield_now().await;
         assert_eq!(status(&f, id).await, Some(ReservationStatus::PaymentPending));
@@ -587,6 +724,32 @@ mod tests {
             ))))
         ));
         assert!(f.store.with_state(|s| s.reservations.is_empty()).await);
+    }
+
+    #[test]
+    fn refused_commands_for_unknown_instances_create_nothing() -> Result<(), crate::framework::ReducerTestError> {
+        let env = TicketingEnv::new(Arc::new(FixedClock::new(start())), Arc::new(SimulatedGateway::always_succeed()));
+        let reservation_id = ReservationId::new_v4();
+        let confirm = InventoryAction::ConfirmReservation { event_id: event(), section: stalls(), reservation_id };
+        crate::framework::ReducerTest::new(Ticketing, env.clone()).when(confirm.into()).then_rejected(
+            "no inventory",
+            |a| {
+                matches!(
+                    a,
+                    TicketingAction::Inventory(InventoryAction::Rejected(InventoryError::NotInitialized { .. }))
+                )
+            },
+        )?;
+        let refund = PaymentAction::RefundPayment {
+            payment_id: PaymentId::for_reservation(reservation_id),
+            amount: Money::new(1, Currency::EUR),
+            reason: String::new(),
+        };
+        crate::framework::ReducerTest::new(Ticketing, env)
+            .when(refund.into())
+            .then_rejected("no payment", |a| a.kind() == MessageKind::Rejection)?
+            .then_state("no instance", |s| s.payments.is_empty())?;
+        Ok(())
     }
 
     #[test]

@@ -111,6 +111,22 @@ impl SeatId {
     }
 }
 
+/// Namespace for reservation ids derived from a customer's idempotency key.
+const IDEMPOTENT_RESERVATION_NAMESPACE: Uuid = Uuid::from_u128(0x51d0_7e2a_c9b4_4f3e_8a6d_24f1_b0c3_9e75);
+
+impl ReservationId {
+    /// The reservation a customer's request with idempotency `key` addresses: a UUID v5 of the
+    /// customer and the key, so retrying the request (from any process, after any crash) lands on
+    /// the same reservation instead of holding seats twice.
+    #[must_use]
+    pub fn for_idempotency_key(customer: CustomerId, key: &str) -> Self {
+        let mut name = Vec::with_capacity(16 + key.len());
+        name.extend_from_slice(customer.0.as_bytes());
+        name.extend_from_slice(key.as_bytes());
+        Self(Uuid::new_v5(&IDEMPOTENT_RESERVATION_NAMESPACE, &name))
+    }
+}
+
 impl PaymentId {
     /// The payment id the reservation saga uses for `reservation`: derived (UUID v5) so that a
     /// redelivered payment request addresses the same payment and is deduplicated.

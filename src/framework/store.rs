@@ -193,6 +193,16 @@ where
         read(&*self.inner.state.lock().await)
     }
 
+    /// Rebuilds the state from the journal, picking up events other writers appended.
+    ///
+    /// # Errors
+    /// The journal's error if it cannot be read; the state is then unchanged.
+    pub async fn reload(&self) -> Result<(), JournalError> {
+        let mut state = self.inner.state.lock().await;
+        *state = self.rebuild().await?;
+        Ok(())
+    }
+
     /// Every event persisted so far.
     ///
     /// # Errors

@@ -41,12 +41,29 @@ pub enum CommandError<A> {
         #[source]
         source: JournalError,
     },
+    /// The action is not a command addressed to an aggregate instance.
+    #[error("not a command for an aggregate instance: {0:?}")]
+    NotACommand(A),
     /// The system is shutting down and the stream's worker stopped before answering.
     #[error("the worker for stream {stream} stopped before answering")]
     WorkerStopped {
         /// The stream.
         stream: StreamId,
     },
+}
+
+impl<A> CommandError<A> {
+    /// Converts the action a rejection carries, so errors of a child aggregate can be reported
+    /// in terms of a parent action type.
+    pub fn map_action<B>(self, wrap: impl FnOnce(A) -> B) -> CommandError<B> {
+        match self {
+            CommandError::Rejected(a) => CommandError::Rejected(wrap(a)),
+            CommandError::NotACommand(a) => CommandError::NotACommand(wrap(a)),
+            CommandError::RetriesExhausted { stream, attempts } => CommandError::RetriesExhausted { stream, attempts },
+            CommandError::Storage { stream, source } => CommandError::Storage { stream, source },
+            CommandError::WorkerStopped { stream } => CommandError::WorkerStopped { stream },
+        }
+    }
 }
 
 /// How hard a batch is retried when the stream moved under it.
@@ -92,15 +109,26 @@ impl Default for RepositoryConfig {
 
 type Reply<A> = oneshot::Sender<Result<SmallVec<[A; 4]>, CommandError<A>>>;
 
-struct Job<A> {
+struct CommandJob<A> {
     command: A,
     context: CommandContext,
     reply: Reply<A>,
 }
 
-struct Worker<A> {
+/// A read of the state, answered by the worker from its cached copy.
+type ReadJob<S> = Box<dyn FnOnce(&S) + Send>;
+
+enum Job<R: Reducer> {
+    Command(CommandJob<R::Action>),
+    /// Read the cached state; with `fresh`, reload it from the store first.
+    Read { read: ReadJob<R::State>, fresh: bool },
+    /// Report once every effect started so far has finished.
+    Settle(oneshot::Sender<()>),
+}
+
+struct Worker<R: Reducer> {
     id: u64,
-    jobs: mpsc::UnboundedSender<Job<A>>,
+    jobs: mpsc::UnboundedSender<Job<R>>,
 }
 
 /// Loads, decides and appends for every stream of one aggregate type.
@@ -115,11 +143,11 @@ struct Inner<R: Reducer> {
     events: Arc<dyn EventStore>,
     observer: Option<PersistedObserver<R::Action>>,
     config: RepositoryConfig,
-    workers: Mutex<Workers<R::Action>>,
+    workers: Mutex<Workers<R>>,
 }
 
 /// The live workers by stream, and the id the next one gets.
-type Workers<A> = (u64, HashMap<StreamId, Worker<A>>);
+type Workers<R> = (u64, HashMap<StreamId, Worker<R>>);
 
 impl<R: Reducer> Clone for Repository<R> {
     fn clone(&self) -> Self {
@@ -168,24 +196,67 @@ where
     ) -> Result<SmallVec<[R::Action; 4]>, CommandError<R::Action>> {
         let context = CommandContext::current().unwrap_or_else(CommandContext::new_request);
         let (reply, answer) = oneshot::channel();
-        self.enqueue(stream, Job { command, context, reply })?;
+        self.enqueue(stream, Job::Command(CommandJob { command, context, reply }))?;
         answer.await.map_err(|_| CommandError::WorkerStopped { stream: stream.clone() })?
     }
 
-    /// Reads the current state of `stream` (loading it if no worker holds it).
+    /// Reads the state of `stream` as this process last saw it: the worker's cached copy, loaded
+    /// from the store if no worker holds the stream. Writes by other processes show up once this
+    /// process next writes to (or reloads) the stream.
     ///
     /// # Errors
-    /// [`CommandError::Storage`] when the stream cannot be loaded.
-    pub async fn state<T>(
+    /// [`CommandError::WorkerStopped`] when the stream cannot be loaded or the system is stopping.
+    pub async fn state<T: Send + 'static>(
         &self,
         stream: &StreamId,
-        read: impl FnOnce(&R::State) -> T,
+        read: impl FnOnce(&R::State) -> T + Send + 'static,
     ) -> Result<T, CommandError<R::Action>> {
-        let store = self.restore(stream).await?;
-        Ok(store.with_state(read).await)
+        self.read(stream, read, false).await
     }
 
-    fn enqueue(&self, stream: &StreamId, job: Job<R::Action>) -> Result<(), CommandError<R::Action>> {
+    /// Like [`Repository::state`], but reloads the stream first, so it reflects every event
+    /// committed before the call, by any process.
+    ///
+    /// # Errors
+    /// As [`Repository::state`].
+    pub async fn fresh_state<T: Send + 'static>(
+        &self,
+        stream: &StreamId,
+        read: impl FnOnce(&R::State) -> T + Send + 'static,
+    ) -> Result<T, CommandError<R::Action>> {
+        self.read(stream, read, true).await
+    }
+
+    async fn read<T: Send + 'static>(
+        &self,
+        stream: &StreamId,
+        read: impl FnOnce(&R::State) -> T + Send + 'static,
+        fresh: bool,
+    ) -> Result<T, CommandError<R::Action>> {
+        let (reply, answer) = oneshot::channel();
+        let read: ReadJob<R::State> = Box::new(move |state: &R::State| {
+            let _ = reply.send(read(state));
+        });
+        self.enqueue(stream, Job::Read { read, fresh })?;
+        answer.await.map_err(|_| CommandError::WorkerStopped { stream: stream.clone() })
+    }
+
+    /// Waits until every effect started by any live stream's reducer (payment gateway calls,
+    /// delayed actions that are due) has finished.
+    pub async fn settled(&self) {
+        let streams: Vec<StreamId> = match self.inner.workers.lock() {
+            Ok(guard) => guard.1.keys().cloned().collect(),
+            Err(_) => return,
+        };
+        for stream in streams {
+            let (reply, answer) = oneshot::channel();
+            if self.enqueue(&stream, Job::Settle(reply)).is_ok() {
+                let _ = answer.await;
+            }
+        }
+    }
+
+    fn enqueue(&self, stream: &StreamId, job: Job<R>) -> Result<(), CommandError<R::Action>> {
         let mut guard =
             self.inner.workers.lock().map_err(|_| CommandError::WorkerStopped { stream: stream.clone() })?;
         let (next_id, workers) = &mut *guard;
@@ -222,7 +293,7 @@ where
         .map_err(|source| CommandError::Storage { stream: stream.clone(), source })
     }
 
-    async fn run_worker(self, stream: StreamId, worker_id: u64, mut queue: mpsc::UnboundedReceiver<Job<R::Action>>) {
+    async fn run_worker(self, stream: StreamId, worker_id: u64, mut queue: mpsc::UnboundedReceiver<Job<R>>) {
         let store = match self.restore(&stream).await {
             Ok(store) => Some(store),
             Err(error) => {
@@ -242,17 +313,41 @@ where
                     continue;
                 }
             };
-            let mut jobs = vec![first];
-            while jobs.len() < config.max_batch {
-                match queue.try_recv() {
-                    Ok(job) => jobs.push(job),
-                    Err(_) => break,
+            let mut next = Some(first);
+            let mut commands = Vec::new();
+            while let Some(job) = next.take() {
+                match job {
+                    Job::Command(command) => commands.push(command),
+                    Job::Read { read, fresh } => match &store {
+                        Some(store) => {
+                            if fresh && let Err(error) = store.reload().await {
+                                tracing::warn!(%error, "reloading the stream failed; answering from the cached state");
+                            }
+                            store.with_state(read).await;
+                        }
+                        None => drop(read),
+                    },
+                    Job::Settle(reply) => {
+                        if let Some(store) = &store {
+                            let store = store.clone();
+                            tokio::spawn(async move {
+                                store.settled().await;
+                                let _ = reply.send(());
+                            });
+                        }
+                    }
+                }
+                if commands.len() < config.max_batch {
+                    next = queue.try_recv().ok();
                 }
             }
+            if commands.is_empty() {
+                continue;
+            }
             if let Some(store) = &store {
-                self.handle_batch(store, &stream, jobs).await;
+                self.handle_batch(store, &stream, commands).await;
             } else {
-                for job in jobs {
+                for job in commands {
                     let _ = job.reply.send(Err(CommandError::Storage {
                         stream: stream.clone(),
                         source: JournalError::Storage("stream could not be loaded".into()),
@@ -265,7 +360,7 @@ where
     }
 
     /// Removes this worker from the registry if nothing is queued; false if work arrived.
-    fn retire(&self, stream: &StreamId, worker_id: u64, queue: &mpsc::UnboundedReceiver<Job<R::Action>>) -> bool {
+    fn retire(&self, stream: &StreamId, worker_id: u64, queue: &mpsc::UnboundedReceiver<Job<R>>) -> bool {
         let Ok(mut guard) = self.inner.workers.lock() else { return true };
         if !queue.is_empty() {
             return false;
@@ -276,7 +371,7 @@ where
         true
     }
 
-    async fn handle_batch(&self, store: &Store<R>, stream: &StreamId, jobs: Vec<Job<R::Action>>) {
+    async fn handle_batch(&self, store: &Store<R>, stream: &StreamId, jobs: Vec<CommandJob<R::Action>>) {
         let retry = self.inner.config.retry;
         let context = jobs[0].context;
         let mut attempt = 1;

@@ -1,0 +1,70 @@
+//! Lets an API call wait for the saga to move a reservation forward, whichever process (or
+//! broker consumer) does the moving: the log follower reports every reservation event it reads.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::watch;
+
+use crate::aggregates::ReservationAction;
+use crate::domain::ReservationId;
+
+/// Registry of reservations someone is waiting on.
+#[derive(Clone, Default)]
+pub struct ReservationWatch {
+    watched: Arc<Mutex<HashMap<ReservationId, Watched>>>,
+}
+
+struct Watched {
+    sender: watch::Sender<Option<ReservationAction>>,
+    interest: usize,
+}
+
+/// A wait registered with [`ReservationWatch::watch`]; dropping it ends the interest.
+pub struct ReservationWaiter {
+    id: ReservationId,
+    receiver: watch::Receiver<Option<ReservationAction>>,
+    registry: ReservationWatch,
+}
+
+impl ReservationWatch {
+    /// Starts watching `id`. Register before sending the command whose outcome you wait for, so
+    /// no event can slip past.
+    #[must_use]
+    pub fn watch(&self, id: ReservationId) -> ReservationWaiter {
+        let mut watched = self.watched.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let entry = watched.entry(id).or_insert_with(|| Watched { sender: watch::Sender::new(None), interest: 0 });
+        entry.interest += 1;
+        ReservationWaiter { id, receiver: entry.sender.subscribe(), registry: self.clone() }
+    }
+
+    /// Reports a reservation event read from the log.
+    pub fn observe(&self, event: &ReservationAction) {
+        let Some(id) = event.reservation_id() else { return };
+        let watched = self.watched.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(entry) = watched.get(&id) {
+            entry.sender.send_replace(Some(event.clone()));
+        }
+    }
+}
+
+impl ReservationWaiter {
+    /// Waits for an event for which `done` holds and returns it; `None` if the registry went
+    /// away. Events are sampled: an intermediate one may be skipped, never the latest.
+    pub async fn until(&mut self, mut done: impl FnMut(&ReservationAction) -> bool) -> Option<ReservationAction> {
+        let seen = self.receiver.wait_for(|event| event.as_ref().is_some_and(&mut done)).await.ok()?;
+        seen.clone()
+    }
+}
+
+impl Drop for ReservationWaiter {
+    fn drop(&mut self) {
+        let mut watched = self.registry.watched.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(entry) = watched.get_mut(&self.id) {
+            entry.interest -= 1;
+            if entry.interest == 0 {
+                watched.remove(&self.id);
+            }
+        }
+    }
+}

@@ -1,0 +1,121 @@
+//! One repository per aggregate type, and the routing of a [`TicketingAction`] to the stream it
+//! addresses.
+
+use std::sync::Arc;
+
+use smallvec::SmallVec;
+
+use super::{CommandError, Repository, RepositoryConfig};
+use crate::aggregates::{
+    EventReducer, InventoryReducer, PaymentReducer, ReservationAction, ReservationReducer, TicketingAction,
+    TicketingEnv,
+};
+use crate::event_store::{EventStore, StreamId};
+use crate::framework::Clock;
+
+/// Events a command appended.
+pub type Appended = SmallVec<[TicketingAction; 4]>;
+
+/// Sends commands to the aggregate instance they name.
+#[derive(Clone)]
+pub struct CommandRouter {
+    /// Event aggregates.
+    pub events: Repository<EventReducer>,
+    /// Inventories.
+    pub inventories: Repository<InventoryReducer>,
+    /// Reservations.
+    pub reservations: Repository<ReservationReducer>,
+    /// Payments.
+    pub payments: Repository<PaymentReducer>,
+}
+
+fn lift<A>(
+    result: Result<SmallVec<[A; 4]>, CommandError<A>>,
+    wrap: fn(A) -> TicketingAction,
+) -> Result<Appended, CommandError<TicketingAction>> {
+    match result {
+        Ok(events) => Ok(events.into_iter().map(wrap).collect()),
+        Err(error) => Err(error.map_action(wrap)),
+    }
+}
+
+impl CommandRouter {
+    /// Four repositories over `store`, sharing `env`'s clock and gateway.
+    #[must_use]
+    pub fn new(store: &Arc<dyn EventStore>, env: &TicketingEnv, clock: &Arc<dyn Clock>, config: RepositoryConfig) -> Self {
+        Self {
+            events: Repository::new(EventReducer, env.event.clone(), Arc::clone(clock), Arc::clone(store), None, config),
+            inventories: Repository::new(
+                InventoryReducer,
+                env.inventory.clone(),
+                Arc::clone(clock),
+                Arc::clone(store),
+                None,
+                config,
+            ),
+            reservations: Repository::new(
+                ReservationReducer,
+                env.reservation.clone(),
+                Arc::clone(clock),
+                Arc::clone(store),
+                None,
+                config,
+            ),
+            payments: Repository::new(
+                PaymentReducer,
+                env.payment.clone(),
+                Arc::clone(clock),
+                Arc::clone(store),
+                None,
+                config,
+            ),
+        }
+    }
+
+    /// Handles `command` on its stream.
+    ///
+    /// # Errors
+    /// The command's rejection, or a storage / contention error; see [`CommandError`].
+    pub async fn execute(&self, command: TicketingAction) -> Result<Appended, CommandError<TicketingAction>> {
+        let stream = match command.stream() {
+            Ok(Some(stream)) => stream,
+            Ok(None) | Err(_) => return Err(CommandError::NotACommand(command)),
+        };
+        self.execute_on(&stream, command).await
+    }
+
+    async fn execute_on(
+        &self,
+        stream: &StreamId,
+        command: TicketingAction,
+    ) -> Result<Appended, CommandError<TicketingAction>> {
+        match command {
+            TicketingAction::Event(c) => lift(self.events.execute(stream, c).await, TicketingAction::Event),
+            TicketingAction::Inventory(c) => {
+                lift(self.inventories.execute(stream, c).await, TicketingAction::Inventory)
+            }
+            TicketingAction::Reservation(c) => {
+                lift(self.reservations.execute(stream, c).await, TicketingAction::Reservation)
+            }
+            TicketingAction::Payment(c) => lift(self.payments.execute(stream, c).await, TicketingAction::Payment),
+        }
+    }
+}
+
+impl CommandRouter {
+    /// Handles a Reservation command.
+    ///
+    /// # Errors
+    /// As [`CommandRouter::execute`].
+    pub async fn reservation(&self, command: ReservationAction) -> Result<Appended, CommandError<TicketingAction>> {
+        self.execute(TicketingAction::Reservation(command)).await
+    }
+
+    /// Waits until every effect the four aggregates started has finished.
+    pub async fn settled(&self) {
+        self.events.settled().await;
+        self.inventories.settled().await;
+        self.reservations.settled().await;
+        self.payments.settled().await;
+    }
+}

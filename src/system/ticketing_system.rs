@@ -1,0 +1,625 @@
+//! [`TicketingSystem`]: the whole engine behind one async API.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use super::{
+    CommandContext, CommandError, CommandRouter, ExpiryIndex, LogFollower, RepositoryConfig, ReservationWatch, Saga,
+    SystemError,
+};
+use crate::aggregates::{
+    CompensationReason, EventAction, EventEnv, InventoryEnv, PaymentAction, PaymentEnv, PaymentGateway,
+    ReservationAction, ReservationEnv, ReservationError, ReservationStatus, Section, SimulatedGateway,
+    TicketingAction, TicketingEnv, event_stream, payment_stream, reservation_stream,
+};
+use crate::domain::{CustomerId, EventId, Money, PaymentId, PricingTier, ReservationId, SeatId, SectionName, Venue};
+use crate::event_store::{CheckpointStore, EventStore, MemoryCheckpointStore, MemoryEventStore};
+use crate::framework::{Clock, SystemClock};
+
+/// What [`TicketingSystem::create_event`] needs.
+#[derive(Debug, Clone)]
+pub struct EventSpec {
+    /// Display name.
+    pub name: String,
+    /// Where it happens.
+    pub venue: Venue,
+    /// When it happens.
+    pub date: DateTime<Utc>,
+    /// The seating plan.
+    pub sections: Vec<Section>,
+    /// Prices per section.
+    pub pricing_tiers: Vec<PricingTier>,
+}
+
+/// A request for seats.
+#[derive(Debug, Clone)]
+pub struct ReserveRequest {
+    /// The event.
+    pub event_id: EventId,
+    /// The section.
+    pub section: SectionName,
+    /// How many seats.
+    pub quantity: u32,
+    /// Who buys.
+    pub customer_id: CustomerId,
+    /// Makes retries safe: the same customer and key always address the same reservation, so a
+    /// retried call returns the original outcome and never holds seats twice.
+    pub idempotency_key: Option<String>,
+}
+
+/// Seats held for a customer until `expires_at`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeldSeats {
+    /// The reservation to pay or cancel.
+    pub reservation_id: ReservationId,
+    /// The seats held.
+    pub seats: Vec<SeatId>,
+    /// What paying costs: the tier price times the quantity.
+    pub total: Money,
+    /// When the hold runs out.
+    pub expires_at: DateTime<Utc>,
+}
+
+/// A completed purchase.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Purchase {
+    /// The reservation.
+    pub reservation_id: ReservationId,
+    /// The payment that paid for it.
+    pub payment_id: PaymentId,
+    /// The seats sold.
+    pub seats: Vec<SeatId>,
+    /// What was paid.
+    pub amount: Money,
+}
+
+/// Payment details handed to the gateway: an opaque token from the customer's payment provider
+/// (never a card number).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PaymentDetails {
+    /// The provider's token.
+    pub token: String,
+}
+
+/// Assembles a [`TicketingSystem`]; every part has an in-memory default.
+pub struct TicketingSystemBuilder {
+    event_store: Option<Arc<dyn EventStore>>,
+    checkpoints: Option<Arc<dyn CheckpointStore>>,
+    clock: Arc<dyn Clock>,
+    gateway: Arc<dyn PaymentGateway>,
+    hold_duration: Duration,
+    reply_timeout: Duration,
+    repository: RepositoryConfig,
+    checkpoint_name: String,
+}
+
+impl Default for TicketingSystemBuilder {
+    fn default() -> Self {
+        Self {
+            event_store: None,
+            checkpoints: None,
+            clock: Arc::new(SystemClock),
+            gateway: Arc::new(SimulatedGateway::always_succeed()),
+            hold_duration: Duration::from_secs(5 * 60),
+            reply_timeout: Duration::from_secs(30),
+            repository: RepositoryConfig::default(),
+            checkpoint_name: "boxoffice-saga".to_owned(),
+        }
+    }
+}
+
+impl TicketingSystemBuilder {
+    /// The event store (default: a fresh [`MemoryEventStore`]).
+    #[must_use]
+    pub fn event_store(mut self, store: Arc<dyn EventStore>) -> Self {
+        self.event_store = Some(store);
+        self
+    }
+
+    /// Where the saga keeps its checkpoint (default: in memory).
+    #[must_use]
+    pub fn checkpoints(mut self, checkpoints: Arc<dyn CheckpointStore>) -> Self {
+        self.checkpoints = Some(checkpoints);
+        self
+    }
+
+    /// The clock (default: [`SystemClock`]).
+    #[must_use]
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The payment gateway (default: a [`SimulatedGateway`] that approves everything).
+    #[must_use]
+    pub fn payment_gateway(mut self, gateway: Arc<dyn PaymentGateway>) -> Self {
+        self.gateway = gateway;
+        self
+    }
+
+    /// How long seats stay held awaiting payment (default: 5 minutes).
+    #[must_use]
+    pub fn hold_duration(mut self, hold: Duration) -> Self {
+        self.hold_duration = hold;
+        self
+    }
+
+    /// How long `reserve` and `pay` wait for the saga (default: 30 s).
+    #[must_use]
+    pub fn reply_timeout(mut self, timeout: Duration) -> Self {
+        self.reply_timeout = timeout;
+        self
+    }
+
+    /// Command handling tuning (batch size, retries).
+    #[must_use]
+    pub fn repository_config(mut self, config: RepositoryConfig) -> Self {
+        self.repository = config;
+        self
+    }
+
+    /// The name of the saga's checkpoint; processes sharing a database may share it.
+    #[must_use]
+    pub fn checkpoint_name(mut self, name: impl Into<String>) -> Self {
+        self.checkpoint_name = name.into();
+        self
+    }
+
+    /// Starts the system: the log follower (saga, waiters, deadlines) and the expiry sweeper.
+    /// Must be called inside a tokio runtime.
+    #[must_use]
+    pub fn build(self) -> TicketingSystem {
+        let store = self.event_store.unwrap_or_else(|| Arc::new(MemoryEventStore::new()));
+        let checkpoints = self.checkpoints.unwrap_or_else(|| Arc::new(MemoryCheckpointStore::new()));
+        let clock = self.clock;
+        let env = TicketingEnv {
+            event: EventEnv::new(Arc::clone(&clock)),
+            inventory: InventoryEnv::new(Arc::clone(&clock)),
+            reservation: ReservationEnv::new(Arc::clone(&clock)).with_hold_duration(self.hold_duration),
+            payment: PaymentEnv::new(Arc::clone(&clock), self.gateway),
+        };
+        let router = CommandRouter::new(&store, &env, &clock, self.repository);
+        let saga = Saga::new(router.clone());
+        let watch = ReservationWatch::default();
+        let expiry = ExpiryIndex::new(Arc::clone(&clock));
+        let (position_tx, position) = watch::channel(0);
+        let (stop, stop_rx) = watch::channel(false);
+        let follower = LogFollower {
+            store: Arc::clone(&store),
+            checkpoints,
+            name: self.checkpoint_name,
+            saga: Some(saga.clone()),
+            watch: watch.clone(),
+            expiry: expiry.clone(),
+            position: position_tx,
+        };
+        let tasks = vec![
+            tokio::spawn(follower.run(stop_rx.clone())),
+            tokio::spawn(sweep_expired(expiry.clone(), router.clone(), stop_rx)),
+        ];
+        TicketingSystem {
+            inner: Arc::new(Inner {
+                store,
+                router,
+                saga,
+                watch,
+                expiry,
+                clock,
+                position,
+                stop,
+                tasks: Mutex::new(tasks),
+                reply_timeout: self.reply_timeout,
+            }),
+        }
+    }
+}
+
+/// Expires every hold whose deadline has passed, as soon as it passes on the injected clock.
+async fn sweep_expired(expiry: ExpiryIndex, router: CommandRouter, mut stop: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            () = expiry.next_due() => {}
+            _ = stop.wait_for(|stop| *stop) => return,
+        }
+        let mut failed = false;
+        for reservation_id in expiry.due() {
+            let context = CommandContext::new_request();
+            let expire = ReservationAction::ExpireReservation { reservation_id };
+            match context.scope(router.reservation(expire)).await {
+                Ok(_) | Err(CommandError::Rejected(_)) => expiry.forget(reservation_id),
+                Err(error) => {
+                    tracing::warn!(%error, %reservation_id, "expiring a hold failed; will retry");
+                    failed = true;
+                }
+            }
+        }
+        if failed {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// The ticketing engine: commands, the reservation saga, expiry and queries.
+///
+/// ```
+/// use boxoffice::prelude::*;
+/// use boxoffice::system::{EventSpec, PaymentDetails, ReserveRequest, TicketingSystem};
+/// use boxoffice::aggregates::Section;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let system = TicketingSystem::builder().build();
+/// let eur = Currency::new("EUR")?;
+/// let vip = SectionName::new("VIP")?;
+/// let event = system
+///     .create_event(EventSpec {
+///         name: "Rust Live".into(),
+///         venue: Venue::new(VenueId::new_v4(), "Hall 1")?,
+///         date: chrono::Utc::now() + chrono::Duration::days(30),
+///         sections: vec![Section { name: vip.clone(), capacity: Capacity::new(10)? }],
+///         pricing_tiers: vec![PricingTier::new(TierKind::Regular, vip.clone(), Money::new(5_000, eur), None)?],
+///     })
+///     .await?;
+/// system.publish_event(event).await?;
+/// system.open_sales(event).await?;
+///
+/// let customer = CustomerId::new_v4();
+/// let hold = system
+///     .reserve(ReserveRequest { event_id: event, section: vip, quantity: 2, customer_id: customer, idempotency_key: None })
+///     .await?;
+/// let purchase = system.pay(hold.reservation_id, PaymentDetails { token: "tok_visa".into() }).await?;
+/// assert_eq!(purchase.amount, Money::new(10_000, eur));
+/// system.shutdown().await;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct TicketingSystem {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Arc<dyn EventStore>,
+    router: CommandRouter,
+    saga: Saga,
+    watch: ReservationWatch,
+    expiry: ExpiryIndex,
+    clock: Arc<dyn Clock>,
+    position: watch::Receiver<u64>,
+    stop: watch::Sender<bool>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+    reply_timeout: Duration,
+}
+
+fn ended(status: ReservationStatus) -> Option<&'static str> {
+    match status {
+        ReservationStatus::Expired => Some("expired"),
+        ReservationStatus::Cancelled => Some("cancelled"),
+        ReservationStatus::Compensated => Some("compensated"),
+        _ => None,
+    }
+}
+
+impl TicketingSystem {
+    /// A builder with in-memory defaults.
+    #[must_use]
+    pub fn builder() -> TicketingSystemBuilder {
+        TicketingSystemBuilder::default()
+    }
+
+    /// The event store this system writes to.
+    #[must_use]
+    pub fn event_store(&self) -> Arc<dyn EventStore> {
+        Arc::clone(&self.inner.store)
+    }
+
+    /// Runs `command` with a fresh correlation id, then carries out the saga's immediate
+    /// follow-ups of what it appended before returning (the log follower would do the same a
+    /// moment later; its second attempt changes nothing).
+    async fn command(&self, command: TicketingAction, react: bool) -> Result<(), SystemError> {
+        let context = CommandContext::new_request();
+        let appended = context.scope(self.inner.router.execute(command)).await?;
+        if react {
+            for event in &appended {
+                self.inner.saga.react(event, context).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// Creates an event in Draft with its sections' inventories.
+    ///
+    /// # Errors
+    /// [`SystemError::Event`] for invalid details (blank name, no sections, bad tiers, past date).
+    pub async fn create_event(&self, spec: EventSpec) -> Result<EventId, SystemError> {
+        let event_id = EventId::new_v4();
+        let create = EventAction::CreateEvent {
+            event_id,
+            name: spec.name,
+            venue: spec.venue,
+            date: spec.date,
+            sections: spec.sections,
+            pricing_tiers: spec.pricing_tiers,
+        };
+        self.command(TicketingAction::Event(create), true).await?;
+        Ok(event_id)
+    }
+
+    /// Draft → Published.
+    ///
+    /// # Errors
+    /// [`SystemError::Event`] for an unknown event or an illegal transition.
+    pub async fn publish_event(&self, event_id: EventId) -> Result<(), SystemError> {
+        self.command(TicketingAction::Event(EventAction::PublishEvent { event_id }), false).await
+    }
+
+    /// Published → `SalesOpen`.
+    ///
+    /// # Errors
+    /// As [`TicketingSystem::publish_event`].
+    pub async fn open_sales(&self, event_id: EventId) -> Result<(), SystemError> {
+        self.command(TicketingAction::Event(EventAction::OpenSales { event_id }), false).await
+    }
+
+    /// `SalesOpen` → `SalesClosed`.
+    ///
+    /// # Errors
+    /// As [`TicketingSystem::publish_event`].
+    pub async fn close_sales(&self, event_id: EventId) -> Result<(), SystemError> {
+        self.command(TicketingAction::Event(EventAction::CloseSales { event_id }), false).await
+    }
+
+    /// Cancels the event: every live hold is cancelled (its seats released) and every completed
+    /// purchase is refunded in full.
+    ///
+    /// # Errors
+    /// As [`TicketingSystem::publish_event`].
+    pub async fn cancel_event(&self, event_id: EventId, reason: impl Into<String>) -> Result<(), SystemError> {
+        let cancel = EventAction::CancelEvent { event_id, reason: reason.into() };
+        self.command(TicketingAction::Event(cancel), true).await
+    }
+
+    /// Holds `quantity` seats for the customer and returns them with the hold deadline.
+    ///
+    /// # Errors
+    /// [`SystemError::InsufficientInventory`] when the section cannot fill the request,
+    /// [`SystemError::Reservation`] when the event is not on sale or the request is invalid,
+    /// [`SystemError::Timeout`] when the saga did not answer in time.
+    pub async fn reserve(&self, request: ReserveRequest) -> Result<HeldSeats, SystemError> {
+        let now = self.inner.clock.now();
+        let section = request.section.clone();
+        let event_id = request.event_id;
+        let price = self
+            .inner
+            .router
+            .events
+            .state(&event_stream(event_id)?, move |event| {
+                event.is_on_sale().then(|| event.price_at(&section, now))
+            })
+            .await
+            .map_err(lift_event_error)?;
+        let unit_price = match price {
+            Some(price) => price?,
+            None => return Err(ReservationError::NotOnSale { event_id, section: request.section }.into()),
+        };
+        let reservation_id = match &request.idempotency_key {
+            Some(key) => ReservationId::for_idempotency_key(request.customer_id, key),
+            None => ReservationId::new_v4(),
+        };
+        let mut waiter = self.inner.watch.watch(reservation_id);
+        let initiate = ReservationAction::InitiateReservation {
+            reservation_id,
+            event_id,
+            section: request.section,
+            quantity: request.quantity,
+            customer_id: request.customer_id,
+            unit_price,
+        };
+        self.command(TicketingAction::Reservation(initiate), false).await?;
+        let timeout = self.inner.reply_timeout;
+        let settled = tokio::time::timeout(
+            timeout,
+            waiter.until(|event| {
+                matches!(
+                    event,
+                    ReservationAction::SeatsAllocated { .. }
+                        | ReservationAction::ReservationCompensated { .. }
+                        | ReservationAction::ReservationExpired { .. }
+                        | ReservationAction::ReservationCancelled { .. }
+                        | ReservationAction::ReservationCompleted { .. }
+                )
+            }),
+        );
+        // A retried call finds the reservation already past the step it waits for.
+        let reservation = self.reservation(reservation_id).await?;
+        if reservation.status == ReservationStatus::Initiated {
+            if settled.await.is_err() {
+                return Err(SystemError::Timeout { reservation_id, waited_ms: timeout.as_millis() });
+            }
+        } else {
+            drop(settled);
+        }
+        drop(waiter);
+        let reservation = self.reservation_after_saga(reservation_id).await?;
+        match reservation.status {
+            ReservationStatus::Compensated => match reservation.compensation {
+                Some(CompensationReason::InsufficientInventory { requested, available }) => {
+                    Err(SystemError::InsufficientInventory { reservation_id, requested, available })
+                }
+                _ => Err(SystemError::ReservationEnded { reservation_id, how: "compensated" }),
+            },
+            status => match ended(status) {
+                Some(how) => Err(SystemError::ReservationEnded { reservation_id, how }),
+                None => Ok(HeldSeats {
+                    reservation_id,
+                    seats: reservation.seats,
+                    total: reservation.total,
+                    expires_at: reservation.expires_at,
+                }),
+            },
+        }
+    }
+
+    /// Pays for a hold and waits for the outcome.
+    ///
+    /// # Errors
+    /// [`SystemError::PaymentDeclined`] (the seats are released), [`SystemError::ReservationEnded`]
+    /// when the hold expired or was cancelled first, [`SystemError::Timeout`].
+    pub async fn pay(&self, reservation_id: ReservationId, details: PaymentDetails) -> Result<Purchase, SystemError> {
+        let mut waiter = self.inner.watch.watch(reservation_id);
+        let request = ReservationAction::RequestPayment { reservation_id, payment_token: details.token };
+        self.command(TicketingAction::Reservation(request), false).await?;
+        let reservation = self.reservation(reservation_id).await?;
+        if !is_terminal(reservation.status) {
+            let timeout = self.inner.reply_timeout;
+            let done = tokio::time::timeout(timeout, waiter.until(|event| is_terminal_event(event))).await;
+            if done.is_err() {
+                return Err(SystemError::Timeout { reservation_id, waited_ms: timeout.as_millis() });
+            }
+        }
+        drop(waiter);
+        let reservation = self.reservation_after_saga(reservation_id).await?;
+        match reservation.status {
+            ReservationStatus::Completed => Ok(Purchase {
+                reservation_id,
+                payment_id: reservation.payment_id.unwrap_or_else(|| PaymentId::for_reservation(reservation_id)),
+                seats: reservation.seats,
+                amount: reservation.total,
+            }),
+            ReservationStatus::Compensated => match reservation.compensation {
+                Some(CompensationReason::PaymentFailed { reason }) => {
+                    Err(SystemError::PaymentDeclined { reservation_id, reason })
+                }
+                _ => Err(SystemError::ReservationEnded { reservation_id, how: "compensated" }),
+            },
+            status => Err(SystemError::ReservationEnded { reservation_id, how: ended(status).unwrap_or("pending") }),
+        }
+    }
+
+    /// The customer gives the hold up; its seats are released.
+    ///
+    /// # Errors
+    /// [`SystemError::Reservation`] for an unknown or already finished reservation.
+    pub async fn cancel_reservation(&self, reservation_id: ReservationId) -> Result<(), SystemError> {
+        let cancel = ReservationAction::CancelReservation { reservation_id };
+        self.command(TicketingAction::Reservation(cancel), false).await
+    }
+
+    /// Refunds whatever is left of a completed purchase's payment and returns the amount.
+    ///
+    /// # Errors
+    /// [`SystemError::Payment`] when there is nothing to refund.
+    pub async fn refund(&self, reservation_id: ReservationId, reason: impl Into<String>) -> Result<Money, SystemError> {
+        let payment_id = PaymentId::for_reservation(reservation_id);
+        let refundable = self
+            .inner
+            .router
+            .payments
+            .state(&payment_stream(payment_id)?, |p| {
+                p.payment.as_ref().map(|p| p.amount.checked_sub(p.refunded))
+            })
+            .await
+            .map_err(lift_payment_error)?
+            .ok_or(SystemError::UnknownReservation { reservation_id })??;
+        let refund = PaymentAction::RefundPayment { payment_id, amount: refundable, reason: reason.into() };
+        self.command(TicketingAction::Payment(refund), false).await?;
+        Ok(refundable)
+    }
+
+    /// The reservation as this process last saw it.
+    ///
+    /// # Errors
+    /// [`SystemError::UnknownReservation`].
+    pub async fn reservation(&self, reservation_id: ReservationId) -> Result<crate::aggregates::Reservation, SystemError> {
+        self.inner
+            .router
+            .reservations
+            .state(&reservation_stream(reservation_id)?, |s| s.reservation.clone())
+            .await
+            .map_err(lift_reservation_error)?
+            .ok_or(SystemError::UnknownReservation { reservation_id })
+    }
+
+    /// Like [`TicketingSystem::reservation`], but reloaded from the store first: the step just
+    /// awaited may have been written by another process.
+    async fn reservation_after_saga(
+        &self,
+        reservation_id: ReservationId,
+    ) -> Result<crate::aggregates::Reservation, SystemError> {
+        self.inner
+            .router
+            .reservations
+            .fresh_state(&reservation_stream(reservation_id)?, |s| s.reservation.clone())
+            .await
+            .map_err(lift_reservation_error)?
+            .ok_or(SystemError::UnknownReservation { reservation_id })
+    }
+
+    /// Waits until everything committed so far has been handled by the saga, every effect has
+    /// finished and no hold is overdue. Tests call it after moving a
+    /// [`FixedClock`](crate::framework::FixedClock) instead of sleeping.
+    ///
+    /// # Errors
+    /// [`SystemError::Storage`] when the store cannot be read.
+    pub async fn settled(&self) -> Result<(), SystemError> {
+        let mut position = self.inner.position.clone();
+        loop {
+            self.inner.router.settled().await;
+            let head = self.inner.store.head_position().await?;
+            if position.wait_for(|handled| *handled >= head).await.is_err() {
+                return Err(SystemError::ShuttingDown);
+            }
+            self.inner.router.settled().await;
+            if self.inner.expiry.due().is_empty() && self.inner.store.head_position().await? == head {
+                return Ok(());
+            }
+            tokio::task::yield_now().await;
+        }
+    }
+
+    /// Stops the follower and the sweeper after the work in hand; commands already accepted
+    /// have been appended.
+    pub async fn shutdown(&self) {
+        self.inner.stop.send_replace(true);
+        let tasks = std::mem::take(&mut *self.inner.tasks.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+        for task in tasks {
+            let _ = task.await;
+        }
+    }
+}
+
+fn is_terminal(status: ReservationStatus) -> bool {
+    matches!(
+        status,
+        ReservationStatus::Completed
+            | ReservationStatus::Expired
+            | ReservationStatus::Cancelled
+            | ReservationStatus::Compensated
+    )
+}
+
+fn is_terminal_event(event: &ReservationAction) -> bool {
+    matches!(
+        event,
+        ReservationAction::ReservationCompleted { .. }
+            | ReservationAction::ReservationExpired { .. }
+            | ReservationAction::ReservationCancelled { .. }
+            | ReservationAction::ReservationCompensated { .. }
+    )
+}
+
+fn lift_event_error(error: CommandError<EventAction>) -> SystemError {
+    error.map_action(TicketingAction::Event).into()
+}
+
+fn lift_payment_error(error: CommandError<PaymentAction>) -> SystemError {
+    error.map_action(TicketingAction::Payment).into()
+}
+
+fn lift_reservation_error(error: CommandError<ReservationAction>) -> SystemError {
+    error.map_action(TicketingAction::Reservation).into()
+}
