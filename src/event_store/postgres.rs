@@ -31,7 +31,7 @@ use chrono::{DateTime, Utc};
 use futures::stream::{self, BoxStream, StreamExt};
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions, PgRow};
 use sqlx::types::Json;
-use sqlx::{Connection, PgConnection, PgPool, Row};
+use sqlx::{Connection, Executor, PgConnection, PgPool, Row};
 use uuid::Uuid;
 
 use super::{
@@ -191,7 +191,7 @@ impl PostgresEventStore {
         appends: &[StreamAppend],
     ) -> Result<Vec<AppendResult>, EventStoreError> {
         validate(appends)?;
-        match self.write_batch(connection, appends).await? {
+        match self.write_batch(connection, appends, true).await? {
             Attempt::Done(results) => Ok(results),
             Attempt::Retry => {
                 let stream = appends.first().map(|a| a.stream.clone()).ok_or(EventStoreError::Closed)?;
@@ -206,6 +206,7 @@ impl PostgresEventStore {
         &self,
         connection: &mut PgConnection,
         appends: &[StreamAppend],
+        notify_in_transaction: bool,
     ) -> Result<Attempt, EventStoreError> {
         let (versions, known_keys) = lock_and_read(connection, appends).await?;
         let plan = plan(appends, &versions, &known_keys)?;
@@ -222,44 +223,62 @@ impl PostgresEventStore {
             return Ok(Attempt::Done(results));
         }
 
-        let first: i64 = sqlx::query_scalar("SELECT boxoffice_reserve_positions($1)")
-            .bind(i32::try_from(total).map_err(|_| EventStoreError::OutOfRange { what: "events in one batch" })?)
-            .fetch_one(&mut *connection)
-            .await?;
-        let mut next_position = to_u64(first);
-
         let mut rows = EventRows::default();
-        let mut new_keys = KeyRows::default();
-        let mut results = Vec::with_capacity(appends.len());
+        // Positions are only known once reserved, in the insert statement: results are first built
+        // relative to the first reserved position.
+        let mut next_offset = 0;
+        let mut slots = Vec::with_capacity(appends.len());
+        let writes: Vec<bool> = plan.iter().map(|p| matches!(p, Planned::Write { .. })).collect();
         for (append, planned) in appends.iter().zip(plan) {
             let (current, count) = match planned {
                 Planned::Replay(result) => {
-                    results.push(result);
+                    slots.push((result, false));
                     continue;
                 }
                 Planned::SameAs(index) => {
-                    results.push(results[index]);
+                    slots.push(slots[index]);
                     continue;
                 }
                 Planned::Write { current, count } => (current, count),
             };
-            let result = AppendResult {
-                stream_version: current + count,
-                first_global_position: next_position,
-                last_global_position: next_position + count - 1,
-            };
             let metadata = serde_json::to_value(&append.metadata)
-                .map_err(|e| EventStoreError::Corrupt { global_position: next_position, reason: e.to_string() })?;
+                .map_err(|e| EventStoreError::Corrupt { global_position: 0, reason: e.to_string() })?;
             for (offset, event) in (0..).zip(&append.events) {
-                rows.push(append, event, metadata.clone(), next_position + offset, current + offset + 1)?;
+                rows.push(append, event, metadata.clone(), next_offset + offset, current + offset + 1)?;
             }
-            if let Some(key) = &append.idempotency_key {
-                new_keys.push(key, append, result)?;
-            }
-            next_position += count;
-            results.push(result);
+            let relative = AppendResult {
+                stream_version: current + count,
+                first_global_position: next_offset,
+                last_global_position: next_offset + count - 1,
+            };
+            slots.push((relative, true));
+            next_offset += count;
         }
 
+        let Some(first) = insert_events(connection, total, &rows, appends, &versions).await? else {
+            return Ok(Attempt::Retry);
+        };
+        let results: Vec<AppendResult> = slots
+            .into_iter()
+            .map(|(result, relative)| {
+                if relative {
+                    AppendResult {
+                        stream_version: result.stream_version,
+                        first_global_position: first + result.first_global_position,
+                        last_global_position: first + result.last_global_position,
+                    }
+                } else {
+                    result
+                }
+            })
+            .collect();
+
+        let mut new_keys = KeyRows::default();
+        for ((append, planned), result) in appends.iter().zip(&writes).zip(&results) {
+            if let (Some(key), true) = (&append.idempotency_key, *planned) {
+                new_keys.push(key, append, *result)?;
+            }
+        }
         if !new_keys.keys.is_empty() {
             let inserted = sqlx::query(
                 "INSERT INTO idempotency_keys (key, stream_id, event_ids, stream_version, first_global_position, last_global_position) \
@@ -283,16 +302,22 @@ impl PostgresEventStore {
             }
         }
 
-        if !insert_events(connection, &rows, appends, &versions).await? {
-            return Ok(Attempt::Retry);
+        if notify_in_transaction {
+            sqlx::query("SELECT pg_notify($1, '')").bind(&self.config.notify_channel).execute(&mut *connection).await?;
         }
-
-        sqlx::query("SELECT pg_notify($1, $2)")
-            .bind(&self.config.notify_channel)
-            .bind((next_position - 1).to_string())
-            .execute(&mut *connection)
-            .await?;
         Ok(Attempt::Done(results))
+    }
+
+    /// Wakes live subscribers after a commit. It runs as its own transaction with asynchronous
+    /// commit: `NOTIFY` serialises committing transactions on a database-wide lock, and holding that
+    /// lock across the event transaction's WAL flush would serialise every append. A lost wake-up
+    /// (crash right after the event commit) only delays subscribers until their next poll.
+    async fn notify(&self, connection: &mut PgConnection) {
+        let channel = self.config.notify_channel.replace('\'', "''");
+        let sql = format!("BEGIN; SET LOCAL synchronous_commit TO off; SELECT pg_notify('{channel}', ''); COMMIT;");
+        if let Err(error) = connection.execute(sql.as_str()).await {
+            tracing::warn!(%error, "could not notify event store subscribers; they will poll");
+        }
     }
 
     async fn fetch_events(
@@ -361,50 +386,57 @@ async fn lock_and_read(
     Ok((versions, known_keys))
 }
 
-/// Inserts the batch's events; `Ok(false)` when a write that bypassed the stream locks got there
-/// first and the batch should run again.
+/// Reserves positions for the batch's events and inserts them in one statement, returning the first
+/// position; `Ok(None)` when a write that bypassed the stream locks got there first and the batch
+/// should run again.
 async fn insert_events(
     connection: &mut PgConnection,
+    total: u64,
     rows: &EventRows,
     appends: &[StreamAppend],
     versions: &HashMap<String, u64>,
-) -> Result<bool, EventStoreError> {
-    let inserted: Vec<String> = sqlx::query_scalar(
-            "INSERT INTO events (global_position, event_id, stream_id, stream_version, event_type, schema_version, payload, metadata) \
-             SELECT * FROM unnest($1::bigint[], $2::uuid[], $3::text[], $4::bigint[], $5::text[], $6::integer[], $7::jsonb[], $8::jsonb[]) \
-             AS t(p, e, s, v, ty, sv, pl, m) ORDER BY s, v \
-             ON CONFLICT (stream_id, stream_version) DO NOTHING RETURNING stream_id",
-        )
-        .bind(&rows.positions)
-        .bind(&rows.event_ids)
-        .bind(&rows.streams)
-        .bind(&rows.versions)
-        .bind(&rows.types)
-        .bind(&rows.schema_versions)
-        .bind(&rows.payloads)
-        .bind(&rows.metadata)
-        .fetch_all(&mut *connection)
-        .await?;
-    if inserted.len() != rows.positions.len() {
-        // Someone wrote without the stream lock; report the first stream that lost.
-        let mut written: HashMap<&str, usize> = HashMap::new();
-        for stream in &inserted {
-            *written.entry(stream.as_str()).or_default() += 1;
-        }
-        for append in appends {
-            let left = written.entry(append.stream.as_str()).or_default();
-            if *left < append.events.len() {
-                return Err(EventStoreError::ConcurrencyConflict {
-                    stream: append.stream.clone(),
-                    expected: append.expected,
-                    actual: versions.get(append.stream.as_str()).copied().unwrap_or(0),
-                });
-            }
-            *left -= append.events.len();
-        }
-        return Ok(false);
+) -> Result<Option<u64>, EventStoreError> {
+    // The reservation is evaluated before any row is inserted, so it is the transaction's first
+    // write, as the global-order proof requires.
+    let inserted: Vec<(i64, String)> = sqlx::query_as(
+        "WITH r AS MATERIALIZED (SELECT boxoffice_reserve_positions($1) AS first) \
+         INSERT INTO events (global_position, event_id, stream_id, stream_version, event_type, schema_version, payload, metadata) \
+         SELECT r.first + t.o, t.e, t.s, t.v, t.ty, t.sv, t.pl, t.m FROM r, \
+         unnest($2::bigint[], $3::uuid[], $4::text[], $5::bigint[], $6::text[], $7::integer[], $8::jsonb[], $9::jsonb[]) \
+         AS t(o, e, s, v, ty, sv, pl, m) ORDER BY t.s, t.v \
+         ON CONFLICT (stream_id, stream_version) DO NOTHING RETURNING global_position, stream_id",
+    )
+    .bind(i32::try_from(total).map_err(|_| EventStoreError::OutOfRange { what: "events in one batch" })?)
+    .bind(&rows.offsets)
+    .bind(&rows.event_ids)
+    .bind(&rows.streams)
+    .bind(&rows.versions)
+    .bind(&rows.types)
+    .bind(&rows.schema_versions)
+    .bind(&rows.payloads)
+    .bind(&rows.metadata)
+    .fetch_all(&mut *connection)
+    .await?;
+    if inserted.len() == rows.offsets.len() {
+        return Ok(inserted.iter().map(|(position, _)| to_u64(*position)).min());
     }
-    Ok(true)
+    // Someone wrote without the stream lock; report the first stream that lost.
+    let mut written: HashMap<&str, usize> = HashMap::new();
+    for (_, stream) in &inserted {
+        *written.entry(stream.as_str()).or_default() += 1;
+    }
+    for append in appends {
+        let left = written.entry(append.stream.as_str()).or_default();
+        if *left < append.events.len() {
+            return Err(EventStoreError::ConcurrencyConflict {
+                stream: append.stream.clone(),
+                expected: append.expected,
+                actual: versions.get(append.stream.as_str()).copied().unwrap_or(0),
+            });
+        }
+        *left -= append.events.len();
+    }
+    Ok(None)
 }
 
 type KnownKeys = HashMap<String, (StreamId, Vec<Uuid>, AppendResult)>;
@@ -476,7 +508,7 @@ fn validate(appends: &[StreamAppend]) -> Result<(), EventStoreError> {
 
 #[derive(Default)]
 struct EventRows {
-    positions: Vec<i64>,
+    offsets: Vec<i64>,
     event_ids: Vec<Uuid>,
     streams: Vec<String>,
     versions: Vec<i64>,
@@ -492,10 +524,10 @@ impl EventRows {
         append: &StreamAppend,
         event: &super::NewEvent,
         metadata: serde_json::Value,
-        position: u64,
+        offset: u64,
         version: u64,
     ) -> Result<(), EventStoreError> {
-        self.positions.push(to_i64(position, "global position")?);
+        self.offsets.push(to_i64(offset, "global position")?);
         self.event_ids.push(event.event_id);
         self.streams.push(append.stream.as_str().to_owned());
         self.versions.push(to_i64(version, "stream version")?);
@@ -586,10 +618,13 @@ impl EventStore for PostgresEventStore {
             attempt += 1;
             let mut connection = self.pool.acquire().await?;
             let mut tx = connection.begin().await?;
-            let outcome = self.write_batch(&mut tx, &appends).await;
+            let outcome = self.write_batch(&mut tx, &appends, false).await;
             match outcome {
                 Ok(Attempt::Done(results)) => match tx.commit().await {
-                    Ok(()) => return Ok(results),
+                    Ok(()) => {
+                        self.notify(&mut connection).await;
+                        return Ok(results);
+                    }
                     Err(error) if is_transient(&error) && attempt < MAX_ATTEMPTS => {}
                     Err(error) => return Err(error.into()),
                 },
