@@ -3,8 +3,10 @@
 //! Writes: one transaction per [`append_batch`](EventStore::append_batch). It takes a transaction
 //! advisory lock per stream (in a fixed order, so batches cannot deadlock), checks expected versions
 //! and idempotency keys, reserves global positions through `boxoffice_reserve_positions` (see the
-//! migration), inserts every event with one statement and notifies live subscribers with
-//! `pg_notify`. The unique `(stream_id, stream_version)` constraint stays as the last line of defence:
+//! migration) and inserts every event with one statement. After the commit it wakes live
+//! subscribers with `pg_notify` in a separate asynchronous-commit transaction (see
+//! `PostgresEventStore::notify` for why); subscribers also poll every
+//! [`PostgresConfig::poll_interval`] as a safety net. The unique `(stream_id, stream_version)` constraint stays as the last line of defence:
 //! inserts use `ON CONFLICT DO NOTHING`, so a race that slips past the lock becomes a typed
 //! [`EventStoreError::ConcurrencyConflict`] after a rollback, never a database error or an aborted
 //! transaction left in use.
@@ -191,14 +193,14 @@ impl PostgresEventStore {
         appends: &[StreamAppend],
     ) -> Result<Vec<AppendResult>, EventStoreError> {
         validate(appends)?;
+        let Some(first) = appends.first() else { return Ok(Vec::new()) };
         match self.write_batch(connection, appends, true).await? {
             Attempt::Done(results) => Ok(results),
-            Attempt::Retry => {
-                let stream = appends.first().map(|a| a.stream.clone()).ok_or(EventStoreError::Closed)?;
-                let actual = self.stream_version(&stream).await?;
-                let expected = appends.first().map_or(super::ExpectedVersion::Any, |a| a.expected);
-                Err(EventStoreError::ConcurrencyConflict { stream, expected, actual })
-            }
+            Attempt::Retry => Err(EventStoreError::ConcurrencyConflict {
+                stream: first.stream.clone(),
+                expected: first.expected,
+                actual: self.stream_version(&first.stream).await?,
+            }),
         }
     }
 
@@ -608,6 +610,15 @@ fn is_transient(error: &sqlx::Error) -> bool {
 
 #[async_trait]
 impl EventStore for PostgresEventStore {
+    #[tracing::instrument(
+        name = "event_store.append_batch",
+        skip_all,
+        fields(
+            appends = appends.len(),
+            stream = appends.first().map(|a| a.stream.as_str()),
+            correlation_id = ?appends.first().and_then(|a| a.metadata.correlation_id),
+        )
+    )]
     async fn append_batch(&self, appends: Vec<StreamAppend>) -> Result<Vec<AppendResult>, EventStoreError> {
         validate(&appends)?;
         if appends.is_empty() {
