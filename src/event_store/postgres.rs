@@ -600,6 +600,13 @@ fn decode_envelope(row: &PgRow) -> Result<Envelope, EventStoreError> {
     })
 }
 
+/// A unique violation (SQLSTATE 23505) of `(stream_id, stream_version)`.
+fn is_stream_version_violation(error: &sqlx::Error) -> bool {
+    error.as_database_error().is_some_and(|e| {
+        e.code().is_some_and(|code| code == "23505") && e.constraint() == Some("events_stream_version_unique")
+    })
+}
+
 fn is_transient(error: &sqlx::Error) -> bool {
     // 40001 serialization failure, 40P01 deadlock detected.
     error
@@ -652,6 +659,16 @@ impl EventStore for PostgresEventStore {
                 }
                 Err(EventStoreError::Database(error)) if is_transient(&error) && attempt < MAX_ATTEMPTS => {
                     tx.rollback().await?;
+                }
+                Err(EventStoreError::Database(error)) if is_stream_version_violation(&error) => {
+                    // Defensive: the insert's ON CONFLICT clause already absorbs these.
+                    tx.rollback().await?;
+                    let append = &appends[0];
+                    return Err(EventStoreError::ConcurrencyConflict {
+                        stream: append.stream.clone(),
+                        expected: append.expected,
+                        actual: self.stream_version(&append.stream).await?,
+                    });
                 }
                 Err(error) => {
                     tx.rollback().await?;
