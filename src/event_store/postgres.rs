@@ -194,7 +194,7 @@ impl PostgresEventStore {
     ) -> Result<Vec<AppendResult>, EventStoreError> {
         validate(appends)?;
         let Some(first) = appends.first() else { return Ok(Vec::new()) };
-        match self.write_batch(connection, appends, true).await? {
+        match self.write_batch(connection, appends, true, false).await? {
             Attempt::Done(results) => Ok(results),
             Attempt::Retry => Err(EventStoreError::ConcurrencyConflict {
                 stream: first.stream.clone(),
@@ -209,8 +209,9 @@ impl PostgresEventStore {
         connection: &mut PgConnection,
         appends: &[StreamAppend],
         notify_in_transaction: bool,
+        already_locked: bool,
     ) -> Result<Attempt, EventStoreError> {
-        let (versions, known_keys) = lock_and_read(connection, appends).await?;
+        let (versions, known_keys) = lock_and_read(connection, appends, already_locked).await?;
         let plan = plan(appends, &versions, &known_keys)?;
         let total: u64 = plan.iter().map(|p| if let Planned::Write { count, .. } = p { *count } else { 0 }).sum();
         if total == 0 {
@@ -337,22 +338,39 @@ impl PostgresEventStore {
     }
 }
 
-/// Takes the stream locks and reads the streams' versions and the batch's known idempotency keys.
+/// Advisory lock keys of the batch's streams, sorted and deduplicated.
+///
+/// A per-stream transaction lock serialises appends to one stream, so version checks are
+/// authoritative and `ExpectedVersion::Any` appenders never race. Every batch takes its keys in
+/// ascending order, so two batches sharing streams cannot deadlock (a hash collision only adds
+/// waiting, or a detected deadlock that is retried). Locks are not writes: no transaction id yet.
+fn stream_lock_keys(appends: &[StreamAppend]) -> Vec<i64> {
+    let keys: BTreeSet<i64> = appends
+        .iter()
+        .map(|append| {
+            // FNV-1a, 64 bits: stable across processes and releases, unlike std's hasher.
+            let hash = append.stream.as_str().bytes().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+                (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
+            });
+            i64::from_ne_bytes(hash.to_ne_bytes())
+        })
+        .collect();
+    keys.into_iter().collect()
+}
+
+/// Takes the stream locks (unless the caller did) and reads the streams' versions and the batch's known idempotency keys.
 async fn lock_and_read(
     connection: &mut PgConnection,
     appends: &[StreamAppend],
+    already_locked: bool,
 ) -> Result<(HashMap<String, u64>, KnownKeys), EventStoreError> {
-    let mut streams: Vec<&str> =
-        appends.iter().map(|a| a.stream.as_str()).collect::<BTreeSet<_>>().into_iter().collect();
-    streams.sort_unstable();
-    // Serialises appends per stream; taken in one sorted statement, so two batches sharing
-    // streams cannot deadlock. Locks are not writes: no transaction id is assigned yet.
-    sqlx::query(
-            "SELECT pg_advisory_xact_lock(hashtextextended(s, 0)) FROM unnest($1::text[]) WITH ORDINALITY AS t(s, n) ORDER BY n",
-        )
-        .bind(&streams)
-        .execute(&mut *connection)
-        .await?;
+    let streams: Vec<&str> = appends.iter().map(|a| a.stream.as_str()).collect::<BTreeSet<_>>().into_iter().collect();
+    if !already_locked {
+        sqlx::query("SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) WITH ORDINALITY AS t(k, n) ORDER BY n")
+            .bind(stream_lock_keys(appends))
+            .execute(&mut *connection)
+            .await?;
+    }
 
     let versions: HashMap<String, u64> = sqlx::query(
             "SELECT s, coalesce((SELECT max(stream_version) FROM events WHERE stream_id = s), 0) FROM unnest($1::text[]) AS s",
@@ -635,8 +653,12 @@ impl EventStore for PostgresEventStore {
         loop {
             attempt += 1;
             let mut connection = self.pool.acquire().await?;
-            let mut tx = connection.begin().await?;
-            let outcome = self.write_batch(&mut tx, &appends, false).await;
+            // Saves a round trip: the stream locks ride on the BEGIN (simple protocol, numeric
+            // literals only).
+            let locks: Vec<String> =
+                stream_lock_keys(&appends).iter().map(|key| format!("pg_advisory_xact_lock({key})")).collect();
+            let mut tx = connection.begin_with(format!("BEGIN; SELECT {}", locks.join(", "))).await?;
+            let outcome = self.write_batch(&mut tx, &appends, false, true).await;
             match outcome {
                 Ok(Attempt::Done(results)) => match tx.commit().await {
                     Ok(()) => {
