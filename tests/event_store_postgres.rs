@@ -287,3 +287,50 @@ async fn frontier_needs_positions_taken_in_transaction_id_order() {
     assert!(refused.is_err(), "reserving after the transaction has an id must fail");
     c.rollback().await.unwrap();
 }
+
+/// A writer that bypasses the stream locks (a raw insert in a transaction still open) races an
+/// append for the same version: the append gets a typed conflict naming the winner's version, not a
+/// database error, and the store keeps working.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn unique_version_race_is_a_typed_conflict() {
+    let store = fresh_store(Upcasters::new(), 10).await;
+    let mut rogue = store.pool().begin().await.unwrap();
+    sqlx::query(
+        "INSERT INTO events (global_position, event_id, stream_id, stream_version, event_type, schema_version, payload) \
+         VALUES (boxoffice_reserve_positions(1), gen_random_uuid(), 'raced', 1, 'X', 1, '{}')",
+    )
+    .execute(&mut *rogue)
+    .await
+    .unwrap();
+    let append = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            store.append_batch(vec![StreamAppend::new(sid("raced"), ExpectedVersion::NoStream, events(0..1))]).await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    rogue.commit().await.unwrap();
+    let err = append.await.unwrap().unwrap_err();
+    assert!(matches!(&err, boxoffice::event_store::EventStoreError::ConcurrencyConflict { actual: 1, .. }), "{err:?}");
+    let ok = store
+        .append_batch(vec![StreamAppend::new(sid("raced"), ExpectedVersion::Exact(1), events(0..1))])
+        .await
+        .unwrap();
+    assert_eq!(ok[0].stream_version, 2);
+}
+
+/// A conflict inside a caller's transaction leaves that transaction usable (nothing aborted).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn conflict_in_caller_transaction_leaves_it_usable() {
+    let store = fresh_store(Upcasters::new(), 10).await;
+    store.append_batch(one("owned")).await.unwrap();
+    let mut conn = store.pool().acquire().await.unwrap();
+    let mut tx = conn.begin().await.unwrap();
+    let stale = vec![StreamAppend::new(sid("owned"), ExpectedVersion::NoStream, events(0..1))];
+    let err = store.append_in_transaction(&mut tx, &stale).await.unwrap_err();
+    assert!(matches!(err, boxoffice::event_store::EventStoreError::ConcurrencyConflict { actual: 1, .. }), "{err:?}");
+    let alive: i32 = sqlx::query_scalar("SELECT 1").fetch_one(&mut *tx).await.unwrap();
+    assert_eq!(alive, 1);
+    tx.rollback().await.unwrap();
+    assert_eq!(store.stream_version(&sid("owned")).await.unwrap(), 1);
+}

@@ -258,7 +258,7 @@ impl PostgresEventStore {
             next_offset += count;
         }
 
-        let Some(first) = insert_events(connection, total, &rows, appends, &versions).await? else {
+        let Some(first) = insert_events(connection, total, &rows, appends).await? else {
             return Ok(Attempt::Retry);
         };
         let results: Vec<AppendResult> = slots
@@ -414,7 +414,6 @@ async fn insert_events(
     total: u64,
     rows: &EventRows,
     appends: &[StreamAppend],
-    versions: &HashMap<String, u64>,
 ) -> Result<Option<u64>, EventStoreError> {
     // The reservation is evaluated before any row is inserted, so it is the transaction's first
     // write, as the global-order proof requires.
@@ -448,10 +447,16 @@ async fn insert_events(
     for append in appends {
         let left = written.entry(append.stream.as_str()).or_default();
         if *left < append.events.len() {
+            // The transaction is not aborted (ON CONFLICT), so this statement sees the winner.
+            let actual: i64 =
+                sqlx::query_scalar("SELECT coalesce(max(stream_version), 0) FROM events WHERE stream_id = $1")
+                    .bind(append.stream.as_str())
+                    .fetch_one(&mut *connection)
+                    .await?;
             return Err(EventStoreError::ConcurrencyConflict {
                 stream: append.stream.clone(),
                 expected: append.expected,
-                actual: versions.get(append.stream.as_str()).copied().unwrap_or(0),
+                actual: to_u64(actual),
             });
         }
         *left -= append.events.len();
