@@ -3,6 +3,8 @@
 //! and `DATABASE_URL`) Postgres.
 //!
 //! `cargo bench --bench event_store --features postgres -- --warm-up-time 1 --measurement-time 3`
+//! with `DATABASE_URL` naming a scratch database (the benchmark creates its own schema in it).
+//! `BENCH_TEST_BEFORE_ACQUIRE=0` turns off the pool's ping before each acquire.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 use std::sync::Arc;
@@ -149,7 +151,13 @@ fn postgres(c: &mut Criterion) {
         let schema = format!("bench_{}", Uuid::new_v4().simple());
         let mut admin = sqlx::PgConnection::connect(&url).await.expect("cannot connect to DATABASE_URL");
         admin.execute(format!("CREATE SCHEMA {schema}").as_str()).await.unwrap();
-        let config = PostgresConfig { schema: Some(schema), max_connections: 16, ..PostgresConfig::default() };
+        let test_before_acquire = std::env::var("BENCH_TEST_BEFORE_ACQUIRE").map_or(true, |v| v != "0");
+        let config = PostgresConfig {
+            schema: Some(schema),
+            max_connections: 16,
+            test_before_acquire,
+            ..PostgresConfig::default()
+        };
         let store = PostgresEventStore::connect(&url, config).await.unwrap();
         store.migrate().await.unwrap();
         Arc::new(store)

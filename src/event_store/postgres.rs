@@ -65,6 +65,9 @@ pub struct PostgresConfig {
     pub min_connections: u32,
     /// How long to wait for a pooled connection before failing.
     pub acquire_timeout: Duration,
+    /// Whether the pool pings a connection before handing it out (one extra round trip per
+    /// operation, in exchange for transparently replacing connections a server restart broke).
+    pub test_before_acquire: bool,
     /// Server-side `statement_timeout` for every connection, if any.
     pub statement_timeout: Option<Duration>,
     /// Schema holding the tables (set as `search_path`); `None` uses the server default.
@@ -84,6 +87,7 @@ impl Default for PostgresConfig {
             max_connections: 10,
             min_connections: 0,
             acquire_timeout: Duration::from_secs(5),
+            test_before_acquire: true,
             statement_timeout: None,
             schema: None,
             read_batch_size: 1000,
@@ -141,6 +145,7 @@ impl PostgresEventStore {
             .max_connections(config.max_connections)
             .min_connections(config.min_connections)
             .acquire_timeout(config.acquire_timeout)
+            .test_before_acquire(config.test_before_acquire)
             .connect_with(options)
             .await?;
         Ok(Self::from_pool(pool, config))
@@ -623,6 +628,14 @@ fn decode_envelope(row: &PgRow) -> Result<Envelope, EventStoreError> {
     })
 }
 
+/// Rolls back after a failed attempt. A failing rollback means the connection is broken; the pool
+/// discards it, so only the original error is worth returning.
+async fn roll_back(tx: sqlx::Transaction<'_, sqlx::Postgres>) {
+    if let Err(error) = tx.rollback().await {
+        tracing::warn!(%error, "rollback of a failed event store append failed");
+    }
+}
+
 /// A unique violation (SQLSTATE 23505) of `(stream_id, stream_version)`.
 fn is_stream_version_violation(error: &sqlx::Error) -> bool {
     error.as_database_error().is_some_and(|e| {
@@ -673,9 +686,9 @@ impl EventStore for PostgresEventStore {
                     Err(error) if is_transient(&error) && attempt < MAX_ATTEMPTS => {}
                     Err(error) => return Err(error.into()),
                 },
-                Ok(Attempt::Retry) if attempt < MAX_ATTEMPTS => tx.rollback().await?,
+                Ok(Attempt::Retry) if attempt < MAX_ATTEMPTS => roll_back(tx).await,
                 Ok(Attempt::Retry) => {
-                    tx.rollback().await?;
+                    roll_back(tx).await;
                     let append = &appends[0];
                     let actual = self.stream_version(&append.stream).await?;
                     return Err(EventStoreError::ConcurrencyConflict {
@@ -685,11 +698,11 @@ impl EventStore for PostgresEventStore {
                     });
                 }
                 Err(EventStoreError::Database(error)) if is_transient(&error) && attempt < MAX_ATTEMPTS => {
-                    tx.rollback().await?;
+                    roll_back(tx).await;
                 }
                 Err(EventStoreError::Database(error)) if is_stream_version_violation(&error) => {
                     // Defensive: the insert's ON CONFLICT clause already absorbs these.
-                    tx.rollback().await?;
+                    roll_back(tx).await;
                     let append = &appends[0];
                     return Err(EventStoreError::ConcurrencyConflict {
                         stream: append.stream.clone(),
@@ -698,7 +711,7 @@ impl EventStore for PostgresEventStore {
                     });
                 }
                 Err(error) => {
-                    tx.rollback().await?;
+                    roll_back(tx).await;
                     return Err(error);
                 }
             }
