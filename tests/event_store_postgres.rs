@@ -334,3 +334,22 @@ async fn conflict_in_caller_transaction_leaves_it_usable() {
     tx.rollback().await.unwrap();
     assert_eq!(store.stream_version(&sid("owned")).await.unwrap(), 1);
 }
+
+/// Idle live subscriptions hold their own connections, not the pool's: appends keep working.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn idle_subscriptions_do_not_starve_the_pool() {
+    let store = fresh_store(Upcasters::new(), 2).await;
+    let subscribers: Vec<_> = (0..5)
+        .map(|_| {
+            let mut subscription = store.subscribe(0);
+            tokio::spawn(async move { subscription.next().await.unwrap().unwrap().global_position })
+        })
+        .collect();
+    // Let every subscriber catch up and settle into waiting for notifications.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let written = store.append_batch(one("starved")).await.unwrap();
+    for subscriber in subscribers {
+        let position = tokio::time::timeout(Duration::from_secs(10), subscriber).await.unwrap().unwrap();
+        assert_eq!(position, written[0].last_global_position);
+    }
+}

@@ -59,7 +59,8 @@ const MAX_ATTEMPTS: u32 = 8;
 /// ```
 #[derive(Clone, Debug)]
 pub struct PostgresConfig {
-    /// Largest number of pooled connections (each live subscription holds one more while waiting).
+    /// Largest number of pooled connections. Each live subscription additionally holds one
+    /// dedicated connection for `LISTEN` once it has caught up.
     pub max_connections: u32,
     /// Connections kept open when idle.
     pub min_connections: u32,
@@ -100,7 +101,9 @@ impl Default for PostgresConfig {
 /// An [`EventStore`] (and [`CheckpointStore`]) on Postgres through a sqlx connection pool.
 ///
 /// Create it with [`connect`](Self::connect) or [`from_pool`](Self::from_pool), then run
-/// [`migrate`](Self::migrate) once. Clones share the pool.
+/// [`migrate`](Self::migrate) once. Clones share the pool. A live subscription waits on its own
+/// `LISTEN` connection, but reads through the pool: keep polling subscriptions you hold (a stream
+/// dropped or left unpolled in the middle of a read keeps that pooled connection until then).
 ///
 /// ```no_run
 /// use boxoffice::event_store::{PostgresConfig, PostgresEventStore};
@@ -795,7 +798,13 @@ impl EventStore for PostgresEventStore {
                         Ok(Err(_)) => cursor.listener = None,
                     }
                 } else {
-                    match PgListener::connect_with(&cursor.store.pool).await {
+                    // A dedicated connection outside the main pool, so idle subscriptions never
+                    // starve appends of pooled connections.
+                    let listener_pool = PgPoolOptions::new()
+                        .max_connections(1)
+                        .acquire_timeout(cursor.store.config.acquire_timeout)
+                        .connect_lazy_with((*cursor.store.pool.connect_options()).clone());
+                    match PgListener::connect_with(&listener_pool).await {
                         Ok(mut listener) => {
                             if listener.listen(&cursor.store.config.notify_channel).await.is_ok() {
                                 cursor.listener = Some(listener);
