@@ -102,8 +102,8 @@ impl Default for PostgresConfig {
 ///
 /// Create it with [`connect`](Self::connect) or [`from_pool`](Self::from_pool), then run
 /// [`migrate`](Self::migrate) once. Clones share the pool. A live subscription waits on its own
-/// `LISTEN` connection, but reads through the pool: keep polling subscriptions you hold (a stream
-/// dropped or left unpolled in the middle of a read keeps that pooled connection until then).
+/// `LISTEN` connection, but reads through the pool: keep polling subscriptions you hold (one left
+/// unpolled in the middle of a read keeps that pooled connection until it is polled or dropped).
 ///
 /// ```no_run
 /// use boxoffice::event_store::{PostgresConfig, PostgresEventStore};
