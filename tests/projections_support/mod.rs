@@ -6,6 +6,7 @@
     clippy::panic,
     clippy::default_trait_access,
     clippy::cast_possible_truncation,
+    clippy::wildcard_imports,
     dead_code
 )]
 
