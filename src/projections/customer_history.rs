@@ -174,11 +174,7 @@ impl CustomerHistoryProjection {
     #[must_use]
     pub fn get_customer_profile(&self, customer: CustomerId) -> Option<CustomerProfile> {
         let c = self.customers.get(&customer)?;
-        let favorite_section = c
-            .section_tickets
-            .iter()
-            .max_by(|(a, x), (b, y)| x.cmp(y).then_with(|| b.cmp(a)))
-            .map(|(name, _)| name.clone());
+        let favorite_section = favorite_section(c.section_tickets.iter().map(|(s, n)| (s, *n)));
         Some(CustomerProfile {
             customer_id: customer,
             purchases: c.purchases.clone(),
@@ -218,6 +214,12 @@ impl CustomerHistoryProjection {
         ids.sort_unstable();
         ids
     }
+}
+
+/// The section with the most tickets; ties go to the name that sorts first. Shared by both
+/// storages so they break ties the same way.
+pub(crate) fn favorite_section<'a>(tickets: impl Iterator<Item = (&'a SectionName, u64)>) -> Option<SectionName> {
+    tickets.max_by(|(a, x), (b, y)| x.cmp(y).then_with(|| b.cmp(a))).map(|(name, _)| name.clone())
 }
 
 impl Projection for CustomerHistoryProjection {

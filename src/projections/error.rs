@@ -60,6 +60,14 @@ pub enum ProjectionError {
         /// The projection.
         projection: String,
     },
+    /// A stored read-model row could not be read back.
+    #[error("projection {projection}: corrupt row: {reason}")]
+    Corrupt {
+        /// The projection.
+        projection: String,
+        /// What was wrong.
+        reason: String,
+    },
     /// The read model's database failed.
     #[cfg(feature = "postgres")]
     #[error("projection {projection}: database error: {source}")]

@@ -13,6 +13,8 @@ mod customer_history;
 mod decode;
 mod error;
 mod handle;
+#[cfg(feature = "postgres")]
+mod postgres;
 mod projection;
 mod reservation_facts;
 mod runner;
@@ -27,6 +29,8 @@ pub use customer_history::{
 pub use decode::decode_ticketing;
 pub use error::ProjectionError;
 pub use handle::ProjectionHandle;
+#[cfg(feature = "postgres")]
+pub use postgres::{PostgresReadModels, ReadModel};
 pub use projection::Projection;
 pub use reservation_facts::{ReservationFacts, average_price};
 pub use runner::{ProjectionRunner, RunnerConfig, replay};

@@ -281,11 +281,7 @@ impl SalesAnalyticsProjection {
     #[must_use]
     pub fn get_most_popular_section(&self, event: EventId) -> Option<(SectionName, u64)> {
         let s = self.events.get(&event)?;
-        s.sections
-            .iter()
-            .filter(|(_, x)| x.tickets > 0)
-            .max_by(|(a, x), (b, y)| x.tickets.cmp(&y.tickets).then_with(|| b.cmp(a)))
-            .map(|(name, x)| (name.clone(), x.tickets))
+        most_popular_section(s.sections.iter().map(|(name, x)| (name, x.tickets)))
     }
 
     /// Every event with figures, in id order.
@@ -295,6 +291,17 @@ impl SalesAnalyticsProjection {
         ids.sort_unstable();
         ids
     }
+}
+
+/// The section with the most tickets sold (more than zero); ties go to the name that sorts first.
+/// Shared by both storages so they break ties the same way.
+pub(crate) fn most_popular_section<'a>(
+    sections: impl Iterator<Item = (&'a SectionName, u64)>,
+) -> Option<(SectionName, u64)> {
+    sections
+        .filter(|(_, tickets)| *tickets > 0)
+        .max_by(|(a, x), (b, y)| x.cmp(y).then_with(|| b.cmp(a)))
+        .map(|(name, tickets)| (name.clone(), tickets))
 }
 
 impl Projection for SalesAnalyticsProjection {

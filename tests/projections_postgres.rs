@@ -1,0 +1,274 @@
+//! The `PostgreSQL` read models answer exactly like the in-memory ones, and never count an event
+//! twice. Needs `DATABASE_URL`; each test works in a fresh schema.
+#![cfg(feature = "postgres")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::default_trait_access,
+    clippy::cast_possible_truncation
+)]
+
+mod projections_support;
+
+use std::collections::BTreeSet;
+
+use boxoffice::aggregates::TicketingAction;
+use boxoffice::domain::{Currency, CustomerId, EventId};
+use boxoffice::event_store::{Envelope, EventStore, PostgresConfig, PostgresEventStore};
+use boxoffice::projections::{
+    AvailableSeatsProjection, CustomerHistoryProjection, PostgresReadModels, Projection, ReadModel,
+    SalesAnalyticsProjection,
+};
+use projections_support::{Driver, customer, eur, ev, event, rid, usd};
+use rand::{Rng, SeedableRng};
+use sqlx::{Connection, Executor, PgConnection};
+use uuid::Uuid;
+
+fn database_url() -> String {
+    std::env::var("DATABASE_URL").unwrap_or_else(|_| {
+        panic!(
+            "DATABASE_URL is not set: the PostgreSQL read model tests need a database (run scripts/test-services.sh)"
+        )
+    })
+}
+
+async fn fresh_store() -> PostgresEventStore {
+    let url = database_url();
+    let schema = format!("rm_{}", Uuid::new_v4().simple());
+    let mut admin =
+        PgConnection::connect(&url).await.unwrap_or_else(|e| panic!("cannot connect to DATABASE_URL ({url}): {e}"));
+    admin.execute(format!("CREATE SCHEMA {schema}").as_str()).await.unwrap();
+    admin.close().await.unwrap();
+    let config = PostgresConfig { schema: Some(schema), max_connections: 4, ..PostgresConfig::default() };
+    let store = PostgresEventStore::connect(&url, config)
+        .await
+        .unwrap_or_else(|e| panic!("cannot connect to DATABASE_URL ({url}): {e}"));
+    store.migrate().await.unwrap();
+    store
+}
+
+struct Memory {
+    seats: AvailableSeatsProjection,
+    sales: SalesAnalyticsProjection,
+    history: CustomerHistoryProjection,
+}
+
+fn memory_models(log: &[Envelope]) -> Memory {
+    let mut m = Memory {
+        seats: AvailableSeatsProjection::new(),
+        sales: SalesAnalyticsProjection::new(),
+        history: CustomerHistoryProjection::new(),
+    };
+    for e in log {
+        m.seats.apply(e).unwrap();
+        m.sales.apply(e).unwrap();
+        m.history.apply(e).unwrap();
+    }
+    m
+}
+
+/// Every query of every model, for every key the log mentions (and unknown ones), gives the same
+/// answer from both storages.
+async fn assert_same_answers(pg: &PostgresReadModels, m: &Memory) {
+    let unknown_event = EventId::from_uuid(Uuid::from_u128(77));
+    let mut events: BTreeSet<EventId> = m.sales.events().into_iter().collect();
+    events.extend(m.seats.sections().into_iter().map(|(e, _)| e));
+    events.insert(unknown_event);
+    for (e, s) in m.seats.sections() {
+        let name = s.as_str();
+        assert_eq!(pg.get_availability(e, name).await.unwrap(), m.seats.get_availability(e, name), "{e} {name}");
+        for quantity in [0, 1, 2, 5, 100_000] {
+            assert_eq!(
+                pg.has_availability(e, name, quantity).await.unwrap(),
+                m.seats.has_availability(e, name, quantity)
+            );
+        }
+    }
+    assert_eq!(pg.get_availability(unknown_event, "Nowhere").await.unwrap(), None);
+    assert!(!pg.has_availability(unknown_event, "Nowhere", 0).await.unwrap());
+    for e in &events {
+        assert_eq!(pg.get_total_available(*e).await.unwrap(), m.seats.get_total_available(*e));
+        assert_eq!(pg.get_metrics(*e).await.unwrap(), m.sales.get_metrics(*e), "metrics of {e}");
+        assert_eq!(pg.get_most_popular_section(*e).await.unwrap(), m.sales.get_most_popular_section(*e));
+        assert_eq!(pg.get_event_attendees(*e).await.unwrap(), m.history.get_event_attendees(*e));
+    }
+    assert_eq!(pg.get_total_revenue_all_events().await.unwrap(), m.sales.get_total_revenue_all_events());
+    let mut customers: Vec<CustomerId> = m.history.customers();
+    customers.push(CustomerId::from_uuid(Uuid::from_u128(78)));
+    for c in &customers {
+        assert_eq!(pg.get_customer_profile(*c).await.unwrap(), m.history.get_customer_profile(*c), "profile of {c}");
+        for e in &events {
+            assert_eq!(pg.has_attended_event(*c, *e).await.unwrap(), m.history.has_attended_event(*c, *e));
+        }
+    }
+    for currency in [Currency::EUR, Currency::USD] {
+        for n in [0, 1, 3, 1_000] {
+            assert_eq!(pg.get_top_spenders(currency, n).await.unwrap(), m.history.get_top_spenders(currency, n));
+        }
+    }
+}
+
+/// Appends `actions` and returns the whole log once it is readable. Reads stop at the visibility
+/// frontier (invariant I7), which transactions of tests running beside this one hold back for a
+/// moment, hence the bounded wait.
+async fn load(store: &PostgresEventStore, actions: &[TicketingAction]) -> Vec<Envelope> {
+    projections_support::append_all(store, actions, 50).await;
+    for _ in 0..1_000 {
+        let log = store.read_all(0, 1_000_000).await.unwrap();
+        if log.len() == actions.len() {
+            return log;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("the log never became readable");
+}
+
+/// Catches every model up to the end of `log` (see `load` about the frontier).
+async fn catch_up_all(pg: &PostgresReadModels, store: &PostgresEventStore, log: &[Envelope], batch: usize) {
+    let head = log.last().map_or(0, |e| e.global_position);
+    for model in ReadModel::ALL {
+        let mut reached = 0;
+        for _ in 0..1_000 {
+            reached = pg.catch_up(store, model, batch).await.unwrap();
+            if reached == head {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert_eq!(reached, head);
+    }
+}
+
+fn hand_built() -> Vec<TicketingAction> {
+    let (e0, e1) = (event(0), event(1));
+    vec![
+        ev::inventory(e0, "VIP", 5),
+        ev::inventory(e0, "GA", 10),
+        ev::initiated(rid(1), e0, "VIP", 2, customer(1), eur(5_000)),
+        ev::reserved(e0, "VIP", rid(1), [0, 1]),
+        ev::paid(rid(1), eur(10_000)),
+        ev::paid_reservation_side(rid(1), eur(10_000), false),
+        ev::completed(rid(1), e0, "VIP"),
+        ev::confirmed(e0, "VIP", rid(1), [0, 1]),
+        ev::initiated(rid(2), e0, "GA", 3, customer(2), eur(2_001)),
+        ev::reserved(e0, "GA", rid(2), [0, 1, 2]),
+        ev::paid(rid(2), eur(6_003)),
+        ev::completed(rid(2), e0, "GA"),
+        ev::confirmed(e0, "GA", rid(2), [0, 1, 2]),
+        ev::refunded(rid(2), eur(1_000)),
+        ev::initiated(rid(3), e0, "GA", 1, customer(1), eur(2_001)),
+        ev::reserved(e0, "GA", rid(3), [3]),
+        ev::cancelled(rid(3), e0, "GA"),
+        ev::released(e0, "GA", rid(3), [3]),
+        ev::initiated(rid(4), e0, "GA", 1, customer(3), eur(2_001)),
+        ev::reserved(e0, "GA", rid(4), [3]),
+        ev::expired(rid(4), e0, "GA"),
+        ev::released(e0, "GA", rid(4), [3]),
+        ev::paid(rid(4), eur(2_001)),
+        ev::refunded(rid(4), eur(2_001)),
+        ev::initiated(rid(5), e1, "Floor", 1, customer(1), usd(700)),
+        ev::paid(rid(5), usd(700)),
+        ev::completed(rid(5), e1, "Floor"),
+        ev::initiated(rid(6), e0, "GA", 1, customer(4), eur(2_001)),
+        ev::reserved(e0, "GA", rid(6), [4]),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hand_built_log_gives_the_same_answers_in_every_batching() {
+    let store = fresh_store().await;
+    let log = load(&store, &hand_built()).await;
+    let memory = memory_models(&log);
+    let pg = PostgresReadModels::new(store.pool().clone());
+    for batch in [1, 3, 1_000] {
+        for model in ReadModel::ALL {
+            pg.reset(model).await.unwrap();
+            assert_eq!(pg.position(model).await.unwrap(), 0);
+        }
+        catch_up_all(&pg, &store, &log, batch).await;
+        assert_same_answers(&pg, &memory).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redelivered_batches_and_restarts_never_double_count() {
+    let store = fresh_store().await;
+    let log = load(&store, &projections_support::workload(120)).await;
+    let memory = memory_models(&log);
+    let pg = PostgresReadModels::new(store.pool().clone());
+    let half = log.len() / 2;
+    for model in ReadModel::ALL {
+        // The first half, then overlapping and repeated batches, as after a crash before an ack.
+        pg.apply_batch(model, &log[..half]).await.unwrap();
+        pg.apply_batch(model, &log[..half]).await.unwrap();
+        pg.apply_batch(model, &log[half / 2..half + 10]).await.unwrap();
+    }
+    // A restarted process: new handle, resumes from the checkpoints in the database.
+    let restarted = PostgresReadModels::new(store.pool().clone());
+    catch_up_all(&restarted, &store, &log, 64).await;
+    catch_up_all(&restarted, &store, &log, 64).await;
+    for model in ReadModel::ALL {
+        assert_eq!(restarted.apply_batch(model, &log).await.unwrap(), log.last().unwrap().global_position);
+    }
+    assert_same_answers(&restarted, &memory).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_workloads_give_the_same_answers() {
+    for seed in 0..6u64 {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let mut d = Driver::new();
+        for _ in 0..60 {
+            let k = rng.random_range(0..64usize);
+            match rng.random_range(0..10) {
+                0..4 => d.reserve(
+                    rng.random_range(0..2),
+                    rng.random_range(0..2),
+                    rng.random_range(1..4),
+                    rng.random_range(0..4),
+                ),
+                4..7 => d.answer_payment(k, true),
+                7 => d.answer_payment(k, false),
+                8 => d.cancel(k),
+                _ if rng.random_bool(0.5) => d.expire(k),
+                _ => d.refund(k, rng.random_range(1..=100)),
+            }
+        }
+        let store = fresh_store().await;
+        let log = load(&store, &d.log).await;
+        let memory = memory_models(&log);
+        let pg = PostgresReadModels::new(store.pool().clone());
+        catch_up_all(&pg, &store, &log, 1 + seed as usize * 7).await;
+        assert_same_answers(&pg, &memory).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follow_applies_live_events_and_stops() {
+    let store = fresh_store().await;
+    let pg = PostgresReadModels::new(store.pool().clone());
+    let shared: std::sync::Arc<dyn EventStore> = std::sync::Arc::new(store.clone());
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let follower = {
+        let (pg, shared) = (pg.clone(), shared.clone());
+        tokio::spawn(async move { pg.follow(shared, ReadModel::SalesAnalytics, 100, stop_rx).await })
+    };
+    let log = load(&store, &hand_built()).await;
+    let head = log.last().unwrap().global_position;
+    // The follower commits its checkpoint with its rows; the first read of the position that sees
+    // the head also sees every row.
+    let mut reached = 0;
+    for _ in 0..500 {
+        reached = pg.position(ReadModel::SalesAnalytics).await.unwrap();
+        if reached == head {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(reached, head);
+    stop.send_replace(true);
+    follower.await.unwrap().unwrap();
+    let memory = memory_models(&log);
+    assert_eq!(pg.get_metrics(event(0)).await.unwrap(), memory.sales.get_metrics(event(0)));
+}
