@@ -6,7 +6,7 @@ use crate::aggregates::{PaymentAction, ReservationAction, TicketingAction};
 use crate::domain::{Currency, CustomerId, DomainError, EventId, Money, ReservationId, SectionName};
 use crate::event_store::Envelope;
 
-use super::{Projection, ProjectionError, ReservationFacts, decode_ticketing};
+use super::{Projection, ProjectionError, ReservationFacts, decode_ticketing, reads_payload};
 
 /// The events this read model follows (`PaymentSucceeded` from Payment streams only).
 pub const CUSTOMER_HISTORY_EVENTS: &[&str] =
@@ -240,6 +240,9 @@ impl Projection for CustomerHistoryProjection {
     }
 
     fn handle(&mut self, envelope: &Envelope) -> Result<(), ProjectionError> {
+        if !reads_payload(envelope) {
+            return Ok(());
+        }
         let action = decode_ticketing(Self::NAME, envelope)?;
         if let Some(change) = CustomerChange::from_action(&action, |id| self.reservations.get(&id).cloned()) {
             self.apply_change(change).map_err(|source| ProjectionError::Money {

@@ -32,7 +32,7 @@ pub use handle::ProjectionHandle;
 #[cfg(feature = "postgres")]
 pub use postgres::{PostgresReadModels, ReadModel};
 pub use projection::Projection;
-pub use reservation_facts::{ReservationFacts, average_price};
+pub use reservation_facts::{ReservationFacts, average_price, reads_payload};
 pub use runner::{ProjectionRunner, RunnerConfig, replay};
 pub use sales_analytics::{
     ReservationEnd, SALES_ANALYTICS_EVENTS, SalesAnalyticsProjection, SalesChange, SalesMetrics,

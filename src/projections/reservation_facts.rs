@@ -1,7 +1,8 @@
 //! What the read models remember about each reservation, to attribute later events to it.
 
-use crate::aggregates::{ReservationAction, TicketingAction};
+use crate::aggregates::{ReservationAction, TicketingAction, category};
 use crate::domain::{CustomerId, EventId, Money, ReservationId, SectionName};
+use crate::event_store::Envelope;
 
 /// The facts fixed when a reservation starts (`ReservationInitiated`).
 ///
@@ -72,4 +73,11 @@ pub fn average_price(amount: Money, count: u64) -> Money {
     let signed = if total < 0 { -magnitude } else { magnitude };
     // |signed| <= |total|, so it always fits back into i64.
     Money::new(i64::try_from(signed).unwrap_or(amount.minor_units()), amount.currency())
+}
+
+/// Whether a sales or customer model needs `envelope`'s payload: the Reservation stream's
+/// `PaymentSucceeded` repeats the Payment stream's and is skipped before paying for decoding.
+#[must_use]
+pub fn reads_payload(envelope: &Envelope) -> bool {
+    envelope.event_type != "PaymentSucceeded" || category(&envelope.stream_id) == "payment"
 }

@@ -6,7 +6,7 @@ use crate::aggregates::{PaymentAction, ReservationAction, TicketingAction};
 use crate::domain::{Currency, DomainError, EventId, Money, ReservationId, SectionName};
 use crate::event_store::Envelope;
 
-use super::{Projection, ProjectionError, ReservationFacts, average_price, decode_ticketing};
+use super::{Projection, ProjectionError, ReservationFacts, average_price, decode_ticketing, reads_payload};
 
 /// The events this read model follows. `PaymentSucceeded` is read from Payment streams only (the
 /// Reservation stream's event of the same name reports the same money and is ignored).
@@ -322,6 +322,9 @@ impl Projection for SalesAnalyticsProjection {
     }
 
     fn handle(&mut self, envelope: &Envelope) -> Result<(), ProjectionError> {
+        if !reads_payload(envelope) {
+            return Ok(());
+        }
         let action = decode_ticketing(Self::NAME, envelope)?;
         if let Some(change) = SalesChange::from_action(&action, |id| self.reservations.get(&id).cloned()) {
             self.apply_change(change).map_err(|source| ProjectionError::Money {

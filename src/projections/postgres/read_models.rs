@@ -14,6 +14,7 @@ use crate::event_store::{Envelope, EventStore};
 use crate::projections::{
     AVAILABLE_SEATS_EVENTS, AvailableSeatsProjection, CUSTOMER_HISTORY_EVENTS, CustomerHistoryProjection,
     ProjectionError, ReservationFacts, SALES_ANALYTICS_EVENTS, SalesAnalyticsProjection, decode_ticketing,
+    reads_payload,
 };
 
 /// One of the three read models.
@@ -143,7 +144,7 @@ impl PostgresReadModels {
         let Some(last) = fresh.last().map(|e| e.global_position) else { return Ok(position) };
         let mut actions = Vec::with_capacity(fresh.len());
         for envelope in fresh {
-            if model.event_types().contains(&envelope.event_type.as_str()) {
+            if model.event_types().contains(&envelope.event_type.as_str()) && reads_payload(envelope) {
                 actions.push((envelope.global_position, decode_ticketing(model.name(), envelope)?));
             }
         }
