@@ -17,8 +17,8 @@ use boxoffice::aggregates::TicketingAction;
 use boxoffice::domain::{Currency, CustomerId, EventId};
 use boxoffice::event_store::{Envelope, EventStore, PostgresConfig, PostgresEventStore};
 use boxoffice::projections::{
-    AvailableSeatsProjection, CustomerHistoryProjection, PostgresReadModels, Projection, ReadModel,
-    SalesAnalyticsProjection,
+    AvailableSeatsProjection, AvailableSeatsQueries, CustomerHistoryProjection, CustomerHistoryQueries,
+    PostgresReadModels, Projection, ProjectionHandle, ReadModel, SalesAnalyticsProjection, SalesAnalyticsQueries,
 };
 use projections_support::{Driver, customer, eur, ev, event, rid, usd};
 use rand::{Rng, SeedableRng};
@@ -69,42 +69,53 @@ fn memory_models(log: &[Envelope]) -> Memory {
 }
 
 /// Every query of every model, for every key the log mentions (and unknown ones), gives the same
-/// answer from both storages.
+/// answer from both storages, both reached through the storage-neutral query traits.
 async fn assert_same_answers(pg: &PostgresReadModels, m: &Memory) {
+    let (seats, sales, history) = (
+        ProjectionHandle::new(m.seats.clone()),
+        ProjectionHandle::new(m.sales.clone()),
+        ProjectionHandle::new(m.history.clone()),
+    );
+    let [ps, ms]: [&dyn AvailableSeatsQueries; 2] = [pg, &seats];
+    let [pa, ma]: [&dyn SalesAnalyticsQueries; 2] = [pg, &sales];
+    let [pc, mc]: [&dyn CustomerHistoryQueries; 2] = [pg, &history];
     let unknown_event = EventId::from_uuid(Uuid::from_u128(77));
     let mut events: BTreeSet<EventId> = m.sales.events().into_iter().collect();
     events.extend(m.seats.sections().into_iter().map(|(e, _)| e));
     events.insert(unknown_event);
     for (e, s) in m.seats.sections() {
         let name = s.as_str();
-        assert_eq!(pg.get_availability(e, name).await.unwrap(), m.seats.get_availability(e, name), "{e} {name}");
+        assert_eq!(ps.get_availability(e, name).await.unwrap(), ms.get_availability(e, name).await.unwrap());
         for quantity in [0, 1, 2, 5, 100_000] {
             assert_eq!(
-                pg.has_availability(e, name, quantity).await.unwrap(),
-                m.seats.has_availability(e, name, quantity)
+                ps.has_availability(e, name, quantity).await.unwrap(),
+                ms.has_availability(e, name, quantity).await.unwrap()
             );
         }
     }
-    assert_eq!(pg.get_availability(unknown_event, "Nowhere").await.unwrap(), None);
-    assert!(!pg.has_availability(unknown_event, "Nowhere", 0).await.unwrap());
+    assert_eq!(ps.get_availability(unknown_event, "Nowhere").await.unwrap(), None);
+    assert!(!ps.has_availability(unknown_event, "Nowhere", 0).await.unwrap());
     for e in &events {
-        assert_eq!(pg.get_total_available(*e).await.unwrap(), m.seats.get_total_available(*e));
-        assert_eq!(pg.get_metrics(*e).await.unwrap(), m.sales.get_metrics(*e), "metrics of {e}");
-        assert_eq!(pg.get_most_popular_section(*e).await.unwrap(), m.sales.get_most_popular_section(*e));
-        assert_eq!(pg.get_event_attendees(*e).await.unwrap(), m.history.get_event_attendees(*e));
+        assert_eq!(ps.get_total_available(*e).await.unwrap(), ms.get_total_available(*e).await.unwrap());
+        assert_eq!(pa.get_metrics(*e).await.unwrap(), ma.get_metrics(*e).await.unwrap(), "metrics of {e}");
+        assert_eq!(pa.get_most_popular_section(*e).await.unwrap(), ma.get_most_popular_section(*e).await.unwrap());
+        assert_eq!(pc.get_event_attendees(*e).await.unwrap(), mc.get_event_attendees(*e).await.unwrap());
     }
-    assert_eq!(pg.get_total_revenue_all_events().await.unwrap(), m.sales.get_total_revenue_all_events());
+    assert_eq!(pa.get_total_revenue_all_events().await.unwrap(), ma.get_total_revenue_all_events().await.unwrap());
     let mut customers: Vec<CustomerId> = m.history.customers();
     customers.push(CustomerId::from_uuid(Uuid::from_u128(78)));
     for c in &customers {
-        assert_eq!(pg.get_customer_profile(*c).await.unwrap(), m.history.get_customer_profile(*c), "profile of {c}");
+        assert_eq!(pc.get_customer_profile(*c).await.unwrap(), mc.get_customer_profile(*c).await.unwrap());
         for e in &events {
-            assert_eq!(pg.has_attended_event(*c, *e).await.unwrap(), m.history.has_attended_event(*c, *e));
+            assert_eq!(pc.has_attended_event(*c, *e).await.unwrap(), mc.has_attended_event(*c, *e).await.unwrap());
         }
     }
     for currency in [Currency::EUR, Currency::USD] {
         for n in [0, 1, 3, 1_000] {
-            assert_eq!(pg.get_top_spenders(currency, n).await.unwrap(), m.history.get_top_spenders(currency, n));
+            assert_eq!(
+                pc.get_top_spenders(currency, n).await.unwrap(),
+                mc.get_top_spenders(currency, n).await.unwrap()
+            );
         }
     }
 }
@@ -256,17 +267,10 @@ async fn follow_applies_live_events_and_stops() {
     };
     let log = load(&store, &hand_built()).await;
     let head = log.last().unwrap().global_position;
-    // The follower commits its checkpoint with its rows; the first read of the position that sees
-    // the head also sees every row.
-    let mut reached = 0;
-    for _ in 0..500 {
-        reached = pg.position(ReadModel::SalesAnalytics).await.unwrap();
-        if reached == head {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    assert_eq!(reached, head);
+    // The follower commits its checkpoint with its rows and wakes waiters after each commit.
+    pg.wait_for_position(ReadModel::SalesAnalytics, head, std::time::Duration::from_secs(30)).await.unwrap();
+    let late = pg.wait_for_position(ReadModel::SalesAnalytics, head + 1, std::time::Duration::from_millis(50)).await;
+    assert!(matches!(late, Err(boxoffice::projections::ProjectionError::Timeout { reached, .. }) if reached == head));
     stop.send_replace(true);
     follower.await.unwrap().unwrap();
     let memory = memory_models(&log);

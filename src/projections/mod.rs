@@ -16,6 +16,7 @@ mod handle;
 #[cfg(feature = "postgres")]
 mod postgres;
 mod projection;
+mod queries;
 mod reservation_facts;
 mod runner;
 mod sales_analytics;
@@ -32,6 +33,7 @@ pub use handle::ProjectionHandle;
 #[cfg(feature = "postgres")]
 pub use postgres::{PostgresReadModels, ReadModel};
 pub use projection::Projection;
+pub use queries::{AvailableSeatsQueries, CustomerHistoryQueries, SalesAnalyticsQueries};
 pub use reservation_facts::{ReservationFacts, average_price, reads_payload};
 pub use runner::{ProjectionRunner, RunnerConfig, replay};
 pub use sales_analytics::{

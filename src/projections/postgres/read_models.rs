@@ -75,6 +75,9 @@ impl ReadModel {
 #[derive(Debug, Clone)]
 pub struct PostgresReadModels {
     pub(super) pool: PgPool,
+    /// Positions committed through this handle (and its clones), one per model, for
+    /// [`wait_for_position`](Self::wait_for_position).
+    applied: Arc<[watch::Sender<u64>; 3]>,
 }
 
 pub(super) fn db(model: ReadModel) -> impl Fn(sqlx::Error) -> ProjectionError {
@@ -105,7 +108,41 @@ impl PostgresReadModels {
     /// Read models in the database of `pool`.
     #[must_use]
     pub fn new(pool: PgPool) -> Self {
-        Self { pool }
+        Self { pool, applied: Arc::new(std::array::from_fn(|_| watch::Sender::new(0))) }
+    }
+
+    fn applied(&self, model: ReadModel) -> &watch::Sender<u64> {
+        let index = match model {
+            ReadModel::AvailableSeats => 0,
+            ReadModel::SalesAnalytics => 1,
+            ReadModel::CustomerHistory => 2,
+        };
+        &self.applied[index]
+    }
+
+    /// Waits until `model` has committed everything up to `position` (read-your-writes). Checks
+    /// the database once, then waits for batches committed through this handle or its clones,
+    /// woken by them rather than by polling.
+    ///
+    /// # Errors
+    /// [`ProjectionError::Timeout`] when `timeout` passes first, or [`ProjectionError::Database`].
+    pub async fn wait_for_position(
+        &self,
+        model: ReadModel,
+        position: u64,
+        timeout: std::time::Duration,
+    ) -> Result<(), ProjectionError> {
+        let mut applied = self.applied(model).subscribe();
+        let stored = self.position(model).await?;
+        if stored >= position {
+            return Ok(());
+        }
+        let reached = tokio::time::timeout(timeout, applied.wait_for(|p| *p >= position)).await.map(|r| r.is_ok());
+        if matches!(reached, Ok(true)) {
+            return Ok(());
+        }
+        let reached = (*self.applied(model).borrow()).max(stored);
+        Err(ProjectionError::Timeout { projection: model.name().to_owned(), position, reached, timeout })
     }
 
     /// The global position `model` has applied.
@@ -160,6 +197,11 @@ impl PostgresReadModels {
             .await
             .map_err(db(model))?;
         tx.commit().await.map_err(db(model))?;
+        self.applied(model).send_if_modified(|p| {
+            let moved = last > *p;
+            *p = (*p).max(last);
+            moved
+        });
         Ok(last)
     }
 
