@@ -514,3 +514,14 @@ async fn runner_stops_on_a_bad_event_and_reports_it() {
     assert!(matches!(error, ProjectionError::Decode { .. }), "{error}");
     assert_eq!(handle.position(), 0);
 }
+
+#[test]
+fn revenue_in_another_currency_is_refused_and_changes_nothing() {
+    let e = event(0);
+    let log = envelopes(&[ev::initiated(rid(1), e, "VIP", 1, customer(1), eur(100)), ev::paid(rid(1), usd(100))]);
+    let mut sales = fold(SalesAnalyticsProjection::new(), &log[..1]);
+    let before = sales.clone();
+    let error = sales.apply(&log[1]).unwrap_err();
+    assert!(matches!(error, ProjectionError::Money { global_position: 2, .. }), "{error}");
+    assert_eq!(sales, before);
+}
