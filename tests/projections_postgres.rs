@@ -318,3 +318,40 @@ async fn load_all(store: &PostgresEventStore, count: usize) -> Vec<Envelope> {
     }
     panic!("the log never became readable");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rebuild_keeps_serving_the_old_rows_until_it_commits() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+    let store = fresh_store().await;
+    let log = load(&store, &projections_support::workload(150)).await;
+    let memory = memory_models(&log);
+    let pg = PostgresReadModels::new(store.pool().clone());
+    catch_up_all(&pg, &store, &log, 100).await;
+    let revenue = memory.sales.get_total_revenue_all_events();
+    let available = memory.seats.get_total_available(event(0));
+    let customers = memory.history.get_top_spenders(Currency::EUR, 5);
+    let stop = Arc::new(AtomicBool::new(false));
+    let queries = Arc::new(AtomicU64::new(0));
+    let reader = {
+        let (pg, stop, queries) = (pg.clone(), stop.clone(), queries.clone());
+        tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                // Never an emptied or half-rebuilt model: the old rows until the commit, then the new.
+                assert_eq!(pg.get_total_revenue_all_events().await.unwrap(), revenue);
+                assert_eq!(pg.get_total_available(event(0)).await.unwrap(), available);
+                assert_eq!(pg.get_top_spenders(Currency::EUR, 5).await.unwrap(), customers);
+                queries.fetch_add(1, Ordering::Relaxed);
+            }
+        })
+    };
+    let head = log.last().unwrap().global_position;
+    for model in ReadModel::ALL {
+        assert_eq!(pg.rebuild(&store, model, 40).await.unwrap(), head);
+    }
+    stop.store(true, Ordering::Relaxed);
+    reader.await.unwrap();
+    assert!(queries.load(Ordering::Relaxed) > 0);
+    assert_same_answers(&pg, &memory).await;
+}

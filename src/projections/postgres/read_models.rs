@@ -6,6 +6,7 @@ use std::sync::Arc;
 use futures::StreamExt;
 use sqlx::{PgConnection, PgPool};
 use tokio::sync::watch;
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::aggregates::TicketingAction;
@@ -165,44 +166,70 @@ impl PostgresReadModels {
     /// [`ProjectionError::Decode`] for an event that does not parse, [`ProjectionError::Database`]
     /// (including bigint overflow); nothing is written then.
     pub async fn apply_batch(&self, model: ReadModel, batch: &[Envelope]) -> Result<u64, ProjectionError> {
-        let mut tx = self.pool.begin().await.map_err(db(model))?;
-        sqlx::query("INSERT INTO checkpoints (name, position) VALUES ($1, 0) ON CONFLICT (name) DO NOTHING")
-            .bind(model.name())
-            .execute(&mut *tx)
-            .await
-            .map_err(db(model))?;
-        let position: i64 = sqlx::query_scalar("SELECT position FROM checkpoints WHERE name = $1 FOR UPDATE")
-            .bind(model.name())
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(db(model))?;
-        let position = to_u64(model, position)?;
-        let fresh: Vec<&Envelope> = batch.iter().filter(|e| e.global_position > position).collect();
-        let Some(last) = fresh.last().map(|e| e.global_position) else { return Ok(position) };
-        let mut actions = Vec::with_capacity(fresh.len());
-        for envelope in fresh {
-            if model.event_types().contains(&envelope.event_type.as_str()) && reads_payload(envelope) {
-                actions.push((envelope.global_position, decode_ticketing(model.name(), envelope)?));
-            }
+        let span = tracing::debug_span!("projection_batch", projection = model.name(), events = batch.len());
+        async {
+            let mut tx = self.pool.begin().await.map_err(db(model))?;
+            let last = apply_in(&mut tx, model, batch).await?;
+            tx.commit().await.map_err(db(model))?;
+            self.published(model, last);
+            Ok(last)
         }
-        match model {
-            ReadModel::AvailableSeats => super::seats::apply(&mut tx, &actions).await?,
-            ReadModel::SalesAnalytics => super::sales::apply(&mut tx, &actions).await?,
-            ReadModel::CustomerHistory => super::customers::apply(&mut tx, &actions).await?,
-        }
-        sqlx::query("UPDATE checkpoints SET position = $2, updated_at = now() WHERE name = $1")
-            .bind(model.name())
-            .bind(to_i64(model, last)?)
-            .execute(&mut *tx)
-            .await
-            .map_err(db(model))?;
-        tx.commit().await.map_err(db(model))?;
+        .instrument(span)
+        .await
+    }
+
+    fn published(&self, model: ReadModel, position: u64) {
         self.applied(model).send_if_modified(|p| {
-            let moved = last > *p;
-            *p = (*p).max(last);
+            let moved = position > *p;
+            *p = (*p).max(position);
             moved
         });
-        Ok(last)
+    }
+
+    /// Rebuilds `model` from the start of the log in one transaction: its rows are deleted and
+    /// refolded, `batch_size` events per read, and the result becomes visible in one commit.
+    /// Meanwhile readers keep getting the old rows (`PostgreSQL` shows them the last committed
+    /// state), and a live [`follow`](Self::follow) of the same model waits on the checkpoint row,
+    /// then skips what the rebuild covered. Returns the position reached.
+    ///
+    /// While it runs, the open transaction holds back the event store's visibility frontier, so
+    /// live subscribers of the whole database pause (they skip nothing) until it commits; rebuild
+    /// large logs at a quiet time.
+    ///
+    /// # Errors
+    /// As [`apply_batch`](Self::apply_batch); nothing changes then.
+    pub async fn rebuild(
+        &self,
+        store: &dyn EventStore,
+        model: ReadModel,
+        batch_size: usize,
+    ) -> Result<u64, ProjectionError> {
+        let span = tracing::info_span!("projection_rebuild", projection = model.name());
+        self.rebuild_in_one_transaction(store, model, batch_size).instrument(span).await
+    }
+
+    async fn rebuild_in_one_transaction(
+        &self,
+        store: &dyn EventStore,
+        model: ReadModel,
+        batch_size: usize,
+    ) -> Result<u64, ProjectionError> {
+        let mut tx = self.pool.begin().await.map_err(db(model))?;
+        delete_rows(&mut tx, model).await?;
+        let mut position = 0;
+        loop {
+            let batch = store
+                .read_all(position, batch_size.max(1))
+                .await
+                .map_err(|source| ProjectionError::EventStore { projection: model.name().to_owned(), source })?;
+            if batch.is_empty() {
+                break;
+            }
+            position = apply_in(&mut tx, model, &batch).await?;
+        }
+        tx.commit().await.map_err(db(model))?;
+        self.published(model, position);
+        Ok(position)
     }
 
     /// Applies everything the log holds beyond `model`'s checkpoint, `batch_size` events per
@@ -270,29 +297,70 @@ impl PostgresReadModels {
     /// [`ProjectionError::Database`].
     pub async fn reset(&self, model: ReadModel) -> Result<(), ProjectionError> {
         let mut tx = self.pool.begin().await.map_err(db(model))?;
-        let statements: &[&str] = match model {
-            ReadModel::AvailableSeats => &["DELETE FROM rm_seats", "DELETE FROM rm_sections"],
-            ReadModel::SalesAnalytics => &[
-                "DELETE FROM rm_section_sales",
-                "DELETE FROM rm_event_sales",
-                "DELETE FROM rm_reservations WHERE model = 'sales-analytics'",
-            ],
-            ReadModel::CustomerHistory => &[
-                "DELETE FROM rm_purchases",
-                "DELETE FROM rm_customer_spent",
-                "DELETE FROM rm_reservations WHERE model = 'customer-history'",
-            ],
-        };
-        for statement in statements {
-            sqlx::query(statement).execute(&mut *tx).await.map_err(db(model))?;
-        }
-        sqlx::query("DELETE FROM checkpoints WHERE name = $1")
-            .bind(model.name())
-            .execute(&mut *tx)
-            .await
-            .map_err(db(model))?;
+        delete_rows(&mut tx, model).await?;
         tx.commit().await.map_err(db(model))
     }
+}
+
+/// Applies `batch` to `model` inside `tx`, moving its checkpoint; returns the position reached.
+async fn apply_in(tx: &mut PgConnection, model: ReadModel, batch: &[Envelope]) -> Result<u64, ProjectionError> {
+    sqlx::query("INSERT INTO checkpoints (name, position) VALUES ($1, 0) ON CONFLICT (name) DO NOTHING")
+        .bind(model.name())
+        .execute(&mut *tx)
+        .await
+        .map_err(db(model))?;
+    let position: i64 = sqlx::query_scalar("SELECT position FROM checkpoints WHERE name = $1 FOR UPDATE")
+        .bind(model.name())
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(db(model))?;
+    let position = to_u64(model, position)?;
+    let fresh: Vec<&Envelope> = batch.iter().filter(|e| e.global_position > position).collect();
+    let Some(last) = fresh.last().map(|e| e.global_position) else { return Ok(position) };
+    let mut actions = Vec::with_capacity(fresh.len());
+    for envelope in fresh {
+        if model.event_types().contains(&envelope.event_type.as_str()) && reads_payload(envelope) {
+            actions.push((envelope.global_position, decode_ticketing(model.name(), envelope)?));
+        }
+    }
+    match model {
+        ReadModel::AvailableSeats => super::seats::apply(tx, &actions).await?,
+        ReadModel::SalesAnalytics => super::sales::apply(tx, &actions).await?,
+        ReadModel::CustomerHistory => super::customers::apply(tx, &actions).await?,
+    }
+    sqlx::query("UPDATE checkpoints SET position = $2, updated_at = now() WHERE name = $1")
+        .bind(model.name())
+        .bind(to_i64(model, last)?)
+        .execute(&mut *tx)
+        .await
+        .map_err(db(model))?;
+    Ok(last)
+}
+
+/// Deletes `model`'s rows and its checkpoint inside `tx`.
+async fn delete_rows(tx: &mut PgConnection, model: ReadModel) -> Result<(), ProjectionError> {
+    let statements: &[&str] = match model {
+        ReadModel::AvailableSeats => &["DELETE FROM rm_seats", "DELETE FROM rm_sections"],
+        ReadModel::SalesAnalytics => &[
+            "DELETE FROM rm_section_sales",
+            "DELETE FROM rm_event_sales",
+            "DELETE FROM rm_reservations WHERE model = 'sales-analytics'",
+        ],
+        ReadModel::CustomerHistory => &[
+            "DELETE FROM rm_purchases",
+            "DELETE FROM rm_customer_spent",
+            "DELETE FROM rm_reservations WHERE model = 'customer-history'",
+        ],
+    };
+    for statement in statements {
+        sqlx::query(statement).execute(&mut *tx).await.map_err(db(model))?;
+    }
+    sqlx::query("DELETE FROM checkpoints WHERE name = $1")
+        .bind(model.name())
+        .execute(&mut *tx)
+        .await
+        .map_err(db(model))?;
+    Ok(())
 }
 
 /// Reservation facts for a batch: those stored by earlier batches (fetched in one query) plus those
