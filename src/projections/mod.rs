@@ -6,7 +6,9 @@
 //!
 //! Each read model turns a decoded event into row changes ([`SeatChange`], [`SalesChange`],
 //! [`CustomerChange`]) once; the in-memory models apply them to maps, and with the `postgres`
-//! feature the same changes are applied to tables.
+//! feature `PostgresReadModels` applies the same changes to tables, with each model's checkpoint
+//! in the same transaction. The query traits ([`AvailableSeatsQueries`], [`SalesAnalyticsQueries`],
+//! [`CustomerHistoryQueries`]) give both storages one async query API.
 
 mod available_seats;
 mod customer_history;

@@ -59,8 +59,7 @@ impl ReadModel {
 /// in-memory models, as `async` methods returning `Result`.
 ///
 /// ```no_run
-/// use std::sync::Arc;
-/// use boxoffice::event_store::{EventStore, PostgresConfig, PostgresEventStore};
+/// use boxoffice::event_store::{PostgresConfig, PostgresEventStore};
 /// use boxoffice::projections::{PostgresReadModels, ReadModel};
 ///
 /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
