@@ -11,6 +11,8 @@
 //! - [`domain`]: validated value types (ids, money, capacity, seat numbers, venues, pricing tiers).
 //! - [`aggregates`]: Event, Inventory, Reservation and Payment as pure reducers, and the
 //!   [`Ticketing`](aggregates::Ticketing) composite that wires the reservation saga between them.
+//! - [`projections`]: the [`Projection`](projections::Projection) trait, the `AvailableSeats`,
+//!   `SalesAnalytics` and `CustomerHistory` read models, and the checkpointed runner that feeds them.
 //! - [`system`]: command handling over the event store (per-stream workers, group commit,
 //!   optimistic concurrency with retries).
 //!
@@ -21,4 +23,5 @@ pub mod domain;
 pub mod event_store;
 pub mod framework;
 pub mod prelude;
+pub mod projections;
 pub mod system;

@@ -1,0 +1,453 @@
+//! Applying batches of the log to the `PostgreSQL` read models, with their checkpoints.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use futures::StreamExt;
+use sqlx::{PgConnection, PgPool};
+use tokio::sync::watch;
+use tracing::Instrument;
+use uuid::Uuid;
+
+use crate::aggregates::TicketingAction;
+use crate::domain::{Currency, CustomerId, EventId, Money, ReservationId, SectionName};
+use crate::event_store::{Envelope, EventStore};
+use crate::projections::{
+    AVAILABLE_SEATS_EVENTS, AvailableSeatsProjection, CUSTOMER_HISTORY_EVENTS, CustomerHistoryProjection,
+    ProjectionError, ReservationFacts, SALES_ANALYTICS_EVENTS, SalesAnalyticsProjection, decode_ticketing,
+    reads_payload,
+};
+
+/// One of the three read models.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ReadModel {
+    /// [`AvailableSeatsProjection`]'s tables.
+    AvailableSeats,
+    /// [`SalesAnalyticsProjection`]'s tables.
+    SalesAnalytics,
+    /// [`CustomerHistoryProjection`]'s tables.
+    CustomerHistory,
+}
+
+impl ReadModel {
+    /// All three.
+    pub const ALL: [ReadModel; 3] = [Self::AvailableSeats, Self::SalesAnalytics, Self::CustomerHistory];
+
+    /// The checkpoint name, the same as the in-memory model's.
+    #[must_use]
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::AvailableSeats => AvailableSeatsProjection::NAME,
+            Self::SalesAnalytics => SalesAnalyticsProjection::NAME,
+            Self::CustomerHistory => CustomerHistoryProjection::NAME,
+        }
+    }
+
+    /// The event types the model reads.
+    #[must_use]
+    pub const fn event_types(self) -> &'static [&'static str] {
+        match self {
+            Self::AvailableSeats => AVAILABLE_SEATS_EVENTS,
+            Self::SalesAnalytics => SALES_ANALYTICS_EVENTS,
+            Self::CustomerHistory => CUSTOMER_HISTORY_EVENTS,
+        }
+    }
+}
+
+/// The three read models in the `PostgreSQL` database of `pool` (tables created by the embedded
+/// migrations, see `PostgresEventStore::migrate`). Queries have the same names and answers as the
+/// in-memory models, as `async` methods returning `Result`.
+///
+/// ```no_run
+/// use boxoffice::event_store::{PostgresConfig, PostgresEventStore};
+/// use boxoffice::projections::{PostgresReadModels, ReadModel};
+///
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// let store = PostgresEventStore::connect("postgres://postgres@127.0.0.1/boxoffice", PostgresConfig::default()).await?;
+/// store.migrate().await?;
+/// let models = PostgresReadModels::new(store.pool().clone());
+/// for model in ReadModel::ALL {
+///     models.catch_up(&store, model, 1_000).await?;
+/// }
+/// let revenue = models.get_total_revenue_all_events().await?;
+/// # let _ = revenue; Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct PostgresReadModels {
+    pub(super) pool: PgPool,
+    /// Positions committed through this handle (and its clones), one per model, for
+    /// [`wait_for_position`](Self::wait_for_position).
+    applied: Arc<[watch::Sender<u64>; 3]>,
+}
+
+pub(super) fn db(model: ReadModel) -> impl Fn(sqlx::Error) -> ProjectionError {
+    move |source| ProjectionError::Database { projection: model.name().to_owned(), source }
+}
+
+pub(super) fn corrupt(model: ReadModel, reason: impl std::fmt::Display) -> ProjectionError {
+    ProjectionError::Corrupt { projection: model.name().to_owned(), reason: reason.to_string() }
+}
+
+pub(super) fn to_i64(model: ReadModel, value: u64) -> Result<i64, ProjectionError> {
+    i64::try_from(value).map_err(|_| corrupt(model, format!("{value} does not fit a bigint")))
+}
+
+pub(super) fn to_u64(model: ReadModel, value: i64) -> Result<u64, ProjectionError> {
+    u64::try_from(value).map_err(|_| corrupt(model, format!("negative count {value}")))
+}
+
+pub(super) fn section(model: ReadModel, name: String) -> Result<SectionName, ProjectionError> {
+    SectionName::new(name).map_err(|e| corrupt(model, e))
+}
+
+pub(super) fn money(model: ReadModel, minor: i64, currency: &str) -> Result<Money, ProjectionError> {
+    Ok(Money::new(minor, Currency::new(currency).map_err(|e| corrupt(model, e))?))
+}
+
+impl PostgresReadModels {
+    /// Read models in the database of `pool`.
+    #[must_use]
+    pub fn new(pool: PgPool) -> Self {
+        Self { pool, applied: Arc::new(std::array::from_fn(|_| watch::Sender::new(0))) }
+    }
+
+    fn applied(&self, model: ReadModel) -> &watch::Sender<u64> {
+        let index = match model {
+            ReadModel::AvailableSeats => 0,
+            ReadModel::SalesAnalytics => 1,
+            ReadModel::CustomerHistory => 2,
+        };
+        &self.applied[index]
+    }
+
+    /// Waits until `model` has committed everything up to `position` (read-your-writes). Checks
+    /// the database once, then waits for batches committed through this handle or its clones,
+    /// woken by them rather than by polling.
+    ///
+    /// # Errors
+    /// [`ProjectionError::Timeout`] when `timeout` passes first, or [`ProjectionError::Database`].
+    pub async fn wait_for_position(
+        &self,
+        model: ReadModel,
+        position: u64,
+        timeout: std::time::Duration,
+    ) -> Result<(), ProjectionError> {
+        let mut applied = self.applied(model).subscribe();
+        let stored = self.position(model).await?;
+        if stored >= position {
+            return Ok(());
+        }
+        let reached = tokio::time::timeout(timeout, applied.wait_for(|p| *p >= position)).await.map(|r| r.is_ok());
+        if matches!(reached, Ok(true)) {
+            return Ok(());
+        }
+        let reached = (*self.applied(model).borrow()).max(stored);
+        Err(ProjectionError::Timeout { projection: model.name().to_owned(), position, reached, timeout })
+    }
+
+    /// The global position `model` has applied.
+    ///
+    /// # Errors
+    /// [`ProjectionError::Database`].
+    pub async fn position(&self, model: ReadModel) -> Result<u64, ProjectionError> {
+        let position: Option<i64> = sqlx::query_scalar("SELECT position FROM checkpoints WHERE name = $1")
+            .bind(model.name())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db(model))?;
+        to_u64(model, position.unwrap_or(0))
+    }
+
+    /// Applies `batch` to `model` and moves its checkpoint, in one transaction. Events at or below
+    /// the checkpoint are skipped. Returns the new position.
+    ///
+    /// # Errors
+    /// [`ProjectionError::Decode`] for an event that does not parse, [`ProjectionError::Database`]
+    /// (including bigint overflow); nothing is written then.
+    pub async fn apply_batch(&self, model: ReadModel, batch: &[Envelope]) -> Result<u64, ProjectionError> {
+        let span = tracing::debug_span!("projection_batch", projection = model.name(), events = batch.len());
+        async {
+            let mut tx = self.pool.begin().await.map_err(db(model))?;
+            let last = apply_in(&mut tx, model, batch).await?;
+            tx.commit().await.map_err(db(model))?;
+            self.published(model, last);
+            Ok(last)
+        }
+        .instrument(span)
+        .await
+    }
+
+    fn published(&self, model: ReadModel, position: u64) {
+        self.applied(model).send_if_modified(|p| {
+            let moved = position > *p;
+            *p = (*p).max(position);
+            moved
+        });
+    }
+
+    /// Rebuilds `model` from the start of the log in one transaction: its rows are deleted and
+    /// refolded, `batch_size` events per read, and the result becomes visible in one commit.
+    /// Meanwhile readers keep getting the old rows (`PostgreSQL` shows them the last committed
+    /// state), and a live [`follow`](Self::follow) of the same model waits on the checkpoint row,
+    /// then skips what the rebuild covered. Returns the position reached.
+    ///
+    /// While it runs, the open transaction holds back the event store's visibility frontier, so
+    /// live subscribers of the whole database pause (they skip nothing) until it commits; rebuild
+    /// large logs at a quiet time.
+    ///
+    /// # Errors
+    /// As [`apply_batch`](Self::apply_batch); nothing changes then.
+    pub async fn rebuild(
+        &self,
+        store: &dyn EventStore,
+        model: ReadModel,
+        batch_size: usize,
+    ) -> Result<u64, ProjectionError> {
+        let span = tracing::info_span!("projection_rebuild", projection = model.name());
+        self.rebuild_in_one_transaction(store, model, batch_size).instrument(span).await
+    }
+
+    async fn rebuild_in_one_transaction(
+        &self,
+        store: &dyn EventStore,
+        model: ReadModel,
+        batch_size: usize,
+    ) -> Result<u64, ProjectionError> {
+        let mut tx = self.pool.begin().await.map_err(db(model))?;
+        delete_rows(&mut tx, model).await?;
+        let mut position = 0;
+        loop {
+            let batch = store
+                .read_all(position, batch_size.max(1))
+                .await
+                .map_err(|source| ProjectionError::EventStore { projection: model.name().to_owned(), source })?;
+            if batch.is_empty() {
+                break;
+            }
+            position = apply_in(&mut tx, model, &batch).await?;
+        }
+        tx.commit().await.map_err(db(model))?;
+        self.published(model, position);
+        Ok(position)
+    }
+
+    /// Applies everything the log holds beyond `model`'s checkpoint, `batch_size` events per
+    /// transaction. Returns the position reached.
+    ///
+    /// # Errors
+    /// As [`apply_batch`](Self::apply_batch), or [`ProjectionError::EventStore`].
+    pub async fn catch_up(
+        &self,
+        store: &dyn EventStore,
+        model: ReadModel,
+        batch_size: usize,
+    ) -> Result<u64, ProjectionError> {
+        let mut position = self.position(model).await?;
+        loop {
+            let batch = store
+                .read_all(position, batch_size.max(1))
+                .await
+                .map_err(|source| ProjectionError::EventStore { projection: model.name().to_owned(), source })?;
+            if batch.is_empty() {
+                return Ok(position);
+            }
+            position = self.apply_batch(model, &batch).await?;
+        }
+    }
+
+    /// Follows the log live from `model`'s checkpoint, applying what is ready in batches of at
+    /// most `batch_size`, until `stop` turns true (or its sender is dropped).
+    ///
+    /// # Errors
+    /// The first failure, as [`apply_batch`](Self::apply_batch) or from the subscription.
+    pub async fn follow(
+        &self,
+        store: Arc<dyn EventStore>,
+        model: ReadModel,
+        batch_size: usize,
+        mut stop: watch::Receiver<bool>,
+    ) -> Result<(), ProjectionError> {
+        let from = self.position(model).await?;
+        let mut events = store.subscribe(from).ready_chunks(batch_size.max(1));
+        loop {
+            tokio::select! {
+                biased;
+                _ = stop.changed() => return Ok(()),
+                chunk = events.next() => {
+                    let Some(chunk) = chunk else {
+                        return Err(ProjectionError::Stopped { projection: model.name().to_owned() });
+                    };
+                    let mut batch = Vec::with_capacity(chunk.len());
+                    for item in chunk {
+                        batch.push(item.map_err(|source| ProjectionError::EventStore {
+                            projection: model.name().to_owned(),
+                            source,
+                        })?);
+                    }
+                    self.apply_batch(model, &batch).await?;
+                }
+            }
+        }
+    }
+
+    /// Deletes `model`'s rows and sets its checkpoint back to 0, in one transaction.
+    ///
+    /// # Errors
+    /// [`ProjectionError::Database`].
+    pub async fn reset(&self, model: ReadModel) -> Result<(), ProjectionError> {
+        let mut tx = self.pool.begin().await.map_err(db(model))?;
+        delete_rows(&mut tx, model).await?;
+        tx.commit().await.map_err(db(model))
+    }
+}
+
+/// Applies `batch` to `model` inside `tx`, moving its checkpoint; returns the position reached.
+async fn apply_in(tx: &mut PgConnection, model: ReadModel, batch: &[Envelope]) -> Result<u64, ProjectionError> {
+    sqlx::query("INSERT INTO checkpoints (name, position) VALUES ($1, 0) ON CONFLICT (name) DO NOTHING")
+        .bind(model.name())
+        .execute(&mut *tx)
+        .await
+        .map_err(db(model))?;
+    let position: i64 = sqlx::query_scalar("SELECT position FROM checkpoints WHERE name = $1 FOR UPDATE")
+        .bind(model.name())
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(db(model))?;
+    let position = to_u64(model, position)?;
+    let fresh: Vec<&Envelope> = batch.iter().filter(|e| e.global_position > position).collect();
+    let Some(last) = fresh.last().map(|e| e.global_position) else { return Ok(position) };
+    let mut actions = Vec::with_capacity(fresh.len());
+    for envelope in fresh {
+        if model.event_types().contains(&envelope.event_type.as_str()) && reads_payload(envelope) {
+            actions.push((envelope.global_position, decode_ticketing(model.name(), envelope)?));
+        }
+    }
+    match model {
+        ReadModel::AvailableSeats => super::seats::apply(tx, &actions).await?,
+        ReadModel::SalesAnalytics => super::sales::apply(tx, &actions).await?,
+        ReadModel::CustomerHistory => super::customers::apply(tx, &actions).await?,
+    }
+    sqlx::query("UPDATE checkpoints SET position = $2, updated_at = now() WHERE name = $1")
+        .bind(model.name())
+        .bind(to_i64(model, last)?)
+        .execute(&mut *tx)
+        .await
+        .map_err(db(model))?;
+    Ok(last)
+}
+
+/// Deletes `model`'s rows and its checkpoint inside `tx`.
+async fn delete_rows(tx: &mut PgConnection, model: ReadModel) -> Result<(), ProjectionError> {
+    let statements: &[&str] = match model {
+        ReadModel::AvailableSeats => &["DELETE FROM rm_seats", "DELETE FROM rm_sections"],
+        ReadModel::SalesAnalytics => &[
+            "DELETE FROM rm_section_sales",
+            "DELETE FROM rm_event_sales",
+            "DELETE FROM rm_reservations WHERE model = 'sales-analytics'",
+        ],
+        ReadModel::CustomerHistory => &[
+            "DELETE FROM rm_purchases",
+            "DELETE FROM rm_customer_spent",
+            "DELETE FROM rm_reservations WHERE model = 'customer-history'",
+        ],
+    };
+    for statement in statements {
+        sqlx::query(statement).execute(&mut *tx).await.map_err(db(model))?;
+    }
+    sqlx::query("DELETE FROM checkpoints WHERE name = $1")
+        .bind(model.name())
+        .execute(&mut *tx)
+        .await
+        .map_err(db(model))?;
+    Ok(())
+}
+
+/// Reservation facts for a batch: those stored by earlier batches (fetched in one query) plus those
+/// the batch itself starts.
+pub(super) async fn facts_for(
+    conn: &mut PgConnection,
+    model: ReadModel,
+    actions: &[(u64, TicketingAction)],
+) -> Result<HashMap<ReservationId, ReservationFacts>, ProjectionError> {
+    let started: HashSet<ReservationId> =
+        actions.iter().filter_map(|(_, a)| ReservationFacts::from_action(a)).map(|f| f.reservation_id).collect();
+    let wanted: Vec<Uuid> = actions
+        .iter()
+        .filter_map(|(_, a)| reservation_of(a))
+        .filter(|id| !started.contains(id))
+        .map(|id| id.as_uuid())
+        .collect::<HashSet<_>>()
+        .into_iter()
+        .collect();
+    let mut facts = HashMap::new();
+    if wanted.is_empty() {
+        return Ok(facts);
+    }
+    let rows: Vec<(Uuid, Uuid, String, Uuid, i32, i64, String)> = sqlx::query_as(
+        "SELECT reservation_id, event_id, section, customer_id, quantity, total_minor, currency \
+         FROM rm_reservations WHERE model = $1 AND reservation_id = ANY($2)",
+    )
+    .bind(model.name())
+    .bind(&wanted)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(db(model))?;
+    for (reservation_id, event_id, name, customer_id, quantity, total, currency) in rows {
+        let f = ReservationFacts {
+            reservation_id: ReservationId::from_uuid(reservation_id),
+            event_id: EventId::from_uuid(event_id),
+            section: section(model, name)?,
+            customer_id: CustomerId::from_uuid(customer_id),
+            quantity: u32::try_from(quantity).map_err(|_| corrupt(model, "negative quantity"))?,
+            total: money(model, total, &currency)?,
+        };
+        facts.insert(f.reservation_id, f);
+    }
+    Ok(facts)
+}
+
+fn reservation_of(action: &TicketingAction) -> Option<ReservationId> {
+    match action {
+        TicketingAction::Reservation(a) => a.reservation_id(),
+        TicketingAction::Payment(
+            crate::aggregates::PaymentAction::PaymentSucceeded { reservation_id, .. }
+            | crate::aggregates::PaymentAction::PaymentRefunded { reservation_id, .. },
+        ) => Some(*reservation_id),
+        _ => None,
+    }
+}
+
+/// Stores the facts of reservations started in this batch.
+pub(super) async fn store_facts(
+    conn: &mut PgConnection,
+    model: ReadModel,
+    started: &[ReservationFacts],
+) -> Result<(), ProjectionError> {
+    if started.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<Uuid> = started.iter().map(|f| f.reservation_id.as_uuid()).collect();
+    let events: Vec<Uuid> = started.iter().map(|f| f.event_id.as_uuid()).collect();
+    let sections: Vec<String> = started.iter().map(|f| f.section.as_str().to_owned()).collect();
+    let customers: Vec<Uuid> = started.iter().map(|f| f.customer_id.as_uuid()).collect();
+    let quantities: Vec<i32> = started.iter().map(|f| i32::try_from(f.quantity).unwrap_or(i32::MAX)).collect();
+    let totals: Vec<i64> = started.iter().map(|f| f.total.minor_units()).collect();
+    let currencies: Vec<String> = started.iter().map(|f| f.total.currency().as_str().to_owned()).collect();
+    sqlx::query(
+        "INSERT INTO rm_reservations (model, reservation_id, event_id, section, customer_id, quantity, total_minor, currency) \
+         SELECT $1, * FROM UNNEST($2::uuid[], $3::uuid[], $4::text[], $5::uuid[], $6::int[], $7::bigint[], $8::text[]) \
+         ON CONFLICT (model, reservation_id) DO NOTHING",
+    )
+    .bind(model.name())
+    .bind(&ids)
+    .bind(&events)
+    .bind(&sections)
+    .bind(&customers)
+    .bind(&quantities)
+    .bind(&totals)
+    .bind(&currencies)
+    .execute(&mut *conn)
+    .await
+    .map_err(db(model))?;
+    Ok(())
+}

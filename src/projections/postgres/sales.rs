@@ -1,0 +1,242 @@
+//! `SalesAnalytics` in `PostgreSQL`: applying sales changes and answering its queries.
+
+use std::collections::{BTreeMap, HashMap};
+
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use super::read_models::{db, facts_for, money, section, store_facts, to_u64};
+use super::{PostgresReadModels, ReadModel};
+use crate::aggregates::TicketingAction;
+use crate::domain::{Currency, EventId, Money, SectionName};
+use crate::projections::sales_analytics::most_popular_section;
+use crate::projections::{ProjectionError, ReservationEnd, SalesChange, SalesMetrics, average_price};
+
+const MODEL: ReadModel = ReadModel::SalesAnalytics;
+
+#[derive(Default)]
+struct EventDelta {
+    revenue: i64,
+    tickets: i64,
+    completed: i64,
+    cancelled: i64,
+    expired: i64,
+    compensated: i64,
+}
+
+fn overflow() -> ProjectionError {
+    ProjectionError::Money {
+        projection: MODEL.name().to_owned(),
+        global_position: 0,
+        source: crate::domain::DomainError::MoneyOverflow { operation: "add".into() },
+    }
+}
+
+fn add(total: &mut i64, amount: i64) -> Result<(), ProjectionError> {
+    *total = total.checked_add(amount).ok_or_else(overflow)?;
+    Ok(())
+}
+
+/// Applies the sales changes of `actions`, summed per event and per section.
+pub(super) async fn apply(conn: &mut PgConnection, actions: &[(u64, TicketingAction)]) -> Result<(), ProjectionError> {
+    let mut facts = facts_for(conn, MODEL, actions).await?;
+    let mut started = Vec::new();
+    let mut new_events: HashMap<EventId, Currency> = HashMap::new();
+    let mut events: HashMap<EventId, EventDelta> = HashMap::new();
+    let mut sections: HashMap<(EventId, SectionName), (i64, i64)> = HashMap::new();
+    for (_, action) in actions {
+        let Some(change) = SalesChange::from_action(action, |id| facts.get(&id).cloned()) else { continue };
+        match change {
+            SalesChange::ReservationStarted(f) => {
+                new_events.entry(f.event_id).or_insert(f.total.currency());
+                facts.insert(f.reservation_id, f.clone());
+                started.push(f);
+            }
+            SalesChange::Revenue { event_id, section, amount } => {
+                add(&mut events.entry(event_id).or_default().revenue, amount.minor_units())?;
+                add(&mut sections.entry((event_id, section)).or_default().0, amount.minor_units())?;
+            }
+            SalesChange::Completed { event_id, section, tickets } => {
+                let e = events.entry(event_id).or_default();
+                add(&mut e.tickets, i64::from(tickets))?;
+                add(&mut e.completed, 1)?;
+                add(&mut sections.entry((event_id, section)).or_default().1, i64::from(tickets))?;
+            }
+            SalesChange::Ended { event_id, end } => {
+                let e = events.entry(event_id).or_default();
+                match end {
+                    ReservationEnd::Cancelled => add(&mut e.cancelled, 1)?,
+                    ReservationEnd::Expired => add(&mut e.expired, 1)?,
+                    ReservationEnd::Compensated => add(&mut e.compensated, 1)?,
+                }
+            }
+        }
+    }
+    store_facts(conn, MODEL, &started).await?;
+    write_events(conn, new_events, events).await?;
+    write_sections(conn, sections).await
+}
+
+async fn write_events(
+    conn: &mut PgConnection,
+    new_events: HashMap<EventId, Currency>,
+    events: HashMap<EventId, EventDelta>,
+) -> Result<(), ProjectionError> {
+    if !new_events.is_empty() {
+        let (ids, currencies): (Vec<Uuid>, Vec<String>) =
+            new_events.into_iter().map(|(e, c)| (e.as_uuid(), c.as_str().to_owned())).unzip();
+        sqlx::query(
+            "INSERT INTO rm_event_sales (event_id, currency) SELECT * FROM UNNEST($1::uuid[], $2::text[]) \
+             ON CONFLICT (event_id) DO NOTHING",
+        )
+        .bind(&ids)
+        .bind(&currencies)
+        .execute(&mut *conn)
+        .await
+        .map_err(db(MODEL))?;
+    }
+    if !events.is_empty() {
+        let mut columns: [Vec<i64>; 6] = Default::default();
+        let mut ids = Vec::with_capacity(events.len());
+        for (id, d) in events {
+            ids.push(id.as_uuid());
+            for (column, value) in
+                columns.iter_mut().zip([d.revenue, d.tickets, d.completed, d.cancelled, d.expired, d.compensated])
+            {
+                column.push(value);
+            }
+        }
+        let [revenue, tickets, completed, cancelled, expired, compensated] = columns;
+        sqlx::query(
+            "UPDATE rm_event_sales e SET revenue = e.revenue + d.revenue, tickets = e.tickets + d.tickets, \
+                completed = e.completed + d.completed, cancelled = e.cancelled + d.cancelled, \
+                expired = e.expired + d.expired, compensated = e.compensated + d.compensated \
+             FROM UNNEST($1::uuid[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[], $7::bigint[]) \
+                AS d(event_id, revenue, tickets, completed, cancelled, expired, compensated) \
+             WHERE e.event_id = d.event_id",
+        )
+        .bind(&ids)
+        .bind(&revenue)
+        .bind(&tickets)
+        .bind(&completed)
+        .bind(&cancelled)
+        .bind(&expired)
+        .bind(&compensated)
+        .execute(&mut *conn)
+        .await
+        .map_err(db(MODEL))?;
+    }
+    Ok(())
+}
+
+async fn write_sections(
+    conn: &mut PgConnection,
+    sections: HashMap<(EventId, SectionName), (i64, i64)>,
+) -> Result<(), ProjectionError> {
+    if !sections.is_empty() {
+        let mut ids = Vec::with_capacity(sections.len());
+        let mut names = Vec::with_capacity(sections.len());
+        let mut revenue = Vec::with_capacity(sections.len());
+        let mut tickets = Vec::with_capacity(sections.len());
+        for ((event, name), (r, t)) in sections {
+            ids.push(event.as_uuid());
+            names.push(String::from(name));
+            revenue.push(r);
+            tickets.push(t);
+        }
+        sqlx::query(
+            "INSERT INTO rm_section_sales (event_id, section, revenue, tickets) \
+             SELECT d.* FROM UNNEST($1::uuid[], $2::text[], $3::bigint[], $4::bigint[]) AS d(event_id, section, revenue, tickets) \
+             WHERE EXISTS (SELECT 1 FROM rm_event_sales e WHERE e.event_id = d.event_id) \
+             ON CONFLICT (event_id, section) DO UPDATE SET revenue = rm_section_sales.revenue + EXCLUDED.revenue, \
+                tickets = rm_section_sales.tickets + EXCLUDED.tickets",
+        )
+        .bind(&ids)
+        .bind(&names)
+        .bind(&revenue)
+        .bind(&tickets)
+        .execute(&mut *conn)
+        .await
+        .map_err(db(MODEL))?;
+    }
+    Ok(())
+}
+
+impl PostgresReadModels {
+    async fn section_sales(&self, event: EventId) -> Result<Vec<(SectionName, i64, u64)>, ProjectionError> {
+        let rows: Vec<(String, i64, i64)> =
+            sqlx::query_as("SELECT section, revenue, tickets FROM rm_section_sales WHERE event_id = $1")
+                .bind(event.as_uuid())
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db(MODEL))?;
+        rows.into_iter().map(|(name, r, t)| Ok((section(MODEL, name)?, r, to_u64(MODEL, t)?))).collect()
+    }
+
+    /// As [`SalesAnalyticsProjection::get_metrics`](crate::projections::SalesAnalyticsProjection::get_metrics).
+    ///
+    /// # Errors
+    /// [`ProjectionError::Database`] or [`ProjectionError::Corrupt`].
+    pub async fn get_metrics(&self, event: EventId) -> Result<Option<SalesMetrics>, ProjectionError> {
+        type Row = (String, i64, i64, i64, i64, i64, i64);
+        let row: Option<Row> = sqlx::query_as(
+            "SELECT currency, revenue, tickets, completed, cancelled, expired, compensated \
+             FROM rm_event_sales WHERE event_id = $1",
+        )
+        .bind(event.as_uuid())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db(MODEL))?;
+        let Some((currency, revenue, tickets, completed, cancelled, expired, compensated)) = row else {
+            return Ok(None);
+        };
+        let total_revenue = money(MODEL, revenue, &currency)?;
+        let tickets_sold = to_u64(MODEL, tickets)?;
+        let sections = self.section_sales(event).await?;
+        Ok(Some(SalesMetrics {
+            event_id: event,
+            total_revenue,
+            tickets_sold,
+            completed_reservations: to_u64(MODEL, completed)?,
+            cancelled_reservations: to_u64(MODEL, cancelled)?,
+            expired_reservations: to_u64(MODEL, expired)?,
+            compensated_reservations: to_u64(MODEL, compensated)?,
+            revenue_by_section: sections
+                .iter()
+                .map(|(s, r, _)| (s.clone(), Money::new(*r, total_revenue.currency())))
+                .collect::<BTreeMap<_, _>>(),
+            tickets_by_section: sections.iter().map(|(s, _, t)| (s.clone(), *t)).collect(),
+            average_ticket_price: average_price(total_revenue, tickets_sold),
+        }))
+    }
+
+    /// As [`SalesAnalyticsProjection::get_total_revenue_all_events`](crate::projections::SalesAnalyticsProjection::get_total_revenue_all_events):
+    /// one total per currency, in currency-code order.
+    ///
+    /// # Errors
+    /// [`ProjectionError::Database`] or [`ProjectionError::Corrupt`].
+    pub async fn get_total_revenue_all_events(&self) -> Result<Vec<Money>, ProjectionError> {
+        let rows: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT currency, LEAST(GREATEST(SUM(revenue), -9223372036854775808), 9223372036854775807)::bigint \
+             FROM rm_event_sales GROUP BY currency",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db(MODEL))?;
+        let mut totals = rows.into_iter().map(|(c, m)| money(MODEL, m, &c)).collect::<Result<Vec<_>, _>>()?;
+        totals.sort_by_key(Money::currency);
+        Ok(totals)
+    }
+
+    /// As [`SalesAnalyticsProjection::get_most_popular_section`](crate::projections::SalesAnalyticsProjection::get_most_popular_section).
+    ///
+    /// # Errors
+    /// [`ProjectionError::Database`] or [`ProjectionError::Corrupt`].
+    pub async fn get_most_popular_section(
+        &self,
+        event: EventId,
+    ) -> Result<Option<(SectionName, u64)>, ProjectionError> {
+        let sections = self.section_sales(event).await?;
+        Ok(most_popular_section(sections.iter().map(|(s, _, t)| (s, *t))))
+    }
+}

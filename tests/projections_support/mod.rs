@@ -1,0 +1,402 @@
+//! Shared by the projection tests and benchmark: hand-built events, a deterministic driver of the
+//! `Ticketing` reducer, and helpers that turn actions into stored envelopes.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::default_trait_access,
+    clippy::cast_possible_truncation,
+    clippy::wildcard_imports,
+    dead_code
+)]
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use boxoffice::aggregates::{
+    AllocatedSeat, EventAction, GatewayOutcome, InventoryAction, PaymentAction, PaymentGateway, ReleaseReason,
+    ReservationAction, ReservationStatus, Section, Ticketing, TicketingAction, TicketingEnv, TicketingState,
+};
+use boxoffice::domain::{
+    Capacity, Currency, CustomerId, EventId, Money, PaymentId, PricingTier, ReservationId, SeatId, SectionName,
+    TierKind, Venue, VenueId,
+};
+use boxoffice::event_store::{Envelope, EventStore, ExpectedVersion, NewEvent, StreamAppend, StreamId};
+use boxoffice::framework::{Effect, FixedClock, Message, Reducer};
+use chrono::{DateTime, TimeZone, Utc};
+use futures::FutureExt;
+
+pub fn start() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2030, 1, 1, 12, 0, 0).unwrap()
+}
+pub fn event(n: u128) -> EventId {
+    EventId::from_uuid(uuid::Uuid::from_u128(1_000 + n))
+}
+pub fn customer(n: u128) -> CustomerId {
+    CustomerId::from_uuid(uuid::Uuid::from_u128(2_000 + n))
+}
+pub fn rid(n: u128) -> ReservationId {
+    ReservationId::from_uuid(uuid::Uuid::from_u128(3_000 + n))
+}
+pub fn section(name: &str) -> SectionName {
+    SectionName::new(name).unwrap()
+}
+pub fn eur(minor: i64) -> Money {
+    Money::new(minor, Currency::EUR)
+}
+pub fn usd(minor: i64) -> Money {
+    Money::new(minor, Currency::USD)
+}
+pub fn seats(e: EventId, s: &str, indexes: impl IntoIterator<Item = u32>) -> Vec<AllocatedSeat> {
+    indexes.into_iter().map(|index| AllocatedSeat { index, seat_id: SeatId::derive(e, s, index) }).collect()
+}
+pub fn seat_ids(e: EventId, s: &str, indexes: impl IntoIterator<Item = u32>) -> Vec<SeatId> {
+    seats(e, s, indexes).into_iter().map(|s| s.seat_id).collect()
+}
+
+/// Hand-built ticketing events.
+pub mod ev {
+    use super::*;
+
+    pub fn inventory(e: EventId, s: &str, capacity: u32) -> TicketingAction {
+        TicketingAction::Inventory(InventoryAction::InventoryInitialized {
+            event_id: e,
+            section: section(s),
+            capacity: Capacity::new(capacity).unwrap(),
+        })
+    }
+    pub fn reserved(e: EventId, s: &str, r: ReservationId, idx: impl IntoIterator<Item = u32>) -> TicketingAction {
+        TicketingAction::Inventory(InventoryAction::SeatsReserved {
+            event_id: e,
+            section: section(s),
+            reservation_id: r,
+            seats: seats(e, s, idx),
+            expires_at: start() + chrono::Duration::minutes(5),
+        })
+    }
+    pub fn confirmed(e: EventId, s: &str, r: ReservationId, idx: impl IntoIterator<Item = u32>) -> TicketingAction {
+        TicketingAction::Inventory(InventoryAction::SeatsConfirmed {
+            event_id: e,
+            section: section(s),
+            reservation_id: r,
+            seats: seats(e, s, idx),
+        })
+    }
+    pub fn released(e: EventId, s: &str, r: ReservationId, idx: impl IntoIterator<Item = u32>) -> TicketingAction {
+        TicketingAction::Inventory(InventoryAction::SeatsReleased {
+            event_id: e,
+            section: section(s),
+            reservation_id: r,
+            seats: seats(e, s, idx),
+            reason: ReleaseReason::Cancelled,
+        })
+    }
+    pub fn initiated(
+        r: ReservationId,
+        e: EventId,
+        s: &str,
+        quantity: u32,
+        c: CustomerId,
+        unit: Money,
+    ) -> TicketingAction {
+        TicketingAction::Reservation(ReservationAction::ReservationInitiated {
+            reservation_id: r,
+            event_id: e,
+            section: section(s),
+            quantity,
+            customer_id: c,
+            unit_price: unit,
+            total: unit.checked_mul(quantity).unwrap(),
+            expires_at: start() + chrono::Duration::minutes(5),
+            initiated_at: start(),
+        })
+    }
+    pub fn completed(r: ReservationId, e: EventId, s: &str) -> TicketingAction {
+        TicketingAction::Reservation(ReservationAction::ReservationCompleted {
+            reservation_id: r,
+            event_id: e,
+            section: section(s),
+            seats: Vec::new(),
+            completed_at: start(),
+        })
+    }
+    pub fn cancelled(r: ReservationId, e: EventId, s: &str) -> TicketingAction {
+        TicketingAction::Reservation(ReservationAction::ReservationCancelled {
+            reservation_id: r,
+            event_id: e,
+            section: section(s),
+            seats: Vec::new(),
+            cancelled_at: start(),
+        })
+    }
+    pub fn expired(r: ReservationId, e: EventId, s: &str) -> TicketingAction {
+        TicketingAction::Reservation(ReservationAction::ReservationExpired {
+            reservation_id: r,
+            event_id: e,
+            section: section(s),
+            seats: Vec::new(),
+            expired_at: start(),
+        })
+    }
+    pub fn paid(r: ReservationId, amount: Money) -> TicketingAction {
+        TicketingAction::Payment(PaymentAction::PaymentSucceeded {
+            payment_id: PaymentId::for_reservation(r),
+            reservation_id: r,
+            amount,
+            succeeded_at: start(),
+        })
+    }
+    /// The Reservation stream's record of the same payment: must not count twice.
+    pub fn paid_reservation_side(r: ReservationId, amount: Money, refund_owed: bool) -> TicketingAction {
+        TicketingAction::Reservation(ReservationAction::PaymentSucceeded {
+            reservation_id: r,
+            payment_id: PaymentId::for_reservation(r),
+            amount,
+            refund_owed,
+        })
+    }
+    pub fn refunded(r: ReservationId, amount: Money) -> TicketingAction {
+        TicketingAction::Payment(PaymentAction::PaymentRefunded {
+            payment_id: PaymentId::for_reservation(r),
+            reservation_id: r,
+            amount,
+            reason: "test".into(),
+            refunded_at: start(),
+        })
+    }
+}
+
+/// Turns persisted actions into envelopes as a store would number them (positions 1, 2, ...).
+pub fn envelopes(actions: &[TicketingAction]) -> Vec<Envelope> {
+    let mut versions: HashMap<StreamId, u64> = HashMap::new();
+    actions
+        .iter()
+        .enumerate()
+        .map(|(i, action)| {
+            let stream_id = action.stream().unwrap().unwrap();
+            let version = versions.entry(stream_id.clone()).or_default();
+            *version += 1;
+            Envelope {
+                event_id: uuid::Uuid::new_v4(),
+                stream_id,
+                stream_version: *version,
+                global_position: i as u64 + 1,
+                event_type: action.name().to_owned(),
+                schema_version: 1,
+                payload: serde_json::to_value(action_payload(action)).unwrap(),
+                metadata: Default::default(),
+                recorded_at: start(),
+            }
+        })
+        .collect()
+}
+
+fn action_payload(action: &TicketingAction) -> serde_json::Value {
+    match action {
+        TicketingAction::Event(a) => serde_json::to_value(a),
+        TicketingAction::Inventory(a) => serde_json::to_value(a),
+        TicketingAction::Reservation(a) => serde_json::to_value(a),
+        TicketingAction::Payment(a) => serde_json::to_value(a),
+    }
+    .unwrap()
+}
+
+/// Appends `actions` to `store`, each to its aggregate's stream, in order, `chunk` per transaction.
+pub async fn append_all(store: &dyn EventStore, actions: &[TicketingAction], chunk: usize) {
+    for part in actions.chunks(chunk.max(1)) {
+        let appends = part
+            .iter()
+            .map(|action| {
+                let stream = action.stream().unwrap().unwrap();
+                let event = NewEvent::new(action.name(), 1, action_payload(action));
+                StreamAppend::new(stream, ExpectedVersion::Any, vec![event])
+            })
+            .collect();
+        store.append_batch(appends).await.unwrap();
+    }
+}
+
+/// A gateway whose charges never answer: the driver decides every payment's outcome.
+#[derive(Debug)]
+struct ParkedGateway;
+
+#[async_trait]
+impl PaymentGateway for ParkedGateway {
+    async fn charge(&self, _: PaymentId, _: Money) -> GatewayOutcome {
+        futures::future::pending().await
+    }
+}
+
+/// Runs the `Ticketing` reducer step by step, like the `Store` does, but deterministically: saga
+/// follow-ups run at once, timers are ignored (expiry is sent explicitly after moving the clock),
+/// and payments stay pending until the driver answers them.
+pub struct Driver {
+    pub state: TicketingState,
+    env: TicketingEnv,
+    pub clock: FixedClock,
+    pub log: Vec<TicketingAction>,
+    pub reservations: Vec<ReservationId>,
+    next_reservation: u128,
+}
+
+pub const SECTIONS: [&str; 2] = ["Stalls", "Box"];
+
+impl Driver {
+    /// Two events on sale (EUR and USD), each with a 6-seat and a 3-seat section.
+    pub fn new() -> Self {
+        Self::with_capacities(6, 3)
+    }
+
+    /// Two events on sale (EUR and USD), each with sections of `stalls` and `boxes` seats.
+    pub fn with_capacities(stalls: u32, boxes: u32) -> Self {
+        let clock = FixedClock::new(start());
+        let env = TicketingEnv::new(Arc::new(clock.clone()), Arc::new(ParkedGateway));
+        let mut d = Self {
+            state: TicketingState::default(),
+            env,
+            clock,
+            log: Vec::new(),
+            reservations: Vec::new(),
+            next_reservation: 0,
+        };
+        for (n, currency) in [(0, Currency::EUR), (1, Currency::USD)] {
+            let tier = |s: &str, price| {
+                PricingTier::new(TierKind::Regular, section(s), Money::new(price, currency), None).unwrap()
+            };
+            d.send(TicketingAction::Event(EventAction::CreateEvent {
+                event_id: event(n),
+                name: format!("Show {n}"),
+                venue: Venue::new(VenueId::from_uuid(uuid::Uuid::from_u128(9)), "Hall").unwrap(),
+                date: start() + chrono::Duration::days(30),
+                sections: vec![
+                    Section { name: section(SECTIONS[0]), capacity: Capacity::new(stalls).unwrap() },
+                    Section { name: section(SECTIONS[1]), capacity: Capacity::new(boxes).unwrap() },
+                ],
+                pricing_tiers: vec![tier(SECTIONS[0], 2_500), tier(SECTIONS[1], 9_999)],
+            }));
+            d.send(TicketingAction::Event(EventAction::PublishEvent { event_id: event(n) }));
+            d.send(TicketingAction::Event(EventAction::OpenSales { event_id: event(n) }));
+        }
+        d
+    }
+
+    pub fn send(&mut self, action: TicketingAction) {
+        let mut queue = VecDeque::from([action]);
+        while let Some(action) = queue.pop_front() {
+            for effect in Ticketing.reduce(&mut self.state, action, &self.env) {
+                self.run(effect, &mut queue);
+            }
+        }
+    }
+
+    fn run(&mut self, effect: Effect<TicketingAction>, queue: &mut VecDeque<TicketingAction>) {
+        match effect {
+            Effect::Persist(events) => self.log.extend(events),
+            Effect::Future(future) => {
+                if let Some(Some(action)) = future.now_or_never() {
+                    queue.push_back(action);
+                }
+            }
+            Effect::Parallel(effects) | Effect::Sequential(effects) => {
+                for e in effects {
+                    self.run(e, queue);
+                }
+            }
+            Effect::Delay { .. } | Effect::Reject(_) | Effect::None => {}
+        }
+    }
+
+    pub fn reserve(&mut self, event_n: u128, section_n: usize, quantity: u32, customer_n: u128) {
+        let e = event(event_n);
+        let s = section(SECTIONS[section_n % 2]);
+        let unit_price = self.state.events[&e].price_at(&s, self.clock_now()).unwrap();
+        let reservation_id = rid(self.next_reservation);
+        self.next_reservation += 1;
+        self.reservations.push(reservation_id);
+        self.send(TicketingAction::Reservation(ReservationAction::InitiateReservation {
+            reservation_id,
+            event_id: e,
+            section: s,
+            quantity,
+            customer_id: customer(customer_n),
+            unit_price,
+        }));
+    }
+
+    fn clock_now(&self) -> DateTime<Utc> {
+        boxoffice::framework::Clock::now(&self.clock)
+    }
+
+    fn pick(&self, k: usize) -> Option<ReservationId> {
+        (!self.reservations.is_empty()).then(|| self.reservations[k % self.reservations.len()])
+    }
+
+    pub fn answer_payment(&mut self, k: usize, approve: bool) {
+        if let Some(r) = self.pick(k) {
+            let outcome =
+                if approve { GatewayOutcome::Approved } else { GatewayOutcome::Declined { reason: "declined".into() } };
+            let payment_id = PaymentId::for_reservation(r);
+            self.send(TicketingAction::Payment(PaymentAction::RecordGatewayOutcome { payment_id, outcome }));
+        }
+    }
+
+    pub fn cancel(&mut self, k: usize) {
+        if let Some(reservation_id) = self.pick(k) {
+            self.send(TicketingAction::Reservation(ReservationAction::CancelReservation { reservation_id }));
+        }
+    }
+
+    pub fn expire(&mut self, k: usize) {
+        if let Some(reservation_id) = self.pick(k) {
+            self.clock.advance(Duration::from_secs(301));
+            self.send(TicketingAction::Reservation(ReservationAction::ExpireReservation { reservation_id }));
+        }
+    }
+
+    /// Refunds `percent`% (at least one minor unit) of the k-th reservation's payment.
+    pub fn refund(&mut self, k: usize, percent: i64) {
+        let Some(r) = self.pick(k) else { return };
+        let payment_id = PaymentId::for_reservation(r);
+        let Some(amount) = self.state.payments.get(&payment_id).and_then(|p| p.payment.as_ref()).map(|p| p.amount)
+        else {
+            return;
+        };
+        let part = Money::new((amount.minor_units() * percent / 100).max(1), amount.currency());
+        self.send(TicketingAction::Payment(PaymentAction::RefundPayment {
+            payment_id,
+            amount: part,
+            reason: "x".into(),
+        }));
+    }
+
+    pub fn status(&self, r: ReservationId) -> Option<ReservationStatus> {
+        self.state.reservation(r).map(|r| r.status)
+    }
+}
+
+/// A deterministic workload of `purchases` reservations: most complete, some fail, expire, are
+/// cancelled or refunded. Used by the benchmark to build a realistic log (about ten events per
+/// purchase).
+pub fn workload(purchases: usize) -> Vec<TicketingAction> {
+    let mut d = Driver::with_capacities(Capacity::MAX, Capacity::MAX);
+    for i in 0..purchases {
+        let k = d.reservations.len();
+        d.reserve((i % 2) as u128, (i / 2) % 2, 1 + (i % 3) as u32, (i % 997) as u128);
+        match i % 10 {
+            0 => d.answer_payment(k, false),
+            1 => d.cancel(k),
+            2 => {
+                d.expire(k);
+                d.answer_payment(k, true);
+            }
+            3 => {
+                d.answer_payment(k, true);
+                d.refund(k, 50);
+            }
+            _ => d.answer_payment(k, true),
+        }
+    }
+    std::mem::take(&mut d.log)
+}
