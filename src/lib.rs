@@ -9,4 +9,5 @@
 //! - `domain`: validated value types (ids, money, capacity, venues, pricing tiers).
 //! - `aggregates`: Event, Inventory, Reservation and Payment as pure reducers.
 
+pub mod event_bus;
 pub mod framework;

@@ -1,0 +1,24 @@
+//! Moving event envelopes between processes: the [`EventBus`] trait, an in-memory backend, a
+//! Kafka backend (feature `kafka`), the [`OutboxRelay`] that publishes the event store's log, and
+//! consumer-side deduplication. Nothing in here knows about tickets.
+
+mod bus;
+mod delivery;
+mod error;
+pub mod headers;
+#[cfg(feature = "kafka")]
+mod kafka;
+mod kafka_config;
+mod memory;
+mod store_placeholder;
+mod topic;
+
+pub use bus::{EventBus, Outgoing};
+pub use delivery::{Acknowledger, Delivery, DeliveryPosition};
+pub use error::EventBusError;
+#[cfg(feature = "kafka")]
+pub use kafka::KafkaEventBus;
+pub use kafka_config::KafkaConfig;
+pub use memory::MemoryEventBus;
+pub use store_placeholder::Envelope;
+pub use topic::TopicRouter;
