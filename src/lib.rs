@@ -6,8 +6,13 @@
 //!
 //! - [`framework`]: the generic [`Reducer`](framework::Reducer) trait, [`Effect`](framework::Effect)
 //!   values, the [`Store`](framework::Store) runtime, clocks and the reducer test harness.
+//! - [`event_store`]: the [`EventStore`](event_store::EventStore) trait over an append-only log of
+//!   JSON events, with in-memory and `PostgreSQL` backends.
+//! - [`event_bus`]: the [`EventBus`](event_bus::EventBus) trait with in-memory and Kafka backends,
+//!   the outbox relay from the store to the bus, and consumer-side deduplication.
 //! - `domain`: validated value types (ids, money, capacity, venues, pricing tiers).
 //! - `aggregates`: Event, Inventory, Reservation and Payment as pure reducers.
 
 pub mod event_bus;
+pub mod event_store;
 pub mod framework;

@@ -3,8 +3,8 @@
 use async_trait::async_trait;
 use futures::stream::BoxStream;
 
-use super::store_placeholder::Envelope;
 use super::{Delivery, EventBusError};
+use crate::event_store::Envelope;
 
 /// One message to publish: its topic, its key and the event it carries.
 #[derive(Debug, Clone, Copy)]
@@ -27,7 +27,7 @@ pub struct Outgoing<'a> {
 ///
 /// ```
 /// use boxoffice::event_bus::{EventBus, MemoryEventBus};
-/// # use boxoffice::event_bus::Envelope;
+/// # use boxoffice::event_store::Envelope;
 /// use futures::StreamExt;
 ///
 /// # async fn demo(envelope: Envelope) -> Result<(), boxoffice::event_bus::EventBusError> {

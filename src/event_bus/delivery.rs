@@ -6,7 +6,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use super::EventBusError;
-use super::store_placeholder::Envelope;
+use crate::event_store::Envelope;
 
 /// Where a delivered message sits in the bus.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use chrono::DateTime;
 use uuid::Uuid;
 
-use super::store_placeholder::{Envelope, Metadata, StreamId};
+use crate::event_store::{Envelope, Metadata, StreamId};
 
 /// Header with the event id.
 pub const EVENT_ID: &str = "event-id";
@@ -78,7 +78,7 @@ pub fn envelope_from_parts(headers: &[(String, String)], payload: &[u8]) -> Resu
     let payload = serde_json::from_slice(payload).map_err(|e| format!("payload: {e}"))?;
     Ok(Envelope {
         event_id,
-        stream_id: StreamId::new(get(STREAM_ID)?),
+        stream_id: StreamId::new(get(STREAM_ID)?).map_err(|e| format!("header {STREAM_ID}: {e}"))?,
         stream_version: number(STREAM_VERSION)?,
         global_position: number(GLOBAL_POSITION)?,
         event_type: get(EVENT_TYPE)?.to_owned(),

@@ -18,8 +18,8 @@ use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::headers::{envelope_from_parts, envelope_headers};
-use super::store_placeholder::Envelope;
 use super::{Acknowledger, Delivery, DeliveryPosition, EventBus, EventBusError, KafkaConfig, Outgoing};
+use crate::event_store::Envelope;
 
 /// An [`EventBus`] on a Kafka-protocol broker.
 ///

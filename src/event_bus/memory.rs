@@ -7,8 +7,8 @@ use async_trait::async_trait;
 use futures::stream::{self, BoxStream};
 use tokio::sync::watch;
 
-use super::store_placeholder::Envelope;
 use super::{Acknowledger, Delivery, DeliveryPosition, EventBus, EventBusError};
+use crate::event_store::Envelope;
 
 /// An [`EventBus`] inside one process, with the same delivery semantics as the Kafka backend:
 /// topics split into partitions by key hash, consumer groups with their own committed offsets,

@@ -10,7 +10,6 @@ pub mod headers;
 mod kafka;
 mod kafka_config;
 mod memory;
-mod store_placeholder;
 mod topic;
 
 pub use bus::{EventBus, Outgoing};
@@ -20,5 +19,5 @@ pub use error::EventBusError;
 pub use kafka::KafkaEventBus;
 pub use kafka_config::KafkaConfig;
 pub use memory::MemoryEventBus;
-pub use store_placeholder::Envelope;
+
 pub use topic::TopicRouter;

@@ -1,0 +1,93 @@
+//! The error type of the event store layer.
+
+use uuid::Uuid;
+
+use super::{ExpectedVersion, StreamId};
+
+/// Everything that can go wrong in an [`EventStore`](super::EventStore).
+///
+/// Bad input (an empty append, an invalid stream id, a stale expected version, a reused idempotency
+/// key) gets its own variant and writes nothing.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EventStoreError {
+    /// The stream was not at the expected version; nothing was written.
+    #[error("concurrency conflict on stream {stream}: expected {expected}, actual version {actual}")]
+    ConcurrencyConflict {
+        /// The stream appended to.
+        stream: StreamId,
+        /// What the caller expected.
+        expected: ExpectedVersion,
+        /// The stream's version when the append was rejected.
+        actual: u64,
+    },
+    /// An append carried no events.
+    #[error("append to stream {stream} carries no events")]
+    EmptyAppend {
+        /// The stream appended to.
+        stream: StreamId,
+    },
+    /// A stream id failed validation.
+    #[error("invalid stream id {value:?}: {reason}")]
+    InvalidStreamId {
+        /// The rejected value.
+        value: String,
+        /// Why it was rejected.
+        reason: &'static str,
+    },
+    /// An idempotency key was reused for a different stream or different events.
+    #[error("idempotency key {key:?} was already used for a different append (now on stream {stream})")]
+    IdempotencyKeyReused {
+        /// The reused key.
+        key: String,
+        /// The stream of the rejected append.
+        stream: StreamId,
+    },
+    /// An upcaster failed to lift an event to its current shape.
+    #[error("cannot upcast event {event_id} ({event_type} v{schema_version}): {reason}")]
+    Upcast {
+        /// The event being read.
+        event_id: Uuid,
+        /// Its type.
+        event_type: String,
+        /// The schema version the failing upcaster started from.
+        schema_version: u32,
+        /// What the upcaster reported.
+        reason: String,
+    },
+    /// A stored row could not be decoded.
+    #[error("stored event at global position {global_position} is corrupt: {reason}")]
+    Corrupt {
+        /// Where the row is.
+        global_position: u64,
+        /// What was wrong.
+        reason: String,
+    },
+    /// A value does not fit the backend's storage (for example a version above `i64::MAX`).
+    #[error("value out of range for the backend: {what}")]
+    OutOfRange {
+        /// Which value.
+        what: &'static str,
+    },
+    /// The database failed (never used for constraint violations, which have their own variants).
+    #[cfg(feature = "postgres")]
+    #[error("database error: {0}")]
+    Database(#[source] sqlx::Error),
+    /// Running the embedded migrations failed.
+    #[cfg(feature = "postgres")]
+    #[error("migration failed: {0}")]
+    Migration(#[source] sqlx::migrate::MigrateError),
+    /// The store was closed.
+    #[error("the event store is closed")]
+    Closed,
+}
+
+#[cfg(feature = "postgres")]
+impl From<sqlx::Error> for EventStoreError {
+    fn from(error: sqlx::Error) -> Self {
+        match error {
+            sqlx::Error::PoolClosed => Self::Closed,
+            other => Self::Database(other),
+        }
+    }
+}

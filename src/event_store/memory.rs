@@ -1,0 +1,347 @@
+//! The in-memory backend: the default, the test double and the benchmark baseline.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, PoisonError, RwLock};
+
+use async_trait::async_trait;
+use chrono::Utc;
+use futures::stream::{self, BoxStream, StreamExt};
+use tokio::sync::watch;
+use uuid::Uuid;
+
+use super::{
+    AppendResult, CheckpointStore, Envelope, EventStore, EventStoreError, MemoryCheckpointStore, Snapshot,
+    StreamAppend, StreamId, Upcasters,
+};
+
+/// How many events a subscription copies out of the log per lock acquisition.
+const SUBSCRIPTION_BATCH: usize = 512;
+
+/// An [`EventStore`] kept in process memory, with the same semantics as the durable backends.
+///
+/// Appends take one write lock, so they are atomic and globally ordered; positions are dense
+/// (1, 2, 3, ...). Live subscriptions are woken through a `tokio::sync::watch` channel, never by
+/// polling. Clones share the same log.
+///
+/// ```
+/// use boxoffice::event_store::{EventStore, MemoryEventStore, Upcasters};
+///
+/// let mut upcasters = Upcasters::new();
+/// upcasters.register("SeatsReserved", 1, |payload| payload);
+/// let store = MemoryEventStore::new().with_upcasters(upcasters);
+/// # let _ = store;
+/// ```
+#[derive(Clone, Debug)]
+pub struct MemoryEventStore {
+    inner: Arc<Inner>,
+    upcasters: Arc<Upcasters>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    state: RwLock<State>,
+    /// Carries the head position; subscribers only use its change notifications.
+    head: watch::Sender<u64>,
+    checkpoints: MemoryCheckpointStore,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// The global log; the event at position `p` is at index `p - 1`.
+    log: Vec<Envelope>,
+    /// Global positions of each stream's events; the event with version `v` is at index `v - 1`.
+    streams: HashMap<StreamId, Vec<u64>>,
+    snapshots: HashMap<StreamId, Snapshot>,
+    idempotency: HashMap<String, IdempotencyRecord>,
+}
+
+#[derive(Debug, Clone)]
+struct IdempotencyRecord {
+    stream: StreamId,
+    event_ids: Vec<Uuid>,
+    result: AppendResult,
+}
+
+/// What to do with one append of a batch, decided before anything is written.
+enum Plan {
+    Write { current: u64 },
+    Replay(AppendResult),
+}
+
+impl Default for MemoryEventStore {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl MemoryEventStore {
+    /// An empty store without upcasters.
+    #[must_use]
+    pub fn new() -> Self {
+        let (head, _) = watch::channel(0);
+        Self {
+            inner: Arc::new(Inner {
+                state: RwLock::new(State::default()),
+                head,
+                checkpoints: MemoryCheckpointStore::new(),
+            }),
+            upcasters: Arc::new(Upcasters::new()),
+        }
+    }
+
+    /// Uses `upcasters` on every read path of this handle.
+    #[must_use]
+    pub fn with_upcasters(mut self, upcasters: Upcasters) -> Self {
+        self.upcasters = Arc::new(upcasters);
+        self
+    }
+
+    fn read_state(&self) -> std::sync::RwLockReadGuard<'_, State> {
+        self.inner.state.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn upcast_all(&self, mut events: Vec<Envelope>) -> Result<Vec<Envelope>, EventStoreError> {
+        for event in &mut events {
+            self.upcasters.apply(event)?;
+        }
+        Ok(events)
+    }
+}
+
+impl State {
+    fn version_of(&self, stream: &StreamId) -> u64 {
+        self.streams.get(stream).map_or(0, |positions| positions.len() as u64)
+    }
+
+    fn read_after(&self, after_position: u64, limit: usize) -> Vec<Envelope> {
+        let start = usize::try_from(after_position).unwrap_or(usize::MAX).min(self.log.len());
+        self.log[start..].iter().take(limit).cloned().collect()
+    }
+
+    /// Checks every append of the batch against the current state and the earlier appends of the
+    /// same batch, without writing anything.
+    fn plan(&self, appends: &[StreamAppend]) -> Result<Vec<Plan>, EventStoreError> {
+        let mut staged_versions: HashMap<&StreamId, u64> = HashMap::new();
+        let mut staged_keys: HashMap<&str, (&StreamAppend, AppendResult)> = HashMap::new();
+        let mut next_position = self.log.len() as u64 + 1;
+        let mut plans = Vec::with_capacity(appends.len());
+        for append in appends {
+            if append.events.is_empty() {
+                return Err(EventStoreError::EmptyAppend { stream: append.stream.clone() });
+            }
+            if let Some(key) = append.idempotency_key.as_deref() {
+                let earlier = self
+                    .idempotency
+                    .get(key)
+                    .map(|record| {
+                        (record.stream == append.stream && same_ids(&record.event_ids, append), record.result)
+                    })
+                    .or_else(|| {
+                        staged_keys.get(key).map(|(first, result)| {
+                            (first.stream == append.stream && first.events == append.events, *result)
+                        })
+                    });
+                match earlier {
+                    Some((true, result)) => {
+                        plans.push(Plan::Replay(result));
+                        continue;
+                    }
+                    Some((false, _)) => {
+                        return Err(EventStoreError::IdempotencyKeyReused {
+                            key: key.to_owned(),
+                            stream: append.stream.clone(),
+                        });
+                    }
+                    None => {}
+                }
+            }
+            let current = match staged_versions.get(&append.stream) {
+                Some(version) => *version,
+                None => self.version_of(&append.stream),
+            };
+            if !append.expected.matches(current) {
+                return Err(EventStoreError::ConcurrencyConflict {
+                    stream: append.stream.clone(),
+                    expected: append.expected,
+                    actual: current,
+                });
+            }
+            let count = append.events.len() as u64;
+            let result = AppendResult {
+                stream_version: current + count,
+                first_global_position: next_position,
+                last_global_position: next_position + count - 1,
+            };
+            next_position += count;
+            staged_versions.insert(&append.stream, result.stream_version);
+            if let Some(key) = append.idempotency_key.as_deref() {
+                staged_keys.insert(key, (append, result));
+            }
+            plans.push(Plan::Write { current });
+        }
+        Ok(plans)
+    }
+
+    fn write(&mut self, append: StreamAppend, current: u64) -> AppendResult {
+        let recorded_at = Utc::now();
+        let first_global_position = self.log.len() as u64 + 1;
+        let StreamAppend { stream, events, metadata, idempotency_key, .. } = append;
+        let event_ids: Option<Vec<Uuid>> =
+            idempotency_key.as_ref().map(|_| events.iter().map(|event| event.event_id).collect());
+        let positions = self.streams.entry(stream.clone()).or_default();
+        let mut version = current;
+        for event in events {
+            version += 1;
+            let global_position = self.log.len() as u64 + 1;
+            positions.push(global_position);
+            self.log.push(Envelope {
+                event_id: event.event_id,
+                stream_id: stream.clone(),
+                stream_version: version,
+                global_position,
+                event_type: event.event_type,
+                schema_version: event.schema_version,
+                payload: event.payload,
+                metadata: metadata.clone(),
+                recorded_at,
+            });
+        }
+        let result = AppendResult {
+            stream_version: version,
+            first_global_position,
+            last_global_position: self.log.len() as u64,
+        };
+        if let (Some(key), Some(event_ids)) = (idempotency_key, event_ids) {
+            self.idempotency.insert(key, IdempotencyRecord { stream, event_ids, result });
+        }
+        result
+    }
+}
+
+fn same_ids(ids: &[Uuid], append: &StreamAppend) -> bool {
+    ids.len() == append.events.len() && ids.iter().zip(&append.events).all(|(id, event)| *id == event.event_id)
+}
+
+#[async_trait]
+impl EventStore for MemoryEventStore {
+    async fn append_batch(&self, appends: Vec<StreamAppend>) -> Result<Vec<AppendResult>, EventStoreError> {
+        let mut state = self.inner.state.write().unwrap_or_else(PoisonError::into_inner);
+        let plans = state.plan(&appends)?;
+        let mut results = Vec::with_capacity(plans.len());
+        for (append, plan) in appends.into_iter().zip(plans) {
+            results.push(match plan {
+                Plan::Replay(result) => result,
+                Plan::Write { current } => state.write(append, current),
+            });
+        }
+        let head = state.log.len() as u64;
+        if self.inner.head.receiver_count() > 0 {
+            self.inner.head.send_replace(head);
+        }
+        drop(state);
+        Ok(results)
+    }
+
+    async fn load_stream(&self, stream: &StreamId, from_version: u64) -> Result<Vec<Envelope>, EventStoreError> {
+        let events: Vec<Envelope> = {
+            let state = self.read_state();
+            let Some(positions) = state.streams.get(stream) else { return Ok(Vec::new()) };
+            let skip = usize::try_from(from_version.saturating_sub(1)).unwrap_or(usize::MAX);
+            positions
+                .iter()
+                .skip(skip)
+                .filter_map(|position| usize::try_from(*position - 1).ok().and_then(|index| state.log.get(index)))
+                .cloned()
+                .collect()
+        };
+        self.upcast_all(events)
+    }
+
+    async fn stream_version(&self, stream: &StreamId) -> Result<u64, EventStoreError> {
+        Ok(self.read_state().version_of(stream))
+    }
+
+    async fn read_all(&self, after_position: u64, limit: usize) -> Result<Vec<Envelope>, EventStoreError> {
+        let events = self.read_state().read_after(after_position, limit);
+        self.upcast_all(events)
+    }
+
+    fn subscribe(&self, after_position: u64) -> BoxStream<'static, Result<Envelope, EventStoreError>> {
+        struct Cursor {
+            store: MemoryEventStore,
+            wake: watch::Receiver<u64>,
+            position: u64,
+            buffer: VecDeque<Envelope>,
+            failed: bool,
+        }
+        let cursor = Cursor {
+            store: self.clone(),
+            wake: self.inner.head.subscribe(),
+            position: after_position,
+            buffer: VecDeque::new(),
+            failed: false,
+        };
+        stream::unfold(cursor, |mut cursor| async move {
+            if cursor.failed {
+                return None;
+            }
+            loop {
+                if let Some(event) = cursor.buffer.pop_front() {
+                    return Some((Ok(event), cursor));
+                }
+                // Mark the current head as seen before reading, so an append racing with the read
+                // still wakes the wait below.
+                cursor.wake.borrow_and_update();
+                let batch = cursor.store.read_state().read_after(cursor.position, SUBSCRIPTION_BATCH);
+                if batch.is_empty() {
+                    if cursor.wake.changed().await.is_err() {
+                        return None;
+                    }
+                    continue;
+                }
+                match cursor.store.upcast_all(batch) {
+                    Ok(batch) => {
+                        if let Some(last) = batch.last() {
+                            cursor.position = last.global_position;
+                        }
+                        cursor.buffer.extend(batch);
+                    }
+                    Err(error) => {
+                        cursor.failed = true;
+                        return Some((Err(error), cursor));
+                    }
+                }
+            }
+        })
+        .boxed()
+    }
+
+    async fn head_position(&self) -> Result<u64, EventStoreError> {
+        Ok(self.read_state().log.len() as u64)
+    }
+
+    async fn save_snapshot(&self, snapshot: Snapshot) -> Result<(), EventStoreError> {
+        let mut state = self.inner.state.write().unwrap_or_else(PoisonError::into_inner);
+        let newer =
+            state.snapshots.get(&snapshot.stream_id).is_none_or(|old| old.stream_version <= snapshot.stream_version);
+        if newer {
+            state.snapshots.insert(snapshot.stream_id.clone(), snapshot);
+        }
+        Ok(())
+    }
+
+    async fn load_snapshot(&self, stream: &StreamId) -> Result<Option<Snapshot>, EventStoreError> {
+        Ok(self.read_state().snapshots.get(stream).cloned())
+    }
+}
+
+#[async_trait]
+impl CheckpointStore for MemoryEventStore {
+    async fn load_checkpoint(&self, name: &str) -> Result<u64, EventStoreError> {
+        self.inner.checkpoints.load_checkpoint(name).await
+    }
+
+    async fn save_checkpoint(&self, name: &str, position: u64) -> Result<(), EventStoreError> {
+        self.inner.checkpoints.save_checkpoint(name, position).await
+    }
+}

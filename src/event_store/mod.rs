@@ -1,0 +1,30 @@
+//! The event store layer: an append-only log of JSON events grouped into streams, with optimistic
+//! concurrency, idempotent appends, a gap-safe global order, subscriptions, snapshots, upcasting and
+//! consumer checkpoints. Backends: [`MemoryEventStore`] (default) and, with the `postgres` feature,
+//! `PostgresEventStore`. Nothing in here knows about tickets.
+
+mod append;
+mod checkpoint;
+mod envelope;
+mod error;
+mod expected_version;
+mod memory;
+mod metadata;
+mod new_event;
+mod snapshot;
+mod store;
+mod stream_id;
+mod upcaster;
+
+pub use append::{AppendResult, StreamAppend};
+pub use checkpoint::{CheckpointStore, MemoryCheckpointStore};
+pub use envelope::Envelope;
+pub use error::EventStoreError;
+pub use expected_version::ExpectedVersion;
+pub use memory::MemoryEventStore;
+pub use metadata::Metadata;
+pub use new_event::NewEvent;
+pub use snapshot::Snapshot;
+pub use store::EventStore;
+pub use stream_id::{MAX_STREAM_ID_BYTES, StreamId};
+pub use upcaster::Upcasters;
