@@ -76,4 +76,7 @@ pub enum EventBusError {
         /// What the storage said.
         reason: String,
     },
+    /// The event store or checkpoint store failed.
+    #[error("event store failed: {0}")]
+    Store(#[from] crate::event_store::EventStoreError),
 }

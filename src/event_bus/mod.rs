@@ -3,6 +3,7 @@
 //! consumer-side deduplication. Nothing in here knows about tickets.
 
 mod bus;
+mod dedup;
 mod delivery;
 mod error;
 pub mod headers;
@@ -10,14 +11,17 @@ pub mod headers;
 mod kafka;
 mod kafka_config;
 mod memory;
+mod relay;
 mod topic;
 
 pub use bus::{EventBus, Outgoing};
+pub use dedup::{DedupStore, Deduplicator, HandleError, Handled, MemoryDedupStore};
 pub use delivery::{Acknowledger, Delivery, DeliveryPosition};
 pub use error::EventBusError;
 #[cfg(feature = "kafka")]
 pub use kafka::KafkaEventBus;
 pub use kafka_config::KafkaConfig;
 pub use memory::MemoryEventBus;
+pub use relay::{OutboxRelay, RelayConfig, RelayHandle, RelayStats};
 
 pub use topic::TopicRouter;
