@@ -4,6 +4,8 @@
 
 mod bus;
 mod dedup;
+#[cfg(feature = "postgres")]
+mod dedup_postgres;
 mod delivery;
 mod error;
 pub mod headers;
@@ -16,6 +18,8 @@ mod topic;
 
 pub use bus::{EventBus, Outgoing};
 pub use dedup::{DedupStore, Deduplicator, HandleError, Handled, MemoryDedupStore};
+#[cfg(feature = "postgres")]
+pub use dedup_postgres::PostgresDedupStore;
 pub use delivery::{Acknowledger, Delivery, DeliveryPosition};
 pub use error::EventBusError;
 #[cfg(feature = "kafka")]
