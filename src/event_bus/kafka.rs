@@ -13,7 +13,6 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
-use rdkafka::producer::future_producer::OwnedDeliveryResult;
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 
@@ -155,58 +154,64 @@ impl KafkaEventBus {
         self.producer.read().map(|p| p.clone()).map_err(|e| publish_error(topic, &e))
     }
 
-    /// After a failure: forget the topic (a restarted broker may have lost it) and replace a
-    /// producer that hit a fatal error (e.g. its idempotence state no longer matches the broker's).
-    fn recover(&self, topic: &str) {
+    /// After a failed batch: forget its topics (a restarted broker may have lost them) and replace
+    /// the producer when its idempotence state is stuck: a fatal error, or a broker that no longer
+    /// knows or accepts its producer id and epoch (after timeouts or a broker restart). The next
+    /// attempt republishes the whole batch, so dropping the old producer's queue loses nothing.
+    fn recover(&self, topics: &[String], codes: &[Option<RDKafkaErrorCode>]) {
         if let Ok(mut known) = self.known_topics.lock() {
-            known.remove(topic);
+            for topic in topics {
+                known.remove(topic);
+            }
         }
         let Ok(mut producer) = self.producer.write() else { return };
+        let stuck = codes.iter().flatten().any(|code| {
+            matches!(
+                code,
+                RDKafkaErrorCode::Fatal
+                    | RDKafkaErrorCode::MessageTimedOut
+                    | RDKafkaErrorCode::ProducerFenced
+                    | RDKafkaErrorCode::InvalidProducerEpoch
+                    | RDKafkaErrorCode::InvalidProducerIdMapping
+                    | RDKafkaErrorCode::OutOfOrderSequenceNumber
+                    | RDKafkaErrorCode::UnknownProducerId
+            )
+        });
         if let Some((code, reason)) = producer.client().fatal_error() {
-            tracing::warn!(%code, %reason, "replacing Kafka producer after a fatal error");
-            match Self::producer(&self.config) {
-                Ok(fresh) => *producer = fresh,
-                Err(error) => tracing::warn!(%error, "cannot create a new Kafka producer"),
-            }
+            tracing::warn!(%code, %reason, "Kafka producer hit a fatal error");
+        } else if !stuck {
+            return;
+        }
+        tracing::warn!(?codes, "replacing the Kafka producer");
+        match Self::producer(&self.config) {
+            Ok(fresh) => *producer = fresh,
+            Err(error) => tracing::warn!(%error, "cannot create a new Kafka producer"),
         }
     }
 
     /// Hands a message to the client's queue, waiting while the queue is full.
-    async fn enqueue(&self, message: &Outgoing<'_>) -> Result<DeliveryFuture, EventBusError> {
-        let payload = serde_json::to_vec(&message.envelope.payload)
-            .map_err(|e| EventBusError::Publish { topic: message.topic.to_owned(), reason: e.to_string() })?;
+    async fn enqueue(
+        &self,
+        message: &Outgoing<'_>,
+    ) -> Result<DeliveryFuture, (EventBusError, Option<RDKafkaErrorCode>)> {
+        let payload =
+            serde_json::to_vec(&message.envelope.payload).map_err(|e| (publish_error(message.topic, &e), None))?;
         let mut headers = OwnedHeaders::new();
         for (key, value) in envelope_headers(message.envelope) {
             headers = headers.insert(Header { key: &key, value: Some(value.as_bytes()) });
         }
         let mut record = FutureRecord::to(message.topic).key(message.key).payload(&payload).headers(headers);
         loop {
-            let producer = self.current_producer(message.topic)?;
+            let producer = self.current_producer(message.topic).map_err(|e| (e, None))?;
             match producer.send_result(record) {
                 Ok(delivery) => return Ok(delivery),
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
                     record = returned;
                     tokio::time::sleep(Duration::from_millis(2)).await;
                 }
-                Err((error, _)) => return Err(publish_error(message.topic, &error)),
+                Err((error, _)) => return Err((publish_error(message.topic, &error), error.rdkafka_error_code())),
             }
         }
-    }
-
-    fn settle<E: std::fmt::Display>(
-        &self,
-        topic: &str,
-        outcome: Result<OwnedDeliveryResult, E>,
-    ) -> Result<(), EventBusError> {
-        let result = match outcome {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err((error, _))) => Err(publish_error(topic, &error)),
-            Err(canceled) => Err(publish_error(topic, &canceled)),
-        };
-        if result.is_err() {
-            self.recover(topic);
-        }
-        result
     }
 }
 
@@ -232,18 +237,38 @@ impl EventBus for KafkaEventBus {
         // Enqueue in order first: the client keeps per-partition order for what it was given in
         // order, then wait for every acknowledgement.
         let mut pending = Vec::with_capacity(messages.len());
+        let mut first_error = None;
+        let mut codes = Vec::new();
         for message in messages {
-            pending.push((message.topic, self.enqueue(message).await?));
+            match self.enqueue(message).await {
+                Ok(delivery) => pending.push((message.topic, delivery)),
+                Err((error, code)) => {
+                    codes.push(code);
+                    first_error = Some(error);
+                    break;
+                }
+            }
         }
         let outcomes =
             join_all(pending.into_iter().map(|(topic, delivery)| async move { (topic, delivery.await) })).await;
-        let mut first_error = None;
         for (topic, outcome) in outcomes {
-            if let Err(error) = self.settle(topic, outcome) {
-                first_error.get_or_insert(error);
+            let error = match outcome {
+                Ok(Ok(_)) => continue,
+                Ok(Err((error, _))) => {
+                    codes.push(error.rdkafka_error_code());
+                    publish_error(topic, &error)
+                }
+                Err(canceled) => publish_error(topic, &canceled),
+            };
+            first_error.get_or_insert(error);
+        }
+        match first_error {
+            None => Ok(()),
+            Some(error) => {
+                self.recover(&topics, &codes);
+                Err(error)
             }
         }
-        first_error.map_or(Ok(()), Err)
     }
 
     async fn subscribe(

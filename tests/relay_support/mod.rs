@@ -2,6 +2,8 @@
 //! bus.
 #![allow(dead_code)]
 
+pub mod tansu;
+
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
