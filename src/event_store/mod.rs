@@ -11,6 +11,8 @@ mod expected_version;
 mod memory;
 mod metadata;
 mod new_event;
+#[cfg(feature = "postgres")]
+mod postgres;
 mod snapshot;
 mod store;
 mod stream_id;
@@ -24,6 +26,8 @@ pub use expected_version::ExpectedVersion;
 pub use memory::MemoryEventStore;
 pub use metadata::Metadata;
 pub use new_event::NewEvent;
+#[cfg(feature = "postgres")]
+pub use postgres::{PostgresConfig, PostgresEventStore};
 pub use snapshot::Snapshot;
 pub use store::EventStore;
 pub use stream_id::{MAX_STREAM_ID_BYTES, StreamId};

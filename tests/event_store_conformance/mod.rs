@@ -24,6 +24,20 @@ use uuid::Uuid;
 /// How long a test waits for a live event before declaring it lost.
 pub const LIVE_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// Waits until the global log is readable up to `position`. A Postgres reader lags behind
+/// transactions still open anywhere in the cluster (the I7 frontier), such as other tests' writers.
+pub async fn settle(store: &dyn EventStore, position: u64) -> u64 {
+    let deadline = tokio::time::Instant::now() + LIVE_TIMEOUT;
+    loop {
+        let head = store.head_position().await.unwrap();
+        if head >= position {
+            return head;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "head stuck at {head}, waiting for {position}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 pub fn sid(value: &str) -> StreamId {
     StreamId::new(value).unwrap()
 }
@@ -186,7 +200,8 @@ pub async fn idempotent_append(store: Arc<dyn EventStore>) {
         .unwrap();
     assert_eq!(first, again);
     assert_eq!(store.stream_version(&stream).await.unwrap(), 2);
-    let head = store.head_position().await.unwrap();
+    let head = settle(&*store, first.last_global_position).await;
+    assert_eq!(head, first.last_global_position);
 
     let err = store
         .append(&stream, ExpectedVersion::Any, events(0..2), &Metadata::default(), Some("key-1"))
@@ -232,6 +247,7 @@ pub async fn global_order(store: Arc<dyn EventStore>) {
         }
     }
     let total: u64 = expected.iter().map(|(_, r)| r.last_global_position - r.first_global_position + 1).sum();
+    settle(&*store, expected.last().unwrap().1.last_global_position).await;
     let all = store.read_all(0, 1000).await.unwrap();
     assert_eq!(all.len() as u64, total);
     assert!(all.windows(2).all(|w| w[0].global_position < w[1].global_position));
@@ -337,8 +353,10 @@ pub async fn large_payloads(store: Arc<dyn EventStore>) {
     let blob = "x".repeat(1024 * 1024);
     let payload = json!({ "blob": blob, "list": (0..10_000).collect::<Vec<u32>>() });
     let event = NewEvent::new("Large", 1, payload.clone());
-    store.append(&stream, ExpectedVersion::NoStream, vec![event], &Metadata::default(), None).await.unwrap();
+    let result =
+        store.append(&stream, ExpectedVersion::NoStream, vec![event], &Metadata::default(), None).await.unwrap();
     assert_eq!(store.load_stream(&stream, 1).await.unwrap()[0].payload, payload);
+    settle(&*store, result.last_global_position).await;
     assert_eq!(store.read_all(0, 10).await.unwrap()[0].payload, payload);
 }
 
@@ -360,8 +378,8 @@ pub async fn bad_input_is_rejected(store: Arc<dyn EventStore>) {
 pub async fn append_batch_is_atomic(store: Arc<dyn EventStore>) {
     let a = sid("batch-a");
     let b = sid("batch-b");
-    append(&*store, &b, ExpectedVersion::Any, 1).await.unwrap();
-    let head = store.head_position().await.unwrap();
+    let first = append(&*store, &b, ExpectedVersion::Any, 1).await.unwrap();
+    let head = settle(&*store, first.last_global_position).await;
     let err = store
         .append_batch(vec![
             StreamAppend::new(a.clone(), ExpectedVersion::NoStream, events(0..3)),
@@ -384,6 +402,7 @@ pub async fn append_batch_is_atomic(store: Arc<dyn EventStore>) {
     assert_eq!(results.iter().map(|r| r.stream_version).collect::<Vec<_>>(), vec![3, 3, 4]);
     assert!(results.windows(2).all(|w| w[0].last_global_position < w[1].first_global_position));
     assert_eq!(store.load_stream(&a, 1).await.unwrap().len(), 4);
+    settle(&*store, results.last().unwrap().last_global_position).await;
     let all = store.read_all(head, 100).await.unwrap();
     assert_eq!(all.len(), 6);
 }
@@ -405,7 +424,9 @@ pub async fn upcasting_on_every_read_path(store: Arc<dyn EventStore>) {
     let v1 = NewEvent::new("Priced", 1, json!({ "amount": 12 }));
     let v2 = NewEvent::new("Priced", 2, json!({ "amount_minor": 500 }));
     let v3 = NewEvent::new("Priced", 3, json!({ "amount_minor": 7, "currency": "USD" }));
-    store.append(&stream, ExpectedVersion::NoStream, vec![v1, v2, v3], &Metadata::default(), None).await.unwrap();
+    let written =
+        store.append(&stream, ExpectedVersion::NoStream, vec![v1, v2, v3], &Metadata::default(), None).await.unwrap();
+    settle(&*store, written.last_global_position).await;
     let expected = vec![
         json!({ "amount_minor": 1200, "currency": "EUR" }),
         json!({ "amount_minor": 500, "currency": "EUR" }),
@@ -426,7 +447,11 @@ pub async fn upcasting_on_every_read_path(store: Arc<dyn EventStore>) {
 
     let broken = NewEvent::new("Broken", 1, json!({}));
     let broken_id = broken.event_id;
-    store.append(&sid("upcast-2"), ExpectedVersion::NoStream, vec![broken], &Metadata::default(), None).await.unwrap();
+    let written = store
+        .append(&sid("upcast-2"), ExpectedVersion::NoStream, vec![broken], &Metadata::default(), None)
+        .await
+        .unwrap();
+    settle(&*store, written.last_global_position).await;
     let err = store.load_stream(&sid("upcast-2"), 1).await.unwrap_err();
     assert!(matches!(err, EventStoreError::Upcast { event_id, schema_version: 1, .. } if event_id == broken_id));
     assert!(matches!(store.read_all(0, 10).await, Err(EventStoreError::Upcast { .. })));

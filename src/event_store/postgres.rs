@@ -1,0 +1,782 @@
+//! The Postgres backend (feature `postgres`).
+//!
+//! Writes: one transaction per [`append_batch`](EventStore::append_batch). It takes a transaction
+//! advisory lock per stream (in a fixed order, so batches cannot deadlock), checks expected versions
+//! and idempotency keys, reserves global positions through `boxoffice_reserve_positions` (see the
+//! migration), inserts every event with one statement and notifies live subscribers with
+//! `pg_notify`. The unique `(stream_id, stream_version)` constraint stays as the last line of defence:
+//! inserts use `ON CONFLICT DO NOTHING`, so a race that slips past the lock becomes a typed
+//! [`EventStoreError::ConcurrencyConflict`] after a rollback, never a database error or an aborted
+//! transaction left in use.
+//!
+//! Reads of the global log return only rows with `transaction_id < pg_snapshot_xmin(pg_current_snapshot())`.
+//! Why that never skips an event committed later with a lower position (invariant I7):
+//! `boxoffice_reserve_positions` is the first write of every appending transaction and, under one
+//! short lock, assigns the transaction id and then the positions. Transaction ids are handed out in
+//! increasing order, so for any two appends, lower positions belong to a transaction with a lower or
+//! equal transaction id. When a read returns a row with transaction id `x < xmin`, every row with a
+//! lower position was written by a transaction with id `<= x < xmin`, and every transaction below
+//! `xmin` has finished: its rows are either committed and visible to the same statement (and so
+//! returned before that row, in position order) or rolled back and never visible. No later commit
+//! can fill a gap behind a position a reader has passed. The price: a long-running transaction that
+//! holds a transaction id (in any table of the cluster) holds readers back until it ends; readers
+//! lag, they never skip.
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use futures::stream::{self, BoxStream, StreamExt};
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions, PgRow};
+use sqlx::types::Json;
+use sqlx::{Connection, PgConnection, PgPool, Row};
+use uuid::Uuid;
+
+use super::{
+    AppendResult, CheckpointStore, Envelope, EventStore, EventStoreError, Metadata, Snapshot, StreamAppend, StreamId,
+    Upcasters,
+};
+
+const EVENT_COLUMNS: &str =
+    "global_position, event_id, stream_id, stream_version, event_type, schema_version, payload, metadata, recorded_at";
+
+/// How often a whole batch is retried after a transient failure (deadlock, serialization failure or
+/// an idempotency key committed by a concurrent append) before the error is returned.
+const MAX_ATTEMPTS: u32 = 8;
+
+/// Connection and behaviour settings of a [`PostgresEventStore`].
+///
+/// ```
+/// use std::time::Duration;
+/// use boxoffice::event_store::PostgresConfig;
+///
+/// let config = PostgresConfig { max_connections: 16, acquire_timeout: Duration::from_secs(2), ..PostgresConfig::default() };
+/// assert_eq!(config.read_batch_size, 1000);
+/// ```
+#[derive(Clone, Debug)]
+pub struct PostgresConfig {
+    /// Largest number of pooled connections (each live subscription holds one more while waiting).
+    pub max_connections: u32,
+    /// Connections kept open when idle.
+    pub min_connections: u32,
+    /// How long to wait for a pooled connection before failing.
+    pub acquire_timeout: Duration,
+    /// Server-side `statement_timeout` for every connection, if any.
+    pub statement_timeout: Option<Duration>,
+    /// Schema holding the tables (set as `search_path`); `None` uses the server default.
+    /// Must be a plain lower-case identifier.
+    pub schema: Option<String>,
+    /// Events fetched per query by subscriptions.
+    pub read_batch_size: usize,
+    /// Longest time a live subscription waits without a notification before polling anyway.
+    pub poll_interval: Duration,
+    /// `LISTEN`/`NOTIFY` channel that wakes live subscriptions.
+    pub notify_channel: String,
+}
+
+impl Default for PostgresConfig {
+    fn default() -> Self {
+        Self {
+            max_connections: 10,
+            min_connections: 0,
+            acquire_timeout: Duration::from_secs(5),
+            statement_timeout: None,
+            schema: None,
+            read_batch_size: 1000,
+            poll_interval: Duration::from_millis(500),
+            notify_channel: "boxoffice_events".to_owned(),
+        }
+    }
+}
+
+/// An [`EventStore`] (and [`CheckpointStore`]) on Postgres through a sqlx connection pool.
+///
+/// Create it with [`connect`](Self::connect) or [`from_pool`](Self::from_pool), then run
+/// [`migrate`](Self::migrate) once. Clones share the pool.
+///
+/// ```no_run
+/// use boxoffice::event_store::{PostgresConfig, PostgresEventStore};
+///
+/// # async fn demo() -> Result<(), boxoffice::event_store::EventStoreError> {
+/// let store = PostgresEventStore::connect("postgres://postgres@127.0.0.1/boxoffice", PostgresConfig::default()).await?;
+/// store.migrate().await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug)]
+pub struct PostgresEventStore {
+    pool: PgPool,
+    config: Arc<PostgresConfig>,
+    upcasters: Arc<Upcasters>,
+}
+
+/// What one attempt at a batch ended with.
+enum Attempt {
+    Done(Vec<AppendResult>),
+    /// A transient race; the transaction was rolled back and the batch can run again.
+    Retry,
+}
+
+impl PostgresEventStore {
+    /// Opens a pool to `url` with `config`.
+    ///
+    /// # Errors
+    /// [`EventStoreError::Database`] when the URL or schema name is invalid or the server is
+    /// unreachable.
+    pub async fn connect(url: &str, config: PostgresConfig) -> Result<Self, EventStoreError> {
+        let mut options: PgConnectOptions = url.parse()?;
+        if let Some(schema) = &config.schema {
+            if !is_plain_identifier(schema) {
+                return Err(sqlx::Error::Configuration(format!("invalid schema name {schema:?}").into()).into());
+            }
+            options = options.options([("search_path", schema.as_str())]);
+        }
+        if let Some(timeout) = config.statement_timeout {
+            options = options.options([("statement_timeout", format!("{}ms", timeout.as_millis()))]);
+        }
+        let pool = PgPoolOptions::new()
+            .max_connections(config.max_connections)
+            .min_connections(config.min_connections)
+            .acquire_timeout(config.acquire_timeout)
+            .connect_with(options)
+            .await?;
+        Ok(Self::from_pool(pool, config))
+    }
+
+    /// Wraps an existing pool (its connections must see the event store tables).
+    #[must_use]
+    pub fn from_pool(pool: PgPool, config: PostgresConfig) -> Self {
+        Self { pool, config: Arc::new(config), upcasters: Arc::new(Upcasters::new()) }
+    }
+
+    /// Uses `upcasters` on every read path of this handle.
+    #[must_use]
+    pub fn with_upcasters(mut self, upcasters: Upcasters) -> Self {
+        self.upcasters = Arc::new(upcasters);
+        self
+    }
+
+    /// The underlying pool.
+    #[must_use]
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Applies the embedded migrations in `migrations/` (idempotent).
+    ///
+    /// # Errors
+    /// [`EventStoreError::Migration`] when a migration fails.
+    pub async fn migrate(&self) -> Result<(), EventStoreError> {
+        sqlx::migrate!("./migrations").run(&self.pool).await.map_err(EventStoreError::Migration)
+    }
+
+    /// Closes the pool; later calls fail with [`EventStoreError::Closed`].
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// Runs `appends` inside a transaction the caller opened on `connection`, so events can be
+    /// written atomically with the caller's own rows. It must run before the transaction writes
+    /// anything else (the global-order guarantee depends on it; otherwise the database rejects it).
+    /// Live subscribers are notified when the caller commits. After an error the caller must roll
+    /// back. A concurrent append that commits the same idempotency key first surfaces as
+    /// [`EventStoreError::ConcurrencyConflict`]: reload and retry.
+    ///
+    /// # Errors
+    /// As for [`EventStore::append_batch`].
+    pub async fn append_in_transaction(
+        &self,
+        connection: &mut PgConnection,
+        appends: &[StreamAppend],
+    ) -> Result<Vec<AppendResult>, EventStoreError> {
+        validate(appends)?;
+        match self.write_batch(connection, appends).await? {
+            Attempt::Done(results) => Ok(results),
+            Attempt::Retry => {
+                let stream = appends.first().map(|a| a.stream.clone()).ok_or(EventStoreError::Closed)?;
+                let actual = self.stream_version(&stream).await?;
+                let expected = appends.first().map_or(super::ExpectedVersion::Any, |a| a.expected);
+                Err(EventStoreError::ConcurrencyConflict { stream, expected, actual })
+            }
+        }
+    }
+
+    async fn write_batch(
+        &self,
+        connection: &mut PgConnection,
+        appends: &[StreamAppend],
+    ) -> Result<Attempt, EventStoreError> {
+        let (versions, known_keys) = lock_and_read(connection, appends).await?;
+        let plan = plan(appends, &versions, &known_keys)?;
+        let total: u64 = plan.iter().map(|p| if let Planned::Write { count, .. } = p { *count } else { 0 }).sum();
+        if total == 0 {
+            let mut results: Vec<AppendResult> = Vec::with_capacity(plan.len());
+            for planned in plan {
+                match planned {
+                    Planned::Replay(result) => results.push(result),
+                    Planned::SameAs(index) => results.push(results[index]),
+                    Planned::Write { .. } => {}
+                }
+            }
+            return Ok(Attempt::Done(results));
+        }
+
+        let first: i64 = sqlx::query_scalar("SELECT boxoffice_reserve_positions($1)")
+            .bind(i32::try_from(total).map_err(|_| EventStoreError::OutOfRange { what: "events in one batch" })?)
+            .fetch_one(&mut *connection)
+            .await?;
+        let mut next_position = to_u64(first);
+
+        let mut rows = EventRows::default();
+        let mut new_keys = KeyRows::default();
+        let mut results = Vec::with_capacity(appends.len());
+        for (append, planned) in appends.iter().zip(plan) {
+            let (current, count) = match planned {
+                Planned::Replay(result) => {
+                    results.push(result);
+                    continue;
+                }
+                Planned::SameAs(index) => {
+                    results.push(results[index]);
+                    continue;
+                }
+                Planned::Write { current, count } => (current, count),
+            };
+            let result = AppendResult {
+                stream_version: current + count,
+                first_global_position: next_position,
+                last_global_position: next_position + count - 1,
+            };
+            let metadata = serde_json::to_value(&append.metadata)
+                .map_err(|e| EventStoreError::Corrupt { global_position: next_position, reason: e.to_string() })?;
+            for (offset, event) in (0..).zip(&append.events) {
+                rows.push(append, event, metadata.clone(), next_position + offset, current + offset + 1)?;
+            }
+            if let Some(key) = &append.idempotency_key {
+                new_keys.push(key, append, result)?;
+            }
+            next_position += count;
+            results.push(result);
+        }
+
+        if !new_keys.keys.is_empty() {
+            let inserted = sqlx::query(
+                "INSERT INTO idempotency_keys (key, stream_id, event_ids, stream_version, first_global_position, last_global_position) \
+                 SELECT k, s, ARRAY(SELECT jsonb_array_elements_text(ids)::uuid), v, f, l \
+                 FROM unnest($1::text[], $2::text[], $3::jsonb[], $4::bigint[], $5::bigint[], $6::bigint[]) AS t(k, s, ids, v, f, l) \
+                 ON CONFLICT (key) DO NOTHING",
+            )
+            .bind(&new_keys.keys)
+            .bind(&new_keys.streams)
+            .bind(&new_keys.event_ids)
+            .bind(&new_keys.versions)
+            .bind(&new_keys.firsts)
+            .bind(&new_keys.lasts)
+            .execute(&mut *connection)
+            .await?
+            .rows_affected();
+            if inserted != new_keys.keys.len() as u64 {
+                // A concurrent append committed one of our keys after we looked: start over so the
+                // key is seen and the append replayed or rejected.
+                return Ok(Attempt::Retry);
+            }
+        }
+
+        if !insert_events(connection, &rows, appends, &versions).await? {
+            return Ok(Attempt::Retry);
+        }
+
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(&self.config.notify_channel)
+            .bind((next_position - 1).to_string())
+            .execute(&mut *connection)
+            .await?;
+        Ok(Attempt::Done(results))
+    }
+
+    async fn fetch_events(
+        &self,
+        query: sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    ) -> Result<Vec<Envelope>, EventStoreError> {
+        let rows = query.fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|row| {
+                let mut envelope = decode_envelope(row)?;
+                self.upcasters.apply(&mut envelope)?;
+                Ok(envelope)
+            })
+            .collect()
+    }
+}
+
+/// Takes the stream locks and reads the streams' versions and the batch's known idempotency keys.
+async fn lock_and_read(
+    connection: &mut PgConnection,
+    appends: &[StreamAppend],
+) -> Result<(HashMap<String, u64>, KnownKeys), EventStoreError> {
+    let mut streams: Vec<&str> =
+        appends.iter().map(|a| a.stream.as_str()).collect::<BTreeSet<_>>().into_iter().collect();
+    streams.sort_unstable();
+    // Serialises appends per stream; taken in one sorted statement, so two batches sharing
+    // streams cannot deadlock. Locks are not writes: no transaction id is assigned yet.
+    sqlx::query(
+            "SELECT pg_advisory_xact_lock(hashtextextended(s, 0)) FROM unnest($1::text[]) WITH ORDINALITY AS t(s, n) ORDER BY n",
+        )
+        .bind(&streams)
+        .execute(&mut *connection)
+        .await?;
+
+    let versions: HashMap<String, u64> = sqlx::query(
+            "SELECT s, coalesce((SELECT max(stream_version) FROM events WHERE stream_id = s), 0) FROM unnest($1::text[]) AS s",
+        )
+        .bind(&streams)
+        .fetch_all(&mut *connection)
+        .await?
+        .iter()
+        .map(|row| Ok((row.try_get::<String, _>(0)?, to_u64(row.try_get::<i64, _>(1)?))))
+        .collect::<Result<_, sqlx::Error>>()?;
+
+    let keys: Vec<&str> = appends.iter().filter_map(|a| a.idempotency_key.as_deref()).collect();
+    let mut known_keys: HashMap<String, (StreamId, Vec<Uuid>, AppendResult)> = HashMap::new();
+    if !keys.is_empty() {
+        let rows = sqlx::query(
+            "SELECT key, stream_id, event_ids, stream_version, first_global_position, last_global_position \
+                 FROM idempotency_keys WHERE key = ANY($1::text[])",
+        )
+        .bind(&keys)
+        .fetch_all(&mut *connection)
+        .await?;
+        for row in rows {
+            let stream = StreamId::new(row.try_get::<String, _>(1)?)?;
+            let result = AppendResult {
+                stream_version: to_u64(row.try_get(3)?),
+                first_global_position: to_u64(row.try_get(4)?),
+                last_global_position: to_u64(row.try_get(5)?),
+            };
+            known_keys.insert(row.try_get(0)?, (stream, row.try_get(2)?, result));
+        }
+    }
+
+    Ok((versions, known_keys))
+}
+
+/// Inserts the batch's events; `Ok(false)` when a write that bypassed the stream locks got there
+/// first and the batch should run again.
+async fn insert_events(
+    connection: &mut PgConnection,
+    rows: &EventRows,
+    appends: &[StreamAppend],
+    versions: &HashMap<String, u64>,
+) -> Result<bool, EventStoreError> {
+    let inserted: Vec<String> = sqlx::query_scalar(
+            "INSERT INTO events (global_position, event_id, stream_id, stream_version, event_type, schema_version, payload, metadata) \
+             SELECT * FROM unnest($1::bigint[], $2::uuid[], $3::text[], $4::bigint[], $5::text[], $6::integer[], $7::jsonb[], $8::jsonb[]) \
+             AS t(p, e, s, v, ty, sv, pl, m) ORDER BY s, v \
+             ON CONFLICT (stream_id, stream_version) DO NOTHING RETURNING stream_id",
+        )
+        .bind(&rows.positions)
+        .bind(&rows.event_ids)
+        .bind(&rows.streams)
+        .bind(&rows.versions)
+        .bind(&rows.types)
+        .bind(&rows.schema_versions)
+        .bind(&rows.payloads)
+        .bind(&rows.metadata)
+        .fetch_all(&mut *connection)
+        .await?;
+    if inserted.len() != rows.positions.len() {
+        // Someone wrote without the stream lock; report the first stream that lost.
+        let mut written: HashMap<&str, usize> = HashMap::new();
+        for stream in &inserted {
+            *written.entry(stream.as_str()).or_default() += 1;
+        }
+        for append in appends {
+            let left = written.entry(append.stream.as_str()).or_default();
+            if *left < append.events.len() {
+                return Err(EventStoreError::ConcurrencyConflict {
+                    stream: append.stream.clone(),
+                    expected: append.expected,
+                    actual: versions.get(append.stream.as_str()).copied().unwrap_or(0),
+                });
+            }
+            *left -= append.events.len();
+        }
+        return Ok(false);
+    }
+    Ok(true)
+}
+
+type KnownKeys = HashMap<String, (StreamId, Vec<Uuid>, AppendResult)>;
+
+/// What one append of a batch will do, decided before anything is written.
+enum Planned {
+    /// A retry of an append committed earlier: return its stored result.
+    Replay(AppendResult),
+    /// A repeat of the append at this index of the same batch (same idempotency key and events).
+    SameAs(usize),
+    /// Write `count` events after `current`.
+    Write { current: u64, count: u64 },
+}
+
+fn plan(
+    appends: &[StreamAppend],
+    versions: &HashMap<String, u64>,
+    known_keys: &HashMap<String, (StreamId, Vec<Uuid>, AppendResult)>,
+) -> Result<Vec<Planned>, EventStoreError> {
+    let mut staged: HashMap<&str, u64> = HashMap::new();
+    let mut staged_keys: HashMap<&str, usize> = HashMap::new();
+    let mut planned = Vec::with_capacity(appends.len());
+    for (index, append) in appends.iter().enumerate() {
+        if let Some(key) = append.idempotency_key.as_deref() {
+            let reused =
+                || EventStoreError::IdempotencyKeyReused { key: key.to_owned(), stream: append.stream.clone() };
+            if let Some((stream, ids, result)) = known_keys.get(key) {
+                let same = *stream == append.stream
+                    && ids.len() == append.events.len()
+                    && ids.iter().zip(&append.events).all(|(id, e)| *id == e.event_id);
+                if !same {
+                    return Err(reused());
+                }
+                planned.push(Planned::Replay(*result));
+                continue;
+            }
+            if let Some(&first) = staged_keys.get(key) {
+                let original = &appends[first];
+                if original.stream != append.stream || original.events != append.events {
+                    return Err(reused());
+                }
+                planned.push(Planned::SameAs(first));
+                continue;
+            }
+            staged_keys.insert(key, index);
+        }
+        let stream = append.stream.as_str();
+        let current = staged.get(stream).copied().unwrap_or_else(|| versions.get(stream).copied().unwrap_or(0));
+        if !append.expected.matches(current) {
+            return Err(EventStoreError::ConcurrencyConflict {
+                stream: append.stream.clone(),
+                expected: append.expected,
+                actual: current,
+            });
+        }
+        let count = append.events.len() as u64;
+        staged.insert(stream, current + count);
+        planned.push(Planned::Write { current, count });
+    }
+    Ok(planned)
+}
+
+fn validate(appends: &[StreamAppend]) -> Result<(), EventStoreError> {
+    match appends.iter().find(|a| a.events.is_empty()) {
+        Some(empty) => Err(EventStoreError::EmptyAppend { stream: empty.stream.clone() }),
+        None => Ok(()),
+    }
+}
+
+#[derive(Default)]
+struct EventRows {
+    positions: Vec<i64>,
+    event_ids: Vec<Uuid>,
+    streams: Vec<String>,
+    versions: Vec<i64>,
+    types: Vec<String>,
+    schema_versions: Vec<i32>,
+    payloads: Vec<serde_json::Value>,
+    metadata: Vec<serde_json::Value>,
+}
+
+impl EventRows {
+    fn push(
+        &mut self,
+        append: &StreamAppend,
+        event: &super::NewEvent,
+        metadata: serde_json::Value,
+        position: u64,
+        version: u64,
+    ) -> Result<(), EventStoreError> {
+        self.positions.push(to_i64(position, "global position")?);
+        self.event_ids.push(event.event_id);
+        self.streams.push(append.stream.as_str().to_owned());
+        self.versions.push(to_i64(version, "stream version")?);
+        self.types.push(event.event_type.clone());
+        self.schema_versions.push(
+            i32::try_from(event.schema_version).map_err(|_| EventStoreError::OutOfRange { what: "schema version" })?,
+        );
+        self.payloads.push(event.payload.clone());
+        self.metadata.push(metadata);
+        Ok(())
+    }
+}
+
+#[derive(Default)]
+struct KeyRows {
+    keys: Vec<String>,
+    streams: Vec<String>,
+    event_ids: Vec<serde_json::Value>,
+    versions: Vec<i64>,
+    firsts: Vec<i64>,
+    lasts: Vec<i64>,
+}
+
+impl KeyRows {
+    fn push(&mut self, key: &str, append: &StreamAppend, result: AppendResult) -> Result<(), EventStoreError> {
+        self.keys.push(key.to_owned());
+        self.streams.push(append.stream.as_str().to_owned());
+        self.event_ids.push(append.events.iter().map(|e| serde_json::Value::String(e.event_id.to_string())).collect());
+        self.versions.push(to_i64(result.stream_version, "stream version")?);
+        self.firsts.push(to_i64(result.first_global_position, "global position")?);
+        self.lasts.push(to_i64(result.last_global_position, "global position")?);
+        Ok(())
+    }
+}
+
+fn to_i64(value: u64, what: &'static str) -> Result<i64, EventStoreError> {
+    i64::try_from(value).map_err(|_| EventStoreError::OutOfRange { what })
+}
+
+/// Stored positions and versions are never negative (check constraints and sequence start).
+fn to_u64(value: i64) -> u64 {
+    u64::try_from(value).unwrap_or(0)
+}
+
+fn is_plain_identifier(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars.next().is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && name.len() <= 63
+}
+
+fn decode_envelope(row: &PgRow) -> Result<Envelope, EventStoreError> {
+    let global_position = to_u64(row.try_get("global_position")?);
+    let corrupt = |reason: String| EventStoreError::Corrupt { global_position, reason };
+    let stream_id = StreamId::new(row.try_get::<String, _>("stream_id")?).map_err(|e| corrupt(e.to_string()))?;
+    let Json(metadata): Json<Metadata> = row.try_get("metadata").map_err(|e| corrupt(e.to_string()))?;
+    let schema_version: i32 = row.try_get("schema_version")?;
+    Ok(Envelope {
+        event_id: row.try_get("event_id")?,
+        stream_id,
+        stream_version: to_u64(row.try_get("stream_version")?),
+        global_position,
+        event_type: row.try_get("event_type")?,
+        schema_version: u32::try_from(schema_version).map_err(|e| corrupt(e.to_string()))?,
+        payload: row.try_get("payload")?,
+        metadata,
+        recorded_at: row.try_get::<DateTime<Utc>, _>("recorded_at")?,
+    })
+}
+
+fn is_transient(error: &sqlx::Error) -> bool {
+    // 40001 serialization failure, 40P01 deadlock detected.
+    error
+        .as_database_error()
+        .and_then(sqlx::error::DatabaseError::code)
+        .is_some_and(|code| code == "40001" || code == "40P01")
+}
+
+#[async_trait]
+impl EventStore for PostgresEventStore {
+    async fn append_batch(&self, appends: Vec<StreamAppend>) -> Result<Vec<AppendResult>, EventStoreError> {
+        validate(&appends)?;
+        if appends.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let mut connection = self.pool.acquire().await?;
+            let mut tx = connection.begin().await?;
+            let outcome = self.write_batch(&mut tx, &appends).await;
+            match outcome {
+                Ok(Attempt::Done(results)) => match tx.commit().await {
+                    Ok(()) => return Ok(results),
+                    Err(error) if is_transient(&error) && attempt < MAX_ATTEMPTS => {}
+                    Err(error) => return Err(error.into()),
+                },
+                Ok(Attempt::Retry) if attempt < MAX_ATTEMPTS => tx.rollback().await?,
+                Ok(Attempt::Retry) => {
+                    tx.rollback().await?;
+                    let append = &appends[0];
+                    let actual = self.stream_version(&append.stream).await?;
+                    return Err(EventStoreError::ConcurrencyConflict {
+                        stream: append.stream.clone(),
+                        expected: append.expected,
+                        actual,
+                    });
+                }
+                Err(EventStoreError::Database(error)) if is_transient(&error) && attempt < MAX_ATTEMPTS => {
+                    tx.rollback().await?;
+                }
+                Err(error) => {
+                    tx.rollback().await?;
+                    return Err(error);
+                }
+            }
+        }
+    }
+
+    async fn load_stream(&self, stream: &StreamId, from_version: u64) -> Result<Vec<Envelope>, EventStoreError> {
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE stream_id = $1 AND stream_version >= $2 ORDER BY stream_version"
+        );
+        let from = i64::try_from(from_version).unwrap_or(i64::MAX);
+        self.fetch_events(sqlx::query(&sql).bind(stream.as_str()).bind(from)).await
+    }
+
+    async fn stream_version(&self, stream: &StreamId) -> Result<u64, EventStoreError> {
+        let version: i64 =
+            sqlx::query_scalar("SELECT coalesce(max(stream_version), 0) FROM events WHERE stream_id = $1")
+                .bind(stream.as_str())
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(to_u64(version))
+    }
+
+    async fn read_all(&self, after_position: u64, limit: usize) -> Result<Vec<Envelope>, EventStoreError> {
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS} FROM events \
+             WHERE global_position > $1 AND transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
+             ORDER BY global_position LIMIT $2"
+        );
+        let after = i64::try_from(after_position).unwrap_or(i64::MAX);
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.fetch_events(sqlx::query(&sql).bind(after).bind(limit)).await
+    }
+
+    fn subscribe(&self, after_position: u64) -> BoxStream<'static, Result<Envelope, EventStoreError>> {
+        struct Cursor {
+            store: PostgresEventStore,
+            listener: Option<PgListener>,
+            position: u64,
+            buffer: VecDeque<Envelope>,
+            failed: bool,
+        }
+        let cursor = Cursor {
+            store: self.clone(),
+            listener: None,
+            position: after_position,
+            buffer: VecDeque::new(),
+            failed: false,
+        };
+        stream::unfold(cursor, |mut cursor| async move {
+            if cursor.failed {
+                return None;
+            }
+            loop {
+                if let Some(event) = cursor.buffer.pop_front() {
+                    return Some((Ok(event), cursor));
+                }
+                match cursor.store.read_all(cursor.position, cursor.store.config.read_batch_size).await {
+                    Ok(batch) if !batch.is_empty() => {
+                        if let Some(last) = batch.last() {
+                            cursor.position = last.global_position;
+                        }
+                        cursor.buffer.extend(batch);
+                        continue;
+                    }
+                    Ok(_) => {}
+                    Err(error) => {
+                        cursor.failed = true;
+                        return Some((Err(error), cursor));
+                    }
+                }
+                let poll = cursor.store.config.poll_interval;
+                if let Some(listener) = cursor.listener.as_mut() {
+                    match tokio::time::timeout(poll, listener.recv()).await {
+                        Ok(Ok(_)) | Err(_) => {}
+                        Ok(Err(sqlx::Error::PoolClosed)) => {
+                            cursor.failed = true;
+                            return Some((Err(EventStoreError::Closed), cursor));
+                        }
+                        // A broken listener is dropped and re-created; polling covers the gap.
+                        Ok(Err(_)) => cursor.listener = None,
+                    }
+                } else {
+                    match PgListener::connect_with(&cursor.store.pool).await {
+                        Ok(mut listener) => {
+                            if listener.listen(&cursor.store.config.notify_channel).await.is_ok() {
+                                cursor.listener = Some(listener);
+                            } else {
+                                tokio::time::sleep(poll).await;
+                            }
+                        }
+                        Err(sqlx::Error::PoolClosed) => {
+                            cursor.failed = true;
+                            return Some((Err(EventStoreError::Closed), cursor));
+                        }
+                        Err(_) => tokio::time::sleep(poll).await,
+                    }
+                    // Read again before waiting: events committed before LISTEN sent no wake-up.
+                }
+            }
+        })
+        .boxed()
+    }
+
+    async fn head_position(&self) -> Result<u64, EventStoreError> {
+        let head: i64 = sqlx::query_scalar(
+            "SELECT coalesce(max(global_position), 0) FROM events \
+             WHERE transaction_id < pg_snapshot_xmin(pg_current_snapshot())",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(to_u64(head))
+    }
+
+    async fn save_snapshot(&self, snapshot: Snapshot) -> Result<(), EventStoreError> {
+        sqlx::query(
+            "INSERT INTO snapshots (stream_id, stream_version, schema_version, state) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (stream_id) DO UPDATE SET stream_version = excluded.stream_version, \
+             schema_version = excluded.schema_version, state = excluded.state, saved_at = now() \
+             WHERE snapshots.stream_version <= excluded.stream_version",
+        )
+        .bind(snapshot.stream_id.as_str())
+        .bind(to_i64(snapshot.stream_version, "stream version")?)
+        .bind(
+            i32::try_from(snapshot.schema_version)
+                .map_err(|_| EventStoreError::OutOfRange { what: "schema version" })?,
+        )
+        .bind(&snapshot.state)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn load_snapshot(&self, stream: &StreamId) -> Result<Option<Snapshot>, EventStoreError> {
+        let row = sqlx::query("SELECT stream_version, schema_version, state FROM snapshots WHERE stream_id = $1")
+            .bind(stream.as_str())
+            .fetch_optional(&self.pool)
+            .await?;
+        let Some(row) = row else { return Ok(None) };
+        let schema_version: i32 = row.try_get(1)?;
+        Ok(Some(Snapshot {
+            stream_id: stream.clone(),
+            stream_version: to_u64(row.try_get(0)?),
+            state: row.try_get(2)?,
+            schema_version: u32::try_from(schema_version).unwrap_or(0),
+        }))
+    }
+}
+
+#[async_trait]
+impl CheckpointStore for PostgresEventStore {
+    async fn load_checkpoint(&self, name: &str) -> Result<u64, EventStoreError> {
+        let position: Option<i64> = sqlx::query_scalar("SELECT position FROM checkpoints WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(position.map_or(0, to_u64))
+    }
+
+    async fn save_checkpoint(&self, name: &str, position: u64) -> Result<(), EventStoreError> {
+        sqlx::query(
+            "INSERT INTO checkpoints (name, position) VALUES ($1, $2) \
+             ON CONFLICT (name) DO UPDATE SET position = excluded.position, updated_at = now()",
+        )
+        .bind(name)
+        .bind(to_i64(position, "checkpoint position")?)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+}

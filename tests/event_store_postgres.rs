@@ -1,0 +1,245 @@
+//! The conformance suite and the I7 (no skipped events) tests against `PostgresEventStore`.
+//!
+//! Needs `DATABASE_URL` (see `scripts/test-services.sh`); every test works in its own fresh schema, so
+//! tests run in parallel. Without a reachable database the tests fail, naming `DATABASE_URL`.
+#![cfg(feature = "postgres")]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod event_store_conformance;
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use boxoffice::event_store::{
+    EventStore, ExpectedVersion, PostgresConfig, PostgresEventStore, StreamAppend, StreamId, Upcasters,
+};
+use event_store_conformance::{self as conformance, events, sid};
+use futures::StreamExt;
+use rand::Rng;
+use sqlx::{Connection, Executor, PgConnection};
+use uuid::Uuid;
+
+fn database_url() -> String {
+    std::env::var("DATABASE_URL").unwrap_or_else(|_| {
+        panic!(
+            "DATABASE_URL is not set: the PostgreSQL event store tests need a database (run scripts/test-services.sh)"
+        )
+    })
+}
+
+/// A store on a fresh schema of the `DATABASE_URL` database, migrated.
+async fn fresh_store(upcasters: Upcasters, max_connections: u32) -> PostgresEventStore {
+    let url = database_url();
+    let schema = format!("es_{}", Uuid::new_v4().simple());
+    let mut admin =
+        PgConnection::connect(&url).await.unwrap_or_else(|e| panic!("cannot connect to DATABASE_URL ({url}): {e}"));
+    admin.execute(format!("CREATE SCHEMA {schema}").as_str()).await.unwrap();
+    admin.close().await.unwrap();
+    let config = PostgresConfig {
+        schema: Some(schema),
+        max_connections,
+        poll_interval: Duration::from_millis(200),
+        ..PostgresConfig::default()
+    };
+    let store = PostgresEventStore::connect(&url, config)
+        .await
+        .unwrap_or_else(|e| panic!("cannot connect to DATABASE_URL ({url}): {e}"))
+        .with_upcasters(upcasters);
+    store.migrate().await.unwrap();
+    store
+}
+
+async fn store() -> Arc<dyn EventStore> {
+    Arc::new(fresh_store(Upcasters::new(), 24).await)
+}
+
+macro_rules! conformance_tests {
+    ($($name:ident),* $(,)?) => {$(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        async fn $name() {
+            conformance::$name(store().await).await;
+        }
+    )*};
+}
+
+conformance_tests!(
+    append_and_load_round_trip,
+    expected_version_conflicts,
+    concurrent_appenders_one_winner_per_version,
+    idempotent_append,
+    global_order,
+    subscription_catch_up_then_live,
+    snapshot_round_trip,
+    large_payloads,
+    bad_input_is_rejected,
+    append_batch_is_atomic,
+    subscriber_sees_concurrent_writes_exactly_once,
+);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn resume_from_checkpoint() {
+    let store = Arc::new(fresh_store(Upcasters::new(), 10).await);
+    conformance::resume_from_checkpoint(store.clone(), store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn upcasting_on_every_read_path() {
+    conformance::upcasting_on_every_read_path(Arc::new(fresh_store(conformance::upcasters(), 10).await)).await;
+}
+
+#[tokio::test]
+async fn migrate_is_idempotent() {
+    let store = fresh_store(Upcasters::new(), 2).await;
+    store.migrate().await.unwrap();
+}
+
+/// The reader most people write first: follow the position column.
+async fn naive_read(store: &PostgresEventStore, after: u64) -> Vec<u64> {
+    let rows: Vec<i64> =
+        sqlx::query_scalar("SELECT global_position FROM events WHERE global_position > $1 ORDER BY global_position")
+            .bind(i64::try_from(after).unwrap())
+            .fetch_all(store.pool())
+            .await
+            .unwrap();
+    rows.into_iter().map(|p| u64::try_from(p).unwrap()).collect()
+}
+
+fn one(stream: &str) -> Vec<StreamAppend> {
+    vec![StreamAppend::new(sid(stream), ExpectedVersion::Any, events(0..1))]
+}
+
+/// Forces the interleaving that loses events: transaction A takes a lower position and stays open
+/// while B takes a higher one and commits, and then a reader reads. The naive reader moves its
+/// checkpoint past A's position and never sees A; the store's frontier reader waits for A.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn naive_reader_skips_an_out_of_order_commit_and_the_store_does_not() {
+    let store = fresh_store(Upcasters::new(), 10).await;
+    let mut subscription = store.subscribe(0);
+    let base = store.append_batch(one("i7-base")).await.unwrap()[0].last_global_position;
+
+    let mut conn_a = store.pool().acquire().await.unwrap();
+    let mut tx_a = conn_a.begin().await.unwrap();
+    let a = store.append_in_transaction(&mut tx_a, &one("i7-a")).await.unwrap()[0].last_global_position;
+
+    let mut conn_b = store.pool().acquire().await.unwrap();
+    let mut tx_b = conn_b.begin().await.unwrap();
+    let b = store.append_in_transaction(&mut tx_b, &one("i7-b")).await.unwrap()[0].last_global_position;
+    tx_b.commit().await.unwrap();
+    assert!(base < a && a < b);
+
+    // Both readers read while A is still open.
+    let naive_first = naive_read(&store, 0).await;
+    assert_eq!(naive_first, vec![base, b], "the naive reader sees B's higher position before A commits");
+    let naive_checkpoint = *naive_first.last().unwrap();
+    let frontier_first: Vec<u64> = store.read_all(0, 100).await.unwrap().iter().map(|e| e.global_position).collect();
+    assert!(!frontier_first.contains(&b), "the frontier must hold B back while A, with a lower position, is open");
+    assert!(frontier_first.iter().all(|p| *p == base));
+    assert!(store.head_position().await.unwrap() < a);
+
+    tx_a.commit().await.unwrap();
+
+    let naive_second = naive_read(&store, naive_checkpoint).await;
+    let naive_seen: BTreeSet<u64> = naive_first.iter().chain(&naive_second).copied().collect();
+    assert!(!naive_seen.contains(&a), "the naive reader skipped A for good: {naive_seen:?}");
+    println!("naive reader saw {naive_seen:?} and missed position {a}");
+
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        let event = tokio::time::timeout(Duration::from_secs(20), subscription.next()).await.unwrap().unwrap().unwrap();
+        seen.push(event.global_position);
+    }
+    assert_eq!(seen, vec![base, a, b]);
+    let all: Vec<u64> = store.read_all(0, 100).await.unwrap().iter().map(|e| e.global_position).collect();
+    assert_eq!(all, vec![base, a, b]);
+}
+
+/// Many writers, some holding their transaction open before committing, and a reader tailing the
+/// log all the while: the subscriber sees every event exactly once and every stream in order. A naive
+/// position-following reader runs alongside under the same schedule and reports what it missed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn tailing_subscriber_sees_every_event_once_despite_out_of_order_commits() {
+    const WRITERS: u64 = 12;
+    const APPENDS: u64 = 15;
+    let store = fresh_store(Upcasters::new(), 30).await;
+    let total = usize::try_from(WRITERS * APPENDS).unwrap();
+
+    let subscriber = {
+        let mut subscription = store.subscribe(0);
+        tokio::spawn(async move {
+            let mut seen = HashSet::new();
+            let mut versions: HashMap<StreamId, u64> = HashMap::new();
+            let mut last = 0;
+            while seen.len() < total {
+                let event =
+                    tokio::time::timeout(Duration::from_secs(30), subscription.next()).await.unwrap().unwrap().unwrap();
+                assert!(event.global_position > last, "positions must increase");
+                last = event.global_position;
+                assert!(seen.insert(event.event_id), "event delivered twice: {event:?}");
+                let version = versions.entry(event.stream_id.clone()).or_default();
+                assert_eq!(event.stream_version, *version + 1, "stream {} out of order", event.stream_id);
+                *version = event.stream_version;
+            }
+            assert!(tokio::time::timeout(Duration::from_millis(300), subscription.next()).await.is_err());
+            seen.len()
+        })
+    };
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let naive = {
+        let store = store.clone();
+        let done = done.clone();
+        tokio::spawn(async move {
+            let mut checkpoint = 0;
+            let mut seen = BTreeSet::new();
+            while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                for position in naive_read(&store, checkpoint).await {
+                    seen.insert(position);
+                    checkpoint = position;
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            seen
+        })
+    };
+
+    let mut writers = Vec::new();
+    for writer in 0..WRITERS {
+        let store = store.clone();
+        writers.push(tokio::spawn(async move {
+            let stream = format!("i7-writer-{writer}");
+            for _ in 0..APPENDS {
+                let hold = { rand::rng().random_range(0..25u64) };
+                if writer % 2 == 0 {
+                    let mut conn = store.pool().acquire().await.unwrap();
+                    let mut tx = conn.begin().await.unwrap();
+                    store.append_in_transaction(&mut tx, &one(&stream)).await.unwrap();
+                    tokio::time::sleep(Duration::from_millis(hold)).await;
+                    tx.commit().await.unwrap();
+                } else {
+                    store.append_batch(one(&stream)).await.unwrap();
+                    tokio::time::sleep(Duration::from_millis(hold / 5)).await;
+                }
+            }
+        }));
+    }
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    assert_eq!(subscriber.await.unwrap(), total);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    let naive_seen = naive.await.unwrap();
+    let all: BTreeSet<u64> = store.read_all(0, 10_000).await.unwrap().iter().map(|e| e.global_position).collect();
+    assert_eq!(all.len(), total);
+    let missed = all.difference(&naive_seen).count();
+    println!("under the same schedule the naive reader missed {missed} of {total} events");
+}
+
+#[tokio::test]
+async fn unreachable_database_is_a_typed_error() {
+    let config = PostgresConfig { acquire_timeout: Duration::from_millis(500), ..PostgresConfig::default() };
+    let err = PostgresEventStore::connect("postgres://nobody@127.0.0.1:1/none", config).await.unwrap_err();
+    assert!(matches!(err, boxoffice::event_store::EventStoreError::Database(_)), "{err:?}");
+    let bad_schema = PostgresConfig { schema: Some("Robert'); DROP".into()), ..PostgresConfig::default() };
+    assert!(PostgresEventStore::connect(&database_url(), bad_schema).await.is_err());
+}
