@@ -12,25 +12,42 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use boxoffice::event_bus::{EventBus, KafkaConfig, KafkaEventBus, OutboxRelay, RelayConfig, RelayHandle, TopicRouter};
-use boxoffice::event_store::{CheckpointStore, EventStore, MemoryCheckpointStore, MemoryEventStore};
+use boxoffice::event_bus::{
+    DedupStore, EventBus, KafkaConfig, KafkaEventBus, OutboxRelay, PostgresDedupStore, RelayConfig, RelayHandle,
+    TopicRouter,
+};
+use boxoffice::event_store::{CheckpointStore, EventStore, PostgresConfig, PostgresEventStore};
 use relay_support::tansu::Tansu;
 use relay_support::{append_round_robin, assert_every_event_once, consume, streams, topics, wait_for_checkpoint};
+use sqlx::{Connection, Executor, PgConnection};
+use uuid::Uuid;
 
 const WAIT: Duration = Duration::from_secs(120);
 
 struct Backends {
     store: Arc<dyn EventStore>,
     checkpoints: Arc<dyn CheckpointStore>,
+    dedup: Arc<dyn DedupStore>,
 }
 
-#[allow(clippy::unused_async)] // async once the PostgreSQL store is wired in
+/// A `PostgreSQL` event store, checkpoint store and dedup store in a fresh schema of `DATABASE_URL`.
 async fn backends() -> Backends {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_test_writer()
         .try_init();
-    Backends { store: Arc::new(MemoryEventStore::new()), checkpoints: Arc::new(MemoryCheckpointStore::new()) }
+    let url = std::env::var("DATABASE_URL").expect("DATABASE_URL must point to a PostgreSQL database");
+    let schema = format!("relay_{}", Uuid::new_v4().simple());
+    let mut admin =
+        PgConnection::connect(&url).await.unwrap_or_else(|e| panic!("cannot connect to DATABASE_URL ({url}): {e}"));
+    admin.execute(format!("CREATE SCHEMA {schema}").as_str()).await.unwrap();
+    admin.close().await.unwrap();
+    let config =
+        PostgresConfig { schema: Some(schema), poll_interval: Duration::from_millis(100), ..PostgresConfig::default() };
+    let store = PostgresEventStore::connect(&url, config).await.unwrap();
+    store.migrate().await.unwrap();
+    let dedup = Arc::new(PostgresDedupStore::new(store.pool().clone()));
+    Backends { store: Arc::new(store.clone()), checkpoints: Arc::new(store), dedup }
 }
 
 async fn kafka(brokers: String, message_timeout: Duration) -> Arc<dyn EventBus> {
@@ -92,7 +109,15 @@ async fn unresponsive_broker_mid_stream_loses_nothing() {
     assert!(stats.retries > 0, "publishing should have failed while the broker was frozen: {stats:?}");
 
     let expected: HashSet<_> = ids.iter().copied().collect();
-    let consumed = consume(&bus, &topics(&TopicRouter::default()), &expected, WAIT, Duration::from_secs(1)).await;
+    let consumed = consume(
+        &bus,
+        Arc::clone(&backends.dedup),
+        &topics(&TopicRouter::default()),
+        &expected,
+        WAIT,
+        Duration::from_secs(1),
+    )
+    .await;
     assert_every_event_once(&consumed, &ids, 40);
 }
 
@@ -124,7 +149,15 @@ async fn broker_killed_and_restarted_mid_stream_relay_republishes_from_checkpoin
 
     let after_crash: Vec<_> = ids[usize::try_from(down_at).unwrap()..].to_vec();
     let expected: HashSet<_> = after_crash.iter().copied().collect();
-    let consumed = consume(&bus, &topics(&TopicRouter::default()), &expected, WAIT, Duration::from_secs(1)).await;
+    let consumed = consume(
+        &bus,
+        Arc::clone(&backends.dedup),
+        &topics(&TopicRouter::default()),
+        &expected,
+        WAIT,
+        Duration::from_secs(1),
+    )
+    .await;
     let delivered: HashSet<_> = consumed.deliveries.iter().copied().collect();
     let missing = after_crash.iter().filter(|id| !delivered.contains(id)).count();
     assert_eq!(missing, 0, "events after the checkpoint must reach the restarted broker");
@@ -151,6 +184,14 @@ async fn relay_killed_and_restarted_mid_stream_loses_nothing() {
     handle.stop().await.unwrap();
 
     let expected: HashSet<_> = ids.iter().copied().collect();
-    let consumed = consume(&bus, &topics(&TopicRouter::default()), &expected, WAIT, Duration::from_secs(1)).await;
+    let consumed = consume(
+        &bus,
+        Arc::clone(&backends.dedup),
+        &topics(&TopicRouter::default()),
+        &expected,
+        WAIT,
+        Duration::from_secs(1),
+    )
+    .await;
     assert_every_event_once(&consumed, &ids, 40);
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
-use boxoffice::event_bus::{EventBus, MemoryEventBus, OutboxRelay, RelayConfig, TopicRouter};
+use boxoffice::event_bus::{EventBus, MemoryDedupStore, MemoryEventBus, OutboxRelay, RelayConfig, TopicRouter};
 use boxoffice::event_store::{CheckpointStore, EventStore, MemoryCheckpointStore, MemoryEventStore};
 use relay_support::{
     FlakyBus, append_round_robin, assert_every_event_once, consume, streams, topics, wait_for_checkpoint,
@@ -43,7 +43,9 @@ async fn publishes_every_committed_event_to_its_topic_in_stream_order() {
     let router = TopicRouter::default();
     assert_eq!(memory_bus.message_count("ticketing-inventory-events").unwrap(), 50);
     let expected: HashSet<_> = ids.iter().copied().collect();
-    let consumed = consume(&bus, &topics(&router), &expected, WAIT, Duration::from_millis(50)).await;
+    let consumed =
+        consume(&bus, Arc::new(MemoryDedupStore::new()), &topics(&router), &expected, WAIT, Duration::from_millis(50))
+            .await;
     assert_eq!(consumed.deliveries.len(), 200, "no duplicates without failures");
     assert_every_event_once(&consumed, &ids, 25);
 }
@@ -98,7 +100,15 @@ async fn failed_publishes_are_retried_and_duplicates_are_dropped_by_consumers() 
     assert!(stats.retries > 0);
 
     let expected: HashSet<_> = ids.iter().copied().collect();
-    let consumed = consume(&inner, &topics(&TopicRouter::default()), &expected, WAIT, Duration::from_millis(50)).await;
+    let consumed = consume(
+        &inner,
+        Arc::new(MemoryDedupStore::new()),
+        &topics(&TopicRouter::default()),
+        &expected,
+        WAIT,
+        Duration::from_millis(50),
+    )
+    .await;
     assert!(consumed.deliveries.len() > ids.len(), "failed batches were republished");
     assert_every_event_once(&consumed, &ids, 20);
 }
@@ -125,6 +135,14 @@ async fn a_killed_relay_loses_nothing_when_a_new_one_takes_over() {
     handle.stop().await.unwrap();
 
     let expected: HashSet<_> = ids.iter().copied().collect();
-    let consumed = consume(&bus, &topics(&TopicRouter::default()), &expected, WAIT, Duration::from_millis(50)).await;
+    let consumed = consume(
+        &bus,
+        Arc::new(MemoryDedupStore::new()),
+        &topics(&TopicRouter::default()),
+        &expected,
+        WAIT,
+        Duration::from_millis(50),
+    )
+    .await;
     assert_every_event_once(&consumed, &ids, 30);
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use boxoffice::event_bus::{
-    Deduplicator, Delivery, EventBus, EventBusError, Handled, MemoryDedupStore, Outgoing, TopicRouter,
+    DedupStore, Deduplicator, Delivery, EventBus, EventBusError, Handled, Outgoing, TopicRouter,
 };
 use boxoffice::event_store::{EventStore, ExpectedVersion, Metadata, NewEvent, StreamId};
 use futures::StreamExt;
@@ -67,6 +67,7 @@ pub struct Consumed {
 /// has been handled (or `wait` passes), then keeps listening for `linger` to catch late duplicates.
 pub async fn consume(
     bus: &Arc<dyn EventBus>,
+    dedup_store: Arc<dyn DedupStore>,
     topics: &[String],
     expected: &HashSet<Uuid>,
     wait: Duration,
@@ -75,7 +76,7 @@ pub async fn consume(
     let group = format!("relay-check-{}", Uuid::new_v4().simple());
     let mut deliveries: BoxStream<'static, Result<Delivery, EventBusError>> =
         bus.subscribe(topics, &group).await.unwrap();
-    let dedup = Deduplicator::new(group.clone(), Arc::new(MemoryDedupStore::new()));
+    let dedup = Deduplicator::new(group.clone(), dedup_store);
     let mut consumed = Consumed::default();
     let deadline = tokio::time::Instant::now() + wait;
     let mut linger_until: Option<tokio::time::Instant> = None;
