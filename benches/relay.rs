@@ -78,6 +78,7 @@ async fn run(
     store: Arc<dyn EventStore>,
     checkpoints: Arc<dyn CheckpointStore>,
     bus: Arc<dyn EventBus>,
+    consumer_bus: Arc<dyn EventBus>,
 ) -> Figures {
     let events = event_count();
     fill(&store, events).await;
@@ -100,7 +101,7 @@ async fn run(
 
     let group = format!("bench-consumer-{}", Uuid::new_v4().simple());
     let started = Instant::now();
-    let mut deliveries = bus.subscribe(&topics, &group).await.unwrap();
+    let mut deliveries = consumer_bus.subscribe(&topics, &group).await.unwrap();
     let mut received = 0usize;
     let mut first_at = None;
     while received < events {
@@ -133,9 +134,10 @@ async fn run(
 }
 
 #[cfg(feature = "kafka")]
-async fn kafka_bus() -> Option<Arc<dyn EventBus>> {
+async fn kafka_bus(commit_mode: boxoffice::event_bus::KafkaCommitMode) -> Option<Arc<dyn EventBus>> {
     use boxoffice::event_bus::{KafkaConfig, KafkaEventBus};
     let mut config = KafkaConfig::from_env().ok()?;
+    config.commit_mode = commit_mode;
     config.session_timeout = Some(Duration::from_secs(6));
     config.fetch_wait_max = Some(Duration::from_millis(10));
     Some(Arc::new(KafkaEventBus::connect(config).await.unwrap_or_else(|e| panic!("KAFKA_BROKERS unreachable: {e}"))))
@@ -162,31 +164,36 @@ async fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
+    let memory_bus: Arc<dyn EventBus> = Arc::new(MemoryEventBus::new());
     run(
-        "memory store -> memory bus",
+        "memory -> memory bus",
         Arc::new(MemoryEventStore::new()),
         Arc::new(MemoryCheckpointStore::new()),
-        Arc::new(MemoryEventBus::new()),
+        Arc::clone(&memory_bus),
+        memory_bus,
     )
     .await;
 
     #[cfg(feature = "kafka")]
     {
-        let Some(bus) = kafka_bus().await else {
+        use boxoffice::event_bus::KafkaCommitMode;
+        let Some(bus) = kafka_bus(KafkaCommitMode::Sync).await else {
             println!("KAFKA_BROKERS not set: skipping the broker figures");
             return;
         };
+        let async_bus = kafka_bus(KafkaCommitMode::Async).await.unwrap();
         run(
-            "memory store -> kafka",
+            "memory -> kafka, sync acks",
             Arc::new(MemoryEventStore::new()),
             Arc::new(MemoryCheckpointStore::new()),
+            Arc::clone(&bus),
             Arc::clone(&bus),
         )
         .await;
         #[cfg(feature = "postgres")]
         match postgres_store().await {
             Some(store) => {
-                run("postgres store -> kafka", Arc::new(store.clone()), Arc::new(store), bus).await;
+                run("postgres -> kafka, async acks", Arc::new(store.clone()), Arc::new(store), bus, async_bus).await;
             }
             None => println!("DATABASE_URL not set: skipping the PostgreSQL figure"),
         }

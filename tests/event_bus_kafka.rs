@@ -48,6 +48,23 @@ conformance_tests!(
     commit_after_ack_resumes_exactly_where_acknowledged,
 );
 
+/// The same checks with asynchronous offset commits.
+mod async_commits {
+    use super::*;
+    use boxoffice::event_bus::KafkaCommitMode;
+
+    async fn bus() -> Arc<dyn EventBus> {
+        let mut config = config();
+        config.commit_mode = KafkaCommitMode::Async;
+        Arc::new(KafkaEventBus::connect(config).await.unwrap())
+    }
+
+    conformance_tests!(
+        unacknowledged_messages_are_redelivered_after_restart,
+        commit_after_ack_resumes_exactly_where_acknowledged,
+    );
+}
+
 #[tokio::test]
 async fn an_unreachable_broker_is_a_loud_error() {
     let mut config = config();

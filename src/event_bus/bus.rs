@@ -27,19 +27,29 @@ pub struct Outgoing<'a> {
 ///
 /// ```
 /// use boxoffice::event_bus::{EventBus, MemoryEventBus};
-/// # use boxoffice::event_store::Envelope;
+/// use boxoffice::event_store::{Envelope, Metadata, StreamId};
 /// use futures::StreamExt;
 ///
-/// # async fn demo(envelope: Envelope) -> Result<(), boxoffice::event_bus::EventBusError> {
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let envelope = Envelope {
+///     event_id: uuid::Uuid::new_v4(),
+///     stream_id: StreamId::new("cart-1")?,
+///     stream_version: 1,
+///     global_position: 1,
+///     event_type: "ItemAdded".to_owned(),
+///     schema_version: 1,
+///     payload: serde_json::json!({ "sku": "A-1" }),
+///     metadata: Metadata::default(),
+///     recorded_at: chrono::Utc::now(),
+/// };
 /// let bus = MemoryEventBus::new();
 /// bus.publish("shop-cart-events", "cart-1", &envelope).await?;
 ///
 /// let mut deliveries = bus.subscribe(&["shop-cart-events".to_owned()], "billing").await?;
-/// if let Some(delivery) = deliveries.next().await {
-///     let delivery = delivery?;
-///     assert_eq!(delivery.envelope().event_id, envelope.event_id);
-///     delivery.ack().await?;
-/// }
+/// let delivery = deliveries.next().await.expect("one message")?;
+/// assert_eq!(delivery.envelope(), &envelope);
+/// delivery.ack().await?; // the group's offset moves past the message only now
 /// # Ok(())
 /// # }
 /// ```

@@ -17,7 +17,9 @@ use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::headers::{envelope_from_parts, envelope_headers};
-use super::{Acknowledger, Delivery, DeliveryPosition, EventBus, EventBusError, KafkaConfig, Outgoing};
+use super::{
+    Acknowledger, Delivery, DeliveryPosition, EventBus, EventBusError, KafkaCommitMode, KafkaConfig, Outgoing,
+};
 use crate::event_store::Envelope;
 
 /// An [`EventBus`] on a Kafka-protocol broker.
@@ -282,8 +284,11 @@ impl EventBus for KafkaEventBus {
         consumer
             .subscribe(&names)
             .map_err(|e| EventBusError::Consume { group: group.to_owned(), reason: e.to_string() })?;
-        let acknowledger: Arc<dyn Acknowledger> =
-            Arc::new(KafkaAcknowledger { consumer: Arc::downgrade(&consumer), group: group.to_owned() });
+        let acknowledger: Arc<dyn Acknowledger> = Arc::new(KafkaAcknowledger {
+            consumer: Arc::downgrade(&consumer),
+            group: group.to_owned(),
+            mode: self.config.commit_mode,
+        });
         let state = (consumer, acknowledger, group.to_owned());
         Ok(Box::pin(stream::unfold(state, |(consumer, acknowledger, group)| async move {
             let next = match consumer.recv().await {
@@ -328,6 +333,7 @@ fn to_delivery(message: &BorrowedMessage<'_>, acknowledger: &Arc<dyn Acknowledge
 struct KafkaAcknowledger {
     consumer: Weak<StreamConsumer>,
     group: String,
+    mode: KafkaCommitMode,
 }
 
 #[async_trait]
@@ -346,6 +352,11 @@ impl Acknowledger for KafkaAcknowledger {
         offsets
             .add_partition_offset(&position.topic, position.partition, Offset::Offset(position.offset + 1))
             .map_err(|e| commit_error(e.to_string()))?;
+        if self.mode == KafkaCommitMode::Async {
+            let result = consumer.commit(&offsets, CommitMode::Async);
+            drop(offsets);
+            return result.map_err(|e| commit_error(e.to_string()));
+        }
         tokio::task::spawn_blocking(move || {
             let result = consumer.commit(&offsets, CommitMode::Sync);
             // The list must go before the consumer (see DESIGN.md on rdkafka pitfalls).

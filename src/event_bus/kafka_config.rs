@@ -5,6 +5,19 @@ use std::time::Duration;
 
 use super::{EventBusError, TopicRouter};
 
+/// When acknowledging a delivery returns, relative to the broker storing the group's offset.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum KafkaCommitMode {
+    /// `ack` returns once the broker has stored the offset: nothing acknowledged is redelivered,
+    /// at the cost of one broker round trip per acknowledgement.
+    #[default]
+    Sync,
+    /// `ack` queues the offset commit and returns; commits still happen only after
+    /// acknowledgement and are flushed when the consumer closes, but a crash may lose the last
+    /// few, which are then redelivered (still at-least-once). Much higher consumer throughput.
+    Async,
+}
+
 /// How to reach a Kafka-protocol broker (Apache Kafka, Redpanda, Tansu) and how to use it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KafkaConfig {
@@ -29,6 +42,8 @@ pub struct KafkaConfig {
     pub message_timeout: Duration,
     /// How long connecting waits for the brokers to answer.
     pub connect_timeout: Duration,
+    /// Whether acknowledging waits for the offset commit.
+    pub commit_mode: KafkaCommitMode,
     /// Further client properties, applied last (e.g. security settings).
     pub extra: BTreeMap<String, String>,
 }
@@ -51,12 +66,14 @@ impl KafkaConfig {
             fetch_wait_max: None,
             message_timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(10),
+            commit_mode: KafkaCommitMode::Sync,
             extra: BTreeMap::new(),
         }
     }
 
     /// Reads `KAFKA_BROKERS` (or `REDPANDA_BROKERS`), `CONSUMER_GROUP`, `KAFKA_TOPIC_PREFIX`,
-    /// and optionally `KAFKA_PARTITIONS`, `KAFKA_SESSION_TIMEOUT_MS` and `KAFKA_FETCH_WAIT_MAX_MS`.
+    /// and optionally `KAFKA_PARTITIONS`, `KAFKA_SESSION_TIMEOUT_MS`, `KAFKA_FETCH_WAIT_MAX_MS` and
+    /// `KAFKA_COMMIT_MODE` (`sync` or `async`).
     ///
     /// # Errors
     /// [`EventBusError::Config`] naming `KAFKA_BROKERS` when no broker address is set, or the
@@ -94,6 +111,13 @@ impl KafkaConfig {
             config.partitions =
                 partitions.parse().map_err(|e| EventBusError::Config(format!("KAFKA_PARTITIONS: {e}")))?;
         }
+        config.commit_mode = match value("KAFKA_COMMIT_MODE").map(|v| v.to_ascii_lowercase()).as_deref() {
+            None | Some("sync") => KafkaCommitMode::Sync,
+            Some("async") => KafkaCommitMode::Async,
+            Some(other) => {
+                return Err(EventBusError::Config(format!("KAFKA_COMMIT_MODE: {other} is not sync or async")));
+            }
+        };
         config.session_timeout = millis("KAFKA_SESSION_TIMEOUT_MS")?;
         config.fetch_wait_max = millis("KAFKA_FETCH_WAIT_MAX_MS")?;
         Ok(config)

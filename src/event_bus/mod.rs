@@ -24,7 +24,7 @@ pub use delivery::{Acknowledger, Delivery, DeliveryPosition};
 pub use error::EventBusError;
 #[cfg(feature = "kafka")]
 pub use kafka::KafkaEventBus;
-pub use kafka_config::KafkaConfig;
+pub use kafka_config::{KafkaCommitMode, KafkaConfig};
 pub use memory::MemoryEventBus;
 pub use relay::{OutboxRelay, RelayConfig, RelayHandle, RelayStats};
 
