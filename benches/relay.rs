@@ -143,7 +143,7 @@ async fn kafka_bus(commit_mode: boxoffice::event_bus::KafkaCommitMode) -> Option
     Some(Arc::new(KafkaEventBus::connect(config).await.unwrap_or_else(|e| panic!("KAFKA_BROKERS unreachable: {e}"))))
 }
 
-#[cfg(feature = "postgres")]
+#[cfg(all(feature = "postgres", feature = "kafka"))]
 async fn postgres_store() -> Option<boxoffice::event_store::PostgresEventStore> {
     use boxoffice::event_store::{PostgresConfig, PostgresEventStore};
     use sqlx::{Connection, Executor, PgConnection};
@@ -181,7 +181,6 @@ async fn main() {
             println!("KAFKA_BROKERS not set: skipping the broker figures");
             return;
         };
-        let async_bus = kafka_bus(KafkaCommitMode::Async).await.unwrap();
         run(
             "memory -> kafka, sync acks",
             Arc::new(MemoryEventStore::new()),
@@ -193,6 +192,7 @@ async fn main() {
         #[cfg(feature = "postgres")]
         match postgres_store().await {
             Some(store) => {
+                let async_bus = kafka_bus(KafkaCommitMode::Async).await.unwrap();
                 run("postgres -> kafka, async acks", Arc::new(store.clone()), Arc::new(store), bus, async_bus).await;
             }
             None => println!("DATABASE_URL not set: skipping the PostgreSQL figure"),
