@@ -48,3 +48,71 @@ async fn upcasting_on_every_read_path() {
     ))
     .await;
 }
+
+mod model {
+    use std::collections::HashMap;
+
+    use boxoffice::event_store::{EventStore, EventStoreError, ExpectedVersion, MemoryEventStore, Metadata};
+    use proptest::prelude::*;
+
+    use super::conformance::{events, sid};
+
+    #[derive(Clone, Debug)]
+    struct Op {
+        stream: u8,
+        expected: ExpectedVersion,
+        count: u64,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        let expected = prop_oneof![
+            Just(ExpectedVersion::Any),
+            Just(ExpectedVersion::NoStream),
+            (0u64..4).prop_map(ExpectedVersion::Exact)
+        ];
+        (0u8..3, expected, 0u64..3).prop_map(|(stream, expected, count)| Op { stream, expected, count })
+    }
+
+    proptest! {
+        /// I6 and I9 against a trivial model: stale expectations and empty appends write nothing and
+        /// say why; accepted appends get the next versions and the next dense global positions.
+        #[test]
+        fn appends_match_the_model(ops in proptest::collection::vec(op(), 1..40)) {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            runtime.block_on(async {
+                let store = MemoryEventStore::new();
+                let mut versions: HashMap<u8, u64> = HashMap::new();
+                let mut head = 0;
+                for op in ops {
+                    let stream = sid(&format!("model-{}", op.stream));
+                    let current = versions.get(&op.stream).copied().unwrap_or(0);
+                    let outcome = store.append(&stream, op.expected, events(0..op.count), &Metadata::default(), None).await;
+                    match outcome {
+                        Err(EventStoreError::EmptyAppend { .. }) => prop_assert_eq!(op.count, 0),
+                        Err(EventStoreError::ConcurrencyConflict { actual, .. }) => {
+                            prop_assert!(op.count > 0 && !op.expected.matches(current));
+                            prop_assert_eq!(actual, current);
+                        }
+                        Ok(result) => {
+                            prop_assert!(op.count > 0 && op.expected.matches(current));
+                            prop_assert_eq!(result.stream_version, current + op.count);
+                            prop_assert_eq!(result.first_global_position, head + 1);
+                            prop_assert_eq!(result.last_global_position, head + op.count);
+                            head += op.count;
+                            versions.insert(op.stream, current + op.count);
+                        }
+                        Err(other) => prop_assert!(false, "unexpected {other:?}"),
+                    }
+                    prop_assert_eq!(store.head_position().await.unwrap(), head);
+                    prop_assert_eq!(store.stream_version(&stream).await.unwrap(), versions.get(&op.stream).copied().unwrap_or(0));
+                }
+                let all = store.read_all(0, usize::MAX).await.unwrap();
+                prop_assert_eq!(all.len() as u64, head);
+                for (index, envelope) in all.iter().enumerate() {
+                    prop_assert_eq!(envelope.global_position, index as u64 + 1);
+                }
+                Ok(())
+            })?;
+        }
+    }
+}

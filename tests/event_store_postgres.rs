@@ -243,3 +243,47 @@ async fn unreachable_database_is_a_typed_error() {
     let bad_schema = PostgresConfig { schema: Some("Robert'); DROP".into()), ..PostgresConfig::default() };
     assert!(PostgresEventStore::connect(&database_url(), bad_schema).await.is_err());
 }
+
+/// Why the store reserves positions under a lock as the transaction's first write: the frontier
+/// filter alone does not save a reader when transaction ids and positions are taken in different
+/// orders. Here plain `DEFAULT nextval` writers do that and a frontier reader still skips an event;
+/// the reservation function refuses to run in a transaction that already holds an id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn frontier_needs_positions_taken_in_transaction_id_order() {
+    let store = fresh_store(Upcasters::new(), 10).await;
+    let insert = "INSERT INTO events (event_id, stream_id, stream_version, event_type, schema_version, payload) \
+                  VALUES (gen_random_uuid(), $1, 1, 'X', 1, '{}') RETURNING global_position";
+    let frontier_read = |after: i64| {
+        let pool = store.pool().clone();
+        async move {
+            let rows: Vec<i64> = sqlx::query_scalar(
+                "SELECT global_position FROM events WHERE global_position > $1 \
+                 AND transaction_id < pg_snapshot_xmin(pg_current_snapshot()) ORDER BY global_position",
+            )
+            .bind(after)
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+            rows
+        }
+    };
+    let mut a = store.pool().begin().await.unwrap();
+    let mut b = store.pool().begin().await.unwrap();
+    sqlx::query("SELECT pg_current_xact_id()").execute(&mut *a).await.unwrap();
+    sqlx::query("SELECT pg_current_xact_id()").execute(&mut *b).await.unwrap();
+    let b_position: i64 = sqlx::query_scalar(insert).bind("naive-b").fetch_one(&mut *b).await.unwrap();
+    let a_position: i64 = sqlx::query_scalar(insert).bind("naive-a").fetch_one(&mut *a).await.unwrap();
+    assert!(b_position < a_position);
+    a.commit().await.unwrap();
+    let first = frontier_read(0).await;
+    assert_eq!(first, vec![a_position], "A has the older transaction id, so the frontier lets it through");
+    b.commit().await.unwrap();
+    let second = frontier_read(a_position).await;
+    assert!(second.is_empty(), "B committed below the reader's checkpoint and is skipped: {second:?}");
+
+    let mut c = store.pool().begin().await.unwrap();
+    sqlx::query("SELECT pg_current_xact_id()").execute(&mut *c).await.unwrap();
+    let refused = sqlx::query("SELECT boxoffice_reserve_positions(1)").execute(&mut *c).await;
+    assert!(refused.is_err(), "reserving after the transaction has an id must fail");
+    c.rollback().await.unwrap();
+}

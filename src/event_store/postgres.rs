@@ -3,8 +3,10 @@
 //! Writes: one transaction per [`append_batch`](EventStore::append_batch). It takes a transaction
 //! advisory lock per stream (in a fixed order, so batches cannot deadlock), checks expected versions
 //! and idempotency keys, reserves global positions through `boxoffice_reserve_positions` (see the
-//! migration), inserts every event with one statement and notifies live subscribers with
-//! `pg_notify`. The unique `(stream_id, stream_version)` constraint stays as the last line of defence:
+//! migration) and inserts every event with one statement. After the commit it wakes live
+//! subscribers with `pg_notify` in a separate asynchronous-commit transaction (see
+//! `PostgresEventStore::notify` for why); subscribers also poll every
+//! [`PostgresConfig::poll_interval`] as a safety net. The unique `(stream_id, stream_version)` constraint stays as the last line of defence:
 //! inserts use `ON CONFLICT DO NOTHING`, so a race that slips past the lock becomes a typed
 //! [`EventStoreError::ConcurrencyConflict`] after a rollback, never a database error or an aborted
 //! transaction left in use.
@@ -31,7 +33,7 @@ use chrono::{DateTime, Utc};
 use futures::stream::{self, BoxStream, StreamExt};
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions, PgRow};
 use sqlx::types::Json;
-use sqlx::{Connection, PgConnection, PgPool, Row};
+use sqlx::{Connection, Executor, PgConnection, PgPool, Row};
 use uuid::Uuid;
 
 use super::{
@@ -191,14 +193,14 @@ impl PostgresEventStore {
         appends: &[StreamAppend],
     ) -> Result<Vec<AppendResult>, EventStoreError> {
         validate(appends)?;
-        match self.write_batch(connection, appends).await? {
+        let Some(first) = appends.first() else { return Ok(Vec::new()) };
+        match self.write_batch(connection, appends, true, false).await? {
             Attempt::Done(results) => Ok(results),
-            Attempt::Retry => {
-                let stream = appends.first().map(|a| a.stream.clone()).ok_or(EventStoreError::Closed)?;
-                let actual = self.stream_version(&stream).await?;
-                let expected = appends.first().map_or(super::ExpectedVersion::Any, |a| a.expected);
-                Err(EventStoreError::ConcurrencyConflict { stream, expected, actual })
-            }
+            Attempt::Retry => Err(EventStoreError::ConcurrencyConflict {
+                stream: first.stream.clone(),
+                expected: first.expected,
+                actual: self.stream_version(&first.stream).await?,
+            }),
         }
     }
 
@@ -206,8 +208,10 @@ impl PostgresEventStore {
         &self,
         connection: &mut PgConnection,
         appends: &[StreamAppend],
+        notify_in_transaction: bool,
+        already_locked: bool,
     ) -> Result<Attempt, EventStoreError> {
-        let (versions, known_keys) = lock_and_read(connection, appends).await?;
+        let (versions, known_keys) = lock_and_read(connection, appends, already_locked).await?;
         let plan = plan(appends, &versions, &known_keys)?;
         let total: u64 = plan.iter().map(|p| if let Planned::Write { count, .. } = p { *count } else { 0 }).sum();
         if total == 0 {
@@ -222,44 +226,62 @@ impl PostgresEventStore {
             return Ok(Attempt::Done(results));
         }
 
-        let first: i64 = sqlx::query_scalar("SELECT boxoffice_reserve_positions($1)")
-            .bind(i32::try_from(total).map_err(|_| EventStoreError::OutOfRange { what: "events in one batch" })?)
-            .fetch_one(&mut *connection)
-            .await?;
-        let mut next_position = to_u64(first);
-
         let mut rows = EventRows::default();
-        let mut new_keys = KeyRows::default();
-        let mut results = Vec::with_capacity(appends.len());
+        // Positions are only known once reserved, in the insert statement: results are first built
+        // relative to the first reserved position.
+        let mut next_offset = 0;
+        let mut slots = Vec::with_capacity(appends.len());
+        let writes: Vec<bool> = plan.iter().map(|p| matches!(p, Planned::Write { .. })).collect();
         for (append, planned) in appends.iter().zip(plan) {
             let (current, count) = match planned {
                 Planned::Replay(result) => {
-                    results.push(result);
+                    slots.push((result, false));
                     continue;
                 }
                 Planned::SameAs(index) => {
-                    results.push(results[index]);
+                    slots.push(slots[index]);
                     continue;
                 }
                 Planned::Write { current, count } => (current, count),
             };
-            let result = AppendResult {
-                stream_version: current + count,
-                first_global_position: next_position,
-                last_global_position: next_position + count - 1,
-            };
             let metadata = serde_json::to_value(&append.metadata)
-                .map_err(|e| EventStoreError::Corrupt { global_position: next_position, reason: e.to_string() })?;
+                .map_err(|e| EventStoreError::Corrupt { global_position: 0, reason: e.to_string() })?;
             for (offset, event) in (0..).zip(&append.events) {
-                rows.push(append, event, metadata.clone(), next_position + offset, current + offset + 1)?;
+                rows.push(append, event, metadata.clone(), next_offset + offset, current + offset + 1)?;
             }
-            if let Some(key) = &append.idempotency_key {
-                new_keys.push(key, append, result)?;
-            }
-            next_position += count;
-            results.push(result);
+            let relative = AppendResult {
+                stream_version: current + count,
+                first_global_position: next_offset,
+                last_global_position: next_offset + count - 1,
+            };
+            slots.push((relative, true));
+            next_offset += count;
         }
 
+        let Some(first) = insert_events(connection, total, &rows, appends, &versions).await? else {
+            return Ok(Attempt::Retry);
+        };
+        let results: Vec<AppendResult> = slots
+            .into_iter()
+            .map(|(result, relative)| {
+                if relative {
+                    AppendResult {
+                        stream_version: result.stream_version,
+                        first_global_position: first + result.first_global_position,
+                        last_global_position: first + result.last_global_position,
+                    }
+                } else {
+                    result
+                }
+            })
+            .collect();
+
+        let mut new_keys = KeyRows::default();
+        for ((append, planned), result) in appends.iter().zip(&writes).zip(&results) {
+            if let (Some(key), true) = (&append.idempotency_key, *planned) {
+                new_keys.push(key, append, *result)?;
+            }
+        }
         if !new_keys.keys.is_empty() {
             let inserted = sqlx::query(
                 "INSERT INTO idempotency_keys (key, stream_id, event_ids, stream_version, first_global_position, last_global_position) \
@@ -283,16 +305,22 @@ impl PostgresEventStore {
             }
         }
 
-        if !insert_events(connection, &rows, appends, &versions).await? {
-            return Ok(Attempt::Retry);
+        if notify_in_transaction {
+            sqlx::query("SELECT pg_notify($1, '')").bind(&self.config.notify_channel).execute(&mut *connection).await?;
         }
-
-        sqlx::query("SELECT pg_notify($1, $2)")
-            .bind(&self.config.notify_channel)
-            .bind((next_position - 1).to_string())
-            .execute(&mut *connection)
-            .await?;
         Ok(Attempt::Done(results))
+    }
+
+    /// Wakes live subscribers after a commit. It runs as its own transaction with asynchronous
+    /// commit: `NOTIFY` serialises committing transactions on a database-wide lock, and holding that
+    /// lock across the event transaction's WAL flush would serialise every append. A lost wake-up
+    /// (crash right after the event commit) only delays subscribers until their next poll.
+    async fn notify(&self, connection: &mut PgConnection) {
+        let channel = self.config.notify_channel.replace('\'', "''");
+        let sql = format!("BEGIN; SET LOCAL synchronous_commit TO off; SELECT pg_notify('{channel}', ''); COMMIT;");
+        if let Err(error) = connection.execute(sql.as_str()).await {
+            tracing::warn!(%error, "could not notify event store subscribers; they will poll");
+        }
     }
 
     async fn fetch_events(
@@ -310,22 +338,39 @@ impl PostgresEventStore {
     }
 }
 
-/// Takes the stream locks and reads the streams' versions and the batch's known idempotency keys.
+/// Advisory lock keys of the batch's streams, sorted and deduplicated.
+///
+/// A per-stream transaction lock serialises appends to one stream, so version checks are
+/// authoritative and `ExpectedVersion::Any` appenders never race. Every batch takes its keys in
+/// ascending order, so two batches sharing streams cannot deadlock (a hash collision only adds
+/// waiting, or a detected deadlock that is retried). Locks are not writes: no transaction id yet.
+fn stream_lock_keys(appends: &[StreamAppend]) -> Vec<i64> {
+    let keys: BTreeSet<i64> = appends
+        .iter()
+        .map(|append| {
+            // FNV-1a, 64 bits: stable across processes and releases, unlike std's hasher.
+            let hash = append.stream.as_str().bytes().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+                (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
+            });
+            i64::from_ne_bytes(hash.to_ne_bytes())
+        })
+        .collect();
+    keys.into_iter().collect()
+}
+
+/// Takes the stream locks (unless the caller did) and reads the streams' versions and the batch's known idempotency keys.
 async fn lock_and_read(
     connection: &mut PgConnection,
     appends: &[StreamAppend],
+    already_locked: bool,
 ) -> Result<(HashMap<String, u64>, KnownKeys), EventStoreError> {
-    let mut streams: Vec<&str> =
-        appends.iter().map(|a| a.stream.as_str()).collect::<BTreeSet<_>>().into_iter().collect();
-    streams.sort_unstable();
-    // Serialises appends per stream; taken in one sorted statement, so two batches sharing
-    // streams cannot deadlock. Locks are not writes: no transaction id is assigned yet.
-    sqlx::query(
-            "SELECT pg_advisory_xact_lock(hashtextextended(s, 0)) FROM unnest($1::text[]) WITH ORDINALITY AS t(s, n) ORDER BY n",
-        )
-        .bind(&streams)
-        .execute(&mut *connection)
-        .await?;
+    let streams: Vec<&str> = appends.iter().map(|a| a.stream.as_str()).collect::<BTreeSet<_>>().into_iter().collect();
+    if !already_locked {
+        sqlx::query("SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) WITH ORDINALITY AS t(k, n) ORDER BY n")
+            .bind(stream_lock_keys(appends))
+            .execute(&mut *connection)
+            .await?;
+    }
 
     let versions: HashMap<String, u64> = sqlx::query(
             "SELECT s, coalesce((SELECT max(stream_version) FROM events WHERE stream_id = s), 0) FROM unnest($1::text[]) AS s",
@@ -361,50 +406,57 @@ async fn lock_and_read(
     Ok((versions, known_keys))
 }
 
-/// Inserts the batch's events; `Ok(false)` when a write that bypassed the stream locks got there
-/// first and the batch should run again.
+/// Reserves positions for the batch's events and inserts them in one statement, returning the first
+/// position; `Ok(None)` when a write that bypassed the stream locks got there first and the batch
+/// should run again.
 async fn insert_events(
     connection: &mut PgConnection,
+    total: u64,
     rows: &EventRows,
     appends: &[StreamAppend],
     versions: &HashMap<String, u64>,
-) -> Result<bool, EventStoreError> {
-    let inserted: Vec<String> = sqlx::query_scalar(
-            "INSERT INTO events (global_position, event_id, stream_id, stream_version, event_type, schema_version, payload, metadata) \
-             SELECT * FROM unnest($1::bigint[], $2::uuid[], $3::text[], $4::bigint[], $5::text[], $6::integer[], $7::jsonb[], $8::jsonb[]) \
-             AS t(p, e, s, v, ty, sv, pl, m) ORDER BY s, v \
-             ON CONFLICT (stream_id, stream_version) DO NOTHING RETURNING stream_id",
-        )
-        .bind(&rows.positions)
-        .bind(&rows.event_ids)
-        .bind(&rows.streams)
-        .bind(&rows.versions)
-        .bind(&rows.types)
-        .bind(&rows.schema_versions)
-        .bind(&rows.payloads)
-        .bind(&rows.metadata)
-        .fetch_all(&mut *connection)
-        .await?;
-    if inserted.len() != rows.positions.len() {
-        // Someone wrote without the stream lock; report the first stream that lost.
-        let mut written: HashMap<&str, usize> = HashMap::new();
-        for stream in &inserted {
-            *written.entry(stream.as_str()).or_default() += 1;
-        }
-        for append in appends {
-            let left = written.entry(append.stream.as_str()).or_default();
-            if *left < append.events.len() {
-                return Err(EventStoreError::ConcurrencyConflict {
-                    stream: append.stream.clone(),
-                    expected: append.expected,
-                    actual: versions.get(append.stream.as_str()).copied().unwrap_or(0),
-                });
-            }
-            *left -= append.events.len();
-        }
-        return Ok(false);
+) -> Result<Option<u64>, EventStoreError> {
+    // The reservation is evaluated before any row is inserted, so it is the transaction's first
+    // write, as the global-order proof requires.
+    let inserted: Vec<(i64, String)> = sqlx::query_as(
+        "WITH r AS MATERIALIZED (SELECT boxoffice_reserve_positions($1) AS first) \
+         INSERT INTO events (global_position, event_id, stream_id, stream_version, event_type, schema_version, payload, metadata) \
+         SELECT r.first + t.o, t.e, t.s, t.v, t.ty, t.sv, t.pl, t.m FROM r, \
+         unnest($2::bigint[], $3::uuid[], $4::text[], $5::bigint[], $6::text[], $7::integer[], $8::jsonb[], $9::jsonb[]) \
+         AS t(o, e, s, v, ty, sv, pl, m) ORDER BY t.s, t.v \
+         ON CONFLICT (stream_id, stream_version) DO NOTHING RETURNING global_position, stream_id",
+    )
+    .bind(i32::try_from(total).map_err(|_| EventStoreError::OutOfRange { what: "events in one batch" })?)
+    .bind(&rows.offsets)
+    .bind(&rows.event_ids)
+    .bind(&rows.streams)
+    .bind(&rows.versions)
+    .bind(&rows.types)
+    .bind(&rows.schema_versions)
+    .bind(&rows.payloads)
+    .bind(&rows.metadata)
+    .fetch_all(&mut *connection)
+    .await?;
+    if inserted.len() == rows.offsets.len() {
+        return Ok(inserted.iter().map(|(position, _)| to_u64(*position)).min());
     }
-    Ok(true)
+    // Someone wrote without the stream lock; report the first stream that lost.
+    let mut written: HashMap<&str, usize> = HashMap::new();
+    for (_, stream) in &inserted {
+        *written.entry(stream.as_str()).or_default() += 1;
+    }
+    for append in appends {
+        let left = written.entry(append.stream.as_str()).or_default();
+        if *left < append.events.len() {
+            return Err(EventStoreError::ConcurrencyConflict {
+                stream: append.stream.clone(),
+                expected: append.expected,
+                actual: versions.get(append.stream.as_str()).copied().unwrap_or(0),
+            });
+        }
+        *left -= append.events.len();
+    }
+    Ok(None)
 }
 
 type KnownKeys = HashMap<String, (StreamId, Vec<Uuid>, AppendResult)>;
@@ -476,7 +528,7 @@ fn validate(appends: &[StreamAppend]) -> Result<(), EventStoreError> {
 
 #[derive(Default)]
 struct EventRows {
-    positions: Vec<i64>,
+    offsets: Vec<i64>,
     event_ids: Vec<Uuid>,
     streams: Vec<String>,
     versions: Vec<i64>,
@@ -492,10 +544,10 @@ impl EventRows {
         append: &StreamAppend,
         event: &super::NewEvent,
         metadata: serde_json::Value,
-        position: u64,
+        offset: u64,
         version: u64,
     ) -> Result<(), EventStoreError> {
-        self.positions.push(to_i64(position, "global position")?);
+        self.offsets.push(to_i64(offset, "global position")?);
         self.event_ids.push(event.event_id);
         self.streams.push(append.stream.as_str().to_owned());
         self.versions.push(to_i64(version, "stream version")?);
@@ -566,6 +618,13 @@ fn decode_envelope(row: &PgRow) -> Result<Envelope, EventStoreError> {
     })
 }
 
+/// A unique violation (SQLSTATE 23505) of `(stream_id, stream_version)`.
+fn is_stream_version_violation(error: &sqlx::Error) -> bool {
+    error.as_database_error().is_some_and(|e| {
+        e.code().is_some_and(|code| code == "23505") && e.constraint() == Some("events_stream_version_unique")
+    })
+}
+
 fn is_transient(error: &sqlx::Error) -> bool {
     // 40001 serialization failure, 40P01 deadlock detected.
     error
@@ -576,6 +635,15 @@ fn is_transient(error: &sqlx::Error) -> bool {
 
 #[async_trait]
 impl EventStore for PostgresEventStore {
+    #[tracing::instrument(
+        name = "event_store.append_batch",
+        skip_all,
+        fields(
+            appends = appends.len(),
+            stream = appends.first().map(|a| a.stream.as_str()),
+            correlation_id = ?appends.first().and_then(|a| a.metadata.correlation_id),
+        )
+    )]
     async fn append_batch(&self, appends: Vec<StreamAppend>) -> Result<Vec<AppendResult>, EventStoreError> {
         validate(&appends)?;
         if appends.is_empty() {
@@ -585,11 +653,18 @@ impl EventStore for PostgresEventStore {
         loop {
             attempt += 1;
             let mut connection = self.pool.acquire().await?;
-            let mut tx = connection.begin().await?;
-            let outcome = self.write_batch(&mut tx, &appends).await;
+            // Saves a round trip: the stream locks ride on the BEGIN (simple protocol, numeric
+            // literals only).
+            let locks: Vec<String> =
+                stream_lock_keys(&appends).iter().map(|key| format!("pg_advisory_xact_lock({key})")).collect();
+            let mut tx = connection.begin_with(format!("BEGIN; SELECT {}", locks.join(", "))).await?;
+            let outcome = self.write_batch(&mut tx, &appends, false, true).await;
             match outcome {
                 Ok(Attempt::Done(results)) => match tx.commit().await {
-                    Ok(()) => return Ok(results),
+                    Ok(()) => {
+                        self.notify(&mut connection).await;
+                        return Ok(results);
+                    }
                     Err(error) if is_transient(&error) && attempt < MAX_ATTEMPTS => {}
                     Err(error) => return Err(error.into()),
                 },
@@ -606,6 +681,16 @@ impl EventStore for PostgresEventStore {
                 }
                 Err(EventStoreError::Database(error)) if is_transient(&error) && attempt < MAX_ATTEMPTS => {
                     tx.rollback().await?;
+                }
+                Err(EventStoreError::Database(error)) if is_stream_version_violation(&error) => {
+                    // Defensive: the insert's ON CONFLICT clause already absorbs these.
+                    tx.rollback().await?;
+                    let append = &appends[0];
+                    return Err(EventStoreError::ConcurrencyConflict {
+                        stream: append.stream.clone(),
+                        expected: append.expected,
+                        actual: self.stream_version(&append.stream).await?,
+                    });
                 }
                 Err(error) => {
                     tx.rollback().await?;

@@ -125,3 +125,50 @@ impl fmt::Debug for Upcasters {
         f.debug_struct("Upcasters").field("steps", &keys).finish()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::event_store::{Metadata, StreamId};
+
+    fn envelope(event_type: &str, schema_version: u32) -> Result<Envelope, EventStoreError> {
+        Ok(Envelope {
+            event_id: uuid::Uuid::nil(),
+            stream_id: StreamId::new("s")?,
+            stream_version: 1,
+            global_position: 1,
+            event_type: event_type.to_owned(),
+            schema_version,
+            payload: json!({ "v": schema_version }),
+            metadata: Metadata::default(),
+            recorded_at: chrono::Utc::now(),
+        })
+    }
+
+    #[test]
+    fn chains_steps_and_leaves_other_types_alone() -> Result<(), EventStoreError> {
+        let mut upcasters = Upcasters::new();
+        upcasters.register("A", 1, |_| json!({ "v": 2 })).register("A", 2, |_| json!({ "v": 3 }));
+        let mut a = envelope("A", 1)?;
+        upcasters.apply(&mut a)?;
+        assert_eq!((a.schema_version, a.payload), (3, json!({ "v": 3 })));
+        let mut b = envelope("B", 1)?;
+        upcasters.apply(&mut b)?;
+        assert_eq!((b.schema_version, b.payload), (1, json!({ "v": 1 })));
+        Ok(())
+    }
+
+    #[test]
+    fn a_failing_step_names_the_event() -> Result<(), EventStoreError> {
+        let mut upcasters = Upcasters::new();
+        upcasters.register_fallible("A", 1, |_| Err("gone".to_owned()));
+        let mut a = envelope("A", 1)?;
+        let error = upcasters.apply(&mut a).err();
+        assert!(
+            matches!(error, Some(EventStoreError::Upcast { schema_version: 1, ref event_type, .. }) if event_type == "A")
+        );
+        Ok(())
+    }
+}
