@@ -146,3 +146,41 @@ async fn a_killed_relay_loses_nothing_when_a_new_one_takes_over() {
     .await;
     assert_every_event_once(&consumed, &ids, 30);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rejected_appends_are_never_published() {
+    let store: Arc<dyn EventStore> = Arc::new(MemoryEventStore::new());
+    let memory_bus = MemoryEventBus::new();
+    let bus: Arc<dyn EventBus> = Arc::new(memory_bus.clone());
+    let checkpoints: Arc<dyn CheckpointStore> = Arc::new(MemoryCheckpointStore::new());
+    let handle = relay(&store, &bus, &checkpoints, 4).spawn();
+    let streams = streams(4);
+    append_round_robin(&store, &streams, 2, Duration::ZERO).await;
+    for stream in &streams {
+        let stale = boxoffice::event_store::NewEvent::new("Noted", 1, serde_json::json!({}));
+        let outcome = store
+            .append(
+                stream,
+                boxoffice::event_store::ExpectedVersion::Exact(0),
+                vec![stale],
+                &boxoffice::event_store::Metadata::default(),
+                None,
+            )
+            .await;
+        assert!(outcome.is_err(), "a stale expected version must be rejected");
+    }
+    let last = store
+        .append(
+            &streams[0],
+            boxoffice::event_store::ExpectedVersion::Exact(2),
+            vec![boxoffice::event_store::NewEvent::new("Noted", 1, serde_json::json!({}))],
+            &boxoffice::event_store::Metadata::default(),
+            None,
+        )
+        .await
+        .unwrap();
+    wait_for_checkpoint(&mut handle.progress(), last.last_global_position, WAIT).await;
+    handle.stop().await.unwrap();
+    let total: usize = topics(&TopicRouter::default()).iter().map(|t| memory_bus.message_count(t).unwrap()).sum();
+    assert_eq!(total, 9, "exactly the committed events reach the bus");
+}
