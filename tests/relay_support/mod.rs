@@ -102,6 +102,12 @@ pub async fn consume(
 
 /// Checks the at-least-once and exactly-once-after-dedup properties.
 pub fn assert_every_event_once(consumed: &Consumed, expected: &[Uuid], per_stream: u64) {
+    eprintln!(
+        "{} committed events, {} deliveries ({} duplicates dropped by the deduplicator)",
+        expected.len(),
+        consumed.deliveries.len(),
+        consumed.deliveries.len() - consumed.handled.len()
+    );
     let delivered: HashSet<Uuid> = consumed.deliveries.iter().copied().collect();
     let missing: Vec<&Uuid> = expected.iter().filter(|id| !delivered.contains(id)).collect();
     assert!(missing.is_empty(), "{} of {} committed events never reached their topic", missing.len(), expected.len());
