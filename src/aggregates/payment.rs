@@ -343,27 +343,27 @@ impl Reducer for PaymentReducer {
                     _ => None,
                 };
                 match decide(state, action, env) {
-                Ok(events) if events.is_empty() => smallvec![],
-                Ok(events) => {
-                    for event in &events {
-                        apply(state, event);
+                    Ok(events) if events.is_empty() => smallvec![],
+                    Ok(events) => {
+                        for event in &events {
+                            apply(state, event);
+                        }
+                        let token = token.unwrap_or_default();
+                        let charge = events.iter().find_map(|e| match e {
+                            PaymentAction::PaymentProcessed { payment_id, amount, .. } => Some((*payment_id, *amount)),
+                            _ => None,
+                        });
+                        let mut effects: Effects<PaymentAction> = smallvec![Effect::Persist(events)];
+                        if let Some((payment_id, amount)) = charge {
+                            let gateway = Arc::clone(&env.gateway);
+                            effects.push(Effect::Future(Box::pin(async move {
+                                let outcome = gateway.charge(payment_id, amount, &token).await;
+                                Some(PaymentAction::RecordGatewayOutcome { payment_id, outcome })
+                            })));
+                        }
+                        effects
                     }
-                    let token = token.unwrap_or_default();
-                    let charge = events.iter().find_map(|e| match e {
-                        PaymentAction::PaymentProcessed { payment_id, amount, .. } => Some((*payment_id, *amount)),
-                        _ => None,
-                    });
-                    let mut effects: Effects<PaymentAction> = smallvec![Effect::Persist(events)];
-                    if let Some((payment_id, amount)) = charge {
-                        let gateway = Arc::clone(&env.gateway);
-                        effects.push(Effect::Future(Box::pin(async move {
-                            let outcome = gateway.charge(payment_id, amount, &token).await;
-                            Some(PaymentAction::RecordGatewayOutcome { payment_id, outcome })
-                        })));
-                    }
-                    effects
-                }
-                Err(error) => smallvec![Effect::Reject(Box::new(PaymentAction::Rejected(error)))],
+                    Err(error) => smallvec![Effect::Reject(Box::new(PaymentAction::Rejected(error)))],
                 }
             }
         }

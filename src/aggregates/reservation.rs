@@ -577,7 +577,9 @@ fn decide(
             _ => smallvec![],
         },
         ReservationAction::RequestPayment { payment_token, .. } => match status {
-            ReservationStatus::SeatsAllocated if now >= r.expires_at => return Err(invalid("pay after the hold ran out")),
+            ReservationStatus::SeatsAllocated if now >= r.expires_at => {
+                return Err(invalid("pay after the hold ran out"));
+            }
             ReservationStatus::SeatsAllocated => smallvec![ReservationAction::PaymentRequested {
                 reservation_id,
                 payment_id: PaymentId::for_reservation(reservation_id),

@@ -240,7 +240,8 @@ impl Reducer for Ticketing {
 /// In-process, a hold is enforced by a timer that sends `ExpireReservation` at `expires_at`.
 /// (The assembled system uses a durable sweep over the log instead, which survives restarts.)
 fn hold_timer(event: &TicketingAction, env: &TicketingEnv) -> Option<Effect<TicketingAction>> {
-    let TicketingAction::Reservation(ReservationAction::ReservationInitiated { reservation_id, expires_at, .. }) = event
+    let TicketingAction::Reservation(ReservationAction::ReservationInitiated { reservation_id, expires_at, .. }) =
+        event
     else {
         return None;
     };

@@ -86,7 +86,7 @@ impl LogFollower {
 
     async fn handle(&self, envelopes: &[Envelope], checkpoint: u64) {
         let span = tracing::debug_span!("log_batch", size = envelopes.len());
-        let _entered = span.enter();
+        let entered = span.enter();
         let mut reactions = Vec::new();
         for envelope in envelopes {
             let action = match TicketingAction::decode(envelope) {
@@ -107,7 +107,7 @@ impl LogFollower {
                 reactions.push(async move { saga.react(&action, context).await });
             }
         }
-        drop(_entered);
+        drop(entered);
         let reacted = !reactions.is_empty();
         join_all(reactions).await;
         let Some(last) = envelopes.last().map(|e| e.global_position) else { return };

@@ -121,7 +121,10 @@ type ReadJob<S> = Box<dyn FnOnce(&S) + Send>;
 enum Job<R: Reducer> {
     Command(CommandJob<R::Action>),
     /// Read the cached state; with `fresh`, reload it from the store first.
-    Read { read: ReadJob<R::State>, fresh: bool },
+    Read {
+        read: ReadJob<R::State>,
+        fresh: bool,
+    },
     /// Report once every effect started so far has finished.
     Settle(oneshot::Sender<()>),
 }

@@ -29,22 +29,24 @@ pub struct CommandRouter {
     pub payments: Repository<PaymentReducer>,
 }
 
-fn lift<A>(
-    result: Result<SmallVec<[A; 4]>, CommandError<A>>,
-    wrap: fn(A) -> TicketingAction,
-) -> Result<Appended, CommandError<TicketingAction>> {
-    match result {
-        Ok(events) => Ok(events.into_iter().map(wrap).collect()),
-        Err(error) => Err(error.map_action(wrap)),
-    }
-}
-
 impl CommandRouter {
     /// Four repositories over `store`, sharing `env`'s clock and gateway.
     #[must_use]
-    pub fn new(store: &Arc<dyn EventStore>, env: &TicketingEnv, clock: &Arc<dyn Clock>, config: RepositoryConfig) -> Self {
+    pub fn new(
+        store: &Arc<dyn EventStore>,
+        env: &TicketingEnv,
+        clock: &Arc<dyn Clock>,
+        config: RepositoryConfig,
+    ) -> Self {
         Self {
-            events: Repository::new(EventReducer, env.event.clone(), Arc::clone(clock), Arc::clone(store), None, config),
+            events: Repository::new(
+                EventReducer,
+                env.event.clone(),
+                Arc::clone(clock),
+                Arc::clone(store),
+                None,
+                config,
+            ),
             inventories: Repository::new(
                 InventoryReducer,
                 env.inventory.clone(),
@@ -77,10 +79,7 @@ impl CommandRouter {
     /// # Errors
     /// The command's rejection, or a storage / contention error; see [`CommandError`].
     pub async fn execute(&self, command: TicketingAction) -> Result<Appended, CommandError<TicketingAction>> {
-        let stream = match command.stream() {
-            Ok(Some(stream)) => stream,
-            Ok(None) | Err(_) => return Err(CommandError::NotACommand(command)),
-        };
+        let Ok(Some(stream)) = command.stream() else { return Err(CommandError::NotACommand(command)) };
         self.execute_on(&stream, command).await
     }
 
@@ -90,14 +89,30 @@ impl CommandRouter {
         command: TicketingAction,
     ) -> Result<Appended, CommandError<TicketingAction>> {
         match command {
-            TicketingAction::Event(c) => lift(self.events.execute(stream, c).await, TicketingAction::Event),
-            TicketingAction::Inventory(c) => {
-                lift(self.inventories.execute(stream, c).await, TicketingAction::Inventory)
-            }
-            TicketingAction::Reservation(c) => {
-                lift(self.reservations.execute(stream, c).await, TicketingAction::Reservation)
-            }
-            TicketingAction::Payment(c) => lift(self.payments.execute(stream, c).await, TicketingAction::Payment),
+            TicketingAction::Event(c) => self
+                .events
+                .execute(stream, c)
+                .await
+                .map(|events| events.into_iter().map(TicketingAction::Event).collect())
+                .map_err(|e| e.map_action(TicketingAction::Event)),
+            TicketingAction::Inventory(c) => self
+                .inventories
+                .execute(stream, c)
+                .await
+                .map(|events| events.into_iter().map(TicketingAction::Inventory).collect())
+                .map_err(|e| e.map_action(TicketingAction::Inventory)),
+            TicketingAction::Reservation(c) => self
+                .reservations
+                .execute(stream, c)
+                .await
+                .map(|events| events.into_iter().map(TicketingAction::Reservation).collect())
+                .map_err(|e| e.map_action(TicketingAction::Reservation)),
+            TicketingAction::Payment(c) => self
+                .payments
+                .execute(stream, c)
+                .await
+                .map(|events| events.into_iter().map(TicketingAction::Payment).collect())
+                .map_err(|e| e.map_action(TicketingAction::Payment)),
         }
     }
 }

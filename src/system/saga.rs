@@ -9,8 +9,8 @@ use futures::future::{BoxFuture, join_all};
 
 use super::{CommandContext, CommandError, CommandRouter};
 use crate::aggregates::{
-    EventAction, HoldStatus, PaymentAction, ReservationAction, TicketingAction,
-    inventory_stream, rejection_reactions, saga_reactions,
+    EventAction, HoldStatus, PaymentAction, ReservationAction, TicketingAction, inventory_stream, rejection_reactions,
+    saga_reactions,
 };
 use crate::domain::PaymentId;
 
@@ -86,9 +86,7 @@ impl Saga {
             let holds = self
                 .router
                 .inventories
-                .state(&stream, |inventory| {
-                    inventory.holds().map(|(id, hold)| (id, hold.status)).collect::<Vec<_>>()
-                })
+                .state(&stream, |inventory| inventory.holds().map(|(id, hold)| (id, hold.status)).collect::<Vec<_>>())
                 .await
                 .unwrap_or_default();
             for (reservation_id, status) in holds {

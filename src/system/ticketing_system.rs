@@ -13,8 +13,8 @@ use super::{
 };
 use crate::aggregates::{
     CompensationReason, EventAction, EventEnv, InventoryEnv, PaymentAction, PaymentEnv, PaymentGateway,
-    ReservationAction, ReservationEnv, ReservationError, ReservationStatus, Section, SimulatedGateway,
-    TicketingAction, TicketingEnv, event_stream, payment_stream, reservation_stream,
+    ReservationAction, ReservationEnv, ReservationError, ReservationStatus, Section, SimulatedGateway, TicketingAction,
+    TicketingEnv, event_stream, payment_stream, reservation_stream,
 };
 use crate::domain::{CustomerId, EventId, Money, PaymentId, PricingTier, ReservationId, SeatId, SectionName, Venue};
 use crate::event_store::{CheckpointStore, EventStore, MemoryCheckpointStore, MemoryEventStore};
@@ -228,8 +228,8 @@ async fn sweep_expired(expiry: ExpiryIndex, router: CommandRouter, mut stop: wat
         let mut failed = false;
         for reservation_id in expiry.due() {
             let context = CommandContext::new_request();
-            let expire = ReservationAction::ExpireReservation { reservation_id };
-            match context.scope(router.reservation(expire)).await {
+            let command = ReservationAction::ExpireReservation { reservation_id };
+            match context.scope(router.reservation(command)).await {
                 Ok(_) | Err(CommandError::Rejected(_)) => expiry.forget(reservation_id),
                 Err(error) => {
                     tracing::warn!(%error, %reservation_id, "expiring a hold failed; will retry");
@@ -397,9 +397,7 @@ impl TicketingSystem {
             .inner
             .router
             .events
-            .state(&event_stream(event_id)?, move |event| {
-                event.is_on_sale().then(|| event.price_at(&section, now))
-            })
+            .state(&event_stream(event_id)?, move |event| event.is_on_sale().then(|| event.price_at(&section, now)))
             .await
             .map_err(lift_event_error)?;
         let unit_price = match price {
@@ -476,7 +474,7 @@ impl TicketingSystem {
         let reservation = self.reservation(reservation_id).await?;
         if !is_terminal(reservation.status) {
             let timeout = self.inner.reply_timeout;
-            let done = tokio::time::timeout(timeout, waiter.until(|event| is_terminal_event(event))).await;
+            let done = tokio::time::timeout(timeout, waiter.until(is_terminal_event)).await;
             if done.is_err() {
                 return Err(SystemError::Timeout { reservation_id, waited_ms: timeout.as_millis() });
             }
@@ -519,9 +517,7 @@ impl TicketingSystem {
             .inner
             .router
             .payments
-            .state(&payment_stream(payment_id)?, |p| {
-                p.payment.as_ref().map(|p| p.amount.checked_sub(p.refunded))
-            })
+            .state(&payment_stream(payment_id)?, |p| p.payment.as_ref().map(|p| p.amount.checked_sub(p.refunded)))
             .await
             .map_err(lift_payment_error)?
             .ok_or(SystemError::UnknownReservation { reservation_id })??;
@@ -534,7 +530,10 @@ impl TicketingSystem {
     ///
     /// # Errors
     /// [`SystemError::UnknownReservation`].
-    pub async fn reservation(&self, reservation_id: ReservationId) -> Result<crate::aggregates::Reservation, SystemError> {
+    pub async fn reservation(
+        &self,
+        reservation_id: ReservationId,
+    ) -> Result<crate::aggregates::Reservation, SystemError> {
         self.inner
             .router
             .reservations

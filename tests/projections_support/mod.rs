@@ -224,7 +224,7 @@ struct ParkedGateway;
 
 #[async_trait]
 impl PaymentGateway for ParkedGateway {
-    async fn charge(&self, _: PaymentId, _: Money) -> GatewayOutcome {
+    async fn charge(&self, _: PaymentId, _: Money, _: &str) -> GatewayOutcome {
         futures::future::pending().await
     }
 }
@@ -322,6 +322,11 @@ impl Driver {
             quantity,
             customer_id: customer(customer_n),
             unit_price,
+        }));
+        // The customer pays as soon as the seats are held (a refused request changes nothing).
+        self.send(TicketingAction::Reservation(ReservationAction::RequestPayment {
+            reservation_id,
+            payment_token: "tok_test".into(),
         }));
     }
 
