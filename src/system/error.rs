@@ -85,6 +85,9 @@ pub enum SystemError {
     /// The system is shutting down.
     #[error("the system is shutting down")]
     ShuttingDown,
+    /// A read model failed or did not catch up in time.
+    #[error(transparent)]
+    Projection(#[from] crate::projections::ProjectionError),
     /// Configuration from the environment was invalid or a backend could not be reached.
     #[error("configuration: {0}")]
     Config(String),

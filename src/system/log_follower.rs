@@ -55,6 +55,7 @@ impl LogFollower {
             }
         };
         let mut after = 0;
+        self.position.send_replace(after);
         loop {
             let mut batches = self.store.subscribe(after).ready_chunks(BATCH);
             loop {

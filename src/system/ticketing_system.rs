@@ -19,6 +19,10 @@ use crate::aggregates::{
 use crate::domain::{CustomerId, EventId, Money, PaymentId, PricingTier, ReservationId, SeatId, SectionName, Venue};
 use crate::event_store::{CheckpointStore, EventStore, MemoryCheckpointStore, MemoryEventStore};
 use crate::framework::{Clock, SystemClock};
+use crate::projections::{
+    AvailableSeatsProjection, CustomerHistoryProjection, ProjectionHandle, ProjectionRunner, RunnerConfig,
+    SalesAnalyticsProjection,
+};
 
 /// What [`TicketingSystem::create_event`] needs.
 #[derive(Debug, Clone)]
@@ -169,10 +173,12 @@ impl TicketingSystemBuilder {
         self
     }
 
-    /// Starts the system: the log follower (saga, waiters, deadlines) and the expiry sweeper.
-    /// Must be called inside a tokio runtime.
-    #[must_use]
-    pub fn build(self) -> TicketingSystem {
+    /// Starts the system: the log follower (saga, waiters, deadlines), the expiry sweeper and
+    /// the three read models. Must be called inside a tokio runtime.
+    ///
+    /// # Errors
+    /// [`SystemError::Storage`] when the read models' checkpoints cannot be loaded.
+    pub async fn build(self) -> Result<TicketingSystem, SystemError> {
         let store = self.event_store.unwrap_or_else(|| Arc::new(MemoryEventStore::new()));
         let checkpoints = self.checkpoints.unwrap_or_else(|| Arc::new(MemoryCheckpointStore::new()));
         let clock = self.clock;
@@ -188,6 +194,7 @@ impl TicketingSystemBuilder {
         let expiry = ExpiryIndex::new(Arc::clone(&clock));
         let (position_tx, position) = watch::channel(0);
         let (stop, stop_rx) = watch::channel(false);
+        let read_models = ReadModels::start(&store, &checkpoints).await?;
         let follower = LogFollower {
             store: Arc::clone(&store),
             checkpoints,
@@ -201,7 +208,7 @@ impl TicketingSystemBuilder {
             tokio::spawn(follower.run(stop_rx.clone())),
             tokio::spawn(sweep_expired(expiry.clone(), router.clone(), stop_rx)),
         ];
-        TicketingSystem {
+        Ok(TicketingSystem {
             inner: Arc::new(Inner {
                 store,
                 router,
@@ -212,9 +219,10 @@ impl TicketingSystemBuilder {
                 position,
                 stop,
                 tasks: Mutex::new(tasks),
+                read_models: Mutex::new(Some(read_models)),
                 reply_timeout: self.reply_timeout,
             }),
-        }
+        })
     }
 }
 
@@ -252,7 +260,7 @@ async fn sweep_expired(expiry: ExpiryIndex, router: CommandRouter, mut stop: wat
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// let system = TicketingSystem::builder().build();
+/// let system = TicketingSystem::builder().build().await?;
 /// let eur = Currency::new("EUR")?;
 /// let vip = SectionName::new("VIP")?;
 /// let event = system
@@ -273,6 +281,10 @@ async fn sweep_expired(expiry: ExpiryIndex, router: CommandRouter, mut stop: wat
 ///     .await?;
 /// let purchase = system.pay(hold.reservation_id, PaymentDetails { token: "tok_visa".into() }).await?;
 /// assert_eq!(purchase.amount, Money::new(10_000, eur));
+///
+/// system.settled().await?;
+/// let left = system.available_seats()?.read(|seats| seats.get_availability(event, "VIP")).map(|a| a.available);
+/// assert_eq!(left, Some(8));
 /// system.shutdown().await;
 /// # Ok(())
 /// # }
@@ -292,7 +304,34 @@ struct Inner {
     position: watch::Receiver<u64>,
     stop: watch::Sender<bool>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
+    read_models: Mutex<Option<ReadModels>>,
     reply_timeout: Duration,
+}
+
+async fn run<P: crate::projections::Projection>(
+    store: &Arc<dyn EventStore>,
+    checkpoints: &Arc<dyn CheckpointStore>,
+    model: P,
+) -> Result<ProjectionRunner<P>, SystemError> {
+    let handle = ProjectionHandle::new(model);
+    Ok(ProjectionRunner::start(Arc::clone(store), Arc::clone(checkpoints), handle, RunnerConfig::default()).await?)
+}
+
+/// The three read models, each fed from the log by its own runner.
+struct ReadModels {
+    available_seats: ProjectionRunner<AvailableSeatsProjection>,
+    sales_analytics: ProjectionRunner<SalesAnalyticsProjection>,
+    customer_history: ProjectionRunner<CustomerHistoryProjection>,
+}
+
+impl ReadModels {
+    async fn start(store: &Arc<dyn EventStore>, checkpoints: &Arc<dyn CheckpointStore>) -> Result<Self, SystemError> {
+        Ok(Self {
+            available_seats: run(store, checkpoints, AvailableSeatsProjection::new()).await?,
+            sales_analytics: run(store, checkpoints, SalesAnalyticsProjection::new()).await?,
+            customer_history: run(store, checkpoints, CustomerHistoryProjection::new()).await?,
+        })
+    }
 }
 
 fn ended(status: ReservationStatus) -> Option<&'static str> {
@@ -309,6 +348,49 @@ impl TicketingSystem {
     #[must_use]
     pub fn builder() -> TicketingSystemBuilder {
         TicketingSystemBuilder::default()
+    }
+
+    fn read_model<T>(&self, pick: impl FnOnce(&ReadModels) -> T) -> Result<T, SystemError> {
+        let models = self.inner.read_models.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        models.as_ref().map(pick).ok_or(SystemError::ShuttingDown)
+    }
+
+    /// Seat availability per section, kept up to date from the log. Query it with
+    /// [`ProjectionHandle::read`], e.g. `system.available_seats()?.read(|m| m.get_availability(event, "VIP"))`.
+    ///
+    /// # Errors
+    /// [`SystemError::ShuttingDown`] after [`TicketingSystem::shutdown`].
+    pub fn available_seats(&self) -> Result<ProjectionHandle<AvailableSeatsProjection>, SystemError> {
+        self.read_model(|m| m.available_seats.handle().clone())
+    }
+
+    /// Revenue and sales per event.
+    ///
+    /// # Errors
+    /// As [`TicketingSystem::available_seats`].
+    pub fn sales_analytics(&self) -> Result<ProjectionHandle<SalesAnalyticsProjection>, SystemError> {
+        self.read_model(|m| m.sales_analytics.handle().clone())
+    }
+
+    /// Purchases per customer.
+    ///
+    /// # Errors
+    /// As [`TicketingSystem::available_seats`].
+    pub fn customer_history(&self) -> Result<ProjectionHandle<CustomerHistoryProjection>, SystemError> {
+        self.read_model(|m| m.customer_history.handle().clone())
+    }
+
+    /// Read-your-writes: waits until every read model has applied the log up to `position`
+    /// (for example [`EventStore::head_position`] after a command).
+    ///
+    /// # Errors
+    /// [`SystemError::Projection`] on timeout or when a read model stopped.
+    pub async fn wait_for_read_models(&self, position: u64, timeout: Duration) -> Result<(), SystemError> {
+        let (seats, sales, customers) = (self.available_seats()?, self.sales_analytics()?, self.customer_history()?);
+        seats.wait_for_position(position, timeout).await?;
+        sales.wait_for_position(position, timeout).await?;
+        customers.wait_for_position(position, timeout).await?;
+        Ok(())
     }
 
     /// The event store this system writes to.
@@ -574,7 +656,7 @@ impl TicketingSystem {
             }
             self.inner.router.settled().await;
             if self.inner.expiry.due().is_empty() && self.inner.store.head_position().await? == head {
-                return Ok(());
+                return self.wait_for_read_models(head, self.inner.reply_timeout).await;
             }
             tokio::task::yield_now().await;
         }
@@ -587,6 +669,18 @@ impl TicketingSystem {
         let tasks = std::mem::take(&mut *self.inner.tasks.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
         for task in tasks {
             let _ = task.await;
+        }
+        let models = self.inner.read_models.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+        if let Some(models) = models {
+            for result in [
+                models.available_seats.stop().await,
+                models.sales_analytics.stop().await,
+                models.customer_history.stop().await,
+            ] {
+                if let Err(error) = result {
+                    tracing::warn!(%error, "a read model stopped with an error");
+                }
+            }
         }
     }
 }
