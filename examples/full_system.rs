@@ -1,0 +1,171 @@
+//! The whole ticketing flow on the assembled system: an event with two sections and tiers, then a
+//! purchase, a declined payment (compensation), an expiry and a customer cancellation, printing
+//! availability and revenue after each.
+//!
+//! In memory by default. Built with `--features postgres` and given `DATABASE_URL`, it runs on
+//! `PostgreSQL` instead; built with `--features kafka` (or `full`) and given `KAFKA_BROKERS`, an
+//! outbox relay also publishes every committed event to the Kafka/RedPanda topics. Time is a
+//! `FixedClock`, so the five-minute expiry happens instantly.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use boxoffice::aggregates::Section;
+use boxoffice::event_store::{CheckpointStore, EventStore, MemoryEventStore};
+use boxoffice::prelude::*;
+use boxoffice::system::{EventSpec, PaymentDetails, ReserveRequest, SystemError, TicketingSystem};
+
+type Backends = (Arc<dyn EventStore>, Arc<dyn CheckpointStore>, &'static str);
+
+#[cfg(feature = "postgres")]
+async fn backends() -> Result<Backends, Box<dyn std::error::Error>> {
+    use boxoffice::event_store::{PostgresConfig, PostgresEventStore};
+    if let Ok(url) = std::env::var("DATABASE_URL") {
+        let store = Arc::new(PostgresEventStore::connect(&url, PostgresConfig::default()).await?);
+        store.migrate().await?;
+        return Ok((store.clone(), store, "PostgreSQL event store (DATABASE_URL)"));
+    }
+    let memory = Arc::new(MemoryEventStore::new());
+    Ok((memory.clone(), memory, "in-memory event store (DATABASE_URL not set)"))
+}
+
+#[cfg(not(feature = "postgres"))]
+async fn backends() -> Result<Backends, Box<dyn std::error::Error>> {
+    let memory = Arc::new(MemoryEventStore::new());
+    Ok((memory.clone(), memory, "in-memory event store"))
+}
+
+async fn report(system: &TicketingSystem, event: EventId, after: &str) -> Result<(), SystemError> {
+    system.settled().await?;
+    let seats = system.available_seats()?;
+    let line: Vec<String> = ["Stalls", "VIP"]
+        .iter()
+        .filter_map(|section| seats.read(|m| m.get_availability(event, section)))
+        .map(|a| {
+            format!("{} {}/{} free ({} held, {} sold)", a.section, a.available, a.total_capacity, a.reserved, a.sold)
+        })
+        .collect();
+    let revenue = system.sales_analytics()?.read(|m| m.get_metrics(event)).map(|m| m.total_revenue.to_string());
+    println!("after {after:<22} | {} | revenue {}", line.join(" | "), revenue.unwrap_or_else(|| "0".into()));
+    Ok(())
+}
+
+/// With the `kafka` feature and `KAFKA_BROKERS` set: relays the log to the broker.
+#[cfg(feature = "kafka")]
+async fn relay(
+    store: &Arc<dyn EventStore>,
+    checkpoints: &Arc<dyn CheckpointStore>,
+) -> Result<Option<boxoffice::event_bus::RelayHandle>, Box<dyn std::error::Error>> {
+    use boxoffice::event_bus::{KafkaConfig, KafkaEventBus, OutboxRelay, RelayConfig, TopicRouter};
+    if std::env::var("KAFKA_BROKERS").is_err() && std::env::var("REDPANDA_BROKERS").is_err() {
+        println!("event bus: none (KAFKA_BROKERS not set)");
+        return Ok(None);
+    }
+    let mut config = KafkaConfig::from_env()?;
+    let router = TopicRouter::new(config.topic_prefix.clone());
+    config.topics = router.topics_for_categories(["event", "inventory", "reservation", "payment"]);
+    println!("event bus: Kafka at {} (topics {})", config.brokers, config.topics.join(", "));
+    let bus = Arc::new(KafkaEventBus::connect(config).await?);
+    let relay = OutboxRelay::new(Arc::clone(store), bus, Arc::clone(checkpoints), router, RelayConfig::default());
+    Ok(Some(relay.spawn()))
+}
+
+#[cfg(not(feature = "kafka"))]
+async fn relay(
+    _: &Arc<dyn EventStore>,
+    _: &Arc<dyn CheckpointStore>,
+) -> Result<Option<std::convert::Infallible>, Box<dyn std::error::Error>> {
+    println!("event bus: none (build with --features kafka and set KAFKA_BROKERS to publish to Kafka)");
+    Ok(None)
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).init();
+    let (store, checkpoints, backend) = backends().await?;
+    println!("event store: {backend}; saga driven from the event log");
+    let relay = relay(&store, &checkpoints).await?;
+
+    let clock = FixedClock::new(chrono::Utc::now());
+    let gateway = Arc::new(SimulatedGateway::always_succeed());
+    let system = TicketingSystem::builder()
+        .event_store(store)
+        .checkpoints(checkpoints)
+        .clock(Arc::new(clock.clone()))
+        .payment_gateway(gateway.clone())
+        .build()
+        .await?;
+
+    let eur = Currency::EUR;
+    let (stalls, vip) = (SectionName::new("Stalls")?, SectionName::new("VIP")?);
+    let event = system
+        .create_event(EventSpec {
+            name: "RustConf Live".into(),
+            venue: Venue::new(VenueId::new_v4(), "Harbour Hall")?,
+            date: clock.now() + chrono::Duration::days(60),
+            sections: vec![
+                Section { name: stalls.clone(), capacity: Capacity::new(100)? },
+                Section { name: vip.clone(), capacity: Capacity::new(10)? },
+            ],
+            pricing_tiers: vec![
+                PricingTier::new(TierKind::Regular, stalls.clone(), Money::new(4_500, eur), None)?,
+                PricingTier::new(TierKind::Vip, vip.clone(), Money::new(15_000, eur), None)?,
+            ],
+        })
+        .await?;
+    system.publish_event(event).await?;
+    system.open_sales(event).await?;
+    report(&system, event, "sales opened").await?;
+
+    let request = |section: &SectionName, quantity| ReserveRequest {
+        event_id: event,
+        section: section.clone(),
+        quantity,
+        customer_id: CustomerId::new_v4(),
+        idempotency_key: None,
+    };
+    let card = || PaymentDetails { token: "tok_visa".into() };
+
+    // 1. A purchase: hold two VIP seats, pay, seats are sold.
+    let hold = system.reserve(request(&vip, 2)).await?;
+    println!("  held {} VIP seats until {} for {}", hold.seats.len(), hold.expires_at.format("%H:%M:%S"), hold.total);
+    let purchase = system.pay(hold.reservation_id, card()).await?;
+    println!("  paid {}: reservation completed", purchase.amount);
+    report(&system, event, "1. purchase").await?;
+
+    // 2. The card is declined: the saga compensates and the seats go back.
+    gateway.add_failures(1);
+    let hold = system.reserve(request(&stalls, 4)).await?;
+    match system.pay(hold.reservation_id, card()).await {
+        Err(SystemError::PaymentDeclined { reason, .. }) => println!("  payment declined ({reason}): seats released"),
+        other => println!("  unexpected: {other:?}"),
+    }
+    report(&system, event, "2. declined payment").await?;
+
+    // 3. Nobody pays: five minutes later the hold expires.
+    let hold = system.reserve(request(&stalls, 3)).await?;
+    report(&system, event, "3a. hold taken").await?;
+    clock.advance(Duration::from_secs(5 * 60));
+    system.settled().await?;
+    println!("  clock +5 min: reservation {:?}", system.reservation(hold.reservation_id).await?.status);
+    report(&system, event, "3b. hold expired").await?;
+
+    // 4. The customer changes their mind.
+    let hold = system.reserve(request(&vip, 1)).await?;
+    system.cancel_reservation(hold.reservation_id).await?;
+    report(&system, event, "4. cancellation").await?;
+
+    let log = system.event_store().head_position().await?;
+    println!("{log} events in the log; every state above is rebuilt from them");
+    #[cfg(feature = "kafka")]
+    if let Some(relay) = relay {
+        let mut progress = relay.progress();
+        tokio::time::timeout(Duration::from_secs(30), progress.wait_for(|p| *p >= log)).await??;
+        let stats = relay.stop().await?;
+        println!("outbox relay: {} events published to Kafka, checkpoint {}", stats.published, stats.checkpoint);
+    }
+    #[cfg(not(feature = "kafka"))]
+    drop(relay);
+    system.shutdown().await;
+    Ok(())
+}
