@@ -616,13 +616,7 @@ impl TicketingSystem {
         &self,
         reservation_id: ReservationId,
     ) -> Result<crate::aggregates::Reservation, SystemError> {
-        self.inner
-            .router
-            .reservations
-            .state(&reservation_stream(reservation_id)?, |s| s.reservation.clone())
-            .await
-            .map_err(lift_reservation_error)?
-            .ok_or(SystemError::UnknownReservation { reservation_id })
+        self.load_reservation(reservation_id, false).await
     }
 
     /// Like [`TicketingSystem::reservation`], but reloaded from the store first: the step just
@@ -631,13 +625,20 @@ impl TicketingSystem {
         &self,
         reservation_id: ReservationId,
     ) -> Result<crate::aggregates::Reservation, SystemError> {
-        self.inner
-            .router
-            .reservations
-            .fresh_state(&reservation_stream(reservation_id)?, |s| s.reservation.clone())
-            .await
-            .map_err(lift_reservation_error)?
-            .ok_or(SystemError::UnknownReservation { reservation_id })
+        self.load_reservation(reservation_id, true).await
+    }
+
+    async fn load_reservation(
+        &self,
+        reservation_id: ReservationId,
+        fresh: bool,
+    ) -> Result<crate::aggregates::Reservation, SystemError> {
+        let stream = reservation_stream(reservation_id)?;
+        let reservations = &self.inner.router.reservations;
+        let read = |s: &crate::aggregates::ReservationState| s.reservation.clone();
+        let found =
+            if fresh { reservations.fresh_state(&stream, read).await } else { reservations.state(&stream, read).await };
+        found.map_err(lift_reservation_error)?.ok_or(SystemError::UnknownReservation { reservation_id })
     }
 
     /// Waits until everything committed so far has been handled by the saga, every effect has
