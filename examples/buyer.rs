@@ -1,4 +1,4 @@
-//! A buyer process for multi-process load on PostgreSQL: N concurrent customers reserve and pay
+//! A buyer process for multi-process load on `PostgreSQL`: N concurrent customers reserve and pay
 //! for seats of an event whose sales are open, ~`fail ratio` of payments are declined by a seeded
 //! gateway and some holds are abandoned to expire. Prints a one-line JSON summary.
 //!

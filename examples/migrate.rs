@@ -1,4 +1,4 @@
-//! Applies the PostgreSQL schema (events, snapshots, checkpoints) to the database named by
+//! Applies the `PostgreSQL` schema (events, snapshots, checkpoints) to the database named by
 //! `DATABASE_URL`. Idempotent: running it twice changes nothing the second time.
 //!
 //! `DATABASE_URL=postgres://postgres@127.0.0.1/boxoffice cargo run --example migrate --features postgres`

@@ -1,4 +1,4 @@
-//! No oversell across processes, proven on PostgreSQL: three buyer processes share one database;
+//! No oversell across processes, proven on `PostgreSQL`: three buyer processes share one database;
 //! afterwards the whole log is replayed and every invariant checked. A second test SIGKILLs a
 //! process holding seats and shows a fresh system still expires its holds.
 //!
@@ -39,7 +39,9 @@ fn buyer_process() {
 
 fn database_url() -> String {
     std::env::var("DATABASE_URL").unwrap_or_else(|_| {
-        panic!("DATABASE_URL is not set: the multi-process PostgreSQL tests need a database (run scripts/test-services.sh)")
+        panic!(
+            "DATABASE_URL is not set: the multi-process PostgreSQL tests need a database (run scripts/test-services.sh)"
+        )
     })
 }
 
@@ -173,9 +175,12 @@ impl Ledger {
         self.events += 1;
         match action {
             TicketingAction::Inventory(event) => self.apply_inventory(event, at),
-            TicketingAction::Reservation(event) => self.apply_reservation(event),
+            TicketingAction::Reservation(event) => self.apply_reservation(&event),
             TicketingAction::Payment(PaymentAction::PaymentSucceeded { payment_id, amount, .. }) => {
-                assert!(self.paid.insert(payment_id, amount.minor_units()).is_none(), "payment {payment_id} paid twice");
+                assert!(
+                    self.paid.insert(payment_id, amount.minor_units()).is_none(),
+                    "payment {payment_id} paid twice"
+                );
             }
             TicketingAction::Payment(PaymentAction::PaymentRefunded { payment_id, amount, .. }) => {
                 let refunded = self.refunded.entry(payment_id).or_default();
@@ -240,8 +245,8 @@ impl Ledger {
         }
     }
 
-    fn apply_reservation(&mut self, event: ReservationAction) {
-        let terminal = match &event {
+    fn apply_reservation(&mut self, event: &ReservationAction) {
+        let terminal = match event {
             ReservationAction::ReservationInitiated { reservation_id, total, expires_at, .. } => {
                 let entry = self.reservations.entry(*reservation_id).or_default();
                 entry.total = total.minor_units();
@@ -371,7 +376,8 @@ async fn holds_of_a_sigkilled_process_still_expire() {
     let status = child.wait().unwrap();
     println!("buyer process {} killed ({status}) after {}", child.id(), holding.unwrap_or_default());
 
-    let store: Arc<PostgresEventStore> = Arc::new(PostgresEventStore::connect(&url, PostgresConfig::default()).await.unwrap());
+    let store: Arc<PostgresEventStore> =
+        Arc::new(PostgresEventStore::connect(&url, PostgresConfig::default()).await.unwrap());
     let before = Ledger::replay(store.as_ref()).await;
     let held: u32 = before.sections.values().map(|s| s.reserved).sum();
     assert!(held > 0, "the killed process held no seats");
@@ -390,7 +396,10 @@ async fn holds_of_a_sigkilled_process_still_expire() {
     }
     let outcomes = after.outcomes();
     println!("after restart: outcomes {outcomes:?}");
-    assert_eq!(outcomes.get("expired").copied().unwrap_or(0) + outcomes.get("compensated").copied().unwrap_or(0), after.reservations.len());
+    assert_eq!(
+        outcomes.get("expired").copied().unwrap_or(0) + outcomes.get("compensated").copied().unwrap_or(0),
+        after.reservations.len()
+    );
     assert!(outcomes.get("expired").copied().unwrap_or(0) > 0);
     store.close().await;
 }

@@ -27,7 +27,7 @@ const DEFAULT_MAX_CONNECTIONS: u32 = 10;
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SystemConfig {
-    /// `DATABASE_URL`: the PostgreSQL event and checkpoint store; `None` keeps everything in memory.
+    /// `DATABASE_URL`: the `PostgreSQL` event and checkpoint store; `None` keeps everything in memory.
     pub database_url: Option<String>,
     /// `DATABASE_MAX_CONNECTIONS`: pool size (default 10).
     pub database_max_connections: u32,
@@ -60,10 +60,9 @@ impl SystemConfig {
             })
         };
         let max_connections = number("DATABASE_MAX_CONNECTIONS", u64::from(DEFAULT_MAX_CONNECTIONS))?;
-        let database_max_connections = u32::try_from(max_connections)
-            .ok()
-            .filter(|n| *n > 0)
-            .ok_or_else(|| SystemError::Config(format!("DATABASE_MAX_CONNECTIONS={max_connections} is out of range")))?;
+        let database_max_connections = u32::try_from(max_connections).ok().filter(|n| *n > 0).ok_or_else(|| {
+            SystemError::Config(format!("DATABASE_MAX_CONNECTIONS={max_connections} is out of range"))
+        })?;
         Ok(Self {
             database_url: set("DATABASE_URL"),
             database_max_connections,
@@ -95,5 +94,23 @@ mod tests {
         assert!(matches!(bad, Err(SystemError::Config(message)) if message.contains("HOLD_DURATION_SECS")));
         let zero = SystemConfig::from_lookup(|name| (name == "DATABASE_MAX_CONNECTIONS").then(|| "0".into()));
         assert!(matches!(zero, Err(SystemError::Config(_))));
+    }
+}
+
+#[cfg(all(test, not(feature = "postgres")))]
+mod without_postgres {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::system::TicketingSystem;
+
+    #[tokio::test]
+    async fn a_database_url_without_the_postgres_feature_is_a_config_error() {
+        let config =
+            SystemConfig::from_lookup(|name| (name == "DATABASE_URL").then(|| "postgres://x/y".into())).unwrap();
+        let result = TicketingSystem::builder_from_config(&config).await;
+        assert!(matches!(result, Err(SystemError::Config(message)) if message.contains("postgres")));
+        let memory = SystemConfig::from_lookup(|_| None).unwrap();
+        let system = TicketingSystem::builder_from_config(&memory).await.unwrap().build();
+        system.shutdown().await;
     }
 }

@@ -340,11 +340,15 @@ impl TicketingSystem {
         #[cfg(feature = "postgres")]
         {
             use crate::event_store::{PostgresConfig, PostgresEventStore};
-            let postgres = PostgresConfig { max_connections: config.database_max_connections, ..PostgresConfig::default() };
+            let postgres =
+                PostgresConfig { max_connections: config.database_max_connections, ..PostgresConfig::default() };
             let store = PostgresEventStore::connect(url, postgres)
                 .await
                 .map_err(|error| SystemError::Config(format!("cannot connect to DATABASE_URL: {error}")))?;
-            store.migrate().await.map_err(|error| SystemError::Config(format!("cannot migrate the schema: {error}")))?;
+            store
+                .migrate()
+                .await
+                .map_err(|error| SystemError::Config(format!("cannot migrate the schema: {error}")))?;
             let store = Arc::new(store);
             Ok(builder.event_store(Arc::clone(&store) as Arc<dyn EventStore>).checkpoints(store))
         }

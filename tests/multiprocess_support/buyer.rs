@@ -1,5 +1,5 @@
 //! A buyer process: N concurrent customers hammering a big and a one-seat section of one event
-//! over a shared PostgreSQL database. Used by `tests/multiprocess_postgres.rs` (which re-runs its
+//! over a shared `PostgreSQL` database. Used by `tests/multiprocess_postgres.rs` (which re-runs its
 //! own test binary as the child) and by `examples/buyer.rs`.
 
 use std::fmt::Write as _;
@@ -137,7 +137,7 @@ impl Summary {
 
     /// One line of JSON.
     #[must_use]
-    pub fn to_json(&self, elapsed: Duration) -> String {
+    pub fn to_json(self, elapsed: Duration) -> String {
         let mut line = String::new();
         let _ = write!(
             line,
@@ -156,8 +156,8 @@ impl Summary {
     }
 }
 
-/// Rounds each buyer plays in [`Mode::Buy`].
-const ROUNDS: usize = 3;
+/// Most rounds a buyer plays in [`Mode::Buy`].
+const MAX_ROUNDS: usize = 40;
 /// Share of holds a buyer walks away from, leaving them to expire.
 const ABANDON_RATIO: f64 = 0.15;
 
@@ -187,9 +187,18 @@ pub async fn run(args: &BuyerArgs) -> Result<Summary, SystemError> {
         let args = args.clone();
         tokio::spawn(async move {
             let mut rng = StdRng::seed_from_u64(args.seed.wrapping_mul(1_000_003).wrapping_add(index as u64));
-            let rounds = if args.mode == Mode::Buy { ROUNDS } else { 1 };
+            // Buying goes on past two hold durations, so abandoned and unpaid holds expire (swept
+            // by whichever process gets there first) while other buyers still want their seats.
+            let until = Instant::now() + Duration::from_secs(2 * args.hold_secs + 1);
+            let rounds = if args.mode == Mode::Buy { MAX_ROUNDS } else { 1 };
             let mut summary = Summary::default();
-            for _ in 0..rounds {
+            for round in 0..rounds {
+                if round > 0 {
+                    if Instant::now() >= until {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(rng.random_range(100..400))).await;
+                }
                 let (section, quantity) =
                     if rng.random_bool(0.25) { (solo.clone(), 1) } else { (big.clone(), rng.random_range(1..=3)) };
                 let request = ReserveRequest {
