@@ -214,7 +214,8 @@ pub async fn run(args: &BuyerArgs) -> Result<Summary, SystemError> {
                         summary.sold_out += 1;
                         continue;
                     }
-                    Err(_) => {
+                    Err(error) => {
+                        eprintln!("buyer {index}: reserve failed: {error}");
                         summary.errors += 1;
                         continue;
                     }
@@ -231,7 +232,10 @@ pub async fn run(args: &BuyerArgs) -> Result<Summary, SystemError> {
                     }
                     Err(SystemError::PaymentDeclined { .. }) => summary.declined += 1,
                     Err(SystemError::ReservationEnded { .. }) => summary.ended += 1,
-                    Err(_) => summary.errors += 1,
+                    Err(error) => {
+                        eprintln!("buyer {index}: pay failed: {error}");
+                        summary.errors += 1;
+                    }
                 }
             }
             summary
