@@ -335,6 +335,7 @@ async fn three_buyer_processes_never_oversell() {
         println!("buyer process: {summary}");
         let summary: serde_json::Value = serde_json::from_str(summary).unwrap();
         bought_seats += summary["seats_bought"].as_u64().unwrap();
+        assert_eq!(summary["errors"], 0, "a buyer call failed (timeout or contention); see stderr");
     }
 
     let store = PostgresEventStore::connect(&url, PostgresConfig::default()).await.unwrap();
@@ -384,8 +385,15 @@ async fn holds_of_a_sigkilled_process_still_expire() {
     let live = before.reservations.values().filter(|r| r.terminal.is_empty()).count();
     println!("after the kill: {live} live reservations holding {held} seats");
 
+    // Nobody runs now: past every deadline the seats are still held, until a new system reads
+    // the deadlines back from the log.
+    let deadline = before.latest_deadline.unwrap();
+    tokio::time::sleep((deadline - Utc::now()).to_std().unwrap_or_default() + Duration::from_millis(50)).await;
+    let overdue = Ledger::replay(store.as_ref()).await;
+    assert_eq!(overdue.sections.values().map(|s| s.reserved).sum::<u32>(), held, "holds outlived their process");
+
     let restarted = system_on(&url, Duration::from_secs(3)).await;
-    expire_everything(&restarted, before.latest_deadline).await;
+    expire_everything(&restarted, overdue.latest_deadline).await;
     restarted.shutdown().await;
 
     let after = Ledger::replay(store.as_ref()).await;
