@@ -167,13 +167,11 @@ const ABANDON_RATIO: f64 = 0.15;
 /// # Errors
 /// [`SystemError`] when the system cannot start.
 pub async fn run(args: &BuyerArgs) -> Result<Summary, SystemError> {
-    let config = SystemConfig {
-        database_url: Some(args.database_url.clone()),
-        database_max_connections: 12,
-        kafka_brokers: None,
-        consumer_group: None,
-        hold_duration: Duration::from_secs(args.hold_secs),
-    };
+    // The environment's settings (`DATABASE_URL`, `DATABASE_MAX_CONNECTIONS`, ...), as
+    // `TicketingSystem::from_env` reads them, with the hold from the command line.
+    let mut config = SystemConfig::from_env()?;
+    config.database_url = Some(args.database_url.clone());
+    config.hold_duration = Duration::from_secs(args.hold_secs);
     let system = TicketingSystem::builder_from_config(&config)
         .await?
         .payment_gateway(Arc::new(SeededGateway::new(args.seed, args.fail_ratio)))
