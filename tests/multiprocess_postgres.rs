@@ -170,7 +170,6 @@ impl Ledger {
         ledger
     }
 
-    #[allow(clippy::too_many_lines)]
     fn apply(&mut self, action: TicketingAction, at: u64) {
         self.events += 1;
         match action {
@@ -293,6 +292,10 @@ impl Ledger {
             }
             assert_eq!(ledger.owner.len(), usize::try_from(ledger.sold).unwrap());
         }
+        let confirmed_holds =
+            self.sections.values().flat_map(|s| s.holds.values()).filter(|(_, state)| *state == HoldState::Confirmed);
+        let completed = self.reservations.values().filter(|r| r.terminal == ["completed"]).count();
+        assert_eq!(confirmed_holds.count(), completed, "every completed reservation, and only those, has sold seats");
         let sold: u32 = self.sections.values().map(|s| s.sold).sum();
         assert_eq!(usize::try_from(sold).unwrap(), sold_seats, "sold seats = seats of completed reservations");
         let revenue = self.paid.values().sum::<i64>() - self.refunded.values().sum::<i64>();
