@@ -59,6 +59,15 @@ fn with_database(url: &str, name: &str) -> String {
     }
 }
 
+/// Drops a database [`fresh_database`] made (only after a passing test: a failing one leaves its
+/// log for inspection).
+async fn drop_database(url: &str) {
+    let name = url.rsplit('/').next().unwrap().split('?').next().unwrap();
+    let mut admin = PgConnection::connect(&database_url()).await.unwrap();
+    admin.execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str()).await.unwrap();
+    admin.close().await.unwrap();
+}
+
 /// A fresh, empty database on the `DATABASE_URL` server; returns its URL.
 async fn fresh_database(prefix: &str) -> String {
     let url = database_url();
@@ -360,6 +369,7 @@ async fn three_buyer_processes_never_oversell() {
     assert_eq!(u64::from(sold), bought_seats, "seats sold = seats the buyers were told they bought");
     assert!(ledger.reservations.len() >= 100, "the buyers hardly ran: {} reservations", ledger.reservations.len());
     store.close().await;
+    drop_database(&url).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -413,4 +423,5 @@ async fn holds_of_a_sigkilled_process_still_expire() {
     );
     assert!(outcomes.get("expired").copied().unwrap_or(0) > 0);
     store.close().await;
+    drop_database(&url).await;
 }

@@ -229,7 +229,9 @@ pub async fn run(args: &BuyerArgs) -> Result<Summary, SystemError> {
                         summary.seats_bought += u32::try_from(purchase.seats.len()).unwrap_or(u32::MAX);
                     }
                     Err(SystemError::PaymentDeclined { .. }) => summary.declined += 1,
-                    Err(SystemError::ReservationEnded { .. }) => summary.ended += 1,
+                    // The hold ran out first: either the saga saw it end while the payment was
+                    // under way, or the reservation refused the payment request as already over.
+                    Err(SystemError::ReservationEnded { .. } | SystemError::Reservation(_)) => summary.ended += 1,
                     Err(error) => {
                         eprintln!("buyer {index}: pay failed: {error}");
                         summary.errors += 1;
