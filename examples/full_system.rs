@@ -30,6 +30,7 @@ async fn backends() -> Result<Backends, Box<dyn std::error::Error>> {
 }
 
 #[cfg(not(feature = "postgres"))]
+#[allow(clippy::unused_async)] // same signature as the PostgreSQL variant
 async fn backends() -> Result<Backends, Box<dyn std::error::Error>> {
     let memory = Arc::new(MemoryEventStore::new());
     Ok((memory.clone(), memory, "in-memory event store"))
@@ -71,6 +72,7 @@ async fn relay(
 }
 
 #[cfg(not(feature = "kafka"))]
+#[allow(clippy::unused_async)] // same signature as the Kafka variant
 async fn relay(
     _: &Arc<dyn EventStore>,
     _: &Arc<dyn CheckpointStore>,
@@ -165,7 +167,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("outbox relay: {} events published to Kafka, checkpoint {}", stats.published, stats.checkpoint);
     }
     #[cfg(not(feature = "kafka"))]
-    drop(relay);
+    let None = relay;
     system.shutdown().await;
     Ok(())
 }

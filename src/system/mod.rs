@@ -2,6 +2,7 @@
 //! log, durable expiry of holds and the [`TicketingSystem`] facade.
 
 mod command_context;
+mod config;
 mod error;
 mod expiry;
 mod log_follower;
@@ -13,6 +14,7 @@ mod stream_journal;
 mod ticketing_system;
 
 pub use command_context::CommandContext;
+pub use config::SystemConfig;
 pub use error::SystemError;
 pub use expiry::ExpiryIndex;
 pub use log_follower::LogFollower;

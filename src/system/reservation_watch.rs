@@ -43,9 +43,29 @@ impl ReservationWatch {
         let Some(id) = event.reservation_id() else { return };
         let watched = self.watched.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(entry) = watched.get(&id) {
-            entry.sender.send_replace(Some(event.clone()));
+            // The channel keeps only the latest event, so an ending must not be overwritten by
+            // what may follow it (`SeatsReturned` when a duplicate saga step, e.g. another
+            // process's, allocated seats after the reservation ended): a waiter polled later
+            // would otherwise never see that the reservation ended.
+            entry.sender.send_if_modified(|latest| {
+                if latest.as_ref().is_some_and(is_ending) {
+                    return false;
+                }
+                *latest = Some(event.clone());
+                true
+            });
         }
     }
+}
+
+fn is_ending(event: &ReservationAction) -> bool {
+    matches!(
+        event,
+        ReservationAction::ReservationCompleted { .. }
+            | ReservationAction::ReservationExpired { .. }
+            | ReservationAction::ReservationCancelled { .. }
+            | ReservationAction::ReservationCompensated { .. }
+    )
 }
 
 impl ReservationWaiter {
@@ -66,5 +86,30 @@ impl Drop for ReservationWaiter {
                 watched.remove(&self.id);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::domain::{EventId, SectionName};
+
+    #[tokio::test]
+    async fn an_ending_is_not_hidden_by_seats_returned_after_it() {
+        let watch = ReservationWatch::default();
+        let (reservation_id, event_id) = (ReservationId::new_v4(), EventId::new_v4());
+        let section = SectionName::new("A").unwrap();
+        let mut waiter = watch.watch(reservation_id);
+        watch.observe(&ReservationAction::ReservationCancelled {
+            reservation_id,
+            event_id,
+            section: section.clone(),
+            seats: vec![],
+            cancelled_at: chrono::Utc::now(),
+        });
+        watch.observe(&ReservationAction::SeatsReturned { reservation_id, event_id, section, seats: vec![] });
+        let seen = tokio::time::timeout(std::time::Duration::from_secs(1), waiter.until(is_ending)).await.unwrap();
+        assert!(matches!(seen, Some(ReservationAction::ReservationCancelled { .. })));
     }
 }

@@ -9,7 +9,7 @@ use tokio::task::JoinHandle;
 
 use super::{
     CommandContext, CommandError, CommandRouter, ExpiryIndex, LogFollower, RepositoryConfig, ReservationWatch, Saga,
-    SystemError,
+    SystemConfig, SystemError,
 };
 use crate::aggregates::{
     CompensationReason, EventAction, EventEnv, InventoryEnv, PaymentAction, PaymentEnv, PaymentGateway,
@@ -391,6 +391,57 @@ impl TicketingSystem {
         sales.wait_for_position(position, timeout).await?;
         customers.wait_for_position(position, timeout).await?;
         Ok(())
+    }
+
+    /// Starts a system configured from the environment (see [`SystemConfig::from_env`]).
+    ///
+    /// # Errors
+    /// As [`TicketingSystem::builder_from_config`].
+    pub async fn from_env() -> Result<Self, SystemError> {
+        let config = SystemConfig::from_env()?;
+        Self::builder_from_config(&config).await?.build().await
+    }
+
+    /// A builder whose event store, checkpoint store and hold duration follow `config`: with
+    /// `DATABASE_URL` set, a [`PostgresEventStore`](crate::event_store::PostgresEventStore)
+    /// (schema migrated) serves as both event store and checkpoint store; otherwise memory.
+    /// Callers may still override the clock or the payment gateway before `build()`.
+    ///
+    /// # Errors
+    /// [`SystemError::Config`] when `DATABASE_URL` is set but the `postgres` feature is off, or
+    /// the database cannot be reached or migrated.
+    #[cfg_attr(not(feature = "postgres"), allow(clippy::unused_async))]
+    pub async fn builder_from_config(config: &SystemConfig) -> Result<TicketingSystemBuilder, SystemError> {
+        let mut builder = Self::builder().hold_duration(config.hold_duration);
+        if let Some(group) = &config.consumer_group {
+            builder = builder.checkpoint_name(group.clone());
+        }
+        if config.kafka_brokers.is_some() && !cfg!(feature = "kafka") {
+            tracing::warn!("KAFKA_BROKERS is set but boxoffice was built without the `kafka` feature; ignoring it");
+        }
+        let Some(url) = &config.database_url else { return Ok(builder) };
+        #[cfg(feature = "postgres")]
+        {
+            use crate::event_store::{PostgresConfig, PostgresEventStore};
+            let postgres =
+                PostgresConfig { max_connections: config.database_max_connections, ..PostgresConfig::default() };
+            let store = PostgresEventStore::connect(url, postgres)
+                .await
+                .map_err(|error| SystemError::Config(format!("cannot connect to DATABASE_URL: {error}")))?;
+            store
+                .migrate()
+                .await
+                .map_err(|error| SystemError::Config(format!("cannot migrate the schema: {error}")))?;
+            let store = Arc::new(store);
+            Ok(builder.event_store(Arc::clone(&store) as Arc<dyn EventStore>).checkpoints(store))
+        }
+        #[cfg(not(feature = "postgres"))]
+        {
+            let _ = (url, builder);
+            Err(SystemError::Config(
+                "DATABASE_URL is set but boxoffice was built without the `postgres` feature".to_owned(),
+            ))
+        }
     }
 
     /// The event store this system writes to.

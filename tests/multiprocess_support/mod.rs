@@ -1,0 +1,3 @@
+//! Shared by the multi-process tests and `examples/buyer.rs`.
+
+pub mod buyer;
