@@ -136,7 +136,8 @@ async fn unpaid_hold_expires_on_the_clock_and_late_payment_is_refused() {
     f.clock.advance(Duration::from_secs(1));
     assert_eq!(available(&f, "Stalls").await, 10);
     assert_eq!(f.system.reservation(hold.reservation_id).await.unwrap().status, ReservationStatus::Expired);
-    assert!(f.system.pay(hold.reservation_id, card()).await.is_err());
+    let late = f.system.pay(hold.reservation_id, card()).await;
+    assert!(matches!(late, Err(SystemError::ReservationEnded { how: "expired", .. })), "{late:?}");
 }
 
 #[tokio::test]

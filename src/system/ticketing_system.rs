@@ -603,7 +603,13 @@ impl TicketingSystem {
     pub async fn pay(&self, reservation_id: ReservationId, details: PaymentDetails) -> Result<Purchase, SystemError> {
         let mut waiter = self.inner.watch.watch(reservation_id);
         let request = ReservationAction::RequestPayment { reservation_id, payment_token: details.token };
-        self.command(TicketingAction::Reservation(request), false).await?;
+        if let Err(error) = self.command(TicketingAction::Reservation(request), false).await {
+            // Paying for a hold that already ended is not bad input: say how it ended.
+            return match self.reservation(reservation_id).await.map(|r| ended(r.status)) {
+                Ok(Some(how)) => Err(SystemError::ReservationEnded { reservation_id, how }),
+                _ => Err(error),
+            };
+        }
         let reservation = self.reservation(reservation_id).await?;
         if !is_terminal(reservation.status) {
             let timeout = self.inner.reply_timeout;
