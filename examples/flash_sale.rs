@@ -560,7 +560,8 @@ async fn run_memory(args: &Args, scenarios: &[usize]) -> Result<Vec<Row>, BoxErr
 
 #[cfg(feature = "postgres")]
 async fn insert_baseline(url: &str, buyers: usize, pool: u32, run_for: Duration) -> Result<f64, BoxError> {
-    let pool = sqlx::postgres::PgPoolOptions::new().max_connections(pool).connect(url).await?;
+    let pool =
+        sqlx::postgres::PgPoolOptions::new().max_connections(pool).test_before_acquire(false).connect(url).await?;
     sqlx::query("DROP TABLE IF EXISTS flash_sale_scratch").execute(&pool).await?;
     sqlx::query("CREATE TABLE flash_sale_scratch (id BIGSERIAL PRIMARY KEY, payload JSONB NOT NULL)")
         .execute(&pool)
@@ -597,7 +598,10 @@ async fn insert_baseline(url: &str, buyers: usize, pool: u32, run_for: Duration)
 async fn run_postgres(args: &Args, scenarios: &[usize]) -> Result<Vec<Row>, BoxError> {
     use boxoffice::event_store::{PostgresConfig, PostgresEventStore};
     let url = std::env::var("DATABASE_URL").map_err(|_| "--backend postgres needs DATABASE_URL")?;
-    let config = PostgresConfig { max_connections: args.pool, ..PostgresConfig::default() };
+    // No ping before each pooled operation: the database is local and not restarted mid-run,
+    // and the ping is one extra round trip (and backend wake-up) per statement.
+    let config =
+        PostgresConfig { max_connections: args.pool, test_before_acquire: false, ..PostgresConfig::default() };
     let pg = Arc::new(PostgresEventStore::connect(&url, config).await?);
     pg.migrate().await?;
     let baseline = insert_baseline(&url, args.buyers, args.pool, Duration::from_secs(5)).await?;
