@@ -575,7 +575,8 @@ impl TicketingSystem {
             drop(settled);
         }
         drop(waiter);
-        let reservation = self.reservation_after_saga(reservation_id).await?;
+        let reservation =
+            self.reservation_reaching(reservation_id, |status| status != ReservationStatus::Initiated).await?;
         match reservation.status {
             ReservationStatus::Compensated => match reservation.compensation {
                 Some(CompensationReason::InsufficientInventory { requested, available }) => {
@@ -619,7 +620,7 @@ impl TicketingSystem {
             }
         }
         drop(waiter);
-        let reservation = self.reservation_after_saga(reservation_id).await?;
+        let reservation = self.reservation_reaching(reservation_id, is_terminal).await?;
         match reservation.status {
             ReservationStatus::Completed => Ok(Purchase {
                 reservation_id,
@@ -674,6 +675,23 @@ impl TicketingSystem {
         reservation_id: ReservationId,
     ) -> Result<crate::aggregates::Reservation, SystemError> {
         self.load_reservation(reservation_id, false).await
+    }
+
+    /// The reservation once its status satisfies `reached`: the cached state when it already
+    /// does (the saga step ran in this process, the common case), else reloaded from the store,
+    /// because the step just awaited may have been written by another process. Statuses only
+    /// move forward, so a cached state that reached the step is as good as a reloaded one, and
+    /// skipping the reload saves re-reading and re-folding the whole stream on every call.
+    async fn reservation_reaching(
+        &self,
+        reservation_id: ReservationId,
+        reached: impl Fn(ReservationStatus) -> bool,
+    ) -> Result<crate::aggregates::Reservation, SystemError> {
+        let cached = self.reservation(reservation_id).await?;
+        if reached(cached.status) {
+            return Ok(cached);
+        }
+        self.reservation_after_saga(reservation_id).await
     }
 
     /// Like [`TicketingSystem::reservation`], but reloaded from the store first: the step just
