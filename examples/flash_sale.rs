@@ -414,15 +414,7 @@ fn reducer_baseline(sections: usize, seats: u32, purchases: u64, seed: u64) -> R
     let eur = Currency::new("EUR")?;
     let spec = event_spec(&s, eur)?;
     let event_id = EventId::new_v4();
-    let create = EventAction::CreateEvent {
-        event_id,
-        name: spec.name,
-        venue: spec.venue,
-        date: spec.date,
-        sections: spec.sections,
-        pricing_tiers: spec.pricing_tiers,
-    };
-    drain(&mut state, &env, create.into());
+    drain(&mut state, &env, spec.into_command(event_id).into());
     drain(&mut state, &env, EventAction::PublishEvent { event_id }.into());
     drain(&mut state, &env, EventAction::OpenSales { event_id }.into());
     let open: Vec<AtomicBool> = (0..sections).map(|_| AtomicBool::new(true)).collect();

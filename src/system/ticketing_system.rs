@@ -39,6 +39,21 @@ pub struct EventSpec {
     pub pricing_tiers: Vec<PricingTier>,
 }
 
+impl EventSpec {
+    /// The `CreateEvent` command that creates this event as `event_id`.
+    #[must_use]
+    pub fn into_command(self, event_id: EventId) -> EventAction {
+        EventAction::CreateEvent {
+            event_id,
+            name: self.name,
+            venue: self.venue,
+            date: self.date,
+            sections: self.sections,
+            pricing_tiers: self.pricing_tiers,
+        }
+    }
+}
+
 /// A request for seats.
 #[derive(Debug, Clone)]
 pub struct ReserveRequest {
@@ -470,15 +485,7 @@ impl TicketingSystem {
     /// [`SystemError::Event`] for invalid details (blank name, no sections, bad tiers, past date).
     pub async fn create_event(&self, spec: EventSpec) -> Result<EventId, SystemError> {
         let event_id = EventId::new_v4();
-        let create = EventAction::CreateEvent {
-            event_id,
-            name: spec.name,
-            venue: spec.venue,
-            date: spec.date,
-            sections: spec.sections,
-            pricing_tiers: spec.pricing_tiers,
-        };
-        self.command(TicketingAction::Event(create), true).await?;
+        self.command(TicketingAction::Event(spec.into_command(event_id)), true).await?;
         Ok(event_id)
     }
 
