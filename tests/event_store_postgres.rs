@@ -275,7 +275,16 @@ async fn frontier_needs_positions_taken_in_transaction_id_order() {
     let a_position: i64 = sqlx::query_scalar(insert).bind("naive-a").fetch_one(&mut *a).await.unwrap();
     assert!(b_position < a_position);
     a.commit().await.unwrap();
-    let first = frontier_read(0).await;
+    // The frontier is server-wide: a transaction of a test running beside this one may hold it
+    // back for a moment, so wait (bounded) until it passes A, which it must while B is open.
+    let mut first = frontier_read(0).await;
+    for _ in 0..250 {
+        if !first.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        first = frontier_read(0).await;
+    }
     assert_eq!(first, vec![a_position], "A has the older transaction id, so the frontier lets it through");
     b.commit().await.unwrap();
     let second = frontier_read(a_position).await;

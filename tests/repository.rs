@@ -43,7 +43,7 @@ impl Message for Act {
     }
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
 struct Seats {
     capacity: u32,
     taken: u32,
@@ -159,4 +159,26 @@ async fn rejected_command_writes_nothing() {
     let before = store.head_position().await.unwrap();
     assert!(matches!(repo.execute(&stream, Act::Take).await, Err(CommandError::Rejected(Act::SoldOut))));
     assert_eq!(store.head_position().await.unwrap(), before);
+}
+
+#[tokio::test]
+async fn long_streams_are_loaded_from_a_snapshot_plus_the_events_after_it() {
+    let store: Arc<dyn EventStore> = Arc::new(MemoryEventStore::new());
+    let stream = StreamId::new("section-4").unwrap();
+    let config = RepositoryConfig { snapshot_every: 10, ..RepositoryConfig::default() };
+    let repo = Repository::new(Section, (), Arc::new(SystemClock), Arc::clone(&store), None, config);
+    repo.execute(&stream, Act::Open { capacity: 100 }).await.unwrap();
+    for _ in 0..24 {
+        repo.execute(&stream, Act::Take).await.unwrap();
+    }
+    let snapshot = store.load_snapshot(&stream).await.unwrap().expect("a snapshot after 10+ events");
+    assert!(snapshot.stream_version >= 10, "{snapshot:?}");
+    let taken = snapshot.state["taken"].as_u64().unwrap();
+    assert_eq!(taken + 1, snapshot.stream_version, "the snapshot's state is exactly its version's");
+
+    // A second process loads snapshot + tail, sees all 24 taken and keeps selling correctly.
+    let other = repository(&store);
+    assert_eq!(other.state(&stream, |s| s.taken).await.unwrap(), 24);
+    let (sold, refused) = hammer(other, stream.clone(), 100).await;
+    assert_eq!((sold, refused), (76, 24));
 }

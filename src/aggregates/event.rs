@@ -56,7 +56,7 @@ pub struct EventDetails {
 }
 
 /// State of one Event stream.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct EventState {
     /// Set by `EventCreated`.
     pub details: Option<EventDetails>,

@@ -41,7 +41,7 @@ pub enum HoldStatus {
 }
 
 /// Seats set aside for one reservation.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Hold {
     /// The seats (kept after release for audit; they are free again).
     pub seats: Vec<AllocatedSeat>,
@@ -65,7 +65,7 @@ pub enum ReleaseReason {
 }
 
 /// State of one Inventory stream (one event, one section).
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct InventoryState {
     /// Event and section, set by `InventoryInitialized`.
     pub key: Option<(EventId, SectionName)>,

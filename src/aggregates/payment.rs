@@ -93,7 +93,7 @@ pub enum PaymentStatus {
 }
 
 /// One payment.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PaymentRecord {
     /// The payment.
     pub payment_id: PaymentId,
@@ -108,7 +108,7 @@ pub struct PaymentRecord {
 }
 
 /// State of one Payment stream.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct PaymentState {
     /// Set by `PaymentProcessed`.
     pub payment: Option<PaymentRecord>,

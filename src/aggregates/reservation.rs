@@ -68,7 +68,7 @@ pub enum CompensationReason {
 }
 
 /// One reservation.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Reservation {
     /// The reservation.
     pub reservation_id: ReservationId,
@@ -99,7 +99,7 @@ pub struct Reservation {
 }
 
 /// State of one Reservation stream.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct ReservationState {
     /// Set by `ReservationInitiated`.
     pub reservation: Option<Reservation>,

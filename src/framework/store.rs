@@ -60,6 +60,9 @@ struct Inner<R: Reducer> {
     clock: Arc<dyn Clock>,
     journal: Arc<dyn Journal<R::Action>>,
     observer: Option<PersistedObserver<R::Action>>,
+    /// What the journal's events are folded onto when the state is rebuilt (in a mutex only
+    /// so the store stays `Sync` for any `Send` state).
+    base: SyncMutex<R::State>,
     busy: AtomicUsize,
     parked: SyncMutex<BTreeMap<DateTime<Utc>, usize>>,
     changed: Notify,
@@ -81,27 +84,29 @@ pub type ActionOutcome<A> = Result<SmallVec<[A; 4]>, A>;
 impl<R> Store<R>
 where
     R: Reducer,
-    R::State: Default,
+    R::State: Clone,
     R::Action: Clone + Send + Sync + std::fmt::Debug,
 {
-    /// A store whose persisted events are kept in a [`MemoryJournal`].
+    /// A store whose persisted events are kept in a [`MemoryJournal`], starting from `state`.
     pub fn new(reducer: R, state: R::State, env: R::Env, clock: Arc<dyn Clock>) -> Self {
         Self::build(reducer, state, env, clock, Arc::new(MemoryJournal::default()), None)
     }
 
-    /// A store that persists into `journal`, starting from the state its events rebuild, and
-    /// tells `observer` (if any) about every append.
+    /// A store that persists into `journal`, starting from `base` (the default state, or a
+    /// snapshot) with the journal's events folded onto it, and tells `observer` (if any) about
+    /// every append. The journal must replay exactly the events that came after `base`.
     ///
     /// # Errors
     /// The journal's error if its events cannot be read.
     pub async fn restore(
         reducer: R,
+        base: R::State,
         env: R::Env,
         clock: Arc<dyn Clock>,
         journal: Arc<dyn Journal<R::Action>>,
         observer: Option<PersistedObserver<R::Action>>,
     ) -> Result<Self, JournalError> {
-        let store = Self::build(reducer, R::State::default(), env, clock, journal, observer);
+        let store = Self::build(reducer, base, env, clock, journal, observer);
         let state = store.rebuild().await?;
         *store.inner.state.lock().await = state;
         Ok(store)
@@ -119,6 +124,7 @@ where
             inner: Arc::new(Inner {
                 reducer,
                 env,
+                base: SyncMutex::new(state.clone()),
                 state: Mutex::new(state),
                 clock,
                 journal,
@@ -235,7 +241,7 @@ where
     }
 
     async fn rebuild(&self) -> Result<R::State, JournalError> {
-        let mut state = R::State::default();
+        let mut state = self.inner.base.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
         for event in self.inner.journal.replay().await? {
             drop(self.inner.reducer.reduce(&mut state, event, &self.inner.env));
         }
@@ -411,7 +417,7 @@ mod tests {
             let seen = Arc::clone(&seen);
             Arc::new(move |events: &[Act]| seen.lock().unwrap().extend_from_slice(events))
         };
-        let store = Store::restore(Account, (), Arc::new(clock()), journal.clone(), Some(observer)).await.unwrap();
+        let store = Store::restore(Account, 0, (), Arc::new(clock()), journal.clone(), Some(observer)).await.unwrap();
         store.send(Act::Deposit(7)).await.unwrap();
         journal.fail.store(true, Ordering::SeqCst);
         assert!(matches!(store.send(Act::Deposit(3)).await, Err(StoreError::Journal(JournalError::Conflict { .. }))));
@@ -423,7 +429,7 @@ mod tests {
     async fn restore_folds_the_journal() {
         let journal = Arc::new(MemoryJournal::default());
         journal.append(&[Act::Deposited(2), Act::Deposited(3)]).await.unwrap();
-        let store = Store::restore(Account, (), Arc::new(clock()), journal, None).await.unwrap();
+        let store = Store::restore(Account, 0, (), Arc::new(clock()), journal, None).await.unwrap();
         assert_eq!(store.with_state(|b| *b).await, 5);
     }
 }

@@ -15,7 +15,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument;
 
 use super::{CommandContext, StreamJournal};
-use crate::event_store::{EventStore, StreamId};
+use crate::event_store::{EventStore, Snapshot, StreamId};
 use crate::framework::{Clock, JournalError, Message, PersistedObserver, Reducer, Store};
 
 /// Why a command was not carried out.
@@ -99,11 +99,19 @@ pub struct RepositoryConfig {
     pub idle_timeout: Duration,
     /// Conflict retries.
     pub retry: RetryPolicy,
+    /// A snapshot of a stream's state is saved every this many events (0: never), so loading a
+    /// long stream (a hot section) reads the snapshot and the events after it.
+    pub snapshot_every: u64,
 }
 
 impl Default for RepositoryConfig {
     fn default() -> Self {
-        Self { max_batch: 256, idle_timeout: Duration::from_secs(30), retry: RetryPolicy::default() }
+        Self {
+            max_batch: 256,
+            idle_timeout: Duration::from_secs(30),
+            retry: RetryPolicy::default(),
+            snapshot_every: 500,
+        }
     }
 }
 
@@ -134,6 +142,17 @@ struct Worker<R: Reducer> {
     jobs: mpsc::UnboundedSender<Job<R>>,
 }
 
+/// Shape version of the snapshots this module writes; older ones are ignored.
+const SNAPSHOT_SCHEMA_VERSION: u32 = 1;
+
+/// A stream held by its worker.
+struct Loaded<R: Reducer> {
+    store: Store<R>,
+    journal: Arc<StreamJournal<R::Action>>,
+    /// Version of the last snapshot saved or loaded (0: none).
+    snapshot_version: u64,
+}
+
 /// Loads, decides and appends for every stream of one aggregate type.
 pub struct Repository<R: Reducer> {
     inner: Arc<Inner<R>>,
@@ -161,7 +180,7 @@ impl<R: Reducer> Clone for Repository<R> {
 impl<R> Repository<R>
 where
     R: Reducer + Clone,
-    R::State: Default,
+    R::State: Default + Clone + Serialize + DeserializeOwned,
     R::Env: Clone,
     R::Action: Message + Serialize + DeserializeOwned + Clone + Debug + Send + Sync,
 {
@@ -282,22 +301,69 @@ where
         Ok(())
     }
 
-    async fn restore(&self, stream: &StreamId) -> Result<Store<R>, CommandError<R::Action>> {
+    /// Loads a stream: its latest snapshot (if any, and readable) plus the events after it.
+    async fn restore(&self, stream: &StreamId) -> Result<Loaded<R>, CommandError<R::Action>> {
         let inner = &self.inner;
-        let journal = Arc::new(StreamJournal::new(Arc::clone(&inner.events), stream.clone()));
-        Store::restore(
+        let snapshot = match inner.events.load_snapshot(stream).await {
+            Ok(snapshot) => snapshot.filter(|s| s.schema_version == SNAPSHOT_SCHEMA_VERSION),
+            Err(error) => {
+                tracing::warn!(%error, "cannot read the snapshot; loading the whole stream");
+                None
+            }
+        };
+        let (base, version) = match snapshot.map(|s| (serde_json::from_value::<R::State>(s.state), s.stream_version)) {
+            Some((Ok(state), version)) => (state, version),
+            Some((Err(error), _)) => {
+                tracing::warn!(%error, "snapshot does not match the state's shape; loading the whole stream");
+                (R::State::default(), 0)
+            }
+            None => (R::State::default(), 0),
+        };
+        let journal = Arc::new(StreamJournal::after(Arc::clone(&inner.events), stream.clone(), version));
+        let store = Store::restore(
             inner.reducer.clone(),
+            base,
             inner.env.clone(),
             Arc::clone(&inner.clock),
-            journal,
+            Arc::clone(&journal) as Arc<dyn crate::framework::Journal<R::Action>>,
             inner.observer.clone(),
         )
         .await
-        .map_err(|source| CommandError::Storage { stream: stream.clone(), source })
+        .map_err(|source| CommandError::Storage { stream: stream.clone(), source })?;
+        Ok(Loaded { store, journal, snapshot_version: version })
+    }
+
+    /// Saves a snapshot once `every` events have been appended since the last one. State and
+    /// version are read under the store's lock, so they always match.
+    async fn snapshot_if_due(&self, stream: &StreamId, loaded: &mut Loaded<R>) {
+        let every = self.inner.config.snapshot_every;
+        if every == 0 || loaded.journal.version() < loaded.snapshot_version.saturating_add(every) {
+            return;
+        }
+        let journal = Arc::clone(&loaded.journal);
+        let (state, version) =
+            loaded.store.with_state(move |state| (serde_json::to_value(state), journal.version())).await;
+        let state = match state {
+            Ok(state) => state,
+            Err(error) => {
+                tracing::warn!(%error, "cannot serialise the state for a snapshot");
+                return;
+            }
+        };
+        let snapshot = Snapshot {
+            stream_id: stream.clone(),
+            stream_version: version,
+            state,
+            schema_version: SNAPSHOT_SCHEMA_VERSION,
+        };
+        match self.inner.events.save_snapshot(snapshot).await {
+            Ok(()) => loaded.snapshot_version = version,
+            Err(error) => tracing::warn!(%error, "cannot save a snapshot"),
+        }
     }
 
     async fn run_worker(self, stream: StreamId, worker_id: u64, mut queue: mpsc::UnboundedReceiver<Job<R>>) {
-        let store = match self.restore(&stream).await {
+        let mut loaded = match self.restore(&stream).await {
             Ok(store) => Some(store),
             Err(error) => {
                 tracing::warn!(%error, "cannot load stream");
@@ -321,7 +387,7 @@ where
             while let Some(job) = next.take() {
                 match job {
                     Job::Command(command) => commands.push(command),
-                    Job::Read { read, fresh } => match &store {
+                    Job::Read { read, fresh } => match loaded.as_ref().map(|l| &l.store) {
                         Some(store) => {
                             if fresh && let Err(error) = store.reload().await {
                                 tracing::warn!(%error, "reloading the stream failed; answering from the cached state");
@@ -331,8 +397,8 @@ where
                         None => drop(read),
                     },
                     Job::Settle(reply) => {
-                        if let Some(store) = &store {
-                            let store = store.clone();
+                        if let Some(loaded) = &loaded {
+                            let store = loaded.store.clone();
                             tokio::spawn(async move {
                                 store.settled().await;
                                 let _ = reply.send(());
@@ -347,8 +413,9 @@ where
             if commands.is_empty() {
                 continue;
             }
-            if let Some(store) = &store {
-                self.handle_batch(store, &stream, commands).await;
+            if let Some(loaded) = &mut loaded {
+                self.handle_batch(&loaded.store, &stream, commands).await;
+                self.snapshot_if_due(&stream, loaded).await;
             } else {
                 for job in commands {
                     let _ = job.reply.send(Err(CommandError::Storage {

@@ -23,15 +23,23 @@ pub const SCHEMA_VERSION: u32 = 1;
 pub struct StreamJournal<A> {
     store: Arc<dyn EventStore>,
     stream: StreamId,
+    base: u64,
     version: AtomicU64,
     actions: PhantomData<fn() -> A>,
 }
 
 impl<A> StreamJournal<A> {
-    /// A journal for `stream`; its version is learnt on the first [`Journal::replay`].
+    /// A journal for the whole of `stream`; its version is learnt on the first [`Journal::replay`].
     #[must_use]
     pub fn new(store: Arc<dyn EventStore>, stream: StreamId) -> Self {
-        Self { store, stream, version: AtomicU64::new(0), actions: PhantomData }
+        Self::after(store, stream, 0)
+    }
+
+    /// A journal for the events of `stream` after version `base` (the version of a snapshot the
+    /// caller folds them onto): [`Journal::replay`] returns only those.
+    #[must_use]
+    pub fn after(store: Arc<dyn EventStore>, stream: StreamId, base: u64) -> Self {
+        Self { store, stream, base, version: AtomicU64::new(base), actions: PhantomData }
     }
 
     /// The stream version this journal last wrote or read.
@@ -71,8 +79,8 @@ where
     }
 
     async fn replay(&self) -> Result<Vec<A>, JournalError> {
-        let envelopes = self.store.load_stream(&self.stream, 1).await.map_err(storage)?;
-        let version = envelopes.last().map_or(0, |e| e.stream_version);
+        let envelopes = self.store.load_stream(&self.stream, self.base + 1).await.map_err(storage)?;
+        let version = envelopes.last().map_or(self.base, |e| e.stream_version);
         let events = envelopes
             .into_iter()
             .map(|envelope| serde_json::from_value(envelope.payload))
