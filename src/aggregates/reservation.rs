@@ -385,6 +385,19 @@ pub enum ReservationAction {
 }
 
 impl ReservationAction {
+    /// Whether this is one of the four events that end a reservation (Completed, Expired,
+    /// Cancelled, Compensated).
+    #[must_use]
+    pub fn is_ending(&self) -> bool {
+        matches!(
+            self,
+            Self::ReservationCompleted { .. }
+                | Self::ReservationExpired { .. }
+                | Self::ReservationCancelled { .. }
+                | Self::ReservationCompensated { .. }
+        )
+    }
+
     /// The reservation this action addresses (`None` for a rejection).
     #[must_use]
     pub fn reservation_id(&self) -> Option<ReservationId> {

@@ -53,11 +53,10 @@ impl ExpiryIndex {
                 drop(pending);
                 self.inner.changed.notify_waiters();
             }
-            ReservationAction::ReservationCompleted { reservation_id, .. }
-            | ReservationAction::ReservationExpired { reservation_id, .. }
-            | ReservationAction::ReservationCancelled { reservation_id, .. }
-            | ReservationAction::ReservationCompensated { reservation_id, .. } => {
-                self.forget(*reservation_id);
+            ending if ending.is_ending() => {
+                if let Some(reservation_id) = ending.reservation_id() {
+                    self.forget(reservation_id);
+                }
             }
             _ => {}
         }

@@ -48,7 +48,7 @@ impl ReservationWatch {
             // process's, allocated seats after the reservation ended): a waiter polled later
             // would otherwise never see that the reservation ended.
             entry.sender.send_if_modified(|latest| {
-                if latest.as_ref().is_some_and(is_ending) {
+                if latest.as_ref().is_some_and(ReservationAction::is_ending) {
                     return false;
                 }
                 *latest = Some(event.clone());
@@ -56,16 +56,6 @@ impl ReservationWatch {
             });
         }
     }
-}
-
-fn is_ending(event: &ReservationAction) -> bool {
-    matches!(
-        event,
-        ReservationAction::ReservationCompleted { .. }
-            | ReservationAction::ReservationExpired { .. }
-            | ReservationAction::ReservationCancelled { .. }
-            | ReservationAction::ReservationCompensated { .. }
-    )
 }
 
 impl ReservationWaiter {
@@ -109,7 +99,9 @@ mod tests {
             cancelled_at: chrono::Utc::now(),
         });
         watch.observe(&ReservationAction::SeatsReturned { reservation_id, event_id, section, seats: vec![] });
-        let seen = tokio::time::timeout(std::time::Duration::from_secs(1), waiter.until(is_ending)).await.unwrap();
+        let seen = tokio::time::timeout(std::time::Duration::from_secs(1), waiter.until(ReservationAction::is_ending))
+            .await
+            .unwrap();
         assert!(matches!(seen, Some(ReservationAction::ReservationCancelled { .. })));
     }
 }

@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use futures::future::{BoxFuture, join_all};
+use tracing::Instrument;
 
 use super::{CommandContext, CommandError, CommandRouter};
 use crate::aggregates::{
@@ -41,8 +42,9 @@ impl Saga {
             return;
         }
         let span = tracing::debug_span!("saga_react", event = %crate::framework::Message::name(event), correlation_id = %context.correlation_id);
-        let _entered = span.enter();
-        join_all(commands.into_iter().map(|command| context.scope(self.dispatch(command)))).await;
+        // Instrumented, not entered: an entered span held across an await would leak into
+        // whatever else the worker thread polls meanwhile.
+        join_all(commands.into_iter().map(|command| context.scope(self.dispatch(command)))).instrument(span).await;
     }
 
     fn dispatch(&self, command: TicketingAction) -> BoxFuture<'_, ()> {

@@ -561,16 +561,7 @@ impl TicketingSystem {
         let timeout = self.inner.reply_timeout;
         let settled = tokio::time::timeout(
             timeout,
-            waiter.until(|event| {
-                matches!(
-                    event,
-                    ReservationAction::SeatsAllocated { .. }
-                        | ReservationAction::ReservationCompensated { .. }
-                        | ReservationAction::ReservationExpired { .. }
-                        | ReservationAction::ReservationCancelled { .. }
-                        | ReservationAction::ReservationCompleted { .. }
-                )
-            }),
+            waiter.until(|event| matches!(event, ReservationAction::SeatsAllocated { .. }) || event.is_ending()),
         );
         // A retried call finds the reservation already past the step it waits for.
         let reservation = self.reservation(reservation_id).await?;
@@ -619,15 +610,15 @@ impl TicketingSystem {
             };
         }
         let reservation = self.reservation(reservation_id).await?;
-        if !is_terminal(reservation.status) {
+        if !reservation.status.is_terminal() {
             let timeout = self.inner.reply_timeout;
-            let done = tokio::time::timeout(timeout, waiter.until(is_terminal_event)).await;
+            let done = tokio::time::timeout(timeout, waiter.until(ReservationAction::is_ending)).await;
             if done.is_err() {
                 return Err(SystemError::Timeout { reservation_id, waited_ms: timeout.as_millis() });
             }
         }
         drop(waiter);
-        let reservation = self.reservation_reaching(reservation_id, is_terminal).await?;
+        let reservation = self.reservation_reaching(reservation_id, ReservationStatus::is_terminal).await?;
         match reservation.status {
             ReservationStatus::Completed => Ok(Purchase {
                 reservation_id,
@@ -766,26 +757,6 @@ impl TicketingSystem {
             }
         }
     }
-}
-
-fn is_terminal(status: ReservationStatus) -> bool {
-    matches!(
-        status,
-        ReservationStatus::Completed
-            | ReservationStatus::Expired
-            | ReservationStatus::Cancelled
-            | ReservationStatus::Compensated
-    )
-}
-
-fn is_terminal_event(event: &ReservationAction) -> bool {
-    matches!(
-        event,
-        ReservationAction::ReservationCompleted { .. }
-            | ReservationAction::ReservationExpired { .. }
-            | ReservationAction::ReservationCancelled { .. }
-            | ReservationAction::ReservationCompensated { .. }
-    )
 }
 
 fn lift_event_error(error: CommandError<EventAction>) -> SystemError {
