@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use boxoffice::event_store::{
-    EventStore, ExpectedVersion, PostgresConfig, PostgresEventStore, StreamAppend, StreamId, Upcasters,
+    EventStore, ExpectedVersion, Metadata, PostgresConfig, PostgresEventStore, StreamAppend, StreamId, Upcasters,
 };
 use event_store_conformance::{self as conformance, events, sid};
 use futures::StreamExt;
@@ -30,18 +30,18 @@ fn database_url() -> String {
 
 /// A store on a fresh schema of the `DATABASE_URL` database, migrated.
 async fn fresh_store(upcasters: Upcasters, max_connections: u32) -> PostgresEventStore {
+    fresh_store_with(upcasters, PostgresConfig { max_connections, ..PostgresConfig::default() }).await
+}
+
+/// Like [`fresh_store`] with `config` (its schema and poll interval are set here).
+async fn fresh_store_with(upcasters: Upcasters, config: PostgresConfig) -> PostgresEventStore {
     let url = database_url();
     let schema = format!("es_{}", Uuid::new_v4().simple());
     let mut admin =
         PgConnection::connect(&url).await.unwrap_or_else(|e| panic!("cannot connect to DATABASE_URL ({url}): {e}"));
     admin.execute(format!("CREATE SCHEMA {schema}").as_str()).await.unwrap();
     admin.close().await.unwrap();
-    let config = PostgresConfig {
-        schema: Some(schema),
-        max_connections,
-        poll_interval: Duration::from_millis(200),
-        ..PostgresConfig::default()
-    };
+    let config = PostgresConfig { schema: Some(schema), poll_interval: Duration::from_millis(200), ..config };
     let store = PostgresEventStore::connect(&url, config)
         .await
         .unwrap_or_else(|e| panic!("cannot connect to DATABASE_URL ({url}): {e}"))
@@ -361,4 +361,64 @@ async fn idle_subscriptions_do_not_starve_the_pool() {
         let position = tokio::time::timeout(Duration::from_secs(10), subscriber).await.unwrap().unwrap();
         assert_eq!(position, written[0].last_global_position);
     }
+}
+
+/// Appends 40 streams' first events and 8 competing first events of one shared stream, all at
+/// once, and returns (successes, conflicts, transactions that wrote them).
+async fn concurrent_first_appends(store: &PostgresEventStore) -> (usize, usize, i64) {
+    let tasks: Vec<_> = (0..48)
+        .map(|i| {
+            let store = store.clone();
+            let stream = if i < 40 { format!("own-{i}") } else { "shared".to_owned() };
+            tokio::spawn(async move {
+                store.append(&sid(&stream), ExpectedVersion::NoStream, events(0..2), &Metadata::default(), None).await
+            })
+        })
+        .collect();
+    let (mut ok, mut conflicts) = (0, 0);
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(result) => {
+                assert_eq!(result.stream_version, 2);
+                assert_eq!(result.last_global_position, result.first_global_position + 1);
+                ok += 1;
+            }
+            Err(boxoffice::event_store::EventStoreError::ConcurrencyConflict { actual: 2, .. }) => conflicts += 1,
+            Err(other) => panic!("unexpected error {other:?}"),
+        }
+    }
+    let positions: Vec<i64> = sqlx::query_scalar("SELECT global_position FROM events ORDER BY global_position")
+        .fetch_all(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(positions.len(), ok * 2, "exactly the successful appends were written");
+    assert_eq!(positions.iter().collect::<HashSet<_>>().len(), positions.len());
+    let transactions: i64 = sqlx::query_scalar("SELECT count(DISTINCT transaction_id::text) FROM events")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    (ok, conflicts, transactions)
+}
+
+/// Group commit: concurrent single-stream appends share transactions, yet each keeps its own
+/// outcome: seven of the eight racing first appends to one stream fail alone, and the other 41
+/// appends are written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn group_commit_shares_transactions_and_keeps_outcomes_apart() {
+    let store = fresh_store(Upcasters::new(), 10).await;
+    let (ok, conflicts, transactions) = concurrent_first_appends(&store).await;
+    assert_eq!((ok, conflicts), (41, 7));
+    assert!(transactions <= 20, "41 concurrent appends took {transactions} transactions: not grouped");
+    let shared = store.load_stream(&sid("shared"), 1).await.unwrap();
+    assert_eq!(shared.len(), 2);
+}
+
+/// With group commit off every append is its own transaction (the same outcomes otherwise).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn group_commit_off_writes_one_transaction_per_append() {
+    let config = PostgresConfig { max_connections: 10, group_commit_max_batch: 1, ..PostgresConfig::default() };
+    let store = fresh_store_with(Upcasters::new(), config).await;
+    let (ok, conflicts, transactions) = concurrent_first_appends(&store).await;
+    assert_eq!((ok, conflicts), (41, 7));
+    assert_eq!(transactions, 41);
 }

@@ -8,6 +8,8 @@ mod checkpoint;
 mod envelope;
 mod error;
 mod expected_version;
+#[cfg(feature = "postgres")]
+mod group_commit;
 mod memory;
 mod metadata;
 mod new_event;

@@ -36,9 +36,10 @@ use sqlx::types::Json;
 use sqlx::{Connection, Executor, PgConnection, PgPool, Row};
 use uuid::Uuid;
 
+use super::group_commit::{AppendEach, GroupCommit};
 use super::{
-    AppendResult, CheckpointStore, Envelope, EventStore, EventStoreError, Metadata, Snapshot, StreamAppend, StreamId,
-    Upcasters,
+    AppendResult, CheckpointStore, Envelope, EventStore, EventStoreError, ExpectedVersion, Metadata, NewEvent,
+    Snapshot, StreamAppend, StreamId, Upcasters,
 };
 
 const EVENT_COLUMNS: &str =
@@ -80,6 +81,14 @@ pub struct PostgresConfig {
     pub poll_interval: Duration,
     /// `LISTEN`/`NOTIFY` channel that wakes live subscriptions.
     pub notify_channel: String,
+    /// Group commit: most single-stream [`append`](EventStore::append)s written in one
+    /// transaction. Concurrent appends queue while [`group_commit_in_flight`](Self::group_commit_in_flight)
+    /// transactions are running and the next free one takes them all, each keeping its own
+    /// outcome (a stale expected version fails only that append). 1 turns group commit off: every
+    /// append is its own transaction. [`append_batch`](EventStore::append_batch) is never grouped.
+    pub group_commit_max_batch: usize,
+    /// Group commit: most append transactions running at once from this store (at least 1).
+    pub group_commit_in_flight: usize,
 }
 
 impl Default for PostgresConfig {
@@ -94,6 +103,8 @@ impl Default for PostgresConfig {
             read_batch_size: 1000,
             poll_interval: Duration::from_millis(500),
             notify_channel: "boxoffice_events".to_owned(),
+            group_commit_max_batch: 256,
+            group_commit_in_flight: 2,
         }
     }
 }
@@ -118,6 +129,8 @@ pub struct PostgresEventStore {
     pool: PgPool,
     config: Arc<PostgresConfig>,
     upcasters: Arc<Upcasters>,
+    /// Present when group commit is on.
+    group: Option<Arc<GroupCommit>>,
 }
 
 /// What one attempt at a batch ended with.
@@ -157,7 +170,9 @@ impl PostgresEventStore {
     /// Wraps an existing pool (its connections must see the event store tables).
     #[must_use]
     pub fn from_pool(pool: PgPool, config: PostgresConfig) -> Self {
-        Self { pool, config: Arc::new(config), upcasters: Arc::new(Upcasters::new()) }
+        let group = (config.group_commit_max_batch > 1)
+            .then(|| Arc::new(GroupCommit::new(config.group_commit_max_batch, config.group_commit_in_flight)));
+        Self { pool, config: Arc::new(config), upcasters: Arc::new(Upcasters::new()), group }
     }
 
     /// Uses `upcasters` on every read path of this handle.
@@ -221,6 +236,18 @@ impl PostgresEventStore {
     ) -> Result<Attempt, EventStoreError> {
         let (versions, known_keys) = lock_and_read(connection, appends, already_locked).await?;
         let plan = plan(appends, &versions, &known_keys)?;
+        let appends: Vec<&StreamAppend> = appends.iter().collect();
+        self.write_planned(connection, &appends, plan, notify_in_transaction).await
+    }
+
+    /// Writes the appends `plan` (made under the stream locks this transaction holds) accepts.
+    async fn write_planned(
+        &self,
+        connection: &mut PgConnection,
+        appends: &[&StreamAppend],
+        plan: Vec<Planned>,
+        notify_in_transaction: bool,
+    ) -> Result<Attempt, EventStoreError> {
         let total: u64 = plan.iter().map(|p| if let Planned::Write { count, .. } = p { *count } else { 0 }).sum();
         if total == 0 {
             let mut results: Vec<AppendResult> = Vec::with_capacity(plan.len());
@@ -331,6 +358,79 @@ impl PostgresEventStore {
         }
     }
 
+    /// Group commit's transaction: every append is planned on its own under the stream locks of
+    /// the whole group; rejected appends get their error and the others are written together.
+    /// `Err` when the transaction as a whole failed (the caller then appends one at a time).
+    async fn write_each(
+        &self,
+        appends: &[StreamAppend],
+    ) -> Result<Vec<Result<AppendResult, EventStoreError>>, EventStoreError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let mut connection = self.pool.acquire().await?;
+            let mut tx = connection.begin_with(begin_locked(appends)).await?;
+            let outcome = self.write_each_locked(&mut tx, appends).await;
+            match outcome {
+                Ok((Attempt::Done(written), mut rejected)) => match tx.commit().await {
+                    Ok(()) => {
+                        if !written.is_empty() {
+                            self.notify(&mut connection).await;
+                        }
+                        let mut written = written.into_iter();
+                        return Ok(rejected
+                            .iter_mut()
+                            .map(|rejection| match rejection.take() {
+                                Some(error) => Err(error),
+                                None => written.next().ok_or(EventStoreError::Closed),
+                            })
+                            .collect());
+                    }
+                    Err(error) if is_transient(&error) && attempt < MAX_ATTEMPTS => {}
+                    Err(error) => return Err(error.into()),
+                },
+                Ok((Attempt::Retry, _)) if attempt < MAX_ATTEMPTS => roll_back(tx).await,
+                Err(EventStoreError::Database(error)) if is_transient(&error) && attempt < MAX_ATTEMPTS => {
+                    roll_back(tx).await;
+                }
+                Ok((Attempt::Retry, _)) => {
+                    roll_back(tx).await;
+                    return Err(EventStoreError::Database(sqlx::Error::Protocol(
+                        "group commit kept racing with writers that bypass the stream locks".to_owned(),
+                    )));
+                }
+                Err(error) => {
+                    roll_back(tx).await;
+                    return Err(error);
+                }
+            }
+        }
+    }
+
+    /// The body of [`write_each`](Self::write_each)'s transaction: the written appends' results
+    /// (in order) and, per input append, its rejection if it had one.
+    async fn write_each_locked(
+        &self,
+        connection: &mut PgConnection,
+        appends: &[StreamAppend],
+    ) -> Result<(Attempt, Vec<Option<EventStoreError>>), EventStoreError> {
+        let (versions, known_keys) = lock_and_read(connection, appends, true).await?;
+        let mut planner = Planner::new(&versions, &known_keys);
+        let mut accepted = Vec::with_capacity(appends.len());
+        let mut rejected = Vec::with_capacity(appends.len());
+        for append in appends {
+            match planner.push(append) {
+                Ok(()) => {
+                    accepted.push(append);
+                    rejected.push(None);
+                }
+                Err(error) => rejected.push(Some(error)),
+            }
+        }
+        let attempt = self.write_planned(connection, &accepted, planner.planned, false).await?;
+        Ok((attempt, rejected))
+    }
+
     async fn fetch_events(
         &self,
         query: sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments>,
@@ -364,6 +464,13 @@ fn stream_lock_keys(appends: &[StreamAppend]) -> Vec<i64> {
         })
         .collect();
     keys.into_iter().collect()
+}
+
+/// `BEGIN` plus the batch's stream locks in one round trip (simple protocol, numeric literals only).
+fn begin_locked(appends: &[StreamAppend]) -> String {
+    let locks: Vec<String> =
+        stream_lock_keys(appends).iter().map(|key| format!("pg_advisory_xact_lock({key})")).collect();
+    format!("BEGIN; SELECT {}", locks.join(", "))
 }
 
 /// Takes the stream locks (unless the caller did) and reads the streams' versions and the batch's known idempotency keys.
@@ -421,7 +528,7 @@ async fn insert_events(
     connection: &mut PgConnection,
     total: u64,
     rows: &EventRows,
-    appends: &[StreamAppend],
+    appends: &[&StreamAppend],
 ) -> Result<Option<u64>, EventStoreError> {
     // The reservation is evaluated before any row is inserted, so it is the transaction's first
     // write, as the global-order proof requires.
@@ -484,40 +591,63 @@ enum Planned {
     Write { current: u64, count: u64 },
 }
 
+/// Plans a batch that is written all or nothing: the first failing append fails the batch.
 fn plan(
     appends: &[StreamAppend],
     versions: &HashMap<String, u64>,
-    known_keys: &HashMap<String, (StreamId, Vec<Uuid>, AppendResult)>,
+    known_keys: &KnownKeys,
 ) -> Result<Vec<Planned>, EventStoreError> {
-    let mut staged: HashMap<&str, u64> = HashMap::new();
-    let mut staged_keys: HashMap<&str, usize> = HashMap::new();
-    let mut planned = Vec::with_capacity(appends.len());
-    for (index, append) in appends.iter().enumerate() {
-        if let Some(key) = append.idempotency_key.as_deref() {
+    let mut planner = Planner::new(versions, known_keys);
+    for append in appends {
+        planner.push(append)?;
+    }
+    Ok(planner.planned)
+}
+
+/// Decides appends one after another against the versions and keys read under the stream
+/// locks, staging each accepted append so the next ones see it. A rejected append leaves the
+/// planner as it was, which lets group commit drop it and carry on with the rest.
+struct Planner<'a> {
+    versions: &'a HashMap<String, u64>,
+    known_keys: &'a KnownKeys,
+    staged: HashMap<&'a str, u64>,
+    /// Idempotency keys of accepted appends: the append and its index in `planned`.
+    staged_keys: HashMap<&'a str, (&'a StreamAppend, usize)>,
+    planned: Vec<Planned>,
+}
+
+impl<'a> Planner<'a> {
+    fn new(versions: &'a HashMap<String, u64>, known_keys: &'a KnownKeys) -> Self {
+        Self { versions, known_keys, staged: HashMap::new(), staged_keys: HashMap::new(), planned: Vec::new() }
+    }
+
+    /// Accepts `append` (its plan is the next entry of `planned`) or says why not.
+    fn push(&mut self, append: &'a StreamAppend) -> Result<(), EventStoreError> {
+        let key = append.idempotency_key.as_deref();
+        if let Some(key) = key {
             let reused =
                 || EventStoreError::IdempotencyKeyReused { key: key.to_owned(), stream: append.stream.clone() };
-            if let Some((stream, ids, result)) = known_keys.get(key) {
+            if let Some((stream, ids, result)) = self.known_keys.get(key) {
                 let same = *stream == append.stream
                     && ids.len() == append.events.len()
                     && ids.iter().zip(&append.events).all(|(id, e)| *id == e.event_id);
                 if !same {
                     return Err(reused());
                 }
-                planned.push(Planned::Replay(*result));
-                continue;
+                self.planned.push(Planned::Replay(*result));
+                return Ok(());
             }
-            if let Some(&first) = staged_keys.get(key) {
-                let original = &appends[first];
+            if let Some(&(original, index)) = self.staged_keys.get(key) {
                 if original.stream != append.stream || original.events != append.events {
                     return Err(reused());
                 }
-                planned.push(Planned::SameAs(first));
-                continue;
+                self.planned.push(Planned::SameAs(index));
+                return Ok(());
             }
-            staged_keys.insert(key, index);
         }
         let stream = append.stream.as_str();
-        let current = staged.get(stream).copied().unwrap_or_else(|| versions.get(stream).copied().unwrap_or(0));
+        let current =
+            self.staged.get(stream).copied().unwrap_or_else(|| self.versions.get(stream).copied().unwrap_or(0));
         if !append.expected.matches(current) {
             return Err(EventStoreError::ConcurrencyConflict {
                 stream: append.stream.clone(),
@@ -526,10 +656,13 @@ fn plan(
             });
         }
         let count = append.events.len() as u64;
-        staged.insert(stream, current + count);
-        planned.push(Planned::Write { current, count });
+        self.staged.insert(stream, current + count);
+        if let Some(key) = key {
+            self.staged_keys.insert(key, (append, self.planned.len()));
+        }
+        self.planned.push(Planned::Write { current, count });
+        Ok(())
     }
-    Ok(planned)
 }
 
 fn validate(appends: &[StreamAppend]) -> Result<(), EventStoreError> {
@@ -655,7 +788,62 @@ fn is_transient(error: &sqlx::Error) -> bool {
 }
 
 #[async_trait]
+impl AppendEach for PostgresEventStore {
+    async fn append_each(&self, appends: Vec<StreamAppend>) -> Vec<Result<AppendResult, EventStoreError>> {
+        if appends.len() > 1 {
+            match self.write_each(&appends).await {
+                Ok(outcomes) => return outcomes,
+                Err(error) => {
+                    tracing::warn!(%error, appends = appends.len(), "group commit failed; appending one at a time");
+                }
+            }
+        }
+        let mut outcomes = Vec::with_capacity(appends.len());
+        for append in appends {
+            let stream = append.stream.clone();
+            let written = self.append_batch(vec![append]).await;
+            outcomes.push(written.and_then(|mut results| results.pop().ok_or(EventStoreError::EmptyAppend { stream })));
+        }
+        outcomes
+    }
+}
+
+#[async_trait]
 impl EventStore for PostgresEventStore {
+    /// Joins the store's group commit when it is on (see [`PostgresConfig::group_commit_max_batch`]).
+    #[tracing::instrument(
+        name = "event_store.append",
+        skip_all,
+        fields(stream = stream.as_str(), correlation_id = ?metadata.correlation_id),
+    )]
+    async fn append(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+        metadata: &Metadata,
+        idempotency_key: Option<&str>,
+    ) -> Result<AppendResult, EventStoreError> {
+        let append = StreamAppend {
+            stream: stream.clone(),
+            expected,
+            events,
+            metadata: metadata.clone(),
+            idempotency_key: idempotency_key.map(str::to_owned),
+        };
+        match &self.group {
+            Some(group) => {
+                validate(std::slice::from_ref(&append))?;
+                group.submit(self, append).await
+            }
+            None => self
+                .append_each(vec![append])
+                .await
+                .pop()
+                .unwrap_or(Err(EventStoreError::EmptyAppend { stream: stream.clone() })),
+        }
+    }
+
     #[tracing::instrument(
         name = "event_store.append_batch",
         skip_all,
@@ -674,11 +862,7 @@ impl EventStore for PostgresEventStore {
         loop {
             attempt += 1;
             let mut connection = self.pool.acquire().await?;
-            // Saves a round trip: the stream locks ride on the BEGIN (simple protocol, numeric
-            // literals only).
-            let locks: Vec<String> =
-                stream_lock_keys(&appends).iter().map(|key| format!("pg_advisory_xact_lock({key})")).collect();
-            let mut tx = connection.begin_with(format!("BEGIN; SELECT {}", locks.join(", "))).await?;
+            let mut tx = connection.begin_with(begin_locked(&appends)).await?;
             let outcome = self.write_batch(&mut tx, &appends, false, true).await;
             match outcome {
                 Ok(Attempt::Done(results)) => match tx.commit().await {

@@ -48,13 +48,25 @@ impl ReservationWatch {
             // process's, allocated seats after the reservation ended): a waiter polled later
             // would otherwise never see that the reservation ended.
             entry.sender.send_if_modified(|latest| {
-                if latest.as_ref().is_some_and(ReservationAction::is_ending) {
+                if latest.as_ref().is_some_and(|latest| stage(latest) > stage(event) || latest.is_ending()) {
                     return false;
                 }
                 *latest = Some(event.clone());
                 true
             });
         }
+    }
+}
+
+/// How far along its life a reservation event is. Events reach the watch from two feeds (this
+/// process's appends at once, and the log a moment later), so an older event can arrive after a
+/// newer one; it must not replace it, or a waiter not yet polled would miss the step it waits for.
+fn stage(event: &ReservationAction) -> u8 {
+    match event {
+        ReservationAction::ReservationInitiated { .. } => 0,
+        ReservationAction::SeatsAllocated { .. } => 1,
+        e if e.is_ending() => 3,
+        _ => 2,
     }
 }
 
@@ -84,6 +96,33 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
     use crate::domain::{EventId, SectionName};
+
+    #[tokio::test]
+    async fn a_late_initiated_event_does_not_hide_the_seats_allocated_before_it() {
+        let watch = ReservationWatch::default();
+        let (reservation_id, event_id) = (ReservationId::new_v4(), EventId::new_v4());
+        let section = SectionName::new("A").unwrap();
+        let mut waiter = watch.watch(reservation_id);
+        watch.observe(&ReservationAction::SeatsAllocated { reservation_id, seats: vec![] });
+        watch.observe(&ReservationAction::ReservationInitiated {
+            reservation_id,
+            event_id,
+            section,
+            quantity: 1,
+            customer_id: crate::domain::CustomerId::new_v4(),
+            unit_price: crate::domain::Money::new(100, crate::domain::Currency::new("EUR").unwrap()),
+            total: crate::domain::Money::new(100, crate::domain::Currency::new("EUR").unwrap()),
+            expires_at: chrono::Utc::now(),
+            initiated_at: chrono::Utc::now(),
+        });
+        let seen = tokio::time::timeout(
+            std::time::Duration::from_secs(1),
+            waiter.until(|e| matches!(e, ReservationAction::SeatsAllocated { .. })),
+        )
+        .await
+        .unwrap();
+        assert!(matches!(seen, Some(ReservationAction::SeatsAllocated { .. })));
+    }
 
     #[tokio::test]
     async fn an_ending_is_not_hidden_by_seats_returned_after_it() {

@@ -11,7 +11,7 @@ use crate::aggregates::{
     TicketingEnv,
 };
 use crate::event_store::{EventStore, StreamId};
-use crate::framework::Clock;
+use crate::framework::{Clock, PersistedObserver};
 
 /// Events a command appended.
 pub type Appended = SmallVec<[TicketingAction; 4]>;
@@ -30,21 +30,33 @@ pub struct CommandRouter {
 }
 
 impl CommandRouter {
-    /// Four repositories over `store`, sharing `env`'s clock and gateway.
+    /// Four repositories over `store`, sharing `env`'s clock and gateway; `observer` (if any)
+    /// hears about every batch of events any of them appends.
     #[must_use]
     pub fn new(
         store: &Arc<dyn EventStore>,
         env: &TicketingEnv,
         clock: &Arc<dyn Clock>,
         config: RepositoryConfig,
+        observer: Option<&PersistedObserver<TicketingAction>>,
     ) -> Self {
+        fn lift<A: Clone + 'static>(
+            observer: Option<&PersistedObserver<TicketingAction>>,
+            into: fn(A) -> TicketingAction,
+        ) -> Option<PersistedObserver<A>> {
+            let observer = Arc::clone(observer?);
+            Some(Arc::new(move |events: &[A]| {
+                let events: Vec<TicketingAction> = events.iter().cloned().map(into).collect();
+                observer(&events);
+            }))
+        }
         Self {
             events: Repository::new(
                 EventReducer,
                 env.event.clone(),
                 Arc::clone(clock),
                 Arc::clone(store),
-                None,
+                lift(observer, TicketingAction::Event),
                 config,
             ),
             inventories: Repository::new(
@@ -52,7 +64,7 @@ impl CommandRouter {
                 env.inventory.clone(),
                 Arc::clone(clock),
                 Arc::clone(store),
-                None,
+                lift(observer, TicketingAction::Inventory),
                 config,
             ),
             reservations: Repository::new(
@@ -60,7 +72,7 @@ impl CommandRouter {
                 env.reservation.clone(),
                 Arc::clone(clock),
                 Arc::clone(store),
-                None,
+                lift(observer, TicketingAction::Reservation),
                 config,
             ),
             payments: Repository::new(
@@ -68,7 +80,7 @@ impl CommandRouter {
                 env.payment.clone(),
                 Arc::clone(clock),
                 Arc::clone(store),
-                None,
+                lift(observer, TicketingAction::Payment),
                 config,
             ),
         }

@@ -32,6 +32,29 @@ impl Saga {
         Self { router }
     }
 
+    /// Starts, in a task of its own, everything that must follow `events`, which this process
+    /// has just appended: the saga's fast path, which does not wait for the log follower to read
+    /// the events back. The follower still sees them and reacts too; every command is idempotent,
+    /// so its second attempt changes nothing, and after a crash it alone carries the saga on.
+    pub fn react_in_background(&self, events: &[TicketingAction]) {
+        let reactive: Vec<TicketingAction> = events
+            .iter()
+            .filter(|event| {
+                !saga_reactions(event).is_empty()
+                    || matches!(event, TicketingAction::Event(EventAction::EventCancelled { .. }))
+            })
+            .cloned()
+            .collect();
+        if reactive.is_empty() {
+            return;
+        }
+        let context = CommandContext::current().unwrap_or_else(CommandContext::new_request);
+        let saga = self.clone();
+        tokio::spawn(async move {
+            join_all(reactive.iter().map(|event| saga.react(event, context))).await;
+        });
+    }
+
     /// Carries out everything that must follow `event`, concurrently, and returns when done.
     pub async fn react(&self, event: &TicketingAction, context: CommandContext) {
         let mut commands: Vec<TicketingAction> = saga_reactions(event).into_iter().collect();

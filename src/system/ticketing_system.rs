@@ -1,6 +1,6 @@
 //! [`TicketingSystem`]: the whole engine behind one async API.
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -18,7 +18,7 @@ use crate::aggregates::{
 };
 use crate::domain::{CustomerId, EventId, Money, PaymentId, PricingTier, ReservationId, SeatId, SectionName, Venue};
 use crate::event_store::{CheckpointStore, EventStore, MemoryCheckpointStore, MemoryEventStore};
-use crate::framework::{Clock, SystemClock};
+use crate::framework::{Clock, PersistedObserver, SystemClock};
 use crate::projections::{
     AvailableSeatsProjection, CustomerHistoryProjection, ProjectionHandle, ProjectionRunner, RunnerConfig,
     SalesAnalyticsProjection,
@@ -203,9 +203,26 @@ impl TicketingSystemBuilder {
             reservation: ReservationEnv::new(Arc::clone(&clock)).with_hold_duration(self.hold_duration),
             payment: PaymentEnv::new(Arc::clone(&clock), self.gateway),
         };
-        let router = CommandRouter::new(&store, &env, &clock, self.repository);
-        let saga = Saga::new(router.clone());
         let watch = ReservationWatch::default();
+        // The fast path: what this process appends wakes its waiters and moves the saga on at
+        // once; the log follower below is the path for other processes' events and for recovery.
+        let fast_path: Arc<RwLock<Option<Saga>>> = Arc::default();
+        let observer: PersistedObserver<TicketingAction> = {
+            let (fast_path, watch) = (Arc::clone(&fast_path), watch.clone());
+            Arc::new(move |events: &[TicketingAction]| {
+                for event in events {
+                    if let TicketingAction::Reservation(event) = event {
+                        watch.observe(event);
+                    }
+                }
+                if let Some(saga) = &*fast_path.read().unwrap_or_else(PoisonError::into_inner) {
+                    saga.react_in_background(events);
+                }
+            })
+        };
+        let router = CommandRouter::new(&store, &env, &clock, self.repository, Some(&observer));
+        let saga = Saga::new(router.clone());
+        *fast_path.write().unwrap_or_else(PoisonError::into_inner) = Some(saga.clone());
         let expiry = ExpiryIndex::new(Arc::clone(&clock));
         let (position_tx, position) = watch::channel(0);
         let (stop, stop_rx) = watch::channel(false);
@@ -233,6 +250,7 @@ impl TicketingSystemBuilder {
                 clock,
                 position,
                 stop,
+                fast_path,
                 tasks: Mutex::new(tasks),
                 read_models: Mutex::new(Some(read_models)),
                 reply_timeout: self.reply_timeout,
@@ -318,6 +336,9 @@ struct Inner {
     clock: Arc<dyn Clock>,
     position: watch::Receiver<u64>,
     stop: watch::Sender<bool>,
+    /// The saga the fast path drives; emptied at shutdown (it also breaks the reference cycle
+    /// saga → repositories → observer → saga).
+    fast_path: Arc<RwLock<Option<Saga>>>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     read_models: Mutex<Option<ReadModels>>,
     reply_timeout: Duration,
@@ -465,16 +486,21 @@ impl TicketingSystem {
         Arc::clone(&self.inner.store)
     }
 
-    /// Runs `command` with a fresh correlation id, then carries out the saga's immediate
-    /// follow-ups of what it appended before returning (the log follower would do the same a
-    /// moment later; its second attempt changes nothing).
-    async fn command(&self, command: TicketingAction, react: bool) -> Result<(), SystemError> {
+    /// Runs `command` with a fresh correlation id. What it appends reaches the saga's fast path
+    /// through the repositories' observer, in the background.
+    async fn command(&self, command: TicketingAction) -> Result<(), SystemError> {
+        CommandContext::new_request().scope(self.inner.router.execute(command)).await?;
+        Ok(())
+    }
+
+    /// Like [`command`](Self::command), but returns only once the saga's follow-ups of what it
+    /// appended are done, for calls that promise them (the fast path's background attempt
+    /// then finds them done and changes nothing).
+    async fn command_and_follow_ups(&self, command: TicketingAction) -> Result<(), SystemError> {
         let context = CommandContext::new_request();
         let appended = context.scope(self.inner.router.execute(command)).await?;
-        if react {
-            for event in &appended {
-                self.inner.saga.react(event, context).await;
-            }
+        for event in &appended {
+            self.inner.saga.react(event, context).await;
         }
         Ok(())
     }
@@ -485,7 +511,7 @@ impl TicketingSystem {
     /// [`SystemError::Event`] for invalid details (blank name, no sections, bad tiers, past date).
     pub async fn create_event(&self, spec: EventSpec) -> Result<EventId, SystemError> {
         let event_id = EventId::new_v4();
-        self.command(TicketingAction::Event(spec.into_command(event_id)), true).await?;
+        self.command_and_follow_ups(TicketingAction::Event(spec.into_command(event_id))).await?;
         Ok(event_id)
     }
 
@@ -494,7 +520,7 @@ impl TicketingSystem {
     /// # Errors
     /// [`SystemError::Event`] for an unknown event or an illegal transition.
     pub async fn publish_event(&self, event_id: EventId) -> Result<(), SystemError> {
-        self.command(TicketingAction::Event(EventAction::PublishEvent { event_id }), false).await
+        self.command(TicketingAction::Event(EventAction::PublishEvent { event_id })).await
     }
 
     /// Published → `SalesOpen`.
@@ -502,7 +528,7 @@ impl TicketingSystem {
     /// # Errors
     /// As [`TicketingSystem::publish_event`].
     pub async fn open_sales(&self, event_id: EventId) -> Result<(), SystemError> {
-        self.command(TicketingAction::Event(EventAction::OpenSales { event_id }), false).await
+        self.command(TicketingAction::Event(EventAction::OpenSales { event_id })).await
     }
 
     /// `SalesOpen` → `SalesClosed`.
@@ -510,7 +536,7 @@ impl TicketingSystem {
     /// # Errors
     /// As [`TicketingSystem::publish_event`].
     pub async fn close_sales(&self, event_id: EventId) -> Result<(), SystemError> {
-        self.command(TicketingAction::Event(EventAction::CloseSales { event_id }), false).await
+        self.command(TicketingAction::Event(EventAction::CloseSales { event_id })).await
     }
 
     /// Cancels the event: every live hold is cancelled (its seats released) and every completed
@@ -520,7 +546,7 @@ impl TicketingSystem {
     /// As [`TicketingSystem::publish_event`].
     pub async fn cancel_event(&self, event_id: EventId, reason: impl Into<String>) -> Result<(), SystemError> {
         let cancel = EventAction::CancelEvent { event_id, reason: reason.into() };
-        self.command(TicketingAction::Event(cancel), true).await
+        self.command_and_follow_ups(TicketingAction::Event(cancel)).await
     }
 
     /// Holds `quantity` seats for the customer and returns them with the hold deadline.
@@ -557,7 +583,7 @@ impl TicketingSystem {
             customer_id: request.customer_id,
             unit_price,
         };
-        self.command(TicketingAction::Reservation(initiate), false).await?;
+        self.command(TicketingAction::Reservation(initiate)).await?;
         let timeout = self.inner.reply_timeout;
         let settled = tokio::time::timeout(
             timeout,
@@ -602,7 +628,7 @@ impl TicketingSystem {
     pub async fn pay(&self, reservation_id: ReservationId, details: PaymentDetails) -> Result<Purchase, SystemError> {
         let mut waiter = self.inner.watch.watch(reservation_id);
         let request = ReservationAction::RequestPayment { reservation_id, payment_token: details.token };
-        if let Err(error) = self.command(TicketingAction::Reservation(request), false).await {
+        if let Err(error) = self.command(TicketingAction::Reservation(request)).await {
             // Paying for a hold that already ended is not bad input: say how it ended.
             return match self.reservation(reservation_id).await.map(|r| ended(r.status)) {
                 Ok(Some(how)) => Err(SystemError::ReservationEnded { reservation_id, how }),
@@ -642,7 +668,7 @@ impl TicketingSystem {
     /// [`SystemError::Reservation`] for an unknown or already finished reservation.
     pub async fn cancel_reservation(&self, reservation_id: ReservationId) -> Result<(), SystemError> {
         let cancel = ReservationAction::CancelReservation { reservation_id };
-        self.command(TicketingAction::Reservation(cancel), false).await
+        self.command(TicketingAction::Reservation(cancel)).await
     }
 
     /// Refunds whatever is left of a completed purchase's payment and returns the amount.
@@ -660,7 +686,7 @@ impl TicketingSystem {
             .map_err(lift_payment_error)?
             .ok_or(SystemError::UnknownReservation { reservation_id })??;
         let refund = PaymentAction::RefundPayment { payment_id, amount: refundable, reason: reason.into() };
-        self.command(TicketingAction::Payment(refund), false).await?;
+        self.command(TicketingAction::Payment(refund)).await?;
         Ok(refundable)
     }
 
@@ -740,6 +766,7 @@ impl TicketingSystem {
     /// have been appended.
     pub async fn shutdown(&self) {
         self.inner.stop.send_replace(true);
+        self.inner.fast_path.write().unwrap_or_else(PoisonError::into_inner).take();
         let tasks = std::mem::take(&mut *self.inner.tasks.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
         for task in tasks {
             let _ = task.await;
