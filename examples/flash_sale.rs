@@ -5,9 +5,12 @@
 //! cargo run --release --example flash_sale -- --backend memory
 //! DATABASE_URL=postgres://postgres@127.0.0.1:5432/flash cargo run --release --features postgres \
 //!     --example flash_sale -- --backend postgres --seats 2000
+//! DATABASE_URL=... KAFKA_BROKERS=127.0.0.1:9092 cargo run --release --features postgres,kafka \
+//!     --example flash_sale -- --backend postgres+kafka --seats 2000
 //! ```
 //!
-//! Options: `--backend memory|postgres`, `--buyers N` (64), `--seats N` (10000, split evenly
+//! Options: `--backend memory|postgres|postgres+kafka` (the last also runs the outbox relay,
+//! publishing every event to Kafka while the sale runs, and waits until it has caught up), `--buyers N` (64), `--seats N` (10000, split evenly
 //! over the sections), `--sections 1|100` (both scenarios when omitted), `--seed N` (42),
 //! `--pool N` (database connections, 32), `--runs N` (3: every scenario is run N times, each on a
 //! fresh event, and the table shows the run with the median purchases/s beside the median
@@ -44,6 +47,7 @@ const ZIPF_S: f64 = 1.1;
 enum Backend {
     Memory,
     Postgres,
+    PostgresKafka,
 }
 
 impl Backend {
@@ -51,6 +55,7 @@ impl Backend {
         match self {
             Backend::Memory => "memory",
             Backend::Postgres => "postgres",
+            Backend::PostgresKafka => "postgres+kafka",
         }
     }
 }
@@ -77,7 +82,8 @@ fn parse_args() -> Result<Args, BoxError> {
                 args.backend = match value()?.as_str() {
                     "memory" => Backend::Memory,
                     "postgres" => Backend::Postgres,
-                    other => return Err(format!("unknown backend {other:?} (memory|postgres)").into()),
+                    "postgres+kafka" => Backend::PostgresKafka,
+                    other => return Err(format!("unknown backend {other:?} (memory|postgres|postgres+kafka)").into()),
                 }
             }
             "--buyers" => args.buyers = value()?.parse()?,
@@ -654,13 +660,25 @@ async fn run_postgres(args: &Args, scenarios: &[usize]) -> Result<Vec<Row>, BoxE
         let store: Arc<dyn EventStore> = pg.clone();
         let mut outcomes = Vec::new();
         for _ in 0..args.runs {
-            let system = TicketingSystem::builder()
+            let mut builder = TicketingSystem::builder()
                 .event_store(Arc::clone(&store))
                 .checkpoints(pg.clone())
-                .checkpoint_name(format!("flash-sale-{}", uuid::Uuid::new_v4()))
-                .build()
-                .await?;
+                .checkpoint_name(format!("flash-sale-{}", uuid::Uuid::new_v4()));
+            if args.backend == Backend::PostgresKafka {
+                let (bus, topics) = kafka_bus().await?;
+                builder = builder.event_bus(bus, topics);
+            }
+            let system = builder.build().await?;
             let outcome = run_scenario(args, sections, Arc::clone(&store), system.clone()).await?;
+            if let Some(mut published) = system.published_position() {
+                let head = store.head_position().await?;
+                let waited = Instant::now();
+                tokio::time::timeout(Duration::from_secs(60), published.wait_for(|p| *p >= head)).await??;
+                println!(
+                    "outbox relay: every event up to position {head} published to Kafka {} ms after the last purchase",
+                    waited.elapsed().as_millis()
+                );
+            }
             system.shutdown().await;
             print_detail(&outcome);
             let commits = outcome.replay.appends as f64 / outcome.wall.as_secs_f64();
@@ -676,6 +694,21 @@ async fn run_postgres(args: &Args, scenarios: &[usize]) -> Result<Vec<Row>, BoxE
     }
     pg.close().await;
     Ok(rows)
+}
+
+/// The Kafka bus named by `KAFKA_BROKERS` (settings from the environment).
+#[cfg(feature = "kafka")]
+async fn kafka_bus() -> Result<(Arc<dyn boxoffice::event_bus::EventBus>, boxoffice::event_bus::TopicRouter), BoxError> {
+    use boxoffice::event_bus::{KafkaConfig, KafkaEventBus};
+    let config = KafkaConfig::from_env().map_err(|e| format!("--backend postgres+kafka needs KAFKA_BROKERS: {e}"))?;
+    let topics = config.router();
+    Ok((Arc::new(KafkaEventBus::connect(config).await?), topics))
+}
+
+#[cfg(not(feature = "kafka"))]
+#[allow(clippy::unused_async)] // same signature as the Kafka variant
+async fn kafka_bus() -> Result<(Arc<dyn boxoffice::event_bus::EventBus>, boxoffice::event_bus::TopicRouter), BoxError> {
+    Err("--backend postgres+kafka needs the `kafka` feature: cargo run --release --features postgres,kafka --example flash_sale -- --backend postgres+kafka".into())
 }
 
 #[cfg(not(feature = "postgres"))]
@@ -702,7 +735,7 @@ async fn main() -> Result<(), BoxError> {
     );
     let rows = match args.backend {
         Backend::Memory => run_memory(&args, &scenarios).await?,
-        Backend::Postgres => run_postgres(&args, &scenarios).await?,
+        Backend::Postgres | Backend::PostgresKafka => run_postgres(&args, &scenarios).await?,
     };
     print_table(&rows);
     Ok(())

@@ -11,30 +11,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use boxoffice::aggregates::Section;
-use boxoffice::event_store::{CheckpointStore, EventStore, MemoryEventStore};
 use boxoffice::prelude::*;
-use boxoffice::system::{EventSpec, PaymentDetails, ReserveRequest, SystemError, TicketingSystem};
-
-type Backends = (Arc<dyn EventStore>, Arc<dyn CheckpointStore>, &'static str);
-
-#[cfg(feature = "postgres")]
-async fn backends() -> Result<Backends, Box<dyn std::error::Error>> {
-    use boxoffice::event_store::{PostgresConfig, PostgresEventStore};
-    if let Ok(url) = std::env::var("DATABASE_URL") {
-        let store = Arc::new(PostgresEventStore::connect(&url, PostgresConfig::default()).await?);
-        store.migrate().await?;
-        return Ok((store.clone(), store, "PostgreSQL event store (DATABASE_URL)"));
-    }
-    let memory = Arc::new(MemoryEventStore::new());
-    Ok((memory.clone(), memory, "in-memory event store (DATABASE_URL not set)"))
-}
-
-#[cfg(not(feature = "postgres"))]
-#[allow(clippy::unused_async)] // same signature as the PostgreSQL variant
-async fn backends() -> Result<Backends, Box<dyn std::error::Error>> {
-    let memory = Arc::new(MemoryEventStore::new());
-    Ok((memory.clone(), memory, "in-memory event store"))
-}
+use boxoffice::system::{EventSpec, PaymentDetails, ReserveRequest, SystemConfig, SystemError, TicketingSystem};
 
 async fn report(system: &TicketingSystem, event: EventId, after: &str) -> Result<(), SystemError> {
     system.settled().await?;
@@ -51,48 +29,21 @@ async fn report(system: &TicketingSystem, event: EventId, after: &str) -> Result
     Ok(())
 }
 
-/// With the `kafka` feature and `KAFKA_BROKERS` set: relays the log to the broker.
-#[cfg(feature = "kafka")]
-async fn relay(
-    store: &Arc<dyn EventStore>,
-    checkpoints: &Arc<dyn CheckpointStore>,
-) -> Result<Option<boxoffice::event_bus::RelayHandle>, Box<dyn std::error::Error>> {
-    use boxoffice::event_bus::{KafkaConfig, KafkaEventBus, OutboxRelay, RelayConfig, TopicRouter};
-    if std::env::var("KAFKA_BROKERS").is_err() && std::env::var("REDPANDA_BROKERS").is_err() {
-        println!("event bus: none (KAFKA_BROKERS not set)");
-        return Ok(None);
-    }
-    let mut config = KafkaConfig::from_env()?;
-    let router = TopicRouter::new(config.topic_prefix.clone());
-    config.topics = router.topics_for_categories(["event", "inventory", "reservation", "payment"]);
-    println!("event bus: Kafka at {} (topics {})", config.brokers, config.topics.join(", "));
-    let bus = Arc::new(KafkaEventBus::connect(config).await?);
-    let relay = OutboxRelay::new(Arc::clone(store), bus, Arc::clone(checkpoints), router, RelayConfig::default());
-    Ok(Some(relay.spawn()))
-}
-
-#[cfg(not(feature = "kafka"))]
-#[allow(clippy::unused_async)] // same signature as the Kafka variant
-async fn relay(
-    _: &Arc<dyn EventStore>,
-    _: &Arc<dyn CheckpointStore>,
-) -> Result<Option<std::convert::Infallible>, Box<dyn std::error::Error>> {
-    println!("event bus: none (build with --features kafka and set KAFKA_BROKERS to publish to Kafka)");
-    Ok(None)
-}
-
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).init();
-    let (store, checkpoints, backend) = backends().await?;
-    println!("event store: {backend}; saga driven from the event log");
-    let relay = relay(&store, &checkpoints).await?;
+    // DATABASE_URL and KAFKA_BROKERS choose the backends; neither set means all in memory.
+    let config = SystemConfig::from_env()?;
+    println!(
+        "event store: {}; event bus: {}",
+        if config.database_url.is_some() { "PostgreSQL (DATABASE_URL)" } else { "in memory" },
+        config.kafka_brokers.as_deref().map_or_else(|| "none".to_owned(), |b| format!("Kafka at {b} (KAFKA_BROKERS)"))
+    );
 
     let clock = FixedClock::new(chrono::Utc::now());
     let gateway = Arc::new(SimulatedGateway::always_succeed());
-    let system = TicketingSystem::builder()
-        .event_store(store)
-        .checkpoints(checkpoints)
+    let system = TicketingSystem::builder_from_config(&config)
+        .await?
         .clock(Arc::new(clock.clone()))
         .payment_gateway(gateway.clone())
         .build()
@@ -159,15 +110,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let log = system.event_store().head_position().await?;
     println!("{log} events in the log; every state above is rebuilt from them");
-    #[cfg(feature = "kafka")]
-    if let Some(relay) = relay {
-        let mut progress = relay.progress();
-        tokio::time::timeout(Duration::from_secs(30), progress.wait_for(|p| *p >= log)).await??;
-        let stats = relay.stop().await?;
-        println!("outbox relay: {} events published to Kafka, checkpoint {}", stats.published, stats.checkpoint);
+    if let Some(mut published) = system.published_position() {
+        tokio::time::timeout(Duration::from_secs(30), published.wait_for(|p| *p >= log)).await??;
+        println!("outbox relay: every event up to position {log} published to Kafka");
     }
-    #[cfg(not(feature = "kafka"))]
-    let None = relay;
     system.shutdown().await;
     Ok(())
 }

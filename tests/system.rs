@@ -284,3 +284,45 @@ async fn two_systems_sharing_a_store_never_oversell() {
     let unique: std::collections::HashSet<_> = sold_seats.iter().collect();
     assert_eq!((sold_seats.len(), unique.len()), (20, 20));
 }
+
+/// With an event bus the system relays its log: after a purchase every committed event is on
+/// its category's topic, and `published_position` reaches the head.
+#[tokio::test]
+async fn an_event_bus_receives_every_committed_event() {
+    use boxoffice::event_bus::{MemoryEventBus, TopicRouter};
+    let clock = FixedClock::new(start());
+    let store: Arc<dyn EventStore> = Arc::new(MemoryEventStore::new());
+    let bus = MemoryEventBus::new();
+    let topics = TopicRouter::new("ticketing");
+    let system = TicketingSystem::builder()
+        .event_store(Arc::clone(&store))
+        .clock(Arc::new(clock.clone()))
+        .event_bus(Arc::new(bus.clone()), topics.clone())
+        .build()
+        .await
+        .unwrap();
+    let event = system.create_event(spec(&clock, &[("Stalls", 10)])).await.unwrap();
+    system.publish_event(event).await.unwrap();
+    system.open_sales(event).await.unwrap();
+    let request = ReserveRequest {
+        event_id: event,
+        section: SectionName::new("Stalls").unwrap(),
+        quantity: 2,
+        customer_id: CustomerId::new_v4(),
+        idempotency_key: None,
+    };
+    let hold = system.reserve(request).await.unwrap();
+    system.pay(hold.reservation_id, card()).await.unwrap();
+    system.settled().await.unwrap();
+
+    let head = store.head_position().await.unwrap();
+    let mut published = system.published_position().expect("a bus is configured");
+    tokio::time::timeout(Duration::from_secs(10), published.wait_for(|p| *p >= head)).await.unwrap().unwrap();
+    let log = store.read_all(0, 10_000).await.unwrap();
+    for category in ["event", "inventory", "reservation", "payment"] {
+        let in_log = log.iter().filter(|e| TopicRouter::category(e.stream_id.as_str()) == category).count();
+        assert!(in_log > 0, "the purchase wrote {category} events");
+        assert_eq!(bus.message_count(&topics.topic_for_category(category)).unwrap(), in_log, "{category}");
+    }
+    system.shutdown().await;
+}

@@ -17,6 +17,7 @@ use crate::aggregates::{
     TicketingEnv, event_stream, payment_stream, reservation_stream,
 };
 use crate::domain::{CustomerId, EventId, Money, PaymentId, PricingTier, ReservationId, SeatId, SectionName, Venue};
+use crate::event_bus::{EventBus, OutboxRelay, RelayConfig, RelayHandle, TopicRouter};
 use crate::event_store::{CheckpointStore, EventStore, MemoryCheckpointStore, MemoryEventStore};
 use crate::framework::{Clock, PersistedObserver, SystemClock};
 use crate::projections::{
@@ -114,6 +115,7 @@ pub struct TicketingSystemBuilder {
     reply_timeout: Duration,
     repository: RepositoryConfig,
     checkpoint_name: String,
+    event_bus: Option<(Arc<dyn EventBus>, TopicRouter)>,
 }
 
 impl Default for TicketingSystemBuilder {
@@ -127,6 +129,7 @@ impl Default for TicketingSystemBuilder {
             reply_timeout: Duration::from_secs(30),
             repository: RepositoryConfig::default(),
             checkpoint_name: "boxoffice-saga".to_owned(),
+            event_bus: None,
         }
     }
 }
@@ -188,6 +191,15 @@ impl TicketingSystemBuilder {
         self
     }
 
+    /// Publishes every committed event to `bus` (topics named by `topics`) through an
+    /// [`OutboxRelay`] that runs with the system, checkpointed as `<checkpoint name>-relay` in the
+    /// system's checkpoint store (default: no bus).
+    #[must_use]
+    pub fn event_bus(mut self, bus: Arc<dyn EventBus>, topics: TopicRouter) -> Self {
+        self.event_bus = Some((bus, topics));
+        self
+    }
+
     /// Starts the system: the log follower (saga, waiters, deadlines), the expiry sweeper and
     /// the three read models. Must be called inside a tokio runtime.
     ///
@@ -227,6 +239,10 @@ impl TicketingSystemBuilder {
         let (position_tx, position) = watch::channel(0);
         let (stop, stop_rx) = watch::channel(false);
         let read_models = ReadModels::start(&store, &checkpoints).await?;
+        let relay = self.event_bus.map(|(bus, topics)| {
+            let config = RelayConfig { name: format!("{}-relay", self.checkpoint_name), ..RelayConfig::default() };
+            OutboxRelay::new(Arc::clone(&store), bus, Arc::clone(&checkpoints), topics, config).spawn()
+        });
         let follower = LogFollower {
             store: Arc::clone(&store),
             checkpoints,
@@ -253,10 +269,32 @@ impl TicketingSystemBuilder {
                 fast_path,
                 tasks: Mutex::new(tasks),
                 read_models: Mutex::new(Some(read_models)),
+                relay: Mutex::new(relay),
                 reply_timeout: self.reply_timeout,
             }),
         })
     }
+}
+
+/// Connects the Kafka bus named by `KAFKA_BROKERS` (its other settings from the environment, see
+/// [`KafkaConfig::from_env`](crate::event_bus::KafkaConfig::from_env)).
+#[cfg(feature = "kafka")]
+async fn with_kafka(builder: TicketingSystemBuilder, brokers: &str) -> Result<TicketingSystemBuilder, SystemError> {
+    use crate::event_bus::{KafkaConfig, KafkaEventBus};
+    let mut kafka = KafkaConfig::from_env().map_err(|error| SystemError::Config(error.to_string()))?;
+    brokers.clone_into(&mut kafka.brokers);
+    let topics = kafka.router();
+    let bus = KafkaEventBus::connect(kafka)
+        .await
+        .map_err(|error| SystemError::Config(format!("cannot connect to KAFKA_BROKERS: {error}")))?;
+    Ok(builder.event_bus(Arc::new(bus), topics))
+}
+
+/// Without the `kafka` feature a configured broker is an error, not silently ignored.
+#[cfg(not(feature = "kafka"))]
+#[allow(clippy::unused_async)] // same signature as the Kafka variant
+async fn with_kafka(_: TicketingSystemBuilder, _: &str) -> Result<TicketingSystemBuilder, SystemError> {
+    Err(SystemError::Config("KAFKA_BROKERS is set but boxoffice was built without the `kafka` feature".to_owned()))
 }
 
 /// Expires every hold whose deadline has passed, as soon as it passes on the injected clock.
@@ -341,6 +379,7 @@ struct Inner {
     fast_path: Arc<RwLock<Option<Saga>>>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     read_models: Mutex<Option<ReadModels>>,
+    relay: Mutex<Option<RelayHandle>>,
     reply_timeout: Duration,
 }
 
@@ -452,8 +491,8 @@ impl TicketingSystem {
         if let Some(group) = &config.consumer_group {
             builder = builder.checkpoint_name(group.clone());
         }
-        if config.kafka_brokers.is_some() && !cfg!(feature = "kafka") {
-            tracing::warn!("KAFKA_BROKERS is set but boxoffice was built without the `kafka` feature; ignoring it");
+        if let Some(brokers) = &config.kafka_brokers {
+            builder = with_kafka(builder, brokers).await?;
         }
         let Some(url) = &config.database_url else { return Ok(builder) };
         #[cfg(feature = "postgres")]
@@ -762,14 +801,27 @@ impl TicketingSystem {
         }
     }
 
-    /// Stops the follower and the sweeper after the work in hand; commands already accepted
-    /// have been appended.
+    /// With an event bus: the global position up to which every event has been published (the
+    /// relay's checkpoint), to wait on with `wait_for`.
+    #[must_use]
+    pub fn published_position(&self) -> Option<watch::Receiver<u64>> {
+        self.inner.relay.lock().unwrap_or_else(PoisonError::into_inner).as_ref().map(RelayHandle::progress)
+    }
+
+    /// Stops the follower, the sweeper, the read models and the relay after the work in hand;
+    /// commands already accepted have been appended.
     pub async fn shutdown(&self) {
         self.inner.stop.send_replace(true);
         self.inner.fast_path.write().unwrap_or_else(PoisonError::into_inner).take();
         let tasks = std::mem::take(&mut *self.inner.tasks.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
         for task in tasks {
             let _ = task.await;
+        }
+        let relay = self.inner.relay.lock().unwrap_or_else(PoisonError::into_inner).take();
+        if let Some(relay) = relay
+            && let Err(error) = relay.stop().await
+        {
+            tracing::warn!(%error, "the outbox relay stopped with an error");
         }
         let models = self.inner.read_models.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
         if let Some(models) = models {
