@@ -171,6 +171,7 @@ async fn long_streams_are_loaded_from_a_snapshot_plus_the_events_after_it() {
     for _ in 0..24 {
         repo.execute(&stream, Act::Take).await.unwrap();
     }
+    repo.settled().await; // snapshots are written in the background
     let snapshot = store.load_snapshot(&stream).await.unwrap().expect("a snapshot after 10+ events");
     assert!(snapshot.stream_version >= 10, "{snapshot:?}");
     let taken = snapshot.state["taken"].as_u64().unwrap();

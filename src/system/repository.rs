@@ -11,7 +11,7 @@ use rand::Rng;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use smallvec::SmallVec;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tracing::Instrument;
 
 use super::{CommandContext, StreamJournal};
@@ -166,6 +166,8 @@ struct Inner<R: Reducer> {
     observer: Option<PersistedObserver<R::Action>>,
     config: RepositoryConfig,
     workers: Mutex<Workers<R>>,
+    /// Snapshots being written in the background.
+    snapshots_in_flight: watch::Sender<usize>,
 }
 
 /// The live workers by stream, and the id the next one gets.
@@ -202,6 +204,7 @@ where
                 observer,
                 config,
                 workers: Mutex::new((0, HashMap::new())),
+                snapshots_in_flight: watch::channel(0).0,
             }),
         }
     }
@@ -276,6 +279,7 @@ where
                 let _ = answer.await;
             }
         }
+        let _ = self.inner.snapshots_in_flight.subscribe().wait_for(|n| *n == 0).await;
     }
 
     fn enqueue(&self, stream: &StreamId, job: Job<R>) -> Result<(), CommandError<R::Action>> {
@@ -333,33 +337,49 @@ where
         Ok(Loaded { store, journal, snapshot_version: version })
     }
 
-    /// Saves a snapshot once `every` events have been appended since the last one. State and
-    /// version are read under the store's lock, so they always match.
-    async fn snapshot_if_due(&self, stream: &StreamId, loaded: &mut Loaded<R>) {
+    /// Saves a due snapshot (see [`snapshot_due`](Self::snapshot_due)): state and version were
+    /// copied under the store's lock, so they always match; serialising and writing
+    /// happen in a background task, so a large state (a sold-out section's every seat) never
+    /// holds up the stream's commands. [`settled`](Self::settled) waits for it.
+    fn save_snapshot_in_background(
+        &self,
+        stream: &StreamId,
+        loaded: &mut Loaded<R>,
+        (state, version): (R::State, u64),
+    ) {
+        loaded.snapshot_version = version;
+        let (events, stream) = (Arc::clone(&self.inner.events), stream.clone());
+        let in_flight = self.inner.snapshots_in_flight.clone();
+        in_flight.send_modify(|n| *n += 1);
+        tokio::spawn(async move {
+            match tokio::task::spawn_blocking(move || serde_json::to_value(&state)).await {
+                Ok(Ok(state)) => {
+                    let snapshot = Snapshot {
+                        stream_id: stream,
+                        stream_version: version,
+                        state,
+                        schema_version: SNAPSHOT_SCHEMA_VERSION,
+                    };
+                    if let Err(error) = events.save_snapshot(snapshot).await {
+                        tracing::warn!(%error, "cannot save a snapshot");
+                    }
+                }
+                Ok(Err(error)) => tracing::warn!(%error, "cannot serialise the state for a snapshot"),
+                Err(error) => tracing::warn!(%error, "snapshot task failed"),
+            }
+            in_flight.send_modify(|n| *n -= 1);
+        });
+    }
+
+    /// The state to snapshot and its version, once `snapshot_every` events have been appended
+    /// since the last snapshot.
+    async fn snapshot_due(&self, loaded: &Loaded<R>) -> Option<(R::State, u64)> {
         let every = self.inner.config.snapshot_every;
         if every == 0 || loaded.journal.version() < loaded.snapshot_version.saturating_add(every) {
-            return;
+            return None;
         }
         let journal = Arc::clone(&loaded.journal);
-        let (state, version) =
-            loaded.store.with_state(move |state| (serde_json::to_value(state), journal.version())).await;
-        let state = match state {
-            Ok(state) => state,
-            Err(error) => {
-                tracing::warn!(%error, "cannot serialise the state for a snapshot");
-                return;
-            }
-        };
-        let snapshot = Snapshot {
-            stream_id: stream.clone(),
-            stream_version: version,
-            state,
-            schema_version: SNAPSHOT_SCHEMA_VERSION,
-        };
-        match self.inner.events.save_snapshot(snapshot).await {
-            Ok(()) => loaded.snapshot_version = version,
-            Err(error) => tracing::warn!(%error, "cannot save a snapshot"),
-        }
+        Some(loaded.store.with_state(move |state| (state.clone(), journal.version())).await)
     }
 
     async fn run_worker(self, stream: StreamId, worker_id: u64, mut queue: mpsc::UnboundedReceiver<Job<R>>) {
@@ -415,7 +435,9 @@ where
             }
             if let Some(loaded) = &mut loaded {
                 self.handle_batch(&loaded.store, &stream, commands).await;
-                self.snapshot_if_due(&stream, loaded).await;
+                if let Some(due) = self.snapshot_due(loaded).await {
+                    self.save_snapshot_in_background(&stream, loaded, due);
+                }
             } else {
                 for job in commands {
                     let _ = job.reply.send(Err(CommandError::Storage {
