@@ -12,7 +12,9 @@
 //! Options: `--backend memory|postgres|postgres+kafka` (the last also runs the outbox relay,
 //! publishing every event to Kafka while the sale runs, and waits until it has caught up), `--buyers N` (64), `--seats N` (10000, split evenly
 //! over the sections), `--sections 1|100` (both scenarios when omitted), `--seed N` (42),
-//! `--pool N` (database connections, 32), `--runs N` (3: every scenario is run N times, each on a
+//! `--pool N` (database connections, 32), `--commit-batch N` and `--commits-in-flight N` (the
+//! `PostgreSQL` store's group commit: most appends per transaction, 256, 1 turns it off; most
+//! append transactions at once, 2), `--runs N` (3: every scenario is run N times, each on a
 //! fresh event, and the table shows the run with the median purchases/s beside the median
 //! baseline, because 2-core machines shared with other work are noisy).
 //!
@@ -69,11 +71,22 @@ struct Args {
     seed: u64,
     pool: u32,
     runs: usize,
+    commit_batch: usize,
+    commits_in_flight: usize,
 }
 
 fn parse_args() -> Result<Args, BoxError> {
-    let mut args =
-        Args { backend: Backend::Memory, buyers: 64, seats: 10_000, sections: None, seed: 42, pool: 32, runs: 3 };
+    let mut args = Args {
+        backend: Backend::Memory,
+        buyers: 64,
+        seats: 10_000,
+        sections: None,
+        seed: 42,
+        pool: 32,
+        runs: 3,
+        commit_batch: 256,
+        commits_in_flight: 2,
+    };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let mut value = || it.next().ok_or_else(|| format!("{flag} needs a value"));
@@ -92,6 +105,8 @@ fn parse_args() -> Result<Args, BoxError> {
             "--seed" => args.seed = value()?.parse()?,
             "--pool" => args.pool = value()?.parse()?,
             "--runs" => args.runs = value()?.parse()?,
+            "--commit-batch" => args.commit_batch = value()?.parse()?,
+            "--commits-in-flight" => args.commits_in_flight = value()?.parse()?,
             other => return Err(format!("unknown option {other:?}").into()),
         }
     }
@@ -647,7 +662,13 @@ async fn run_postgres(args: &Args, scenarios: &[usize]) -> Result<Vec<Row>, BoxE
     let url = std::env::var("DATABASE_URL").map_err(|_| "--backend postgres needs DATABASE_URL")?;
     // No ping before each pooled operation: the database is local and not restarted mid-run,
     // and the ping is one extra round trip (and backend wake-up) per statement.
-    let config = PostgresConfig { max_connections: args.pool, test_before_acquire: false, ..PostgresConfig::default() };
+    let config = PostgresConfig {
+        max_connections: args.pool,
+        test_before_acquire: false,
+        group_commit_max_batch: args.commit_batch,
+        group_commit_in_flight: args.commits_in_flight,
+        ..PostgresConfig::default()
+    };
     let pg = Arc::new(PostgresEventStore::connect(&url, config).await?);
     pg.migrate().await?;
     let baseline = insert_baseline(&url, args.buyers, args.pool, Duration::from_secs(5)).await?;
