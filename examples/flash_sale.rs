@@ -14,7 +14,8 @@
 //! over the sections), `--sections 1|100` (both scenarios when omitted), `--seed N` (42),
 //! `--pool N` (database connections, 32), `--commit-batch N` and `--commits-in-flight N` (the
 //! `PostgreSQL` store's group commit: most appends per transaction, 256, 1 turns it off; most
-//! append transactions at once, 2), `--runs N` (3: every scenario is run N times, each on a
+//! append transactions at once, 2), `--snapshot-every N` (events between a stream's snapshots,
+//! the library default 500; 0 never), `--runs N` (3: every scenario is run N times, each on a
 //! fresh event, and the table shows the run with the median purchases/s beside the median
 //! baseline, because 2-core machines shared with other work are noisy).
 //!
@@ -36,7 +37,7 @@ use boxoffice::aggregates::{InventoryAction, InventoryState, Section, TicketingE
 use boxoffice::event_store::{EventStore, MemoryEventStore};
 use boxoffice::framework::Effects;
 use boxoffice::prelude::*;
-use boxoffice::system::{EventSpec, PaymentDetails, ReserveRequest, SystemError, TicketingSystem};
+use boxoffice::system::{EventSpec, PaymentDetails, RepositoryConfig, ReserveRequest, SystemError, TicketingSystem};
 use futures::FutureExt;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -73,6 +74,7 @@ struct Args {
     runs: usize,
     commit_batch: usize,
     commits_in_flight: usize,
+    snapshot_every: u64,
 }
 
 fn parse_args() -> Result<Args, BoxError> {
@@ -86,6 +88,7 @@ fn parse_args() -> Result<Args, BoxError> {
         runs: 3,
         commit_batch: 256,
         commits_in_flight: 2,
+        snapshot_every: RepositoryConfig::default().snapshot_every,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -107,6 +110,7 @@ fn parse_args() -> Result<Args, BoxError> {
             "--runs" => args.runs = value()?.parse()?,
             "--commit-batch" => args.commit_batch = value()?.parse()?,
             "--commits-in-flight" => args.commits_in_flight = value()?.parse()?,
+            "--snapshot-every" => args.snapshot_every = value()?.parse()?,
             other => return Err(format!("unknown option {other:?}").into()),
         }
     }
@@ -239,6 +243,10 @@ async fn buyer(
         }
     }
     stats
+}
+
+fn repository_config(args: &Args) -> RepositoryConfig {
+    RepositoryConfig { snapshot_every: args.snapshot_every, ..RepositoryConfig::default() }
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -600,7 +608,11 @@ async fn run_memory(args: &Args, scenarios: &[usize]) -> Result<Vec<Row>, BoxErr
         let mut baselines = Vec::new();
         for _ in 0..args.runs {
             let store: Arc<dyn EventStore> = Arc::new(MemoryEventStore::new());
-            let system = TicketingSystem::builder().event_store(Arc::clone(&store)).build().await?;
+            let system = TicketingSystem::builder()
+                .event_store(Arc::clone(&store))
+                .repository_config(repository_config(args))
+                .build()
+                .await?;
             let outcome = run_scenario(args, sections, Arc::clone(&store), system.clone()).await?;
             system.shutdown().await;
             print_detail(&outcome);
@@ -683,6 +695,7 @@ async fn run_postgres(args: &Args, scenarios: &[usize]) -> Result<Vec<Row>, BoxE
         for _ in 0..args.runs {
             let mut builder = TicketingSystem::builder()
                 .event_store(Arc::clone(&store))
+                .repository_config(repository_config(args))
                 .checkpoints(pg.clone())
                 .checkpoint_name(format!("flash-sale-{}", uuid::Uuid::new_v4()));
             if args.backend == Backend::PostgresKafka {
