@@ -38,7 +38,7 @@ use super::{
 /// assert!(matches!(err, Err(EventStoreError::ConcurrencyConflict { actual: 1, .. })));
 ///
 /// let events = store.load_stream(&stream, 1).await?;
-/// assert_eq!(events[0].payload, json!({ "seats": 2 }));
+/// assert_eq!(*events[0].payload, json!({ "seats": 2 }));
 ///
 /// let mut live = store.subscribe(0);
 /// let first = live.next().await.unwrap()?;
