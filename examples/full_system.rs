@@ -3,7 +3,7 @@
 //! availability and revenue after each.
 //!
 //! In memory by default. Built with `--features postgres` and given `DATABASE_URL`, it runs on
-//! `PostgreSQL` instead; built with `--features kafka` (or `full`) and given `KAFKA_BROKERS`, an
+//! `PostgreSQL` instead (events, checkpoints and read models); built with `--features kafka` (or `full`) and given `KAFKA_BROKERS`, an
 //! outbox relay also publishes every committed event to the Kafka/RedPanda topics. Time is a
 //! `FixedClock`, so the five-minute expiry happens instantly.
 
@@ -13,40 +13,44 @@ use std::time::Duration;
 use boxoffice::aggregates::Section;
 use boxoffice::event_store::{CheckpointStore, EventStore, MemoryEventStore};
 use boxoffice::prelude::*;
-use boxoffice::system::{EventSpec, PaymentDetails, ReserveRequest, SystemError, TicketingSystem};
+use boxoffice::system::{EventSpec, PaymentDetails, ReadModelStorage, ReserveRequest, SystemError, TicketingSystem};
 
-type Backends = (Arc<dyn EventStore>, Arc<dyn CheckpointStore>, &'static str);
+type Backends = (Arc<dyn EventStore>, Arc<dyn CheckpointStore>, ReadModelStorage, &'static str);
 
 #[cfg(feature = "postgres")]
 async fn backends() -> Result<Backends, Box<dyn std::error::Error>> {
     use boxoffice::event_store::{PostgresConfig, PostgresEventStore};
+    use boxoffice::projections::PostgresReadModels;
     if let Ok(url) = std::env::var("DATABASE_URL") {
         let store = Arc::new(PostgresEventStore::connect(&url, PostgresConfig::default()).await?);
         store.migrate().await?;
-        return Ok((store.clone(), store, "PostgreSQL event store (DATABASE_URL)"));
+        let read_models = ReadModelStorage::Postgres(PostgresReadModels::new(store.pool().clone()));
+        return Ok((store.clone(), store, read_models, "PostgreSQL event store and read models (DATABASE_URL)"));
     }
     let memory = Arc::new(MemoryEventStore::new());
-    Ok((memory.clone(), memory, "in-memory event store (DATABASE_URL not set)"))
+    Ok((memory.clone(), memory, ReadModelStorage::Memory, "in-memory event store (DATABASE_URL not set)"))
 }
 
 #[cfg(not(feature = "postgres"))]
 #[allow(clippy::unused_async)] // same signature as the PostgreSQL variant
 async fn backends() -> Result<Backends, Box<dyn std::error::Error>> {
     let memory = Arc::new(MemoryEventStore::new());
-    Ok((memory.clone(), memory, "in-memory event store"))
+    Ok((memory.clone(), memory, ReadModelStorage::Memory, "in-memory event store"))
 }
 
 async fn report(system: &TicketingSystem, event: EventId, after: &str) -> Result<(), SystemError> {
     system.settled().await?;
     let seats = system.available_seats()?;
-    let line: Vec<String> = ["Stalls", "VIP"]
-        .iter()
-        .filter_map(|section| seats.read(|m| m.get_availability(event, section)))
-        .map(|a| {
-            format!("{} {}/{} free ({} held, {} sold)", a.section, a.available, a.total_capacity, a.reserved, a.sold)
-        })
-        .collect();
-    let revenue = system.sales_analytics()?.read(|m| m.get_metrics(event)).map(|m| m.total_revenue.to_string());
+    let mut line = Vec::new();
+    for section in ["Stalls", "VIP"] {
+        if let Some(a) = seats.get_availability(event, section).await? {
+            line.push(format!(
+                "{} {}/{} free ({} held, {} sold)",
+                a.section, a.available, a.total_capacity, a.reserved, a.sold
+            ));
+        }
+    }
+    let revenue = system.sales_analytics()?.get_metrics(event).await?.map(|m| m.total_revenue.to_string());
     println!("after {after:<22} | {} | revenue {}", line.join(" | "), revenue.unwrap_or_else(|| "0".into()));
     Ok(())
 }
@@ -84,7 +88,7 @@ async fn relay(
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).init();
-    let (store, checkpoints, backend) = backends().await?;
+    let (store, checkpoints, read_models, backend) = backends().await?;
     println!("event store: {backend}; saga driven from the event log");
     let relay = relay(&store, &checkpoints).await?;
 
@@ -93,6 +97,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let system = TicketingSystem::builder()
         .event_store(store)
         .checkpoints(checkpoints)
+        .read_models(read_models)
         .clock(Arc::new(clock.clone()))
         .payment_gateway(gateway.clone())
         .build()

@@ -835,6 +835,12 @@ impl EventStore for PostgresEventStore {
         Ok(to_u64(head))
     }
 
+    async fn last_committed_position(&self) -> Result<u64, EventStoreError> {
+        let last: i64 =
+            sqlx::query_scalar("SELECT coalesce(max(global_position), 0) FROM events").fetch_one(&self.pool).await?;
+        Ok(to_u64(last))
+    }
+
     async fn save_snapshot(&self, snapshot: Snapshot) -> Result<(), EventStoreError> {
         sqlx::query(
             "INSERT INTO snapshots (stream_id, stream_version, schema_version, state) VALUES ($1, $2, $3, $4) \

@@ -238,6 +238,7 @@ pub async fn idempotent_append(store: Arc<dyn EventStore>) {
 
 pub async fn global_order(store: Arc<dyn EventStore>) {
     assert_eq!(store.head_position().await.unwrap(), 0);
+    assert_eq!(store.last_committed_position().await.unwrap(), 0);
     assert!(store.read_all(0, 10).await.unwrap().is_empty());
     let mut expected = Vec::new();
     for round in 0..5u64 {
@@ -247,6 +248,8 @@ pub async fn global_order(store: Arc<dyn EventStore>) {
         }
     }
     let total: u64 = expected.iter().map(|(_, r)| r.last_global_position - r.first_global_position + 1).sum();
+    // Committed means committed at once, even before the readable head gets there.
+    assert_eq!(store.last_committed_position().await.unwrap(), expected.last().unwrap().1.last_global_position);
     settle(&*store, expected.last().unwrap().1.last_global_position).await;
     let all = store.read_all(0, 1000).await.unwrap();
     assert_eq!(all.len() as u64, total);
