@@ -6,15 +6,20 @@
 //! Run: `cargo bench --bench projections [--features postgres] -- --warm-up-time 1 --measurement-time 5`
 //! (`DATABASE_URL` naming a scratch database for the `PostgreSQL` part).
 //!
-//! Measured on the 2-core development machine (shared, release build):
+//! Measured on the 2-core development machine (shared with another build, load average about 3,
+//! release build), all from one run of this bench:
 //! - `apply_memory` (the models alone, over envelopes already in memory): `AvailableSeats`
-//!   4.3 M events/s, `SalesAnalytics` 2.85 M/s, `CustomerHistory` 2.6 M/s.
-//! - `rebuild_memory` (reading the log from `MemoryEventStore` and applying): 335-360 k events/s per
-//!   model, 282 k/s for all three in one pass. `read_only` shows the bound: `read_all` copies every
-//!   envelope's JSON tree out of the log (about 240-400 k events/s here, allocation-bound), so
-//!   the 500 k/s target is reached by the models but not through the store's read path.
+//!   2.67 M events/s, `SalesAnalytics` 1.65 M/s, `CustomerHistory` 1.74 M/s.
+//! - `rebuild_memory` (reading the log from `MemoryEventStore` and applying): `all_three` in one
+//!   pass 704 k events/s (647-761 k; target 500 k), `AvailableSeats` 2.67 M/s, `SalesAnalytics`
+//!   1.15 M/s, `CustomerHistory` 1.15 M/s. `read_only` (the floor: reading without applying)
+//!   10.3 M events/s, so the rebuild is bound by the models' decoding of payloads, not by the
+//!   store: envelopes share their payload, event type, metadata and stream id with the log (`Arc`),
+//!   so a read copies pointers. The build before that change, run right after on the same machine,
+//!   gave `read_only` 168 k/s and `all_three` 111 k/s (it cloned every JSON tree out of the log).
 //! - `rebuild_postgres` (100,000 events, one transaction per 5,000 events, fsync on): `AvailableSeats`
-//!   106 k events/s, `SalesAnalytics` 117 k/s, `CustomerHistory` 90 k/s (target 30 k/s).
+//!   106 k events/s, `SalesAnalytics` 117 k/s, `CustomerHistory` 90 k/s (target 30 k/s), from an
+//!   earlier run.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 #[path = "../tests/projections_support/mod.rs"]

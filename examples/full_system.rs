@@ -3,7 +3,7 @@
 //! availability and revenue after each.
 //!
 //! In memory by default. Built with `--features postgres` and given `DATABASE_URL`, it runs on
-//! `PostgreSQL` instead; built with `--features kafka` (or `full`) and given `KAFKA_BROKERS`, an
+//! `PostgreSQL` instead (events, checkpoints and read models); built with `--features kafka` (or `full`) and given `KAFKA_BROKERS`, an
 //! outbox relay also publishes every committed event to the Kafka/RedPanda topics. Time is a
 //! `FixedClock`, so the five-minute expiry happens instantly.
 
@@ -17,14 +17,16 @@ use boxoffice::system::{EventSpec, PaymentDetails, ReserveRequest, SystemConfig,
 async fn report(system: &TicketingSystem, event: EventId, after: &str) -> Result<(), SystemError> {
     system.settled().await?;
     let seats = system.available_seats()?;
-    let line: Vec<String> = ["Stalls", "VIP"]
-        .iter()
-        .filter_map(|section| seats.read(|m| m.get_availability(event, section)))
-        .map(|a| {
-            format!("{} {}/{} free ({} held, {} sold)", a.section, a.available, a.total_capacity, a.reserved, a.sold)
-        })
-        .collect();
-    let revenue = system.sales_analytics()?.read(|m| m.get_metrics(event)).map(|m| m.total_revenue.to_string());
+    let mut line = Vec::new();
+    for section in ["Stalls", "VIP"] {
+        if let Some(a) = seats.get_availability(event, section).await? {
+            line.push(format!(
+                "{} {}/{} free ({} held, {} sold)",
+                a.section, a.available, a.total_capacity, a.reserved, a.sold
+            ));
+        }
+    }
+    let revenue = system.sales_analytics()?.get_metrics(event).await?.map(|m| m.total_revenue.to_string());
     println!("after {after:<22} | {} | revenue {}", line.join(" | "), revenue.unwrap_or_else(|| "0".into()));
     Ok(())
 }

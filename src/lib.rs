@@ -17,7 +17,8 @@
 //!   `SalesAnalytics` and `CustomerHistory` read models, and the checkpointed runner that feeds them.
 //! - [`system`]: the assembled [`TicketingSystem`](system::TicketingSystem): command handling over
 //!   the event store (per-stream workers, group commit, optimistic concurrency with retries), the
-//!   saga driven from the log, durable expiry of holds.
+//!   saga driven from the log, durable expiry of holds, and the read models kept in memory or in
+//!   `PostgreSQL`.
 //!
 //! [`prelude`] re-exports the types most programs need.
 

@@ -42,10 +42,10 @@ async fn postgres_marks_only_rise_and_survive_a_new_pool() {
         stream_id: stream,
         stream_version: 9,
         global_position: 1,
-        event_type: "Noted".to_owned(),
+        event_type: "Noted".into(),
         schema_version: 1,
-        payload: serde_json::Value::Null,
-        metadata: boxoffice::event_store::Metadata::default(),
+        payload: serde_json::Value::Null.into(),
+        metadata: boxoffice::event_store::Metadata::default().into(),
         recorded_at: chrono::Utc::now(),
     };
     assert!(!dedup.is_new(&envelope).await.unwrap());

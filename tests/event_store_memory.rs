@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use boxoffice::event_store::{EventStore, MemoryEventStore};
 use event_store_conformance as conformance;
+use futures::StreamExt;
 
 fn store() -> Arc<dyn EventStore> {
     Arc::new(MemoryEventStore::new())
@@ -47,6 +48,37 @@ async fn upcasting_on_every_read_path() {
         MemoryEventStore::new().with_upcasters(conformance::upcasters()),
     ))
     .await;
+}
+
+/// Reads hand out the log's own payload, event type, metadata and stream id: reading an event copies
+/// pointers, and only an upcaster that lifts an event gives that reader a fresh payload.
+#[tokio::test]
+async fn reads_share_what_the_log_stores() {
+    use boxoffice::event_store::{ExpectedVersion, Metadata, NewEvent};
+    use serde_json::json;
+
+    let store = MemoryEventStore::new().with_upcasters(conformance::upcasters());
+    let stream = conformance::sid("shared-1");
+    let metadata = Metadata { correlation_id: Some(uuid::Uuid::new_v4()), ..Metadata::default() };
+    let events =
+        vec![NewEvent::new("Counted", 1, json!({ "n": 1 })), NewEvent::new("Priced", 1, json!({ "amount": 2 }))];
+    store.append(&stream, ExpectedVersion::NoStream, events, &metadata, None).await.unwrap();
+
+    let first = store.read_all(0, 10).await.unwrap();
+    let second = store.read_all(0, 10).await.unwrap();
+    let subscribed = store.subscribe(0).take(2).map(Result::unwrap).collect::<Vec<_>>().await;
+    let loaded = store.load_stream(&stream, 1).await.unwrap();
+    for other in [&second, &subscribed, &loaded] {
+        assert!(Arc::ptr_eq(&first[0].payload, &other[0].payload));
+        assert!(Arc::ptr_eq(&first[0].event_type, &other[0].event_type));
+        assert!(Arc::ptr_eq(&first[0].metadata, &other[0].metadata));
+        assert_eq!(first[0].stream_id.as_str().as_ptr(), other[0].stream_id.as_str().as_ptr());
+        // The upcast event gets its own copy, lifted, and leaves the stored one alone.
+        assert!(!Arc::ptr_eq(&first[1].payload, &other[1].payload));
+        assert_eq!(other[1].payload, first[1].payload);
+    }
+    assert!(Arc::ptr_eq(&first[0].metadata, &first[1].metadata), "one append shares its metadata");
+    assert_eq!(*first[1].payload, json!({ "amount_minor": 200, "currency": "EUR" }));
 }
 
 mod model {

@@ -297,6 +297,32 @@ async fn frontier_needs_positions_taken_in_transaction_id_order() {
     c.rollback().await.unwrap();
 }
 
+/// While an older transaction is open, a commit is not readable yet (the frontier holds it back),
+/// but `last_committed_position` already reports it; once the old transaction ends, readers reach
+/// it. This is what lets `TicketingSystem::settled` wait for everything committed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn last_committed_position_is_ahead_of_a_held_back_head() {
+    let store = fresh_store(Upcasters::new(), 10).await;
+    let mut older = store.pool().begin().await.unwrap();
+    sqlx::query("SELECT pg_current_xact_id()").execute(&mut *older).await.unwrap();
+    let stream = StreamId::new("committed-1").unwrap();
+    let event = boxoffice::event_store::NewEvent::new("X", 1, serde_json::json!({}));
+    let result =
+        store.append(&stream, ExpectedVersion::NoStream, vec![event], &Metadata::default(), None).await.unwrap();
+    assert_eq!(store.last_committed_position().await.unwrap(), result.last_global_position);
+    assert!(store.head_position().await.unwrap() < result.last_global_position, "held back by the open transaction");
+    older.rollback().await.unwrap();
+    // Other tests' transactions may hold the frontier for a moment longer (bounded wait).
+    for _ in 0..250 {
+        if store.head_position().await.unwrap() >= result.last_global_position {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(store.head_position().await.unwrap(), result.last_global_position);
+    assert_eq!(store.last_committed_position().await.unwrap(), result.last_global_position);
+}
+
 /// A writer that bypasses the stream locks (a raw insert in a transaction still open) races an
 /// append for the same version: the append gets a typed conflict naming the winner's version, not a
 /// database error, and the store keeps working.

@@ -169,7 +169,7 @@ fn customer_history_answers_every_query() {
 #[test]
 fn a_bad_event_changes_nothing_and_keeps_the_position() {
     let mut log = envelopes(&sales_log());
-    log[1].payload = serde_json::json!({ "PaymentSucceeded": { "nonsense": true } });
+    log[1].payload = serde_json::json!({ "PaymentSucceeded": { "nonsense": true } }).into();
     let mut sales = fold(SalesAnalyticsProjection::new(), &log[..1]);
     let before = sales.clone();
     let error = sales.apply(&log[1]).unwrap_err();

@@ -107,7 +107,7 @@ impl TicketingAction {
     /// [`StreamDecodeError`] when the stream is not a ticketing stream or the payload does not
     /// parse.
     pub fn decode(envelope: &Envelope) -> Result<Self, StreamDecodeError> {
-        let payload = &envelope.payload;
+        let payload: &serde_json::Value = &envelope.payload;
         let parsed = match category(&envelope.stream_id) {
             "event" => EventAction::deserialize(payload).map(Self::Event),
             "inventory" => InventoryAction::deserialize(payload).map(Self::Inventory),
@@ -119,7 +119,7 @@ impl TicketingAction {
             stream: envelope.stream_id.clone(),
             event_id: envelope.event_id,
             global_position: envelope.global_position,
-            event_type: envelope.event_type.clone(),
+            event_type: envelope.event_type.to_string(),
             source,
         })
     }

@@ -37,10 +37,10 @@ pub struct Outgoing<'a> {
 ///     stream_id: StreamId::new("cart-1")?,
 ///     stream_version: 1,
 ///     global_position: 1,
-///     event_type: "ItemAdded".to_owned(),
+///     event_type: "ItemAdded".into(),
 ///     schema_version: 1,
-///     payload: serde_json::json!({ "sku": "A-1" }),
-///     metadata: Metadata::default(),
+///     payload: serde_json::json!({ "sku": "A-1" }).into(),
+///     metadata: Metadata::default().into(),
 ///     recorded_at: chrono::Utc::now(),
 /// };
 /// let bus = MemoryEventBus::new();

@@ -1,6 +1,7 @@
 //! How an envelope travels as message headers plus a JSON payload.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use chrono::DateTime;
 use uuid::Uuid;
@@ -33,7 +34,7 @@ pub const METADATA_PREFIX: &str = "meta-";
 pub fn envelope_headers(envelope: &Envelope) -> Vec<(String, String)> {
     let mut headers = vec![
         (EVENT_ID.to_owned(), envelope.event_id.to_string()),
-        (EVENT_TYPE.to_owned(), envelope.event_type.clone()),
+        (EVENT_TYPE.to_owned(), envelope.event_type.to_string()),
         (SCHEMA_VERSION.to_owned(), envelope.schema_version.to_string()),
         (STREAM_ID.to_owned(), envelope.stream_id.as_str().to_owned()),
         (STREAM_VERSION.to_owned(), envelope.stream_version.to_string()),
@@ -81,10 +82,14 @@ pub fn envelope_from_parts(headers: &[(String, String)], payload: &[u8]) -> Resu
         stream_id: StreamId::new(get(STREAM_ID)?).map_err(|e| format!("header {STREAM_ID}: {e}"))?,
         stream_version: number(STREAM_VERSION)?,
         global_position: number(GLOBAL_POSITION)?,
-        event_type: get(EVENT_TYPE)?.to_owned(),
+        event_type: get(EVENT_TYPE)?.into(),
         schema_version,
-        payload,
-        metadata: Metadata { correlation_id: uuid(CORRELATION_ID)?, causation_id: uuid(CAUSATION_ID)?, headers: extra },
+        payload: Arc::new(payload),
+        metadata: Arc::new(Metadata {
+            correlation_id: uuid(CORRELATION_ID)?,
+            causation_id: uuid(CAUSATION_ID)?,
+            headers: extra,
+        }),
         recorded_at,
     })
 }

@@ -20,7 +20,8 @@ const SUBSCRIPTION_BATCH: usize = 512;
 /// An [`EventStore`] kept in process memory, with the same semantics as the durable backends.
 ///
 /// Appends take one write lock, so they are atomic and globally ordered; positions are dense
-/// (1, 2, 3, ...). Live subscriptions are woken through a `tokio::sync::watch` channel, never by
+/// (1, 2, 3, ...). Reads hand out envelopes that share their payload, event type, metadata and
+/// stream id with the log, so reading an event copies a few pointers and never its JSON. Live subscriptions are woken through a `tokio::sync::watch` channel, never by
 /// polling. Clones share the same log.
 ///
 /// ```
@@ -189,6 +190,7 @@ impl State {
         let event_ids: Option<Vec<Uuid>> =
             idempotency_key.as_ref().map(|_| events.iter().map(|event| event.event_id).collect());
         let positions = self.streams.entry(stream.clone()).or_default();
+        let metadata = Arc::new(metadata);
         let mut version = current;
         for event in events {
             version += 1;
@@ -199,10 +201,10 @@ impl State {
                 stream_id: stream.clone(),
                 stream_version: version,
                 global_position,
-                event_type: event.event_type,
+                event_type: event.event_type.into(),
                 schema_version: event.schema_version,
-                payload: event.payload,
-                metadata: metadata.clone(),
+                payload: Arc::new(event.payload),
+                metadata: Arc::clone(&metadata),
                 recorded_at,
             });
         }

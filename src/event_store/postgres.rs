@@ -756,10 +756,10 @@ fn decode_envelope(row: &PgRow) -> Result<Envelope, EventStoreError> {
         stream_id,
         stream_version: to_u64(row.try_get("stream_version")?),
         global_position,
-        event_type: row.try_get("event_type")?,
+        event_type: row.try_get::<String, _>("event_type")?.into(),
         schema_version: u32::try_from(schema_version).map_err(|e| corrupt(e.to_string()))?,
-        payload: row.try_get("payload")?,
-        metadata,
+        payload: Arc::new(row.try_get("payload")?),
+        metadata: Arc::new(metadata),
         recorded_at: row.try_get::<DateTime<Utc>, _>("recorded_at")?,
     })
 }
@@ -1017,6 +1017,12 @@ impl EventStore for PostgresEventStore {
         .fetch_one(&self.pool)
         .await?;
         Ok(to_u64(head))
+    }
+
+    async fn last_committed_position(&self) -> Result<u64, EventStoreError> {
+        let last: i64 =
+            sqlx::query_scalar("SELECT coalesce(max(global_position), 0) FROM events").fetch_one(&self.pool).await?;
+        Ok(to_u64(last))
     }
 
     async fn save_snapshot(&self, snapshot: Snapshot) -> Result<(), EventStoreError> {

@@ -38,7 +38,7 @@ use super::{
 /// assert!(matches!(err, Err(EventStoreError::ConcurrencyConflict { actual: 1, .. })));
 ///
 /// let events = store.load_stream(&stream, 1).await?;
-/// assert_eq!(events[0].payload, json!({ "seats": 2 }));
+/// assert_eq!(*events[0].payload, json!({ "seats": 2 }));
 ///
 /// let mut live = store.subscribe(0);
 /// let first = live.next().await.unwrap()?;
@@ -114,6 +114,19 @@ pub trait EventStore: Send + Sync + 'static {
     /// # Errors
     /// Backend failures.
     async fn head_position(&self) -> Result<u64, EventStoreError>;
+
+    /// The global position of the last event committed so far (0 when none), which may be ahead
+    /// of [`head_position`](Self::head_position): a backend with a visibility frontier (see
+    /// invariant I7) holds committed events back from readers while an older transaction is
+    /// still open. Readers of the global log reach this position once the frontier passes it, so
+    /// waiting for a reader to pass it is how to wait for "everything committed so far". The
+    /// default is `head_position`, right for backends whose readers see every commit at once.
+    ///
+    /// # Errors
+    /// Backend failures.
+    async fn last_committed_position(&self) -> Result<u64, EventStoreError> {
+        self.head_position().await
+    }
 
     /// Stores `snapshot` unless one with a higher version already exists for its stream.
     ///

@@ -1,6 +1,7 @@
 //! The validated identifier of one event stream.
 
 use std::fmt;
+use std::sync::Arc;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -13,6 +14,7 @@ pub const MAX_STREAM_ID_BYTES: usize = 200;
 ///
 /// A valid id is non-empty, at most [`MAX_STREAM_ID_BYTES`] bytes long and contains no whitespace or
 /// control characters, so it can be logged, used as a key in every backend and compared byte for byte.
+/// The text is shared, so a clone (one per event read from a log) copies a pointer, not the string.
 ///
 /// ```
 /// use boxoffice::event_store::StreamId;
@@ -23,7 +25,7 @@ pub const MAX_STREAM_ID_BYTES: usize = 200;
 /// # Ok::<(), boxoffice::event_store::EventStoreError>(())
 /// ```
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct StreamId(String);
+pub struct StreamId(Arc<str>);
 
 impl StreamId {
     /// Validates `value` and wraps it.
@@ -44,7 +46,7 @@ impl StreamId {
         };
         match reason {
             Some(reason) => Err(EventStoreError::InvalidStreamId { value, reason }),
-            None => Ok(Self(value)),
+            None => Ok(Self(Arc::from(value))),
         }
     }
 
@@ -119,7 +121,7 @@ mod tests {
     fn serde_validates() {
         let id: Result<StreamId, _> = serde_json::from_str("\"\"");
         assert!(id.is_err());
-        let id: StreamId = serde_json::from_str("\"s-1\"").unwrap_or_else(|_| StreamId(String::new()));
+        let id: StreamId = serde_json::from_str("\"s-1\"").unwrap_or_else(|_| StreamId(Arc::from("")));
         assert_eq!(id.as_str(), "s-1");
     }
 }

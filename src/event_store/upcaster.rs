@@ -11,7 +11,9 @@ type UpcastFn = Arc<dyn Fn(serde_json::Value) -> Result<serde_json::Value, Strin
 /// A registry of upcasters: each maps one event type's payload from schema version `n` to `n + 1`.
 ///
 /// Backends apply the chain on every read path (stream load, global read, subscription), so stored
-/// events are never rewritten and consumers only see current shapes.
+/// events are never rewritten and consumers only see current shapes. A payload is copied (out of
+/// the store's shared copy) only when a step actually applies to it; every other event is handed
+/// out as stored.
 ///
 /// ```
 /// use boxoffice::event_store::Upcasters;
@@ -29,7 +31,9 @@ type UpcastFn = Arc<dyn Fn(serde_json::Value) -> Result<serde_json::Value, Strin
 /// ```
 #[derive(Clone, Default)]
 pub struct Upcasters {
-    steps: HashMap<(String, u32), UpcastFn>,
+    /// Steps by event type, then by the schema version they lift from; keyed by type first so a
+    /// read can look its event type up by `&str` without allocating.
+    steps: HashMap<String, HashMap<u32, UpcastFn>>,
 }
 
 impl Upcasters {
@@ -58,7 +62,7 @@ impl Upcasters {
     where
         F: Fn(serde_json::Value) -> Result<serde_json::Value, String> + Send + Sync + 'static,
     {
-        self.steps.insert((event_type.into(), from_schema_version), Arc::new(step));
+        self.steps.entry(event_type.into()).or_default().insert(from_schema_version, Arc::new(step));
         self
     }
 
@@ -81,47 +85,53 @@ impl Upcasters {
     ) -> Result<(u32, serde_json::Value), String> {
         let mut version = schema_version;
         let mut payload = payload;
-        // Looking up with an owned key is avoided on the common no-upcaster path.
-        if self.steps.is_empty() {
-            return Ok((version, payload));
-        }
-        let mut key = (event_type.to_owned(), version);
-        while let Some(step) = self.steps.get(&key) {
+        let Some(steps) = self.steps.get(event_type) else { return Ok((version, payload)) };
+        while let Some(step) = steps.get(&version) {
             payload = step(payload).map_err(|reason| format!("step from v{version}: {reason}"))?;
             version = version.checked_add(1).ok_or_else(|| "schema version overflow".to_owned())?;
-            key.1 = version;
         }
         Ok((version, payload))
     }
 
-    /// Upcasts an envelope in place.
+    /// Whether a step lifts `event_type` at `schema_version`, i.e. whether reading such an event
+    /// changes its payload.
+    fn lifts(&self, event_type: &str, schema_version: u32) -> bool {
+        self.steps.get(event_type).is_some_and(|steps| steps.contains_key(&schema_version))
+    }
+
+    /// Upcasts an envelope in place. The payload is copied only when a step applies: an envelope
+    /// no step lifts keeps sharing its payload with the store.
     ///
     /// # Errors
-    /// [`EventStoreError::Upcast`] when a step fails.
+    /// [`EventStoreError::Upcast`] when a step fails; the envelope is then unchanged.
     pub fn apply(&self, envelope: &mut Envelope) -> Result<(), EventStoreError> {
-        if self.steps.is_empty() {
+        if !self.lifts(&envelope.event_type, envelope.schema_version) {
             return Ok(());
         }
-        let payload = std::mem::take(&mut envelope.payload);
+        let payload = Arc::unwrap_or_clone(Arc::clone(&envelope.payload));
         let (version, payload) =
             self.upcast(&envelope.event_type, envelope.schema_version, payload).map_err(|reason| {
                 EventStoreError::Upcast {
                     event_id: envelope.event_id,
-                    event_type: envelope.event_type.clone(),
+                    event_type: envelope.event_type.to_string(),
                     schema_version: envelope.schema_version,
                     reason,
                 }
             })?;
         envelope.schema_version = version;
-        envelope.payload = payload;
+        envelope.payload = Arc::new(payload);
         Ok(())
     }
 }
 
 impl fmt::Debug for Upcasters {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut keys: Vec<_> = self.steps.keys().collect();
-        keys.sort();
+        let mut keys: Vec<(&str, u32)> = self
+            .steps
+            .iter()
+            .flat_map(|(event_type, steps)| steps.keys().map(move |version| (event_type.as_str(), *version)))
+            .collect();
+        keys.sort_unstable();
         f.debug_struct("Upcasters").field("steps", &keys).finish()
     }
 }
@@ -139,10 +149,10 @@ mod tests {
             stream_id: StreamId::new("s")?,
             stream_version: 1,
             global_position: 1,
-            event_type: event_type.to_owned(),
+            event_type: event_type.into(),
             schema_version,
-            payload: json!({ "v": schema_version }),
-            metadata: Metadata::default(),
+            payload: json!({ "v": schema_version }).into(),
+            metadata: Metadata::default().into(),
             recorded_at: chrono::Utc::now(),
         })
     }
@@ -151,12 +161,20 @@ mod tests {
     fn chains_steps_and_leaves_other_types_alone() -> Result<(), EventStoreError> {
         let mut upcasters = Upcasters::new();
         upcasters.register("A", 1, |_| json!({ "v": 2 })).register("A", 2, |_| json!({ "v": 3 }));
-        let mut a = envelope("A", 1)?;
+        let stored = envelope("A", 1)?;
+        let mut a = stored.clone();
         upcasters.apply(&mut a)?;
-        assert_eq!((a.schema_version, a.payload), (3, json!({ "v": 3 })));
-        let mut b = envelope("B", 1)?;
+        assert_eq!((a.schema_version, &*a.payload), (3, &json!({ "v": 3 })));
+        assert_eq!(*stored.payload, json!({ "v": 1 }), "the stored copy is not rewritten");
+        let stored = envelope("B", 1)?;
+        let mut b = stored.clone();
         upcasters.apply(&mut b)?;
-        assert_eq!((b.schema_version, b.payload), (1, json!({ "v": 1 })));
+        assert_eq!((b.schema_version, &*b.payload), (1, &json!({ "v": 1 })));
+        assert!(Arc::ptr_eq(&b.payload, &stored.payload), "a payload no step lifts is not copied");
+        let mut current = envelope("A", 3)?;
+        let shared = Arc::clone(&current.payload);
+        upcasters.apply(&mut current)?;
+        assert!(Arc::ptr_eq(&current.payload, &shared), "a payload already current is not copied");
         Ok(())
     }
 

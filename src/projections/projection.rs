@@ -60,7 +60,7 @@ use super::ProjectionError;
 /// #         global_position: position,
 /// #         event_type: event_type.into(),
 /// #         schema_version: 1,
-/// #         payload: serde_json::Value::Null,
+/// #         payload: serde_json::Value::Null.into(),
 /// #         metadata: Default::default(),
 /// #         recorded_at: chrono::Utc::now(),
 /// #     }

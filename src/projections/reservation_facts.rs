@@ -79,5 +79,5 @@ pub fn average_price(amount: Money, count: u64) -> Money {
 /// `PaymentSucceeded` repeats the Payment stream's and is skipped before paying for decoding.
 #[must_use]
 pub fn reads_payload(envelope: &Envelope) -> bool {
-    envelope.event_type != "PaymentSucceeded" || category(&envelope.stream_id) == "payment"
+    &*envelope.event_type != "PaymentSucceeded" || category(&envelope.stream_id) == "payment"
 }

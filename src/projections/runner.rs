@@ -68,6 +68,14 @@ enum Command<P> {
 ///
 /// The runner stops on [`stop`](Self::stop) (after the batch in hand) or on the first error,
 /// which `stop` then returns; the model keeps what it had applied.
+///
+/// It reads the event store, not the event bus, even when a bus is configured. A projection's
+/// one-number idempotency (ignore what is at or below its position) needs the global order, and
+/// a bus keeps order only per key within a partition: an event of one topic can arrive after a
+/// later event of another, and would then be dropped as already seen. Per-stream deduplication
+/// would not be enough either: the sales and customer models join a payment to the reservation it
+/// pays for, which travel on different topics, and a payment whose reservation has not arrived
+/// yet would go uncounted. The store's subscription gives every reader the global order.
 pub struct ProjectionRunner<P: Projection> {
     handle: ProjectionHandle<P>,
     stop: watch::Sender<bool>,

@@ -83,7 +83,7 @@ where
         let version = envelopes.last().map_or(self.base, |e| e.stream_version);
         let events = envelopes
             .into_iter()
-            .map(|envelope| serde_json::from_value(envelope.payload))
+            .map(|envelope| A::deserialize(&*envelope.payload))
             .collect::<Result<Vec<A>, _>>()
             .map_err(storage)?;
         self.version.store(version, Ordering::Release);

@@ -7,9 +7,10 @@ use chrono::{DateTime, Utc};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use super::read_models::{ReadModelQueries, ReadModels};
 use super::{
-    CommandContext, CommandError, CommandRouter, ExpiryIndex, LogFollower, RepositoryConfig, ReservationWatch, Saga,
-    SystemConfig, SystemError,
+    CommandContext, CommandError, CommandRouter, ExpiryIndex, LogFollower, ReadModelStorage, RepositoryConfig,
+    ReservationWatch, Saga, SystemConfig, SystemError,
 };
 use crate::aggregates::{
     CompensationReason, EventAction, EventEnv, InventoryEnv, PaymentAction, PaymentEnv, PaymentGateway,
@@ -20,10 +21,7 @@ use crate::domain::{CustomerId, EventId, Money, PaymentId, PricingTier, Reservat
 use crate::event_bus::{EventBus, OutboxRelay, RelayConfig, RelayHandle, TopicRouter};
 use crate::event_store::{CheckpointStore, EventStore, MemoryCheckpointStore, MemoryEventStore};
 use crate::framework::{Clock, PersistedObserver, SystemClock};
-use crate::projections::{
-    AvailableSeatsProjection, CustomerHistoryProjection, ProjectionHandle, ProjectionRunner, RunnerConfig,
-    SalesAnalyticsProjection,
-};
+use crate::projections::{AvailableSeatsQueries, CustomerHistoryQueries, SalesAnalyticsQueries};
 
 /// What [`TicketingSystem::create_event`] needs.
 #[derive(Debug, Clone)]
@@ -116,6 +114,7 @@ pub struct TicketingSystemBuilder {
     repository: RepositoryConfig,
     checkpoint_name: String,
     event_bus: Option<(Arc<dyn EventBus>, TopicRouter)>,
+    read_models: ReadModelStorage,
 }
 
 impl Default for TicketingSystemBuilder {
@@ -130,6 +129,7 @@ impl Default for TicketingSystemBuilder {
             repository: RepositoryConfig::default(),
             checkpoint_name: "boxoffice-saga".to_owned(),
             event_bus: None,
+            read_models: ReadModelStorage::Memory,
         }
     }
 }
@@ -200,11 +200,18 @@ impl TicketingSystemBuilder {
         self
     }
 
+    /// Where the three read models live (default: [`ReadModelStorage::Memory`]).
+    #[must_use]
+    pub fn read_models(mut self, storage: ReadModelStorage) -> Self {
+        self.read_models = storage;
+        self
+    }
+
     /// Starts the system: the log follower (saga, waiters, deadlines), the expiry sweeper and
     /// the three read models. Must be called inside a tokio runtime.
     ///
     /// # Errors
-    /// [`SystemError::Storage`] when the read models' checkpoints cannot be loaded.
+    /// [`SystemError::Projection`] when a read model cannot start.
     pub async fn build(self) -> Result<TicketingSystem, SystemError> {
         let store = self.event_store.unwrap_or_else(|| Arc::new(MemoryEventStore::new()));
         let checkpoints = self.checkpoints.unwrap_or_else(|| Arc::new(MemoryCheckpointStore::new()));
@@ -238,7 +245,7 @@ impl TicketingSystemBuilder {
         let expiry = ExpiryIndex::new(Arc::clone(&clock));
         let (position_tx, position) = watch::channel(0);
         let (stop, stop_rx) = watch::channel(false);
-        let read_models = ReadModels::start(&store, &checkpoints).await?;
+        let read_models = ReadModels::start(self.read_models, &store).await?;
         let relay = self.event_bus.map(|(bus, topics)| {
             let config = RelayConfig { name: format!("{}-relay", self.checkpoint_name), ..RelayConfig::default() };
             OutboxRelay::new(Arc::clone(&store), bus, Arc::clone(&checkpoints), topics, config).spawn()
@@ -354,7 +361,7 @@ async fn sweep_expired(expiry: ExpiryIndex, router: CommandRouter, mut stop: wat
 /// assert_eq!(purchase.amount, Money::new(10_000, eur));
 ///
 /// system.settled().await?;
-/// let left = system.available_seats()?.read(|seats| seats.get_availability(event, "VIP")).map(|a| a.available);
+/// let left = system.available_seats()?.get_availability(event, "VIP").await?.map(|a| a.available);
 /// assert_eq!(left, Some(8));
 /// system.shutdown().await;
 /// # Ok(())
@@ -383,32 +390,6 @@ struct Inner {
     reply_timeout: Duration,
 }
 
-async fn run<P: crate::projections::Projection>(
-    store: &Arc<dyn EventStore>,
-    checkpoints: &Arc<dyn CheckpointStore>,
-    model: P,
-) -> Result<ProjectionRunner<P>, SystemError> {
-    let handle = ProjectionHandle::new(model);
-    Ok(ProjectionRunner::start(Arc::clone(store), Arc::clone(checkpoints), handle, RunnerConfig::default()).await?)
-}
-
-/// The three read models, each fed from the log by its own runner.
-struct ReadModels {
-    available_seats: ProjectionRunner<AvailableSeatsProjection>,
-    sales_analytics: ProjectionRunner<SalesAnalyticsProjection>,
-    customer_history: ProjectionRunner<CustomerHistoryProjection>,
-}
-
-impl ReadModels {
-    async fn start(store: &Arc<dyn EventStore>, checkpoints: &Arc<dyn CheckpointStore>) -> Result<Self, SystemError> {
-        Ok(Self {
-            available_seats: run(store, checkpoints, AvailableSeatsProjection::new()).await?,
-            sales_analytics: run(store, checkpoints, SalesAnalyticsProjection::new()).await?,
-            customer_history: run(store, checkpoints, CustomerHistoryProjection::new()).await?,
-        })
-    }
-}
-
 fn ended(status: ReservationStatus) -> Option<&'static str> {
     match status {
         ReservationStatus::Expired => Some("expired"),
@@ -425,47 +406,44 @@ impl TicketingSystem {
         TicketingSystemBuilder::default()
     }
 
-    fn read_model<T>(&self, pick: impl FnOnce(&ReadModels) -> T) -> Result<T, SystemError> {
+    fn queries(&self) -> Result<ReadModelQueries, SystemError> {
         let models = self.inner.read_models.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        models.as_ref().map(pick).ok_or(SystemError::ShuttingDown)
+        models.as_ref().map(ReadModels::queries).ok_or(SystemError::ShuttingDown)
     }
 
-    /// Seat availability per section, kept up to date from the log. Query it with
-    /// [`ProjectionHandle::read`], e.g. `system.available_seats()?.read(|m| m.get_availability(event, "VIP"))`.
+    /// Seat availability per section, kept up to date from the log, from whichever
+    /// [`ReadModelStorage`] the system uses:
+    /// `system.available_seats()?.get_availability(event, "VIP").await?`.
     ///
     /// # Errors
     /// [`SystemError::ShuttingDown`] after [`TicketingSystem::shutdown`].
-    pub fn available_seats(&self) -> Result<ProjectionHandle<AvailableSeatsProjection>, SystemError> {
-        self.read_model(|m| m.available_seats.handle().clone())
+    pub fn available_seats(&self) -> Result<Arc<dyn AvailableSeatsQueries>, SystemError> {
+        Ok(self.queries()?.available_seats())
     }
 
     /// Revenue and sales per event.
     ///
     /// # Errors
     /// As [`TicketingSystem::available_seats`].
-    pub fn sales_analytics(&self) -> Result<ProjectionHandle<SalesAnalyticsProjection>, SystemError> {
-        self.read_model(|m| m.sales_analytics.handle().clone())
+    pub fn sales_analytics(&self) -> Result<Arc<dyn SalesAnalyticsQueries>, SystemError> {
+        Ok(self.queries()?.sales_analytics())
     }
 
     /// Purchases per customer.
     ///
     /// # Errors
     /// As [`TicketingSystem::available_seats`].
-    pub fn customer_history(&self) -> Result<ProjectionHandle<CustomerHistoryProjection>, SystemError> {
-        self.read_model(|m| m.customer_history.handle().clone())
+    pub fn customer_history(&self) -> Result<Arc<dyn CustomerHistoryQueries>, SystemError> {
+        Ok(self.queries()?.customer_history())
     }
 
     /// Read-your-writes: waits until every read model has applied the log up to `position`
-    /// (for example [`EventStore::head_position`] after a command).
+    /// (for example [`EventStore::head_position`] after a command), in memory or in `PostgreSQL`.
     ///
     /// # Errors
-    /// [`SystemError::Projection`] on timeout or when a read model stopped.
+    /// [`SystemError::Projection`] on timeout, when a read model stopped or its database failed.
     pub async fn wait_for_read_models(&self, position: u64, timeout: Duration) -> Result<(), SystemError> {
-        let (seats, sales, customers) = (self.available_seats()?, self.sales_analytics()?, self.customer_history()?);
-        seats.wait_for_position(position, timeout).await?;
-        sales.wait_for_position(position, timeout).await?;
-        customers.wait_for_position(position, timeout).await?;
-        Ok(())
+        Ok(self.queries()?.wait_for(position, timeout).await?)
     }
 
     /// Starts a system configured from the environment (see [`SystemConfig::from_env`]).
@@ -477,10 +455,13 @@ impl TicketingSystem {
         Self::builder_from_config(&config).await?.build().await
     }
 
-    /// A builder whose event store, checkpoint store and hold duration follow `config`: with
-    /// `DATABASE_URL` set, a [`PostgresEventStore`](crate::event_store::PostgresEventStore)
-    /// (schema migrated) serves as both event store and checkpoint store; otherwise memory.
-    /// Callers may still override the clock or the payment gateway before `build()`.
+    /// A builder whose event store, checkpoint store, read models and hold duration follow
+    /// `config`: with `DATABASE_URL` set, a
+    /// [`PostgresEventStore`](crate::event_store::PostgresEventStore) (schema migrated) serves as
+    /// event store and checkpoint store and the read models live in its database
+    /// ([`ReadModelStorage::Postgres`], so a restart resumes them instead of replaying the whole
+    /// log); otherwise everything is in memory. Callers may still override the clock, the payment
+    /// gateway or the read model storage before `build()`.
     ///
     /// # Errors
     /// [`SystemError::Config`] when `DATABASE_URL` is set but the `postgres` feature is off, or
@@ -507,8 +488,12 @@ impl TicketingSystem {
                 .migrate()
                 .await
                 .map_err(|error| SystemError::Config(format!("cannot migrate the schema: {error}")))?;
+            let read_models = crate::projections::PostgresReadModels::new(store.pool().clone());
             let store = Arc::new(store);
-            Ok(builder.event_store(Arc::clone(&store) as Arc<dyn EventStore>).checkpoints(store))
+            Ok(builder
+                .event_store(Arc::clone(&store) as Arc<dyn EventStore>)
+                .checkpoints(store)
+                .read_models(ReadModelStorage::Postgres(read_models)))
         }
         #[cfg(not(feature = "postgres"))]
         {
@@ -780,22 +765,28 @@ impl TicketingSystem {
     }
 
     /// Waits until everything committed so far has been handled by the saga, every effect has
-    /// finished and no hold is overdue. Tests call it after moving a
-    /// [`FixedClock`](crate::framework::FixedClock) instead of sleeping.
+    /// finished, no hold is overdue and the read models have caught up. Tests call it after
+    /// moving a [`FixedClock`](crate::framework::FixedClock) instead of sleeping.
+    ///
+    /// "Committed so far" is [`EventStore::last_committed_position`], not the readable head: in
+    /// `PostgreSQL` a commit can stay unreadable for a moment while an older transaction is open,
+    /// and waiting only for the readable head would return before the saga or the read models
+    /// have seen it.
     ///
     /// # Errors
-    /// [`SystemError::Storage`] when the store cannot be read.
+    /// [`SystemError::Storage`] when the store cannot be read, [`SystemError::Projection`] when a
+    /// read model does not catch up within the reply timeout.
     pub async fn settled(&self) -> Result<(), SystemError> {
         let mut position = self.inner.position.clone();
         loop {
             self.inner.router.settled().await;
-            let head = self.inner.store.head_position().await?;
-            if position.wait_for(|handled| *handled >= head).await.is_err() {
+            let last = self.inner.store.last_committed_position().await?;
+            if position.wait_for(|handled| *handled >= last).await.is_err() {
                 return Err(SystemError::ShuttingDown);
             }
             self.inner.router.settled().await;
-            if self.inner.expiry.due().is_empty() && self.inner.store.head_position().await? == head {
-                return self.wait_for_read_models(head, self.inner.reply_timeout).await;
+            if self.inner.expiry.due().is_empty() && self.inner.store.last_committed_position().await? == last {
+                return self.wait_for_read_models(last, self.inner.reply_timeout).await;
             }
             tokio::task::yield_now().await;
         }
@@ -825,15 +816,7 @@ impl TicketingSystem {
         }
         let models = self.inner.read_models.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
         if let Some(models) = models {
-            for result in [
-                models.available_seats.stop().await,
-                models.sales_analytics.stop().await,
-                models.customer_history.stop().await,
-            ] {
-                if let Err(error) = result {
-                    tracing::warn!(%error, "a read model stopped with an error");
-                }
-            }
+            models.stop().await;
         }
     }
 }

@@ -29,10 +29,10 @@ pub fn envelope(stream: &str, version: u64, position: u64) -> Envelope {
         stream_id: StreamId::new(stream).unwrap(),
         stream_version: version,
         global_position: position,
-        event_type: "Noted".to_owned(),
+        event_type: "Noted".into(),
         schema_version: 1,
-        payload: serde_json::json!({ "stream": stream, "version": version }),
-        metadata: Metadata::default(),
+        payload: serde_json::json!({ "stream": stream, "version": version }).into(),
+        metadata: Metadata::default().into(),
         recorded_at: Utc.timestamp_opt(1_700_000_000, 123_456_000).unwrap(),
     }
 }
@@ -55,9 +55,10 @@ pub async fn round_trip_with_headers(bus: Arc<dyn EventBus>) {
         correlation_id: Some(Uuid::new_v4()),
         causation_id: Some(Uuid::new_v4()),
         headers: BTreeMap::from([("tenant".to_owned(), "north".to_owned())]),
-    };
+    }
+    .into();
     sent.schema_version = 7;
-    sent.payload = serde_json::json!({ "nested": { "list": [1, 2, 3] }, "text": "ünïcödé" });
+    sent.payload = serde_json::json!({ "nested": { "list": [1, 2, 3] }, "text": "ünïcödé" }).into();
     bus.publish(&topic, "cart-1", &sent).await.unwrap();
 
     let mut deliveries = bus.subscribe(std::slice::from_ref(&topic), &unique("group")).await.unwrap();

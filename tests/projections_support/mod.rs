@@ -183,9 +183,9 @@ pub fn envelopes(actions: &[TicketingAction]) -> Vec<Envelope> {
                 stream_id,
                 stream_version: *version,
                 global_position: i as u64 + 1,
-                event_type: action.name().to_owned(),
+                event_type: action.name().into(),
                 schema_version: 1,
-                payload: serde_json::to_value(action_payload(action)).unwrap(),
+                payload: serde_json::to_value(action_payload(action)).unwrap().into(),
                 metadata: Default::default(),
                 recorded_at: start(),
             }

@@ -318,7 +318,7 @@ async fn apply_in(tx: &mut PgConnection, model: ReadModel, batch: &[Envelope]) -
     let Some(last) = fresh.last().map(|e| e.global_position) else { return Ok(position) };
     let mut actions = Vec::with_capacity(fresh.len());
     for envelope in fresh {
-        if model.event_types().contains(&envelope.event_type.as_str()) && reads_payload(envelope) {
+        if model.event_types().contains(&&*envelope.event_type) && reads_payload(envelope) {
             actions.push((envelope.global_position, decode_ticketing(model.name(), envelope)?));
         }
     }

@@ -1,0 +1,187 @@
+//! Where the assembled system keeps its three read models, and the tasks that feed them.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::SystemError;
+use crate::event_store::{EventStore, MemoryCheckpointStore};
+use crate::projections::{
+    AvailableSeatsProjection, AvailableSeatsQueries, CustomerHistoryProjection, CustomerHistoryQueries, Projection,
+    ProjectionError, ProjectionHandle, ProjectionRunner, RunnerConfig, SalesAnalyticsProjection, SalesAnalyticsQueries,
+};
+#[cfg(feature = "postgres")]
+use crate::projections::{PostgresReadModels, ReadModel};
+
+/// Where a [`TicketingSystem`](super::TicketingSystem) keeps its read models (`AvailableSeats`,
+/// `SalesAnalytics`, `CustomerHistory`). Queries look the same either way: the system hands out
+/// the storage-neutral query traits ([`AvailableSeatsQueries`] and its siblings).
+///
+/// ```
+/// use boxoffice::system::{ReadModelStorage, TicketingSystem};
+///
+/// let builder = TicketingSystem::builder().read_models(ReadModelStorage::Memory);
+/// # let _ = builder;
+/// ```
+#[derive(Debug, Clone, Default)]
+pub enum ReadModelStorage {
+    /// In process memory: each model is folded from the start of the log when the system starts
+    /// and kept up to date from its subscription (the default).
+    #[default]
+    Memory,
+    /// In `PostgreSQL` tables, each batch of rows committed with the model's checkpoint in one
+    /// transaction, so a restarted system resumes where the tables end and never counts an event
+    /// twice; several processes may feed the same tables. The tables must live in the event
+    /// store's database and schema (the checkpoints are positions in its log): build them with
+    /// `PostgresReadModels::new(store.pool().clone())`.
+    #[cfg(feature = "postgres")]
+    Postgres(PostgresReadModels),
+}
+
+/// The running read models: the query side, cheap to clone, and what feeds it.
+pub(super) struct ReadModels {
+    queries: ReadModelQueries,
+    feeding: Feeding,
+}
+
+/// The query side of the read models.
+#[derive(Clone)]
+pub(super) enum ReadModelQueries {
+    Memory {
+        seats: ProjectionHandle<AvailableSeatsProjection>,
+        sales: ProjectionHandle<SalesAnalyticsProjection>,
+        customers: ProjectionHandle<CustomerHistoryProjection>,
+    },
+    #[cfg(feature = "postgres")]
+    Postgres(PostgresReadModels),
+}
+
+enum Feeding {
+    Memory {
+        seats: ProjectionRunner<AvailableSeatsProjection>,
+        sales: ProjectionRunner<SalesAnalyticsProjection>,
+        customers: ProjectionRunner<CustomerHistoryProjection>,
+    },
+    #[cfg(feature = "postgres")]
+    Postgres {
+        stop: tokio::sync::watch::Sender<bool>,
+        tasks: Vec<(ReadModel, tokio::task::JoinHandle<Result<(), ProjectionError>>)>,
+    },
+}
+
+async fn run<P: Projection>(
+    store: &Arc<dyn EventStore>,
+    checkpoints: &Arc<MemoryCheckpointStore>,
+    model: P,
+) -> Result<ProjectionRunner<P>, SystemError> {
+    let handle = ProjectionHandle::new(model);
+    Ok(ProjectionRunner::start(Arc::clone(store), checkpoints.clone(), handle, RunnerConfig::default()).await?)
+}
+
+impl ReadModels {
+    /// Starts feeding the read models in `storage` from `store`'s log.
+    pub(super) async fn start(storage: ReadModelStorage, store: &Arc<dyn EventStore>) -> Result<Self, SystemError> {
+        match storage {
+            ReadModelStorage::Memory => {
+                // A model kept in memory starts empty in every process, so its runner replays the
+                // log from 0 whatever a checkpoint says; its checkpoints stay in memory too, where
+                // they cannot collide with durable models' checkpoints of the same name.
+                let checkpoints = Arc::new(MemoryCheckpointStore::new());
+                let seats = run(store, &checkpoints, AvailableSeatsProjection::new()).await?;
+                let sales = run(store, &checkpoints, SalesAnalyticsProjection::new()).await?;
+                let customers = run(store, &checkpoints, CustomerHistoryProjection::new()).await?;
+                Ok(Self {
+                    queries: ReadModelQueries::Memory {
+                        seats: seats.handle().clone(),
+                        sales: sales.handle().clone(),
+                        customers: customers.handle().clone(),
+                    },
+                    feeding: Feeding::Memory { seats, sales, customers },
+                })
+            }
+            #[cfg(feature = "postgres")]
+            ReadModelStorage::Postgres(models) => {
+                let (stop, stop_rx) = tokio::sync::watch::channel(false);
+                let batch_size = RunnerConfig::default().batch_size;
+                let tasks = ReadModel::ALL
+                    .into_iter()
+                    .map(|model| {
+                        let (models, store, stop) = (models.clone(), Arc::clone(store), stop_rx.clone());
+                        (model, tokio::spawn(async move { models.follow(store, model, batch_size, stop).await }))
+                    })
+                    .collect();
+                Ok(Self { queries: ReadModelQueries::Postgres(models), feeding: Feeding::Postgres { stop, tasks } })
+            }
+        }
+    }
+
+    /// The query side.
+    pub(super) fn queries(&self) -> ReadModelQueries {
+        self.queries.clone()
+    }
+
+    /// Stops feeding after the batch in hand; errors that had stopped a model are logged.
+    pub(super) async fn stop(self) {
+        let results = match self.feeding {
+            Feeding::Memory { seats, sales, customers } => {
+                vec![seats.stop().await, sales.stop().await, customers.stop().await]
+            }
+            #[cfg(feature = "postgres")]
+            Feeding::Postgres { stop, tasks } => {
+                stop.send_replace(true);
+                let mut results = Vec::with_capacity(tasks.len());
+                for (model, task) in tasks {
+                    let stopped = || ProjectionError::Stopped { projection: model.name().to_owned() };
+                    results.push(task.await.unwrap_or_else(|_| Err(stopped())));
+                }
+                results
+            }
+        };
+        for error in results.into_iter().filter_map(Result::err) {
+            tracing::warn!(%error, "a read model stopped with an error");
+        }
+    }
+}
+
+impl ReadModelQueries {
+    pub(super) fn available_seats(&self) -> Arc<dyn AvailableSeatsQueries> {
+        match self {
+            Self::Memory { seats, .. } => Arc::new(seats.clone()),
+            #[cfg(feature = "postgres")]
+            Self::Postgres(models) => Arc::new(models.clone()),
+        }
+    }
+
+    pub(super) fn sales_analytics(&self) -> Arc<dyn SalesAnalyticsQueries> {
+        match self {
+            Self::Memory { sales, .. } => Arc::new(sales.clone()),
+            #[cfg(feature = "postgres")]
+            Self::Postgres(models) => Arc::new(models.clone()),
+        }
+    }
+
+    pub(super) fn customer_history(&self) -> Arc<dyn CustomerHistoryQueries> {
+        match self {
+            Self::Memory { customers, .. } => Arc::new(customers.clone()),
+            #[cfg(feature = "postgres")]
+            Self::Postgres(models) => Arc::new(models.clone()),
+        }
+    }
+
+    /// Waits until all three models have applied the log up to `position`.
+    pub(super) async fn wait_for(&self, position: u64, timeout: Duration) -> Result<(), ProjectionError> {
+        match self {
+            Self::Memory { seats, sales, customers } => {
+                seats.wait_for_position(position, timeout).await?;
+                sales.wait_for_position(position, timeout).await?;
+                customers.wait_for_position(position, timeout).await
+            }
+            #[cfg(feature = "postgres")]
+            Self::Postgres(models) => {
+                for model in ReadModel::ALL {
+                    models.wait_for_position(model, position, timeout).await?;
+                }
+                Ok(())
+            }
+        }
+    }
+}

@@ -1,0 +1,83 @@
+//! The assembled system end to end with everything in `PostgreSQL`: the same scenarios as
+//! `tests/system.rs` (read models queried through the system), plus what only durable read models
+//! can show: their tables and checkpoints survive a restart, and a database whose read models were
+//! kept in memory before switches to `PostgreSQL` ones without losing anything. Needs
+//! `DATABASE_URL`; each test works in a fresh schema.
+#![cfg(feature = "postgres")]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod system_support;
+
+use std::sync::Arc;
+
+use boxoffice::projections::{PostgresReadModels, ReadModel};
+use boxoffice::system::ReadModelStorage;
+use system_support::{Backend, Storage};
+
+macro_rules! scenarios {
+    ($($name:ident),* $(,)?) => {$(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        async fn $name() {
+            system_support::$name(Backend::Postgres).await;
+        }
+    )*};
+}
+
+scenarios!(
+    purchase_sells_seats_and_books_revenue,
+    declined_payment_releases_the_seats,
+    unpaid_hold_expires_on_the_clock_and_late_payment_is_refused,
+    customer_cancellation_releases_the_seats,
+    last_seat_goes_to_exactly_one_of_many_concurrent_buyers,
+    retried_reserve_with_the_same_key_returns_the_original_hold,
+    bad_input_gets_a_typed_error_and_appends_nothing,
+    a_restarted_system_expires_holds_taken_before_the_restart,
+    cancelling_the_event_refunds_purchases_and_releases_holds,
+    two_systems_sharing_a_store_never_oversell,
+);
+
+fn tables(storage: &Storage) -> PostgresReadModels {
+    match &storage.read_models {
+        ReadModelStorage::Postgres(models) => models.clone(),
+        ReadModelStorage::Memory => panic!("the PostgreSQL backend keeps its read models in PostgreSQL"),
+    }
+}
+
+/// After the restart scenario, the tables themselves hold the answers, with every model's
+/// checkpoint at the head of the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_restarted_system_counts_nothing_twice() {
+    let f = system_support::a_restarted_system_counts_nothing_twice(Backend::Postgres).await;
+    let head = f.storage.store.head_position().await.unwrap();
+    let own = tables(&f.storage);
+    for model in ReadModel::ALL {
+        assert_eq!(own.position(model).await.unwrap(), head, "{model:?}");
+    }
+    let sales = own.get_metrics(f.event).await.unwrap().unwrap();
+    assert_eq!(sales, system_support::metrics(&f.system, f.event).await);
+    assert_eq!(sales.tickets_sold, 4);
+    f.system.shutdown().await;
+}
+
+/// A database whose systems kept their read models in memory (so nothing of them is stored) and
+/// then starts one with `PostgreSQL` read models: the new tables are folded from the whole log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn switching_to_postgres_read_models_folds_the_whole_log() {
+    let durable = Backend::Postgres.storage().await;
+    let in_memory = Storage { read_models: ReadModelStorage::Memory, ..durable.clone() };
+    let clock = boxoffice::prelude::FixedClock::new(chrono::Utc::now());
+    let gateway = Arc::new(boxoffice::prelude::SimulatedGateway::always_succeed());
+    let before = system_support::system_with(&in_memory, &clock, Arc::clone(&gateway)).await;
+    let event = system_support::open_sale_on(&before, &clock, &[("Stalls", 10)]).await;
+    system_support::buy(&before, event, "Stalls", 2, boxoffice::domain::CustomerId::new_v4()).await;
+    before.settled().await.unwrap();
+    let expected = system_support::metrics(&before, event).await;
+    assert_eq!(expected.tickets_sold, 2);
+    before.shutdown().await;
+
+    let system = system_support::system_with(&durable, &clock, gateway).await;
+    system.settled().await.unwrap();
+    assert_eq!(tables(&durable).get_metrics(event).await.unwrap(), Some(expected.clone()));
+    assert_eq!(system_support::metrics(&system, event).await, expected);
+    system.shutdown().await;
+}
