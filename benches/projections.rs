@@ -6,20 +6,20 @@
 //! Run: `cargo bench --bench projections [--features postgres] -- --warm-up-time 1 --measurement-time 5`
 //! (`DATABASE_URL` naming a scratch database for the `PostgreSQL` part).
 //!
-//! Measured on the 2-core development machine (shared with another build, load average about 3,
-//! release build), all from one run of this bench:
+//! Measured on the 2-core development machine (shared with another build, load average about 3.6,
+//! release build), all from one run of this bench with `--features postgres`:
 //! - `apply_memory` (the models alone, over envelopes already in memory): `AvailableSeats`
-//!   2.67 M events/s, `SalesAnalytics` 1.65 M/s, `CustomerHistory` 1.74 M/s.
+//!   3.38 M events/s, `SalesAnalytics` 1.68 M/s, `CustomerHistory` 1.60 M/s.
 //! - `rebuild_memory` (reading the log from `MemoryEventStore` and applying): `all_three` in one
-//!   pass 704 k events/s (647-761 k; target 500 k), `AvailableSeats` 2.67 M/s, `SalesAnalytics`
-//!   1.15 M/s, `CustomerHistory` 1.15 M/s. `read_only` (the floor: reading without applying)
-//!   10.3 M events/s, so the rebuild is bound by the models' decoding of payloads, not by the
-//!   store: envelopes share their payload, event type, metadata and stream id with the log (`Arc`),
-//!   so a read copies pointers. The build before that change, run right after on the same machine,
-//!   gave `read_only` 168 k/s and `all_three` 111 k/s (it cloned every JSON tree out of the log).
+//!   pass 706 k events/s (680-736 k; target 500 k), `AvailableSeats` 2.34 M/s, `SalesAnalytics`
+//!   1.75 M/s, `CustomerHistory` 1.68 M/s. `read_only` (the floor: reading without applying)
+//!   11.8 M events/s, so the rebuild is bound by the models decoding payloads, not by the store:
+//!   envelopes share their payload, event type, metadata and stream id with the log (`Arc`), so a
+//!   read copies pointers. The build before that change, run back to back with the new one on the
+//!   same machine, gave `read_only` 168 k/s and `all_three` 111 k/s (it cloned every JSON tree
+//!   out of the log).
 //! - `rebuild_postgres` (100,000 events, one transaction per 5,000 events, fsync on): `AvailableSeats`
-//!   106 k events/s, `SalesAnalytics` 117 k/s, `CustomerHistory` 90 k/s (target 30 k/s), from an
-//!   earlier run.
+//!   71 k events/s, `SalesAnalytics` 79 k/s, `CustomerHistory` 96 k/s (target 30 k/s).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 #[path = "../tests/projections_support/mod.rs"]
