@@ -448,3 +448,14 @@ async fn group_commit_off_writes_one_transaction_per_append() {
     assert_eq!((ok, conflicts), (41, 7));
     assert_eq!(transactions, 41);
 }
+
+/// The fan-out over PostgreSQL (gapped positions, out-of-order commits): subscribers sharing one
+/// database subscription, with a tail short enough that they keep catching up through the store,
+/// see every concurrent write exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fan_out_subscribers_see_concurrent_writes_exactly_once() {
+    use boxoffice::event_store::FanOutEventStore;
+    conformance::subscriber_sees_concurrent_writes_exactly_once(Arc::new(FanOutEventStore::new(store().await, 8)))
+        .await;
+    conformance::subscription_catch_up_then_live(Arc::new(FanOutEventStore::new(store().await, 8))).await;
+}

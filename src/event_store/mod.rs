@@ -8,6 +8,7 @@ mod checkpoint;
 mod envelope;
 mod error;
 mod expected_version;
+mod fan_out;
 #[cfg(feature = "postgres")]
 mod group_commit;
 mod memory;
@@ -25,6 +26,7 @@ pub use checkpoint::{CheckpointStore, MemoryCheckpointStore};
 pub use envelope::Envelope;
 pub use error::EventStoreError;
 pub use expected_version::ExpectedVersion;
+pub use fan_out::FanOutEventStore;
 pub use memory::MemoryEventStore;
 pub use metadata::Metadata;
 pub use new_event::NewEvent;

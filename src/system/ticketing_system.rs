@@ -19,9 +19,12 @@ use crate::aggregates::{
 };
 use crate::domain::{CustomerId, EventId, Money, PaymentId, PricingTier, ReservationId, SeatId, SectionName, Venue};
 use crate::event_bus::{EventBus, OutboxRelay, RelayConfig, RelayHandle, TopicRouter};
-use crate::event_store::{CheckpointStore, EventStore, MemoryCheckpointStore, MemoryEventStore};
+use crate::event_store::{CheckpointStore, EventStore, FanOutEventStore, MemoryCheckpointStore, MemoryEventStore};
 use crate::framework::{Clock, PersistedObserver, SystemClock};
 use crate::projections::{AvailableSeatsQueries, CustomerHistoryQueries, SalesAnalyticsQueries};
+
+/// Recent events kept in memory for the system's own log followers (see [`FanOutEventStore`]).
+const SHARED_TAIL: usize = 65_536;
 
 /// What [`TicketingSystem::create_event`] needs.
 #[derive(Debug, Clone)]
@@ -214,6 +217,9 @@ impl TicketingSystemBuilder {
     /// [`SystemError::Projection`] when a read model cannot start.
     pub async fn build(self) -> Result<TicketingSystem, SystemError> {
         let store = self.event_store.unwrap_or_else(|| Arc::new(MemoryEventStore::new()));
+        // The follower, the read models and the relay all follow the log: one subscription to
+        // the store serves them all.
+        let store: Arc<dyn EventStore> = Arc::new(FanOutEventStore::new(store, SHARED_TAIL));
         let checkpoints = self.checkpoints.unwrap_or_else(|| Arc::new(MemoryCheckpointStore::new()));
         let clock = self.clock;
         let env = TicketingEnv {
