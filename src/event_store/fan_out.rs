@@ -216,7 +216,6 @@ impl EventStore for FanOutEventStore {
     }
 
     fn subscribe(&self, after_position: u64) -> BoxStream<'static, Result<Envelope, EventStoreError>> {
-        self.ensure_pump();
         struct Cursor {
             inner: Arc<dyn EventStore>,
             hub: Arc<Hub>,
@@ -225,6 +224,7 @@ impl EventStore for FanOutEventStore {
             pending: VecDeque<Envelope>,
             failed: bool,
         }
+        self.ensure_pump();
         let cursor = Cursor {
             inner: Arc::clone(&self.inner),
             changes: self.hub.changed.subscribe(),
