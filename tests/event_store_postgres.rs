@@ -449,7 +449,7 @@ async fn group_commit_off_writes_one_transaction_per_append() {
     assert_eq!(transactions, 41);
 }
 
-/// The fan-out over PostgreSQL (gapped positions, out-of-order commits): subscribers sharing one
+/// The fan-out over `PostgreSQL` (gapped positions, out-of-order commits): subscribers sharing one
 /// database subscription, with a tail short enough that they keep catching up through the store,
 /// see every concurrent write exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
