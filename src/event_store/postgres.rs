@@ -1027,7 +1027,7 @@ impl EventStore for PostgresEventStore {
 
     async fn save_snapshot(&self, snapshot: Snapshot) -> Result<(), EventStoreError> {
         sqlx::query(
-            "INSERT INTO snapshots (stream_id, stream_version, schema_version, state) VALUES ($1, $2, $3, $4) \
+            "INSERT INTO snapshots (stream_id, stream_version, schema_version, state) VALUES ($1, $2, $3, $4::json) \
              ON CONFLICT (stream_id) DO UPDATE SET stream_version = excluded.stream_version, \
              schema_version = excluded.schema_version, state = excluded.state, saved_at = now() \
              WHERE snapshots.stream_version <= excluded.stream_version",
@@ -1045,7 +1045,7 @@ impl EventStore for PostgresEventStore {
     }
 
     async fn load_snapshot(&self, stream: &StreamId) -> Result<Option<Snapshot>, EventStoreError> {
-        let row = sqlx::query("SELECT stream_version, schema_version, state FROM snapshots WHERE stream_id = $1")
+        let row = sqlx::query("SELECT stream_version, schema_version, state::text FROM snapshots WHERE stream_id = $1")
             .bind(stream.as_str())
             .fetch_optional(&self.pool)
             .await?;

@@ -13,8 +13,9 @@ pub struct Snapshot {
     pub stream_id: StreamId,
     /// Version of the last event folded into `state`.
     pub stream_version: u64,
-    /// The state as JSON.
-    pub state: serde_json::Value,
+    /// The state as JSON text. Text, not a [`serde_json::Value`] tree: a hot section's state holds
+    /// every seat, and building (then dropping) a tree of it costs several times writing the text.
+    pub state: String,
     /// Version of the state's shape, so a reader can ignore snapshots it no longer understands.
     pub schema_version: u32,
 }

@@ -315,7 +315,7 @@ where
                 None
             }
         };
-        let (base, version) = match snapshot.map(|s| (serde_json::from_value::<R::State>(s.state), s.stream_version)) {
+        let (base, version) = match snapshot.map(|s| (serde_json::from_str::<R::State>(&s.state), s.stream_version)) {
             Some((Ok(state), version)) => (state, version),
             Some((Err(error), _)) => {
                 tracing::warn!(%error, "snapshot does not match the state's shape; loading the whole stream");
@@ -352,7 +352,7 @@ where
         let in_flight = self.inner.snapshots_in_flight.clone();
         in_flight.send_modify(|n| *n += 1);
         tokio::spawn(async move {
-            match tokio::task::spawn_blocking(move || serde_json::to_value(&state)).await {
+            match tokio::task::spawn_blocking(move || serde_json::to_string(&state)).await {
                 Ok(Ok(state)) => {
                     let snapshot = Snapshot {
                         stream_id: stream,

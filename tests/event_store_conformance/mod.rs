@@ -338,14 +338,18 @@ pub async fn resume_from_checkpoint(store: Arc<dyn EventStore>, checkpoints: Arc
 pub async fn snapshot_round_trip(store: Arc<dyn EventStore>) {
     let stream = sid("snapshotted-1");
     assert!(store.load_snapshot(&stream).await.unwrap().is_none());
-    let snapshot =
-        Snapshot { stream_id: stream.clone(), stream_version: 7, state: json!({ "sold": 3 }), schema_version: 2 };
+    let snapshot = Snapshot {
+        stream_id: stream.clone(),
+        stream_version: 7,
+        state: json!({ "sold": 3 }).to_string(),
+        schema_version: 2,
+    };
     store.save_snapshot(snapshot.clone()).await.unwrap();
     assert_eq!(store.load_snapshot(&stream).await.unwrap(), Some(snapshot.clone()));
-    let older = Snapshot { stream_version: 5, state: json!({ "sold": 1 }), ..snapshot.clone() };
+    let older = Snapshot { stream_version: 5, state: json!({ "sold": 1 }).to_string(), ..snapshot.clone() };
     store.save_snapshot(older).await.unwrap();
     assert_eq!(store.load_snapshot(&stream).await.unwrap(), Some(snapshot.clone()));
-    let newer = Snapshot { stream_version: 9, state: json!({ "sold": 4 }), ..snapshot };
+    let newer = Snapshot { stream_version: 9, state: json!({ "sold": 4 }).to_string(), ..snapshot };
     store.save_snapshot(newer.clone()).await.unwrap();
     assert_eq!(store.load_snapshot(&stream).await.unwrap(), Some(newer));
     assert!(store.load_snapshot(&sid("snapshotted-2")).await.unwrap().is_none());
