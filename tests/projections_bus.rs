@@ -69,8 +69,7 @@ async fn a_restarted_runner_misses_nothing_and_counts_nothing_twice() {
     publish(&bus, &log, gap..gap + 1).await;
     publish(&bus, &log, end..log.len()).await;
     let runners = models.start(&bus, &topics(), &group).await;
-    models.wait_for(log.len() as u64).await;
-    runners.stop().await;
+    runners.wait_for(&models, log.len() as u64).await.stop().await;
     let again = *bus.delivered.borrow() - 3 * (end - 1);
     let (held, new) = (end - 1 - gap, log.len() - end + 1);
     assert!(again > 3 * (held + new), "applied events came again too ({again} deliveries)");
@@ -95,7 +94,7 @@ async fn replayed_messages_change_nothing_and_are_acknowledged() {
     let first = relay(&store, &bus, &router).spawn();
     append_all(&*store, before, 5).await;
     let applied = store.head_position().await.unwrap();
-    models.wait_for(applied).await;
+    let runners = runners.wait_for(&models, applied).await;
     first.stop().await.unwrap();
     let answers = models.answers();
 
@@ -107,7 +106,7 @@ async fn replayed_messages_change_nothing_and_are_acknowledged() {
 
     append_all(&*store, after, 5).await;
     let head = store.head_position().await.unwrap();
-    models.wait_for(head).await;
+    let runners = runners.wait_for(&models, head).await;
     second.stop().await.unwrap();
     runners.stop().await;
     models.assert_match_rebuild(&store.read_all(0, usize::MAX).await.unwrap());

@@ -12,7 +12,7 @@ use boxoffice::event_bus::{Delivery, EventBus, EventBusError, OutboxRelay, Outgo
 use boxoffice::event_store::{Envelope, EventStore, MemoryCheckpointStore, MemoryEventStore};
 use boxoffice::projections::{
     AvailableSeatsProjection, BusProjectionRunner, BusRunnerConfig, CustomerHistoryProjection, Projection,
-    ProjectionHandle, SalesAnalyticsProjection,
+    ProjectionError, ProjectionHandle, SalesAnalyticsProjection,
 };
 use futures::StreamExt;
 use futures::stream::BoxStream;
@@ -99,10 +99,10 @@ impl Models {
         assert_eq!(self.customers.snapshot(), customers);
     }
 
-    pub async fn wait_for(&self, position: u64) {
-        self.seats.wait_for_position(position, WAIT).await.unwrap();
-        self.sales.wait_for_position(position, WAIT).await.unwrap();
-        self.customers.wait_for_position(position, WAIT).await.unwrap();
+    pub async fn wait_for(&self, position: u64) -> Result<(), ProjectionError> {
+        self.seats.wait_for_position(position, WAIT).await?;
+        self.sales.wait_for_position(position, WAIT).await?;
+        self.customers.wait_for_position(position, WAIT).await
     }
 
     /// One runner per model, each in its own consumer group `{group}-{model}`.
@@ -127,9 +127,19 @@ pub struct Runners {
 
 impl Runners {
     pub async fn stop(self) {
-        self.seats.stop().await.unwrap();
-        self.sales.stop().await.unwrap();
-        self.customers.stop().await.unwrap();
+        let stopped = [self.seats.stop().await, self.sales.stop().await, self.customers.stop().await];
+        let errors: Vec<String> = stopped.into_iter().filter_map(Result::err).map(|e| e.to_string()).collect();
+        assert!(errors.is_empty(), "runners failed: {errors:?}");
+    }
+
+    /// Waits until every model has reached `position`; on a timeout, reports why the runners
+    /// stopped (if they did) rather than only that they were late.
+    pub async fn wait_for(self, models: &Models, position: u64) -> Self {
+        if let Err(timeout) = models.wait_for(position).await {
+            self.stop().await;
+            panic!("{timeout}");
+        }
+        self
     }
 }
 
@@ -155,12 +165,13 @@ pub async fn bus_fed_models_answer_as_the_store_rebuild(bus: Arc<dyn EventBus>) 
     let actions = workload(300);
     let (first, second) = actions.split_at(actions.len() / 2);
     append_all(&*store, first, 7).await;
-    runners.stop().await;
+    // Restart once the runners are under way, while the relay is still publishing.
+    let under_way = store.head_position().await.unwrap() / 3;
+    runners.wait_for(&models, under_way).await.stop().await;
     let runners = models.start(&*bus, &topics, &group).await;
     append_all(&*store, second, 7).await;
     let head = store.head_position().await.unwrap();
-    models.wait_for(head).await;
-    runners.stop().await;
+    runners.wait_for(&models, head).await.stop().await;
     relay.stop().await.unwrap();
 
     let log = store.read_all(0, usize::MAX).await.unwrap();
