@@ -23,6 +23,7 @@ macro_rules! conformance_tests {
 
 conformance_tests!(
     round_trip_with_headers,
+    previous_position_travels_with_the_message,
     per_key_order,
     two_groups_each_receive_everything,
     one_group_members_split_partitions,

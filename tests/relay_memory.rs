@@ -3,13 +3,14 @@
 
 mod relay_support;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use boxoffice::event_bus::{EventBus, MemoryDedupStore, MemoryEventBus, OutboxRelay, RelayConfig, TopicRouter};
 use boxoffice::event_store::{CheckpointStore, EventStore, MemoryCheckpointStore, MemoryEventStore};
+use futures::StreamExt;
 use relay_support::{
     FlakyBus, append_round_robin, assert_every_event_once, consume, streams, topics, wait_for_checkpoint,
 };
@@ -89,7 +90,8 @@ async fn a_restarted_relay_resumes_from_its_checkpoint() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_publishes_are_retried_and_duplicates_are_dropped_by_consumers() {
     let store: Arc<dyn EventStore> = Arc::new(MemoryEventStore::new());
-    let inner: Arc<dyn EventBus> = Arc::new(MemoryEventBus::new());
+    let inner_memory = MemoryEventBus::new();
+    let inner: Arc<dyn EventBus> = Arc::new(inner_memory.clone());
     let bus: Arc<dyn EventBus> = Arc::new(FlakyBus { inner: Arc::clone(&inner), every: 3, calls: AtomicU64::new(0) });
     let checkpoints: Arc<dyn CheckpointStore> = Arc::new(MemoryCheckpointStore::new());
     let handle = relay(&store, &bus, &checkpoints, 8).spawn();
@@ -98,6 +100,8 @@ async fn failed_publishes_are_retried_and_duplicates_are_dropped_by_consumers() 
     wait_for_checkpoint(&mut handle.progress(), 120, WAIT).await;
     let stats = handle.stop().await.unwrap();
     assert!(stats.retries > 0);
+    let published = topics(&TopicRouter::default()).iter().map(|t| inner_memory.message_count(t).unwrap()).sum();
+    assert_stamps_follow_the_log(&inner, &store, published).await;
 
     let expected: HashSet<_> = ids.iter().copied().collect();
     let consumed = consume(
@@ -116,7 +120,8 @@ async fn failed_publishes_are_retried_and_duplicates_are_dropped_by_consumers() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_relay_loses_nothing_when_a_new_one_takes_over() {
     let store: Arc<dyn EventStore> = Arc::new(MemoryEventStore::new());
-    let bus: Arc<dyn EventBus> = Arc::new(MemoryEventBus::new());
+    let memory_bus = MemoryEventBus::new();
+    let bus: Arc<dyn EventBus> = Arc::new(memory_bus.clone());
     let checkpoints: Arc<dyn CheckpointStore> = Arc::new(MemoryCheckpointStore::new());
     let streams = streams(6);
     let writer = {
@@ -133,6 +138,8 @@ async fn a_killed_relay_loses_nothing_when_a_new_one_takes_over() {
     let handle = relay(&store, &bus, &checkpoints, 5).spawn();
     wait_for_checkpoint(&mut handle.progress(), 180, WAIT).await;
     handle.stop().await.unwrap();
+    let published = topics(&TopicRouter::default()).iter().map(|t| memory_bus.message_count(t).unwrap()).sum();
+    assert_stamps_follow_the_log(&bus, &store, published).await;
 
     let expected: HashSet<_> = ids.iter().copied().collect();
     let consumed = consume(
@@ -183,4 +190,24 @@ async fn rejected_appends_are_never_published() {
     handle.stop().await.unwrap();
     let total: usize = topics(&TopicRouter::default()).iter().map(|t| memory_bus.message_count(t).unwrap()).sum();
     assert_eq!(total, 9, "exactly the committed events reach the bus");
+}
+
+/// Every message on the relay's topics, republished copies included, names the event before it
+/// in the global log (0 for the first): stamps depend on the log alone, not on which relay run
+/// or retry published the message.
+async fn assert_stamps_follow_the_log(bus: &Arc<dyn EventBus>, store: &Arc<dyn EventStore>, messages: usize) {
+    let log = store.read_all(0, usize::MAX).await.unwrap();
+    let previous: HashMap<u64, u64> = log
+        .iter()
+        .scan(0, |before, envelope| {
+            Some((envelope.global_position, std::mem::replace(before, envelope.global_position)))
+        })
+        .collect();
+    let group = format!("stamps-{}", uuid::Uuid::new_v4());
+    let mut deliveries = bus.subscribe(&topics(&TopicRouter::default()), &group).await.unwrap();
+    for _ in 0..messages {
+        let delivery = tokio::time::timeout(WAIT, deliveries.next()).await.unwrap().unwrap().unwrap();
+        let position = delivery.envelope().global_position;
+        assert_eq!(delivery.previous_position(), Some(previous[&position]), "stamp of the event at {position}");
+    }
 }

@@ -35,5 +35,8 @@ pub use reservation::{
     CompensationReason, Reservation, ReservationAction, ReservationEnv, ReservationError, ReservationReducer,
     ReservationState, ReservationStatus,
 };
-pub use streams::{StreamDecodeError, category, event_stream, inventory_stream, payment_stream, reservation_stream};
+pub use streams::{
+    StreamDecodeError, TICKETING_CATEGORIES, category, event_stream, inventory_stream, payment_stream,
+    reservation_stream,
+};
 pub use ticketing::{Ticketing, TicketingAction, TicketingEnv, TicketingState, rejection_reactions, saga_reactions};

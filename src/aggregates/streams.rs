@@ -17,6 +17,10 @@ use super::{EventAction, InventoryAction, PaymentAction, ReservationAction, Tick
 use crate::domain::{EventId, PaymentId, ReservationId, SectionName};
 use crate::event_store::{Envelope, EventStoreError, StreamId};
 
+/// The stream categories of the four aggregates, which name their bus topics (see
+/// `TopicRouter::topics_for_categories` in the event bus layer).
+pub const TICKETING_CATEGORIES: [&str; 4] = ["event", "inventory", "reservation", "payment"];
+
 /// Namespace of the UUID v5 that names an inventory stream.
 const INVENTORY_NAMESPACE: Uuid = Uuid::from_u128(0x9b3e_5f10_2c4d_4e8a_a1b2_7c6d_5e4f_3a21);
 

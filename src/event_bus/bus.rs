@@ -6,7 +6,8 @@ use futures::stream::BoxStream;
 use super::{Delivery, EventBusError};
 use crate::event_store::Envelope;
 
-/// One message to publish: its topic, its key and the event it carries.
+/// One message to publish: its topic, its key, the event it carries and, when the publisher
+/// follows the global log, the position of the event it published just before this one.
 #[derive(Debug, Clone, Copy)]
 pub struct Outgoing<'a> {
     /// Destination topic.
@@ -15,6 +16,12 @@ pub struct Outgoing<'a> {
     pub key: &'a str,
     /// The event.
     pub envelope: &'a Envelope,
+    /// Global position of the event that precedes this one in the log (0 for the first event),
+    /// stamped by the [`OutboxRelay`](super::OutboxRelay) so consumers of several topics and
+    /// partitions can put events back in global order despite gaps in the positions; `None` for
+    /// messages published outside the log's order. Delivered as
+    /// [`Delivery::previous_position`].
+    pub previous_position: Option<u64>,
 }
 
 /// A message broker that moves event envelopes between processes.
@@ -55,24 +62,21 @@ pub struct Outgoing<'a> {
 /// ```
 #[async_trait]
 pub trait EventBus: Send + Sync {
-    /// Publishes `envelope` to `topic` under `key` and returns once the broker has accepted it.
+    /// Publishes `envelope` to `topic` under `key` (without a previous position) and returns
+    /// once the broker has accepted it.
     ///
     /// # Errors
     /// [`EventBusError::Publish`] when the broker did not acknowledge the message.
-    async fn publish(&self, topic: &str, key: &str, envelope: &Envelope) -> Result<(), EventBusError>;
+    async fn publish(&self, topic: &str, key: &str, envelope: &Envelope) -> Result<(), EventBusError> {
+        self.publish_batch(&[Outgoing { topic, key, envelope, previous_position: None }]).await
+    }
 
     /// Publishes several messages, keeping their order per key, and returns once all are accepted.
-    ///
-    /// Backends override this to have many messages in flight at once.
+    /// Every field of each [`Outgoing`] reaches the subscriber's [`Delivery`].
     ///
     /// # Errors
     /// The first [`EventBusError::Publish`]; some messages of the batch may have been published.
-    async fn publish_batch(&self, messages: &[Outgoing<'_>]) -> Result<(), EventBusError> {
-        for message in messages {
-            self.publish(message.topic, message.key, message.envelope).await?;
-        }
-        Ok(())
-    }
+    async fn publish_batch(&self, messages: &[Outgoing<'_>]) -> Result<(), EventBusError>;
 
     /// Joins consumer group `group` on `topics` and streams the messages assigned to this member,
     /// starting at the group's committed offsets (the beginning for a new group).

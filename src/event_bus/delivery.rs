@@ -37,20 +37,23 @@ pub trait Acknowledger: Send + Sync {
 pub struct Delivery {
     envelope: Envelope,
     key: String,
+    previous_position: Option<u64>,
     position: DeliveryPosition,
     acknowledger: Arc<dyn Acknowledger>,
 }
 
 impl Delivery {
-    /// Assembles a delivery; used by bus backends.
+    /// Assembles a delivery; used by bus backends, which pass on the publisher's
+    /// [`Outgoing::previous_position`](super::Outgoing::previous_position).
     #[must_use]
     pub fn new(
         envelope: Envelope,
         key: String,
+        previous_position: Option<u64>,
         position: DeliveryPosition,
         acknowledger: Arc<dyn Acknowledger>,
     ) -> Self {
-        Self { envelope, key, position, acknowledger }
+        Self { envelope, key, previous_position, position, acknowledger }
     }
 
     /// The event carried by the message.
@@ -63,6 +66,14 @@ impl Delivery {
     #[must_use]
     pub fn key(&self) -> &str {
         &self.key
+    }
+
+    /// Global position of the event published just before this one, as stamped by the
+    /// [`OutboxRelay`](super::OutboxRelay) (0 for the first event of the log); `None` when the
+    /// publisher did not follow the log.
+    #[must_use]
+    pub fn previous_position(&self) -> Option<u64> {
+        self.previous_position
     }
 
     /// Topic the message was read from.
@@ -112,6 +123,7 @@ impl fmt::Debug for Delivery {
         f.debug_struct("Delivery")
             .field("position", &self.position)
             .field("key", &self.key)
+            .field("previous_position", &self.previous_position)
             .field("event_id", &self.envelope.event_id)
             .finish_non_exhaustive()
     }

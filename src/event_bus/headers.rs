@@ -1,4 +1,4 @@
-//! How an envelope travels as message headers plus a JSON payload.
+//! How a message travels: its envelope and previous position as headers, its payload as JSON.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -6,6 +6,7 @@ use std::sync::Arc;
 use chrono::DateTime;
 use uuid::Uuid;
 
+use super::Outgoing;
 use crate::event_store::{Envelope, Metadata, StreamId};
 
 /// Header with the event id.
@@ -24,14 +25,18 @@ pub const STREAM_ID: &str = "stream-id";
 pub const STREAM_VERSION: &str = "stream-version";
 /// Header with the event's position in the global log.
 pub const GLOBAL_POSITION: &str = "global-position";
+/// Header with the global position of the event published just before this one (see
+/// [`Outgoing::previous_position`]).
+pub const PREVIOUS_POSITION: &str = "previous-position";
 /// Header with the commit time (RFC 3339).
 pub const RECORDED_AT: &str = "recorded-at";
 /// Prefix of headers copied from the envelope's metadata headers.
 pub const METADATA_PREFIX: &str = "meta-";
 
-/// The headers that describe `envelope`, in a stable order.
+/// The headers that describe `message`'s envelope and previous position, in a stable order.
 #[must_use]
-pub fn envelope_headers(envelope: &Envelope) -> Vec<(String, String)> {
+pub fn message_headers(message: &Outgoing<'_>) -> Vec<(String, String)> {
+    let envelope = message.envelope;
     let mut headers = vec![
         (EVENT_ID.to_owned(), envelope.event_id.to_string()),
         (EVENT_TYPE.to_owned(), envelope.event_type.to_string()),
@@ -41,6 +46,9 @@ pub fn envelope_headers(envelope: &Envelope) -> Vec<(String, String)> {
         (GLOBAL_POSITION.to_owned(), envelope.global_position.to_string()),
         (RECORDED_AT.to_owned(), envelope.recorded_at.to_rfc3339()),
     ];
+    if let Some(previous) = message.previous_position {
+        headers.push((PREVIOUS_POSITION.to_owned(), previous.to_string()));
+    }
     if let Some(id) = envelope.metadata.correlation_id {
         headers.push((CORRELATION_ID.to_owned(), id.to_string()));
     }
@@ -51,6 +59,18 @@ pub fn envelope_headers(envelope: &Envelope) -> Vec<(String, String)> {
         headers.push((format!("{METADATA_PREFIX}{name}"), value.clone()));
     }
     headers
+}
+
+/// The previous position carried by `headers`, if any.
+///
+/// # Errors
+/// A description of the header when it is present but not a number.
+pub fn previous_position(headers: &[(String, String)]) -> Result<Option<u64>, String> {
+    headers
+        .iter()
+        .find(|(name, _)| name == PREVIOUS_POSITION)
+        .map(|(_, value)| value.parse().map_err(|e| format!("header {PREVIOUS_POSITION}: {e}")))
+        .transpose()
 }
 
 /// Rebuilds an envelope from its headers and JSON payload; the error names what was wrong.

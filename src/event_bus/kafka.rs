@@ -16,11 +16,10 @@ use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 
-use super::headers::{envelope_from_parts, envelope_headers};
+use super::headers::{envelope_from_parts, message_headers, previous_position};
 use super::{
     Acknowledger, Delivery, DeliveryPosition, EventBus, EventBusError, KafkaCommitMode, KafkaConfig, Outgoing,
 };
-use crate::event_store::Envelope;
 
 /// An [`EventBus`] on a Kafka-protocol broker.
 ///
@@ -199,7 +198,7 @@ impl KafkaEventBus {
         let payload =
             serde_json::to_vec(&message.envelope.payload).map_err(|e| (publish_error(message.topic, &e), None))?;
         let mut headers = OwnedHeaders::new();
-        for (key, value) in envelope_headers(message.envelope) {
+        for (key, value) in message_headers(message) {
             headers = headers.insert(Header { key: &key, value: Some(value.as_bytes()) });
         }
         let mut record = FutureRecord::to(message.topic).key(message.key).payload(&payload).headers(headers);
@@ -227,10 +226,6 @@ fn admin_error(topic: &str, error: &dyn std::fmt::Display) -> EventBusError {
 
 #[async_trait]
 impl EventBus for KafkaEventBus {
-    async fn publish(&self, topic: &str, key: &str, envelope: &Envelope) -> Result<(), EventBusError> {
-        self.publish_batch(&[Outgoing { topic, key, envelope }]).await
-    }
-
     async fn publish_batch(&self, messages: &[Outgoing<'_>]) -> Result<(), EventBusError> {
         let mut topics: Vec<String> = messages.iter().map(|m| m.topic.to_owned()).collect();
         topics.sort();
@@ -318,15 +313,15 @@ fn to_delivery(message: &BorrowedMessage<'_>, acknowledger: &Arc<dyn Acknowledge
         })
         .unwrap_or_default();
     let key = message.key().map(|k| String::from_utf8_lossy(k).into_owned()).unwrap_or_default();
-    let envelope = envelope_from_parts(&headers, message.payload().unwrap_or(b"null")).map_err(|reason| {
-        EventBusError::Malformed {
-            topic: position.topic.clone(),
-            partition: position.partition,
-            offset: position.offset,
-            reason,
-        }
-    })?;
-    Ok(Delivery::new(envelope, key, position, Arc::clone(acknowledger)))
+    let malformed = |reason| EventBusError::Malformed {
+        topic: position.topic.clone(),
+        partition: position.partition,
+        offset: position.offset,
+        reason,
+    };
+    let envelope = envelope_from_parts(&headers, message.payload().unwrap_or(b"null")).map_err(malformed)?;
+    let previous = previous_position(&headers).map_err(malformed)?;
+    Ok(Delivery::new(envelope, key, previous, position, Arc::clone(acknowledger)))
 }
 
 /// Commits offsets for a consumer that may already be gone.

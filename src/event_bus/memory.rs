@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use futures::stream::{self, BoxStream};
 use tokio::sync::watch;
 
-use super::{Acknowledger, Delivery, DeliveryPosition, EventBus, EventBusError};
+use super::{Acknowledger, Delivery, DeliveryPosition, EventBus, EventBusError, Outgoing};
 use crate::event_store::Envelope;
 
 /// An [`EventBus`] inside one process, with the same delivery semantics as the Kafka backend:
@@ -34,6 +34,7 @@ struct State {
 struct Stored {
     key: String,
     envelope: Envelope,
+    previous_position: Option<u64>,
 }
 
 #[derive(Default)]
@@ -109,16 +110,22 @@ fn key_hash(key: &str) -> u64 {
 
 #[async_trait]
 impl EventBus for MemoryEventBus {
-    async fn publish(&self, topic: &str, key: &str, envelope: &Envelope) -> Result<(), EventBusError> {
+    async fn publish_batch(&self, messages: &[Outgoing<'_>]) -> Result<(), EventBusError> {
         {
             let mut state = self.shared.state.lock().map_err(|e| EventBusError::Publish {
-                topic: topic.to_owned(),
+                topic: messages.first().map_or("", |m| m.topic).to_owned(),
                 reason: format!("bus state poisoned: {e}"),
             })?;
-            let partitions = state.topic(topic);
-            let count = partitions.len() as u64;
-            let index = usize::try_from(key_hash(key) % count).unwrap_or(0);
-            partitions[index].push(Stored { key: key.to_owned(), envelope: envelope.clone() });
+            for message in messages {
+                let partitions = state.topic(message.topic);
+                let count = partitions.len() as u64;
+                let index = usize::try_from(key_hash(message.key) % count).unwrap_or(0);
+                partitions[index].push(Stored {
+                    key: message.key.to_owned(),
+                    envelope: message.envelope.clone(),
+                    previous_position: message.previous_position,
+                });
+            }
         }
         self.shared.notify();
         Ok(())
@@ -216,6 +223,7 @@ impl Subscriber {
             let delivery = Delivery::new(
                 stored.envelope.clone(),
                 stored.key.clone(),
+                stored.previous_position,
                 DeliveryPosition { topic: topic.clone(), partition: *partition, offset: position },
                 Arc::clone(&self.acknowledger) as Arc<dyn Acknowledger>,
             );

@@ -49,7 +49,15 @@ pub struct RelayStats {
 }
 
 /// Follows the event store's global log from a checkpoint and publishes every event to its
-/// topic, keyed by stream id.
+/// topic, keyed by stream id, stamped with the global position of the event published before it
+/// ([`Outgoing::previous_position`]; 0 for the first event of the log).
+///
+/// The stamp depends only on the log, so a relay restarted from its checkpoint stamps a
+/// republished event exactly as before: the checkpoint is always the position of the last event
+/// of a published batch. It lets a consumer of all the topics (see
+/// `BusProjectionRunner` in the projections layer) restore the global order and tell a gap that
+/// will fill (an event still in flight on another partition) from a burnt position that never
+/// will.
 ///
 /// The store is the outbox: the relay only publishes what the store's subscription yields, which
 /// is committed events in global order. The checkpoint is saved only after the broker has
@@ -208,10 +216,19 @@ impl OutboxRelay {
         async {
             let topics: Vec<String> =
                 envelopes.iter().map(|e| self.router.topic_for_stream(e.stream_id.as_str())).collect();
+            // Each message names the event published before it: the checkpoint for the first
+            // (the last event of the previous batch, or 0), then its neighbour in the batch.
+            let previous = std::iter::once(stats.checkpoint).chain(envelopes.iter().map(|e| e.global_position));
             let messages: Vec<Outgoing<'_>> = envelopes
                 .iter()
                 .zip(&topics)
-                .map(|(envelope, topic)| Outgoing { topic, key: envelope.stream_id.as_str(), envelope })
+                .zip(previous)
+                .map(|((envelope, topic), previous)| Outgoing {
+                    topic,
+                    key: envelope.stream_id.as_str(),
+                    envelope,
+                    previous_position: Some(previous),
+                })
                 .collect();
             let mut backoff = self.config.backoff;
             loop {

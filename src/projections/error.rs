@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use crate::aggregates::StreamDecodeError;
 use crate::domain::DomainError;
+use crate::event_bus::EventBusError;
 use crate::event_store::EventStoreError;
 
 /// Everything that can go wrong while building or querying a read model.
@@ -41,6 +42,65 @@ pub enum ProjectionError {
         /// The store's error.
         #[source]
         source: EventStoreError,
+    },
+    /// Reading from the event bus failed.
+    #[error("projection {projection}: event bus error: {source}")]
+    EventBus {
+        /// The projection.
+        projection: String,
+        /// The bus's error.
+        #[source]
+        source: EventBusError,
+    },
+    /// A bus message carries no previous position, so its place in the global order is unknown
+    /// (it was not published by the outbox relay).
+    #[error(
+        "projection {projection}: message at {topic}/{partition}@{offset} has no previous position; \
+         only messages published by the outbox relay can be put in global order"
+    )]
+    Unstamped {
+        /// The projection.
+        projection: String,
+        /// Topic of the message.
+        topic: String,
+        /// Partition of the message.
+        partition: i32,
+        /// Offset of the message.
+        offset: i64,
+    },
+    /// Too many bus messages wait for an event that has not arrived: the gap after `position`
+    /// never filled.
+    #[error(
+        "projection {projection}: {waiting} events wait for the one after position {position} \
+         (the earliest waiting one follows {earliest}); is the relay running, or did the consumer \
+         group acknowledge events this model lacks? Catch the model up from the event store"
+    )]
+    Gap {
+        /// The projection.
+        projection: String,
+        /// The position the model has applied.
+        position: u64,
+        /// How many events were waiting.
+        waiting: usize,
+        /// The lowest previous position among the waiting events.
+        earliest: u64,
+    },
+    /// A bus message's previous position contradicts the order already established: it does not
+    /// precede its own event, it falls inside what the model has applied, or another event claims
+    /// the same predecessor. The messages were not stamped from one log.
+    #[error(
+        "projection {projection}: the event at {global_position} claims to follow {previous_position}, \
+         which contradicts position {conflict}"
+    )]
+    Inconsistent {
+        /// The projection.
+        projection: String,
+        /// The event's global position.
+        global_position: u64,
+        /// The previous position it carries.
+        previous_position: u64,
+        /// The applied position or the other event's position it contradicts.
+        conflict: u64,
     },
     /// [`wait_for_position`](super::ProjectionHandle::wait_for_position) ran out of time.
     #[error("projection {projection} did not reach position {position} within {timeout:?} (at {reached})")]

@@ -2,7 +2,8 @@
 //! models ([`AvailableSeatsProjection`], [`SalesAnalyticsProjection`],
 //! [`CustomerHistoryProjection`]), the [`ProjectionHandle`] readers share, and the
 //! [`ProjectionRunner`] that feeds a model from the event store with checkpoints and rebuilds it
-//! without interrupting queries.
+//! without interrupting queries, or the [`BusProjectionRunner`] that feeds it from the event
+//! bus's topics in global order (rebuilds still come from the store).
 //!
 //! Each read model turns a decoded event into row changes ([`SeatChange`], [`SalesChange`],
 //! [`CustomerChange`]) once; the in-memory models apply them to maps, and with the `postgres`
@@ -11,6 +12,7 @@
 //! [`CustomerHistoryQueries`]) give both storages one async query API.
 
 mod available_seats;
+mod bus_runner;
 mod customer_history;
 mod decode;
 mod error;
@@ -26,6 +28,7 @@ mod sales_analytics;
 pub use available_seats::{
     AVAILABLE_SEATS_EVENTS, AvailableSeatsProjection, SeatChange, SeatState, SectionAvailability,
 };
+pub use bus_runner::{BusProjectionRunner, BusRunnerConfig};
 pub use customer_history::{
     CUSTOMER_HISTORY_EVENTS, CustomerChange, CustomerHistoryProjection, CustomerProfile, Purchase,
 };

@@ -67,8 +67,30 @@ pub async fn round_trip_with_headers(bus: Arc<dyn EventBus>) {
     assert_eq!(delivery.key(), "cart-1");
     assert!(delivery.offset() >= 0);
     assert_eq!(delivery.envelope(), &sent);
+    assert_eq!(delivery.previous_position(), None, "publish does not stamp a previous position");
     let received = delivery.ack().await.unwrap();
     assert_eq!(received, sent);
+}
+
+/// The relay's stamp (the position of the event published before) reaches the subscriber as
+/// published, 0 included, beside the envelope, which stays as it was.
+pub async fn previous_position_travels_with_the_message(bus: Arc<dyn EventBus>) {
+    let topic = unique("previous");
+    let sent = [envelope("cart-1", 1, 7), envelope("cart-1", 2, 9), envelope("cart-1", 3, 12)];
+    let previous = [Some(0), Some(7), None];
+    let batch: Vec<Outgoing<'_>> = sent
+        .iter()
+        .zip(previous)
+        .map(|(envelope, previous_position)| Outgoing { topic: &topic, key: "cart-1", envelope, previous_position })
+        .collect();
+    bus.publish_batch(&batch).await.unwrap();
+
+    let mut deliveries = bus.subscribe(std::slice::from_ref(&topic), &unique("group")).await.unwrap();
+    let received = take(&mut deliveries, 3).await;
+    let stamps: Vec<Option<u64>> = received.iter().map(Delivery::previous_position).collect();
+    assert_eq!(stamps, previous);
+    let envelopes: Vec<&Envelope> = received.iter().map(Delivery::envelope).collect();
+    assert_eq!(envelopes, sent.iter().collect::<Vec<_>>());
 }
 
 pub async fn per_key_order(bus: Arc<dyn EventBus>) {
@@ -84,8 +106,10 @@ pub async fn per_key_order(bus: Arc<dyn EventBus>) {
     for (key, envelope) in first {
         bus.publish(&topic, key, envelope).await.unwrap();
     }
-    let batch: Vec<Outgoing<'_>> =
-        second.iter().map(|(key, envelope)| Outgoing { topic: &topic, key, envelope }).collect();
+    let batch: Vec<Outgoing<'_>> = second
+        .iter()
+        .map(|(key, envelope)| Outgoing { topic: &topic, key, envelope, previous_position: None })
+        .collect();
     bus.publish_batch(&batch).await.unwrap();
 
     let mut deliveries = bus.subscribe(std::slice::from_ref(&topic), &unique("group")).await.unwrap();
