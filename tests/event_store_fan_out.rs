@@ -8,35 +8,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use boxoffice::event_store::{EventStore, ExpectedVersion, FanOutEventStore, MemoryEventStore, Metadata, StreamId};
-use event_store_conformance::{self as conformance, events};
+use event_store_conformance::events;
 use futures::StreamExt;
 
 fn store() -> Arc<dyn EventStore> {
     Arc::new(FanOutEventStore::new(Arc::new(MemoryEventStore::new()), 8))
 }
 
-macro_rules! conformance_tests {
-    ($($name:ident),* $(,)?) => {$(
-        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-        async fn $name() {
-            conformance::$name(store()).await;
-        }
-    )*};
-}
-
-conformance_tests!(
-    append_and_load_round_trip,
-    expected_version_conflicts,
-    concurrent_appenders_one_winner_per_version,
-    idempotent_append,
-    global_order,
-    subscription_catch_up_then_live,
-    snapshot_round_trip,
-    large_payloads,
-    bad_input_is_rejected,
-    append_batch_is_atomic,
-    subscriber_sees_concurrent_writes_exactly_once,
-);
+event_store_conformance::conformance_suite!(store());
 
 /// Many subscribers starting at different points (behind the tail, inside it, at the head) while
 /// writers append: each sees every event after its start exactly once, in order, and the wrapped

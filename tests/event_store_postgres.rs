@@ -54,28 +54,7 @@ async fn store() -> Arc<dyn EventStore> {
     Arc::new(fresh_store(Upcasters::new(), 24).await)
 }
 
-macro_rules! conformance_tests {
-    ($($name:ident),* $(,)?) => {$(
-        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-        async fn $name() {
-            conformance::$name(store().await).await;
-        }
-    )*};
-}
-
-conformance_tests!(
-    append_and_load_round_trip,
-    expected_version_conflicts,
-    concurrent_appenders_one_winner_per_version,
-    idempotent_append,
-    global_order,
-    subscription_catch_up_then_live,
-    snapshot_round_trip,
-    large_payloads,
-    bad_input_is_rejected,
-    append_batch_is_atomic,
-    subscriber_sees_concurrent_writes_exactly_once,
-);
+event_store_conformance::conformance_suite!(store().await);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn resume_from_checkpoint() {

@@ -503,3 +503,31 @@ pub async fn subscriber_sees_concurrent_writes_exactly_once(store: Arc<dyn Event
     }
     assert!(tokio::time::timeout(Duration::from_millis(200), subscription.next()).await.is_err());
 }
+
+/// One `#[tokio::test]` per store-only conformance check, each on the store `$store` builds (an
+/// expression evaluated inside the async test, so it may `.await`).
+macro_rules! conformance_suite {
+    ($store:expr) => {
+        event_store_conformance::conformance_suite!(
+            $store;
+            append_and_load_round_trip,
+            expected_version_conflicts,
+            concurrent_appenders_one_winner_per_version,
+            idempotent_append,
+            global_order,
+            subscription_catch_up_then_live,
+            snapshot_round_trip,
+            large_payloads,
+            bad_input_is_rejected,
+            append_batch_is_atomic,
+            subscriber_sees_concurrent_writes_exactly_once,
+        );
+    };
+    ($store:expr; $($name:ident),* $(,)?) => {$(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        async fn $name() {
+            event_store_conformance::$name($store).await;
+        }
+    )*};
+}
+pub(crate) use conformance_suite;
