@@ -31,7 +31,8 @@ pub struct SystemConfig {
     pub database_url: Option<String>,
     /// `DATABASE_MAX_CONNECTIONS`: pool size (default 10).
     pub database_max_connections: u32,
-    /// `KAFKA_BROKERS` (or `REDPANDA_BROKERS`): bootstrap servers, recorded for the bus.
+    /// `KAFKA_BROKERS` (or `REDPANDA_BROKERS`): bootstrap servers of the bus the system's outbox
+    /// relay publishes to.
     pub kafka_brokers: Option<String>,
     /// `CONSUMER_GROUP`: the Kafka consumer group, and the saga checkpoint name when set.
     pub consumer_group: Option<String>,
