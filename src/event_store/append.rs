@@ -25,6 +25,23 @@ impl StreamAppend {
     pub fn new(stream: StreamId, expected: ExpectedVersion, events: Vec<NewEvent>) -> Self {
         Self { stream, expected, events, metadata: Metadata::default(), idempotency_key: None }
     }
+
+    /// The append that [`EventStore::append`](super::EventStore::append)'s arguments describe.
+    pub(crate) fn of(
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+        metadata: &Metadata,
+        idempotency_key: Option<&str>,
+    ) -> Self {
+        Self {
+            stream: stream.clone(),
+            expected,
+            events,
+            metadata: metadata.clone(),
+            idempotency_key: idempotency_key.map(str::to_owned),
+        }
+    }
 }
 
 /// Where an append landed.

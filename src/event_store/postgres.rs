@@ -134,11 +134,23 @@ pub struct PostgresEventStore {
 }
 
 /// What one attempt at a batch ended with.
-enum Attempt {
-    Done(Vec<AppendResult>),
+enum Attempt<T = Vec<AppendResult>> {
+    Done(T),
     /// A transient race; the transaction was rolled back and the batch can run again.
     Retry,
 }
+
+/// How the appends sharing one transaction relate.
+#[derive(Clone, Copy)]
+enum Grouping {
+    /// [`EventStore::append_batch`]: the first failing append fails them all.
+    AllOrNothing,
+    /// Group commit: each append succeeds or fails on its own.
+    Independent,
+}
+
+/// One outcome per append, in input order.
+type Outcomes = Vec<Result<AppendResult, EventStoreError>>;
 
 impl PostgresEventStore {
     /// Opens a pool to `url` with `config`.
@@ -358,46 +370,44 @@ impl PostgresEventStore {
         }
     }
 
-    /// Group commit's transaction: every append is planned on its own under the stream locks of
-    /// the whole group; rejected appends get their error and the others are written together.
-    /// `Err` when the transaction as a whole failed (the caller then appends one at a time).
-    async fn write_each(
+    /// Runs `appends` in one transaction that holds their stream locks, commits it and wakes
+    /// subscribers. A transient failure, or a race with a writer that bypassed the stream locks,
+    /// runs it again, up to `MAX_ATTEMPTS` times; `Ok(None)` when the races never stopped.
+    async fn commit_locked(
         &self,
         appends: &[StreamAppend],
-    ) -> Result<Vec<Result<AppendResult, EventStoreError>>, EventStoreError> {
+        grouping: Grouping,
+    ) -> Result<Option<Outcomes>, EventStoreError> {
         let mut attempt = 0;
         loop {
             attempt += 1;
             let mut connection = self.pool.acquire().await?;
             let mut tx = connection.begin_with(begin_locked(appends)).await?;
-            let outcome = self.write_each_locked(&mut tx, appends).await;
+            let outcome = match grouping {
+                Grouping::AllOrNothing => {
+                    self.write_batch(&mut tx, appends, false, true).await.map(|attempt| match attempt {
+                        Attempt::Done(results) => Attempt::Done(results.into_iter().map(Ok).collect()),
+                        Attempt::Retry => Attempt::Retry,
+                    })
+                }
+                Grouping::Independent => self.write_each_locked(&mut tx, appends).await,
+            };
             match outcome {
-                Ok((Attempt::Done(written), mut rejected)) => match tx.commit().await {
+                Ok(Attempt::Done(outcomes)) => match tx.commit().await {
                     Ok(()) => {
-                        if !written.is_empty() {
-                            self.notify(&mut connection).await;
-                        }
-                        let mut written = written.into_iter();
-                        return Ok(rejected
-                            .iter_mut()
-                            .map(|rejection| match rejection.take() {
-                                Some(error) => Err(error),
-                                None => written.next().ok_or(EventStoreError::Closed),
-                            })
-                            .collect());
+                        self.notify(&mut connection).await;
+                        return Ok(Some(outcomes));
                     }
                     Err(error) if is_transient(&error) && attempt < MAX_ATTEMPTS => {}
                     Err(error) => return Err(error.into()),
                 },
-                Ok((Attempt::Retry, _)) if attempt < MAX_ATTEMPTS => roll_back(tx).await,
+                Ok(Attempt::Retry) if attempt < MAX_ATTEMPTS => roll_back(tx).await,
+                Ok(Attempt::Retry) => {
+                    roll_back(tx).await;
+                    return Ok(None);
+                }
                 Err(EventStoreError::Database(error)) if is_transient(&error) && attempt < MAX_ATTEMPTS => {
                     roll_back(tx).await;
-                }
-                Ok((Attempt::Retry, _)) => {
-                    roll_back(tx).await;
-                    return Err(EventStoreError::Database(sqlx::Error::Protocol(
-                        "group commit kept racing with writers that bypass the stream locks".to_owned(),
-                    )));
                 }
                 Err(error) => {
                     roll_back(tx).await;
@@ -407,13 +417,14 @@ impl PostgresEventStore {
         }
     }
 
-    /// The body of [`write_each`](Self::write_each)'s transaction: the written appends' results
-    /// (in order) and, per input append, its rejection if it had one.
+    /// Group commit's transaction body: every append is planned on its own under the stream
+    /// locks of the whole group; rejected appends get their error and the others are written
+    /// together.
     async fn write_each_locked(
         &self,
         connection: &mut PgConnection,
         appends: &[StreamAppend],
-    ) -> Result<(Attempt, Vec<Option<EventStoreError>>), EventStoreError> {
+    ) -> Result<Attempt<Outcomes>, EventStoreError> {
         let (versions, known_keys) = lock_and_read(connection, appends, true).await?;
         let mut planner = Planner::new(&versions, &known_keys);
         let mut accepted = Vec::with_capacity(appends.len());
@@ -427,8 +438,19 @@ impl PostgresEventStore {
                 Err(error) => rejected.push(Some(error)),
             }
         }
-        let attempt = self.write_planned(connection, &accepted, planner.planned, false).await?;
-        Ok((attempt, rejected))
+        let Attempt::Done(written) = self.write_planned(connection, &accepted, planner.planned, false).await? else {
+            return Ok(Attempt::Retry);
+        };
+        let mut written = written.into_iter();
+        Ok(Attempt::Done(
+            rejected
+                .into_iter()
+                .map(|rejection| match rejection {
+                    Some(error) => Err(error),
+                    None => written.next().ok_or(EventStoreError::Closed),
+                })
+                .collect(),
+        ))
     }
 
     async fn fetch_events(
@@ -791,8 +813,12 @@ fn is_transient(error: &sqlx::Error) -> bool {
 impl AppendEach for PostgresEventStore {
     async fn append_each(&self, appends: Vec<StreamAppend>) -> Vec<Result<AppendResult, EventStoreError>> {
         if appends.len() > 1 {
-            match self.write_each(&appends).await {
-                Ok(outcomes) => return outcomes,
+            match self.commit_locked(&appends, Grouping::Independent).await {
+                Ok(Some(outcomes)) => return outcomes,
+                Ok(None) => tracing::warn!(
+                    appends = appends.len(),
+                    "group commit kept racing with writers that bypass the stream locks; appending one at a time"
+                ),
                 Err(error) => {
                     tracing::warn!(%error, appends = appends.len(), "group commit failed; appending one at a time");
                 }
@@ -824,13 +850,7 @@ impl EventStore for PostgresEventStore {
         metadata: &Metadata,
         idempotency_key: Option<&str>,
     ) -> Result<AppendResult, EventStoreError> {
-        let append = StreamAppend {
-            stream: stream.clone(),
-            expected,
-            events,
-            metadata: metadata.clone(),
-            idempotency_key: idempotency_key.map(str::to_owned),
-        };
+        let append = StreamAppend::of(stream, expected, events, metadata, idempotency_key);
         match &self.group {
             Some(group) => {
                 validate(std::slice::from_ref(&append))?;
@@ -858,50 +878,20 @@ impl EventStore for PostgresEventStore {
         if appends.is_empty() {
             return Ok(Vec::new());
         }
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let mut connection = self.pool.acquire().await?;
-            let mut tx = connection.begin_with(begin_locked(&appends)).await?;
-            let outcome = self.write_batch(&mut tx, &appends, false, true).await;
-            match outcome {
-                Ok(Attempt::Done(results)) => match tx.commit().await {
-                    Ok(()) => {
-                        self.notify(&mut connection).await;
-                        return Ok(results);
-                    }
-                    Err(error) if is_transient(&error) && attempt < MAX_ATTEMPTS => {}
-                    Err(error) => return Err(error.into()),
-                },
-                Ok(Attempt::Retry) if attempt < MAX_ATTEMPTS => roll_back(tx).await,
-                Ok(Attempt::Retry) => {
-                    roll_back(tx).await;
-                    let append = &appends[0];
-                    let actual = self.stream_version(&append.stream).await?;
-                    return Err(EventStoreError::ConcurrencyConflict {
-                        stream: append.stream.clone(),
-                        expected: append.expected,
-                        actual,
-                    });
-                }
-                Err(EventStoreError::Database(error)) if is_transient(&error) && attempt < MAX_ATTEMPTS => {
-                    roll_back(tx).await;
-                }
-                Err(EventStoreError::Database(error)) if is_stream_version_violation(&error) => {
-                    // Defensive: the insert's ON CONFLICT clause already absorbs these.
-                    roll_back(tx).await;
-                    let append = &appends[0];
-                    return Err(EventStoreError::ConcurrencyConflict {
-                        stream: append.stream.clone(),
-                        expected: append.expected,
-                        actual: self.stream_version(&append.stream).await?,
-                    });
-                }
-                Err(error) => {
-                    roll_back(tx).await;
-                    return Err(error);
-                }
-            }
+        let conflict = async || {
+            let append = &appends[0];
+            Err(EventStoreError::ConcurrencyConflict {
+                stream: append.stream.clone(),
+                expected: append.expected,
+                actual: self.stream_version(&append.stream).await?,
+            })
+        };
+        match self.commit_locked(&appends, Grouping::AllOrNothing).await {
+            Ok(Some(outcomes)) => outcomes.into_iter().collect(),
+            Ok(None) => conflict().await,
+            // Defensive: the insert's ON CONFLICT clause already absorbs these.
+            Err(EventStoreError::Database(error)) if is_stream_version_violation(&error) => conflict().await,
+            Err(error) => Err(error),
         }
     }
 

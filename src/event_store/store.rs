@@ -65,13 +65,7 @@ pub trait EventStore: Send + Sync + 'static {
         metadata: &Metadata,
         idempotency_key: Option<&str>,
     ) -> Result<AppendResult, EventStoreError> {
-        let append = StreamAppend {
-            stream: stream.clone(),
-            expected,
-            events,
-            metadata: metadata.clone(),
-            idempotency_key: idempotency_key.map(str::to_owned),
-        };
+        let append = StreamAppend::of(stream, expected, events, metadata, idempotency_key);
         let mut results = self.append_batch(vec![append]).await?;
         results.pop().ok_or(EventStoreError::EmptyAppend { stream: stream.clone() })
     }
