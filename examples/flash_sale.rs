@@ -27,18 +27,16 @@
 // Throughput and percentile arithmetic on counts far below 2^52.
 #![allow(clippy::cast_precision_loss, clippy::cast_possible_truncation, clippy::cast_sign_loss)]
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet};
 use std::error::Error;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use boxoffice::aggregates::{InventoryAction, InventoryState, Section, TicketingEnv, TicketingState};
+use boxoffice::aggregates::{GatewayOutcome, InventoryAction, InventoryState, SagaDriver, Section, TicketingEnv};
 use boxoffice::event_store::{EventStore, MemoryEventStore};
-use boxoffice::framework::Effects;
 use boxoffice::prelude::*;
-use boxoffice::system::{EventSpec, PaymentDetails, RepositoryConfig, ReserveRequest, SystemError, TicketingSystem};
-use futures::FutureExt;
+use boxoffice::system::{EventSpec, PaymentDetails, EngineConfig, ReserveRequest, SystemError, TicketingSystem};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -88,7 +86,7 @@ fn parse_args() -> Result<Args, BoxError> {
         runs: 3,
         commit_batch: 256,
         commits_in_flight: 2,
-        snapshot_every: RepositoryConfig::default().snapshot_every,
+        snapshot_every: EngineConfig::default().snapshot_every,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -245,8 +243,8 @@ async fn buyer(
     stats
 }
 
-fn repository_config(args: &Args) -> RepositoryConfig {
-    RepositoryConfig { snapshot_every: args.snapshot_every, ..RepositoryConfig::default() }
+fn engine_config(args: &Args) -> EngineConfig {
+    EngineConfig { snapshot_every: args.snapshot_every, ..EngineConfig::default() }
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -409,48 +407,19 @@ async fn run_scenario(
     })
 }
 
-/// Runs the composite reducer with no runtime at all: actions are reduced one after another,
-/// follow-ups queued, ready futures polled in place, timers ignored.
-fn drain(state: &mut TicketingState, env: &TicketingEnv, first: TicketingAction) {
-    fn push(effects: Effects<TicketingAction>, queue: &mut VecDeque<TicketingAction>) {
-        for effect in effects {
-            push_one(effect, queue);
-        }
-    }
-    fn push_one(effect: Effect<TicketingAction>, queue: &mut VecDeque<TicketingAction>) {
-        match effect {
-            Effect::Future(future) => {
-                let action = future.now_or_never().flatten();
-                queue.extend(action);
-            }
-            Effect::Parallel(effects) | Effect::Sequential(effects) => {
-                for e in effects {
-                    push_one(e, queue);
-                }
-            }
-            _ => {}
-        }
-    }
-    let mut queue = VecDeque::from([first]);
-    while let Some(action) = queue.pop_front() {
-        push(Ticketing.reduce(state, action, env), &mut queue);
-    }
-}
-
 /// Baseline for the in-memory backend: the same purchases straight through the reducers.
 fn reducer_baseline(sections: usize, seats: u32, purchases: u64, seed: u64) -> Result<f64, BoxError> {
     // Four times the seats, so the loop cannot sell out before it reaches `purchases` whatever
     // quantities its own random sequence draws.
     let s = scenario(sections, seats.saturating_mul(4))?;
     let clock = Arc::new(SystemClock);
-    let env = TicketingEnv::new(clock.clone(), Arc::new(SimulatedGateway::always_succeed()));
-    let mut state = TicketingState::default();
+    let mut driver = SagaDriver::new(TicketingEnv::new(clock.clone())).answering(GatewayOutcome::Approved);
     let eur = Currency::new("EUR")?;
     let spec = event_spec(&s, eur)?;
     let event_id = EventId::new_v4();
-    drain(&mut state, &env, spec.into_command(event_id).into());
-    drain(&mut state, &env, EventAction::PublishEvent { event_id }.into());
-    drain(&mut state, &env, EventAction::OpenSales { event_id }.into());
+    for command in [spec.into_command(event_id), EventAction::PublishEvent { event_id }, EventAction::OpenSales { event_id }] {
+        driver.send(command.into()).map_err(|refusal| format!("baseline set-up refused: {refusal:?}"))?;
+    }
     let open: Vec<AtomicBool> = (0..sections).map(|_| AtomicBool::new(true)).collect();
     let zipf = Zipf::new(sections, ZIPF_S);
     let mut rng = StdRng::seed_from_u64(seed);
@@ -461,7 +430,7 @@ fn reducer_baseline(sections: usize, seats: u32, purchases: u64, seed: u64) -> R
     while done < purchases {
         let Some(index) = zipf.sample(&mut rng, &open) else { break };
         let section = s.sections[index].clone();
-        let available = state.inventory(event_id, &section).map_or(0, InventoryState::available);
+        let available = driver.state().inventory(event_id, &section).map_or(0, InventoryState::available);
         if available == 0 {
             open[index].store(false, Ordering::Relaxed);
             continue;
@@ -476,10 +445,10 @@ fn reducer_baseline(sections: usize, seats: u32, purchases: u64, seed: u64) -> R
             customer_id,
             unit_price: price,
         };
-        drain(&mut state, &env, initiate.into());
+        let _ = driver.send(initiate.into());
         let pay = ReservationAction::RequestPayment { reservation_id, payment_token: "tok_visa".into() };
-        drain(&mut state, &env, pay.into());
-        if state.reservation(reservation_id).map(|r| r.status) == Some(ReservationStatus::Completed) {
+        let _ = driver.send(pay.into());
+        if driver.state().reservation(reservation_id).map(|r| r.status) == Some(ReservationStatus::Completed) {
             done += 1;
         }
     }
@@ -618,7 +587,7 @@ async fn run_memory(args: &Args, scenarios: &[usize]) -> Result<Vec<Row>, BoxErr
             let store: Arc<dyn EventStore> = Arc::new(MemoryEventStore::new());
             let system = TicketingSystem::builder()
                 .event_store(Arc::clone(&store))
-                .repository_config(repository_config(args))
+                .engine_config(engine_config(args))
                 .build()
                 .await?;
             let outcome = run_scenario(args, sections, Arc::clone(&store), system.clone()).await?;
@@ -703,7 +672,7 @@ async fn run_postgres(args: &Args, scenarios: &[usize]) -> Result<Vec<Row>, BoxE
         for _ in 0..args.runs {
             let mut builder = TicketingSystem::builder()
                 .event_store(Arc::clone(&store))
-                .repository_config(repository_config(args))
+                .engine_config(engine_config(args))
                 .checkpoints(pg.clone())
                 .checkpoint_name(format!("flash-sale-{}", uuid::Uuid::new_v4()));
             if args.backend == Backend::PostgresKafka {

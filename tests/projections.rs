@@ -349,8 +349,8 @@ proptest! {
                 Op::Refund(k, percent) => d.refund(k, percent),
             }
         }
-        let log = envelopes(&d.log);
-        check_against_aggregates(&d.state, &log);
+        let log = envelopes(d.log());
+        check_against_aggregates(d.state(), &log);
         check_idempotent(&log);
     }
 }
@@ -373,11 +373,11 @@ fn the_workload_exercises_every_outcome() {
     let statuses: Vec<_> = d.reservations.iter().map(|r| d.status(*r).unwrap()).collect();
     use ReservationStatus::*;
     assert_eq!(statuses, [Completed, Compensated, Cancelled, Expired, PaymentPending, Compensated]);
-    let names: BTreeSet<&str> = d.log.iter().map(boxoffice::framework::Message::name).collect();
+    let names: BTreeSet<&str> = d.log().iter().map(boxoffice::framework::Message::name).collect();
     for name in ["PaymentRefunded", "SeatsReleased", "SeatsConfirmed", "ReservationExpired", "ReservationCancelled"] {
         assert!(names.contains(name), "{name} missing");
     }
-    check_against_aggregates(&d.state, &envelopes(&d.log));
+    check_against_aggregates(d.state(), &envelopes(d.log()));
 }
 
 async fn memory_log(actions: &[TicketingAction]) -> Arc<MemoryEventStore> {

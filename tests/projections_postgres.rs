@@ -247,7 +247,7 @@ async fn random_workloads_give_the_same_answers() {
             }
         }
         let store = fresh_store().await;
-        let log = load(&store, &d.log).await;
+        let log = load(&store, d.log()).await;
         let memory = memory_models(&log);
         let pg = PostgresReadModels::new(store.pool().clone());
         catch_up_all(&pg, &store, &log, 1 + seed as usize * 7).await;

@@ -1,5 +1,5 @@
-//! The four aggregates as pure reducers, one file each, and [`Ticketing`], the composite that
-//! runs them together in one [`Store`](crate::framework::Store).
+//! The four aggregates as pure reducers, one file each; the reservation saga as pure functions
+//! ([`reactions`]); and [`SagaDriver`], which runs both synchronously for tests and baselines.
 //!
 //! Every aggregate follows the same contract, which the runtime relies on: a command is decided
 //! against the state without touching it when refused (the answer is exactly one
@@ -15,12 +15,17 @@
 /// versions are upcast when read.
 pub const EVENT_SCHEMA_VERSION: u16 = 1;
 
+mod driver;
 pub mod event;
 pub mod inventory;
 pub mod payment;
 pub mod reservation;
+mod saga;
 pub mod streams;
 pub mod ticketing;
+
+pub use driver::{SagaDriver, TicketingState};
+pub use saga::{Charge, Reaction, reactions, rejection_reactions};
 
 pub use event::{EventAction, EventEnv, EventError, EventReducer, EventState, EventStatus, Section};
 pub use inventory::{
@@ -28,8 +33,7 @@ pub use inventory::{
     ReleaseReason,
 };
 pub use payment::{
-    GatewayOutcome, PaymentAction, PaymentEnv, PaymentError, PaymentGateway, PaymentReducer, PaymentState,
-    PaymentStatus, SimulatedGateway,
+    GatewayOutcome, PaymentAction, PaymentEnv, PaymentError, PaymentReducer, PaymentState, PaymentStatus,
 };
 pub use reservation::{
     CompensationReason, Reservation, ReservationAction, ReservationEnv, ReservationError, ReservationReducer,
@@ -39,4 +43,4 @@ pub use streams::{
     StreamDecodeError, TICKETING_CATEGORIES, category, event_stream, inventory_stream, payment_stream,
     reservation_stream,
 };
-pub use ticketing::{Ticketing, TicketingAction, TicketingEnv, TicketingState, rejection_reactions, saga_reactions};
+pub use ticketing::{TicketingAction, TicketingEnv};

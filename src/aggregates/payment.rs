@@ -1,15 +1,12 @@
 //! The Payment aggregate: one charge against a customer and its refunds.
 //!
-//! The reducer never talks to a payment provider itself. `ProcessPayment` persists
-//! `PaymentProcessed` and returns an [`Effect::Future`] that asks the [`PaymentGateway`] from the
-//! environment; the gateway's answer comes back as the internal command
-//! [`PaymentAction::RecordGatewayOutcome`], which persists `PaymentSucceeded` or `PaymentFailed`.
+//! The reducer never talks to a payment provider. `ProcessPayment` persists `PaymentProcessed`:
+//! the durable intent to charge. The system then calls its payment gateway (outside any reducer)
+//! and feeds the answer back as the command [`PaymentAction::RecordGatewayOutcome`], which
+//! persists `PaymentSucceeded` or `PaymentFailed`.
 
-use std::fmt::Debug;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
 
-use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use smallvec::{SmallVec, smallvec};
@@ -27,58 +24,6 @@ pub enum GatewayOutcome {
         /// The provider's reason.
         reason: String,
     },
-}
-
-/// A payment provider. Object-safe, so environments hold an `Arc<dyn PaymentGateway>`.
-#[async_trait]
-pub trait PaymentGateway: Send + Sync + Debug {
-    /// Charges `amount` for `payment_id`. Providers deduplicate on `payment_id`.
-    async fn charge(&self, payment_id: PaymentId, amount: Money, token: &str) -> GatewayOutcome;
-}
-
-/// A gateway for tests and demos: approves everything, declines everything, or declines the next
-/// N charges and then approves.
-#[derive(Debug)]
-pub struct SimulatedGateway {
-    always_fail: bool,
-    failures_left: AtomicU32,
-}
-
-impl SimulatedGateway {
-    /// Approves every charge.
-    #[must_use]
-    pub fn always_succeed() -> Self {
-        Self { always_fail: false, failures_left: AtomicU32::new(0) }
-    }
-
-    /// Declines every charge.
-    #[must_use]
-    pub fn always_fail() -> Self {
-        Self { always_fail: true, failures_left: AtomicU32::new(0) }
-    }
-
-    /// Declines the next `n` charges, then approves.
-    #[must_use]
-    pub fn fail_next(n: u32) -> Self {
-        Self { always_fail: false, failures_left: AtomicU32::new(n) }
-    }
-
-    /// Adds `n` more declines to come.
-    pub fn add_failures(&self, n: u32) {
-        self.failures_left.fetch_add(n, Ordering::SeqCst);
-    }
-}
-
-#[async_trait]
-impl PaymentGateway for SimulatedGateway {
-    async fn charge(&self, _payment_id: PaymentId, _amount: Money, _token: &str) -> GatewayOutcome {
-        let take_failure = self.failures_left.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
-        if self.always_fail || take_failure.is_ok() {
-            GatewayOutcome::Declined { reason: "simulated decline".into() }
-        } else {
-            GatewayOutcome::Approved
-        }
-    }
 }
 
 /// Where a payment stands.
@@ -195,7 +140,8 @@ pub enum PaymentAction {
         /// The reason to record.
         reason: String,
     },
-    /// Internal: the gateway answered. Sent by the effect of `ProcessPayment`.
+    /// The gateway answered the charge that `PaymentProcessed` recorded the intent of. Sent by
+    /// the system after it called the gateway.
     RecordGatewayOutcome {
         /// The payment.
         payment_id: PaymentId,
@@ -309,15 +255,13 @@ impl Message for PaymentAction {
 pub struct PaymentEnv {
     /// Timestamps.
     pub clock: Arc<dyn Clock>,
-    /// The payment provider.
-    pub gateway: Arc<dyn PaymentGateway>,
 }
 
 impl PaymentEnv {
-    /// An environment with `clock` and `gateway`.
+    /// An environment reading `clock`.
     #[must_use]
-    pub fn new(clock: Arc<dyn Clock>, gateway: Arc<dyn PaymentGateway>) -> Self {
-        Self { clock, gateway }
+    pub fn new(clock: Arc<dyn Clock>) -> Self {
+        Self { clock }
     }
 }
 
@@ -337,35 +281,16 @@ impl Reducer for PaymentReducer {
                 smallvec![]
             }
             MessageKind::Rejection => smallvec![],
-            MessageKind::Command => {
-                let token = match &action {
-                    PaymentAction::ProcessPayment { payment_token, .. } => Some(payment_token.clone()),
-                    _ => None,
-                };
-                match decide(state, action, env) {
-                    Ok(events) if events.is_empty() => smallvec![],
-                    Ok(events) => {
-                        for event in &events {
-                            apply(state, event);
-                        }
-                        let token = token.unwrap_or_default();
-                        let charge = events.iter().find_map(|e| match e {
-                            PaymentAction::PaymentProcessed { payment_id, amount, .. } => Some((*payment_id, *amount)),
-                            _ => None,
-                        });
-                        let mut effects: Effects<PaymentAction> = smallvec![Effect::Persist(events)];
-                        if let Some((payment_id, amount)) = charge {
-                            let gateway = Arc::clone(&env.gateway);
-                            effects.push(Effect::Future(Box::pin(async move {
-                                let outcome = gateway.charge(payment_id, amount, &token).await;
-                                Some(PaymentAction::RecordGatewayOutcome { payment_id, outcome })
-                            })));
-                        }
-                        effects
+            MessageKind::Command => match decide(state, action, env) {
+                Ok(events) if events.is_empty() => smallvec![],
+                Ok(events) => {
+                    for event in &events {
+                        apply(state, event);
                     }
-                    Err(error) => smallvec![Effect::Reject(Box::new(PaymentAction::Rejected(error)))],
+                    smallvec![Effect::Persist(events)]
                 }
-            }
+                Err(error) => smallvec![Effect::Reject(Box::new(PaymentAction::Rejected(error)))],
+            },
         }
     }
 }
@@ -485,11 +410,8 @@ mod tests {
     fn eur(m: i64) -> Money {
         Money::new(m, Currency::EUR)
     }
-    fn test_with(gateway: SimulatedGateway) -> ReducerTest<PaymentReducer> {
-        ReducerTest::new(PaymentReducer, PaymentEnv::new(Arc::new(FixedClock::new(now())), Arc::new(gateway)))
-    }
     fn test() -> ReducerTest<PaymentReducer> {
-        test_with(SimulatedGateway::always_succeed())
+        ReducerTest::new(PaymentReducer, PaymentEnv::new(Arc::new(FixedClock::new(now()))))
     }
     fn process(amount: i64) -> PaymentAction {
         PaymentAction::ProcessPayment {
@@ -535,35 +457,16 @@ mod tests {
             refunded_at: now(),
         }
     }
-    #[tokio::test]
-    async fn process_persists_then_the_gateway_answer_comes_back_as_a_command() {
-        let declined = GatewayOutcome::Declined { reason: "simulated decline".into() };
-        for (gateway, expected) in [
-            (SimulatedGateway::always_succeed(), GatewayOutcome::Approved),
-            (SimulatedGateway::always_fail(), declined),
-        ] {
-            let env = PaymentEnv::new(Arc::new(FixedClock::new(now())), Arc::new(gateway));
-            let mut state = PaymentState::default();
-            let mut effects = PaymentReducer.reduce(&mut state, process(1_000), &env).into_iter();
-            assert!(matches!(effects.next(), Some(Effect::Persist(events)) if events[..] == [processed(1_000)]));
-            let Some(Effect::Future(answer)) = effects.next() else { panic!("expected the gateway call") };
-            assert_eq!(
-                answer.await,
-                Some(PaymentAction::RecordGatewayOutcome { payment_id: pid(), outcome: expected })
-            );
-            assert_eq!(state.payment.map(|p| p.status), Some(PaymentStatus::Pending));
-        }
-    }
-
-    #[tokio::test]
-    async fn fail_next_n_declines_n_times_then_approves() {
-        let gateway = SimulatedGateway::fail_next(2);
-        let declined = GatewayOutcome::Declined { reason: "simulated decline".into() };
-        assert_eq!(gateway.charge(pid(), eur(1), "tok").await, declined);
-        assert_eq!(gateway.charge(pid(), eur(1), "tok").await, declined);
-        assert_eq!(gateway.charge(pid(), eur(1), "tok").await, GatewayOutcome::Approved);
-        gateway.add_failures(1);
-        assert_eq!(gateway.charge(pid(), eur(1), "tok").await, declined);
+    #[test]
+    fn process_records_the_intent_and_the_outcome_comes_back_as_a_command() {
+        let env = PaymentEnv::new(Arc::new(FixedClock::new(now())));
+        let mut state = PaymentState::default();
+        let effects = PaymentReducer.reduce(&mut state, process(1_000), &env);
+        assert!(matches!(effects.as_slice(), [Effect::Persist(events)] if events[..] == [processed(1_000)]));
+        assert_eq!(state.payment.as_ref().map(|p| p.status), Some(PaymentStatus::Pending));
+        let answer = PaymentAction::RecordGatewayOutcome { payment_id: pid(), outcome: GatewayOutcome::Approved };
+        let effects = PaymentReducer.reduce(&mut state, answer, &env);
+        assert!(matches!(effects.as_slice(), [Effect::Persist(events)] if events[..] == [succeeded(1_000)]));
     }
 
     #[test]

@@ -887,13 +887,12 @@ mod tests {
 
     #[test]
     fn initiate_records_total_and_deadline() -> Result<(), ReducerTestError> {
-        let outcome = test()
+        // Enforcing the deadline is the system's job (a durable sweep over the log): the reducer
+        // only records it.
+        test()
             .when(initiate(2, 2_500))
             .then_persisted(&[initiated()])?
             .then_state("initiated", status_is(ReservationStatus::Initiated))?;
-        // Enforcing the deadline is the runtime's job (a timer in the composite, a durable sweep
-        // in the system): the reducer only records it.
-        assert!(!outcome.effects().iter().any(|e| matches!(e, Effect::Delay { .. })));
         Ok(())
     }
 

@@ -77,9 +77,37 @@ pub enum EventStoreError {
     #[cfg(feature = "postgres")]
     #[error("migration failed: {0}")]
     Migration(#[source] sqlx::migrate::MigrateError),
+    /// The backend failed for a reason that may pass (a dropped connection, a timeout, a
+    /// failover): nothing was written, or (for an append whose acknowledgement was lost) the
+    /// caller cannot know. Handling: reload and retry; appends are safe to retry because commands
+    /// are decided again against the reloaded stream.
+    #[error("the event store is unavailable")]
+    Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// The store was closed.
     #[error("the event store is closed")]
     Closed,
+}
+
+impl EventStoreError {
+    /// Whether retrying the same operation may succeed: a conflict (after reloading), an
+    /// unavailable backend, or a database error that is not about the data itself.
+    #[must_use]
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::ConcurrencyConflict { .. } | Self::Unavailable(_) => true,
+            #[cfg(feature = "postgres")]
+            Self::Database(error) => match error {
+                sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::Protocol(_) | sqlx::Error::Tls(_) => true,
+                // Connection exceptions, serialisation failures and deadlocks, insufficient
+                // resources, operator intervention (a restart or a failover).
+                sqlx::Error::Database(db) => {
+                    db.code().is_some_and(|code| ["08", "40", "53", "57"].iter().any(|class| code.starts_with(class)))
+                }
+                _ => false,
+            },
+            _ => false,
+        }
+    }
 }
 
 #[cfg(feature = "postgres")]

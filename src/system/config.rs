@@ -57,12 +57,12 @@ impl SystemConfig {
         let set = |name: &str| lookup(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
         let number = |name: &str, default: u64| -> Result<u64, SystemError> {
             set(name).map_or(Ok(default), |value| {
-                value.parse().map_err(|_| SystemError::Config(format!("{name}={value:?} is not a whole number")))
+                value.parse().map_err(|_| SystemError::Config { reason: format!("{name}={value:?} is not a whole number") })
             })
         };
         let max_connections = number("DATABASE_MAX_CONNECTIONS", u64::from(DEFAULT_MAX_CONNECTIONS))?;
         let database_max_connections = u32::try_from(max_connections).ok().filter(|n| *n > 0).ok_or_else(|| {
-            SystemError::Config(format!("DATABASE_MAX_CONNECTIONS={max_connections} is out of range"))
+            SystemError::Config { reason: format!("DATABASE_MAX_CONNECTIONS={max_connections} is out of range") }
         })?;
         Ok(Self {
             database_url: set("DATABASE_URL"),
@@ -92,9 +92,9 @@ mod tests {
         assert_eq!(config.database_url, None);
         assert_eq!(config.database_max_connections, DEFAULT_MAX_CONNECTIONS);
         let bad = SystemConfig::from_lookup(|name| (name == "HOLD_DURATION_SECS").then(|| "soon".into()));
-        assert!(matches!(bad, Err(SystemError::Config(message)) if message.contains("HOLD_DURATION_SECS")));
+        assert!(matches!(bad, Err(SystemError::Config { reason: message }) if message.contains("HOLD_DURATION_SECS")));
         let zero = SystemConfig::from_lookup(|name| (name == "DATABASE_MAX_CONNECTIONS").then(|| "0".into()));
-        assert!(matches!(zero, Err(SystemError::Config(_))));
+        assert!(matches!(zero, Err(SystemError::Config { .. })));
     }
 }
 
@@ -109,7 +109,7 @@ mod without_postgres {
         let config =
             SystemConfig::from_lookup(|name| (name == "DATABASE_URL").then(|| "postgres://x/y".into())).unwrap();
         let result = TicketingSystem::builder_from_config(&config).await;
-        assert!(matches!(result, Err(SystemError::Config(message)) if message.contains("postgres")));
+        assert!(matches!(result, Err(SystemError::Config { reason: message }) if message.contains("postgres")));
         let memory = SystemConfig::from_lookup(|_| None).unwrap();
         let system = TicketingSystem::builder_from_config(&memory).await.unwrap().build().await.unwrap();
         system.shutdown().await;

@@ -5,10 +5,12 @@ use crate::aggregates::{
     ReservationError, TicketingAction,
 };
 use crate::domain::{DomainError, ReservationId};
-use crate::event_store::{EventStoreError, StreamId};
-use crate::framework::JournalError;
+use std::sync::Arc;
 
-use super::CommandError;
+use crate::event_store::{EventStoreError, StreamId};
+
+use super::commands::CommandError;
+use crate::framework::Message;
 
 /// Why a [`TicketingSystem`](super::TicketingSystem) call failed. Every variant means nothing
 /// was changed by the call, except [`SystemError::Timeout`], after which the saga may still
@@ -80,28 +82,62 @@ pub enum SystemError {
         attempts: u32,
     },
     /// The event store failed.
-    #[error("storage failed: {0}")]
-    Storage(String),
+    #[error("storage failed")]
+    Storage(#[source] Arc<EventStoreError>),
+    /// A stream holds an event this release cannot read back. Handling: an operator's matter
+    /// (the log was written by a newer release, or damaged); nothing was changed.
+    #[error("stream {stream} holds an event that does not decode")]
+    Undecodable {
+        /// The stream.
+        stream: StreamId,
+        /// The decoding error.
+        #[source]
+        source: Arc<serde_json::Error>,
+    },
+    /// The saga has not caught up with `position` in time (the store is failing, or overloaded).
+    /// Handling: retry later; everything committed is carried out once the store recovers.
+    #[error("the saga handled up to position {handled}, not {position}, within {waited_ms} ms")]
+    Lagging {
+        /// The position waited for.
+        position: u64,
+        /// How far the saga got.
+        handled: u64,
+        /// How long it waited.
+        waited_ms: u128,
+    },
     /// The system is shutting down.
     #[error("the system is shutting down")]
     ShuttingDown,
     /// A read model failed or did not catch up in time.
     #[error(transparent)]
     Projection(#[from] crate::projections::ProjectionError),
-    /// Configuration from the environment was invalid or a backend could not be reached.
-    #[error("configuration: {0}")]
-    Config(String),
+    /// Configuration from the environment was invalid. Handling: fix the configuration.
+    #[error("configuration: {reason}")]
+    Config {
+        /// What is wrong.
+        reason: String,
+    },
+    /// A configured backend could not be reached or prepared. Handling: check the service and
+    /// its address, then start again.
+    #[error("cannot reach {what}")]
+    Unreachable {
+        /// What was being reached (`DATABASE_URL`, `KAFKA_BROKERS`, the schema migration).
+        what: &'static str,
+        /// Why.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// An action that is not a command reached the engine: a bug in the caller.
+    #[error("{name} is not a command for an aggregate instance")]
+    NotACommand {
+        /// The action's name.
+        name: &'static str,
+    },
 }
 
 impl From<EventStoreError> for SystemError {
     fn from(error: EventStoreError) -> Self {
-        SystemError::Storage(error.to_string())
-    }
-}
-
-impl From<JournalError> for SystemError {
-    fn from(error: JournalError) -> Self {
-        SystemError::Storage(error.to_string())
+        SystemError::Storage(Arc::new(error))
     }
 }
 
@@ -113,12 +149,13 @@ impl From<CommandError<TicketingAction>> for SystemError {
                 TicketingAction::Inventory(InventoryAction::Rejected(e)) => e.into(),
                 TicketingAction::Reservation(ReservationAction::Rejected(e)) => e.into(),
                 TicketingAction::Payment(PaymentAction::Rejected(e)) => e.into(),
-                other => SystemError::Storage(format!("unexpected rejection {other:?}")),
+                other => SystemError::NotACommand { name: other.name() },
             },
             CommandError::RetriesExhausted { stream, attempts } => SystemError::Contention { stream, attempts },
-            CommandError::Storage { source, .. } => source.into(),
+            CommandError::Storage { source, .. } => SystemError::Storage(source),
+            CommandError::Decode { stream, source } => SystemError::Undecodable { stream, source },
             CommandError::WorkerStopped { .. } => SystemError::ShuttingDown,
-            CommandError::NotACommand(action) => SystemError::Storage(format!("not a command: {action:?}")),
+            CommandError::NotACommand(action) => SystemError::NotACommand { name: action.name() },
         }
     }
 }

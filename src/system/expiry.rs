@@ -1,12 +1,15 @@
-//! Durable expiry of holds. Deadlines come from `expires_at` in the log (the follower feeds
-//! every `ReservationInitiated` it reads, from the start of the log after a restart), so a hold
-//! taken before a crash still expires after it. The timer runs on the injected clock.
+//! Durable expiry of holds. Deadlines come from `expires_at` in the log: the follower feeds every
+//! `ReservationInitiated` it reads, and saves the open deadlines with its checkpoint (see
+//! [`ExpiryIndex::open_holds`]), so a restarted process re-arms holds taken before a crash
+//! without re-reading the log from its start. The timer runs on the injected clock.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
+use uuid::Uuid;
 
 use crate::aggregates::ReservationAction;
 use crate::domain::ReservationId;
@@ -14,7 +17,7 @@ use crate::framework::Clock;
 
 /// Pending reservation deadlines.
 #[derive(Clone)]
-pub struct ExpiryIndex {
+pub(crate) struct ExpiryIndex {
     inner: Arc<Inner>,
 }
 
@@ -27,13 +30,25 @@ struct Inner {
 #[derive(Default)]
 struct Pending {
     by_deadline: BTreeSet<(DateTime<Utc>, ReservationId)>,
-    deadline_of: HashMap<ReservationId, DateTime<Utc>>,
+    hold_of: HashMap<ReservationId, OpenHold>,
+}
+
+/// A hold whose deadline has not been acted on, with the ids its expiry is recorded under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct OpenHold {
+    /// The reservation.
+    pub(crate) reservation_id: ReservationId,
+    /// When it runs out.
+    pub(crate) expires_at: DateTime<Utc>,
+    /// The correlation id of the request that took the hold.
+    pub(crate) correlation_id: Uuid,
+    /// The `ReservationInitiated` event, the cause of the expiry.
+    pub(crate) initiated_event: Uuid,
 }
 
 impl ExpiryIndex {
     /// An empty index on `clock`.
-    #[must_use]
-    pub fn new(clock: Arc<dyn Clock>) -> Self {
+    pub(crate) fn new(clock: Arc<dyn Clock>) -> Self {
         Self { inner: Arc::new(Inner { clock, pending: Mutex::new(Pending::default()), changed: Notify::new() }) }
     }
 
@@ -41,18 +56,16 @@ impl ExpiryIndex {
         self.inner.pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Tracks a reservation event read from the log: an initiation arms its deadline, an ending
-    /// disarms it.
-    pub fn observe(&self, event: &ReservationAction) {
+    /// Tracks a reservation event read from the log (stored as `event_id` under
+    /// `correlation_id`): an initiation arms its deadline, an ending disarms it.
+    pub(crate) fn observe(&self, event: &ReservationAction, event_id: Uuid, correlation_id: Uuid) {
         match event {
-            ReservationAction::ReservationInitiated { reservation_id, expires_at, .. } => {
-                let mut pending = self.pending();
-                if pending.deadline_of.insert(*reservation_id, *expires_at).is_none() {
-                    pending.by_deadline.insert((*expires_at, *reservation_id));
-                }
-                drop(pending);
-                self.inner.changed.notify_waiters();
-            }
+            ReservationAction::ReservationInitiated { reservation_id, expires_at, .. } => self.arm(OpenHold {
+                reservation_id: *reservation_id,
+                expires_at: *expires_at,
+                correlation_id,
+                initiated_event: event_id,
+            }),
             ending if ending.is_ending() => {
                 if let Some(reservation_id) = ending.reservation_id() {
                     self.forget(reservation_id);
@@ -62,35 +75,49 @@ impl ExpiryIndex {
         }
     }
 
-    /// Stops tracking `reservation` (it was expired, or turned out not to need expiring).
-    pub fn forget(&self, reservation: ReservationId) {
+    /// Arms the deadline of `hold` (again, after a restart).
+    pub(crate) fn arm(&self, hold: OpenHold) {
         let mut pending = self.pending();
-        if let Some(deadline) = pending.deadline_of.remove(&reservation) {
-            pending.by_deadline.remove(&(deadline, reservation));
+        if pending.hold_of.insert(hold.reservation_id, hold).is_none() {
+            pending.by_deadline.insert((hold.expires_at, hold.reservation_id));
+        }
+        drop(pending);
+        self.inner.changed.notify_waiters();
+    }
+
+    /// Stops tracking `reservation` (it was expired, or turned out not to need expiring).
+    pub(crate) fn forget(&self, reservation: ReservationId) {
+        let mut pending = self.pending();
+        if let Some(hold) = pending.hold_of.remove(&reservation) {
+            pending.by_deadline.remove(&(hold.expires_at, reservation));
         }
     }
 
-    /// Reservations whose deadline has passed and that have not ended, earliest first.
-    #[must_use]
-    pub fn due(&self) -> Vec<ReservationId> {
+    /// Holds whose deadline has passed and that have not ended, earliest first.
+    pub(crate) fn due(&self) -> Vec<OpenHold> {
         let now = self.inner.clock.now();
-        self.pending().by_deadline.iter().take_while(|(deadline, _)| *deadline <= now).map(|(_, id)| *id).collect()
+        let pending = self.pending();
+        pending
+            .by_deadline
+            .iter()
+            .take_while(|(deadline, _)| *deadline <= now)
+            .filter_map(|(_, id)| pending.hold_of.get(id).copied())
+            .collect()
+    }
+
+    /// Every open hold: what the follower saves beside its checkpoint.
+    pub(crate) fn open_holds(&self) -> Vec<OpenHold> {
+        self.pending().hold_of.values().copied().collect()
     }
 
     /// How many reservations are still pending.
-    #[must_use]
-    pub fn len(&self) -> usize {
-        self.pending().deadline_of.len()
-    }
-
-    /// Whether nothing is pending.
-    #[must_use]
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.pending().hold_of.len()
     }
 
     /// Waits until some pending deadline has passed (returns at once if one has).
-    pub async fn next_due(&self) {
+    pub(crate) async fn next_due(&self) {
         loop {
             let changed = self.inner.changed.notified();
             tokio::pin!(changed);
@@ -140,15 +167,16 @@ mod tests {
         let clock = FixedClock::new(start);
         let index = ExpiryIndex::new(Arc::new(clock.clone()));
         let (a, b) = (ReservationId::new_v4(), ReservationId::new_v4());
-        index.observe(&initiated(a, start + chrono::Duration::minutes(5)));
-        index.observe(&initiated(b, start + chrono::Duration::minutes(5)));
+        let ids = (Uuid::new_v4(), Uuid::new_v4());
+        index.observe(&initiated(a, start + chrono::Duration::minutes(5)), ids.0, ids.1);
+        index.observe(&initiated(b, start + chrono::Duration::minutes(5)), ids.0, ids.1);
         index.observe(&ReservationAction::ReservationCancelled {
             reservation_id: b,
             event_id: EventId::new_v4(),
             section: SectionName::new("A").unwrap(),
             seats: vec![],
             cancelled_at: start,
-        });
+        }, ids.0, ids.1);
         assert!(index.due().is_empty());
         let waiting = tokio::spawn({
             let index = index.clone();
@@ -159,7 +187,12 @@ mod tests {
         assert!(!waiting.is_finished());
         clock.advance(Duration::from_secs(1));
         tokio::time::timeout(Duration::from_secs(5), waiting).await.unwrap().unwrap();
-        assert_eq!(index.due(), vec![a]);
+        assert_eq!(index.due().iter().map(|h| h.reservation_id).collect::<Vec<_>>(), vec![a]);
         assert_eq!(index.len(), 1);
+        let restored = ExpiryIndex::new(Arc::new(clock.clone()));
+        for hold in index.open_holds() {
+            restored.arm(hold);
+        }
+        assert_eq!(restored.due(), index.due(), "open holds re-arm the same deadlines");
     }
 }

@@ -11,7 +11,7 @@ use crate::domain::ReservationId;
 
 /// Registry of reservations someone is waiting on.
 #[derive(Clone, Default)]
-pub struct ReservationWatch {
+pub(crate) struct ReservationWatch {
     watched: Arc<Mutex<HashMap<ReservationId, Watched>>>,
 }
 
@@ -21,7 +21,7 @@ struct Watched {
 }
 
 /// A wait registered with [`ReservationWatch::watch`]; dropping it ends the interest.
-pub struct ReservationWaiter {
+pub(crate) struct ReservationWaiter {
     id: ReservationId,
     receiver: watch::Receiver<Option<ReservationAction>>,
     registry: ReservationWatch,
@@ -31,7 +31,7 @@ impl ReservationWatch {
     /// Starts watching `id`. Register before sending the command whose outcome you wait for, so
     /// no event can slip past.
     #[must_use]
-    pub fn watch(&self, id: ReservationId) -> ReservationWaiter {
+    pub(crate) fn watch(&self, id: ReservationId) -> ReservationWaiter {
         let mut watched = self.watched.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let entry = watched.entry(id).or_insert_with(|| Watched { sender: watch::Sender::new(None), interest: 0 });
         entry.interest += 1;
@@ -39,7 +39,7 @@ impl ReservationWatch {
     }
 
     /// Reports a reservation event read from the log.
-    pub fn observe(&self, event: &ReservationAction) {
+    pub(crate) fn observe(&self, event: &ReservationAction) {
         let Some(id) = event.reservation_id() else { return };
         let watched = self.watched.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(entry) = watched.get(&id) {
@@ -73,7 +73,7 @@ fn stage(event: &ReservationAction) -> u8 {
 impl ReservationWaiter {
     /// Waits for an event for which `done` holds and returns it; `None` if the registry went
     /// away. Events are sampled: an intermediate one may be skipped, never the latest.
-    pub async fn until(&mut self, mut done: impl FnMut(&ReservationAction) -> bool) -> Option<ReservationAction> {
+    pub(crate) async fn until(&mut self, mut done: impl FnMut(&ReservationAction) -> bool) -> Option<ReservationAction> {
         let seen = self.receiver.wait_for(|event| event.as_ref().is_some_and(&mut done)).await.ok()?;
         seen.clone()
     }

@@ -1,132 +1,201 @@
-//! Drives the reservation saga from persisted events: each event read from the log (or from the
-//! bus) is turned into its follow-up commands by [`saga_reactions`], which are sent to their
-//! aggregates. Every command is idempotent, so an event handled twice (after a crash, by two
-//! processes, or by a redelivering broker) changes nothing the second time.
+//! Carries out the saga's reactions to one event read from the log: sends the follow-up commands
+//! through the command engine and performs the one side effect, the payment gateway call,
+//! between its durable intent (`PaymentProcessed`) and its recorded outcome.
+//!
+//! A step is retried, at the pace of the [`RetryPolicy`], until it is recorded or refused; it is
+//! given up only when the system stops, and then it stays durable: the follower does not move
+//! its checkpoint past the event, so the next process carries the step out. Every command is
+//! idempotent, so an event handled twice (after a crash, or by two processes) changes nothing
+//! the second time.
 
-use std::time::Duration;
+use std::sync::Arc;
 
 use futures::future::{BoxFuture, join_all};
+use tokio::sync::watch;
 use tracing::Instrument;
 
-use super::{CommandContext, CommandError, CommandRouter};
+use super::PaymentGateway;
+use super::commands::{CommandError, CommandRouter, Committed, RetryPolicy};
+use super::context::CommandContext;
 use crate::aggregates::{
-    EventAction, HoldStatus, PaymentAction, ReservationAction, TicketingAction, inventory_stream, rejection_reactions,
-    saga_reactions,
+    Charge, EventAction, HoldStatus, PaymentAction, PaymentStatus, Reaction, ReservationAction, TicketingAction,
+    inventory_stream, payment_stream, reactions, rejection_reactions,
 };
-use crate::domain::PaymentId;
+use crate::domain::{EventId, PaymentId};
+use crate::framework::Message;
 
-/// How often a reaction that failed for a non-business reason (storage, contention) is retried
-/// before the saga gives up on it and leaves it to the expiry sweep.
-const ATTEMPTS: u32 = 5;
+/// The system stopped before a step was recorded; the step stays for the next process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Stopped;
 
-/// Sends the saga's follow-up commands.
+/// Runs the saga's reactions.
 #[derive(Clone)]
-pub struct Saga {
+pub(crate) struct Saga {
     router: CommandRouter,
+    gateway: Arc<dyn PaymentGateway>,
+    retry: RetryPolicy,
+    stop: watch::Receiver<bool>,
 }
 
 impl Saga {
-    /// A saga dispatching through `router`.
-    #[must_use]
-    pub fn new(router: CommandRouter) -> Self {
-        Self { router }
+    pub(crate) fn new(
+        router: CommandRouter,
+        gateway: Arc<dyn PaymentGateway>,
+        retry: RetryPolicy,
+        stop: watch::Receiver<bool>,
+    ) -> Self {
+        Self { router, gateway, retry, stop }
     }
 
-    /// Starts, in a task of its own, everything that must follow `events`, which this process
-    /// has just appended: the saga's fast path, which does not wait for the log follower to read
-    /// the events back. The follower still sees them and reacts too; every command is idempotent,
-    /// so its second attempt changes nothing, and after a crash it alone carries the saga on.
-    pub fn react_in_background(&self, events: &[TicketingAction]) {
-        let reactive: Vec<TicketingAction> = events
-            .iter()
-            .filter(|event| {
-                !saga_reactions(event).is_empty()
-                    || matches!(event, TicketingAction::Event(EventAction::EventCancelled { .. }))
-            })
-            .cloned()
-            .collect();
-        if reactive.is_empty() {
-            return;
-        }
-        let context = CommandContext::current().unwrap_or_else(CommandContext::new_request);
-        let saga = self.clone();
-        tokio::spawn(async move {
-            join_all(reactive.iter().map(|event| saga.react(event, context))).await;
-        });
+    /// Whether `event` needs any reaction at all (most events of a purchase do).
+    pub(crate) fn reacts_to(event: &TicketingAction) -> bool {
+        !reactions(event).is_empty() || matches!(event, TicketingAction::Event(EventAction::EventCancelled { .. }))
     }
 
-    /// Carries out everything that must follow `event`, concurrently, and returns when done.
-    pub async fn react(&self, event: &TicketingAction, context: CommandContext) {
-        let mut commands: Vec<TicketingAction> = saga_reactions(event).into_iter().collect();
+    /// Carries out everything that must follow `event`, concurrently, and returns when all of it
+    /// is recorded.
+    ///
+    /// # Errors
+    /// [`Stopped`] when the system stopped first.
+    pub(crate) async fn react(&self, event: &TicketingAction, context: CommandContext) -> Result<(), Stopped> {
+        let mut steps: Vec<Reaction> = reactions(event).into_iter().collect();
         if let TicketingAction::Event(EventAction::EventCancelled { event_id, .. }) = event {
-            commands.extend(self.cancellation_fallout(*event_id).await);
+            steps.extend(self.cancellation_fallout(*event_id, context).await?.into_iter().map(Reaction::Command));
         }
-        if commands.is_empty() {
-            return;
+        if steps.is_empty() {
+            return Ok(());
         }
-        let span = tracing::debug_span!("saga_react", event = %crate::framework::Message::name(event), correlation_id = %context.correlation_id);
-        // Instrumented, not entered: an entered span held across an await would leak into
-        // whatever else the worker thread polls meanwhile.
-        join_all(commands.into_iter().map(|command| context.scope(self.dispatch(command)))).instrument(span).await;
+        let span = tracing::debug_span!("saga_react", event = %event.name(), correlation_id = %context.correlation_id);
+        let outcomes = join_all(steps.into_iter().map(|step| self.run(step, context))).instrument(span).await;
+        outcomes.into_iter().collect()
     }
 
-    fn dispatch(&self, command: TicketingAction) -> BoxFuture<'_, ()> {
+    async fn run(&self, step: Reaction, context: CommandContext) -> Result<(), Stopped> {
+        match step {
+            Reaction::Command(command) => self.dispatch(command, context).await,
+            Reaction::Charge(charge) => self.charge(&charge, context).await,
+        }
+    }
+
+    /// Sends `command` until it is recorded or refused; a refusal's own follow-ups (a seat
+    /// shortage ends the reservation) are sent in turn.
+    fn dispatch(&self, command: TicketingAction, context: CommandContext) -> BoxFuture<'_, Result<(), Stopped>> {
         Box::pin(async move {
-            for attempt in 1..=ATTEMPTS {
-                match self.router.execute(command.clone()).await {
-                    Ok(_) => return,
-                    Err(CommandError::Rejected(rejection)) => {
-                        for follow_up in rejection_reactions(&rejection) {
-                            self.dispatch(follow_up).await;
-                        }
-                        return;
+            match self.execute(command, context).await? {
+                Ok(_) => Ok(()),
+                Err(rejection) => {
+                    for follow_up in rejection_reactions(&rejection) {
+                        self.dispatch(follow_up, context).await?;
                     }
-                    Err(error) if attempt < ATTEMPTS => {
-                        tracing::warn!(%error, attempt, "saga command failed, retrying");
-                        tokio::time::sleep(Duration::from_millis(10 << attempt)).await;
-                    }
-                    Err(error) => tracing::error!(%error, "saga command abandoned"),
+                    Ok(())
                 }
             }
         })
     }
 
+    /// Executes `command`, retrying whatever may pass, and returns what became of it: its
+    /// events, or its rejection.
+    async fn execute(
+        &self,
+        command: TicketingAction,
+        context: CommandContext,
+    ) -> Result<Result<Committed<TicketingAction>, TicketingAction>, Stopped> {
+        let mut backoffs = self.retry.unbounded();
+        let mut attempt: u32 = 1;
+        loop {
+            match self.router.execute(command.clone(), context).await {
+                Ok(committed) => return Ok(Ok(committed)),
+                Err(CommandError::Rejected(rejection)) => return Ok(Err(rejection)),
+                Err(error) if error.is_retryable() => {
+                    tracing::warn!(%error, attempt, command = %command.name(), "saga step failed; retrying");
+                }
+                Err(CommandError::WorkerStopped { .. }) => return Err(Stopped),
+                Err(error) => {
+                    // Not retryable (an undecodable stream): the step cannot be carried out by
+                    // this code; stop here rather than pretend, so the event is handled again
+                    // by the next process.
+                    tracing::error!(%error, command = %command.name(), "saga step cannot be carried out");
+                    return Err(Stopped);
+                }
+            }
+            attempt = attempt.saturating_add(1);
+            let delay = backoffs.next().unwrap_or(self.retry.max_delay);
+            let mut stop = self.stop.clone();
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                _ = stop.wait_for(|stop| *stop) => return Err(Stopped),
+            }
+        }
+    }
+
+    /// Records the intent, calls the gateway if the payment is still undecided, and records the
+    /// answer. Re-driven after a crash, the intent is already there and the provider
+    /// deduplicates the call by payment id.
+    async fn charge(&self, charge: &Charge, context: CommandContext) -> Result<(), Stopped> {
+        if self.execute(charge.intent(), context).await?.is_err() {
+            return Ok(());
+        }
+        if self.payment_status(charge.payment_id).await? != Some(PaymentStatus::Pending) {
+            return Ok(());
+        }
+        let span = tracing::info_span!("gateway_charge", payment_id = %charge.payment_id, correlation_id = %context.correlation_id);
+        let outcome = self
+            .gateway
+            .charge(charge.payment_id, charge.amount, &charge.payment_token)
+            .instrument(span)
+            .await;
+        self.dispatch(charge.outcome(outcome), context).await
+    }
+
+    async fn payment_status(&self, payment_id: PaymentId) -> Result<Option<PaymentStatus>, Stopped> {
+        let Ok(stream) = payment_stream(payment_id) else { return Ok(None) };
+        let read = |s: Option<&crate::aggregates::PaymentState>| s.and_then(|s| s.payment.as_ref()).map(|p| p.status);
+        self.router.payments.read(&stream, true, read).await.map_err(|_| Stopped)
+    }
+
     /// When an event is cancelled every live hold is cancelled (releasing its seats) and every
     /// completed purchase refunded in full.
-    async fn cancellation_fallout(&self, event_id: crate::domain::EventId) -> Vec<TicketingAction> {
-        let Ok(event_stream) = crate::aggregates::event_stream(event_id) else { return Vec::new() };
-        let Ok(sections) = self
+    async fn cancellation_fallout(
+        &self,
+        event_id: EventId,
+        context: CommandContext,
+    ) -> Result<Vec<TicketingAction>, Stopped> {
+        let Ok(event_stream) = crate::aggregates::event_stream(event_id) else { return Ok(Vec::new()) };
+        let sections = self
             .router
             .events
-            .state(&event_stream, |s| {
-                s.details.as_ref().map(|d| d.sections.iter().map(|s| s.name.clone()).collect::<Vec<_>>())
+            .read(&event_stream, true, |s| {
+                s.and_then(|s| s.details.as_ref()).map(|d| d.sections.iter().map(|s| s.name.clone()).collect::<Vec<_>>())
             })
             .await
-        else {
-            return Vec::new();
-        };
+            .map_err(|_| Stopped)?;
         let mut commands = Vec::new();
         for section in sections.unwrap_or_default() {
             let Ok(stream) = inventory_stream(event_id, &section) else { continue };
             let holds = self
                 .router
                 .inventories
-                .state(&stream, |inventory| inventory.holds().map(|(id, hold)| (id, hold.status)).collect::<Vec<_>>())
+                .read(&stream, true, |inventory| {
+                    inventory.map(|i| i.holds().map(|(id, hold)| (id, hold.status)).collect::<Vec<_>>())
+                })
                 .await
-                .unwrap_or_default();
-            for (reservation_id, status) in holds {
+                .map_err(|_| Stopped)?;
+            for (reservation_id, status) in holds.unwrap_or_default() {
                 match status {
                     HoldStatus::Reserved => commands
                         .push(TicketingAction::Reservation(ReservationAction::CancelReservation { reservation_id })),
                     HoldStatus::Confirmed => {
                         let payment_id = PaymentId::for_reservation(reservation_id);
-                        let Ok(stream) = crate::aggregates::payment_stream(payment_id) else { continue };
+                        let Ok(stream) = payment_stream(payment_id) else { continue };
                         let refundable = self
                             .router
                             .payments
-                            .state(&stream, |p| p.payment.as_ref().and_then(|p| p.amount.checked_sub(p.refunded).ok()))
-                            .await;
-                        if let Ok(Some(amount)) = refundable
+                            .read(&stream, true, |p| {
+                                p.and_then(|p| p.payment.as_ref()).and_then(|p| p.amount.checked_sub(p.refunded).ok())
+                            })
+                            .await
+                            .map_err(|_| Stopped)?;
+                        if let Some(amount) = refundable
                             && amount.is_positive()
                         {
                             commands.push(TicketingAction::Payment(PaymentAction::RefundPayment {
@@ -140,6 +209,7 @@ impl Saga {
                 }
             }
         }
-        commands
+        tracing::debug!(%event_id, commands = commands.len(), correlation_id = %context.correlation_id, "event cancelled");
+        Ok(commands)
     }
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use boxoffice::aggregates::{GatewayOutcome, PaymentGateway};
+use boxoffice::aggregates::GatewayOutcome;
 use boxoffice::prelude::*;
 use boxoffice::system::{PaymentDetails, ReserveRequest, SystemConfig, SystemError, TicketingSystem};
 use rand::rngs::StdRng;

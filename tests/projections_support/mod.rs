@@ -1,5 +1,5 @@
-//! Shared by the projection tests and benchmark: hand-built events, a deterministic driver of the
-//! `Ticketing` reducer, and helpers that turn actions into stored envelopes.
+//! Shared by the projection tests and benchmark: hand-built events, a deterministic workload on the
+//! crate's `SagaDriver`, and helpers that turn actions into stored envelopes.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -10,23 +10,21 @@
     dead_code
 )]
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use boxoffice::aggregates::{
-    AllocatedSeat, EventAction, GatewayOutcome, InventoryAction, PaymentAction, PaymentGateway, ReleaseReason,
-    ReservationAction, ReservationStatus, Section, Ticketing, TicketingAction, TicketingEnv, TicketingState,
+    AllocatedSeat, EventAction, GatewayOutcome, InventoryAction, PaymentAction, ReleaseReason, ReservationAction,
+    ReservationStatus, SagaDriver, Section, TicketingAction, TicketingEnv, TicketingState,
 };
 use boxoffice::domain::{
     Capacity, Currency, CustomerId, EventId, Money, PaymentId, PricingTier, ReservationId, SeatId, SectionName,
     TierKind, Venue, VenueId,
 };
 use boxoffice::event_store::{Envelope, EventStore, ExpectedVersion, NewEvent, StreamAppend, StreamId};
-use boxoffice::framework::{Effect, FixedClock, Message, Reducer};
+use boxoffice::framework::{FixedClock, Message};
 use chrono::{DateTime, TimeZone, Utc};
-use futures::FutureExt;
 
 pub fn start() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2030, 1, 1, 12, 0, 0).unwrap()
@@ -218,25 +216,11 @@ pub async fn append_all(store: &dyn EventStore, actions: &[TicketingAction], chu
     }
 }
 
-/// A gateway whose charges never answer: the driver decides every payment's outcome.
-#[derive(Debug)]
-struct ParkedGateway;
-
-#[async_trait]
-impl PaymentGateway for ParkedGateway {
-    async fn charge(&self, _: PaymentId, _: Money, _: &str) -> GatewayOutcome {
-        futures::future::pending().await
-    }
-}
-
-/// Runs the `Ticketing` reducer step by step, like the `Store` does, but deterministically: saga
-/// follow-ups run at once, timers are ignored (expiry is sent explicitly after moving the clock),
-/// and payments stay pending until the driver answers them.
+/// The crate's [`SagaDriver`] with a workload vocabulary: saga follow-ups run at once, expiry is
+/// sent explicitly after moving the clock, and payments stay pending until the driver answers them.
 pub struct Driver {
-    pub state: TicketingState,
-    env: TicketingEnv,
+    driver: SagaDriver,
     pub clock: FixedClock,
-    pub log: Vec<TicketingAction>,
     pub reservations: Vec<ReservationId>,
     next_reservation: u128,
 }
@@ -252,12 +236,10 @@ impl Driver {
     /// Two events on sale (EUR and USD), each with sections of `stalls` and `boxes` seats.
     pub fn with_capacities(stalls: u32, boxes: u32) -> Self {
         let clock = FixedClock::new(start());
-        let env = TicketingEnv::new(Arc::new(clock.clone()), Arc::new(ParkedGateway));
+        let driver = SagaDriver::new(TicketingEnv::new(Arc::new(clock.clone())));
         let mut d = Self {
-            state: TicketingState::default(),
-            env,
+            driver,
             clock,
-            log: Vec::new(),
             reservations: Vec::new(),
             next_reservation: 0,
         };
@@ -283,35 +265,21 @@ impl Driver {
     }
 
     pub fn send(&mut self, action: TicketingAction) {
-        let mut queue = VecDeque::from([action]);
-        while let Some(action) = queue.pop_front() {
-            for effect in Ticketing.reduce(&mut self.state, action, &self.env) {
-                self.run(effect, &mut queue);
-            }
-        }
+        let _ = self.driver.send(action);
     }
 
-    fn run(&mut self, effect: Effect<TicketingAction>, queue: &mut VecDeque<TicketingAction>) {
-        match effect {
-            Effect::Persist(events) => self.log.extend(events),
-            Effect::Future(future) => {
-                if let Some(Some(action)) = future.now_or_never() {
-                    queue.push_back(action);
-                }
-            }
-            Effect::Parallel(effects) | Effect::Sequential(effects) => {
-                for e in effects {
-                    self.run(e, queue);
-                }
-            }
-            Effect::Delay { .. } | Effect::Reject(_) | Effect::None => {}
-        }
+    pub fn state(&self) -> &TicketingState {
+        self.driver.state()
+    }
+
+    pub fn log(&self) -> &[TicketingAction] {
+        self.driver.log()
     }
 
     pub fn reserve(&mut self, event_n: u128, section_n: usize, quantity: u32, customer_n: u128) {
         let e = event(event_n);
         let s = section(SECTIONS[section_n % 2]);
-        let unit_price = self.state.events[&e].price_at(&s, self.clock_now()).unwrap();
+        let unit_price = self.state().events[&e].price_at(&s, self.clock_now()).unwrap();
         let reservation_id = rid(self.next_reservation);
         self.next_reservation += 1;
         self.reservations.push(reservation_id);
@@ -343,7 +311,10 @@ impl Driver {
             let outcome =
                 if approve { GatewayOutcome::Approved } else { GatewayOutcome::Declined { reason: "declined".into() } };
             let payment_id = PaymentId::for_reservation(r);
-            self.send(TicketingAction::Payment(PaymentAction::RecordGatewayOutcome { payment_id, outcome }));
+            if !self.driver.answer(payment_id, outcome.clone()) {
+                // A late answer for a payment nobody is waiting on any more.
+                self.send(TicketingAction::Payment(PaymentAction::RecordGatewayOutcome { payment_id, outcome }));
+            }
         }
     }
 
@@ -364,7 +335,7 @@ impl Driver {
     pub fn refund(&mut self, k: usize, percent: i64) {
         let Some(r) = self.pick(k) else { return };
         let payment_id = PaymentId::for_reservation(r);
-        let Some(amount) = self.state.payments.get(&payment_id).and_then(|p| p.payment.as_ref()).map(|p| p.amount)
+        let Some(amount) = self.state().payments.get(&payment_id).and_then(|p| p.payment.as_ref()).map(|p| p.amount)
         else {
             return;
         };
@@ -377,7 +348,7 @@ impl Driver {
     }
 
     pub fn status(&self, r: ReservationId) -> Option<ReservationStatus> {
-        self.state.reservation(r).map(|r| r.status)
+        self.state().reservation(r).map(|r| r.status)
     }
 }
 
@@ -403,5 +374,5 @@ pub fn workload(purchases: usize) -> Vec<TicketingAction> {
             _ => d.answer_payment(k, true),
         }
     }
-    std::mem::take(&mut d.log)
+    d.log().to_vec()
 }

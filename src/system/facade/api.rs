@@ -1,327 +1,76 @@
 //! [`TicketingSystem`]: the whole engine behind one async API.
 
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use uuid::Uuid;
 
-use super::read_models::{ReadModelQueries, ReadModels};
-use super::{
-    CommandContext, CommandError, CommandRouter, ExpiryIndex, LogFollower, ReadModelStorage, RepositoryConfig,
-    ReservationWatch, Saga, SystemConfig, SystemError,
-};
+use super::{EventSpec, HeldSeats, PaymentDetails, Receipt, ReserveRequest, TicketingSystemBuilder};
 use crate::aggregates::{
-    CompensationReason, EventAction, EventEnv, InventoryEnv, PaymentAction, PaymentEnv, PaymentGateway,
-    ReservationAction, ReservationEnv, ReservationError, ReservationStatus, Section, SimulatedGateway, TicketingAction,
-    TicketingEnv, event_stream, payment_stream, reservation_stream,
+    CompensationReason, EventAction, PaymentAction, ReservationAction, ReservationError, ReservationStatus,
+    TicketingAction, event_stream, payment_stream, reservation_stream,
 };
-use crate::domain::{CustomerId, EventId, Money, PaymentId, PricingTier, ReservationId, SeatId, SectionName, Venue};
-use crate::event_bus::{EventBus, OutboxRelay, RelayConfig, RelayHandle, TopicRouter};
-use crate::event_store::{CheckpointStore, EventStore, FanOutEventStore, MemoryCheckpointStore, MemoryEventStore};
-use crate::framework::{Clock, PersistedObserver, SystemClock};
+use crate::domain::{EventId, Money, PaymentId, ReservationId, SectionName};
+use crate::event_bus::RelayHandle;
+use crate::event_store::EventStore;
+use crate::framework::Clock;
 use crate::projections::{AvailableSeatsQueries, CustomerHistoryQueries, SalesAnalyticsQueries};
-
-/// Recent events kept in memory for the system's own log followers (see [`FanOutEventStore`]).
-const SHARED_TAIL: usize = 65_536;
-
-/// What [`TicketingSystem::create_event`] needs.
-#[derive(Debug, Clone)]
-pub struct EventSpec {
-    /// Display name.
-    pub name: String,
-    /// Where it happens.
-    pub venue: Venue,
-    /// When it happens.
-    pub date: DateTime<Utc>,
-    /// The seating plan.
-    pub sections: Vec<Section>,
-    /// Prices per section.
-    pub pricing_tiers: Vec<PricingTier>,
-}
-
-impl EventSpec {
-    /// The `CreateEvent` command that creates this event as `event_id`.
-    #[must_use]
-    pub fn into_command(self, event_id: EventId) -> EventAction {
-        EventAction::CreateEvent {
-            event_id,
-            name: self.name,
-            venue: self.venue,
-            date: self.date,
-            sections: self.sections,
-            pricing_tiers: self.pricing_tiers,
-        }
-    }
-}
-
-/// A request for seats.
-#[derive(Debug, Clone)]
-pub struct ReserveRequest {
-    /// The event.
-    pub event_id: EventId,
-    /// The section.
-    pub section: SectionName,
-    /// How many seats.
-    pub quantity: u32,
-    /// Who buys.
-    pub customer_id: CustomerId,
-    /// Makes retries safe: the same customer and key always address the same reservation, so a
-    /// retried call returns the original outcome and never holds seats twice.
-    pub idempotency_key: Option<String>,
-}
-
-/// Seats held for a customer until `expires_at`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HeldSeats {
-    /// The reservation to pay or cancel.
-    pub reservation_id: ReservationId,
-    /// The seats held.
-    pub seats: Vec<SeatId>,
-    /// What paying costs: the tier price times the quantity.
-    pub total: Money,
-    /// When the hold runs out.
-    pub expires_at: DateTime<Utc>,
-}
-
-/// A completed purchase.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Purchase {
-    /// The reservation.
-    pub reservation_id: ReservationId,
-    /// The payment that paid for it.
-    pub payment_id: PaymentId,
-    /// The seats sold.
-    pub seats: Vec<SeatId>,
-    /// What was paid.
-    pub amount: Money,
-}
-
-/// Payment details handed to the gateway: an opaque token from the customer's payment provider
-/// (never a card number).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PaymentDetails {
-    /// The provider's token.
-    pub token: String,
-}
-
-/// Assembles a [`TicketingSystem`]; every part has an in-memory default.
-pub struct TicketingSystemBuilder {
-    event_store: Option<Arc<dyn EventStore>>,
-    checkpoints: Option<Arc<dyn CheckpointStore>>,
-    clock: Arc<dyn Clock>,
-    gateway: Arc<dyn PaymentGateway>,
-    hold_duration: Duration,
-    reply_timeout: Duration,
-    repository: RepositoryConfig,
-    checkpoint_name: String,
-    event_bus: Option<(Arc<dyn EventBus>, TopicRouter)>,
-    read_models: ReadModelStorage,
-}
-
-impl Default for TicketingSystemBuilder {
-    fn default() -> Self {
-        Self {
-            event_store: None,
-            checkpoints: None,
-            clock: Arc::new(SystemClock),
-            gateway: Arc::new(SimulatedGateway::always_succeed()),
-            hold_duration: Duration::from_secs(5 * 60),
-            reply_timeout: Duration::from_secs(30),
-            repository: RepositoryConfig::default(),
-            checkpoint_name: "boxoffice-saga".to_owned(),
-            event_bus: None,
-            read_models: ReadModelStorage::Memory,
-        }
-    }
-}
-
-impl TicketingSystemBuilder {
-    /// The event store (default: a fresh [`MemoryEventStore`]).
-    #[must_use]
-    pub fn event_store(mut self, store: Arc<dyn EventStore>) -> Self {
-        self.event_store = Some(store);
-        self
-    }
-
-    /// Where the saga keeps its checkpoint (default: in memory).
-    #[must_use]
-    pub fn checkpoints(mut self, checkpoints: Arc<dyn CheckpointStore>) -> Self {
-        self.checkpoints = Some(checkpoints);
-        self
-    }
-
-    /// The clock (default: [`SystemClock`]).
-    #[must_use]
-    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
-        self.clock = clock;
-        self
-    }
-
-    /// The payment gateway (default: a [`SimulatedGateway`] that approves everything).
-    #[must_use]
-    pub fn payment_gateway(mut self, gateway: Arc<dyn PaymentGateway>) -> Self {
-        self.gateway = gateway;
-        self
-    }
-
-    /// How long seats stay held awaiting payment (default: 5 minutes).
-    #[must_use]
-    pub fn hold_duration(mut self, hold: Duration) -> Self {
-        self.hold_duration = hold;
-        self
-    }
-
-    /// How long `reserve` and `pay` wait for the saga (default: 30 s).
-    #[must_use]
-    pub fn reply_timeout(mut self, timeout: Duration) -> Self {
-        self.reply_timeout = timeout;
-        self
-    }
-
-    /// Command handling tuning (batch size, retries).
-    #[must_use]
-    pub fn repository_config(mut self, config: RepositoryConfig) -> Self {
-        self.repository = config;
-        self
-    }
-
-    /// The name of the saga's checkpoint; processes sharing a database may share it.
-    #[must_use]
-    pub fn checkpoint_name(mut self, name: impl Into<String>) -> Self {
-        self.checkpoint_name = name.into();
-        self
-    }
-
-    /// Publishes every committed event to `bus` (topics named by `topics`) through an
-    /// [`OutboxRelay`] that runs with the system, checkpointed as `<checkpoint name>-relay` in the
-    /// system's checkpoint store (default: no bus).
-    #[must_use]
-    pub fn event_bus(mut self, bus: Arc<dyn EventBus>, topics: TopicRouter) -> Self {
-        self.event_bus = Some((bus, topics));
-        self
-    }
-
-    /// Where the three read models live (default: [`ReadModelStorage::Memory`]).
-    #[must_use]
-    pub fn read_models(mut self, storage: ReadModelStorage) -> Self {
-        self.read_models = storage;
-        self
-    }
-
-    /// Starts the system: the log follower (saga, waiters, deadlines), the expiry sweeper and
-    /// the three read models. Must be called inside a tokio runtime.
-    ///
-    /// # Errors
-    /// [`SystemError::Projection`] when a read model cannot start.
-    pub async fn build(self) -> Result<TicketingSystem, SystemError> {
-        let store = self.event_store.unwrap_or_else(|| Arc::new(MemoryEventStore::new()));
-        // The follower, the read models and the relay all follow the log: one subscription to
-        // the store serves them all.
-        let store: Arc<dyn EventStore> = Arc::new(FanOutEventStore::new(store, SHARED_TAIL));
-        let checkpoints = self.checkpoints.unwrap_or_else(|| Arc::new(MemoryCheckpointStore::new()));
-        let clock = self.clock;
-        let env = TicketingEnv {
-            event: EventEnv::new(Arc::clone(&clock)),
-            inventory: InventoryEnv::new(Arc::clone(&clock)),
-            reservation: ReservationEnv::new(Arc::clone(&clock)).with_hold_duration(self.hold_duration),
-            payment: PaymentEnv::new(Arc::clone(&clock), self.gateway),
-        };
-        let watch = ReservationWatch::default();
-        // The fast path: what this process appends wakes its waiters and moves the saga on at
-        // once; the log follower below is the path for other processes' events and for recovery.
-        let fast_path: Arc<RwLock<Option<Saga>>> = Arc::default();
-        let observer: PersistedObserver<TicketingAction> = {
-            let (fast_path, watch) = (Arc::clone(&fast_path), watch.clone());
-            Arc::new(move |events: &[TicketingAction]| {
-                for event in events {
-                    if let TicketingAction::Reservation(event) = event {
-                        watch.observe(event);
-                    }
-                }
-                if let Some(saga) = &*fast_path.read().unwrap_or_else(PoisonError::into_inner) {
-                    saga.react_in_background(events);
-                }
-            })
-        };
-        let router = CommandRouter::new(&store, &env, &clock, self.repository, Some(&observer));
-        let saga = Saga::new(router.clone());
-        *fast_path.write().unwrap_or_else(PoisonError::into_inner) = Some(saga.clone());
-        let expiry = ExpiryIndex::new(Arc::clone(&clock));
-        let (position_tx, position) = watch::channel(0);
-        let (stop, stop_rx) = watch::channel(false);
-        let read_models = ReadModels::start(self.read_models, &store).await?;
-        let relay = self.event_bus.map(|(bus, topics)| {
-            let config = RelayConfig { name: format!("{}-relay", self.checkpoint_name), ..RelayConfig::default() };
-            OutboxRelay::new(Arc::clone(&store), bus, Arc::clone(&checkpoints), topics, config).spawn()
-        });
-        let follower = LogFollower {
-            store: Arc::clone(&store),
-            checkpoints,
-            name: self.checkpoint_name,
-            saga: Some(saga.clone()),
-            watch: watch.clone(),
-            expiry: expiry.clone(),
-            position: position_tx,
-        };
-        let tasks = vec![
-            tokio::spawn(follower.run(stop_rx.clone())),
-            tokio::spawn(sweep_expired(expiry.clone(), router.clone(), stop_rx)),
-        ];
-        Ok(TicketingSystem {
-            inner: Arc::new(Inner {
-                store,
-                router,
-                saga,
-                watch,
-                expiry,
-                clock,
-                position,
-                stop,
-                fast_path,
-                tasks: Mutex::new(tasks),
-                read_models: Mutex::new(Some(read_models)),
-                relay: Mutex::new(relay),
-                reply_timeout: self.reply_timeout,
-            }),
-        })
-    }
-}
+use crate::system::commands::{CommandError, CommandRouter, Committed, RetryPolicy};
+use crate::system::context::CommandContext;
+use crate::system::expiry::ExpiryIndex;
+use crate::system::read_models::{ReadModelQueries, ReadModels};
+use crate::system::reservation_watch::ReservationWatch;
+use crate::system::{SystemConfig, SystemError};
+#[cfg(doc)]
+use crate::system::ReadModelStorage;
 
 /// Connects the Kafka bus named by `KAFKA_BROKERS` (its other settings from the environment, see
 /// [`KafkaConfig::from_env`](crate::event_bus::KafkaConfig::from_env)).
 #[cfg(feature = "kafka")]
-async fn with_kafka(builder: TicketingSystemBuilder, brokers: &str) -> Result<TicketingSystemBuilder, SystemError> {
+async fn with_kafka(builder: super::TicketingSystemBuilder, brokers: &str) -> Result<super::TicketingSystemBuilder, SystemError> {
     use crate::event_bus::{KafkaConfig, KafkaEventBus};
-    let mut kafka = KafkaConfig::from_env().map_err(|error| SystemError::Config(error.to_string()))?;
+    let mut kafka = KafkaConfig::from_env()
+        .map_err(|source| SystemError::Unreachable { what: "the Kafka configuration", source: Box::new(source) })?;
     brokers.clone_into(&mut kafka.brokers);
     let topics = kafka.router();
     let bus = KafkaEventBus::connect(kafka)
         .await
-        .map_err(|error| SystemError::Config(format!("cannot connect to KAFKA_BROKERS: {error}")))?;
+        .map_err(|source| SystemError::Unreachable { what: "KAFKA_BROKERS", source: Box::new(source) })?;
     Ok(builder.event_bus(Arc::new(bus), topics))
 }
 
 /// Without the `kafka` feature a configured broker is an error, not silently ignored.
 #[cfg(not(feature = "kafka"))]
 #[allow(clippy::unused_async)] // same signature as the Kafka variant
-async fn with_kafka(_: TicketingSystemBuilder, _: &str) -> Result<TicketingSystemBuilder, SystemError> {
-    Err(SystemError::Config("KAFKA_BROKERS is set but boxoffice was built without the `kafka` feature".to_owned()))
+async fn with_kafka(_: super::TicketingSystemBuilder, _: &str) -> Result<super::TicketingSystemBuilder, SystemError> {
+    Err(SystemError::Config {
+        reason: "KAFKA_BROKERS is set but boxoffice was built without the `kafka` feature".to_owned(),
+    })
 }
 
-/// Expires every hold whose deadline has passed, as soon as it passes on the injected clock.
-async fn sweep_expired(expiry: ExpiryIndex, router: CommandRouter, mut stop: watch::Receiver<bool>) {
+/// Expires every hold whose deadline has passed, as soon as it passes on the injected clock. The
+/// expiry is recorded under the correlation id of the request that took the hold, caused by its
+/// `ReservationInitiated`.
+pub(super) async fn sweep_expired(
+    expiry: ExpiryIndex,
+    router: CommandRouter,
+    retry: RetryPolicy,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut backoffs = retry.unbounded();
     loop {
         tokio::select! {
             () = expiry.next_due() => {}
             _ = stop.wait_for(|stop| *stop) => return,
         }
         let mut failed = false;
-        for reservation_id in expiry.due() {
-            let context = CommandContext::new_request();
-            let command = ReservationAction::ExpireReservation { reservation_id };
-            match context.scope(router.reservation(command)).await {
+        for hold in expiry.due() {
+            let reservation_id = hold.reservation_id;
+            let context = CommandContext { correlation_id: hold.correlation_id, causation_id: hold.initiated_event };
+            let command = TicketingAction::Reservation(ReservationAction::ExpireReservation { reservation_id });
+            match router.execute(command, context).await {
                 Ok(_) | Err(CommandError::Rejected(_)) => expiry.forget(reservation_id),
                 Err(error) => {
                     tracing::warn!(%error, %reservation_id, "expiring a hold failed; will retry");
@@ -330,7 +79,13 @@ async fn sweep_expired(expiry: ExpiryIndex, router: CommandRouter, mut stop: wat
             }
         }
         if failed {
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            let delay = backoffs.next().unwrap_or(retry.max_delay);
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                _ = stop.wait_for(|stop| *stop) => return,
+            }
+        } else {
+            backoffs = retry.unbounded();
         }
     }
 }
@@ -339,8 +94,6 @@ async fn sweep_expired(expiry: ExpiryIndex, router: CommandRouter, mut stop: wat
 ///
 /// ```
 /// use boxoffice::prelude::*;
-/// use boxoffice::system::{EventSpec, PaymentDetails, ReserveRequest, TicketingSystem};
-/// use boxoffice::aggregates::Section;
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -376,24 +129,23 @@ async fn sweep_expired(expiry: ExpiryIndex, router: CommandRouter, mut stop: wat
 #[derive(Clone)]
 pub struct TicketingSystem {
     inner: Arc<Inner>,
+    /// The request id every call through this handle records, if the caller chose one.
+    request_id: Option<Uuid>,
 }
 
-struct Inner {
-    store: Arc<dyn EventStore>,
-    router: CommandRouter,
-    saga: Saga,
-    watch: ReservationWatch,
-    expiry: ExpiryIndex,
-    clock: Arc<dyn Clock>,
-    position: watch::Receiver<u64>,
-    stop: watch::Sender<bool>,
-    /// The saga the fast path drives; emptied at shutdown (it also breaks the reference cycle
-    /// saga → repositories → observer → saga).
-    fast_path: Arc<RwLock<Option<Saga>>>,
-    tasks: Mutex<Vec<JoinHandle<()>>>,
-    read_models: Mutex<Option<ReadModels>>,
-    relay: Mutex<Option<RelayHandle>>,
-    reply_timeout: Duration,
+pub(super) struct Inner {
+    pub(super) store: Arc<dyn EventStore>,
+    pub(super) router: CommandRouter,
+    pub(super) watch: ReservationWatch,
+    pub(super) expiry: ExpiryIndex,
+    pub(super) clock: Arc<dyn Clock>,
+    /// The follower's frontier: every event at or before it has been read and reacted to.
+    pub(super) position: watch::Receiver<u64>,
+    pub(super) stop: watch::Sender<bool>,
+    pub(super) tasks: Mutex<Vec<JoinHandle<()>>>,
+    pub(super) read_models: Mutex<Option<ReadModels>>,
+    pub(super) relay: Mutex<Option<RelayHandle>>,
+    pub(super) reply_timeout: Duration,
 }
 
 fn ended(status: ReservationStatus) -> Option<&'static str> {
@@ -406,10 +158,27 @@ fn ended(status: ReservationStatus) -> Option<&'static str> {
 }
 
 impl TicketingSystem {
+    pub(super) fn assemble(inner: Inner) -> Self {
+        Self { inner: Arc::new(inner), request_id: None }
+    }
+
     /// A builder with in-memory defaults.
     #[must_use]
     pub fn builder() -> TicketingSystemBuilder {
         TicketingSystemBuilder::default()
+    }
+
+    /// A handle to the same system whose calls record `request_id` (for example the id of the
+    /// HTTP request being served) as the correlation id of every event they cause, the saga's
+    /// follow-ups and the payment gateway's outcome included. Without it each call gets a fresh
+    /// id.
+    #[must_use]
+    pub fn with_request_id(&self, request_id: Uuid) -> Self {
+        Self { inner: Arc::clone(&self.inner), request_id: Some(request_id) }
+    }
+
+    fn context(&self) -> CommandContext {
+        CommandContext::request(self.request_id.unwrap_or_else(Uuid::new_v4))
     }
 
     fn queries(&self) -> Result<ReadModelQueries, SystemError> {
@@ -489,24 +258,24 @@ impl TicketingSystem {
                 PostgresConfig { max_connections: config.database_max_connections, ..PostgresConfig::default() };
             let store = PostgresEventStore::connect(url, postgres)
                 .await
-                .map_err(|error| SystemError::Config(format!("cannot connect to DATABASE_URL: {error}")))?;
+                .map_err(|source| SystemError::Unreachable { what: "DATABASE_URL", source: Box::new(source) })?;
             store
                 .migrate()
                 .await
-                .map_err(|error| SystemError::Config(format!("cannot migrate the schema: {error}")))?;
+                .map_err(|source| SystemError::Unreachable { what: "the schema migration", source: Box::new(source) })?;
             let read_models = crate::projections::PostgresReadModels::new(store.pool().clone());
             let store = Arc::new(store);
             Ok(builder
                 .event_store(Arc::clone(&store) as Arc<dyn EventStore>)
                 .checkpoints(store)
-                .read_models(ReadModelStorage::Postgres(read_models)))
+                .read_models(crate::system::ReadModelStorage::Postgres(read_models)))
         }
         #[cfg(not(feature = "postgres"))]
         {
             let _ = (url, builder);
-            Err(SystemError::Config(
-                "DATABASE_URL is set but boxoffice was built without the `postgres` feature".to_owned(),
-            ))
+            Err(SystemError::Config {
+                reason: "DATABASE_URL is set but boxoffice was built without the `postgres` feature".to_owned(),
+            })
         }
     }
 
@@ -516,23 +285,68 @@ impl TicketingSystem {
         Arc::clone(&self.inner.store)
     }
 
-    /// Runs `command` with a fresh correlation id. What it appends reaches the saga's fast path
-    /// through the repositories' observer, in the background.
-    async fn command(&self, command: TicketingAction) -> Result<(), SystemError> {
-        CommandContext::new_request().scope(self.inner.router.execute(command)).await?;
+    async fn command(
+        &self,
+        command: TicketingAction,
+        context: CommandContext,
+    ) -> Result<Committed<TicketingAction>, SystemError> {
+        Ok(self.inner.router.execute(command, context).await?)
+    }
+
+    async fn event_command(&self, command: EventAction) -> Result<(), SystemError> {
+        self.command(TicketingAction::Event(command), self.context()).await?;
         Ok(())
     }
 
-    /// Like [`command`](Self::command), but returns only once the saga's follow-ups of what it
-    /// appended are done, for calls that promise them (the fast path's background attempt
-    /// then finds them done and changes nothing).
+    /// Runs `command`, then waits until the saga has carried out what follows from it (for calls
+    /// that promise it: an event's inventories exist once `create_event` returns).
     async fn command_and_follow_ups(&self, command: TicketingAction) -> Result<(), SystemError> {
-        let context = CommandContext::new_request();
-        let appended = context.scope(self.inner.router.execute(command)).await?;
-        for event in &appended {
-            self.inner.saga.react(event, context).await;
+        let committed = self.command(command, self.context()).await?;
+        match committed.last_position {
+            Some(position) => self.handled(position, self.inner.reply_timeout).await,
+            None => Ok(()),
         }
-        Ok(())
+    }
+
+    /// Waits until the follower has read `position` and recorded the reactions to everything up to it.
+    async fn handled(&self, position: u64, timeout: Duration) -> Result<(), SystemError> {
+        let mut frontier = self.inner.position.clone();
+        let reached = tokio::time::timeout(timeout, frontier.wait_for(|handled| *handled >= position))
+            .await
+            .map(|reached| reached.is_ok());
+        match reached {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(SystemError::ShuttingDown),
+            Err(_) => Err(SystemError::Lagging {
+                position,
+                handled: *frontier.borrow(),
+                waited_ms: timeout.as_millis(),
+            }),
+        }
+    }
+
+    /// The price of a seat in `section` now, if the event is on sale. The cached state is
+    /// enough to sell; a refusal is checked against the store first, because another process may
+    /// have opened the sales.
+    async fn price(&self, event_id: EventId, section: &SectionName) -> Result<Money, SystemError> {
+        let stream = event_stream(event_id)?;
+        let now = self.inner.clock.now();
+        for fresh in [false, true] {
+            let wanted = section.clone();
+            let price = self
+                .inner
+                .router
+                .events
+                .read(&stream, fresh, move |event| {
+                    event.filter(|e| e.is_on_sale()).map(|e| e.price_at(&wanted, now))
+                })
+                .await
+                .map_err(lift_event_error)?;
+            if let Some(price) = price {
+                return Ok(price?);
+            }
+        }
+        Err(ReservationError::NotOnSale { event_id, section: section.clone() }.into())
     }
 
     /// Creates an event in Draft with its sections' inventories.
@@ -550,7 +364,7 @@ impl TicketingSystem {
     /// # Errors
     /// [`SystemError::Event`] for an unknown event or an illegal transition.
     pub async fn publish_event(&self, event_id: EventId) -> Result<(), SystemError> {
-        self.command(TicketingAction::Event(EventAction::PublishEvent { event_id })).await
+        self.event_command(EventAction::PublishEvent { event_id }).await
     }
 
     /// Published → `SalesOpen`.
@@ -558,7 +372,7 @@ impl TicketingSystem {
     /// # Errors
     /// As [`TicketingSystem::publish_event`].
     pub async fn open_sales(&self, event_id: EventId) -> Result<(), SystemError> {
-        self.command(TicketingAction::Event(EventAction::OpenSales { event_id })).await
+        self.event_command(EventAction::OpenSales { event_id }).await
     }
 
     /// `SalesOpen` → `SalesClosed`.
@@ -566,7 +380,7 @@ impl TicketingSystem {
     /// # Errors
     /// As [`TicketingSystem::publish_event`].
     pub async fn close_sales(&self, event_id: EventId) -> Result<(), SystemError> {
-        self.command(TicketingAction::Event(EventAction::CloseSales { event_id })).await
+        self.event_command(EventAction::CloseSales { event_id }).await
     }
 
     /// Cancels the event: every live hold is cancelled (its seats released) and every completed
@@ -586,24 +400,13 @@ impl TicketingSystem {
     /// [`SystemError::Reservation`] when the event is not on sale or the request is invalid,
     /// [`SystemError::Timeout`] when the saga did not answer in time.
     pub async fn reserve(&self, request: ReserveRequest) -> Result<HeldSeats, SystemError> {
-        let now = self.inner.clock.now();
-        let section = request.section.clone();
+        let unit_price = self.price(request.event_id, &request.section).await?;
         let event_id = request.event_id;
-        let price = self
-            .inner
-            .router
-            .events
-            .state(&event_stream(event_id)?, move |event| event.is_on_sale().then(|| event.price_at(&section, now)))
-            .await
-            .map_err(lift_event_error)?;
-        let unit_price = match price {
-            Some(price) => price?,
-            None => return Err(ReservationError::NotOnSale { event_id, section: request.section }.into()),
-        };
         let reservation_id = match &request.idempotency_key {
             Some(key) => ReservationId::for_idempotency_key(request.customer_id, key),
             None => ReservationId::new_v4(),
         };
+        let context = self.context();
         let mut waiter = self.inner.watch.watch(reservation_id);
         let initiate = ReservationAction::InitiateReservation {
             reservation_id,
@@ -613,7 +416,7 @@ impl TicketingSystem {
             customer_id: request.customer_id,
             unit_price,
         };
-        self.command(TicketingAction::Reservation(initiate)).await?;
+        self.command(TicketingAction::Reservation(initiate), context).await?;
         let timeout = self.inner.reply_timeout;
         let settled = tokio::time::timeout(
             timeout,
@@ -655,10 +458,11 @@ impl TicketingSystem {
     /// # Errors
     /// [`SystemError::PaymentDeclined`] (the seats are released), [`SystemError::ReservationEnded`]
     /// when the hold expired or was cancelled first, [`SystemError::Timeout`].
-    pub async fn pay(&self, reservation_id: ReservationId, details: PaymentDetails) -> Result<Purchase, SystemError> {
+    pub async fn pay(&self, reservation_id: ReservationId, details: PaymentDetails) -> Result<Receipt, SystemError> {
+        let context = self.context();
         let mut waiter = self.inner.watch.watch(reservation_id);
         let request = ReservationAction::RequestPayment { reservation_id, payment_token: details.token };
-        if let Err(error) = self.command(TicketingAction::Reservation(request)).await {
+        if let Err(error) = self.command(TicketingAction::Reservation(request), context).await {
             // Paying for a hold that already ended is not bad input: say how it ended.
             return match self.reservation(reservation_id).await.map(|r| ended(r.status)) {
                 Ok(Some(how)) => Err(SystemError::ReservationEnded { reservation_id, how }),
@@ -676,7 +480,7 @@ impl TicketingSystem {
         drop(waiter);
         let reservation = self.reservation_reaching(reservation_id, ReservationStatus::is_terminal).await?;
         match reservation.status {
-            ReservationStatus::Completed => Ok(Purchase {
+            ReservationStatus::Completed => Ok(Receipt {
                 reservation_id,
                 payment_id: reservation.payment_id.unwrap_or_else(|| PaymentId::for_reservation(reservation_id)),
                 seats: reservation.seats,
@@ -698,7 +502,8 @@ impl TicketingSystem {
     /// [`SystemError::Reservation`] for an unknown or already finished reservation.
     pub async fn cancel_reservation(&self, reservation_id: ReservationId) -> Result<(), SystemError> {
         let cancel = ReservationAction::CancelReservation { reservation_id };
-        self.command(TicketingAction::Reservation(cancel)).await
+        self.command(TicketingAction::Reservation(cancel), self.context()).await?;
+        Ok(())
     }
 
     /// Refunds whatever is left of a completed purchase's payment and returns the amount.
@@ -711,12 +516,14 @@ impl TicketingSystem {
             .inner
             .router
             .payments
-            .state(&payment_stream(payment_id)?, |p| p.payment.as_ref().map(|p| p.amount.checked_sub(p.refunded)))
+            .read(&payment_stream(payment_id)?, true, |p| {
+                p.and_then(|p| p.payment.as_ref()).map(|p| p.amount.checked_sub(p.refunded))
+            })
             .await
             .map_err(lift_payment_error)?
             .ok_or(SystemError::UnknownReservation { reservation_id })??;
         let refund = PaymentAction::RefundPayment { payment_id, amount: refundable, reason: reason.into() };
-        self.command(TicketingAction::Payment(refund)).await?;
+        self.command(TicketingAction::Payment(refund), self.context()).await?;
         Ok(refundable)
     }
 
@@ -763,11 +570,9 @@ impl TicketingSystem {
         fresh: bool,
     ) -> Result<crate::aggregates::Reservation, SystemError> {
         let stream = reservation_stream(reservation_id)?;
-        let reservations = &self.inner.router.reservations;
-        let read = |s: &crate::aggregates::ReservationState| s.reservation.clone();
-        let found =
-            if fresh { reservations.fresh_state(&stream, read).await } else { reservations.state(&stream, read).await };
-        found.map_err(lift_reservation_error)?.ok_or(SystemError::UnknownReservation { reservation_id })
+        let read = |s: Option<&crate::aggregates::ReservationState>| s.and_then(|s| s.reservation.clone());
+        let found = self.inner.router.reservations.read(&stream, fresh, read).await.map_err(lift_reservation_error)?;
+        found.ok_or(SystemError::UnknownReservation { reservation_id })
     }
 
     /// Waits until everything committed so far has been handled by the saga, every effect has
@@ -783,16 +588,13 @@ impl TicketingSystem {
     /// [`SystemError::Storage`] when the store cannot be read, [`SystemError::Projection`] when a
     /// read model does not catch up within the reply timeout.
     pub async fn settled(&self) -> Result<(), SystemError> {
-        let mut position = self.inner.position.clone();
+        let timeout = self.inner.reply_timeout;
         loop {
-            self.inner.router.settled().await;
             let last = self.inner.store.last_committed_position().await?;
-            if position.wait_for(|handled| *handled >= last).await.is_err() {
-                return Err(SystemError::ShuttingDown);
-            }
-            self.inner.router.settled().await;
+            self.handled(last, timeout).await?;
+            self.inner.router.snapshots_written().await;
             if self.inner.expiry.due().is_empty() && self.inner.store.last_committed_position().await? == last {
-                return self.wait_for_read_models(last, self.inner.reply_timeout).await;
+                return self.wait_for_read_models(last, timeout).await;
             }
             tokio::task::yield_now().await;
         }
@@ -805,22 +607,38 @@ impl TicketingSystem {
         self.inner.relay.lock().unwrap_or_else(PoisonError::into_inner).as_ref().map(RelayHandle::progress)
     }
 
-    /// Stops the follower, the sweeper, the read models and the relay after the work in hand;
-    /// commands already accepted have been appended.
+    /// Finishes every saga step already decided (a paid hold's seats confirmed, a released hold's
+    /// seats returned), then stops the follower, the sweeper, the read models and the relay.
+    /// Waits at most the reply timeout for the steps: whatever is left then (the store is down)
+    /// stays durable in the log, and the next process carries it out from the checkpoint.
     pub async fn shutdown(&self) {
-        self.inner.stop.send_replace(true);
-        self.inner.fast_path.write().unwrap_or_else(PoisonError::into_inner).take();
-        let tasks = std::mem::take(&mut *self.inner.tasks.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
-        for task in tasks {
-            let _ = task.await;
+        let drained = async {
+            loop {
+                let last = self.inner.store.last_committed_position().await?;
+                self.handled(last, self.inner.reply_timeout).await?;
+                if self.inner.store.last_committed_position().await? == last {
+                    return Ok::<(), SystemError>(());
+                }
+            }
+        };
+        if let Err(error) = drained.await {
+            tracing::warn!(%error, "shutting down with saga steps left for the next process");
         }
+        self.inner.stop.send_replace(true);
+        let tasks = std::mem::take(&mut *self.inner.tasks.lock().unwrap_or_else(PoisonError::into_inner));
+        for task in tasks {
+            if let Err(error) = task.await {
+                tracing::error!(%error, "a background task of the system failed");
+            }
+        }
+        self.inner.router.snapshots_written().await;
         let relay = self.inner.relay.lock().unwrap_or_else(PoisonError::into_inner).take();
         if let Some(relay) = relay
             && let Err(error) = relay.stop().await
         {
             tracing::warn!(%error, "the outbox relay stopped with an error");
         }
-        let models = self.inner.read_models.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+        let models = self.inner.read_models.lock().unwrap_or_else(PoisonError::into_inner).take();
         if let Some(models) = models {
             models.stop().await;
         }

@@ -1,0 +1,280 @@
+//! [`SagaDriver`]: the four reducers and the saga run synchronously, with no runtime, no store and
+//! no clock of their own. It exists for tests and baselines (generating a log, measuring the bare
+//! cost of the reducers); applications run the [`TicketingSystem`](crate::system::TicketingSystem),
+//! which executes the same reducers and the same [`reactions`](super::reactions).
+
+use std::collections::{HashMap, VecDeque};
+
+use smallvec::SmallVec;
+
+use super::saga::{Charge, Reaction, reactions, rejection_reactions};
+use super::{
+    EventReducer, EventState, GatewayOutcome, InventoryReducer, InventoryState, PaymentReducer, PaymentState,
+    PaymentStatus, ReservationAction, ReservationError, ReservationReducer, ReservationState, TicketingAction,
+    TicketingEnv,
+};
+use crate::domain::{EventId, PaymentId, ReservationId, SectionName};
+use crate::framework::{Effect, Effects, Reducer};
+
+/// Every aggregate instance the driver holds, keyed by its id.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TicketingState {
+    /// Events.
+    pub events: HashMap<EventId, EventState>,
+    /// Inventories, one per (event, section).
+    pub inventories: HashMap<(EventId, SectionName), InventoryState>,
+    /// Reservations.
+    pub reservations: HashMap<ReservationId, ReservationState>,
+    /// Payments.
+    pub payments: HashMap<PaymentId, PaymentState>,
+}
+
+impl TicketingState {
+    /// The inventory of `section` of `event`.
+    #[must_use]
+    pub fn inventory(&self, event: EventId, section: &SectionName) -> Option<&InventoryState> {
+        self.inventories.get(&(event, section.clone()))
+    }
+
+    /// The reservation `id`.
+    #[must_use]
+    pub fn reservation(&self, id: ReservationId) -> Option<&super::Reservation> {
+        self.reservations.get(&id)?.reservation.as_ref()
+    }
+}
+
+/// Runs commands through the reducers and their saga follow-ups to the end, in order.
+///
+/// Charges are parked until [`answer`](Self::answer)ed, unless the driver was built
+/// [`answering`](Self::answering) every charge at once. Holds expire only when sent
+/// `ExpireReservation` (after moving the environment's clock).
+///
+/// ```
+/// use std::sync::Arc;
+/// use boxoffice::aggregates::{EventAction, GatewayOutcome, SagaDriver, Section, TicketingEnv};
+/// use boxoffice::prelude::*;
+/// use chrono::{TimeZone, Utc};
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let clock = FixedClock::new(Utc.with_ymd_and_hms(2030, 1, 1, 12, 0, 0).unwrap());
+/// let mut driver = SagaDriver::new(TicketingEnv::new(Arc::new(clock.clone()))).answering(GatewayOutcome::Approved);
+/// let (event_id, stalls) = (EventId::new_v4(), SectionName::new("Stalls")?);
+/// let price = Money::new(2_500, Currency::EUR);
+/// driver.send(EventAction::CreateEvent {
+///     event_id,
+///     name: "Rust Fest".into(),
+///     venue: Venue::new(VenueId::new_v4(), "Hall")?,
+///     date: clock.now() + chrono::Duration::days(30),
+///     sections: vec![Section { name: stalls.clone(), capacity: Capacity::new(100)? }],
+///     pricing_tiers: vec![PricingTier::new(TierKind::Regular, stalls.clone(), price, None)?],
+/// }.into()).map_err(|r| format!("{r:?}"))?;
+/// driver.send(EventAction::PublishEvent { event_id }.into()).map_err(|r| format!("{r:?}"))?;
+/// driver.send(EventAction::OpenSales { event_id }.into()).map_err(|r| format!("{r:?}"))?;
+///
+/// let reservation_id = ReservationId::new_v4();
+/// let customer_id = CustomerId::new_v4();
+/// let reserve = ReservationAction::InitiateReservation { reservation_id, event_id, section: stalls.clone(), quantity: 2, customer_id, unit_price: price };
+/// driver.send(reserve.into()).map_err(|r| format!("{r:?}"))?;
+/// let pay = ReservationAction::RequestPayment { reservation_id, payment_token: "tok_visa".into() };
+/// driver.send(pay.into()).map_err(|r| format!("{r:?}"))?;
+///
+/// assert_eq!(driver.state().reservation(reservation_id).map(|r| r.status), Some(ReservationStatus::Completed));
+/// assert_eq!(driver.state().inventory(event_id, &stalls).map(|i| i.sold()), Some(2));
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct SagaDriver {
+    env: TicketingEnv,
+    state: TicketingState,
+    log: Vec<TicketingAction>,
+    parked: VecDeque<Charge>,
+    answer_all: Option<GatewayOutcome>,
+}
+
+impl SagaDriver {
+    /// A driver with no instances that parks every charge.
+    #[must_use]
+    pub fn new(env: TicketingEnv) -> Self {
+        Self { env, state: TicketingState::default(), log: Vec::new(), parked: VecDeque::new(), answer_all: None }
+    }
+
+    /// Answers every charge with `outcome` as soon as its intent is recorded.
+    #[must_use]
+    pub fn answering(mut self, outcome: GatewayOutcome) -> Self {
+        self.answer_all = Some(outcome);
+        self
+    }
+
+    /// Handles `command` and every follow-up it leads to; returns the events the command itself
+    /// persisted (its follow-ups' events are in [`log`](Self::log)).
+    ///
+    /// # Errors
+    /// The rejection, when the command was refused (its refusal's own follow-ups, such as a seat
+    /// shortage ending a reservation, still run).
+    pub fn send(&mut self, command: TicketingAction) -> Result<SmallVec<[TicketingAction; 4]>, TicketingAction> {
+        let mut queue = VecDeque::new();
+        let first = self.step(command, &mut queue);
+        while let Some(reaction) = queue.pop_front() {
+            match reaction {
+                Reaction::Command(command) => drop(self.step(command, &mut queue)),
+                Reaction::Charge(charge) => self.charge(charge, &mut queue),
+            }
+        }
+        first
+    }
+
+    /// Charges waiting for an answer, oldest first.
+    pub fn parked_charges(&self) -> impl Iterator<Item = &Charge> {
+        self.parked.iter()
+    }
+
+    /// Answers the parked charge of `payment_id` and runs what follows; false if none is parked.
+    pub fn answer(&mut self, payment_id: PaymentId, outcome: GatewayOutcome) -> bool {
+        let Some(index) = self.parked.iter().position(|c| c.payment_id == payment_id) else { return false };
+        let Some(charge) = self.parked.remove(index) else { return false };
+        drop(self.send(charge.outcome(outcome)));
+        true
+    }
+
+    /// Every event persisted so far, in order.
+    #[must_use]
+    pub fn log(&self) -> &[TicketingAction] {
+        &self.log
+    }
+
+    /// Every instance.
+    #[must_use]
+    pub fn state(&self) -> &TicketingState {
+        &self.state
+    }
+
+    fn charge(&mut self, charge: Charge, queue: &mut VecDeque<Reaction>) {
+        if self.step(charge.intent(), queue).is_err() {
+            return;
+        }
+        let pending = self.state.payments.get(&charge.payment_id).and_then(|p| p.payment.as_ref()).map(|p| p.status);
+        if pending != Some(PaymentStatus::Pending) {
+            return;
+        }
+        match self.answer_all.clone() {
+            Some(outcome) => drop(self.step(charge.outcome(outcome), queue)),
+            None => self.parked.push_back(charge),
+        }
+    }
+
+    fn step(
+        &mut self,
+        command: TicketingAction,
+        queue: &mut VecDeque<Reaction>,
+    ) -> Result<SmallVec<[TicketingAction; 4]>, TicketingAction> {
+        let mut persisted = SmallVec::new();
+        for effect in self.route(command) {
+            match effect {
+                Effect::Persist(events) => persisted.extend(events),
+                Effect::Reject(rejection) => {
+                    queue.extend(rejection_reactions(&rejection).into_iter().map(Reaction::Command));
+                    return Err(*rejection);
+                }
+            }
+        }
+        for event in &persisted {
+            queue.extend(reactions(event));
+        }
+        self.log.extend(persisted.iter().cloned());
+        Ok(persisted)
+    }
+
+    fn route(&mut self, action: TicketingAction) -> Effects<TicketingAction> {
+        let (state, env) = (&mut self.state, &self.env);
+        match action {
+            TicketingAction::Event(a) => {
+                let Some(id) = a.event_id() else { return Effects::new() };
+                lift(on_child(&mut state.events, id, |c| EventReducer.reduce(c, a, &env.event)), TicketingAction::Event)
+            }
+            TicketingAction::Inventory(a) => {
+                let Some((event, section)) = a.key() else { return Effects::new() };
+                let key = (event, section.clone());
+                let effects = on_child(&mut state.inventories, key, |c| InventoryReducer.reduce(c, a, &env.inventory));
+                lift(effects, TicketingAction::Inventory)
+            }
+            TicketingAction::Reservation(a) => {
+                let Some(id) = a.reservation_id() else { return Effects::new() };
+                if let ReservationAction::InitiateReservation { event_id, section, .. } = &a
+                    && !state.reservations.contains_key(&id)
+                    && !state.events.get(event_id).is_some_and(|e| e.is_on_sale() && e.section(section).is_some())
+                {
+                    let error = ReservationError::NotOnSale { event_id: *event_id, section: section.clone() };
+                    let rejection = TicketingAction::Reservation(ReservationAction::Rejected(error));
+                    return smallvec::smallvec![Effect::Reject(Box::new(rejection))];
+                }
+                let effects =
+                    on_child(&mut state.reservations, id, |c| ReservationReducer.reduce(c, a, &env.reservation));
+                lift(effects, TicketingAction::Reservation)
+            }
+            TicketingAction::Payment(a) => {
+                let Some(id) = a.payment_id() else { return Effects::new() };
+                let effects = on_child(&mut state.payments, id, |c| PaymentReducer.reduce(c, a, &env.payment));
+                lift(effects, TicketingAction::Payment)
+            }
+        }
+    }
+}
+
+/// Runs `reduce` on the instance at `key`. An instance that does not exist yet is only added
+/// when the reduction changed it, so a refused command for an unknown id adds nothing (I9).
+fn on_child<K, S, A>(map: &mut HashMap<K, S>, key: K, reduce: impl FnOnce(&mut S) -> Effects<A>) -> Effects<A>
+where
+    K: std::hash::Hash + Eq,
+    S: Default + PartialEq,
+{
+    if let Some(child) = map.get_mut(&key) {
+        return reduce(child);
+    }
+    let mut child = S::default();
+    let effects = reduce(&mut child);
+    if child != S::default() {
+        map.insert(key, child);
+    }
+    effects
+}
+
+fn lift<A>(effects: Effects<A>, wrap: fn(A) -> TicketingAction) -> Effects<TicketingAction> {
+    effects.into_iter().map(|e| e.map(wrap)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::aggregates::{InventoryAction, InventoryError, PaymentAction};
+    use crate::domain::{Currency, Money};
+    use crate::framework::{FixedClock, Message, MessageKind};
+    use chrono::{TimeZone, Utc};
+    use std::sync::Arc;
+
+    #[test]
+    fn refused_commands_for_unknown_instances_create_nothing() {
+        let clock = FixedClock::new(Utc.with_ymd_and_hms(2030, 1, 1, 12, 0, 0).unwrap());
+        let mut driver = SagaDriver::new(TicketingEnv::new(Arc::new(clock)));
+        let reservation_id = ReservationId::new_v4();
+        let confirm = InventoryAction::ConfirmReservation {
+            event_id: EventId::new_v4(),
+            section: SectionName::new("Stalls").unwrap(),
+            reservation_id,
+        };
+        let refused = driver.send(confirm.into()).unwrap_err();
+        assert!(matches!(
+            refused,
+            TicketingAction::Inventory(InventoryAction::Rejected(InventoryError::NotInitialized { .. }))
+        ));
+        let refund = PaymentAction::RefundPayment {
+            payment_id: PaymentId::for_reservation(reservation_id),
+            amount: Money::new(1, Currency::EUR),
+            reason: String::new(),
+        };
+        assert_eq!(driver.send(refund.into()).unwrap_err().kind(), MessageKind::Rejection);
+        assert_eq!(driver.state(), &TicketingState::default());
+        assert!(driver.log().is_empty());
+    }
+}

@@ -1,0 +1,251 @@
+//! The reservation saga as pure functions: given a persisted event (or a refusal) they name what
+//! must follow. The system runs them on every event it reads from the log, once per process; the
+//! [`SagaDriver`](super::SagaDriver) runs them synchronously for tests and baselines. Both run
+//! this one saga.
+
+use serde::{Deserialize, Serialize};
+use smallvec::{SmallVec, smallvec};
+
+use super::inventory::{InventoryAction, InventoryError, ReleaseReason};
+use super::payment::PaymentAction;
+use super::reservation::ReservationAction;
+use super::{EventAction, TicketingAction};
+use crate::domain::{EventId, Money, PaymentId, ReservationId, SectionName};
+
+/// What must follow a persisted event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reaction {
+    /// Send this command to its aggregate.
+    Command(TicketingAction),
+    /// Charge the customer: the one reaction with a side effect outside the log.
+    Charge(Charge),
+}
+
+/// A charge the saga asks for. Whoever carries it out first sends [`Charge::intent`]
+/// (`ProcessPayment`, whose `PaymentProcessed` is the durable record that a charge is under way),
+/// then calls the payment gateway with the payment id as the provider's idempotency key, then
+/// records the answer with [`Charge::outcome`]. A charge re-driven after a crash repeats the same
+/// steps: the intent is already recorded, the provider deduplicates the call by payment id, and
+/// the outcome is recorded once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Charge {
+    /// The payment, [`PaymentId::for_reservation`].
+    pub payment_id: PaymentId,
+    /// What it pays for.
+    pub reservation_id: ReservationId,
+    /// How much.
+    pub amount: Money,
+    /// The customer's payment-provider token.
+    pub payment_token: String,
+}
+
+impl Charge {
+    /// The `ProcessPayment` command that records the intent to charge.
+    #[must_use]
+    pub fn intent(&self) -> TicketingAction {
+        TicketingAction::Payment(PaymentAction::ProcessPayment {
+            payment_id: self.payment_id,
+            reservation_id: self.reservation_id,
+            amount: self.amount,
+            payment_token: self.payment_token.clone(),
+        })
+    }
+
+    /// The command that records the gateway's answer.
+    #[must_use]
+    pub fn outcome(&self, outcome: super::GatewayOutcome) -> TicketingAction {
+        TicketingAction::Payment(PaymentAction::RecordGatewayOutcome { payment_id: self.payment_id, outcome })
+    }
+}
+
+/// The saga's answer to a refused command, for the refusals it must hear about although
+/// nothing was persisted: `InsufficientInventory` becomes `RecordSeatShortage`, which ends the
+/// reservation Compensated. Every other rejection yields nothing. Like [`saga_reactions`] it is
+/// pure, so the system layer reuses it.
+#[must_use]
+pub fn rejection_reactions(rejection: &TicketingAction) -> SmallVec<[TicketingAction; 2]> {
+    match rejection {
+        TicketingAction::Inventory(InventoryAction::Rejected(InventoryError::InsufficientInventory {
+            reservation_id,
+            requested,
+            available,
+        })) => smallvec![TicketingAction::Reservation(ReservationAction::RecordSeatShortage {
+            reservation_id: *reservation_id,
+            requested: *requested,
+            available: *available,
+        })],
+        _ => smallvec![],
+    }
+}
+
+/// The reservation saga as a pure function: the commands that must follow a persisted `event`.
+/// Anything that is not a persisted event yields nothing.
+///
+/// | Persisted event | Follow-up command |
+/// |---|---|
+/// | `EventCreated` | `InitializeInventory` for each section |
+/// | `ReservationInitiated` | `ReserveSeats` |
+/// | `SeatsReserved` | `AllocateSeats` |
+/// | `PaymentRequested` | [`Reaction::Charge`]: `ProcessPayment`, the gateway call, `RecordGatewayOutcome` |
+/// | Payment `PaymentSucceeded` | `CompletePayment` |
+/// | Payment `PaymentFailed` | `FailPayment` |
+/// | `ReservationCompleted` | `ConfirmReservation` |
+/// | `ReservationExpired` / `Cancelled` / `Compensated` with seats, `SeatsReturned` | `ReleaseReservation` |
+/// | Reservation `PaymentSucceeded` with `refund_owed` | `RefundPayment` of the whole amount |
+///
+/// Commands it produces are idempotent, so feeding it a redelivered event is harmless.
+/// `EventCancelled` needs the event's holds and payments, so the system handles it, not this function.
+#[must_use]
+pub fn reactions(event: &TicketingAction) -> SmallVec<[Reaction; 2]> {
+    use TicketingAction as T;
+    let release = |event_id: &EventId, section: &SectionName, reservation_id: &ReservationId, reason| {
+        T::Inventory(InventoryAction::ReleaseReservation {
+            event_id: *event_id,
+            section: section.clone(),
+            reservation_id: *reservation_id,
+            reason,
+        })
+    };
+    match event {
+        T::Event(EventAction::EventCreated { details, .. }) => details
+            .sections
+            .iter()
+            .map(|s| {
+                Reaction::Command(T::Inventory(InventoryAction::InitializeInventory {
+                    event_id: details.event_id,
+                    section: s.name.clone(),
+                    capacity: s.capacity,
+                }))
+            })
+            .collect(),
+        T::Reservation(ReservationAction::ReservationInitiated {
+            reservation_id,
+            event_id,
+            section,
+            quantity,
+            expires_at,
+            ..
+        }) => smallvec![Reaction::Command(T::Inventory(InventoryAction::ReserveSeats {
+            event_id: *event_id,
+            section: section.clone(),
+            reservation_id: *reservation_id,
+            quantity: *quantity,
+            expires_at: *expires_at,
+        }))],
+        T::Inventory(InventoryAction::SeatsReserved { reservation_id, seats, .. }) => {
+            smallvec![Reaction::Command(T::Reservation(ReservationAction::AllocateSeats {
+                reservation_id: *reservation_id,
+                seats: seats.iter().map(|s| s.seat_id).collect(),
+            }))]
+        }
+        T::Reservation(ReservationAction::PaymentRequested { reservation_id, payment_id, amount, payment_token }) => {
+            smallvec![Reaction::Charge(Charge {
+                payment_id: *payment_id,
+                reservation_id: *reservation_id,
+                amount: *amount,
+                payment_token: payment_token.clone(),
+            })]
+        }
+        T::Payment(PaymentAction::PaymentSucceeded { payment_id, reservation_id, amount, .. }) => {
+            smallvec![Reaction::Command(T::Reservation(ReservationAction::CompletePayment {
+                reservation_id: *reservation_id,
+                payment_id: *payment_id,
+                amount: *amount,
+            }))]
+        }
+        T::Payment(PaymentAction::PaymentFailed { payment_id, reservation_id, reason, .. }) => {
+            smallvec![Reaction::Command(T::Reservation(ReservationAction::FailPayment {
+                reservation_id: *reservation_id,
+                payment_id: *payment_id,
+                reason: reason.clone(),
+            }))]
+        }
+        T::Reservation(ReservationAction::ReservationCompleted { reservation_id, event_id, section, .. }) => {
+            smallvec![Reaction::Command(T::Inventory(InventoryAction::ConfirmReservation {
+                event_id: *event_id,
+                section: section.clone(),
+                reservation_id: *reservation_id,
+            }))]
+        }
+        T::Reservation(ReservationAction::ReservationExpired { reservation_id, event_id, section, seats, .. })
+            if !seats.is_empty() =>
+        {
+            smallvec![Reaction::Command(release(event_id, section, reservation_id, ReleaseReason::Expired))]
+        }
+        T::Reservation(ReservationAction::ReservationCancelled {
+            reservation_id, event_id, section, seats, ..
+        }) if !seats.is_empty() => {
+            smallvec![Reaction::Command(release(event_id, section, reservation_id, ReleaseReason::Cancelled))]
+        }
+        T::Reservation(ReservationAction::ReservationCompensated {
+            reservation_id, event_id, section, seats, ..
+        }) if !seats.is_empty() => {
+            smallvec![Reaction::Command(release(event_id, section, reservation_id, ReleaseReason::PaymentFailed))]
+        }
+        T::Reservation(ReservationAction::SeatsReturned { reservation_id, event_id, section, .. }) => {
+            smallvec![Reaction::Command(release(event_id, section, reservation_id, ReleaseReason::ReservationEnded))]
+        }
+        T::Reservation(ReservationAction::PaymentSucceeded { payment_id, amount, refund_owed: true, .. }) => {
+            smallvec![Reaction::Command(T::Payment(PaymentAction::RefundPayment {
+                payment_id: *payment_id,
+                amount: *amount,
+                reason: "payment arrived after the reservation ended".into(),
+            }))]
+        }
+        _ => smallvec![],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::aggregates::Section;
+    use crate::aggregates::event::EventDetails;
+    use crate::domain::{Capacity, Venue, VenueId};
+    use crate::framework::Message;
+    use chrono::{TimeZone, Utc};
+
+    #[test]
+    fn saga_ignores_commands_and_initialises_every_section() {
+        let cancel = TicketingAction::Reservation(ReservationAction::CancelReservation {
+            reservation_id: ReservationId::new_v4(),
+        });
+        assert!(reactions(&cancel).is_empty());
+        let start = Utc.with_ymd_and_hms(2030, 1, 1, 12, 0, 0).unwrap();
+        let details = EventDetails {
+            event_id: EventId::new_v4(),
+            name: "x".into(),
+            venue: Venue::new(VenueId::new_v4(), "Hall").unwrap(),
+            date: start,
+            sections: vec![
+                Section { name: SectionName::new("Stalls").unwrap(), capacity: Capacity::new(10).unwrap() },
+                Section { name: SectionName::new("Box").unwrap(), capacity: Capacity::new(1).unwrap() },
+            ],
+            pricing_tiers: Vec::new(),
+        };
+        let created = TicketingAction::Event(EventAction::EventCreated { details, created_at: start });
+        let follow_ups = reactions(&created);
+        assert_eq!(follow_ups.len(), 2);
+        assert!(
+            follow_ups.iter().all(|r| matches!(r, Reaction::Command(c) if c.name() == "InitializeInventory"))
+        );
+    }
+
+    #[test]
+    fn a_payment_request_asks_for_one_charge_with_its_intent_first() {
+        let reservation_id = ReservationId::new_v4();
+        let payment_id = PaymentId::for_reservation(reservation_id);
+        let amount = Money::new(1_000, crate::domain::Currency::EUR);
+        let requested = TicketingAction::Reservation(ReservationAction::PaymentRequested {
+            reservation_id,
+            payment_id,
+            amount,
+            payment_token: "tok".into(),
+        });
+        let follow_ups = reactions(&requested);
+        let [Reaction::Charge(charge)] = follow_ups.as_slice() else { unreachable!("one charge: {follow_ups:?}") };
+        assert_eq!(charge.intent().name(), "ProcessPayment");
+        assert_eq!(charge.outcome(crate::aggregates::GatewayOutcome::Approved).name(), "RecordGatewayOutcome");
+    }
+}

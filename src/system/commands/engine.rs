@@ -1,0 +1,549 @@
+//! The command engine: the one runtime that executes the pure reducers over the event store.
+//!
+//! One worker per stream owns that stream's state. It takes every command queued for the stream,
+//! reduces them in order and appends all their events in one atomic `append_batch` (group
+//! commit), each command's events as their own [`StreamAppend`] with the command's own
+//! metadata and the expected version chained from the one before. When another writer won the
+//! race, or the store failed transiently, the worker reloads the stream and decides the whole
+//! batch again, backing off by the [`RetryPolicy`]. Snapshots of long streams are written in the
+//! background.
+
+use std::collections::HashMap;
+use std::fmt::Debug;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use serde::Serialize;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use smallvec::SmallVec;
+use tokio::sync::{mpsc, oneshot, watch};
+use tracing::Instrument;
+
+use super::RetryPolicy;
+use crate::event_store::{EventStore, EventStoreError, ExpectedVersion, NewEvent, Snapshot, StreamAppend, StreamId};
+use crate::framework::{Effect, Message, Reducer};
+use crate::system::context::CommandContext;
+
+/// The payload shape version every event is written with today; older shapes are lifted by the
+/// store's upcasters before the engine reads them.
+pub(crate) const SCHEMA_VERSION: u32 = 1;
+
+/// Shape version of the snapshots the engine writes; others are ignored.
+const SNAPSHOT_SCHEMA_VERSION: u32 = 1;
+
+/// Why a command was not carried out. In every case but `Rejected` the command may be retried:
+/// nothing of it was written.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum CommandError<A> {
+    /// The aggregate refused the command; the rejection says why. Nothing was written.
+    #[error("command rejected: {0:?}")]
+    Rejected(A),
+    /// Other writers kept winning the race for the stream.
+    #[error("stream {stream} still conflicted after {attempts} attempts")]
+    RetriesExhausted {
+        /// The contended stream.
+        stream: StreamId,
+        /// How many times the batch was tried.
+        attempts: u32,
+    },
+    /// The event store failed (and kept failing for the retries allowed). Shared, because
+    /// every command of the failed batch reports the same failure.
+    #[error("storage failed on stream {stream}")]
+    Storage {
+        /// The stream.
+        stream: StreamId,
+        /// What the store reported.
+        #[source]
+        source: Arc<EventStoreError>,
+    },
+    /// An event of the stream could not be read back as this aggregate's action.
+    #[error("stream {stream} holds an event that does not decode")]
+    Decode {
+        /// The stream.
+        stream: StreamId,
+        /// The decoding error.
+        #[source]
+        source: Arc<serde_json::Error>,
+    },
+    /// The action is not a command addressed to an aggregate instance.
+    #[error("not a command for an aggregate instance: {0:?}")]
+    NotACommand(A),
+    /// The system is shutting down and the stream's worker stopped before answering.
+    #[error("the worker for stream {stream} stopped before answering")]
+    WorkerStopped {
+        /// The stream.
+        stream: StreamId,
+    },
+}
+
+impl<A> CommandError<A> {
+    /// Converts the action a rejection carries.
+    pub(crate) fn map_action<B>(self, wrap: impl FnOnce(A) -> B) -> CommandError<B> {
+        match self {
+            Self::Rejected(a) => CommandError::Rejected(wrap(a)),
+            Self::NotACommand(a) => CommandError::NotACommand(wrap(a)),
+            Self::RetriesExhausted { stream, attempts } => CommandError::RetriesExhausted { stream, attempts },
+            Self::Storage { stream, source } => CommandError::Storage { stream, source },
+            Self::Decode { stream, source } => CommandError::Decode { stream, source },
+            Self::WorkerStopped { stream } => CommandError::WorkerStopped { stream },
+        }
+    }
+
+    /// Whether trying the same command again later may succeed.
+    pub(crate) fn is_retryable(&self) -> bool {
+        matches!(self, Self::RetriesExhausted { .. } | Self::Storage { .. })
+    }
+}
+
+/// What a command appended.
+#[derive(Debug, Clone)]
+pub(crate) struct Committed<A> {
+    /// Its events, in order (none when it had already been carried out).
+    pub(crate) events: SmallVec<[A; 4]>,
+    /// The global position of its last event.
+    pub(crate) last_position: Option<u64>,
+}
+
+/// Tuning of the command engine.
+#[derive(Debug, Clone, Copy)]
+pub struct EngineConfig {
+    /// Most commands folded into one append.
+    pub max_batch: usize,
+    /// A stream's worker (and its cached state) goes away after this long without commands.
+    pub idle_timeout: Duration,
+    /// Retries of a batch that lost a race or met a transient storage failure.
+    pub retry: RetryPolicy,
+    /// A snapshot of a stream's state is saved every this many events (0: never), so loading a
+    /// long stream (a hot section) reads the snapshot and the events after it.
+    pub snapshot_every: u64,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            max_batch: 256,
+            idle_timeout: Duration::from_secs(30),
+            retry: RetryPolicy::default(),
+            snapshot_every: 500,
+        }
+    }
+}
+
+type Reply<A> = oneshot::Sender<Result<Committed<A>, CommandError<A>>>;
+
+struct CommandJob<A> {
+    command: A,
+    context: CommandContext,
+    reply: Reply<A>,
+}
+
+/// A read of the state, answered by the worker from its copy.
+type ReadJob<S> = Box<dyn FnOnce(Option<&S>) + Send>;
+
+enum Job<R: Reducer> {
+    Command(CommandJob<R::Action>),
+    /// Read the state; with `fresh`, catch up with the store first.
+    Read { read: ReadJob<R::State>, fresh: bool },
+}
+
+struct WorkerHandle<R: Reducer> {
+    id: u64,
+    jobs: mpsc::UnboundedSender<Job<R>>,
+}
+
+/// Executes the commands of one aggregate type, a worker per stream.
+pub(crate) struct Engine<R: Reducer> {
+    inner: Arc<Inner<R>>,
+}
+
+struct Inner<R: Reducer> {
+    reducer: R,
+    env: R::Env,
+    store: Arc<dyn EventStore>,
+    config: EngineConfig,
+    workers: Mutex<(u64, HashMap<StreamId, WorkerHandle<R>>)>,
+    /// Snapshots being written in the background.
+    snapshots_in_flight: watch::Sender<usize>,
+}
+
+impl<R: Reducer> Clone for Engine<R> {
+    fn clone(&self) -> Self {
+        Self { inner: Arc::clone(&self.inner) }
+    }
+}
+
+/// A stream as its worker holds it.
+struct Loaded<S> {
+    state: S,
+    version: u64,
+    /// Version of the last snapshot saved or loaded (0: none).
+    snapshot_version: u64,
+}
+
+impl<R> Engine<R>
+where
+    R: Reducer + Clone,
+    R::State: Default + Clone + Serialize + DeserializeOwned + Sync,
+    R::Env: Clone,
+    R::Action: Message + Serialize + DeserializeOwned + Clone + Debug + Send + Sync,
+{
+    /// An engine writing to `store`.
+    pub(crate) fn new(reducer: R, env: R::Env, store: Arc<dyn EventStore>, config: EngineConfig) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                reducer,
+                env,
+                store,
+                config,
+                workers: Mutex::new((0, HashMap::new())),
+                snapshots_in_flight: watch::channel(0).0,
+            }),
+        }
+    }
+
+    /// Handles `command` on `stream` on behalf of `context` and returns what it appended.
+    ///
+    /// # Errors
+    /// See [`CommandError`]; in every error case nothing of the command was written.
+    pub(crate) async fn execute(
+        &self,
+        stream: &StreamId,
+        command: R::Action,
+        context: CommandContext,
+    ) -> Result<Committed<R::Action>, CommandError<R::Action>> {
+        let (reply, answer) = oneshot::channel();
+        self.enqueue(stream, Job::Command(CommandJob { command, context, reply }))?;
+        answer.await.map_err(|_| CommandError::WorkerStopped { stream: stream.clone() })?
+    }
+
+    /// Reads the state of `stream` as this process holds it (`None` if the stream cannot be
+    /// loaded). With `fresh`, the worker first reads what other processes appended since.
+    ///
+    /// # Errors
+    /// [`CommandError::WorkerStopped`] when the system is stopping.
+    pub(crate) async fn read<T: Send + 'static>(
+        &self,
+        stream: &StreamId,
+        fresh: bool,
+        read: impl FnOnce(Option<&R::State>) -> T + Send + 'static,
+    ) -> Result<T, CommandError<R::Action>> {
+        let (reply, answer) = oneshot::channel();
+        let read: ReadJob<R::State> = Box::new(move |state| {
+            let _ = reply.send(read(state));
+        });
+        self.enqueue(stream, Job::Read { read, fresh })?;
+        answer.await.map_err(|_| CommandError::WorkerStopped { stream: stream.clone() })
+    }
+
+    /// Waits until every snapshot started so far has been written (or has failed, with a warning).
+    pub(crate) async fn snapshots_written(&self) {
+        let _ = self.inner.snapshots_in_flight.subscribe().wait_for(|n| *n == 0).await;
+    }
+
+    fn enqueue(&self, stream: &StreamId, job: Job<R>) -> Result<(), CommandError<R::Action>> {
+        let mut guard = self.inner.workers.lock().unwrap_or_else(PoisonError::into_inner);
+        let (next_id, workers) = &mut *guard;
+        let job = match workers.get(stream) {
+            Some(worker) => match worker.jobs.send(job) {
+                Ok(()) => return Ok(()),
+                Err(mpsc::error::SendError(job)) => job,
+            },
+            None => job,
+        };
+        *next_id += 1;
+        let (jobs, queue) = mpsc::unbounded_channel();
+        let _ = jobs.send(job);
+        workers.insert(stream.clone(), WorkerHandle { id: *next_id, jobs });
+        let worker = Worker { engine: self.clone(), stream: stream.clone(), id: *next_id, loaded: None };
+        let span = tracing::debug_span!("stream_worker", stream = %stream);
+        tokio::spawn(worker.run(queue).instrument(span));
+        Ok(())
+    }
+}
+
+struct Worker<R: Reducer> {
+    engine: Engine<R>,
+    stream: StreamId,
+    id: u64,
+    /// `None` until loaded, and again after a failed append (the stream must be reloaded).
+    loaded: Option<Loaded<R::State>>,
+}
+
+impl<R> Worker<R>
+where
+    R: Reducer + Clone,
+    R::State: Default + Clone + Serialize + DeserializeOwned + Sync,
+    R::Env: Clone,
+    R::Action: Message + Serialize + DeserializeOwned + Clone + Debug + Send + Sync,
+{
+    async fn run(mut self, mut queue: mpsc::UnboundedReceiver<Job<R>>) {
+        let config = self.engine.inner.config;
+        loop {
+            let first = match tokio::time::timeout(config.idle_timeout, queue.recv()).await {
+                Ok(Some(job)) => job,
+                Ok(None) => return,
+                Err(_) => {
+                    if self.retire(&queue) {
+                        return;
+                    }
+                    continue;
+                }
+            };
+            let mut next = Some(first);
+            let mut commands = Vec::new();
+            while let Some(job) = next.take() {
+                match job {
+                    Job::Command(command) => commands.push(command),
+                    Job::Read { read, fresh } => {
+                        if !commands.is_empty() {
+                            self.handle_batch(std::mem::take(&mut commands)).await;
+                        }
+                        self.answer_read(read, fresh).await;
+                    }
+                }
+                if commands.len() < config.max_batch {
+                    next = queue.try_recv().ok();
+                }
+            }
+            if !commands.is_empty() {
+                self.handle_batch(commands).await;
+            }
+        }
+    }
+
+    /// Removes this worker from the registry if nothing is queued; false if work arrived.
+    fn retire(&self, queue: &mpsc::UnboundedReceiver<Job<R>>) -> bool {
+        let mut guard = self.engine.inner.workers.lock().unwrap_or_else(PoisonError::into_inner);
+        if !queue.is_empty() {
+            return false;
+        }
+        if guard.1.get(&self.stream).is_some_and(|w| w.id == self.id) {
+            guard.1.remove(&self.stream);
+        }
+        true
+    }
+
+    async fn answer_read(&mut self, read: ReadJob<R::State>, fresh: bool) {
+        let caught_up = match (&mut self.loaded, fresh) {
+            (Some(loaded), true) => self.engine.catch_up(&self.stream, loaded).await,
+            (Some(_), false) => Ok(()),
+            (None, _) => match self.engine.load(&self.stream).await {
+                Ok(loaded) => {
+                    self.loaded = Some(loaded);
+                    Ok(())
+                }
+                Err(error) => Err(error),
+            },
+        };
+        match caught_up {
+            Ok(()) => {}
+            Err(LoadError::Store(error)) => {
+                tracing::warn!(%error, stream = %self.stream, "cannot read the stream; answering from what is held");
+            }
+            Err(LoadError::Decode(error)) => {
+                tracing::error!(%error, stream = %self.stream, "the stream holds an event that does not decode");
+                self.loaded = None;
+            }
+        }
+        read(self.loaded.as_ref().map(|l| &l.state));
+    }
+
+    async fn handle_batch(&mut self, jobs: Vec<CommandJob<R::Action>>) {
+        let inner = Arc::clone(&self.engine.inner);
+        let mut backoffs = inner.config.retry.bounded();
+        let mut attempt = 1;
+        loop {
+            let span = tracing::debug_span!("command_batch", stream = %self.stream, size = jobs.len(), attempt);
+            let error = match self.attempt(&jobs).instrument(span).await {
+                Ok(outcomes) => {
+                    for (job, outcome) in jobs.into_iter().zip(outcomes) {
+                        let _ = job.reply.send(outcome);
+                    }
+                    self.snapshot_if_due();
+                    return;
+                }
+                Err(error) => error,
+            };
+            // State may be ahead of the log (the append failed) or behind it (a conflict).
+            self.loaded = None;
+            let retry = error.is_transient().then(|| backoffs.next()).flatten();
+            let Some(delay) = retry else {
+                let stream = self.stream.clone();
+                let failure = match error {
+                    EventStoreError::ConcurrencyConflict { .. } => None,
+                    other => Some(Arc::new(other)),
+                };
+                for job in jobs {
+                    let _ = job.reply.send(Err(match &failure {
+                        None => CommandError::RetriesExhausted { stream: stream.clone(), attempts: attempt },
+                        Some(source) => CommandError::Storage { stream: stream.clone(), source: Arc::clone(source) },
+                    }));
+                }
+                return;
+            };
+            if !matches!(error, EventStoreError::ConcurrencyConflict { .. }) {
+                tracing::warn!(%error, stream = %self.stream, attempt, "append failed; reloading and retrying");
+            }
+            tokio::time::sleep(delay).await;
+            attempt += 1;
+        }
+    }
+
+
+    /// Decides the batch against the current state and appends its events in one call. An
+    /// error means nothing was written (or, for an unacknowledged append, that the stream must be
+    /// reloaded to find out) and the state must be reloaded.
+    async fn attempt(
+        &mut self,
+        jobs: &[CommandJob<R::Action>],
+    ) -> Result<Vec<Result<Committed<R::Action>, CommandError<R::Action>>>, EventStoreError> {
+        let inner = &self.engine.inner;
+        if self.loaded.is_none() {
+            match self.engine.load(&self.stream).await {
+                Ok(loaded) => self.loaded = Some(loaded),
+                Err(LoadError::Store(source)) => return Err(source),
+                Err(LoadError::Decode(source)) => {
+                    let source = Arc::new(source);
+                    let stream = &self.stream;
+                    return Ok(jobs
+                        .iter()
+                        .map(|_| Err(CommandError::Decode { stream: stream.clone(), source: Arc::clone(&source) }))
+                        .collect());
+                }
+            }
+        }
+        let Some(loaded) = self.loaded.as_mut() else { return Err(EventStoreError::Closed) };
+        let mut decided: Vec<Result<SmallVec<[R::Action; 4]>, R::Action>> = Vec::with_capacity(jobs.len());
+        let mut appends = Vec::new();
+        let mut version = loaded.version;
+        for job in jobs {
+            let mut persisted = SmallVec::<[R::Action; 4]>::new();
+            let mut rejection = None;
+            for effect in inner.reducer.reduce(&mut loaded.state, job.command.clone(), &inner.env) {
+                match effect {
+                    Effect::Persist(events) => persisted.extend(events),
+                    Effect::Reject(refusal) => rejection = Some(*refusal),
+                }
+            }
+            if let Some(rejection) = rejection {
+                decided.push(Err(rejection));
+                continue;
+            }
+            if !persisted.is_empty() {
+                let events = encode(&persisted)
+                    .map_err(|e| EventStoreError::Corrupt { global_position: 0, reason: e.to_string() })?;
+                let count = events.len() as u64;
+                appends.push(StreamAppend {
+                    stream: self.stream.clone(),
+                    expected: ExpectedVersion::Exact(version),
+                    events,
+                    metadata: job.context.metadata(),
+                    idempotency_key: None,
+                });
+                version += count;
+            }
+            decided.push(Ok(persisted));
+        }
+        let mut results = if appends.is_empty() { Vec::new() } else { inner.store.append_batch(appends).await? }
+            .into_iter();
+        loaded.version = version;
+        Ok(decided
+            .into_iter()
+            .map(|outcome| match outcome {
+                Err(rejection) => Err(CommandError::Rejected(rejection)),
+                Ok(events) if events.is_empty() => Ok(Committed { events, last_position: None }),
+                Ok(events) => {
+                    let last_position = results.next().map(|r| r.last_global_position);
+                    Ok(Committed { events, last_position })
+                }
+            })
+            .collect())
+    }
+
+    /// Saves a snapshot once `snapshot_every` events were appended since the last one. The
+    /// state is copied here; serialising and writing happen in a background task, so a large
+    /// state (a sold-out section's every seat) never holds up the stream's commands.
+    fn snapshot_if_due(&mut self) {
+        let every = self.engine.inner.config.snapshot_every;
+        let Some(loaded) = self.loaded.as_mut() else { return };
+        if every == 0 || loaded.version < loaded.snapshot_version.saturating_add(every) {
+            return;
+        }
+        loaded.snapshot_version = loaded.version;
+        let (state, version) = (loaded.state.clone(), loaded.version);
+        let (store, stream) = (Arc::clone(&self.engine.inner.store), self.stream.clone());
+        let in_flight = self.engine.inner.snapshots_in_flight.clone();
+        in_flight.send_modify(|n| *n += 1);
+        tokio::spawn(async move {
+            match tokio::task::spawn_blocking(move || serde_json::to_string(&state)).await {
+                Ok(Ok(state)) => {
+                    let snapshot =
+                        Snapshot { stream_id: stream, stream_version: version, state, schema_version: SNAPSHOT_SCHEMA_VERSION };
+                    if let Err(error) = store.save_snapshot(snapshot).await {
+                        tracing::warn!(%error, "cannot save a snapshot; the stream will load from its events");
+                    }
+                }
+                Ok(Err(error)) => tracing::warn!(%error, "cannot serialise the state for a snapshot"),
+                Err(error) => tracing::warn!(%error, "snapshot task failed"),
+            }
+            in_flight.send_modify(|n| *n -= 1);
+        });
+    }
+}
+
+impl<R> Engine<R>
+where
+    R: Reducer + Clone,
+    R::State: Default + Clone + Serialize + DeserializeOwned + Sync,
+    R::Env: Clone,
+    R::Action: Message + Serialize + DeserializeOwned + Clone + Debug + Send + Sync,
+{
+    /// Loads a stream: its latest readable snapshot plus the events after it.
+    async fn load(&self, stream: &StreamId) -> Result<Loaded<R::State>, LoadError> {
+        let snapshot = match self.inner.store.load_snapshot(stream).await {
+            Ok(snapshot) => snapshot.filter(|s| s.schema_version == SNAPSHOT_SCHEMA_VERSION),
+            Err(error) => {
+                tracing::warn!(%error, %stream, "cannot read the snapshot; loading the whole stream");
+                None
+            }
+        };
+        let base = match snapshot.map(|s| (serde_json::from_str::<R::State>(&s.state), s.stream_version)) {
+            Some((Ok(state), version)) => Loaded { state, version, snapshot_version: version },
+            Some((Err(error), _)) => {
+                tracing::warn!(%error, %stream, "snapshot does not match the state's shape; loading the whole stream");
+                Loaded { state: R::State::default(), version: 0, snapshot_version: 0 }
+            }
+            None => Loaded { state: R::State::default(), version: 0, snapshot_version: 0 },
+        };
+        let mut loaded = base;
+        self.catch_up(stream, &mut loaded).await?;
+        Ok(loaded)
+    }
+
+    /// Folds the events appended to `stream` after `loaded.version` onto `loaded`.
+    async fn catch_up(&self, stream: &StreamId, loaded: &mut Loaded<R::State>) -> Result<(), LoadError> {
+        let envelopes = self.inner.store.load_stream(stream, loaded.version + 1).await.map_err(LoadError::Store)?;
+        for envelope in envelopes {
+            let event = R::Action::deserialize(&*envelope.payload).map_err(LoadError::Decode)?;
+            drop(self.inner.reducer.reduce(&mut loaded.state, event, &self.inner.env));
+            loaded.version = envelope.stream_version;
+        }
+        Ok(())
+    }
+}
+
+/// Why a stream could not be loaded.
+#[derive(Debug)]
+enum LoadError {
+    Store(EventStoreError),
+    Decode(serde_json::Error),
+}
+
+fn encode<A: Message + Serialize>(events: &[A]) -> Result<Vec<NewEvent>, serde_json::Error> {
+    events.iter().map(|event| Ok(NewEvent::new(event.name(), SCHEMA_VERSION, serde_json::to_value(event)?))).collect()
+}
+
+#[cfg(test)]
+#[path = "engine_tests.rs"]
+mod tests;

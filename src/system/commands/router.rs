@@ -1,0 +1,77 @@
+//! One engine per aggregate type, and the routing of a [`TicketingAction`] to the stream it
+//! addresses.
+
+use std::sync::Arc;
+
+use super::engine::{CommandError, Committed, Engine, EngineConfig};
+use crate::aggregates::{EventReducer, InventoryReducer, PaymentReducer, ReservationReducer, TicketingAction, TicketingEnv};
+use crate::event_store::EventStore;
+use crate::system::context::CommandContext;
+
+/// Sends commands to the aggregate instance they name.
+#[derive(Clone)]
+pub(crate) struct CommandRouter {
+    /// Event aggregates.
+    pub(crate) events: Engine<EventReducer>,
+    /// Inventories.
+    pub(crate) inventories: Engine<InventoryReducer>,
+    /// Reservations.
+    pub(crate) reservations: Engine<ReservationReducer>,
+    /// Payments.
+    pub(crate) payments: Engine<PaymentReducer>,
+}
+
+impl CommandRouter {
+    /// Four engines over `store`.
+    pub(crate) fn new(store: &Arc<dyn EventStore>, env: &TicketingEnv, config: EngineConfig) -> Self {
+        Self {
+            events: Engine::new(EventReducer, env.event.clone(), Arc::clone(store), config),
+            inventories: Engine::new(InventoryReducer, env.inventory.clone(), Arc::clone(store), config),
+            reservations: Engine::new(ReservationReducer, env.reservation.clone(), Arc::clone(store), config),
+            payments: Engine::new(PaymentReducer, env.payment.clone(), Arc::clone(store), config),
+        }
+    }
+
+    /// Handles `command` on its stream on behalf of `context`.
+    ///
+    /// # Errors
+    /// The command's rejection, or a storage / contention error; see [`CommandError`].
+    pub(crate) async fn execute(
+        &self,
+        command: TicketingAction,
+        context: CommandContext,
+    ) -> Result<Committed<TicketingAction>, CommandError<TicketingAction>> {
+        let Ok(Some(stream)) = command.stream() else { return Err(CommandError::NotACommand(command)) };
+        fn lift<A>(
+            outcome: Result<Committed<A>, CommandError<A>>,
+            wrap: fn(A) -> TicketingAction,
+        ) -> Result<Committed<TicketingAction>, CommandError<TicketingAction>> {
+            match outcome {
+                Ok(Committed { events, last_position }) => {
+                    Ok(Committed { events: events.into_iter().map(wrap).collect(), last_position })
+                }
+                Err(error) => Err(error.map_action(wrap)),
+            }
+        }
+        match command {
+            TicketingAction::Event(c) => lift(self.events.execute(&stream, c, context).await, TicketingAction::Event),
+            TicketingAction::Inventory(c) => {
+                lift(self.inventories.execute(&stream, c, context).await, TicketingAction::Inventory)
+            }
+            TicketingAction::Reservation(c) => {
+                lift(self.reservations.execute(&stream, c, context).await, TicketingAction::Reservation)
+            }
+            TicketingAction::Payment(c) => {
+                lift(self.payments.execute(&stream, c, context).await, TicketingAction::Payment)
+            }
+        }
+    }
+
+    /// Waits until every background snapshot has been written.
+    pub(crate) async fn snapshots_written(&self) {
+        self.events.snapshots_written().await;
+        self.inventories.snapshots_written().await;
+        self.reservations.snapshots_written().await;
+        self.payments.snapshots_written().await;
+    }
+}

@@ -1,0 +1,187 @@
+//! [`TicketingSystemBuilder`]: assembles the engine, the saga's follower, the expiry sweeper, the
+//! read models and (with a bus) the outbox relay.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use super::api::{Inner, TicketingSystem, sweep_expired};
+use crate::aggregates::{EventEnv, InventoryEnv, PaymentEnv, ReservationEnv, TicketingEnv};
+use crate::event_bus::{EventBus, OutboxRelay, RelayConfig, TopicRouter};
+use crate::event_store::{CheckpointStore, EventStore, FanOutEventStore, MemoryCheckpointStore, MemoryEventStore};
+use crate::framework::{Clock, SystemClock};
+use crate::system::commands::{CommandRouter, EngineConfig};
+use crate::system::expiry::ExpiryIndex;
+use crate::system::follower::Follower;
+use crate::system::read_models::ReadModels;
+use crate::system::reservation_watch::ReservationWatch;
+use crate::system::saga::Saga;
+use crate::system::{PaymentGateway, ReadModelStorage, SimulatedGateway, SystemError};
+
+/// Recent events kept in memory for the system's own log followers (see [`FanOutEventStore`]).
+const SHARED_TAIL: usize = 65_536;
+
+/// Assembles a [`TicketingSystem`]; every part has an in-memory default.
+pub struct TicketingSystemBuilder {
+    event_store: Option<Arc<dyn EventStore>>,
+    checkpoints: Option<Arc<dyn CheckpointStore>>,
+    clock: Arc<dyn Clock>,
+    gateway: Arc<dyn PaymentGateway>,
+    hold_duration: Duration,
+    reply_timeout: Duration,
+    engine: EngineConfig,
+    checkpoint_name: String,
+    event_bus: Option<(Arc<dyn EventBus>, TopicRouter)>,
+    read_models: ReadModelStorage,
+}
+
+impl Default for TicketingSystemBuilder {
+    fn default() -> Self {
+        Self {
+            event_store: None,
+            checkpoints: None,
+            clock: Arc::new(SystemClock),
+            gateway: Arc::new(SimulatedGateway::always_succeed()),
+            hold_duration: Duration::from_secs(5 * 60),
+            reply_timeout: Duration::from_secs(30),
+            engine: EngineConfig::default(),
+            checkpoint_name: "boxoffice-saga".to_owned(),
+            event_bus: None,
+            read_models: ReadModelStorage::Memory,
+        }
+    }
+}
+
+impl TicketingSystemBuilder {
+    /// The event store (default: a fresh [`MemoryEventStore`]).
+    #[must_use]
+    pub fn event_store(mut self, store: Arc<dyn EventStore>) -> Self {
+        self.event_store = Some(store);
+        self
+    }
+
+    /// Where the saga keeps its checkpoint (default: in memory).
+    #[must_use]
+    pub fn checkpoints(mut self, checkpoints: Arc<dyn CheckpointStore>) -> Self {
+        self.checkpoints = Some(checkpoints);
+        self
+    }
+
+    /// The clock (default: [`SystemClock`]).
+    #[must_use]
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The payment gateway (default: a [`SimulatedGateway`] that approves everything).
+    #[must_use]
+    pub fn payment_gateway(mut self, gateway: Arc<dyn PaymentGateway>) -> Self {
+        self.gateway = gateway;
+        self
+    }
+
+    /// How long seats stay held awaiting payment (default: 5 minutes).
+    #[must_use]
+    pub fn hold_duration(mut self, hold: Duration) -> Self {
+        self.hold_duration = hold;
+        self
+    }
+
+    /// How long `reserve`, `pay`, `settled` and `shutdown` wait for the saga (default: 30 s).
+    #[must_use]
+    pub fn reply_timeout(mut self, timeout: Duration) -> Self {
+        self.reply_timeout = timeout;
+        self
+    }
+
+    /// Command engine tuning (batch size, retries, snapshots).
+    #[must_use]
+    pub fn engine_config(mut self, config: EngineConfig) -> Self {
+        self.engine = config;
+        self
+    }
+
+    /// The name of the saga's checkpoint; processes sharing a database may share it.
+    #[must_use]
+    pub fn checkpoint_name(mut self, name: impl Into<String>) -> Self {
+        self.checkpoint_name = name.into();
+        self
+    }
+
+    /// Publishes every committed event to `bus` (topics named by `topics`) through an
+    /// [`OutboxRelay`] that runs with the system, checkpointed as `<checkpoint name>-relay` in the
+    /// system's checkpoint store (default: no bus).
+    #[must_use]
+    pub fn event_bus(mut self, bus: Arc<dyn EventBus>, topics: TopicRouter) -> Self {
+        self.event_bus = Some((bus, topics));
+        self
+    }
+
+    /// Where the three read models live (default: [`ReadModelStorage::Memory`]).
+    #[must_use]
+    pub fn read_models(mut self, storage: ReadModelStorage) -> Self {
+        self.read_models = storage;
+        self
+    }
+
+    /// Starts the system: the log follower (saga, waiters, deadlines), the expiry sweeper, the
+    /// three read models and the relay. Each resumes from its checkpoint. Must be called inside
+    /// a tokio runtime.
+    ///
+    /// # Errors
+    /// [`SystemError::Projection`] when a read model cannot start.
+    pub async fn build(self) -> Result<TicketingSystem, SystemError> {
+        let store = self.event_store.unwrap_or_else(|| Arc::new(MemoryEventStore::new()));
+        // The follower, the read models and the relay all follow the log: one subscription to
+        // the store serves them all.
+        let store: Arc<dyn EventStore> = Arc::new(FanOutEventStore::new(store, SHARED_TAIL));
+        let checkpoints = self.checkpoints.unwrap_or_else(|| Arc::new(MemoryCheckpointStore::new()));
+        let clock = self.clock;
+        let env = TicketingEnv {
+            event: EventEnv::new(Arc::clone(&clock)),
+            inventory: InventoryEnv::new(Arc::clone(&clock)),
+            reservation: ReservationEnv::new(Arc::clone(&clock)).with_hold_duration(self.hold_duration),
+            payment: PaymentEnv::new(Arc::clone(&clock)),
+        };
+        let router = CommandRouter::new(&store, &env, self.engine);
+        let (stop, stop_rx) = watch::channel(false);
+        let saga = Saga::new(router.clone(), self.gateway, self.engine.retry, stop_rx.clone());
+        let watch = ReservationWatch::default();
+        let expiry = ExpiryIndex::new(Arc::clone(&clock));
+        let (frontier, position) = watch::channel(0);
+        let read_models = ReadModels::start(self.read_models, &store).await?;
+        let relay = self.event_bus.map(|(bus, topics)| {
+            let config = RelayConfig { name: format!("{}-relay", self.checkpoint_name), ..RelayConfig::default() };
+            OutboxRelay::new(Arc::clone(&store), bus, Arc::clone(&checkpoints), topics, config).spawn()
+        });
+        let follower = Follower {
+            store: Arc::clone(&store),
+            checkpoints,
+            name: self.checkpoint_name,
+            saga,
+            watch: watch.clone(),
+            expiry: expiry.clone(),
+            frontier,
+            stop: stop_rx.clone(),
+        };
+        let tasks = vec![
+            tokio::spawn(follower.run()),
+            tokio::spawn(sweep_expired(expiry.clone(), router.clone(), self.engine.retry, stop_rx)),
+        ];
+        Ok(TicketingSystem::assemble(Inner {
+            store,
+            router,
+            watch,
+            expiry,
+            clock,
+            position,
+            stop,
+            tasks: Mutex::new(tasks),
+            read_models: Mutex::new(Some(read_models)),
+            relay: Mutex::new(relay),
+            reply_timeout: self.reply_timeout,
+        }))
+    }
+}

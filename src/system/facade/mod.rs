@@ -1,0 +1,9 @@
+//! The front door: [`TicketingSystem`], its builder, and the requests and answers of its API.
+
+mod api;
+mod builder;
+mod requests;
+
+pub use api::TicketingSystem;
+pub use builder::TicketingSystemBuilder;
+pub use requests::{EventSpec, HeldSeats, PaymentDetails, Receipt, ReserveRequest};
