@@ -13,6 +13,7 @@ pub mod store;
 /// failed append of that step. The Reservation and Payment aggregates both write an event named
 /// `PaymentSucceeded`; `reservation/PaymentSucceeded` and `reservation/ReservationCompleted`
 /// may share one append (the fault then hits that append either way).
+#[allow(unused_macros)]
 macro_rules! purchase_fault_tests {
     ($backend:expr) => {
         purchase_fault_tests!(@tests $backend;
