@@ -27,14 +27,12 @@ pub const PURCHASE_STEPS: [(&str, &str); 9] = [
 ];
 
 /// The steps `reserve` causes.
-pub const RESERVE_STEPS: [(&str, &str); 3] = [
-    ("reservation", "ReservationInitiated"),
-    ("inventory", "SeatsReserved"),
-    ("reservation", "SeatsAllocated"),
-];
+pub const RESERVE_STEPS: [(&str, &str); 3] =
+    [("reservation", "ReservationInitiated"), ("inventory", "SeatsReserved"), ("reservation", "SeatsAllocated")];
 
 /// Events an API command writes itself (their causation is the request).
-pub const API_WRITTEN: [(&str, &str); 2] = [("reservation", "ReservationInitiated"), ("reservation", "PaymentRequested")];
+pub const API_WRITTEN: [(&str, &str); 2] =
+    [("reservation", "ReservationInitiated"), ("reservation", "PaymentRequested")];
 
 pub fn kind(envelope: &Envelope) -> (&str, &str) {
     (category(&envelope.stream_id), &envelope.event_type)
@@ -66,7 +64,14 @@ pub fn events_of(log: &[Envelope], reservation: ReservationId) -> Vec<&Envelope>
 /// The one event of kind `step` among `events`.
 pub fn the<'a>(events: &[&'a Envelope], step: (&str, &str)) -> &'a Envelope {
     let found: Vec<_> = events.iter().filter(|e| kind(e) == step).collect();
-    assert_eq!(found.len(), 1, "expected exactly one {}/{}: {:#?}", step.0, step.1, events.iter().map(|e| show(e)).collect::<Vec<_>>());
+    assert_eq!(
+        found.len(),
+        1,
+        "expected exactly one {}/{}: {:#?}",
+        step.0,
+        step.1,
+        events.iter().map(|e| show(e)).collect::<Vec<_>>()
+    );
     found[0]
 }
 
@@ -84,7 +89,10 @@ pub fn caused_by_request(events: &[&Envelope], request: Uuid, api_causation: boo
         }
         if API_WRITTEN.contains(&kind(event)) {
             if api_causation && event.metadata.causation_id != Some(request) {
-                violations.push(format!("written by the API call but causation is not the request {request}: {}", show(event)));
+                violations.push(format!(
+                    "written by the API call but causation is not the request {request}: {}",
+                    show(event)
+                ));
             }
         } else {
             match event.metadata.causation_id.and_then(|cause| earlier.get(&cause)) {
