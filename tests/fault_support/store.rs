@@ -3,12 +3,13 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use boxoffice::aggregates::category;
 use boxoffice::event_store::{
-    AppendResult, Envelope, EventStore, EventStoreError, ExpectedVersion, Metadata, NewEvent, Snapshot,
-    StreamAppend, StreamId,
+    AppendResult, Envelope, EventStore, EventStoreError, ExpectedVersion, Metadata, NewEvent, Snapshot, StreamAppend,
+    StreamId,
 };
 use futures::stream::BoxStream;
 use tokio::sync::watch;
@@ -44,12 +45,16 @@ struct Faults {
     armed: HashMap<FaultPoint, u32>,
     /// Faults injected so far, per point.
     injected: HashMap<FaultPoint, u64>,
+    /// Appends that take this long before they reach the wrapped store (a slow database).
+    slow: HashMap<FaultPoint, Duration>,
 }
 
 /// Delegates everything to the wrapped store, except that an armed fault makes the next
 /// `append`/`append_batch` containing a matching event fail with an operational error (never a
 /// concurrency conflict) before anything reaches the wrapped store: the whole batch is refused
-/// and nothing of it is written. Reads, subscriptions, snapshots and checkpoints are untouched.
+/// and nothing of it is written. A slowdown makes matching appends wait before they are passed
+/// on; a subscription lag makes followers of the log fall behind. Reads, snapshots and
+/// checkpoints are untouched.
 ///
 /// The injected error is `EventStoreError::Database(sqlx::Error::Io(ConnectionReset))` when the
 /// `postgres` feature is on. Without it the error enum has no transient backend variant, so the
@@ -58,11 +63,13 @@ pub struct FaultyStore {
     inner: Arc<dyn EventStore>,
     faults: Mutex<Faults>,
     fired: watch::Sender<u64>,
+    /// Delay before each event a subscription yields (a reader behind the log).
+    lag: Arc<Mutex<Duration>>,
 }
 
 impl FaultyStore {
     pub fn new(inner: Arc<dyn EventStore>) -> Arc<Self> {
-        Arc::new(Self { inner, faults: Mutex::default(), fired: watch::channel(0).0 })
+        Arc::new(Self { inner, faults: Mutex::default(), fired: watch::channel(0).0, lag: Arc::default() })
     }
 
     /// The store underneath, for reading the log without any fault in the way.
@@ -81,9 +88,31 @@ impl FaultyStore {
         *faults.armed.entry(FaultPoint::new(category, event_type)).or_default() += times;
     }
 
-    /// Disarms every fault not yet fired.
+    /// Makes every append that carries `event_type` on a `category` stream wait `delay` before
+    /// it reaches the wrapped store (it still succeeds): a slow commit, to show what a caller
+    /// that does not wait for it misses.
+    pub fn slow_appends_of(&self, category: &str, event_type: &str, delay: Duration) {
+        self.faults.lock().unwrap().slow.insert(FaultPoint::new(category, event_type), delay);
+    }
+
+    /// Makes every subscription, including ones already open, wait `delay` before each event
+    /// it yields: followers of the log fall behind the appends, as they do behind a busy or
+    /// polled database.
+    pub fn lag_subscriptions(&self, delay: Duration) {
+        *self.lag.lock().unwrap() = delay;
+    }
+
+    /// Disarms every fault not yet fired and every slowdown.
     pub fn disarm(&self) {
-        self.faults.lock().unwrap().armed.clear();
+        let mut faults = self.faults.lock().unwrap();
+        faults.armed.clear();
+        faults.slow.clear();
+        *self.lag.lock().unwrap() = Duration::ZERO;
+    }
+
+    fn delay_for(&self, appends: &[StreamAppend]) -> Option<Duration> {
+        let faults = self.faults.lock().unwrap();
+        faults.slow.iter().filter(|(point, _)| appends.iter().any(|a| point.matches(a))).map(|(_, d)| *d).max()
     }
 
     /// How many faults were injected at this point so far.
@@ -154,12 +183,18 @@ impl EventStore for FaultyStore {
         if let Some(error) = self.take_fault(std::slice::from_ref(&append)) {
             return Err(error);
         }
+        if let Some(delay) = self.delay_for(std::slice::from_ref(&append)) {
+            tokio::time::sleep(delay).await;
+        }
         self.inner.append(stream, expected, append.events, metadata, idempotency_key).await
     }
 
     async fn append_batch(&self, appends: Vec<StreamAppend>) -> Result<Vec<AppendResult>, EventStoreError> {
         if let Some(error) = self.take_fault(&appends) {
             return Err(error);
+        }
+        if let Some(delay) = self.delay_for(&appends) {
+            tokio::time::sleep(delay).await;
         }
         self.inner.append_batch(appends).await
     }
@@ -177,7 +212,20 @@ impl EventStore for FaultyStore {
     }
 
     fn subscribe(&self, after_position: u64) -> BoxStream<'static, Result<Envelope, EventStoreError>> {
-        self.inner.subscribe(after_position)
+        use futures::StreamExt;
+        let lag = Arc::clone(&self.lag);
+        self.inner
+            .subscribe(after_position)
+            .then(move |item| {
+                let delay = *lag.lock().unwrap();
+                async move {
+                    if !delay.is_zero() {
+                        tokio::time::sleep(delay).await;
+                    }
+                    item
+                }
+            })
+            .boxed()
     }
 
     async fn head_position(&self) -> Result<u64, EventStoreError> {
