@@ -1,0 +1,159 @@
+//! One purchase (reserve, then pay) through a [`FaultyStore`] with one append armed to fail,
+//! by a client that retries a failed call with the same idempotency key, as a real one would.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use boxoffice::domain::PaymentId;
+use boxoffice::prelude::*;
+use boxoffice::system::{PaymentDetails, ReserveRequest, SystemError, TicketingSystem};
+use chrono::{TimeZone, Utc};
+
+use super::gateway::CountingGateway;
+use super::log::{Settled, assert_every_charge_recorded, assert_inventory_sound, assert_purchase_finished, read_log};
+use super::store::FaultyStore;
+use crate::system_support::{Backend, Storage, open_sale_on};
+
+/// Every await on the system is bounded by this (the machine is shared and loaded).
+pub const WAIT: Duration = Duration::from_secs(60);
+/// How long `reserve` and `pay` wait for the saga before answering `Timeout`.
+pub const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Calls a client makes before giving up (the first included).
+pub const ATTEMPTS: usize = 4;
+
+pub async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
+    tokio::time::timeout(WAIT, future).await.unwrap_or_else(|_| panic!("{what} did not finish within {WAIT:?}"))
+}
+
+/// A system, its storage (behind a [`FaultyStore`]) and an event on sale.
+pub struct Rig {
+    pub clock: FixedClock,
+    pub storage: Storage,
+    pub faulty: Arc<FaultyStore>,
+    pub gateway: Arc<CountingGateway>,
+    pub system: TicketingSystem,
+    pub event: EventId,
+}
+
+pub fn start() -> chrono::DateTime<Utc> {
+    Utc.with_ymd_and_hms(2030, 1, 1, 12, 0, 0).unwrap()
+}
+
+/// A system over `faulty` and the rest of `storage`.
+pub async fn system_over(
+    storage: &Storage,
+    faulty: &Arc<FaultyStore>,
+    clock: &FixedClock,
+    gateway: &Arc<CountingGateway>,
+) -> TicketingSystem {
+    let built = TicketingSystem::builder()
+        .event_store(Arc::clone(faulty) as Arc<dyn boxoffice::event_store::EventStore>)
+        .checkpoints(Arc::clone(&storage.checkpoints))
+        .read_models(storage.read_models.clone())
+        .clock(Arc::new(clock.clone()))
+        .payment_gateway(Arc::clone(gateway) as Arc<dyn boxoffice::aggregates::PaymentGateway>)
+        .reply_timeout(REPLY_TIMEOUT)
+        .build();
+    within("building the system", built).await.unwrap()
+}
+
+pub async fn rig(backend: Backend, sections: &[(&str, u32)]) -> Rig {
+    let clock = FixedClock::new(start());
+    let storage = backend.storage().await;
+    let faulty = FaultyStore::new(Arc::clone(&storage.store));
+    let gateway = Arc::new(CountingGateway::new());
+    let system = system_over(&storage, &faulty, &clock, &gateway).await;
+    let event = within("opening the sale", open_sale_on(&system, &clock, sections)).await;
+    within("settling the sale's set-up", system.settled()).await.unwrap();
+    Rig { clock, storage, faulty, gateway, system, event }
+}
+
+pub fn card() -> PaymentDetails {
+    PaymentDetails { token: "tok_visa".into() }
+}
+
+/// Errors a client retries: the call may or may not have taken effect, and an idempotent retry
+/// finds out. Refusals (declined, sold out, ended) are answers, not retried.
+pub fn is_transient(error: &SystemError) -> bool {
+    matches!(error, SystemError::Storage(_) | SystemError::Timeout { .. } | SystemError::Contention { .. })
+}
+
+/// Calls `call` until it succeeds, answers with a refusal, or [`ATTEMPTS`] calls failed
+/// transiently; returns the last result and every transient error seen.
+pub async fn retrying<T, F, Fut>(what: &str, mut call: F) -> (Result<T, SystemError>, Vec<String>)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, SystemError>>,
+{
+    let mut seen = Vec::new();
+    for attempt in 1..=ATTEMPTS {
+        match within(&format!("{what} (attempt {attempt})"), call()).await {
+            Err(error) if is_transient(&error) && attempt < ATTEMPTS => seen.push(error.to_string()),
+            other => return (other, seen),
+        }
+    }
+    unreachable!()
+}
+
+/// Arms one failure of the next append carrying `event_type` on a `category` stream, then buys
+/// two seats. Catches: a step whose failed append is logged and forgotten (above all the
+/// gateway's approval, `payment/PaymentSucceeded`: money taken, nothing recorded, the
+/// reservation stuck in PaymentPending); a retried call that cannot restart a saga step a
+/// failure dropped (the retry is a no-op and waits forever); a retry that holds seats or
+/// charges twice; a half-done purchase (completed but seats never confirmed).
+pub async fn one_failed_append_still_ends_in_a_finished_purchase(backend: Backend, category: &str, event_type: &str) {
+    let rig = rig(backend, &[("Stalls", 10)]).await;
+    let system = &rig.system;
+    rig.faulty.fail_next_append_of(category, event_type);
+
+    let customer = CustomerId::new_v4();
+    let key = "checkout-1".to_owned();
+    let reservation_id = ReservationId::for_idempotency_key(customer, &key);
+    let request = ReserveRequest {
+        event_id: rig.event,
+        section: SectionName::new("Stalls").unwrap(),
+        quantity: 2,
+        customer_id: customer,
+        idempotency_key: Some(key),
+    };
+    let (held, reserve_errors) = retrying("reserve", || system.reserve(request.clone())).await;
+    let held = held.unwrap_or_else(|e| {
+        panic!("reserve never succeeded with a {category}/{event_type} fault: {e} (earlier: {reserve_errors:?})")
+    });
+    assert_eq!(held.reservation_id, reservation_id, "the idempotency key names the reservation");
+    let (paid, pay_errors) = retrying("pay", || system.pay(reservation_id, card())).await;
+    within("settled()", system.settled()).await.unwrap();
+
+    assert_eq!(
+        rig.faulty.injected(category, event_type),
+        1,
+        "the {category}/{event_type} fault never fired: no append carried that event"
+    );
+    let log = read_log(&rig.faulty.inner()).await;
+    assert_every_charge_recorded(&log, &rig.gateway);
+    assert_inventory_sound(&log);
+    let payment = PaymentId::for_reservation(reservation_id);
+    let charges = rig.gateway.approved();
+    let outcome = assert_purchase_finished(&log, reservation_id);
+    match (&paid, outcome) {
+        (Ok(purchase), Settled::Sold) => {
+            assert_eq!(purchase.seats, held.seats, "the seats held are the seats sold");
+            assert!(charges.contains_key(&payment), "sold without a charge: {charges:?}");
+            let state = within("reservation()", system.reservation(reservation_id)).await.unwrap();
+            assert_eq!(state.status, ReservationStatus::Completed);
+        }
+        (Err(error), Settled::Refunded) => {
+            eprintln!("{category}/{event_type}: the purchase was refunded; pay answered {error}");
+        }
+        (paid, outcome) => panic!(
+            "pay answered {paid:?} after {pay_errors:?} but the log says {outcome:?} \
+             (fault {category}/{event_type}, reserve errors {reserve_errors:?})"
+        ),
+    }
+    eprintln!(
+        "{category}/{event_type}: reserve errors {reserve_errors:?}, pay errors {pay_errors:?}, gateway calls {}",
+        rig.gateway.calls()
+    );
+    within("shutdown()", system.shutdown()).await;
+}
