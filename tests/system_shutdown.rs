@@ -20,7 +20,7 @@ mod system_support;
 use std::time::Duration;
 
 use boxoffice::prelude::*;
-use boxoffice::system::{Purchase, ReserveRequest, SystemError};
+use boxoffice::system::{Receipt, ReserveRequest, SystemError};
 use fault_support::log::{
     assert_every_charge_recorded, assert_inventory_sound, has, listing, read_log, reservation_of,
 };
@@ -37,7 +37,7 @@ const FOLLOWER_LAG: Duration = Duration::from_millis(5);
 
 /// `BUYERS` buyers reserve one seat each and pay, all at once; returns each reservation and
 /// what its `pay` answered, once the last `pay` has returned.
-async fn buy_at_once(rig: &Rig) -> Vec<(ReservationId, Result<Purchase, SystemError>)> {
+async fn buy_at_once(rig: &Rig) -> Vec<(ReservationId, Result<Receipt, SystemError>)> {
     let buyers: Vec<_> = (0..BUYERS)
         .map(|i| {
             let system = rig.system.clone();
@@ -64,7 +64,7 @@ async fn buy_at_once(rig: &Rig) -> Vec<(ReservationId, Result<Purchase, SystemEr
 fn assert_nothing_half_done(
     log: &[boxoffice::event_store::Envelope],
     rig: &Rig,
-    paid: &[(ReservationId, Result<Purchase, SystemError>)],
+    paid: &[(ReservationId, Result<Receipt, SystemError>)],
     when: &str,
 ) {
     assert_every_charge_recorded(log, &rig.gateway);

@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 use async_trait::async_trait;
-use boxoffice::aggregates::{GatewayOutcome, PaymentGateway};
+use boxoffice::aggregates::GatewayOutcome;
+use boxoffice::system::PaymentGateway;
 use boxoffice::domain::{Money, PaymentId};
 
 /// Approves every charge. Like a real provider it deduplicates on the payment id: the first

@@ -52,7 +52,7 @@ pub async fn system_over(
         .checkpoints(Arc::clone(&storage.checkpoints))
         .read_models(storage.read_models.clone())
         .clock(Arc::new(clock.clone()))
-        .payment_gateway(Arc::clone(gateway) as Arc<dyn boxoffice::aggregates::PaymentGateway>)
+        .payment_gateway(Arc::clone(gateway) as Arc<dyn boxoffice::system::PaymentGateway>)
         .reply_timeout(REPLY_TIMEOUT)
         .build();
     within("building the system", built).await.unwrap()

@@ -57,8 +57,8 @@ struct Faults {
 /// checkpoints are untouched.
 ///
 /// The injected error is `EventStoreError::Database(sqlx::Error::Io(ConnectionReset))` when the
-/// `postgres` feature is on. Without it the error enum has no transient backend variant, so the
-/// fault is `EventStoreError::Closed` (the only operational variant the default build has).
+/// `postgres` feature is on (what a dropped connection looks like), and
+/// `EventStoreError::Unavailable` otherwise.
 pub struct FaultyStore {
     inner: Arc<dyn EventStore>,
     faults: Mutex<Faults>,
@@ -159,8 +159,9 @@ fn injected_error(point: &FaultPoint) -> EventStoreError {
 }
 
 #[cfg(not(feature = "postgres"))]
-fn injected_error(_point: &FaultPoint) -> EventStoreError {
-    EventStoreError::Closed
+fn injected_error(point: &FaultPoint) -> EventStoreError {
+    let io = std::io::Error::new(std::io::ErrorKind::ConnectionReset, format!("injected fault at {point}"));
+    EventStoreError::Unavailable(Box::new(io))
 }
 
 #[async_trait]
