@@ -24,13 +24,13 @@
 //! holds a transaction id (in any table of the cluster) holds readers back until it ends; readers
 //! lag, they never skip.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use futures::stream::{self, BoxStream, StreamExt};
+use futures::stream::BoxStream;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions, PgRow};
 use sqlx::types::Json;
 use sqlx::{Connection, Executor, PgConnection, PgPool, Row};
@@ -39,7 +39,7 @@ use uuid::Uuid;
 use super::group_commit::{AppendEach, GroupCommit};
 use super::{
     AppendResult, CheckpointStore, Envelope, EventStore, EventStoreError, ExpectedVersion, Metadata, NewEvent,
-    Snapshot, StreamAppend, StreamId, Upcasters,
+    PageSource, Snapshot, StreamAppend, StreamId, Upcasters, subscription,
 };
 
 const EVENT_COLUMNS: &str =
@@ -924,79 +924,8 @@ impl EventStore for PostgresEventStore {
     }
 
     fn subscribe(&self, after_position: u64) -> BoxStream<'static, Result<Envelope, EventStoreError>> {
-        struct Cursor {
-            store: PostgresEventStore,
-            listener: Option<PgListener>,
-            position: u64,
-            buffer: VecDeque<Envelope>,
-            failed: bool,
-        }
-        let cursor = Cursor {
-            store: self.clone(),
-            listener: None,
-            position: after_position,
-            buffer: VecDeque::new(),
-            failed: false,
-        };
-        stream::unfold(cursor, |mut cursor| async move {
-            if cursor.failed {
-                return None;
-            }
-            loop {
-                if let Some(event) = cursor.buffer.pop_front() {
-                    return Some((Ok(event), cursor));
-                }
-                match cursor.store.read_all(cursor.position, cursor.store.config.read_batch_size).await {
-                    Ok(batch) if !batch.is_empty() => {
-                        if let Some(last) = batch.last() {
-                            cursor.position = last.global_position;
-                        }
-                        cursor.buffer.extend(batch);
-                        continue;
-                    }
-                    Ok(_) => {}
-                    Err(error) => {
-                        cursor.failed = true;
-                        return Some((Err(error), cursor));
-                    }
-                }
-                let poll = cursor.store.config.poll_interval;
-                if let Some(listener) = cursor.listener.as_mut() {
-                    match tokio::time::timeout(poll, listener.recv()).await {
-                        Ok(Ok(_)) | Err(_) => {}
-                        Ok(Err(sqlx::Error::PoolClosed)) => {
-                            cursor.failed = true;
-                            return Some((Err(EventStoreError::Closed), cursor));
-                        }
-                        // A broken listener is dropped and re-created; polling covers the gap.
-                        Ok(Err(_)) => cursor.listener = None,
-                    }
-                } else {
-                    // A dedicated connection outside the main pool, so idle subscriptions never
-                    // starve appends of pooled connections.
-                    let listener_pool = PgPoolOptions::new()
-                        .max_connections(1)
-                        .acquire_timeout(cursor.store.config.acquire_timeout)
-                        .connect_lazy_with((*cursor.store.pool.connect_options()).clone());
-                    match PgListener::connect_with(&listener_pool).await {
-                        Ok(mut listener) => {
-                            if listener.listen(&cursor.store.config.notify_channel).await.is_ok() {
-                                cursor.listener = Some(listener);
-                            } else {
-                                tokio::time::sleep(poll).await;
-                            }
-                        }
-                        Err(sqlx::Error::PoolClosed) => {
-                            cursor.failed = true;
-                            return Some((Err(EventStoreError::Closed), cursor));
-                        }
-                        Err(_) => tokio::time::sleep(poll).await,
-                    }
-                    // Read again before waiting: events committed before LISTEN sent no wake-up.
-                }
-            }
-        })
-        .boxed()
+        let source = Notifications { store: self.clone(), listener: None };
+        subscription(source, after_position, self.config.read_batch_size)
     }
 
     async fn head_position(&self) -> Result<u64, EventStoreError> {
@@ -1047,6 +976,57 @@ impl EventStore for PostgresEventStore {
             state: row.try_get(2)?,
             schema_version: u32::try_from(schema_version).unwrap_or(0),
         }))
+    }
+}
+
+/// The `PostgreSQL` side of a subscription: pages of the readable log, woken by `LISTEN`/`NOTIFY`
+/// on a dedicated connection, with [`PostgresConfig::poll_interval`] as the safety net for a lost
+/// notification or a broken listener.
+struct Notifications {
+    store: PostgresEventStore,
+    listener: Option<PgListener>,
+}
+
+#[async_trait]
+impl PageSource for Notifications {
+    async fn read_after(&mut self, after: u64, limit: usize) -> Result<Vec<Envelope>, EventStoreError> {
+        self.store.read_all(after, limit).await
+    }
+
+    async fn wait(&mut self) -> Result<(), EventStoreError> {
+        let config = &self.store.config;
+        let Some(listener) = self.listener.as_mut() else {
+            // A dedicated connection outside the main pool, so idle subscriptions never starve
+            // appends of pooled connections. Once it listens, the cursor reads again before the
+            // first real wait: events committed before `LISTEN` sent no wake-up.
+            let listener_pool = PgPoolOptions::new()
+                .max_connections(1)
+                .acquire_timeout(config.acquire_timeout)
+                .connect_lazy_with((*self.store.pool.connect_options()).clone());
+            let listening = match PgListener::connect_with(&listener_pool).await {
+                Ok(mut listener) => listener.listen(&config.notify_channel).await.map(|()| listener),
+                Err(error) => Err(error),
+            };
+            match listening {
+                Ok(listener) => self.listener = Some(listener),
+                Err(sqlx::Error::PoolClosed) => return Err(EventStoreError::Closed),
+                Err(error) => {
+                    tracing::warn!(%error, "cannot listen for event store notifications; polling");
+                    tokio::time::sleep(config.poll_interval).await;
+                }
+            }
+            return Ok(());
+        };
+        match tokio::time::timeout(config.poll_interval, listener.recv()).await {
+            Ok(Ok(_)) | Err(_) => Ok(()),
+            Ok(Err(sqlx::Error::PoolClosed)) => Err(EventStoreError::Closed),
+            Ok(Err(error)) => {
+                // Dropped and re-created on the next wait; the read in between covers the gap.
+                tracing::warn!(%error, "event store listener failed; reconnecting");
+                self.listener = None;
+                Ok(())
+            }
+        }
     }
 }
 
