@@ -2,6 +2,7 @@
 
 /// A bus operation failed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum EventBusError {
     /// The broker did not accept a message for `topic`.
     #[error("publishing to topic {topic} failed: {reason}")]
@@ -76,6 +77,18 @@ pub enum EventBusError {
         /// What the storage said.
         reason: String,
     },
+    /// The outbox relay stopped while retrying a failure, or its retry policy gave up.
+    #[error("outbox relay {relay} stopped while failing")]
+    Relay {
+        /// The relay's checkpoint name.
+        relay: String,
+        /// What it was retrying.
+        #[source]
+        source: crate::event_store::FollowError<EventBusError>,
+    },
+    /// The relay's task panicked or was cancelled.
+    #[error("the outbox relay task failed")]
+    RelayTask(#[source] tokio::task::JoinError),
     /// The event store or checkpoint store failed.
     #[error("event store failed: {0}")]
     Store(#[from] crate::event_store::EventStoreError),

@@ -231,8 +231,11 @@ impl EventStore for FanOutEventStore {
 
     fn subscribe(&self, after_position: u64) -> BoxStream<'static, Result<Envelope, EventStoreError>> {
         self.ensure_pump();
-        let reader =
-            TailReader { inner: Arc::clone(&self.inner), hub: Arc::clone(&self.hub), changes: self.hub.changed.subscribe() };
+        let reader = TailReader {
+            inner: Arc::clone(&self.inner),
+            hub: Arc::clone(&self.hub),
+            changes: self.hub.changed.subscribe(),
+        };
         subscription(reader, after_position, PAGE)
     }
 

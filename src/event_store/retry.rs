@@ -55,7 +55,6 @@ impl RetryPolicy {
     }
 
     /// A fresh sequence of delays: one per retry, ending when the policy gives up.
-    #[must_use]
     pub fn backoff(&self) -> impl Iterator<Item = Duration> + Send + use<> {
         self.builder().build()
     }

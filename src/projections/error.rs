@@ -5,7 +5,7 @@ use std::time::Duration;
 use crate::aggregates::StreamDecodeError;
 use crate::domain::DomainError;
 use crate::event_bus::EventBusError;
-use crate::event_store::EventStoreError;
+use crate::event_store::{EventStoreError, FollowError};
 
 /// Everything that can go wrong while building or querying a read model.
 ///
@@ -113,6 +113,15 @@ pub enum ProjectionError {
         reached: u64,
         /// How long the caller waited.
         timeout: Duration,
+    },
+    /// The runner stopped while retrying a failure, or its retry policy gave up.
+    #[error("projection {projection} halted")]
+    Halted {
+        /// The projection.
+        projection: String,
+        /// The failure it was retrying (with the batch and the model's error).
+        #[source]
+        source: FollowError<ProjectionError>,
     },
     /// The runner is no longer running (stopped, failed or its task panicked).
     #[error("projection runner {projection} is not running")]
