@@ -155,15 +155,21 @@ impl<P: Projection> ProjectionRunner<P> {
         Ok(position)
     }
 
-    /// Stops after (or instead of) the batch in hand and waits for the task.
+    /// Stops after (or instead of) the batch in hand, waits for the task, and saves the
+    /// checkpoint of what the model has applied (a batch cut short by the stop may have been
+    /// applied without its checkpoint).
     ///
     /// # Errors
-    /// [`ProjectionError::Halted`] with the failure the runner was retrying, if any, or
-    /// [`ProjectionError::Stopped`] when its task panicked.
+    /// [`ProjectionError::Halted`] with the failure the runner was retrying, if any,
+    /// [`ProjectionError::Stopped`] when its task panicked, or the checkpoint save's error.
     pub async fn stop(self) -> Result<(), ProjectionError> {
         self.stop.send_replace(true);
         let name = self.feed.handle.name().to_owned();
-        self.task.await.map_err(|_| ProjectionError::Stopped { projection: name })?
+        let ended = self.task.await.map_err(|_| ProjectionError::Stopped { projection: name });
+        let mut saved = self.feed.saved.lock().await;
+        let flushed = self.feed.save(&mut saved).await;
+        ended??;
+        flushed
     }
 }
 
