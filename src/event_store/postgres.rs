@@ -292,7 +292,7 @@ impl PostgresEventStore {
                 Planned::Write { current, count } => (current, count),
             };
             let metadata = serde_json::to_value(&append.metadata)
-                .map_err(|e| EventStoreError::Corrupt { global_position: 0, reason: e.to_string() })?;
+                .map_err(|source| EventStoreError::Encode { stream: append.stream.clone(), source })?;
             for (offset, event) in (0..).zip(&append.events) {
                 rows.push(append, event, metadata.clone(), next_offset + offset, current + offset + 1)?;
             }
@@ -767,11 +767,13 @@ fn is_plain_identifier(name: &str) -> bool {
         && name.len() <= 63
 }
 
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
 fn decode_envelope(row: &PgRow) -> Result<Envelope, EventStoreError> {
     let global_position = to_u64(row.try_get("global_position")?);
-    let corrupt = |reason: String| EventStoreError::Corrupt { global_position, reason };
-    let stream_id = StreamId::new(row.try_get::<String, _>("stream_id")?).map_err(|e| corrupt(e.to_string()))?;
-    let Json(metadata): Json<Metadata> = row.try_get("metadata").map_err(|e| corrupt(e.to_string()))?;
+    let corrupt = |source: BoxError| EventStoreError::Corrupt { global_position, source };
+    let stream_id = StreamId::new(row.try_get::<String, _>("stream_id")?).map_err(|e| corrupt(e.into()))?;
+    let Json(metadata): Json<Metadata> = row.try_get("metadata").map_err(|e| corrupt(e.into()))?;
     let schema_version: i32 = row.try_get("schema_version")?;
     Ok(Envelope {
         event_id: row.try_get("event_id")?,
@@ -779,7 +781,7 @@ fn decode_envelope(row: &PgRow) -> Result<Envelope, EventStoreError> {
         stream_version: to_u64(row.try_get("stream_version")?),
         global_position,
         event_type: row.try_get::<String, _>("event_type")?.into(),
-        schema_version: u32::try_from(schema_version).map_err(|e| corrupt(e.to_string()))?,
+        schema_version: u32::try_from(schema_version).map_err(|e| corrupt(e.into()))?,
         payload: Arc::new(row.try_get("payload")?),
         metadata: Arc::new(metadata),
         recorded_at: row.try_get::<DateTime<Utc>, _>("recorded_at")?,

@@ -130,12 +130,13 @@ pub enum ProjectionError {
         projection: String,
     },
     /// A stored read-model row could not be read back.
-    #[error("projection {projection}: corrupt row: {reason}")]
+    #[error("projection {projection}: corrupt row")]
     Corrupt {
         /// The projection.
         projection: String,
         /// What was wrong.
-        reason: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// The read model's database failed.
     #[cfg(feature = "postgres")]

@@ -94,8 +94,11 @@ pub(super) fn db(model: ReadModel) -> impl Fn(sqlx::Error) -> ProjectionError {
     move |source| ProjectionError::Database { projection: model.name().to_owned(), source }
 }
 
-pub(super) fn corrupt(model: ReadModel, reason: impl std::fmt::Display) -> ProjectionError {
-    ProjectionError::Corrupt { projection: model.name().to_owned(), reason: reason.to_string() }
+pub(super) fn corrupt(
+    model: ReadModel,
+    source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+) -> ProjectionError {
+    ProjectionError::Corrupt { projection: model.name().to_owned(), source: source.into() }
 }
 
 pub(super) fn to_i64(model: ReadModel, value: u64) -> Result<i64, ProjectionError> {
