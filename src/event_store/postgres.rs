@@ -39,15 +39,20 @@ use uuid::Uuid;
 use super::group_commit::{AppendEach, GroupCommit};
 use super::{
     AppendResult, CheckpointStore, Envelope, EventStore, EventStoreError, ExpectedVersion, Metadata, NewEvent,
-    PageSource, Snapshot, StreamAppend, StreamId, Upcasters, subscription,
+    PageSource, RetryPolicy, Snapshot, StreamAppend, StreamId, Upcasters, subscription,
 };
 
 const EVENT_COLUMNS: &str =
     "global_position, event_id, stream_id, stream_version, event_type, schema_version, payload, metadata, recorded_at";
 
-/// How often a whole batch is retried after a transient failure (deadlock, serialization failure or
-/// an idempotency key committed by a concurrent append) before the error is returned.
-const MAX_ATTEMPTS: u32 = 8;
+/// Pauses before running a whole batch again after a transient failure (deadlock, serialization
+/// failure or an idempotency key committed by a concurrent append): short, jittered so racing
+/// appenders spread out, and bounded (8 attempts in all) before the error is returned.
+const APPEND_RETRY: RetryPolicy = RetryPolicy {
+    min_delay: Duration::from_millis(1),
+    max_delay: Duration::from_millis(50),
+    max_attempts: Some(7),
+};
 
 /// Connection and behaviour settings of a [`PostgresEventStore`].
 ///
@@ -372,15 +377,15 @@ impl PostgresEventStore {
 
     /// Runs `appends` in one transaction that holds their stream locks, commits it and wakes
     /// subscribers. A transient failure, or a race with a writer that bypassed the stream locks,
-    /// runs it again, up to `MAX_ATTEMPTS` times; `Ok(None)` when the races never stopped.
+    /// runs it again after a short jittered pause ([`APPEND_RETRY`]); `Ok(None)` when the races
+    /// never stopped.
     async fn commit_locked(
         &self,
         appends: &[StreamAppend],
         grouping: Grouping,
     ) -> Result<Option<Outcomes>, EventStoreError> {
-        let mut attempt = 0;
+        let mut delays = APPEND_RETRY.backoff();
         loop {
-            attempt += 1;
             let mut connection = self.pool.acquire().await?;
             let mut tx = connection.begin_with(begin_locked(appends)).await?;
             let outcome = match grouping {
@@ -392,27 +397,33 @@ impl PostgresEventStore {
                 }
                 Grouping::Independent => self.write_each_locked(&mut tx, appends).await,
             };
-            match outcome {
+            let retry = match outcome {
                 Ok(Attempt::Done(outcomes)) => match tx.commit().await {
                     Ok(()) => {
                         self.notify(&mut connection).await;
                         return Ok(Some(outcomes));
                     }
-                    Err(error) if is_transient(&error) && attempt < MAX_ATTEMPTS => {}
+                    Err(error) if is_transient(&error) => Err(error.into()),
                     Err(error) => return Err(error.into()),
                 },
-                Ok(Attempt::Retry) if attempt < MAX_ATTEMPTS => roll_back(tx).await,
                 Ok(Attempt::Retry) => {
                     roll_back(tx).await;
-                    return Ok(None);
+                    Ok(())
                 }
-                Err(EventStoreError::Database(error)) if is_transient(&error) && attempt < MAX_ATTEMPTS => {
+                Err(EventStoreError::Database(error)) if is_transient(&error) => {
                     roll_back(tx).await;
+                    Err(EventStoreError::Database(error))
                 }
                 Err(error) => {
                     roll_back(tx).await;
                     return Err(error);
                 }
+            };
+            drop(connection);
+            match (delays.next(), retry) {
+                (Some(delay), _) => tokio::time::sleep(delay).await,
+                (None, Ok(())) => return Ok(None),
+                (None, Err(error)) => return Err(error),
             }
         }
     }
