@@ -244,6 +244,8 @@ pub async fn follow<C: LogConsumer>(
             }
             if let (Some(first), Some(last)) = (batch.first(), batch.last()) {
                 let (first, last) = (first.global_position, last.global_position);
+                // Reading works again: a read failure is no longer what is being retried.
+                retry.recovered(|_| {});
                 loop {
                     let outcome = tokio::select! {
                         biased;
