@@ -48,11 +48,8 @@ const EVENT_COLUMNS: &str =
 /// Pauses before running a whole batch again after a transient failure (deadlock, serialization
 /// failure or an idempotency key committed by a concurrent append): short, jittered so racing
 /// appenders spread out, and bounded (8 attempts in all) before the error is returned.
-const APPEND_RETRY: RetryPolicy = RetryPolicy {
-    min_delay: Duration::from_millis(1),
-    max_delay: Duration::from_millis(50),
-    max_attempts: Some(7),
-};
+const APPEND_RETRY: RetryPolicy =
+    RetryPolicy { min_delay: Duration::from_millis(1), max_delay: Duration::from_millis(50), max_attempts: Some(7) };
 
 /// Connection and behaviour settings of a [`PostgresEventStore`].
 ///
