@@ -36,7 +36,7 @@ use std::time::{Duration, Instant};
 use boxoffice::aggregates::{GatewayOutcome, InventoryAction, InventoryState, SagaDriver, Section, TicketingEnv};
 use boxoffice::event_store::{EventStore, MemoryEventStore};
 use boxoffice::prelude::*;
-use boxoffice::system::{EventSpec, PaymentDetails, EngineConfig, ReserveRequest, SystemError, TicketingSystem};
+use boxoffice::system::{EngineConfig, EventSpec, PaymentDetails, ReserveRequest, SystemError, TicketingSystem};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -417,7 +417,9 @@ fn reducer_baseline(sections: usize, seats: u32, purchases: u64, seed: u64) -> R
     let eur = Currency::new("EUR")?;
     let spec = event_spec(&s, eur)?;
     let event_id = EventId::new_v4();
-    for command in [spec.into_command(event_id), EventAction::PublishEvent { event_id }, EventAction::OpenSales { event_id }] {
+    for command in
+        [spec.into_command(event_id), EventAction::PublishEvent { event_id }, EventAction::OpenSales { event_id }]
+    {
         driver.send(command.into()).map_err(|refusal| format!("baseline set-up refused: {refusal:?}"))?;
     }
     let open: Vec<AtomicBool> = (0..sections).map(|_| AtomicBool::new(true)).collect();

@@ -19,7 +19,9 @@ use std::time::Duration;
 
 use boxoffice::aggregates::{HoldStatus, ReservationStatus, TicketingAction, TicketingState};
 use boxoffice::domain::{Currency, CustomerId, EventId, Money, SeatId};
-use boxoffice::event_store::{CheckpointStore, Envelope, EventStore, MemoryCheckpointStore, MemoryEventStore};
+use boxoffice::event_store::{
+    CheckpointStore, Envelope, EventStore, FollowError, MemoryCheckpointStore, MemoryEventStore, RetryPolicy,
+};
 use boxoffice::projections::{
     AvailableSeatsProjection, CustomerHistoryProjection, Projection, ProjectionError, ProjectionHandle,
     ProjectionRunner, RunnerConfig, SalesAnalyticsProjection, replay,
@@ -448,9 +450,14 @@ async fn rebuild_swaps_in_a_fresh_copy_while_queries_are_served() {
     let head = store.head_position().await.unwrap();
     let checkpoints = Arc::new(MemoryCheckpointStore::new());
     let handle = ProjectionHandle::new(AvailableSeatsProjection::new());
-    let runner = ProjectionRunner::start(store.clone(), checkpoints, handle.clone(), RunnerConfig { batch_size: 64 })
-        .await
-        .unwrap();
+    let runner = ProjectionRunner::start(
+        store.clone(),
+        checkpoints,
+        handle.clone(),
+        RunnerConfig { batch_size: 64, ..RunnerConfig::default() },
+    )
+    .await
+    .unwrap();
     handle.wait_for_position(head, Duration::from_secs(10)).await.unwrap();
     let before = handle.snapshot();
     let expected_available = before.get_total_available(event(0));
@@ -494,8 +501,10 @@ async fn replay_reads_the_whole_log() {
     assert_eq!(model, fold(SalesAnalyticsProjection::new(), &envelopes(&log)));
 }
 
+/// A bad event halts the model at the event before it: the batch is retried (never skipped),
+/// the failure is reported while it lasts, and `stop` returns it.
 #[tokio::test]
-async fn runner_stops_on_a_bad_event_and_reports_it() {
+async fn runner_halts_on_a_bad_event_and_reports_it() {
     let store = Arc::new(MemoryEventStore::new());
     let stream = boxoffice::event_store::StreamId::new("inventory-x").unwrap();
     let bad = boxoffice::event_store::NewEvent::new("SeatsReserved", 1, serde_json::json!({ "bad": 1 }));
@@ -504,14 +513,27 @@ async fn runner_stops_on_a_bad_event_and_reports_it() {
         .await
         .unwrap();
     let handle = ProjectionHandle::new(AvailableSeatsProjection::new());
+    let config = RunnerConfig {
+        retry: RetryPolicy {
+            min_delay: Duration::from_millis(1),
+            max_delay: Duration::from_millis(5),
+            max_attempts: None,
+        },
+        ..RunnerConfig::default()
+    };
     let runner =
-        ProjectionRunner::start(store, Arc::new(MemoryCheckpointStore::new()), handle.clone(), RunnerConfig::default())
-            .await
-            .unwrap();
-    let waited = handle.wait_for_position(1, Duration::from_millis(200)).await;
-    assert!(waited.is_err());
+        ProjectionRunner::start(store, Arc::new(MemoryCheckpointStore::new()), handle.clone(), config).await.unwrap();
+    let mut status = runner.status();
+    tokio::time::timeout(Duration::from_secs(30), status.wait_for(|s| s.retries >= 2 && s.failing.is_some()))
+        .await
+        .expect("the failure is reported and retried")
+        .unwrap();
+    assert_eq!(handle.position(), 0);
     let error = runner.stop().await.unwrap_err();
-    assert!(matches!(error, ProjectionError::Decode { .. }), "{error}");
+    let ProjectionError::Halted { source: FollowError::Handle { first: 1, last: 1, source, .. }, .. } = &error else {
+        panic!("{error}")
+    };
+    assert!(matches!(**source, ProjectionError::Decode { .. }), "{source}");
     assert_eq!(handle.position(), 0);
 }
 

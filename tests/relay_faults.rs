@@ -16,7 +16,7 @@ use boxoffice::event_bus::{
     DedupStore, EventBus, KafkaConfig, KafkaEventBus, OutboxRelay, PostgresDedupStore, RelayConfig, RelayHandle,
     TopicRouter,
 };
-use boxoffice::event_store::{CheckpointStore, EventStore, PostgresConfig, PostgresEventStore};
+use boxoffice::event_store::{CheckpointStore, EventStore, PostgresConfig, PostgresEventStore, RetryPolicy};
 use relay_support::tansu::Tansu;
 use relay_support::{append_round_robin, assert_every_event_once, consume, streams, topics, wait_for_checkpoint};
 use sqlx::{Connection, Executor, PgConnection};
@@ -64,8 +64,11 @@ fn relay(backends: &Backends, bus: &Arc<dyn EventBus>, name: &str) -> RelayHandl
     let config = RelayConfig {
         name: name.to_owned(),
         batch_size: 20,
-        backoff: Duration::from_millis(50),
-        max_backoff: Duration::from_millis(500),
+        retry: RetryPolicy {
+            min_delay: Duration::from_millis(50),
+            max_delay: Duration::from_millis(500),
+            max_attempts: None,
+        },
     };
     OutboxRelay::new(
         Arc::clone(&backends.store),

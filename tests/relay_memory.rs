@@ -9,7 +9,7 @@ use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use boxoffice::event_bus::{EventBus, MemoryDedupStore, MemoryEventBus, OutboxRelay, RelayConfig, TopicRouter};
-use boxoffice::event_store::{CheckpointStore, EventStore, MemoryCheckpointStore, MemoryEventStore};
+use boxoffice::event_store::{CheckpointStore, EventStore, MemoryCheckpointStore, MemoryEventStore, RetryPolicy};
 use futures::StreamExt;
 use relay_support::{
     FlakyBus, append_round_robin, assert_every_event_once, consume, streams, topics, wait_for_checkpoint,
@@ -17,13 +17,17 @@ use relay_support::{
 
 const WAIT: Duration = Duration::from_secs(20);
 
+fn fast_retry() -> RetryPolicy {
+    RetryPolicy { min_delay: Duration::from_millis(5), ..RetryPolicy::default() }
+}
+
 fn relay(
     store: &Arc<dyn EventStore>,
     bus: &Arc<dyn EventBus>,
     checkpoints: &Arc<dyn CheckpointStore>,
     batch_size: usize,
 ) -> OutboxRelay {
-    let config = RelayConfig { batch_size, backoff: Duration::from_millis(5), ..RelayConfig::default() };
+    let config = RelayConfig { batch_size, retry: fast_retry(), ..RelayConfig::default() };
     OutboxRelay::new(Arc::clone(store), Arc::clone(bus), Arc::clone(checkpoints), TopicRouter::default(), config)
 }
 

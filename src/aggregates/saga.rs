@@ -227,9 +227,7 @@ mod tests {
         let created = TicketingAction::Event(EventAction::EventCreated { details, created_at: start });
         let follow_ups = reactions(&created);
         assert_eq!(follow_ups.len(), 2);
-        assert!(
-            follow_ups.iter().all(|r| matches!(r, Reaction::Command(c) if c.name() == "InitializeInventory"))
-        );
+        assert!(follow_ups.iter().all(|r| matches!(r, Reaction::Command(c) if c.name() == "InitializeInventory")));
     }
 
     #[test]

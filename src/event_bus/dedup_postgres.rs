@@ -20,8 +20,8 @@ impl PostgresDedupStore {
     }
 }
 
-fn dedup_error(consumer: &str, error: &dyn std::fmt::Display) -> EventBusError {
-    EventBusError::Dedup { consumer: consumer.to_owned(), reason: error.to_string() }
+fn dedup_error(consumer: &str, error: impl Into<super::error::BoxError>) -> EventBusError {
+    EventBusError::Dedup { consumer: consumer.to_owned(), source: error.into() }
 }
 
 #[async_trait]
@@ -33,12 +33,12 @@ impl DedupStore for PostgresDedupStore {
                 .bind(stream.as_str())
                 .fetch_optional(&self.pool)
                 .await
-                .map_err(|e| dedup_error(consumer, &e))?;
-        mark.map_or(Ok(0), |v| u64::try_from(v).map_err(|e| dedup_error(consumer, &e)))
+                .map_err(|e| dedup_error(consumer, e))?;
+        mark.map_or(Ok(0), |v| u64::try_from(v).map_err(|e| dedup_error(consumer, e)))
     }
 
     async fn record(&self, consumer: &str, stream: &StreamId, version: u64) -> Result<(), EventBusError> {
-        let version = i64::try_from(version).map_err(|e| dedup_error(consumer, &e))?;
+        let version = i64::try_from(version).map_err(|e| dedup_error(consumer, e))?;
         sqlx::query(
             "INSERT INTO event_bus_dedup (consumer, stream_id, stream_version) VALUES ($1, $2, $3) \
              ON CONFLICT (consumer, stream_id) DO UPDATE \
@@ -49,7 +49,7 @@ impl DedupStore for PostgresDedupStore {
         .bind(version)
         .execute(&self.pool)
         .await
-        .map_err(|e| dedup_error(consumer, &e))?;
+        .map_err(|e| dedup_error(consumer, e))?;
         Ok(())
     }
 }

@@ -16,6 +16,7 @@ use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 
+use super::error::BoxError;
 use super::headers::{envelope_from_parts, message_headers, previous_position};
 use super::{
     Acknowledger, Delivery, DeliveryPosition, EventBus, EventBusError, KafkaCommitMode, KafkaConfig, Outgoing,
@@ -61,8 +62,8 @@ impl KafkaEventBus {
         let timeout = config.connect_timeout;
         tokio::task::spawn_blocking(move || probe.client().fetch_metadata(None, timeout).map(|_| ()))
             .await
-            .map_err(|e| EventBusError::Unreachable { brokers: config.brokers.clone(), reason: e.to_string() })?
-            .map_err(|e| EventBusError::Unreachable { brokers: config.brokers.clone(), reason: e.to_string() })?;
+            .map_err(|e| EventBusError::Unreachable { brokers: config.brokers.clone(), source: e.into() })?
+            .map_err(|e| EventBusError::Unreachable { brokers: config.brokers.clone(), source: e.into() })?;
         let bus = Self { producer: RwLock::new(producer), admin, known_topics: Mutex::new(HashSet::new()), config };
         let topics = bus.config.topics.clone();
         bus.ensure_topics(&topics).await?;
@@ -81,7 +82,7 @@ impl KafkaEventBus {
     /// [`EventBusError::Admin`] naming the first topic the broker refused.
     pub async fn ensure_topics(&self, topics: &[String]) -> Result<(), EventBusError> {
         let missing: Vec<&String> = {
-            let known = self.known_topics.lock().map_err(|e| admin_error("*", &e))?;
+            let known = self.known_topics.lock().map_err(|_| admin_error("*", "topic cache lock poisoned"))?;
             topics.iter().filter(|t| !known.contains(*t)).collect()
         };
         if missing.is_empty() {
@@ -94,15 +95,15 @@ impl KafkaEventBus {
         let options = AdminOptions::new().operation_timeout(Some(self.config.connect_timeout));
         let results = self.admin.create_topics(&new_topics, &options).await.map_err(|e| EventBusError::Admin {
             topic: missing.iter().map(|t| t.as_str()).collect(),
-            reason: e.to_string(),
+            source: e.into(),
         })?;
         for result in results {
             match result {
                 Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-                Err((topic, code)) => return Err(EventBusError::Admin { topic, reason: code.to_string() }),
+                Err((topic, code)) => return Err(EventBusError::Admin { topic, source: code.into() }),
             }
         }
-        let mut known = self.known_topics.lock().map_err(|e| admin_error("*", &e))?;
+        let mut known = self.known_topics.lock().map_err(|_| admin_error("*", "topic cache lock poisoned"))?;
         known.extend(missing.into_iter().cloned());
         Ok(())
     }
@@ -148,11 +149,11 @@ impl KafkaEventBus {
         for (name, value) in &self.config.extra {
             client.set(name, value);
         }
-        client.create().map_err(|e| EventBusError::Consume { group: group.to_owned(), reason: e.to_string() })
+        client.create().map_err(|e| EventBusError::Consume { group: group.to_owned(), source: e.into() })
     }
 
     fn current_producer(&self, topic: &str) -> Result<FutureProducer, EventBusError> {
-        self.producer.read().map(|p| p.clone()).map_err(|e| publish_error(topic, &e))
+        self.producer.read().map(|p| p.clone()).map_err(|_| publish_error(topic, "producer lock poisoned"))
     }
 
     /// After a failed batch: forget its topics (a restarted broker may have lost them) and replace
@@ -196,7 +197,7 @@ impl KafkaEventBus {
         message: &Outgoing<'_>,
     ) -> Result<DeliveryFuture, (EventBusError, Option<RDKafkaErrorCode>)> {
         let payload =
-            serde_json::to_vec(&message.envelope.payload).map_err(|e| (publish_error(message.topic, &e), None))?;
+            serde_json::to_vec(&message.envelope.payload).map_err(|e| (publish_error(message.topic, e), None))?;
         let mut headers = OwnedHeaders::new();
         for (key, value) in message_headers(message) {
             headers = headers.insert(Header { key: &key, value: Some(value.as_bytes()) });
@@ -210,18 +211,21 @@ impl KafkaEventBus {
                     record = returned;
                     tokio::time::sleep(Duration::from_millis(2)).await;
                 }
-                Err((error, _)) => return Err((publish_error(message.topic, &error), error.rdkafka_error_code())),
+                Err((error, _)) => {
+                    let code = error.rdkafka_error_code();
+                    return Err((publish_error(message.topic, error), code));
+                }
             }
         }
     }
 }
 
-fn publish_error(topic: &str, error: &dyn std::fmt::Display) -> EventBusError {
-    EventBusError::Publish { topic: topic.to_owned(), reason: error.to_string() }
+fn publish_error(topic: &str, error: impl Into<BoxError>) -> EventBusError {
+    EventBusError::Publish { topic: topic.to_owned(), source: error.into() }
 }
 
-fn admin_error(topic: &str, error: &dyn std::fmt::Display) -> EventBusError {
-    EventBusError::Admin { topic: topic.to_owned(), reason: error.to_string() }
+fn admin_error(topic: &str, error: impl Into<BoxError>) -> EventBusError {
+    EventBusError::Admin { topic: topic.to_owned(), source: error.into() }
 }
 
 #[async_trait]
@@ -253,9 +257,9 @@ impl EventBus for KafkaEventBus {
                 Ok(Ok(_)) => continue,
                 Ok(Err((error, _))) => {
                     codes.push(error.rdkafka_error_code());
-                    publish_error(topic, &error)
+                    publish_error(topic, error)
                 }
-                Err(canceled) => publish_error(topic, &canceled),
+                Err(canceled) => publish_error(topic, canceled),
             };
             first_error.get_or_insert(error);
         }
@@ -276,9 +280,7 @@ impl EventBus for KafkaEventBus {
         self.ensure_topics(topics).await?;
         let consumer = Arc::new(self.consumer(group)?);
         let names: Vec<&str> = topics.iter().map(String::as_str).collect();
-        consumer
-            .subscribe(&names)
-            .map_err(|e| EventBusError::Consume { group: group.to_owned(), reason: e.to_string() })?;
+        consumer.subscribe(&names).map_err(|e| EventBusError::Consume { group: group.to_owned(), source: e.into() })?;
         let acknowledger: Arc<dyn Acknowledger> = Arc::new(KafkaAcknowledger {
             consumer: Arc::downgrade(&consumer),
             group: group.to_owned(),
@@ -288,7 +290,7 @@ impl EventBus for KafkaEventBus {
         Ok(Box::pin(stream::unfold(state, |(consumer, acknowledger, group)| async move {
             let next = match consumer.recv().await {
                 Ok(message) => to_delivery(&message, &acknowledger),
-                Err(error) => Err(EventBusError::Consume { group: group.clone(), reason: error.to_string() }),
+                Err(error) => Err(EventBusError::Consume { group: group.clone(), source: error.into() }),
             };
             Some((next, (consumer, acknowledger, group)))
         })))
@@ -337,20 +339,20 @@ impl Acknowledger for KafkaAcknowledger {
         let Some(consumer) = self.consumer.upgrade() else {
             return Err(EventBusError::SubscriptionClosed { group: self.group.clone() });
         };
-        let commit_error = |reason: String| EventBusError::Commit {
+        let commit_error = |source: BoxError| EventBusError::Commit {
             topic: position.topic.clone(),
             partition: position.partition,
             offset: position.offset,
-            reason,
+            source,
         };
         let mut offsets = TopicPartitionList::new();
         offsets
             .add_partition_offset(&position.topic, position.partition, Offset::Offset(position.offset + 1))
-            .map_err(|e| commit_error(e.to_string()))?;
+            .map_err(|e| commit_error(e.into()))?;
         if self.mode == KafkaCommitMode::Async {
             let result = consumer.commit(&offsets, CommitMode::Async);
             drop(offsets);
-            return result.map_err(|e| commit_error(e.to_string()));
+            return result.map_err(|e| commit_error(e.into()));
         }
         tokio::task::spawn_blocking(move || {
             let result = consumer.commit(&offsets, CommitMode::Sync);
@@ -360,7 +362,7 @@ impl Acknowledger for KafkaAcknowledger {
             result
         })
         .await
-        .map_err(|e| commit_error(e.to_string()))?
-        .map_err(|e| commit_error(e.to_string()))
+        .map_err(|e| commit_error(e.into()))?
+        .map_err(|e| commit_error(e.into()))
     }
 }

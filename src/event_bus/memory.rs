@@ -88,7 +88,7 @@ impl Shared {
     fn lock(&self, group: &str) -> Result<MutexGuard<'_, State>, EventBusError> {
         self.state
             .lock()
-            .map_err(|e| EventBusError::Consume { group: group.to_owned(), reason: format!("bus state poisoned: {e}") })
+            .map_err(|_| EventBusError::Consume { group: group.to_owned(), source: "bus state poisoned".into() })
     }
 
     fn notify(&self) {
@@ -112,9 +112,9 @@ fn key_hash(key: &str) -> u64 {
 impl EventBus for MemoryEventBus {
     async fn publish_batch(&self, messages: &[Outgoing<'_>]) -> Result<(), EventBusError> {
         {
-            let mut state = self.shared.state.lock().map_err(|e| EventBusError::Publish {
+            let mut state = self.shared.state.lock().map_err(|_| EventBusError::Publish {
                 topic: messages.first().map_or("", |m| m.topic).to_owned(),
-                reason: format!("bus state poisoned: {e}"),
+                source: "bus state poisoned".into(),
             })?;
             for message in messages {
                 let partitions = state.topic(message.topic);

@@ -21,7 +21,7 @@ pub use dedup::{DedupStore, Deduplicator, HandleError, Handled, MemoryDedupStore
 #[cfg(feature = "postgres")]
 pub use dedup_postgres::PostgresDedupStore;
 pub use delivery::{Acknowledger, Delivery, DeliveryPosition};
-pub use error::EventBusError;
+pub use error::{BoxError, EventBusError};
 #[cfg(feature = "kafka")]
 pub use kafka::KafkaEventBus;
 pub use kafka_config::{KafkaCommitMode, KafkaConfig};

@@ -1,15 +1,16 @@
 //! The outbox relay: publishes the event store's global log to the bus without losing events.
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use futures::StreamExt;
+use async_trait::async_trait;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
 use super::{EventBus, EventBusError, Outgoing, TopicRouter};
-use crate::event_store::{CheckpointStore, Envelope, EventStore};
+use crate::event_store::{
+    CheckpointStore, Envelope, EventStore, FollowConfig, FollowStatus, LogConsumer, RetryPolicy, follow,
+};
 
 /// How an [`OutboxRelay`] behaves.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,20 +19,13 @@ pub struct RelayConfig {
     pub name: String,
     /// Most events published (concurrently) before the checkpoint is saved.
     pub batch_size: usize,
-    /// First pause after a failed publish or store read; doubles up to `max_backoff`.
-    pub backoff: Duration,
-    /// Longest pause between retries.
-    pub max_backoff: Duration,
+    /// Pauses between attempts after a failed publish, checkpoint save or store read.
+    pub retry: RetryPolicy,
 }
 
 impl Default for RelayConfig {
     fn default() -> Self {
-        Self {
-            name: "outbox-relay".to_owned(),
-            batch_size: 1000,
-            backoff: Duration::from_millis(50),
-            max_backoff: Duration::from_secs(5),
-        }
+        Self { name: "outbox-relay".to_owned(), batch_size: 1000, retry: RetryPolicy::default() }
     }
 }
 
@@ -63,8 +57,10 @@ pub struct RelayStats {
 /// is committed events in global order. The checkpoint is saved only after the broker has
 /// acknowledged every event up to it, so a crash between publish and checkpoint republishes
 /// (never skips) events; consumers drop the duplicates by event id or stream version (see
-/// [`Deduplicator`](super::Deduplicator)). Failed publishes are retried with backoff without
-/// moving the checkpoint.
+/// [`Deduplicator`](super::Deduplicator)). It runs on the event store's
+/// [`follow`](crate::event_store::follow): a failed publish or checkpoint save retries the same
+/// batch with the [`RetryPolicy`] without moving the checkpoint (a batch the broker took whose
+/// checkpoint save failed is not published again, only its save is retried).
 pub struct OutboxRelay {
     store: Arc<dyn EventStore>,
     bus: Arc<dyn EventBus>,
@@ -87,6 +83,7 @@ impl std::fmt::Debug for OutboxRelay {
 pub struct RelayHandle {
     stop: watch::Sender<bool>,
     progress: watch::Receiver<u64>,
+    status: watch::Receiver<FollowStatus>,
     task: JoinHandle<Result<RelayStats, EventBusError>>,
 }
 
@@ -97,24 +94,26 @@ impl RelayHandle {
         self.progress.clone()
     }
 
+    /// How the relay is doing: position, retries, and the failure it is retrying, if any.
+    #[must_use]
+    pub fn status(&self) -> watch::Receiver<FollowStatus> {
+        self.status.clone()
+    }
+
     /// Asks the relay to stop after (or instead of) its current batch and waits for it.
     ///
     /// # Errors
-    /// The error that ended the relay, if it failed before it was asked to stop.
+    /// [`EventBusError::Relay`] when the relay was retrying a failure when it stopped, or
+    /// [`EventBusError::RelayTask`] when its task panicked.
     pub async fn stop(self) -> Result<RelayStats, EventBusError> {
         let _ = self.stop.send(true);
-        self.task.await.map_err(|e| EventBusError::Config(format!("relay task failed: {e}")))?
+        self.task.await.map_err(EventBusError::RelayTask)?
     }
 
     /// Kills the relay task at once, as a crash would: nothing after the last checkpoint is saved.
     pub fn abort(self) {
         self.task.abort();
     }
-}
-
-enum Step<T> {
-    Done(T),
-    Stopped,
 }
 
 impl OutboxRelay {
@@ -136,147 +135,111 @@ impl OutboxRelay {
     pub fn spawn(self) -> RelayHandle {
         let (stop, shutdown) = watch::channel(false);
         let (progress_tx, progress) = watch::channel(0);
-        let task = tokio::spawn(async move { self.run_reporting(shutdown, Some(progress_tx)).await });
-        RelayHandle { stop, progress, task }
+        let status_tx = watch::Sender::new(FollowStatus::default());
+        let status = status_tx.subscribe();
+        let task = tokio::spawn(async move { self.run_reporting(shutdown, &progress_tx, &status_tx).await });
+        RelayHandle { stop, progress, status, task }
     }
 
     /// Relays until `shutdown` becomes `true` (or its sender is dropped).
     ///
     /// # Errors
-    /// Only when the checkpoint cannot be loaded at start-up; later failures are retried.
+    /// [`EventBusError::Relay`] when the relay was retrying a failure (loading its checkpoint,
+    /// reading the store, publishing or saving) when it stopped, or its retry policy gave up.
     pub async fn run(&self, shutdown: watch::Receiver<bool>) -> Result<RelayStats, EventBusError> {
-        self.run_reporting(shutdown, None).await
+        self.run_reporting(shutdown, &watch::Sender::new(0), &watch::Sender::new(FollowStatus::default())).await
     }
 
     async fn run_reporting(
         &self,
-        mut shutdown: watch::Receiver<bool>,
-        progress: Option<watch::Sender<u64>>,
+        shutdown: watch::Receiver<bool>,
+        progress: &watch::Sender<u64>,
+        status: &watch::Sender<FollowStatus>,
     ) -> Result<RelayStats, EventBusError> {
-        let mut stats = RelayStats {
-            checkpoint: self.checkpoints.load_checkpoint(&self.config.name).await?,
-            ..RelayStats::default()
+        let mut publisher = Publisher { relay: self, progress, checkpoint: 0, sent: None, published: 0, batches: 0 };
+        let config = FollowConfig { max_batch: self.config.batch_size.max(1), retry: self.config.retry };
+        let span = tracing::info_span!("outbox_relay", relay = %self.config.name);
+        let outcome = follow(&*self.store, &mut publisher, &config, shutdown, status).instrument(span).await;
+        let done = RelayStats {
+            published: publisher.published,
+            batches: publisher.batches,
+            retries: status.borrow().retries,
+            checkpoint: publisher.checkpoint,
         };
-        if let Some(progress) = &progress {
-            progress.send_replace(stats.checkpoint);
-        }
-        tracing::info!(relay = %self.config.name, checkpoint = stats.checkpoint, "outbox relay starting");
-        loop {
-            let mut batches = self.store.subscribe(stats.checkpoint).ready_chunks(self.config.batch_size.max(1));
-            loop {
-                let next = tokio::select! {
-                    biased;
-                    () = stopped(&mut shutdown) => return Ok(stats),
-                    next = batches.next() => next,
-                };
-                let Some(items) = next else { break };
-                let mut envelopes = Vec::with_capacity(items.len());
-                let mut failure = None;
-                for item in items {
-                    match item {
-                        Ok(envelope) if envelope.global_position > stats.checkpoint => envelopes.push(envelope),
-                        Ok(_) => {}
-                        Err(error) => {
-                            failure = Some(error);
-                            break;
-                        }
-                    }
-                }
-                if !envelopes.is_empty() {
-                    match self.relay_batch(&envelopes, &mut shutdown, &mut stats).await {
-                        Step::Done(()) => {
-                            if let Some(progress) = &progress {
-                                progress.send_replace(stats.checkpoint);
-                            }
-                        }
-                        Step::Stopped => return Ok(stats),
-                    }
-                }
-                if let Some(error) = failure {
-                    tracing::warn!(relay = %self.config.name, %error, "event store subscription failed; resubscribing");
-                    break;
-                }
-            }
-            stats.retries += 1;
-            if let Step::Stopped = pause(self.config.backoff, &mut shutdown).await {
-                return Ok(stats);
-            }
+        match outcome {
+            Ok(_) => Ok(done),
+            Err(source) => Err(EventBusError::Relay { relay: self.config.name.clone(), source }),
         }
     }
+}
 
-    /// Publishes one batch until the broker takes all of it, then saves the checkpoint.
-    async fn relay_batch(
-        &self,
-        envelopes: &[Envelope],
-        shutdown: &mut watch::Receiver<bool>,
-        stats: &mut RelayStats,
-    ) -> Step<()> {
-        let Some(last) = envelopes.last().map(|e| e.global_position) else { return Step::Done(()) };
-        let span = tracing::debug_span!("relay_batch", relay = %self.config.name, count = envelopes.len(), last);
+/// The relay's side of [`follow`]: publishes a batch, then saves its checkpoint.
+struct Publisher<'a> {
+    relay: &'a OutboxRelay,
+    progress: &'a watch::Sender<u64>,
+    /// The last checkpoint saved (or loaded).
+    checkpoint: u64,
+    /// The last position of a batch the broker took whose checkpoint is not saved yet.
+    sent: Option<u64>,
+    published: u64,
+    batches: u64,
+}
+
+#[async_trait]
+impl LogConsumer for Publisher<'_> {
+    type Error = EventBusError;
+
+    fn name(&self) -> &str {
+        &self.relay.config.name
+    }
+
+    async fn start_position(&mut self) -> Result<u64, EventBusError> {
+        self.checkpoint = self.relay.checkpoints.load_checkpoint(&self.relay.config.name).await?;
+        self.progress.send_replace(self.checkpoint);
+        tracing::info!(relay = %self.relay.config.name, checkpoint = self.checkpoint, "outbox relay starting");
+        Ok(self.checkpoint)
+    }
+
+    async fn handle(&mut self, envelopes: &[Envelope]) -> Result<(), EventBusError> {
+        let Some(last) = envelopes.last().map(|e| e.global_position) else { return Ok(()) };
+        let span = tracing::debug_span!("relay_batch", relay = %self.relay.config.name, count = envelopes.len(), last);
         async {
-            let topics: Vec<String> =
-                envelopes.iter().map(|e| self.router.topic_for_stream(e.stream_id.as_str())).collect();
-            // Each message names the event published before it: the checkpoint for the first
-            // (the last event of the previous batch, or 0), then its neighbour in the batch.
-            let previous = std::iter::once(stats.checkpoint).chain(envelopes.iter().map(|e| e.global_position));
-            let messages: Vec<Outgoing<'_>> = envelopes
-                .iter()
-                .zip(&topics)
-                .zip(previous)
-                .map(|((envelope, topic), previous)| Outgoing {
-                    topic,
-                    key: envelope.stream_id.as_str(),
-                    envelope,
-                    previous_position: Some(previous),
-                })
-                .collect();
-            let mut backoff = self.config.backoff;
-            loop {
-                let outcome = tokio::select! {
-                    biased;
-                    () = stopped(shutdown) => return Step::Stopped,
-                    outcome = self.bus.publish_batch(&messages) => outcome,
-                };
-                match outcome {
-                    Ok(()) => break,
-                    Err(error) => {
-                        tracing::warn!(%error, ?backoff, "publishing a relay batch failed; retrying the whole batch");
-                        stats.retries += 1;
-                        if let Step::Stopped = pause(backoff, shutdown).await {
-                            return Step::Stopped;
-                        }
-                        backoff = (backoff * 2).min(self.config.max_backoff);
-                    }
-                }
+            if self.sent != Some(last) {
+                self.publish(envelopes).await?;
+                self.sent = Some(last);
             }
-            let mut backoff = self.config.backoff;
-            while let Err(error) = self.checkpoints.save_checkpoint(&self.config.name, last).await {
-                tracing::warn!(%error, "saving the relay checkpoint failed; retrying");
-                stats.retries += 1;
-                if let Step::Stopped = pause(backoff, shutdown).await {
-                    return Step::Stopped;
-                }
-                backoff = (backoff * 2).min(self.config.max_backoff);
-            }
-            stats.published += envelopes.len() as u64;
-            stats.batches += 1;
-            stats.checkpoint = last;
-            Step::Done(())
+            self.relay.checkpoints.save_checkpoint(&self.relay.config.name, last).await?;
+            self.sent = None;
+            self.published += envelopes.len() as u64;
+            self.batches += 1;
+            self.checkpoint = last;
+            self.progress.send_replace(last);
+            Ok(())
         }
         .instrument(span)
         .await
     }
 }
 
-/// Resolves once a stop was requested or nobody can request one any more.
-async fn stopped(shutdown: &mut watch::Receiver<bool>) {
-    let _ = shutdown.wait_for(|stop| *stop).await;
-}
-
-async fn pause(duration: Duration, shutdown: &mut watch::Receiver<bool>) -> Step<()> {
-    tokio::select! {
-        biased;
-        () = stopped(shutdown) => Step::Stopped,
-        () = tokio::time::sleep(duration) => Step::Done(()),
+impl Publisher<'_> {
+    /// Publishes one batch; the broker takes all of it or the call fails.
+    async fn publish(&self, envelopes: &[Envelope]) -> Result<(), EventBusError> {
+        let router = &self.relay.router;
+        let topics: Vec<String> = envelopes.iter().map(|e| router.topic_for_stream(e.stream_id.as_str())).collect();
+        // Each message names the event published before it: the checkpoint for the first (the
+        // last event of the previous batch, or 0), then its neighbour in the batch.
+        let previous = std::iter::once(self.checkpoint).chain(envelopes.iter().map(|e| e.global_position));
+        let messages: Vec<Outgoing<'_>> = envelopes
+            .iter()
+            .zip(&topics)
+            .zip(previous)
+            .map(|((envelope, topic), previous)| Outgoing {
+                topic,
+                key: envelope.stream_id.as_str(),
+                envelope,
+                previous_position: Some(previous),
+            })
+            .collect();
+        self.relay.bus.publish_batch(&messages).await
     }
 }

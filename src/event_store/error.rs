@@ -56,12 +56,22 @@ pub enum EventStoreError {
         reason: String,
     },
     /// A stored row could not be decoded.
-    #[error("stored event at global position {global_position} is corrupt: {reason}")]
+    #[error("stored event at global position {global_position} is corrupt")]
     Corrupt {
         /// Where the row is.
         global_position: u64,
         /// What was wrong.
-        reason: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// Something an append carries could not be encoded for storage; nothing was written.
+    #[error("cannot encode an append to stream {stream}")]
+    Encode {
+        /// The stream appended to.
+        stream: StreamId,
+        /// The encoder's error.
+        #[source]
+        source: serde_json::Error,
     },
     /// A value does not fit the backend's storage (for example a version above `i64::MAX`).
     #[error("value out of range for the backend: {what}")]

@@ -4,21 +4,21 @@
 //! runner, the outbox relay) would otherwise have each of them poll, fetch and decode every event
 //! from the database on its own. [`FanOutEventStore`] wraps a store: writes and point reads go
 //! straight through, and its subscriptions are served from one shared tail of recent events that
-//! a single background pump keeps filled from the wrapped store's own subscription. A subscriber
+//! a single background pump (a [`follow`] of the wrapped store) keeps filled. A subscriber
 //! behind that tail (starting from an old checkpoint) catches up with plain
 //! [`read_all`](EventStore::read_all) pages first, then joins the tail; the hand-over is exact
 //! because the tail holds a contiguous run of the log after a known position.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, OnceLock, PoisonError, RwLock};
-use std::time::Duration;
 
 use async_trait::async_trait;
-use futures::stream::{self, BoxStream, StreamExt};
+use futures::stream::BoxStream;
 use tokio::sync::watch;
 
 use super::{AppendResult, Envelope, EventStore, EventStoreError, ExpectedVersion, Metadata, NewEvent, Snapshot};
-use super::{StreamAppend, StreamId};
+use super::{FollowConfig, FollowStatus, LogConsumer, PageSource, RetryPolicy, StreamAppend, StreamId};
+use super::{follow, subscription};
 
 /// Events handed to a subscriber per lock acquisition, and fetched per catch-up page.
 const PAGE: usize = 1_000;
@@ -53,6 +53,7 @@ struct Hub {
     capacity: usize,
     pump: OnceLock<()>,
     stop: watch::Receiver<bool>,
+    status: watch::Sender<FollowStatus>,
 }
 
 /// A contiguous run of the log: every event after position `after`, in order, none missing.
@@ -82,8 +83,15 @@ impl FanOutEventStore {
             capacity: capacity.max(1),
             pump: OnceLock::new(),
             stop: stopped,
+            status: watch::Sender::new(FollowStatus::default()),
         };
         Self { inner, hub: Arc::new(hub), _stop: Arc::new(StopOnDrop(stop)) }
+    }
+
+    /// How the pump that fills the shared tail is doing (its position, retries and errors).
+    #[must_use]
+    pub fn pump_status(&self) -> watch::Receiver<FollowStatus> {
+        self.hub.status.subscribe()
     }
 
     /// Starts the pump on first use (inside the caller's runtime).
@@ -104,86 +112,92 @@ impl Hub {
     }
 }
 
-/// Keeps the tail filled from the wrapped store's subscription, from the head at start-up on.
+/// Keeps the tail filled from the wrapped store's log, from its head at start-up on, until the
+/// last handle goes away.
 async fn pump(inner: Arc<dyn EventStore>, hub: Arc<Hub>) {
-    let mut stop = hub.stop.clone();
-    let mut after = loop {
-        match inner.head_position().await {
-            Ok(head) => break head,
-            Err(error) => {
-                tracing::warn!(%error, "fan-out cannot read the head; retrying");
-                tokio::select! {
-                    () = tokio::time::sleep(Duration::from_millis(200)) => {}
-                    _ = stop.wait_for(|stop| *stop) => return close(&hub),
-                }
-            }
-        }
-    };
-    hub.tail_mut().after = Some(after);
-    hub.changed.send_replace(after);
-    loop {
-        let mut live = inner.subscribe(after).ready_chunks(PAGE);
-        loop {
-            let batch = tokio::select! {
-                batch = live.next() => batch,
-                _ = stop.wait_for(|stop| *stop) => return close(&hub),
-            };
-            let Some(batch) = batch else { break };
-            let mut failed = None;
-            {
-                let mut tail = hub.tail_mut();
-                for item in batch {
-                    match item {
-                        Ok(event) => {
-                            after = event.global_position;
-                            tail.events.push_back(event);
-                        }
-                        Err(error) => failed = Some(error),
-                    }
-                }
-                while tail.events.len() > hub.capacity {
-                    if let Some(dropped) = tail.events.pop_front() {
-                        tail.after = Some(dropped.global_position);
-                    }
-                }
-            }
-            hub.changed.send_replace(after);
-            if let Some(error) = failed {
-                tracing::warn!(%error, after, "fan-out subscription failed; resubscribing");
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                break;
-            }
-        }
+    let mut filler = Filler { hub: Arc::clone(&hub), inner: Arc::clone(&inner) };
+    let config = FollowConfig { max_batch: PAGE, retry: RetryPolicy::default() };
+    if let Err(error) = follow(&*inner, &mut filler, &config, hub.stop.clone(), &hub.status).await {
+        tracing::warn!(%error, "fan-out stopped while failing");
     }
-}
-
-fn close(hub: &Hub) {
     hub.tail_mut().closed = true;
     hub.changed.send_modify(|_| {});
 }
 
-/// What a subscriber found in the tail.
-enum Found {
-    Events(Vec<Envelope>),
-    /// Covered, nothing new yet.
-    UpToDate,
-    /// The subscriber is behind the tail (or the pump has not started): read the store.
-    Behind,
-    Closed,
+/// The pump's side of [`follow`]: appends each batch to the tail. Its checkpoint is the tail
+/// itself, which starts at the head of the wrapped store.
+struct Filler {
+    hub: Arc<Hub>,
+    inner: Arc<dyn EventStore>,
 }
 
-fn look(hub: &Hub, after: u64) -> Found {
-    let tail = hub.tail();
-    if tail.closed {
-        return Found::Closed;
+#[async_trait]
+impl LogConsumer for Filler {
+    type Error = EventStoreError;
+
+    fn name(&self) -> &'static str {
+        "fan-out"
     }
-    let Some(start) = tail.after else { return Found::Behind };
-    if after < start {
-        return Found::Behind;
+
+    async fn start_position(&mut self) -> Result<u64, EventStoreError> {
+        let head = self.inner.head_position().await?;
+        self.hub.tail_mut().after = Some(head);
+        self.hub.changed.send_replace(head);
+        Ok(head)
     }
-    let skip = tail.events.partition_point(|e| e.global_position <= after);
-    let events: Vec<Envelope> = tail.events.iter().skip(skip).take(PAGE).cloned().collect();
-    if events.is_empty() { Found::UpToDate } else { Found::Events(events) }
+
+    async fn handle(&mut self, batch: &[Envelope]) -> Result<(), EventStoreError> {
+        let Some(last) = batch.last().map(|e| e.global_position) else { return Ok(()) };
+        {
+            let mut tail = self.hub.tail_mut();
+            tail.events.extend(batch.iter().cloned());
+            while tail.events.len() > self.hub.capacity {
+                if let Some(dropped) = tail.events.pop_front() {
+                    tail.after = Some(dropped.global_position);
+                }
+            }
+        }
+        self.hub.changed.send_replace(last);
+        Ok(())
+    }
+}
+
+/// A subscriber's side of [`subscription`]: pages from the tail, or from the wrapped store while
+/// the subscriber is behind the tail, woken by the pump.
+struct TailReader {
+    inner: Arc<dyn EventStore>,
+    hub: Arc<Hub>,
+    changes: watch::Receiver<u64>,
+}
+
+#[async_trait]
+impl PageSource for TailReader {
+    async fn read_after(&mut self, after: u64, limit: usize) -> Result<Vec<Envelope>, EventStoreError> {
+        // Seen before looking, so a change after the look still ends the next wait.
+        self.changes.borrow_and_update();
+        let from_tail = {
+            let tail = self.hub.tail();
+            if tail.closed {
+                return Err(EventStoreError::Closed);
+            }
+            match tail.after {
+                Some(start) if after >= start => {
+                    let skip = tail.events.partition_point(|e| e.global_position <= after);
+                    Some(tail.events.iter().skip(skip).take(limit).cloned().collect())
+                }
+                // Behind the tail, or the pump has not started: read the wrapped store.
+                _ => None,
+            }
+        };
+        match from_tail {
+            Some(events) => Ok(events),
+            None => self.inner.read_all(after, limit).await,
+        }
+    }
+
+    async fn wait(&mut self) -> Result<(), EventStoreError> {
+        self.changes.changed().await.map_err(|_| EventStoreError::Closed)
+    }
 }
 
 #[async_trait]
@@ -216,61 +230,13 @@ impl EventStore for FanOutEventStore {
     }
 
     fn subscribe(&self, after_position: u64) -> BoxStream<'static, Result<Envelope, EventStoreError>> {
-        struct Cursor {
-            inner: Arc<dyn EventStore>,
-            hub: Arc<Hub>,
-            changes: watch::Receiver<u64>,
-            after: u64,
-            pending: VecDeque<Envelope>,
-            failed: bool,
-        }
         self.ensure_pump();
-        let cursor = Cursor {
+        let reader = TailReader {
             inner: Arc::clone(&self.inner),
-            changes: self.hub.changed.subscribe(),
             hub: Arc::clone(&self.hub),
-            after: after_position,
-            pending: VecDeque::new(),
-            failed: false,
+            changes: self.hub.changed.subscribe(),
         };
-        stream::unfold(cursor, |mut cursor| async move {
-            if cursor.failed {
-                return None;
-            }
-            loop {
-                if let Some(event) = cursor.pending.pop_front() {
-                    return Some((Ok(event), cursor));
-                }
-                // Seen before looking, so a change after the look is not missed.
-                cursor.changes.borrow_and_update();
-                let found = look(&cursor.hub, cursor.after);
-                let events = match found {
-                    Found::Events(events) => events,
-                    Found::Closed => {
-                        cursor.failed = true;
-                        return Some((Err(EventStoreError::Closed), cursor));
-                    }
-                    Found::UpToDate => Vec::new(),
-                    Found::Behind => match cursor.inner.read_all(cursor.after, PAGE).await {
-                        Ok(events) => events,
-                        Err(error) => {
-                            cursor.failed = true;
-                            return Some((Err(error), cursor));
-                        }
-                    },
-                };
-                if let Some(last) = events.last() {
-                    cursor.after = last.global_position;
-                    cursor.pending.extend(events);
-                    continue;
-                }
-                if cursor.changes.changed().await.is_err() {
-                    cursor.failed = true;
-                    return Some((Err(EventStoreError::Closed), cursor));
-                }
-            }
-        })
-        .boxed()
+        subscription(reader, after_position, PAGE)
     }
 
     async fn head_position(&self) -> Result<u64, EventStoreError> {

@@ -1,17 +1,17 @@
 //! The in-memory backend: the default, the test double and the benchmark baseline.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::{Arc, PoisonError, RwLock};
 
 use async_trait::async_trait;
 use chrono::Utc;
-use futures::stream::{self, BoxStream, StreamExt};
+use futures::stream::BoxStream;
 use tokio::sync::watch;
 use uuid::Uuid;
 
 use super::{
-    AppendResult, CheckpointStore, Envelope, EventStore, EventStoreError, MemoryCheckpointStore, Snapshot,
-    StreamAppend, StreamId, Upcasters,
+    AppendResult, CheckpointStore, Envelope, EventStore, EventStoreError, MemoryCheckpointStore, PageSource, Snapshot,
+    StreamAppend, StreamId, Upcasters, subscription,
 };
 
 /// How many events a subscription copies out of the log per lock acquisition.
@@ -269,53 +269,8 @@ impl EventStore for MemoryEventStore {
     }
 
     fn subscribe(&self, after_position: u64) -> BoxStream<'static, Result<Envelope, EventStoreError>> {
-        struct Cursor {
-            store: MemoryEventStore,
-            wake: watch::Receiver<u64>,
-            position: u64,
-            buffer: VecDeque<Envelope>,
-            failed: bool,
-        }
-        let cursor = Cursor {
-            store: self.clone(),
-            wake: self.inner.head.subscribe(),
-            position: after_position,
-            buffer: VecDeque::new(),
-            failed: false,
-        };
-        stream::unfold(cursor, |mut cursor| async move {
-            if cursor.failed {
-                return None;
-            }
-            loop {
-                if let Some(event) = cursor.buffer.pop_front() {
-                    return Some((Ok(event), cursor));
-                }
-                // Mark the current head as seen before reading, so an append racing with the read
-                // still wakes the wait below.
-                cursor.wake.borrow_and_update();
-                let batch = cursor.store.read_state().read_after(cursor.position, SUBSCRIPTION_BATCH);
-                if batch.is_empty() {
-                    if cursor.wake.changed().await.is_err() {
-                        return None;
-                    }
-                    continue;
-                }
-                match cursor.store.upcast_all(batch) {
-                    Ok(batch) => {
-                        if let Some(last) = batch.last() {
-                            cursor.position = last.global_position;
-                        }
-                        cursor.buffer.extend(batch);
-                    }
-                    Err(error) => {
-                        cursor.failed = true;
-                        return Some((Err(error), cursor));
-                    }
-                }
-            }
-        })
-        .boxed()
+        let source = HeadWatch { store: self.clone(), wake: self.inner.head.subscribe() };
+        subscription(source, after_position, SUBSCRIPTION_BATCH)
     }
 
     async fn head_position(&self) -> Result<u64, EventStoreError> {
@@ -334,6 +289,28 @@ impl EventStore for MemoryEventStore {
 
     async fn load_snapshot(&self, stream: &StreamId) -> Result<Option<Snapshot>, EventStoreError> {
         Ok(self.read_state().snapshots.get(stream).cloned())
+    }
+}
+
+/// The memory store's side of a subscription: the log itself, woken by the head watch.
+struct HeadWatch {
+    store: MemoryEventStore,
+    wake: watch::Receiver<u64>,
+}
+
+#[async_trait]
+impl PageSource for HeadWatch {
+    async fn read_after(&mut self, after: u64, limit: usize) -> Result<Vec<Envelope>, EventStoreError> {
+        // Mark the current head as seen before reading, so an append racing with the read still
+        // ends the next wait.
+        self.wake.borrow_and_update();
+        let events = self.store.read_state().read_after(after, limit);
+        self.store.upcast_all(events)
+    }
+
+    async fn wait(&mut self) -> Result<(), EventStoreError> {
+        // The sender lives in the store this source holds, so it never closes while we wait.
+        self.wake.changed().await.map_err(|_| EventStoreError::Closed)
     }
 }
 

@@ -1,7 +1,9 @@
 //! The event store layer: an append-only log of JSON events grouped into streams, with optimistic
 //! concurrency, idempotent appends, a gap-safe global order, subscriptions, snapshots, upcasting and
 //! consumer checkpoints. Backends: [`MemoryEventStore`] (default) and, with the `postgres` feature,
-//! `PostgresEventStore`. Nothing in here knows about tickets.
+//! `PostgresEventStore`; every backend's `subscribe` is the one cursor [`subscription`] over its
+//! [`PageSource`], and every consumer of the log (relay, read models, fan-out) runs under the one
+//! runner [`follow`], retrying with the one [`RetryPolicy`]. Nothing in here knows about tickets.
 
 mod append;
 mod checkpoint;
@@ -9,6 +11,7 @@ mod envelope;
 mod error;
 mod expected_version;
 mod fan_out;
+mod follow;
 #[cfg(feature = "postgres")]
 mod group_commit;
 mod memory;
@@ -16,9 +19,11 @@ mod metadata;
 mod new_event;
 #[cfg(feature = "postgres")]
 mod postgres;
+mod retry;
 mod snapshot;
 mod store;
 mod stream_id;
+mod subscription;
 mod upcaster;
 
 pub use append::{AppendResult, StreamAppend};
@@ -27,12 +32,15 @@ pub use envelope::Envelope;
 pub use error::EventStoreError;
 pub use expected_version::ExpectedVersion;
 pub use fan_out::FanOutEventStore;
+pub use follow::{FollowConfig, FollowError, FollowStatus, LogConsumer, follow};
 pub use memory::MemoryEventStore;
 pub use metadata::Metadata;
 pub use new_event::NewEvent;
 #[cfg(feature = "postgres")]
 pub use postgres::{PostgresConfig, PostgresEventStore};
+pub use retry::RetryPolicy;
 pub use snapshot::Snapshot;
 pub use store::EventStore;
 pub use stream_id::{MAX_STREAM_ID_BYTES, StreamId};
+pub use subscription::{PageSource, subscription};
 pub use upcaster::Upcasters;

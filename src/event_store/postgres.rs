@@ -24,13 +24,13 @@
 //! holds a transaction id (in any table of the cluster) holds readers back until it ends; readers
 //! lag, they never skip.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use futures::stream::{self, BoxStream, StreamExt};
+use futures::stream::BoxStream;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions, PgRow};
 use sqlx::types::Json;
 use sqlx::{Connection, Executor, PgConnection, PgPool, Row};
@@ -39,15 +39,17 @@ use uuid::Uuid;
 use super::group_commit::{AppendEach, GroupCommit};
 use super::{
     AppendResult, CheckpointStore, Envelope, EventStore, EventStoreError, ExpectedVersion, Metadata, NewEvent,
-    Snapshot, StreamAppend, StreamId, Upcasters,
+    PageSource, RetryPolicy, Snapshot, StreamAppend, StreamId, Upcasters, subscription,
 };
 
 const EVENT_COLUMNS: &str =
     "global_position, event_id, stream_id, stream_version, event_type, schema_version, payload, metadata, recorded_at";
 
-/// How often a whole batch is retried after a transient failure (deadlock, serialization failure or
-/// an idempotency key committed by a concurrent append) before the error is returned.
-const MAX_ATTEMPTS: u32 = 8;
+/// Pauses before running a whole batch again after a transient failure (deadlock, serialization
+/// failure or an idempotency key committed by a concurrent append): short, jittered so racing
+/// appenders spread out, and bounded (8 attempts in all) before the error is returned.
+const APPEND_RETRY: RetryPolicy =
+    RetryPolicy { min_delay: Duration::from_millis(1), max_delay: Duration::from_millis(50), max_attempts: Some(7) };
 
 /// Connection and behaviour settings of a [`PostgresEventStore`].
 ///
@@ -292,7 +294,7 @@ impl PostgresEventStore {
                 Planned::Write { current, count } => (current, count),
             };
             let metadata = serde_json::to_value(&append.metadata)
-                .map_err(|e| EventStoreError::Corrupt { global_position: 0, reason: e.to_string() })?;
+                .map_err(|source| EventStoreError::Encode { stream: append.stream.clone(), source })?;
             for (offset, event) in (0..).zip(&append.events) {
                 rows.push(append, event, metadata.clone(), next_offset + offset, current + offset + 1)?;
             }
@@ -372,15 +374,15 @@ impl PostgresEventStore {
 
     /// Runs `appends` in one transaction that holds their stream locks, commits it and wakes
     /// subscribers. A transient failure, or a race with a writer that bypassed the stream locks,
-    /// runs it again, up to `MAX_ATTEMPTS` times; `Ok(None)` when the races never stopped.
+    /// runs it again after a short jittered pause ([`APPEND_RETRY`]); `Ok(None)` when the races
+    /// never stopped.
     async fn commit_locked(
         &self,
         appends: &[StreamAppend],
         grouping: Grouping,
     ) -> Result<Option<Outcomes>, EventStoreError> {
-        let mut attempt = 0;
+        let mut delays = APPEND_RETRY.backoff();
         loop {
-            attempt += 1;
             let mut connection = self.pool.acquire().await?;
             let mut tx = connection.begin_with(begin_locked(appends)).await?;
             let outcome = match grouping {
@@ -392,27 +394,33 @@ impl PostgresEventStore {
                 }
                 Grouping::Independent => self.write_each_locked(&mut tx, appends).await,
             };
-            match outcome {
+            let retry = match outcome {
                 Ok(Attempt::Done(outcomes)) => match tx.commit().await {
                     Ok(()) => {
                         self.notify(&mut connection).await;
                         return Ok(Some(outcomes));
                     }
-                    Err(error) if is_transient(&error) && attempt < MAX_ATTEMPTS => {}
+                    Err(error) if is_transient(&error) => Err(error.into()),
                     Err(error) => return Err(error.into()),
                 },
-                Ok(Attempt::Retry) if attempt < MAX_ATTEMPTS => roll_back(tx).await,
                 Ok(Attempt::Retry) => {
                     roll_back(tx).await;
-                    return Ok(None);
+                    Ok(())
                 }
-                Err(EventStoreError::Database(error)) if is_transient(&error) && attempt < MAX_ATTEMPTS => {
+                Err(EventStoreError::Database(error)) if is_transient(&error) => {
                     roll_back(tx).await;
+                    Err(EventStoreError::Database(error))
                 }
                 Err(error) => {
                     roll_back(tx).await;
                     return Err(error);
                 }
+            };
+            drop(connection);
+            match (delays.next(), retry) {
+                (Some(delay), _) => tokio::time::sleep(delay).await,
+                (None, Ok(())) => return Ok(None),
+                (None, Err(error)) => return Err(error),
             }
         }
     }
@@ -767,11 +775,13 @@ fn is_plain_identifier(name: &str) -> bool {
         && name.len() <= 63
 }
 
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
 fn decode_envelope(row: &PgRow) -> Result<Envelope, EventStoreError> {
     let global_position = to_u64(row.try_get("global_position")?);
-    let corrupt = |reason: String| EventStoreError::Corrupt { global_position, reason };
-    let stream_id = StreamId::new(row.try_get::<String, _>("stream_id")?).map_err(|e| corrupt(e.to_string()))?;
-    let Json(metadata): Json<Metadata> = row.try_get("metadata").map_err(|e| corrupt(e.to_string()))?;
+    let corrupt = |source: BoxError| EventStoreError::Corrupt { global_position, source };
+    let stream_id = StreamId::new(row.try_get::<String, _>("stream_id")?).map_err(|e| corrupt(e.into()))?;
+    let Json(metadata): Json<Metadata> = row.try_get("metadata").map_err(|e| corrupt(e.into()))?;
     let schema_version: i32 = row.try_get("schema_version")?;
     Ok(Envelope {
         event_id: row.try_get("event_id")?,
@@ -779,7 +789,7 @@ fn decode_envelope(row: &PgRow) -> Result<Envelope, EventStoreError> {
         stream_version: to_u64(row.try_get("stream_version")?),
         global_position,
         event_type: row.try_get::<String, _>("event_type")?.into(),
-        schema_version: u32::try_from(schema_version).map_err(|e| corrupt(e.to_string()))?,
+        schema_version: u32::try_from(schema_version).map_err(|e| corrupt(e.into()))?,
         payload: Arc::new(row.try_get("payload")?),
         metadata: Arc::new(metadata),
         recorded_at: row.try_get::<DateTime<Utc>, _>("recorded_at")?,
@@ -924,79 +934,8 @@ impl EventStore for PostgresEventStore {
     }
 
     fn subscribe(&self, after_position: u64) -> BoxStream<'static, Result<Envelope, EventStoreError>> {
-        struct Cursor {
-            store: PostgresEventStore,
-            listener: Option<PgListener>,
-            position: u64,
-            buffer: VecDeque<Envelope>,
-            failed: bool,
-        }
-        let cursor = Cursor {
-            store: self.clone(),
-            listener: None,
-            position: after_position,
-            buffer: VecDeque::new(),
-            failed: false,
-        };
-        stream::unfold(cursor, |mut cursor| async move {
-            if cursor.failed {
-                return None;
-            }
-            loop {
-                if let Some(event) = cursor.buffer.pop_front() {
-                    return Some((Ok(event), cursor));
-                }
-                match cursor.store.read_all(cursor.position, cursor.store.config.read_batch_size).await {
-                    Ok(batch) if !batch.is_empty() => {
-                        if let Some(last) = batch.last() {
-                            cursor.position = last.global_position;
-                        }
-                        cursor.buffer.extend(batch);
-                        continue;
-                    }
-                    Ok(_) => {}
-                    Err(error) => {
-                        cursor.failed = true;
-                        return Some((Err(error), cursor));
-                    }
-                }
-                let poll = cursor.store.config.poll_interval;
-                if let Some(listener) = cursor.listener.as_mut() {
-                    match tokio::time::timeout(poll, listener.recv()).await {
-                        Ok(Ok(_)) | Err(_) => {}
-                        Ok(Err(sqlx::Error::PoolClosed)) => {
-                            cursor.failed = true;
-                            return Some((Err(EventStoreError::Closed), cursor));
-                        }
-                        // A broken listener is dropped and re-created; polling covers the gap.
-                        Ok(Err(_)) => cursor.listener = None,
-                    }
-                } else {
-                    // A dedicated connection outside the main pool, so idle subscriptions never
-                    // starve appends of pooled connections.
-                    let listener_pool = PgPoolOptions::new()
-                        .max_connections(1)
-                        .acquire_timeout(cursor.store.config.acquire_timeout)
-                        .connect_lazy_with((*cursor.store.pool.connect_options()).clone());
-                    match PgListener::connect_with(&listener_pool).await {
-                        Ok(mut listener) => {
-                            if listener.listen(&cursor.store.config.notify_channel).await.is_ok() {
-                                cursor.listener = Some(listener);
-                            } else {
-                                tokio::time::sleep(poll).await;
-                            }
-                        }
-                        Err(sqlx::Error::PoolClosed) => {
-                            cursor.failed = true;
-                            return Some((Err(EventStoreError::Closed), cursor));
-                        }
-                        Err(_) => tokio::time::sleep(poll).await,
-                    }
-                    // Read again before waiting: events committed before LISTEN sent no wake-up.
-                }
-            }
-        })
-        .boxed()
+        let source = Notifications { store: self.clone(), listener: None };
+        subscription(source, after_position, self.config.read_batch_size)
     }
 
     async fn head_position(&self) -> Result<u64, EventStoreError> {
@@ -1047,6 +986,57 @@ impl EventStore for PostgresEventStore {
             state: row.try_get(2)?,
             schema_version: u32::try_from(schema_version).unwrap_or(0),
         }))
+    }
+}
+
+/// The `PostgreSQL` side of a subscription: pages of the readable log, woken by `LISTEN`/`NOTIFY`
+/// on a dedicated connection, with [`PostgresConfig::poll_interval`] as the safety net for a lost
+/// notification or a broken listener.
+struct Notifications {
+    store: PostgresEventStore,
+    listener: Option<PgListener>,
+}
+
+#[async_trait]
+impl PageSource for Notifications {
+    async fn read_after(&mut self, after: u64, limit: usize) -> Result<Vec<Envelope>, EventStoreError> {
+        self.store.read_all(after, limit).await
+    }
+
+    async fn wait(&mut self) -> Result<(), EventStoreError> {
+        let config = &self.store.config;
+        let Some(listener) = self.listener.as_mut() else {
+            // A dedicated connection outside the main pool, so idle subscriptions never starve
+            // appends of pooled connections. Once it listens, the cursor reads again before the
+            // first real wait: events committed before `LISTEN` sent no wake-up.
+            let listener_pool = PgPoolOptions::new()
+                .max_connections(1)
+                .acquire_timeout(config.acquire_timeout)
+                .connect_lazy_with((*self.store.pool.connect_options()).clone());
+            let listening = match PgListener::connect_with(&listener_pool).await {
+                Ok(mut listener) => listener.listen(&config.notify_channel).await.map(|()| listener),
+                Err(error) => Err(error),
+            };
+            match listening {
+                Ok(listener) => self.listener = Some(listener),
+                Err(sqlx::Error::PoolClosed) => return Err(EventStoreError::Closed),
+                Err(error) => {
+                    tracing::warn!(%error, "cannot listen for event store notifications; polling");
+                    tokio::time::sleep(config.poll_interval).await;
+                }
+            }
+            return Ok(());
+        };
+        match tokio::time::timeout(config.poll_interval, listener.recv()).await {
+            Ok(Ok(_)) | Err(_) => Ok(()),
+            Ok(Err(sqlx::Error::PoolClosed)) => Err(EventStoreError::Closed),
+            Ok(Err(error)) => {
+                // Dropped and re-created on the next wait; the read in between covers the gap.
+                tracing::warn!(%error, "event store listener failed; reconnecting");
+                self.listener = None;
+                Ok(())
+            }
+        }
     }
 }
 

@@ -5,7 +5,7 @@ use std::time::Duration;
 use crate::aggregates::StreamDecodeError;
 use crate::domain::DomainError;
 use crate::event_bus::EventBusError;
-use crate::event_store::EventStoreError;
+use crate::event_store::{EventStoreError, FollowError};
 
 /// Everything that can go wrong while building or querying a read model.
 ///
@@ -114,6 +114,15 @@ pub enum ProjectionError {
         /// How long the caller waited.
         timeout: Duration,
     },
+    /// The runner stopped while retrying a failure, or its retry policy gave up.
+    #[error("projection {projection} halted")]
+    Halted {
+        /// The projection.
+        projection: String,
+        /// The failure it was retrying (with the batch and the model's error).
+        #[source]
+        source: FollowError<ProjectionError>,
+    },
     /// The runner is no longer running (stopped, failed or its task panicked).
     #[error("projection runner {projection} is not running")]
     Stopped {
@@ -121,12 +130,13 @@ pub enum ProjectionError {
         projection: String,
     },
     /// A stored read-model row could not be read back.
-    #[error("projection {projection}: corrupt row: {reason}")]
+    #[error("projection {projection}: corrupt row")]
     Corrupt {
         /// The projection.
         projection: String,
         /// What was wrong.
-        reason: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// The read model's database failed.
     #[cfg(feature = "postgres")]

@@ -2,12 +2,15 @@
 
 use std::sync::Arc;
 
-use futures::StreamExt;
-use tokio::sync::{mpsc, oneshot, watch};
+use async_trait::async_trait;
+use tokio::sync::{Mutex, watch};
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
-use crate::event_store::{CheckpointStore, EventStore, EventStoreError};
+use crate::event_store::{
+    CheckpointStore, Envelope, EventStore, EventStoreError, FollowConfig, FollowStatus, LogConsumer, RetryPolicy,
+    follow,
+};
 
 use super::{Projection, ProjectionError, ProjectionHandle};
 
@@ -16,14 +19,15 @@ use super::{Projection, ProjectionError, ProjectionHandle};
 pub struct RunnerConfig {
     /// Most events applied under one write lock and covered by one checkpoint save.
     pub batch_size: usize,
+    /// Pauses between attempts after a failed read, apply or checkpoint save.
+    pub retry: RetryPolicy,
 }
 
 impl Default for RunnerConfig {
     fn default() -> Self {
-        Self { batch_size: 512 }
+        Self { batch_size: 512, retry: RetryPolicy::default() }
     }
 }
-
 /// Folds the global log from `model`'s position to the current head into `model`, `batch_size`
 /// events per read. Returns the position reached. Used by rebuilds and benchmarks.
 ///
@@ -52,13 +56,9 @@ fn store_error(projection: &str, source: EventStoreError) -> ProjectionError {
     ProjectionError::EventStore { projection: projection.to_owned(), source }
 }
 
-enum Command<P> {
-    Rebuild { fresh: P, done: oneshot::Sender<Result<u64, ProjectionError>> },
-}
-
-/// Runs one read model: follows [`EventStore::subscribe`] from its checkpoint, applies events in
-/// batches, saves the checkpoint after each batch, and serves readers through a
-/// [`ProjectionHandle`] the whole time.
+/// Runs one read model: [`follow`]s the log from its checkpoint, applies events in batches,
+/// saves the checkpoint after each batch, and serves readers through a [`ProjectionHandle`] the
+/// whole time.
 ///
 /// Restart safety (invariant I8): the checkpoint is saved after applying, so a crash in between
 /// makes the next runner see some events again; the model's own position (see
@@ -66,8 +66,10 @@ enum Command<P> {
 /// checkpoint and the model's position, so a model that lost its state (an in-memory model after
 /// a process restart starts at 0) is replayed from where its state actually ends.
 ///
-/// The runner stops on [`stop`](Self::stop) (after the batch in hand) or on the first error,
-/// which `stop` then returns; the model keeps what it had applied.
+/// A batch that fails (an event the model cannot apply, a checkpoint that cannot be saved) is
+/// retried with the configured [`RetryPolicy`], never skipped: the model halts at the event before
+/// it, loudly (a `warn` per attempt and the failure in [`status`](Self::status)), and
+/// [`stop`](Self::stop) returns the failure it was retrying.
 ///
 /// It reads the event store, not the event bus, even when a bus is configured. A projection's
 /// one-number idempotency (ignore what is at or below its position) needs the global order, and
@@ -77,9 +79,9 @@ enum Command<P> {
 /// pays for, which travel on different topics, and a payment whose reservation has not arrived
 /// yet would go uncounted. The store's subscription gives every reader the global order.
 pub struct ProjectionRunner<P: Projection> {
-    handle: ProjectionHandle<P>,
+    feed: Arc<Feed<P>>,
     stop: watch::Sender<bool>,
-    commands: mpsc::Sender<Command<P>>,
+    status: watch::Receiver<FollowStatus>,
     task: JoinHandle<Result<(), ProjectionError>>,
 }
 
@@ -98,120 +100,124 @@ impl<P: Projection> ProjectionRunner<P> {
         let saved = checkpoints.load_checkpoint(&name).await.map_err(|source| store_error(&name, source))?;
         let from = saved.min(handle.position());
         let (stop, stop_rx) = watch::channel(false);
-        let (commands, commands_rx) = mpsc::channel(4);
-        let worker = Worker { store, checkpoints, handle: handle.clone(), config, saved };
+        let status_tx = watch::Sender::new(FollowStatus::default());
+        let status = status_tx.subscribe();
+        let feed =
+            Arc::new(Feed { store, checkpoints, handle, batch_size: config.batch_size, saved: Mutex::new(saved) });
+        let mut consumer = Consumer { feed: Arc::clone(&feed), from };
+        let follow_config = FollowConfig { max_batch: config.batch_size.max(1), retry: config.retry };
         let span = tracing::info_span!("projection_runner", projection = %name, from);
-        let task = tokio::spawn(worker.run(from, stop_rx, commands_rx).instrument(span));
-        Ok(Self { handle, stop, commands, task })
+        let task = tokio::spawn(
+            async move {
+                let store = Arc::clone(&consumer.feed.store);
+                follow(&*store, &mut consumer, &follow_config, stop_rx, &status_tx)
+                    .await
+                    .map(|_| ())
+                    .map_err(|source| ProjectionError::Halted { projection: name, source })
+            }
+            .instrument(span),
+        );
+        Ok(Self { feed, stop, status, task })
     }
 
     /// The model, for queries and [`wait_for_position`](ProjectionHandle::wait_for_position).
     #[must_use]
     pub fn handle(&self) -> &ProjectionHandle<P> {
-        &self.handle
+        &self.feed.handle
+    }
+
+    /// How the runner is doing: position, retries, and the failure it is retrying, if any.
+    #[must_use]
+    pub fn status(&self) -> watch::Receiver<FollowStatus> {
+        self.status.clone()
     }
 
     /// Rebuilds the model from the start of the log into `fresh` (reset first), beside the live
     /// model, which keeps answering queries meanwhile; then swaps `fresh` in and saves its
-    /// checkpoint. Live events wait while the rebuild runs and are applied after the swap (those
+    /// checkpoint. Live batches wait while the rebuild runs and are applied after the swap (those
     /// the rebuild already covered are skipped). Returns the position of the rebuilt model.
     ///
     /// # Errors
     /// [`ProjectionError::Stopped`] when the runner is not running, or the error that ended the
     /// rebuild (the live model is then left in place).
-    pub async fn rebuild(&self, fresh: P) -> Result<u64, ProjectionError> {
-        let (done, result) = oneshot::channel();
-        let stopped = || ProjectionError::Stopped { projection: self.handle.name().to_owned() };
-        self.commands.send(Command::Rebuild { fresh, done }).await.map_err(|_| stopped())?;
-        result.await.map_err(|_| stopped())?
-    }
-
-    /// Stops after the batch in hand and waits for the task.
-    ///
-    /// # Errors
-    /// The error that had already stopped the runner, if any, or [`ProjectionError::Stopped`]
-    /// when its task panicked.
-    pub async fn stop(self) -> Result<(), ProjectionError> {
-        self.stop.send_replace(true);
-        let name = self.handle.name().to_owned();
-        self.task.await.map_err(|_| ProjectionError::Stopped { projection: name })?
-    }
-}
-
-struct Worker<P: Projection> {
-    store: Arc<dyn EventStore>,
-    checkpoints: Arc<dyn CheckpointStore>,
-    handle: ProjectionHandle<P>,
-    config: RunnerConfig,
-    saved: u64,
-}
-
-impl<P: Projection> Worker<P> {
-    async fn run(
-        mut self,
-        from: u64,
-        mut stop: watch::Receiver<bool>,
-        mut commands: mpsc::Receiver<Command<P>>,
-    ) -> Result<(), ProjectionError> {
-        let mut events = self.store.subscribe(from).ready_chunks(self.config.batch_size.max(1));
-        loop {
-            tokio::select! {
-                biased;
-                _ = stop.changed() => return Ok(()),
-                Some(Command::Rebuild { fresh, done }) = commands.recv() => {
-                    let _ignored_if_caller_left = done.send(self.rebuild(fresh).await);
-                }
-                chunk = events.next() => {
-                    let Some(chunk) = chunk else {
-                        return Err(ProjectionError::Stopped { projection: self.handle.name().to_owned() });
-                    };
-                    self.apply(chunk).await?;
-                }
-            }
+    pub async fn rebuild(&self, mut fresh: P) -> Result<u64, ProjectionError> {
+        let feed = &self.feed;
+        let mut saved = feed.saved.lock().await;
+        if self.task.is_finished() || *self.stop.borrow() {
+            return Err(ProjectionError::Stopped { projection: feed.handle.name().to_owned() });
         }
-    }
-
-    async fn apply(
-        &mut self,
-        chunk: Vec<Result<crate::event_store::Envelope, EventStoreError>>,
-    ) -> Result<(), ProjectionError> {
-        let mut batch = Vec::with_capacity(chunk.len());
-        let mut failure = None;
-        for item in chunk {
-            match item {
-                Ok(envelope) => batch.push(envelope),
-                Err(error) => {
-                    failure = Some(error);
-                    break;
-                }
-            }
-        }
-        let span = tracing::debug_span!("projection_batch", projection = %self.handle.name(), events = batch.len());
-        span.in_scope(|| self.handle.apply_batch(&batch))?;
-        self.save().await?;
-        match failure {
-            Some(source) => Err(store_error(self.handle.name(), source)),
-            None => Ok(()),
-        }
-    }
-
-    async fn rebuild(&mut self, mut fresh: P) -> Result<u64, ProjectionError> {
         fresh.reset();
-        let position = replay(&*self.store, &mut fresh, self.config.batch_size)
-            .instrument(tracing::info_span!("projection_rebuild", projection = %self.handle.name()))
+        let position = replay(&*feed.store, &mut fresh, feed.batch_size)
+            .instrument(tracing::info_span!("projection_rebuild", projection = %feed.handle.name()))
             .await?;
-        self.handle.swap(fresh);
-        self.save().await?;
+        feed.handle.swap(fresh);
+        feed.save(&mut saved).await?;
         Ok(position)
     }
 
-    async fn save(&mut self) -> Result<(), ProjectionError> {
+    /// Stops after (or instead of) the batch in hand, waits for the task, and saves the
+    /// checkpoint of what the model has applied (a batch cut short by the stop may have been
+    /// applied without its checkpoint).
+    ///
+    /// # Errors
+    /// [`ProjectionError::Halted`] with the failure the runner was retrying, if any,
+    /// [`ProjectionError::Stopped`] when its task panicked, or the checkpoint save's error.
+    pub async fn stop(self) -> Result<(), ProjectionError> {
+        self.stop.send_replace(true);
+        let name = self.feed.handle.name().to_owned();
+        let ended = self.task.await.map_err(|_| ProjectionError::Stopped { projection: name });
+        let mut saved = self.feed.saved.lock().await;
+        let flushed = self.feed.save(&mut saved).await;
+        ended??;
+        flushed
+    }
+}
+
+/// What the live feed and a rebuild share.
+struct Feed<P: Projection> {
+    store: Arc<dyn EventStore>,
+    checkpoints: Arc<dyn CheckpointStore>,
+    handle: ProjectionHandle<P>,
+    batch_size: usize,
+    /// The last checkpoint saved; held while a batch or a rebuild changes the model.
+    saved: Mutex<u64>,
+}
+
+impl<P: Projection> Feed<P> {
+    async fn save(&self, saved: &mut u64) -> Result<(), ProjectionError> {
         let position = self.handle.position();
-        if position != self.saved {
+        if position != *saved {
             let name = self.handle.name();
             self.checkpoints.save_checkpoint(name, position).await.map_err(|source| store_error(name, source))?;
-            self.saved = position;
+            *saved = position;
         }
         Ok(())
+    }
+}
+
+/// The runner's side of [`follow`].
+struct Consumer<P: Projection> {
+    feed: Arc<Feed<P>>,
+    from: u64,
+}
+
+#[async_trait]
+impl<P: Projection> LogConsumer for Consumer<P> {
+    type Error = ProjectionError;
+
+    fn name(&self) -> &str {
+        self.feed.handle.name()
+    }
+
+    async fn start_position(&mut self) -> Result<u64, ProjectionError> {
+        Ok(self.from)
+    }
+
+    async fn handle(&mut self, batch: &[Envelope]) -> Result<(), ProjectionError> {
+        let mut saved = self.feed.saved.lock().await;
+        let span =
+            tracing::debug_span!("projection_batch", projection = %self.feed.handle.name(), events = batch.len());
+        span.in_scope(|| self.feed.handle.apply_batch(batch))?;
+        self.feed.save(&mut saved).await
     }
 }

@@ -57,7 +57,9 @@ impl SystemConfig {
         let set = |name: &str| lookup(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
         let number = |name: &str, default: u64| -> Result<u64, SystemError> {
             set(name).map_or(Ok(default), |value| {
-                value.parse().map_err(|_| SystemError::Config { reason: format!("{name}={value:?} is not a whole number") })
+                value
+                    .parse()
+                    .map_err(|_| SystemError::Config { reason: format!("{name}={value:?} is not a whole number") })
             })
         };
         let max_connections = number("DATABASE_MAX_CONNECTIONS", u64::from(DEFAULT_MAX_CONNECTIONS))?;

@@ -27,6 +27,10 @@ impl CommandContext {
 
     /// The metadata stored with the events this command appends.
     pub(crate) fn metadata(&self) -> Metadata {
-        Metadata { correlation_id: Some(self.correlation_id), causation_id: Some(self.causation_id), ..Metadata::default() }
+        Metadata {
+            correlation_id: Some(self.correlation_id),
+            causation_id: Some(self.causation_id),
+            ..Metadata::default()
+        }
     }
 }

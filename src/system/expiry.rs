@@ -170,13 +170,17 @@ mod tests {
         let ids = (Uuid::new_v4(), Uuid::new_v4());
         index.observe(&initiated(a, start + chrono::Duration::minutes(5)), ids.0, ids.1);
         index.observe(&initiated(b, start + chrono::Duration::minutes(5)), ids.0, ids.1);
-        index.observe(&ReservationAction::ReservationCancelled {
-            reservation_id: b,
-            event_id: EventId::new_v4(),
-            section: SectionName::new("A").unwrap(),
-            seats: vec![],
-            cancelled_at: start,
-        }, ids.0, ids.1);
+        index.observe(
+            &ReservationAction::ReservationCancelled {
+                reservation_id: b,
+                event_id: EventId::new_v4(),
+                section: SectionName::new("A").unwrap(),
+                seats: vec![],
+                cancelled_at: start,
+            },
+            ids.0,
+            ids.1,
+        );
         assert!(index.due().is_empty());
         let waiting = tokio::spawn({
             let index = index.clone();

@@ -85,7 +85,7 @@ impl Follower {
     /// Runs until the stop signal.
     pub(crate) async fn run(self) {
         let mut stop = self.stop.clone();
-        let mut backoffs = super::commands::RetryPolicy::default().unbounded();
+        let mut backoffs = crate::event_store::RetryPolicy::default().backoff();
         let (checkpoint, mut after) = loop {
             match self.start().await {
                 Ok(start) => break start,

@@ -84,5 +84,4 @@ mod tests {
         gateway.add_failures(1);
         assert_eq!(gateway.charge(pid(), eur(1), "tok").await, declined);
     }
-
 }

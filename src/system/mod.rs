@@ -14,9 +14,11 @@ mod read_models;
 mod reservation_watch;
 mod saga;
 
-pub use commands::{EngineConfig, RetryPolicy};
+pub use commands::EngineConfig;
 pub use config::SystemConfig;
 pub use error::SystemError;
-pub use facade::{EventSpec, HeldSeats, PaymentDetails, Receipt, ReserveRequest, TicketingSystem, TicketingSystemBuilder};
+pub use facade::{
+    EventSpec, HeldSeats, PaymentDetails, Receipt, ReserveRequest, TicketingSystem, TicketingSystemBuilder,
+};
 pub use gateway::{PaymentGateway, SimulatedGateway};
 pub use read_models::ReadModelStorage;

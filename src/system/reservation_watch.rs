@@ -73,7 +73,10 @@ fn stage(event: &ReservationAction) -> u8 {
 impl ReservationWaiter {
     /// Waits for an event for which `done` holds and returns it; `None` if the registry went
     /// away. Events are sampled: an intermediate one may be skipped, never the latest.
-    pub(crate) async fn until(&mut self, mut done: impl FnMut(&ReservationAction) -> bool) -> Option<ReservationAction> {
+    pub(crate) async fn until(
+        &mut self,
+        mut done: impl FnMut(&ReservationAction) -> bool,
+    ) -> Option<ReservationAction> {
         let seen = self.receiver.wait_for(|event| event.as_ref().is_some_and(&mut done)).await.ok()?;
         seen.clone()
     }

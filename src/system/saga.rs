@@ -2,7 +2,7 @@
 //! through the command engine and performs the one side effect, the payment gateway call,
 //! between its durable intent (`PaymentProcessed`) and its recorded outcome.
 //!
-//! A step is retried, at the pace of the [`RetryPolicy`], until it is recorded or refused; it is
+//! A step is retried, at the pace of the engine's [`RetryPolicy`], until it is recorded or refused; it is
 //! given up only when the system stops, and then it stays durable: the follower does not move
 //! its checkpoint past the event, so the next process carries the step out. Every command is
 //! idempotent, so an event handled twice (after a crash, or by two processes) changes nothing
@@ -15,13 +15,14 @@ use tokio::sync::watch;
 use tracing::Instrument;
 
 use super::PaymentGateway;
-use super::commands::{CommandError, CommandRouter, Committed, RetryPolicy};
+use super::commands::{CommandError, CommandRouter, Committed};
 use super::context::CommandContext;
 use crate::aggregates::{
     Charge, EventAction, HoldStatus, PaymentAction, PaymentStatus, Reaction, ReservationAction, TicketingAction,
     inventory_stream, payment_stream, reactions, rejection_reactions,
 };
 use crate::domain::{EventId, PaymentId};
+use crate::event_store::RetryPolicy;
 use crate::framework::Message;
 
 /// The system stopped before a step was recorded; the step stays for the next process.
@@ -100,7 +101,7 @@ impl Saga {
         command: TicketingAction,
         context: CommandContext,
     ) -> Result<Result<Committed<TicketingAction>, TicketingAction>, Stopped> {
-        let mut backoffs = self.retry.unbounded();
+        let mut backoffs = RetryPolicy { max_attempts: None, ..self.retry }.backoff();
         let mut attempt: u32 = 1;
         loop {
             match self.router.execute(command.clone(), context).await {
@@ -139,11 +140,8 @@ impl Saga {
             return Ok(());
         }
         let span = tracing::info_span!("gateway_charge", payment_id = %charge.payment_id, correlation_id = %context.correlation_id);
-        let outcome = self
-            .gateway
-            .charge(charge.payment_id, charge.amount, &charge.payment_token)
-            .instrument(span)
-            .await;
+        let outcome =
+            self.gateway.charge(charge.payment_id, charge.amount, &charge.payment_token).instrument(span).await;
         self.dispatch(charge.outcome(outcome), context).await
     }
 
@@ -165,7 +163,8 @@ impl Saga {
             .router
             .events
             .read(&event_stream, true, |s| {
-                s.and_then(|s| s.details.as_ref()).map(|d| d.sections.iter().map(|s| s.name.clone()).collect::<Vec<_>>())
+                s.and_then(|s| s.details.as_ref())
+                    .map(|d| d.sections.iter().map(|s| s.name.clone()).collect::<Vec<_>>())
             })
             .await
             .map_err(|_| Stopped)?;

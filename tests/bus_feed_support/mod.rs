@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use boxoffice::aggregates::TICKETING_CATEGORIES;
 use boxoffice::domain::Currency;
 use boxoffice::event_bus::{Delivery, EventBus, EventBusError, OutboxRelay, Outgoing, RelayConfig, TopicRouter};
-use boxoffice::event_store::{Envelope, EventStore, MemoryCheckpointStore, MemoryEventStore};
+use boxoffice::event_store::{Envelope, EventStore, MemoryCheckpointStore, MemoryEventStore, RetryPolicy};
 use boxoffice::projections::{
     AvailableSeatsProjection, BusProjectionRunner, BusRunnerConfig, CustomerHistoryProjection, Projection,
     ProjectionError, ProjectionHandle, SalesAnalyticsProjection,
@@ -144,7 +144,11 @@ impl Runners {
 }
 
 pub fn relay(store: &Arc<dyn EventStore>, bus: &Arc<dyn EventBus>, router: &TopicRouter) -> OutboxRelay {
-    let config = RelayConfig { batch_size: 16, backoff: Duration::from_millis(5), ..RelayConfig::default() };
+    let config = RelayConfig {
+        batch_size: 16,
+        retry: RetryPolicy { min_delay: Duration::from_millis(5), ..RetryPolicy::default() },
+        ..RelayConfig::default()
+    };
     let checkpoints = Arc::new(MemoryCheckpointStore::new());
     OutboxRelay::new(Arc::clone(store), Arc::clone(bus), checkpoints, router.clone(), config)
 }

@@ -6,8 +6,8 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 use boxoffice::aggregates::GatewayOutcome;
-use boxoffice::system::PaymentGateway;
 use boxoffice::domain::{Money, PaymentId};
+use boxoffice::system::PaymentGateway;
 
 /// Approves every charge. Like a real provider it deduplicates on the payment id: the first
 /// charge of a payment takes the money, later charges of the same id return the same answer

@@ -237,12 +237,7 @@ impl Driver {
     pub fn with_capacities(stalls: u32, boxes: u32) -> Self {
         let clock = FixedClock::new(start());
         let driver = SagaDriver::new(TicketingEnv::new(Arc::new(clock.clone())));
-        let mut d = Self {
-            driver,
-            clock,
-            reservations: Vec::new(),
-            next_reservation: 0,
-        };
+        let mut d = Self { driver, clock, reservations: Vec::new(), next_reservation: 0 };
         for (n, currency) in [(0, Currency::EUR), (1, Currency::USD)] {
             let tier = |s: &str, price| {
                 PricingTier::new(TierKind::Regular, section(s), Money::new(price, currency), None).unwrap()

@@ -154,7 +154,7 @@ impl EventBus for FlakyBus {
         let call = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
         if call % self.every == 0 {
             self.inner.publish_batch(&messages[..messages.len() / 2]).await?;
-            return Err(EventBusError::Publish { topic: "*".to_owned(), reason: "connection dropped".to_owned() });
+            return Err(EventBusError::Publish { topic: "*".to_owned(), source: "connection dropped".into() });
         }
         self.inner.publish_batch(messages).await
     }

@@ -3,7 +3,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use futures::StreamExt;
+use async_trait::async_trait;
 use sqlx::{PgConnection, PgPool};
 use tokio::sync::watch;
 use tracing::Instrument;
@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use crate::aggregates::TicketingAction;
 use crate::domain::{Currency, CustomerId, EventId, Money, ReservationId, SectionName};
-use crate::event_store::{Envelope, EventStore};
+use crate::event_store::{Envelope, EventStore, FollowConfig, FollowStatus, LogConsumer, RetryPolicy, follow};
 use crate::projections::{
     AVAILABLE_SEATS_EVENTS, AvailableSeatsProjection, CUSTOMER_HISTORY_EVENTS, CustomerHistoryProjection,
     ProjectionError, ReservationFacts, SALES_ANALYTICS_EVENTS, SalesAnalyticsProjection, decode_ticketing,
@@ -40,6 +40,14 @@ impl ReadModel {
             Self::AvailableSeats => AvailableSeatsProjection::NAME,
             Self::SalesAnalytics => SalesAnalyticsProjection::NAME,
             Self::CustomerHistory => CustomerHistoryProjection::NAME,
+        }
+    }
+
+    const fn index(self) -> usize {
+        match self {
+            Self::AvailableSeats => 0,
+            Self::SalesAnalytics => 1,
+            Self::CustomerHistory => 2,
         }
     }
 
@@ -78,14 +86,19 @@ pub struct PostgresReadModels {
     /// Positions committed through this handle (and its clones), one per model, for
     /// [`wait_for_position`](Self::wait_for_position).
     applied: Arc<[watch::Sender<u64>; 3]>,
+    /// How each model's live follow is doing.
+    status: Arc<[watch::Sender<FollowStatus>; 3]>,
 }
 
 pub(super) fn db(model: ReadModel) -> impl Fn(sqlx::Error) -> ProjectionError {
     move |source| ProjectionError::Database { projection: model.name().to_owned(), source }
 }
 
-pub(super) fn corrupt(model: ReadModel, reason: impl std::fmt::Display) -> ProjectionError {
-    ProjectionError::Corrupt { projection: model.name().to_owned(), reason: reason.to_string() }
+pub(super) fn corrupt(
+    model: ReadModel,
+    source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+) -> ProjectionError {
+    ProjectionError::Corrupt { projection: model.name().to_owned(), source: source.into() }
 }
 
 pub(super) fn to_i64(model: ReadModel, value: u64) -> Result<i64, ProjectionError> {
@@ -108,16 +121,15 @@ impl PostgresReadModels {
     /// Read models in the database of `pool`.
     #[must_use]
     pub fn new(pool: PgPool) -> Self {
-        Self { pool, applied: Arc::new(std::array::from_fn(|_| watch::Sender::new(0))) }
+        Self {
+            pool,
+            applied: Arc::new(std::array::from_fn(|_| watch::Sender::new(0))),
+            status: Arc::new(std::array::from_fn(|_| watch::Sender::new(FollowStatus::default()))),
+        }
     }
 
     fn applied(&self, model: ReadModel) -> &watch::Sender<u64> {
-        let index = match model {
-            ReadModel::AvailableSeats => 0,
-            ReadModel::SalesAnalytics => 1,
-            ReadModel::CustomerHistory => 2,
-        };
-        &self.applied[index]
+        &self.applied[model.index()]
     }
 
     /// Waits until `model` has committed everything up to `position` (read-your-writes). Checks
@@ -255,39 +267,40 @@ impl PostgresReadModels {
         }
     }
 
-    /// Follows the log live from `model`'s checkpoint, applying what is ready in batches of at
-    /// most `batch_size`, until `stop` turns true (or its sender is dropped).
+    /// Follows the log live from `model`'s checkpoint with the event store's
+    /// [`follow`](crate::event_store::follow), applying what is ready in batches of at most
+    /// `batch_size` (each committed with the checkpoint in one transaction), until `stop` turns
+    /// true (or its sender is dropped). A failed batch is retried with the default
+    /// [`RetryPolicy`], never skipped; [`status`](Self::status) shows how it is going.
     ///
     /// # Errors
-    /// The first failure, as [`apply_batch`](Self::apply_batch) or from the subscription.
+    /// [`ProjectionError::Halted`] with the failure it was retrying when stopped.
     pub async fn follow(
         &self,
         store: Arc<dyn EventStore>,
         model: ReadModel,
         batch_size: usize,
-        mut stop: watch::Receiver<bool>,
+        stop: watch::Receiver<bool>,
     ) -> Result<(), ProjectionError> {
-        let from = self.position(model).await?;
-        let mut events = store.subscribe(from).ready_chunks(batch_size.max(1));
-        loop {
-            tokio::select! {
-                biased;
-                _ = stop.changed() => return Ok(()),
-                chunk = events.next() => {
-                    let Some(chunk) = chunk else {
-                        return Err(ProjectionError::Stopped { projection: model.name().to_owned() });
-                    };
-                    let mut batch = Vec::with_capacity(chunk.len());
-                    for item in chunk {
-                        batch.push(item.map_err(|source| ProjectionError::EventStore {
-                            projection: model.name().to_owned(),
-                            source,
-                        })?);
-                    }
-                    self.apply_batch(model, &batch).await?;
-                }
-            }
-        }
+        let config = FollowConfig { max_batch: batch_size.max(1), retry: RetryPolicy::default() };
+        let mut tables = Tables { models: self.clone(), model };
+        let span = tracing::info_span!("projection_follow", projection = model.name());
+        follow(&*store, &mut tables, &config, stop, self.status_sender(model))
+            .instrument(span)
+            .await
+            .map(|_| ())
+            .map_err(|source| ProjectionError::Halted { projection: model.name().to_owned(), source })
+    }
+
+    /// How the live [`follow`](Self::follow) of `model` through this handle (or a clone) is
+    /// doing: position, retries, and the failure it is retrying, if any.
+    #[must_use]
+    pub fn status(&self, model: ReadModel) -> watch::Receiver<FollowStatus> {
+        self.status_sender(model).subscribe()
+    }
+
+    fn status_sender(&self, model: ReadModel) -> &watch::Sender<FollowStatus> {
+        &self.status[model.index()]
     }
 
     /// Deletes `model`'s rows and sets its checkpoint back to 0, in one transaction.
@@ -298,6 +311,29 @@ impl PostgresReadModels {
         let mut tx = self.pool.begin().await.map_err(db(model))?;
         delete_rows(&mut tx, model).await?;
         tx.commit().await.map_err(db(model))
+    }
+}
+
+/// A model's tables as a consumer of the log: each batch and its checkpoint in one transaction.
+struct Tables {
+    models: PostgresReadModels,
+    model: ReadModel,
+}
+
+#[async_trait]
+impl LogConsumer for Tables {
+    type Error = ProjectionError;
+
+    fn name(&self) -> &str {
+        self.model.name()
+    }
+
+    async fn start_position(&mut self) -> Result<u64, ProjectionError> {
+        self.models.position(self.model).await
+    }
+
+    async fn handle(&mut self, batch: &[Envelope]) -> Result<(), ProjectionError> {
+        self.models.apply_batch(self.model, batch).await.map(|_| ())
     }
 }
 

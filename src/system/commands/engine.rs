@@ -13,15 +13,16 @@ use std::fmt::Debug;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use serde::Serialize;
 use serde::Deserialize;
+use serde::Serialize;
 use serde::de::DeserializeOwned;
 use smallvec::SmallVec;
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::Instrument;
 
-use super::RetryPolicy;
-use crate::event_store::{EventStore, EventStoreError, ExpectedVersion, NewEvent, Snapshot, StreamAppend, StreamId};
+use crate::event_store::{
+    EventStore, EventStoreError, ExpectedVersion, NewEvent, RetryPolicy, Snapshot, StreamAppend, StreamId,
+};
 use crate::framework::{Effect, Message, Reducer};
 use crate::system::context::CommandContext;
 
@@ -112,7 +113,8 @@ pub struct EngineConfig {
     pub max_batch: usize,
     /// A stream's worker (and its cached state) goes away after this long without commands.
     pub idle_timeout: Duration,
-    /// Retries of a batch that lost a race or met a transient storage failure.
+    /// Retries of a batch that lost a race or met a transient storage failure; the saga retries
+    /// its steps at the same pace without a limit on attempts.
     pub retry: RetryPolicy,
     /// A snapshot of a stream's state is saved every this many events (0: never), so loading a
     /// long stream (a hot section) reads the snapshot and the events after it.
@@ -124,7 +126,11 @@ impl Default for EngineConfig {
         Self {
             max_batch: 256,
             idle_timeout: Duration::from_secs(30),
-            retry: RetryPolicy::default(),
+            retry: RetryPolicy {
+                min_delay: Duration::from_millis(2),
+                max_delay: Duration::from_millis(200),
+                max_attempts: Some(9),
+            },
             snapshot_every: 500,
         }
     }
@@ -144,7 +150,10 @@ type ReadJob<S> = Box<dyn FnOnce(Option<&S>) + Send>;
 enum Job<R: Reducer> {
     Command(CommandJob<R::Action>),
     /// Read the state; with `fresh`, catch up with the store first.
-    Read { read: ReadJob<R::State>, fresh: bool },
+    Read {
+        read: ReadJob<R::State>,
+        fresh: bool,
+    },
 }
 
 struct WorkerHandle<R: Reducer> {
@@ -351,7 +360,7 @@ where
 
     async fn handle_batch(&mut self, jobs: Vec<CommandJob<R::Action>>) {
         let inner = Arc::clone(&self.engine.inner);
-        let mut backoffs = inner.config.retry.bounded();
+        let mut backoffs = inner.config.retry.backoff();
         let mut attempt = 1;
         loop {
             let span = tracing::debug_span!("command_batch", stream = %self.stream, size = jobs.len(), attempt);
@@ -389,7 +398,6 @@ where
             attempt += 1;
         }
     }
-
 
     /// Decides the batch against the current state and appends its events in one call. An
     /// error means nothing was written (or, for an unacknowledged append, that the stream must be
@@ -432,7 +440,7 @@ where
             }
             if !persisted.is_empty() {
                 let events = encode(&persisted)
-                    .map_err(|e| EventStoreError::Corrupt { global_position: 0, reason: e.to_string() })?;
+                    .map_err(|source| EventStoreError::Encode { stream: self.stream.clone(), source })?;
                 let count = events.len() as u64;
                 appends.push(StreamAppend {
                     stream: self.stream.clone(),
@@ -445,8 +453,8 @@ where
             }
             decided.push(Ok(persisted));
         }
-        let mut results = if appends.is_empty() { Vec::new() } else { inner.store.append_batch(appends).await? }
-            .into_iter();
+        let mut results =
+            if appends.is_empty() { Vec::new() } else { inner.store.append_batch(appends).await? }.into_iter();
         loaded.version = version;
         Ok(decided
             .into_iter()
@@ -478,8 +486,12 @@ where
         tokio::spawn(async move {
             match tokio::task::spawn_blocking(move || serde_json::to_string(&state)).await {
                 Ok(Ok(state)) => {
-                    let snapshot =
-                        Snapshot { stream_id: stream, stream_version: version, state, schema_version: SNAPSHOT_SCHEMA_VERSION };
+                    let snapshot = Snapshot {
+                        stream_id: stream,
+                        stream_version: version,
+                        state,
+                        schema_version: SNAPSHOT_SCHEMA_VERSION,
+                    };
                     if let Err(error) = store.save_snapshot(snapshot).await {
                         tracing::warn!(%error, "cannot save a snapshot; the stream will load from its events");
                     }

@@ -230,7 +230,10 @@ async fn a_failure_that_outlasts_the_retries_is_a_typed_storage_error_and_writes
     engine.execute(&stream, Act::Open { capacity: 3 }, request()).await.unwrap();
     counting.fail.store(usize::MAX, Ordering::SeqCst);
     let failed = engine.execute(&stream, Act::Take, request()).await;
-    assert!(matches!(&failed, Err(CommandError::Storage { source, .. }) if matches!(**source, EventStoreError::Unavailable(_))), "{failed:?}");
+    assert!(
+        matches!(&failed, Err(CommandError::Storage { source, .. }) if matches!(**source, EventStoreError::Unavailable(_))),
+        "{failed:?}"
+    );
     counting.fail.store(0, Ordering::SeqCst);
     assert_eq!(taken(&engine, &stream).await, 0, "the refused batch left no trace in the state");
     engine.execute(&stream, Act::Take, request()).await.unwrap();

@@ -4,7 +4,9 @@
 use std::sync::Arc;
 
 use super::engine::{CommandError, Committed, Engine, EngineConfig};
-use crate::aggregates::{EventReducer, InventoryReducer, PaymentReducer, ReservationReducer, TicketingAction, TicketingEnv};
+use crate::aggregates::{
+    EventReducer, InventoryReducer, PaymentReducer, ReservationReducer, TicketingAction, TicketingEnv,
+};
 use crate::event_store::EventStore;
 use crate::system::context::CommandContext;
 

@@ -15,21 +15,25 @@ use crate::aggregates::{
 use crate::domain::{EventId, Money, PaymentId, ReservationId, SectionName};
 use crate::event_bus::RelayHandle;
 use crate::event_store::EventStore;
+use crate::event_store::RetryPolicy;
 use crate::framework::Clock;
 use crate::projections::{AvailableSeatsQueries, CustomerHistoryQueries, SalesAnalyticsQueries};
-use crate::system::commands::{CommandError, CommandRouter, Committed, RetryPolicy};
+#[cfg(doc)]
+use crate::system::ReadModelStorage;
+use crate::system::commands::{CommandError, CommandRouter, Committed};
 use crate::system::context::CommandContext;
 use crate::system::expiry::ExpiryIndex;
 use crate::system::read_models::{ReadModelQueries, ReadModels};
 use crate::system::reservation_watch::ReservationWatch;
 use crate::system::{SystemConfig, SystemError};
-#[cfg(doc)]
-use crate::system::ReadModelStorage;
 
 /// Connects the Kafka bus named by `KAFKA_BROKERS` (its other settings from the environment, see
 /// [`KafkaConfig::from_env`](crate::event_bus::KafkaConfig::from_env)).
 #[cfg(feature = "kafka")]
-async fn with_kafka(builder: super::TicketingSystemBuilder, brokers: &str) -> Result<super::TicketingSystemBuilder, SystemError> {
+async fn with_kafka(
+    builder: super::TicketingSystemBuilder,
+    brokers: &str,
+) -> Result<super::TicketingSystemBuilder, SystemError> {
     use crate::event_bus::{KafkaConfig, KafkaEventBus};
     let mut kafka = KafkaConfig::from_env()
         .map_err(|source| SystemError::Unreachable { what: "the Kafka configuration", source: Box::new(source) })?;
@@ -59,7 +63,8 @@ pub(super) async fn sweep_expired(
     retry: RetryPolicy,
     mut stop: watch::Receiver<bool>,
 ) {
-    let mut backoffs = retry.unbounded();
+    let unbounded = RetryPolicy { max_attempts: None, ..retry };
+    let mut backoffs = unbounded.backoff();
     loop {
         tokio::select! {
             () = expiry.next_due() => {}
@@ -85,7 +90,7 @@ pub(super) async fn sweep_expired(
                 _ = stop.wait_for(|stop| *stop) => return,
             }
         } else {
-            backoffs = retry.unbounded();
+            backoffs = unbounded.backoff();
         }
     }
 }
@@ -259,10 +264,10 @@ impl TicketingSystem {
             let store = PostgresEventStore::connect(url, postgres)
                 .await
                 .map_err(|source| SystemError::Unreachable { what: "DATABASE_URL", source: Box::new(source) })?;
-            store
-                .migrate()
-                .await
-                .map_err(|source| SystemError::Unreachable { what: "the schema migration", source: Box::new(source) })?;
+            store.migrate().await.map_err(|source| SystemError::Unreachable {
+                what: "the schema migration",
+                source: Box::new(source),
+            })?;
             let read_models = crate::projections::PostgresReadModels::new(store.pool().clone());
             let store = Arc::new(store);
             Ok(builder
@@ -317,11 +322,9 @@ impl TicketingSystem {
         match reached {
             Ok(true) => Ok(()),
             Ok(false) => Err(SystemError::ShuttingDown),
-            Err(_) => Err(SystemError::Lagging {
-                position,
-                handled: *frontier.borrow(),
-                waited_ms: timeout.as_millis(),
-            }),
+            Err(_) => {
+                Err(SystemError::Lagging { position, handled: *frontier.borrow(), waited_ms: timeout.as_millis() })
+            }
         }
     }
 
@@ -337,9 +340,7 @@ impl TicketingSystem {
                 .inner
                 .router
                 .events
-                .read(&stream, fresh, move |event| {
-                    event.filter(|e| e.is_on_sale()).map(|e| e.price_at(&wanted, now))
-                })
+                .read(&stream, fresh, move |event| event.filter(|e| e.is_on_sale()).map(|e| e.price_at(&wanted, now)))
                 .await
                 .map_err(lift_event_error)?;
             if let Some(price) = price {

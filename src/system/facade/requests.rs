@@ -2,10 +2,10 @@
 
 use chrono::{DateTime, Utc};
 
-use crate::aggregates::{EventAction, Section};
-use crate::domain::{CustomerId, EventId, Money, PaymentId, PricingTier, ReservationId, SeatId, SectionName, Venue};
 #[cfg(doc)]
 use super::TicketingSystem;
+use crate::aggregates::{EventAction, Section};
+use crate::domain::{CustomerId, EventId, Money, PaymentId, PricingTier, ReservationId, SeatId, SectionName, Venue};
 
 /// What [`TicketingSystem::create_event`] needs.
 #[derive(Debug, Clone)]
@@ -86,4 +86,3 @@ pub struct PaymentDetails {
     /// The provider's token.
     pub token: String,
 }
-
