@@ -1,4 +1,5 @@
-//! The one saga feed: follows the event store's global log from its checkpoint. It is the only
+//! The one saga feed: follows the event store's global log from its checkpoint, on the crate's
+//! one [`follow`] runner. It is the only
 //! place this process learns what was committed, by itself or by any other process, and the only
 //! path on which the saga reacts: the store's subscription wakes it at once for this process's own
 //! appends, and the same log is the source after a crash.
@@ -11,20 +12,21 @@
 //! saved beside the checkpoint, so a restart re-arms them without reading the log from its start.
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
-use futures::future::BoxFuture;
-use futures::stream::FuturesUnordered;
-use tokio::sync::watch;
+use async_trait::async_trait;
+use tokio::sync::{Semaphore, watch};
 
 use super::context::CommandContext;
 use super::expiry::{ExpiryIndex, OpenHold};
 use super::reservation_watch::ReservationWatch;
-use super::saga::{Saga, Stopped};
+use super::saga::Saga;
 use crate::aggregates::TicketingAction;
-use crate::event_store::{CheckpointStore, Envelope, EventStore, EventStoreError, Snapshot, StreamId};
+use crate::event_store::{
+    CheckpointStore, Envelope, EventStore, EventStoreError, FollowConfig, FollowStatus, LogConsumer, RetryPolicy,
+    Snapshot, StreamId, follow,
+};
 
 /// Most events read per batch.
 const BATCH: usize = 512;
@@ -57,6 +59,38 @@ pub(crate) struct Follower {
 }
 
 impl Follower {
+    /// Runs until the stop signal, on the crate's one [`follow`] runner.
+    pub(crate) async fn run(self) {
+        let stop = self.stop.clone();
+        let status = watch::Sender::new(FollowStatus::default());
+        let progress = Arc::new(Mutex::new(Progress::new()));
+        let checkpointer =
+            tokio::spawn(Checkpointer { follower: self.shared(), progress: Arc::clone(&progress) }.run());
+        let mut consumer =
+            SagaConsumer { follower: self, progress, in_flight: Arc::new(Semaphore::new(IN_FLIGHT)), checkpoint: 0 };
+        let config = FollowConfig { max_batch: BATCH, retry: RetryPolicy::default() };
+        let store = Arc::clone(&consumer.follower.store);
+        if let Err(error) = follow(store.as_ref(), &mut consumer, &config, stop, &status).await {
+            tracing::error!(%error, "the saga's log follower stopped");
+        }
+        if let Err(error) = checkpointer.await {
+            tracing::error!(%error, "the saga's checkpointer failed");
+        }
+    }
+
+    fn shared(&self) -> Follower {
+        Follower {
+            store: Arc::clone(&self.store),
+            checkpoints: Arc::clone(&self.checkpoints),
+            name: self.name.clone(),
+            saga: self.saga.clone(),
+            watch: self.watch.clone(),
+            expiry: self.expiry.clone(),
+            frontier: self.frontier.clone(),
+            stop: self.stop.clone(),
+        }
+    }
+
     fn holds_stream(&self) -> Result<StreamId, EventStoreError> {
         StreamId::new(format!("saga-holds-{}", self.name))
     }
@@ -82,77 +116,8 @@ impl Follower {
         Ok((checkpoint, position))
     }
 
-    /// Runs until the stop signal.
-    pub(crate) async fn run(self) {
-        let mut stop = self.stop.clone();
-        let mut backoffs = crate::event_store::RetryPolicy::default().backoff();
-        let (checkpoint, mut after) = loop {
-            match self.start().await {
-                Ok(start) => break start,
-                Err(error) => {
-                    tracing::error!(%error, name = %self.name, "cannot load the saga checkpoint; retrying");
-                    let delay = backoffs.next().unwrap_or(Duration::from_secs(1));
-                    tokio::select! {
-                        () = tokio::time::sleep(delay) => {}
-                        () = stopped(&mut stop) => return,
-                    }
-                }
-            }
-        };
-        let mut progress = Progress::new(checkpoint, after);
-        self.frontier.send_replace(after);
-        let mut running: FuturesUnordered<BoxFuture<'static, (u64, Result<(), Stopped>)>> = FuturesUnordered::new();
-        loop {
-            let mut batches = self.store.subscribe(after).ready_chunks(BATCH);
-            let failed = loop {
-                tokio::select! {
-                    biased;
-                    () = stopped(&mut stop) => {
-                        self.finish(&mut progress).await;
-                        return;
-                    }
-                    Some((position, outcome)) = running.next() => {
-                        progress.done(position, outcome.is_ok());
-                    }
-                    batch = batches.next(), if running.len() < IN_FLIGHT => {
-                        let Some(batch) = batch else { break None };
-                        let mut failed = None;
-                        for item in batch {
-                            match item {
-                                Ok(envelope) => {
-                                    after = envelope.global_position;
-                                    if let Some(reaction) = self.read(&envelope, checkpoint) {
-                                        progress.started(after);
-                                        running.push(reaction);
-                                    }
-                                    progress.read(after);
-                                }
-                                Err(error) => failed = Some(error),
-                            }
-                        }
-                        if failed.is_some() {
-                            break failed;
-                        }
-                    }
-                }
-                self.publish(&mut progress, false).await;
-            };
-            if let Some(error) = failed {
-                tracing::warn!(%error, after, "log subscription failed; resubscribing");
-            }
-            let delay = backoffs.next().unwrap_or(Duration::from_secs(1));
-            tokio::select! {
-                () = tokio::time::sleep(delay) => {}
-                () = stopped(&mut stop) => {
-                    self.finish(&mut progress).await;
-                    return;
-                }
-            }
-        }
-    }
-
-    /// Feeds one event to the deadlines and the waiters, and returns its reactions to run.
-    fn read(&self, envelope: &Envelope, checkpoint: u64) -> Option<BoxFuture<'static, (u64, Result<(), Stopped>)>> {
+    /// Feeds one event to the deadlines and the waiters, and returns what the saga must do.
+    fn read(&self, envelope: &Envelope, checkpoint: u64) -> Option<(TicketingAction, CommandContext)> {
         let action = match TicketingAction::decode(envelope) {
             Ok(action) => action,
             Err(error) => {
@@ -165,30 +130,7 @@ impl Follower {
             self.expiry.observe(event, envelope.event_id, context.correlation_id);
             self.watch.observe(event);
         }
-        if envelope.global_position <= checkpoint || !Saga::reacts_to(&action) {
-            return None;
-        }
-        let (saga, position) = (self.saga.clone(), envelope.global_position);
-        Some(Box::pin(async move { (position, saga.react(&action, context).await) }))
-    }
-
-    /// Publishes the frontier and saves the checkpoint (and, less often, the open holds).
-    async fn publish(&self, progress: &mut Progress, force: bool) {
-        let frontier = progress.frontier();
-        if frontier > *self.frontier.borrow() {
-            self.frontier.send_replace(frontier);
-        }
-        if frontier > progress.saved && (force || progress.saved_at.elapsed() >= CHECKPOINT_EVERY) {
-            if force || progress.holds_saved_at.elapsed() >= HOLDS_EVERY {
-                self.save_holds(frontier).await;
-                progress.holds_saved_at = Instant::now();
-            }
-            match self.checkpoints.save_checkpoint(&self.name, frontier).await {
-                Ok(()) => progress.saved = frontier,
-                Err(error) => tracing::warn!(%error, frontier, "cannot save the saga checkpoint; will retry"),
-            }
-            progress.saved_at = Instant::now();
-        }
+        (envelope.global_position > checkpoint && Saga::reacts_to(&action)).then_some((action, context))
     }
 
     async fn save_holds(&self, position: u64) {
@@ -204,9 +146,114 @@ impl Follower {
             tracing::warn!(%error, position, "cannot save the open holds; a restart reads further back");
         }
     }
+}
 
-    async fn finish(&self, progress: &mut Progress) {
-        self.publish(progress, true).await;
+/// The follower as a consumer of the log: reads each batch, starts its reactions and returns;
+/// the reactions report to [`Progress`] when recorded.
+struct SagaConsumer {
+    follower: Follower,
+    progress: Arc<Mutex<Progress>>,
+    /// Bounds the reactions in flight: reading waits while all permits are taken.
+    in_flight: Arc<Semaphore>,
+    checkpoint: u64,
+}
+
+#[async_trait]
+impl LogConsumer for SagaConsumer {
+    type Error = EventStoreError;
+
+    fn name(&self) -> &str {
+        &self.follower.name
+    }
+
+    async fn start_position(&mut self) -> Result<u64, EventStoreError> {
+        let (checkpoint, after) = self.follower.start().await?;
+        self.checkpoint = checkpoint;
+        lock(&self.progress).restart(checkpoint, after);
+        self.follower.frontier.send_replace(after);
+        Ok(after)
+    }
+
+    async fn handle(&mut self, batch: &[Envelope]) -> Result<(), EventStoreError> {
+        for envelope in batch {
+            let position = envelope.global_position;
+            if let Some((action, context)) = self.follower.read(envelope, self.checkpoint) {
+                let Ok(permit) = Arc::clone(&self.in_flight).acquire_owned().await else {
+                    return Err(EventStoreError::Closed);
+                };
+                lock(&self.progress).started(position);
+                let (saga, progress, frontier) =
+                    (self.follower.saga.clone(), Arc::clone(&self.progress), self.follower.frontier.clone());
+                tokio::spawn(async move {
+                    let recorded = saga.react(&action, context).await.is_ok();
+                    let reached = lock(&progress).done(position, recorded);
+                    publish(&frontier, reached);
+                    drop(permit);
+                });
+            }
+            let reached = lock(&self.progress).read(position);
+            publish(&self.follower.frontier, reached);
+        }
+        Ok(())
+    }
+}
+
+fn publish(frontier: &watch::Sender<u64>, reached: u64) {
+    frontier.send_if_modified(|current| {
+        let moved = reached > *current;
+        if moved {
+            *current = reached;
+        }
+        moved
+    });
+}
+
+fn lock(progress: &Mutex<Progress>) -> std::sync::MutexGuard<'_, Progress> {
+    progress.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Saves the checkpoint (every [`CHECKPOINT_EVERY`] at most while the frontier moves) and the open
+/// holds (every [`HOLDS_EVERY`] at most), and both once more when the system stops.
+struct Checkpointer {
+    follower: Follower,
+    progress: Arc<Mutex<Progress>>,
+}
+
+impl Checkpointer {
+    async fn run(self) {
+        let mut frontier = self.follower.frontier.subscribe();
+        let mut stop = self.follower.stop.clone();
+        let mut holds_saved_at = Instant::now();
+        loop {
+            let stopping = tokio::select! {
+                changed = frontier.changed() => changed.is_err(),
+                () = stopped(&mut stop) => true,
+            };
+            if !stopping {
+                tokio::select! {
+                    () = tokio::time::sleep(CHECKPOINT_EVERY) => {}
+                    () = stopped(&mut stop) => {}
+                }
+            }
+            let (reached, saved) = {
+                let progress = lock(&self.progress);
+                (progress.frontier(), progress.saved)
+            };
+            let stopping = stopping || *stop.borrow();
+            if reached > saved {
+                if stopping || holds_saved_at.elapsed() >= HOLDS_EVERY {
+                    self.follower.save_holds(reached).await;
+                    holds_saved_at = Instant::now();
+                }
+                match self.follower.checkpoints.save_checkpoint(&self.follower.name, reached).await {
+                    Ok(()) => lock(&self.progress).saved = reached,
+                    Err(error) => tracing::warn!(%error, reached, "cannot save the saga checkpoint; will retry"),
+                }
+            }
+            if stopping {
+                return;
+            }
+        }
     }
 }
 
@@ -216,29 +263,36 @@ struct Progress {
     read: u64,
     /// Events whose reactions are running, or were cut short by a stop.
     unfinished: BTreeSet<u64>,
+    /// The last checkpoint saved.
     saved: u64,
-    saved_at: Instant,
-    holds_saved_at: Instant,
 }
 
 impl Progress {
-    fn new(checkpoint: u64, after: u64) -> Self {
-        let now = Instant::now();
-        Self { read: after, unfinished: BTreeSet::new(), saved: checkpoint, saved_at: now, holds_saved_at: now }
+    fn new() -> Self {
+        Self { read: 0, unfinished: BTreeSet::new(), saved: 0 }
     }
 
-    fn read(&mut self, position: u64) {
-        self.read = position;
+    fn restart(&mut self, checkpoint: u64, after: u64) {
+        *self = Self { read: after, unfinished: BTreeSet::new(), saved: checkpoint };
+    }
+
+    /// Records that `position` was read; returns the frontier.
+    fn read(&mut self, position: u64) -> u64 {
+        self.read = self.read.max(position);
+        self.frontier()
     }
 
     fn started(&mut self, position: u64) {
         self.unfinished.insert(position);
     }
 
-    fn done(&mut self, position: u64, recorded: bool) {
+    /// Records that the reactions to `position` ended (recorded, or cut short by a stop: then
+    /// the frontier stays before it); returns the frontier.
+    fn done(&mut self, position: u64, recorded: bool) -> u64 {
         if recorded {
             self.unfinished.remove(&position);
         }
+        self.frontier()
     }
 
     /// Every event at or before it is read and its reactions recorded.
@@ -250,4 +304,83 @@ impl Progress {
 /// Resolves once the stop signal is set (or its sender is gone).
 async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|stop| *stop).await;
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::aggregates::{Section, TicketingEnv};
+    use crate::domain::{Capacity, Currency, CustomerId, Money, PricingTier, SectionName, TierKind, Venue, VenueId};
+    use crate::event_store::{MemoryCheckpointStore, MemoryEventStore};
+    use crate::framework::{Clock, FixedClock};
+    use crate::system::commands::{CommandRouter, EngineConfig};
+    use crate::system::{EventSpec, PaymentDetails, ReserveRequest, SimulatedGateway, TicketingSystem};
+    use chrono::{TimeZone, Utc};
+
+    #[tokio::test]
+    async fn a_restart_resumes_at_the_checkpoint_with_the_open_holds_re_armed() {
+        let clock = FixedClock::new(Utc.with_ymd_and_hms(2030, 1, 1, 12, 0, 0).unwrap());
+        let store: Arc<dyn EventStore> = Arc::new(MemoryEventStore::new());
+        let checkpoints: Arc<dyn CheckpointStore> = Arc::new(MemoryCheckpointStore::new());
+        let system = TicketingSystem::builder()
+            .event_store(Arc::clone(&store))
+            .checkpoints(Arc::clone(&checkpoints))
+            .clock(Arc::new(clock.clone()))
+            .build()
+            .await
+            .unwrap();
+        let stalls = SectionName::new("Stalls").unwrap();
+        let price = Money::new(1_000, Currency::EUR);
+        let event = system
+            .create_event(EventSpec {
+                name: "Restart".into(),
+                venue: Venue::new(VenueId::new_v4(), "Hall").unwrap(),
+                date: clock.now() + chrono::Duration::days(3),
+                sections: vec![Section { name: stalls.clone(), capacity: Capacity::new(50).unwrap() }],
+                pricing_tiers: vec![PricingTier::new(TierKind::Regular, stalls.clone(), price, None).unwrap()],
+            })
+            .await
+            .unwrap();
+        system.publish_event(event).await.unwrap();
+        system.open_sales(event).await.unwrap();
+        let request = |quantity| ReserveRequest {
+            event_id: event,
+            section: stalls.clone(),
+            quantity,
+            customer_id: CustomerId::new_v4(),
+            idempotency_key: None,
+        };
+        for _ in 0..5 {
+            let hold = system.reserve(request(2)).await.unwrap();
+            system.pay(hold.reservation_id, PaymentDetails { token: "tok".into() }).await.unwrap();
+        }
+        let open = system.reserve(request(3)).await.unwrap();
+        system.settled().await.unwrap();
+        system.shutdown().await;
+
+        let checkpoint = checkpoints.load_checkpoint("boxoffice-saga").await.unwrap();
+        assert_eq!(checkpoint, store.head_position().await.unwrap(), "the checkpoint is the whole log");
+
+        let (frontier, _) = watch::channel(0);
+        let (_stop_tx, stop) = watch::channel(false);
+        let expiry = ExpiryIndex::new(Arc::new(clock.clone()));
+        let env = TicketingEnv::new(Arc::new(clock.clone()));
+        let router = CommandRouter::new(&store, &env, EngineConfig::default());
+        let follower = Follower {
+            store: Arc::clone(&store),
+            checkpoints,
+            name: "boxoffice-saga".into(),
+            saga: Saga::new(router, Arc::new(SimulatedGateway::always_succeed()), RetryPolicy::default(), stop.clone()),
+            watch: ReservationWatch::default(),
+            expiry: expiry.clone(),
+            frontier,
+            stop,
+        };
+        let (resumed_at, read_from) = follower.start().await.unwrap();
+        assert_eq!(resumed_at, checkpoint);
+        assert_eq!(read_from, checkpoint, "nothing before the checkpoint is read again");
+        let armed: Vec<_> = expiry.open_holds().into_iter().map(|h| h.reservation_id).collect();
+        assert_eq!(armed, vec![open.reservation_id], "the open hold is re-armed, the completed ones are not");
+    }
 }
