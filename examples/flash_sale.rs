@@ -718,13 +718,14 @@ async fn kafka_bus() -> Result<(Arc<dyn boxoffice::event_bus::EventBus>, boxoffi
     Ok((Arc::new(KafkaEventBus::connect(config).await?), topics))
 }
 
-#[cfg(not(feature = "kafka"))]
+#[cfg(all(feature = "postgres", not(feature = "kafka")))]
 #[allow(clippy::unused_async)] // same signature as the Kafka variant
 async fn kafka_bus() -> Result<(Arc<dyn boxoffice::event_bus::EventBus>, boxoffice::event_bus::TopicRouter), BoxError> {
     Err("--backend postgres+kafka needs the `kafka` feature: cargo run --release --features postgres,kafka --example flash_sale -- --backend postgres+kafka".into())
 }
 
 #[cfg(not(feature = "postgres"))]
+#[allow(clippy::unused_async)] // same signature as the PostgreSQL variant
 async fn run_postgres(_args: &Args, _scenarios: &[usize]) -> Result<Vec<Row>, BoxError> {
     Err("--backend postgres needs the `postgres` feature: cargo run --release --features postgres --example flash_sale -- --backend postgres".into())
 }

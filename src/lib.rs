@@ -1,26 +1,59 @@
 //! # boxoffice
 //!
-//! An embeddable, event-sourced ticketing engine.
+//! An embeddable, event-sourced ticketing engine: events with sections and pricing tiers, seat
+//! holds that expire, payments and refunds, read models, on an in-memory or `PostgreSQL` log and
+//! an optional Kafka bus.
 //!
-//! The crate is layered; a module only uses the layers listed before it:
+//! ```
+//! use boxoffice::prelude::*;
 //!
-//! - [`framework`]: the generic [`Reducer`](framework::Reducer) trait, [`Effect`](framework::Effect)
-//!   values, the [`Store`](framework::Store) runtime, clocks and the reducer test harness.
-//! - [`event_store`]: the [`EventStore`](event_store::EventStore) trait over an append-only log of
-//!   JSON events, with in-memory and `PostgreSQL` backends.
-//! - [`event_bus`]: the [`EventBus`](event_bus::EventBus) trait with in-memory and Kafka backends,
-//!   the outbox relay from the store to the bus, and consumer-side deduplication.
-//! - [`domain`]: validated value types (ids, money, capacity, seat numbers, venues, pricing tiers).
-//! - [`aggregates`]: Event, Inventory, Reservation and Payment as pure reducers, and the
-//!   [`Ticketing`](aggregates::Ticketing) composite that wires the reservation saga between them.
-//! - [`projections`]: the [`Projection`](projections::Projection) trait, the `AvailableSeats`,
-//!   `SalesAnalytics` and `CustomerHistory` read models, and the checkpointed runner that feeds them.
-//! - [`system`]: the assembled [`TicketingSystem`](system::TicketingSystem): command handling over
-//!   the event store (per-stream workers, group commit, optimistic concurrency with retries), the
-//!   saga driven from the log, durable expiry of holds, and the read models kept in memory or in
-//!   `PostgreSQL`.
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let system = TicketingSystem::builder().build().await?;
+//! let stalls = SectionName::new("Stalls")?;
+//! let event = system
+//!     .create_event(EventSpec {
+//!         name: "Rust Live".into(),
+//!         venue: Venue::new(VenueId::new_v4(), "Hall 1")?,
+//!         date: chrono::Utc::now() + chrono::Duration::days(30),
+//!         sections: vec![Section { name: stalls.clone(), capacity: Capacity::new(100)? }],
+//!         pricing_tiers: vec![PricingTier::new(TierKind::Regular, stalls.clone(), Money::new(5_000, Currency::EUR), None)?],
+//!     })
+//!     .await?;
+//! system.publish_event(event).await?;
+//! system.open_sales(event).await?;
+//! let hold = system
+//!     .reserve(ReserveRequest { event_id: event, section: stalls, quantity: 2, customer_id: CustomerId::new_v4(), idempotency_key: None })
+//!     .await?;
+//! let receipt = system.pay(hold.reservation_id, PaymentDetails { token: "tok_visa".into() }).await?;
+//! assert_eq!(receipt.amount, Money::new(10_000, Currency::EUR));
+//! system.shutdown().await;
+//! # Ok(())
+//! # }
+//! ```
 //!
-//! [`prelude`] re-exports the types most programs need.
+//! ## Layout
+//! Each module is one layer and uses only the layers listed before it.
+//!
+//! - [`framework`]: the [`Reducer`](framework::Reducer) trait, [`Effect`](framework::Effect)
+//!   values, clocks and the [`ReducerTest`](framework::ReducerTest) harness. No ticketing words.
+//! - [`event_store`] and [`event_bus`]: the [`EventStore`](event_store::EventStore) and
+//!   [`EventBus`](event_bus::EventBus) traits with their backends, the one
+//!   [`follow`](event_store::follow) runner every log consumer uses, the outbox relay from the
+//!   log to the bus. No ticketing words either.
+//! - [`domain`]: validated value types (ids, money, capacity, seat numbers, venues, tiers).
+//! - [`aggregates`]: Event, Inventory, Reservation and Payment as pure reducers; the reservation
+//!   saga as pure functions ([`reactions`](aggregates::reactions)); the synchronous
+//!   [`SagaDriver`](aggregates::SagaDriver) for tests and baselines.
+//! - [`projections`]: the three read models and their runner.
+//! - [`system`]: the one runtime. A command engine (a worker per stream owns its state, batches
+//!   queued commands into one append with the expected version, retries conflicts) executes the
+//!   reducers; the log follower is the only saga feed and calls the
+//!   [`PaymentGateway`](system::PaymentGateway) between the durable intent and its recorded
+//!   outcome; holds expire from the log; [`TicketingSystem`](system::TicketingSystem) is the
+//!   front door.
+//!
+//! [`prelude`] re-exports what the quick start needs.
 
 pub mod aggregates;
 pub mod domain;

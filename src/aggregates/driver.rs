@@ -112,6 +112,7 @@ impl SagaDriver {
     /// # Errors
     /// The rejection, when the command was refused (its refusal's own follow-ups, such as a seat
     /// shortage ending a reservation, still run).
+    #[allow(clippy::result_large_err)] // the rejection is the answer, returned by value once
     pub fn send(&mut self, command: TicketingAction) -> Result<SmallVec<[TicketingAction; 4]>, TicketingAction> {
         let mut queue = VecDeque::new();
         let first = self.step(command, &mut queue);
@@ -163,6 +164,7 @@ impl SagaDriver {
         }
     }
 
+    #[allow(clippy::result_large_err)]
     fn step(
         &mut self,
         command: TicketingAction,

@@ -9,23 +9,18 @@
 //! nothing, so folding a stream's events rebuilds its state. A redelivered command that was
 //! already carried out returns no effects at all.
 
-/// Version of the JSON shape of every event in this module, to be stored beside each event.
-/// Event names ([`Message::name`](crate::framework::Message::name)) never change; when a
-/// variant's fields change incompatibly this number is raised and stored events of older
-/// versions are upcast when read.
-pub const EVENT_SCHEMA_VERSION: u16 = 1;
-
 mod driver;
-pub mod event;
-pub mod inventory;
-pub mod payment;
-pub mod reservation;
+mod event;
+mod inventory;
+mod payment;
+mod reservation;
 mod saga;
-pub mod streams;
-pub mod ticketing;
+mod streams;
+mod ticketing;
 
 pub use driver::{SagaDriver, TicketingState};
-pub use saga::{Charge, Reaction, reactions, rejection_reactions};
+pub(crate) use saga::rejection_reactions;
+pub use saga::{Charge, Reaction, reactions};
 
 pub use event::{EventAction, EventEnv, EventError, EventReducer, EventState, EventStatus, Section};
 pub use inventory::{

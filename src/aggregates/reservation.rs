@@ -1,8 +1,8 @@
 //! The Reservation aggregate: one purchase attempt, and the state of the saga that drives it
 //! across Inventory and Payment.
 //!
-//! Life of a reservation: `InitiateReservation` records the deadline and the total price and
-//! schedules `ExpireReservation`; the saga (see [`saga_reactions`](super::saga_reactions)) asks
+//! Life of a reservation: `InitiateReservation` records the deadline and the total price (the
+//! system expires the hold from that deadline); the saga (see [`reactions`](super::reactions)) asks
 //! Inventory for seats and reports them back with [`ReservationAction::AllocateSeats`], which
 //! requests the payment; the payment's outcome arrives as `CompletePayment` or `FailPayment`.
 //! Exactly one terminal state is reached: Completed, Expired, Cancelled or Compensated.

@@ -60,8 +60,7 @@ impl Charge {
 
 /// The saga's answer to a refused command, for the refusals it must hear about although
 /// nothing was persisted: `InsufficientInventory` becomes `RecordSeatShortage`, which ends the
-/// reservation Compensated. Every other rejection yields nothing. Like [`saga_reactions`] it is
-/// pure, so the system layer reuses it.
+/// reservation Compensated. Every other rejection yields nothing. Pure, like [`reactions`].
 #[must_use]
 pub fn rejection_reactions(rejection: &TicketingAction) -> SmallVec<[TicketingAction; 2]> {
     match rejection {

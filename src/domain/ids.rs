@@ -81,11 +81,6 @@ uuid_id!(
     "customer"
 );
 uuid_id!(
-    /// Identifies an issued ticket.
-    TicketId,
-    "ticket"
-);
-uuid_id!(
     /// Identifies a venue.
     VenueId,
     "venue"

@@ -8,7 +8,8 @@ mod dedup;
 mod dedup_postgres;
 mod delivery;
 mod error;
-pub mod headers;
+#[cfg(feature = "kafka")]
+pub(crate) mod headers;
 #[cfg(feature = "kafka")]
 mod kafka;
 mod kafka_config;

@@ -1,9 +1,9 @@
 //! The event store layer: an append-only log of JSON events grouped into streams, with optimistic
 //! concurrency, idempotent appends, a gap-safe global order, subscriptions, snapshots, upcasting and
 //! consumer checkpoints. Backends: [`MemoryEventStore`] (default) and, with the `postgres` feature,
-//! `PostgresEventStore`; every backend's `subscribe` is the one cursor [`subscription`] over its
-//! [`PageSource`], and every consumer of the log (relay, read models, fan-out) runs under the one
-//! runner [`follow`], retrying with the one [`RetryPolicy`]. Nothing in here knows about tickets.
+//! `PostgresEventStore`; every backend's `subscribe` is one shared cursor over the backend's pages,
+//! and every consumer of the log (relay, read models, fan-out, the system's saga) runs under the
+//! one runner [`follow`], retrying with the one [`RetryPolicy`]. Nothing in here knows about tickets.
 
 mod append;
 mod checkpoint;
@@ -41,6 +41,6 @@ pub use postgres::{PostgresConfig, PostgresEventStore};
 pub use retry::RetryPolicy;
 pub use snapshot::Snapshot;
 pub use store::EventStore;
-pub use stream_id::{MAX_STREAM_ID_BYTES, StreamId};
-pub use subscription::{PageSource, subscription};
+pub use stream_id::StreamId;
+pub(crate) use subscription::{PageSource, subscription};
 pub use upcaster::Upcasters;

@@ -8,11 +8,11 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use super::EventStoreError;
 
 /// The longest stream id accepted, in bytes.
-pub const MAX_STREAM_ID_BYTES: usize = 200;
+pub(crate) const MAX_STREAM_ID_BYTES: usize = 200;
 
 /// The identifier of one event stream (usually one aggregate instance, such as `inventory-<uuid>`).
 ///
-/// A valid id is non-empty, at most [`MAX_STREAM_ID_BYTES`] bytes long and contains no whitespace or
+/// A valid id is non-empty, at most 200 bytes long and contains no whitespace or
 /// control characters, so it can be logged, used as a key in every backend and compared byte for byte.
 /// The text is shared, so a clone (one per event read from a log) copies a pointer, not the string.
 ///

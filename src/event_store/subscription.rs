@@ -16,44 +16,6 @@ use super::{Envelope, EventStoreError};
 /// source whose notifications are edge-triggered marks what it has seen at the start of each read
 /// (so an append during the read still ends the next wait), and a source that cannot be woken
 /// reliably returns from `wait` after a poll interval.
-///
-/// ```
-/// use boxoffice::event_store::{Envelope, EventStoreError, PageSource, subscription};
-/// use futures::StreamExt;
-///
-/// /// A fixed log that never grows: waits end at once, so the cursor simply polls it.
-/// struct Fixed(Vec<Envelope>);
-///
-/// #[async_trait::async_trait]
-/// impl PageSource for Fixed {
-///     async fn read_after(&mut self, after: u64, limit: usize) -> Result<Vec<Envelope>, EventStoreError> {
-///         Ok(self.0.iter().filter(|e| e.global_position > after).take(limit).cloned().collect())
-///     }
-///     async fn wait(&mut self) -> Result<(), EventStoreError> {
-///         tokio::task::yield_now().await;
-///         Ok(())
-///     }
-/// }
-/// # fn envelope(position: u64) -> Envelope {
-/// #     Envelope {
-/// #         event_id: uuid::Uuid::new_v4(),
-/// #         stream_id: boxoffice::event_store::StreamId::new("s").unwrap(),
-/// #         stream_version: position,
-/// #         global_position: position,
-/// #         event_type: "Noted".into(),
-/// #         schema_version: 1,
-/// #         payload: serde_json::Value::Null.into(),
-/// #         metadata: Default::default(),
-/// #         recorded_at: chrono::Utc::now(),
-/// #     }
-/// # }
-///
-/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
-/// let log = Fixed(vec![envelope(1), envelope(3), envelope(4)]);
-/// let seen: Vec<u64> = subscription(log, 1, 2).take(2).map(|e| e.unwrap().global_position).collect().await;
-/// assert_eq!(seen, [3, 4]);
-/// # });
-/// ```
 #[async_trait]
 pub trait PageSource: Send + 'static {
     /// Up to `limit` readable events with `global_position > after`, in order (empty when caught
@@ -114,4 +76,46 @@ pub fn subscription<S: PageSource>(
         }
     })
     .boxed()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::event_store::{Envelope, EventStoreError, StreamId};
+    use futures::StreamExt;
+
+    /// A fixed log that never grows: waits end at once, so the cursor simply polls it.
+    struct Fixed(Vec<Envelope>);
+
+    #[async_trait::async_trait]
+    impl PageSource for Fixed {
+        async fn read_after(&mut self, after: u64, limit: usize) -> Result<Vec<Envelope>, EventStoreError> {
+            Ok(self.0.iter().filter(|e| e.global_position > after).take(limit).cloned().collect())
+        }
+        async fn wait(&mut self) -> Result<(), EventStoreError> {
+            tokio::task::yield_now().await;
+            Ok(())
+        }
+    }
+    fn envelope(position: u64) -> Envelope {
+        Envelope {
+            event_id: uuid::Uuid::new_v4(),
+            stream_id: StreamId::new("s").unwrap(),
+            stream_version: position,
+            global_position: position,
+            event_type: "Noted".into(),
+            schema_version: 1,
+            payload: serde_json::Value::Null.into(),
+            metadata: std::sync::Arc::new(crate::event_store::Metadata::default()),
+            recorded_at: chrono::Utc::now(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_cursor_reads_pages_after_its_position_and_polls_when_caught_up() {
+        let log = Fixed(vec![envelope(1), envelope(3), envelope(4)]);
+        let seen: Vec<u64> = subscription(log, 1, 2).take(2).map(|e| e.unwrap().global_position).collect().await;
+        assert_eq!(seen, [3, 4]);
+    }
 }

@@ -135,7 +135,7 @@ where
             .iter()
             .filter_map(|e| match e {
                 Effect::Persist(events) => Some(events.iter()),
-                _ => None,
+                Effect::Reject(_) => None,
             })
             .flatten()
             .collect()
@@ -175,7 +175,7 @@ where
     {
         let rejection = self.effects.iter().find_map(|e| match e {
             Effect::Reject(action) => Some(action.as_ref()),
-            _ => None,
+            Effect::Persist(_) => None,
         });
         let ok = rejection.is_some_and(matches) && self.persisted().is_empty();
         if !ok {

@@ -151,7 +151,7 @@ impl AvailableSeatsProjection {
     }
 
     /// Applies one seat-map change.
-    pub fn apply_change(&mut self, change: SeatChange) {
+    pub(crate) fn apply_change(&mut self, change: SeatChange) {
         match change {
             SeatChange::SectionOpened { event_id, section, capacity } => {
                 self.events.entry(event_id).or_default().entry(section).or_default().capacity = capacity;

@@ -144,7 +144,7 @@ impl CustomerHistoryProjection {
     ///
     /// # Errors
     /// [`DomainError::MoneyOverflow`] when a customer's spending would overflow.
-    pub fn apply_change(&mut self, change: CustomerChange) -> Result<(), DomainError> {
+    pub(crate) fn apply_change(&mut self, change: CustomerChange) -> Result<(), DomainError> {
         match change {
             CustomerChange::ReservationStarted(facts) => {
                 self.reservations.insert(facts.reservation_id, facts);

@@ -52,16 +52,6 @@ impl ReservationFacts {
 
 /// Half-up (away from zero) integer division of an amount by a count, in minor units: the
 /// average price of one ticket. Zero tickets give zero.
-///
-/// ```
-/// use boxoffice::domain::{Currency, Money};
-/// use boxoffice::projections::average_price;
-///
-/// let eur = |m| Money::new(m, Currency::EUR);
-/// assert_eq!(average_price(eur(1_000), 3), eur(333)); // 333.33 rounds down
-/// assert_eq!(average_price(eur(1_001), 2), eur(501)); // 500.5 rounds up
-/// assert_eq!(average_price(eur(500), 0), eur(0));
-/// ```
 #[must_use]
 pub fn average_price(amount: Money, count: u64) -> Money {
     if count == 0 {
@@ -80,4 +70,19 @@ pub fn average_price(amount: Money, count: u64) -> Money {
 #[must_use]
 pub fn reads_payload(envelope: &Envelope) -> bool {
     &*envelope.event_type != "PaymentSucceeded" || category(&envelope.stream_id) == "payment"
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::Currency;
+
+    #[test]
+    fn average_price_rounds_half_away_from_zero() {
+        let eur = |m| Money::new(m, Currency::EUR);
+        assert_eq!(average_price(eur(1_000), 3), eur(333)); // 333.33 rounds down
+        assert_eq!(average_price(eur(1_001), 2), eur(501)); // 500.5 rounds up
+        assert_eq!(average_price(eur(-1_001), 2), eur(-501));
+        assert_eq!(average_price(eur(500), 0), eur(0));
+    }
 }

@@ -206,7 +206,7 @@ impl SalesAnalyticsProjection {
     ///
     /// # Errors
     /// [`DomainError`] when revenue would overflow or mixes currencies within an event.
-    pub fn apply_change(&mut self, change: SalesChange) -> Result<(), DomainError> {
+    pub(crate) fn apply_change(&mut self, change: SalesChange) -> Result<(), DomainError> {
         match change {
             SalesChange::ReservationStarted(facts) => {
                 self.events.entry(facts.event_id).or_insert_with(|| EventSales::new(facts.total.currency()));

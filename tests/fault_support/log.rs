@@ -137,7 +137,7 @@ pub fn assert_inventory_sound(log: &[Envelope]) {
             }
             _ => {}
         }
-        let live: u32 = section.holds.values().map(|(seats, _)| seats.len() as u32).sum();
+        let live: u32 = section.holds.values().map(|(seats, _)| u32::try_from(seats.len()).unwrap_or(u32::MAX)).sum();
         assert!(
             live <= section.capacity,
             "oversold {}: reserved + sold = {live} > capacity {} at position {at}",

@@ -99,7 +99,7 @@ where
 /// Arms one failure of the next append carrying `event_type` on a `category` stream, then buys
 /// two seats. Catches: a step whose failed append is logged and forgotten (above all the
 /// gateway's approval, `payment/PaymentSucceeded`: money taken, nothing recorded, the
-/// reservation stuck in PaymentPending); a retried call that cannot restart a saga step a
+/// reservation stuck in `PaymentPending`); a retried call that cannot restart a saga step a
 /// failure dropped (the retry is a no-op and waits forever); a retry that holds seats or
 /// charges twice; a half-done purchase (completed but seats never confirmed).
 pub async fn one_failed_append_still_ends_in_a_finished_purchase(backend: Backend, category: &str, event_type: &str) {

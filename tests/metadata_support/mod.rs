@@ -150,8 +150,7 @@ pub fn assert_reserves_keep_their_correlation(
                 .iter()
                 .filter_map(|e| e.metadata.correlation_id)
                 .filter(|c| c != request)
-                .filter_map(|c| owner.get(&c).map(|r| format!(" (carries the request of reservation {r})")))
-                .next()
+                .find_map(|c| owner.get(&c).map(|r| format!(" (carries the request of reservation {r})")))
                 .unwrap_or_default();
             violations.push(format!("reservation {reservation}: {violation}{mixed}"));
         }

@@ -219,7 +219,7 @@ pub async fn append_all(store: &dyn EventStore, actions: &[TicketingAction], chu
 /// The crate's [`SagaDriver`] with a workload vocabulary: saga follow-ups run at once, expiry is
 /// sent explicitly after moving the clock, and payments stay pending until the driver answers them.
 pub struct Driver {
-    driver: SagaDriver,
+    saga: SagaDriver,
     pub clock: FixedClock,
     pub reservations: Vec<ReservationId>,
     next_reservation: u128,
@@ -236,8 +236,8 @@ impl Driver {
     /// Two events on sale (EUR and USD), each with sections of `stalls` and `boxes` seats.
     pub fn with_capacities(stalls: u32, boxes: u32) -> Self {
         let clock = FixedClock::new(start());
-        let driver = SagaDriver::new(TicketingEnv::new(Arc::new(clock.clone())));
-        let mut d = Self { driver, clock, reservations: Vec::new(), next_reservation: 0 };
+        let saga = SagaDriver::new(TicketingEnv::new(Arc::new(clock.clone())));
+        let mut d = Self { saga, clock, reservations: Vec::new(), next_reservation: 0 };
         for (n, currency) in [(0, Currency::EUR), (1, Currency::USD)] {
             let tier = |s: &str, price| {
                 PricingTier::new(TierKind::Regular, section(s), Money::new(price, currency), None).unwrap()
@@ -260,15 +260,15 @@ impl Driver {
     }
 
     pub fn send(&mut self, action: TicketingAction) {
-        let _ = self.driver.send(action);
+        let _ = self.saga.send(action);
     }
 
     pub fn state(&self) -> &TicketingState {
-        self.driver.state()
+        self.saga.state()
     }
 
     pub fn log(&self) -> &[TicketingAction] {
-        self.driver.log()
+        self.saga.log()
     }
 
     pub fn reserve(&mut self, event_n: u128, section_n: usize, quantity: u32, customer_n: u128) {
@@ -306,7 +306,7 @@ impl Driver {
             let outcome =
                 if approve { GatewayOutcome::Approved } else { GatewayOutcome::Declined { reason: "declined".into() } };
             let payment_id = PaymentId::for_reservation(r);
-            if !self.driver.answer(payment_id, outcome.clone()) {
+            if !self.saga.answer(payment_id, outcome.clone()) {
                 // A late answer for a payment nobody is waiting on any more.
                 self.send(TicketingAction::Payment(PaymentAction::RecordGatewayOutcome { payment_id, outcome }));
             }

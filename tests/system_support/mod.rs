@@ -31,6 +31,7 @@ pub struct Storage {
 }
 
 impl Backend {
+    #[cfg_attr(not(feature = "postgres"), allow(clippy::unused_async))] // the PostgreSQL backend awaits its schema
     pub async fn storage(self) -> Storage {
         match self {
             Backend::Memory => Storage {

@@ -136,7 +136,13 @@ impl Default for EngineConfig {
     }
 }
 
-type Reply<A> = oneshot::Sender<Result<Committed<A>, CommandError<A>>>;
+/// A command decided against the state: its events, or its rejection.
+type Decision<A> = Result<SmallVec<[A; 4]>, A>;
+
+/// What became of one command.
+type Outcome<A> = Result<Committed<A>, CommandError<A>>;
+
+type Reply<A> = oneshot::Sender<Outcome<A>>;
 
 struct CommandJob<A> {
     command: A,
@@ -222,7 +228,7 @@ where
         context: CommandContext,
     ) -> Result<Committed<R::Action>, CommandError<R::Action>> {
         let (reply, answer) = oneshot::channel();
-        self.enqueue(stream, Job::Command(CommandJob { command, context, reply }))?;
+        self.enqueue(stream, Job::Command(CommandJob { command, context, reply }));
         answer.await.map_err(|_| CommandError::WorkerStopped { stream: stream.clone() })?
     }
 
@@ -241,7 +247,7 @@ where
         let read: ReadJob<R::State> = Box::new(move |state| {
             let _ = reply.send(read(state));
         });
-        self.enqueue(stream, Job::Read { read, fresh })?;
+        self.enqueue(stream, Job::Read { read, fresh });
         answer.await.map_err(|_| CommandError::WorkerStopped { stream: stream.clone() })
     }
 
@@ -250,12 +256,12 @@ where
         let _ = self.inner.snapshots_in_flight.subscribe().wait_for(|n| *n == 0).await;
     }
 
-    fn enqueue(&self, stream: &StreamId, job: Job<R>) -> Result<(), CommandError<R::Action>> {
+    fn enqueue(&self, stream: &StreamId, job: Job<R>) {
         let mut guard = self.inner.workers.lock().unwrap_or_else(PoisonError::into_inner);
         let (next_id, workers) = &mut *guard;
         let job = match workers.get(stream) {
             Some(worker) => match worker.jobs.send(job) {
-                Ok(()) => return Ok(()),
+                Ok(()) => return,
                 Err(mpsc::error::SendError(job)) => job,
             },
             None => job,
@@ -267,7 +273,6 @@ where
         let worker = Worker { engine: self.clone(), stream: stream.clone(), id: *next_id, loaded: None };
         let span = tracing::debug_span!("stream_worker", stream = %stream);
         tokio::spawn(worker.run(queue).instrument(span));
-        Ok(())
     }
 }
 
@@ -402,10 +407,7 @@ where
     /// Decides the batch against the current state and appends its events in one call. An
     /// error means nothing was written (or, for an unacknowledged append, that the stream must be
     /// reloaded to find out) and the state must be reloaded.
-    async fn attempt(
-        &mut self,
-        jobs: &[CommandJob<R::Action>],
-    ) -> Result<Vec<Result<Committed<R::Action>, CommandError<R::Action>>>, EventStoreError> {
+    async fn attempt(&mut self, jobs: &[CommandJob<R::Action>]) -> Result<Vec<Outcome<R::Action>>, EventStoreError> {
         let inner = &self.engine.inner;
         if self.loaded.is_none() {
             match self.engine.load(&self.stream).await {
@@ -422,7 +424,7 @@ where
             }
         }
         let Some(loaded) = self.loaded.as_mut() else { return Err(EventStoreError::Closed) };
-        let mut decided: Vec<Result<SmallVec<[R::Action; 4]>, R::Action>> = Vec::with_capacity(jobs.len());
+        let mut decided: Vec<Decision<R::Action>> = Vec::with_capacity(jobs.len());
         let mut appends = Vec::new();
         let mut version = loaded.version;
         for job in jobs {

@@ -38,23 +38,13 @@ impl CommandRouter {
     ///
     /// # Errors
     /// The command's rejection, or a storage / contention error; see [`CommandError`].
+    #[allow(clippy::result_large_err)] // the rejection is the answer, returned by value once
     pub(crate) async fn execute(
         &self,
         command: TicketingAction,
         context: CommandContext,
     ) -> Result<Committed<TicketingAction>, CommandError<TicketingAction>> {
         let Ok(Some(stream)) = command.stream() else { return Err(CommandError::NotACommand(command)) };
-        fn lift<A>(
-            outcome: Result<Committed<A>, CommandError<A>>,
-            wrap: fn(A) -> TicketingAction,
-        ) -> Result<Committed<TicketingAction>, CommandError<TicketingAction>> {
-            match outcome {
-                Ok(Committed { events, last_position }) => {
-                    Ok(Committed { events: events.into_iter().map(wrap).collect(), last_position })
-                }
-                Err(error) => Err(error.map_action(wrap)),
-            }
-        }
         match command {
             TicketingAction::Event(c) => lift(self.events.execute(&stream, c, context).await, TicketingAction::Event),
             TicketingAction::Inventory(c) => {
@@ -75,5 +65,19 @@ impl CommandRouter {
         self.inventories.snapshots_written().await;
         self.reservations.snapshots_written().await;
         self.payments.snapshots_written().await;
+    }
+}
+
+/// Converts an aggregate's outcome into ticketing terms.
+#[allow(clippy::result_large_err)]
+fn lift<A>(
+    outcome: Result<Committed<A>, CommandError<A>>,
+    wrap: fn(A) -> TicketingAction,
+) -> Result<Committed<TicketingAction>, CommandError<TicketingAction>> {
+    match outcome {
+        Ok(Committed { events, last_position }) => {
+            Ok(Committed { events: events.into_iter().map(wrap).collect(), last_position })
+        }
+        Err(error) => Err(error.map_action(wrap)),
     }
 }
