@@ -188,6 +188,25 @@ impl<R: Reducer> Clone for Engine<R> {
     }
 }
 
+/// What the engine needs of a reducer: a state it can snapshot and actions it can store.
+pub(crate) trait Aggregate:
+    Reducer<
+        State: Default + Clone + Serialize + DeserializeOwned + Sync,
+        Env: Clone,
+        Action: Message + Serialize + DeserializeOwned + Clone + Debug + Send + Sync,
+    > + Clone
+{
+}
+
+impl<R> Aggregate for R where
+    R: Reducer<
+            State: Default + Clone + Serialize + DeserializeOwned + Sync,
+            Env: Clone,
+            Action: Message + Serialize + DeserializeOwned + Clone + Debug + Send + Sync,
+        > + Clone
+{
+}
+
 /// A stream as its worker holds it.
 struct Loaded<S> {
     state: S,
@@ -196,13 +215,7 @@ struct Loaded<S> {
     snapshot_version: u64,
 }
 
-impl<R> Engine<R>
-where
-    R: Reducer + Clone,
-    R::State: Default + Clone + Serialize + DeserializeOwned + Sync,
-    R::Env: Clone,
-    R::Action: Message + Serialize + DeserializeOwned + Clone + Debug + Send + Sync,
-{
+impl<R: Aggregate> Engine<R> {
     /// An engine writing to `store`.
     pub(crate) fn new(reducer: R, env: R::Env, store: Arc<dyn EventStore>, config: EngineConfig) -> Self {
         Self {
@@ -284,13 +297,7 @@ struct Worker<R: Reducer> {
     loaded: Option<Loaded<R::State>>,
 }
 
-impl<R> Worker<R>
-where
-    R: Reducer + Clone,
-    R::State: Default + Clone + Serialize + DeserializeOwned + Sync,
-    R::Env: Clone,
-    R::Action: Message + Serialize + DeserializeOwned + Clone + Debug + Send + Sync,
-{
+impl<R: Aggregate> Worker<R> {
     async fn run(mut self, mut queue: mpsc::UnboundedReceiver<Job<R>>) {
         let config = self.engine.inner.config;
         loop {
@@ -506,13 +513,7 @@ where
     }
 }
 
-impl<R> Engine<R>
-where
-    R: Reducer + Clone,
-    R::State: Default + Clone + Serialize + DeserializeOwned + Sync,
-    R::Env: Clone,
-    R::Action: Message + Serialize + DeserializeOwned + Clone + Debug + Send + Sync,
-{
+impl<R: Aggregate> Engine<R> {
     /// Loads a stream: its latest readable snapshot plus the events after it.
     async fn load(&self, stream: &StreamId) -> Result<Loaded<R::State>, LoadError> {
         let snapshot = match self.inner.store.load_snapshot(stream).await {
