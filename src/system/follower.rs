@@ -318,6 +318,25 @@ mod tests {
     use crate::system::{EventSpec, PaymentDetails, ReserveRequest, SimulatedGateway, TicketingSystem};
     use chrono::{TimeZone, Utc};
 
+    #[test]
+    fn the_frontier_stops_before_a_step_cut_short_and_passes_recorded_ones() {
+        let mut progress = Progress::new();
+        progress.restart(10, 10);
+        for position in [11, 12, 13] {
+            progress.started(position);
+            progress.read(position);
+        }
+        assert_eq!(progress.read(14), 10, "nothing recorded yet");
+        assert_eq!(progress.done(12, true), 10, "12 is recorded, 11 still runs");
+        assert_eq!(progress.done(11, false), 10, "11 was cut short by a stop: the next process redoes it");
+        assert_eq!(progress.done(13, true), 10);
+        let mut fresh = Progress::new();
+        fresh.restart(10, 10);
+        fresh.started(11);
+        fresh.read(12);
+        assert_eq!(fresh.done(11, true), 12, "everything read and recorded");
+    }
+
     #[tokio::test]
     async fn a_restart_resumes_at_the_checkpoint_with_the_open_holds_re_armed() {
         let clock = FixedClock::new(Utc.with_ymd_and_hms(2030, 1, 1, 12, 0, 0).unwrap());

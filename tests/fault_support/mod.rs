@@ -28,7 +28,12 @@ macro_rules! purchase_fault_tests {
             reservation_completed_append_fails_once: "reservation", "ReservationCompleted";
         );
     };
-    (@tests $backend:expr; $($name:ident: $category:literal, $event_type:literal;)*) => {$(
+    (@tests $backend:expr; $($name:ident: $category:literal, $event_type:literal;)*) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        async fn a_charge_whose_record_failed_is_recorded_by_the_next_process() {
+            fault_support::purchase::a_charge_whose_record_failed_is_recorded_by_the_next_process($backend).await;
+        }
+        $(
         #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
         async fn $name() {
             fault_support::purchase::one_failed_append_still_ends_in_a_finished_purchase(

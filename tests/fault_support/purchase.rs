@@ -157,3 +157,43 @@ pub async fn one_failed_append_still_ends_in_a_finished_purchase(backend: Backen
     );
     within("shutdown()", system.shutdown()).await;
 }
+
+/// The gateway takes the money, then the process cannot record the answer (every append of the
+/// Payment `PaymentSucceeded` fails) and stops. Only the intent (`PaymentProcessed`) is in the
+/// log. A new process over the same storage re-drives the charge from its checkpoint: the
+/// provider deduplicates the call by payment id, and the approval is recorded, the purchase
+/// completed and its seats confirmed. Catches: a charge whose outcome is only in memory (lost
+/// with the process), a checkpoint that moves past an unfinished step, a re-drive that charges
+/// twice.
+pub async fn a_charge_whose_record_failed_is_recorded_by_the_next_process(backend: Backend) {
+    let rig = rig(backend, &[("Stalls", 10)]).await;
+    let request = ReserveRequest {
+        event_id: rig.event,
+        section: SectionName::new("Stalls").unwrap(),
+        quantity: 2,
+        customer_id: CustomerId::new_v4(),
+        idempotency_key: Some("crash".into()),
+    };
+    let hold = within("reserve", rig.system.reserve(request)).await.unwrap();
+    rig.faulty.fail_next_appends_of("payment", "PaymentSucceeded", u32::MAX);
+    let paid = within("pay", rig.system.pay(hold.reservation_id, card())).await;
+    assert!(matches!(paid, Err(SystemError::Timeout { .. })), "the approval cannot be recorded: {paid:?}");
+    within("shutdown", rig.system.shutdown()).await;
+    assert!(rig.faulty.injected("payment", "PaymentSucceeded") > 0, "the fault never fired");
+    let payment_id = PaymentId::for_reservation(hold.reservation_id);
+    assert_eq!(rig.gateway.approved().get(&payment_id).map(|c| c.amount), Some(hold.total), "money was taken");
+    let log = read_log(&rig.faulty.inner()).await;
+    assert!(!super::log::has(&log, "payment", "PaymentSucceeded", hold.reservation_id), "nothing recorded yet");
+    assert!(super::log::has(&log, "payment", "PaymentProcessed", hold.reservation_id), "the intent is in the log");
+
+    rig.faulty.disarm();
+    let restarted = system_over(&rig.storage, &rig.faulty, &rig.clock, &rig.gateway).await;
+    within("settling after the restart", restarted.settled()).await.unwrap();
+    let log = read_log(&rig.faulty.inner()).await;
+    assert_every_charge_recorded(&log, &rig.gateway);
+    assert_eq!(assert_purchase_finished(&log, hold.reservation_id), Settled::Sold);
+    let charges = rig.gateway.approved()[&payment_id];
+    assert_eq!((charges.amount, charges.calls), (hold.total, 2), "re-driven once, charged once");
+    assert_inventory_sound(&log);
+    within("shutdown", restarted.shutdown()).await;
+}
