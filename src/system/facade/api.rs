@@ -507,7 +507,8 @@ impl TicketingSystem {
         Ok(())
     }
 
-    /// Refunds whatever is left of a completed purchase's payment and returns the amount.
+    /// Refunds whatever is left of the reservation's successful payment (a completed purchase, or a
+    /// payment that arrived after the hold ended) and returns the amount.
     ///
     /// # Errors
     /// [`SystemError::Payment`] when there is nothing to refund.
