@@ -41,7 +41,13 @@ async fn fresh_store_with(upcasters: Upcasters, config: PostgresConfig) -> Postg
         PgConnection::connect(&url).await.unwrap_or_else(|e| panic!("cannot connect to DATABASE_URL ({url}): {e}"));
     admin.execute(format!("CREATE SCHEMA {schema}").as_str()).await.unwrap();
     admin.close().await.unwrap();
-    let config = PostgresConfig { schema: Some(schema), poll_interval: Duration::from_millis(200), ..config };
+    // A short poll unless the test chose one.
+    let poll_interval = if config.poll_interval == PostgresConfig::default().poll_interval {
+        Duration::from_millis(200)
+    } else {
+        config.poll_interval
+    };
+    let config = PostgresConfig { schema: Some(schema), poll_interval, ..config };
     let store = PostgresEventStore::connect(&url, config)
         .await
         .unwrap_or_else(|e| panic!("cannot connect to DATABASE_URL ({url}): {e}"))
@@ -91,6 +97,32 @@ fn one(stream: &str) -> Vec<StreamAppend> {
 /// Forces the interleaving that loses events: transaction A takes a lower position and stays open
 /// while B takes a higher one and commits, and then a reader reads. The naive reader moves its
 /// checkpoint past A's position and never sees A; the store's frontier reader waits for A.
+/// An event committed while an older transaction that appends nothing is open stays unreadable
+/// until that transaction ends, and its end sends no notification. A subscriber must still see
+/// the event promptly, not at its next poll (here 30 s). Catches a subscription that, after a
+/// read held back, waits only for notifications (before the fix: 0.5-1 s per saga step).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_event_held_back_by_a_foreign_transaction_is_read_soon_after_it_ends() {
+    let config = PostgresConfig { poll_interval: Duration::from_secs(30), ..PostgresConfig::default() };
+    let store = fresh_store_with(Upcasters::new(), config).await;
+    let base = store.append_batch(one("held-base")).await.unwrap()[0].last_global_position;
+    let mut subscription = store.subscribe(base);
+
+    let mut foreign = PgConnection::connect(&database_url()).await.unwrap();
+    foreign.execute("BEGIN").await.unwrap();
+    foreign.execute("SELECT txid_current()").await.unwrap();
+    let held = store.append_batch(one("held")).await.unwrap()[0].last_global_position;
+    assert!(store.read_all(base, 10).await.unwrap().is_empty(), "held back while the older transaction is open");
+    // Let the subscriber read (and find nothing) before the foreign transaction ends.
+    assert!(tokio::time::timeout(Duration::from_millis(300), subscription.next()).await.is_err());
+    foreign.execute("COMMIT").await.unwrap();
+
+    let started = std::time::Instant::now();
+    let event = tokio::time::timeout(Duration::from_secs(20), subscription.next()).await.unwrap().unwrap().unwrap();
+    assert_eq!(event.global_position, held);
+    assert!(started.elapsed() < Duration::from_secs(10), "waited {:?}, as if for the 30 s poll", started.elapsed());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn naive_reader_skips_an_out_of_order_commit_and_the_store_does_not() {
     let store = fresh_store(Upcasters::new(), 10).await;

@@ -934,7 +934,7 @@ impl EventStore for PostgresEventStore {
     }
 
     fn subscribe(&self, after_position: u64) -> BoxStream<'static, Result<Envelope, EventStoreError>> {
-        let source = Notifications { store: self.clone(), listener: None };
+        let source = Notifications { store: self.clone(), listener: None, held_back: None };
         subscription(source, after_position, self.config.read_batch_size)
     }
 
@@ -989,21 +989,40 @@ impl EventStore for PostgresEventStore {
     }
 }
 
+/// The first pause before reading again when committed events are held back.
+const HELD_BACK_FIRST_PAUSE: Duration = Duration::from_millis(2);
+
 /// The `PostgreSQL` side of a subscription: pages of the readable log, woken by `LISTEN`/`NOTIFY`
 /// on a dedicated connection, with [`PostgresConfig::poll_interval`] as the safety net for a lost
 /// notification or a broken listener.
 struct Notifications {
     store: PostgresEventStore,
     listener: Option<PgListener>,
+    /// The last read stopped short of an event that is committed but not readable yet (an older
+    /// transaction is still open). Its commit sends no notification when that transaction is not
+    /// an append, so the next wait is a short pause, growing while the event stays held back.
+    held_back: Option<std::time::Duration>,
 }
 
 #[async_trait]
 impl PageSource for Notifications {
     async fn read_after(&mut self, after: u64, limit: usize) -> Result<Vec<Envelope>, EventStoreError> {
-        self.store.read_all(after, limit).await
+        let page = self.store.read_all(after, limit).await?;
+        let read_to = page.last().map_or(after, |e| e.global_position);
+        let held_back = page.len() < limit && self.store.last_committed_position().await? > read_to;
+        self.held_back = match (held_back, self.held_back) {
+            (false, _) => None,
+            (true, None) => Some(HELD_BACK_FIRST_PAUSE),
+            (true, Some(pause)) => Some((pause * 2).min(self.store.config.poll_interval)),
+        };
+        Ok(page)
     }
 
     async fn wait(&mut self) -> Result<(), EventStoreError> {
+        if let Some(pause) = self.held_back {
+            tokio::time::sleep(pause).await;
+            return Ok(());
+        }
         let config = &self.store.config;
         let Some(listener) = self.listener.as_mut() else {
             // A dedicated connection outside the main pool, so idle subscriptions never starve

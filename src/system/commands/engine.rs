@@ -21,7 +21,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tracing::Instrument;
 
 use crate::event_store::{
-    EventStore, EventStoreError, ExpectedVersion, NewEvent, RetryPolicy, Snapshot, StreamAppend, StreamId,
+    AppendResult, EventStore, EventStoreError, ExpectedVersion, NewEvent, RetryPolicy, Snapshot, StreamAppend, StreamId,
 };
 use crate::framework::{Effect, Message, Reducer};
 use crate::system::context::CommandContext;
@@ -462,8 +462,7 @@ impl<R: Aggregate> Worker<R> {
             }
             decided.push(Ok(persisted));
         }
-        let mut results =
-            if appends.is_empty() { Vec::new() } else { inner.store.append_batch(appends).await? }.into_iter();
+        let mut results = write(inner.store.as_ref(), appends).await?.into_iter();
         loaded.version = version;
         Ok(decided
             .into_iter()
@@ -546,6 +545,19 @@ impl<R: Aggregate> Engine<R> {
         }
         Ok(())
     }
+}
+
+/// Appends a batch's commands: one command's events through [`EventStore::append`], which joins
+/// the store's group commit (its transaction is shared with other streams' appends), several in
+/// one atomic [`EventStore::append_batch`], because a later command was decided on the state the
+/// earlier ones left.
+async fn write(store: &dyn EventStore, mut appends: Vec<StreamAppend>) -> Result<Vec<AppendResult>, EventStoreError> {
+    if appends.len() > 1 {
+        return store.append_batch(appends).await;
+    }
+    let Some(append) = appends.pop() else { return Ok(Vec::new()) };
+    let StreamAppend { stream, expected, events, metadata, idempotency_key } = append;
+    Ok(vec![store.append(&stream, expected, events, &metadata, idempotency_key.as_deref()).await?])
 }
 
 /// Why a stream could not be loaded.
