@@ -999,8 +999,9 @@ struct Notifications {
     store: PostgresEventStore,
     listener: Option<PgListener>,
     /// The last read stopped short of an event that is committed but not readable yet (an older
-    /// transaction is still open). Its commit sends no notification when that transaction is not
-    /// an append, so the next wait is a short pause, growing while the event stays held back.
+    /// transaction is still open). That transaction's end sends no notification when it is not an
+    /// append, so the next wait ends at the next notification or after this pause, which grows
+    /// while reads find nothing new.
     held_back: Option<std::time::Duration>,
 }
 
@@ -1012,17 +1013,13 @@ impl PageSource for Notifications {
         let held_back = page.len() < limit && self.store.last_committed_position().await? > read_to;
         self.held_back = match (held_back, self.held_back) {
             (false, _) => None,
-            (true, None) => Some(HELD_BACK_FIRST_PAUSE),
-            (true, Some(pause)) => Some((pause * 2).min(self.store.config.poll_interval)),
+            (true, Some(pause)) if page.is_empty() => Some((pause * 2).min(self.store.config.poll_interval)),
+            (true, _) => Some(HELD_BACK_FIRST_PAUSE),
         };
         Ok(page)
     }
 
     async fn wait(&mut self) -> Result<(), EventStoreError> {
-        if let Some(pause) = self.held_back {
-            tokio::time::sleep(pause).await;
-            return Ok(());
-        }
         let config = &self.store.config;
         let Some(listener) = self.listener.as_mut() else {
             // A dedicated connection outside the main pool, so idle subscriptions never starve
@@ -1046,7 +1043,8 @@ impl PageSource for Notifications {
             }
             return Ok(());
         };
-        match tokio::time::timeout(config.poll_interval, listener.recv()).await {
+        let pause = self.held_back.unwrap_or(config.poll_interval);
+        match tokio::time::timeout(pause, listener.recv()).await {
             Ok(Ok(_)) | Err(_) => Ok(()),
             Ok(Err(sqlx::Error::PoolClosed)) => Err(EventStoreError::Closed),
             Ok(Err(error)) => {
