@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, HashSet};
 use boxoffice::prelude::*;
 use boxoffice::system::ReserveRequest;
 use fault_support::log::read_log;
-use fault_support::purchase::{card, retrying, rig, within};
+use fault_support::purchase::{card, one_seat, retrying, rig, within};
 use metadata_support::{
     PURCHASE_STEPS, RESERVE_STEPS, assert_no_violations, assert_reserves_keep_their_correlation, caused_by_request,
     events_of, kind, the,
@@ -32,13 +32,7 @@ async fn concurrent_reserves_keep_their_own_correlation(backend: Backend) {
     let calls: Vec<_> = (0..BUYERS)
         .map(|i| {
             let system = rig.system.clone();
-            let request = ReserveRequest {
-                event_id: rig.event,
-                section: SectionName::new("Hall").unwrap(),
-                quantity: 1,
-                customer_id: CustomerId::new_v4(),
-                idempotency_key: Some(format!("buyer-{i}")),
-            };
+            let request = one_seat(&rig, "Hall", format!("buyer-{i}"));
             tokio::spawn(async move {
                 let (held, errors) = retrying("reserve", || system.reserve(request.clone())).await;
                 held.unwrap_or_else(|e| panic!("reserve failed: {e} (earlier {errors:?})")).reservation_id

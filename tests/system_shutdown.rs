@@ -20,11 +20,11 @@ mod system_support;
 use std::time::Duration;
 
 use boxoffice::prelude::*;
-use boxoffice::system::{Receipt, ReserveRequest, SystemError};
+use boxoffice::system::{Receipt, SystemError};
 use fault_support::log::{
     assert_every_charge_recorded, assert_inventory_sound, has, listing, read_log, reservation_of,
 };
-use fault_support::purchase::{Rig, card, retrying, rig, system_over, within};
+use fault_support::purchase::{Rig, card, one_seat, retrying, rig, system_over, within};
 use system_support::Backend;
 
 const BUYERS: usize = 48;
@@ -41,13 +41,7 @@ async fn buy_at_once(rig: &Rig) -> Vec<(ReservationId, Result<Receipt, SystemErr
     let buyers: Vec<_> = (0..BUYERS)
         .map(|i| {
             let system = rig.system.clone();
-            let request = ReserveRequest {
-                event_id: rig.event,
-                section: SectionName::new("Hall").unwrap(),
-                quantity: 1,
-                customer_id: CustomerId::new_v4(),
-                idempotency_key: Some(format!("buyer-{i}")),
-            };
+            let request = one_seat(rig, "Hall", format!("buyer-{i}"));
             tokio::spawn(async move {
                 let (held, errors) = retrying("reserve", || system.reserve(request.clone())).await;
                 let held = held.unwrap_or_else(|e| panic!("reserve failed: {e} (earlier {errors:?})"));

@@ -69,6 +69,17 @@ pub async fn rig(backend: Backend, sections: &[(&str, u32)]) -> Rig {
     Rig { clock, storage, faulty, gateway, system, event }
 }
 
+/// A request for one seat of `section` by a new customer, retried safely under `key`.
+pub fn one_seat(rig: &Rig, section: &str, key: String) -> ReserveRequest {
+    ReserveRequest {
+        event_id: rig.event,
+        section: SectionName::new(section).unwrap(),
+        quantity: 1,
+        customer_id: CustomerId::new_v4(),
+        idempotency_key: Some(key),
+    }
+}
+
 pub fn card() -> PaymentDetails {
     PaymentDetails { token: "tok_visa".into() }
 }
