@@ -46,6 +46,7 @@ struct SavedHolds {
 }
 
 /// Everything the follower feeds.
+#[derive(Clone)]
 pub(crate) struct Follower {
     pub(crate) store: Arc<dyn EventStore>,
     pub(crate) checkpoints: Arc<dyn CheckpointStore>,
@@ -64,8 +65,7 @@ impl Follower {
         let stop = self.stop.clone();
         let status = watch::Sender::new(FollowStatus::default());
         let progress = Arc::new(Mutex::new(Progress::new()));
-        let checkpointer =
-            tokio::spawn(Checkpointer { follower: self.shared(), progress: Arc::clone(&progress) }.run());
+        let checkpointer = tokio::spawn(Checkpointer { follower: self.clone(), progress: Arc::clone(&progress) }.run());
         let mut consumer =
             SagaConsumer { follower: self, progress, in_flight: Arc::new(Semaphore::new(IN_FLIGHT)), checkpoint: 0 };
         let config = FollowConfig { max_batch: BATCH, retry: RetryPolicy::default() };
@@ -75,19 +75,6 @@ impl Follower {
         }
         if let Err(error) = checkpointer.await {
             tracing::error!(%error, "the saga's checkpointer failed");
-        }
-    }
-
-    fn shared(&self) -> Follower {
-        Follower {
-            store: Arc::clone(&self.store),
-            checkpoints: Arc::clone(&self.checkpoints),
-            name: self.name.clone(),
-            saga: self.saga.clone(),
-            watch: self.watch.clone(),
-            expiry: self.expiry.clone(),
-            frontier: self.frontier.clone(),
-            stop: self.stop.clone(),
         }
     }
 

@@ -148,7 +148,9 @@ impl Saga {
     async fn payment_status(&self, payment_id: PaymentId) -> Result<Option<PaymentStatus>, Stopped> {
         let Ok(stream) = payment_stream(payment_id) else { return Ok(None) };
         let read = |s: Option<&crate::aggregates::PaymentState>| s.and_then(|s| s.payment.as_ref()).map(|p| p.status);
-        self.router.payments.read(&stream, true, read).await.map_err(|_| Stopped)
+        // The engine's copy is current for this process's writes; one behind another process's
+        // answer only costs a repeated call, which the provider deduplicates by payment id.
+        self.router.payments.read(&stream, false, read).await.map_err(|_| Stopped)
     }
 
     /// When an event is cancelled every live hold is cancelled (releasing its seats) and every
