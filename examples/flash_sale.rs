@@ -448,7 +448,7 @@ fn reducer_baseline(sections: usize, seats: u32, purchases: u64, seed: u64) -> R
             unit_price: price,
         };
         let _ = driver.send(initiate.into());
-        let pay = ReservationAction::RequestPayment { reservation_id, payment_token: "tok_visa".into() };
+        let pay = ReservationAction::RequestPayment { reservation_id };
         let _ = driver.send(pay.into());
         if driver.state().reservation(reservation_id).map(|r| r.status) == Some(ReservationStatus::Completed) {
             done += 1;

@@ -12,7 +12,9 @@ use std::time::Duration;
 
 use boxoffice::aggregates::Section;
 use boxoffice::prelude::*;
-use boxoffice::system::{EventSpec, PaymentDetails, ReserveRequest, SystemConfig, SystemError, TicketingSystem};
+use boxoffice::system::{
+    EventSpec, GatewayChoice, PaymentDetails, RefundRequest, ReserveRequest, SystemConfig, SystemError, TicketingSystem,
+};
 
 async fn report(system: &TicketingSystem, event: EventId, after: &str) -> Result<(), SystemError> {
     system.settled().await?;
@@ -35,7 +37,13 @@ async fn report(system: &TicketingSystem, event: EventId, after: &str) -> Result
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).init();
     // DATABASE_URL and KAFKA_BROKERS choose the backends; neither set means all in memory.
-    let config = SystemConfig::from_env()?;
+    let mut config = SystemConfig::from_env()?;
+    // A real deployment sets PAYMENT_GATEWAY (the system refuses to start without it); this demo
+    // runs on the simulated provider, which moves no money, unless told otherwise.
+    if config.payment_gateway.is_none() {
+        config.payment_gateway = Some(GatewayChoice::Simulated);
+        println!("payments: simulated gateway (a demo that moves no money; PAYMENT_GATEWAY=stripe for Stripe)");
+    }
     println!(
         "event store: {}; event bus: {}",
         if config.database_url.is_some() { "PostgreSQL (DATABASE_URL)" } else { "in memory" },
@@ -43,13 +51,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
 
     let clock = FixedClock::new(chrono::Utc::now());
+    let simulated = matches!(config.payment_gateway, Some(GatewayChoice::Simulated));
     let gateway = Arc::new(SimulatedGateway::always_succeed());
-    let system = TicketingSystem::builder_from_config(&config)
-        .await?
-        .clock(Arc::new(clock.clone()))
-        .payment_gateway(gateway.clone())
-        .build()
-        .await?;
+    let mut builder = TicketingSystem::builder_from_config(&config).await?.clock(Arc::new(clock.clone()));
+    if simulated {
+        // The demo's own simulated provider, so it can decline a card on cue and show its ledger.
+        builder = builder.payment_gateway(gateway.clone());
+    }
+    let system = builder.build().await?;
 
     let eur = Currency::EUR;
     let (stalls, vip) = (SectionName::new("Stalls")?, SectionName::new("VIP")?);
@@ -87,6 +96,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let purchase = system.pay(hold.reservation_id, card()).await?;
     println!("  paid {}: reservation completed", purchase.amount);
     report(&system, event, "1. purchase").await?;
+    let vip_purchase = purchase.reservation_id;
 
     // 2. The card is declined: the saga compensates and the seats go back.
     gateway.add_failures(1);
@@ -109,6 +119,22 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let hold = system.reserve(request(&vip, 1)).await?;
     system.cancel_reservation(hold.reservation_id).await?;
     report(&system, event, "4. cancellation").await?;
+
+    // 5. A partial refund: part of the VIP purchase goes back through the payment gateway.
+    let refund = system
+        .refund(RefundRequest {
+            reservation_id: vip_purchase,
+            amount: Some(Money::new(5_000, eur)),
+            reason: "restricted view".into(),
+            idempotency_key: Some("restricted-view".into()),
+        })
+        .await?;
+    println!("  refund {} of {}: {:?}", refund.amount, purchase.amount, refund.status);
+    if simulated {
+        let at_gateway = gateway.refunded(purchase.payment_id).map_or_else(|| "nothing".to_owned(), |m| m.to_string());
+        println!("  the gateway's ledger: {at_gateway} given back for payment {}", purchase.payment_id);
+    }
+    report(&system, event, "5. partial refund").await?;
 
     let log = system.event_store().head_position().await?;
     println!("{log} events in the log; every state above is rebuilt from them");

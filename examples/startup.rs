@@ -284,7 +284,7 @@ fn generate(events: u64, seed: u64, batches: &tokio::sync::mpsc::Sender<Vec<Stre
         if purchase % 20 == 19 {
             let _ = driver.send(ReservationAction::CancelReservation { reservation_id }.into());
         } else {
-            let pay = ReservationAction::RequestPayment { reservation_id, payment_token: "tok_visa".into() };
+            let pay = ReservationAction::RequestPayment { reservation_id };
             let _ = driver.send(pay.into());
             let outcome = if purchase % 10 == 3 {
                 GatewayOutcome::Declined { reason: "insufficient funds".into() }

@@ -19,7 +19,7 @@ use std::time::Duration;
 use boxoffice::aggregates::Section;
 use boxoffice::event_store::{EventStore, PostgresConfig, PostgresEventStore};
 use boxoffice::prelude::*;
-use boxoffice::system::{EventSpec, SystemConfig, TicketingSystem};
+use boxoffice::system::{EventSpec, GatewayChoice, SystemConfig, TicketingSystem};
 use chrono::{DateTime, Utc};
 use multiprocess_support::buyer::{self, BIG_SECTION, SOLO_SECTION};
 use sqlx::{Connection, Executor, PgConnection};
@@ -86,6 +86,7 @@ async fn system_on(url: &str, hold: Duration) -> TicketingSystem {
         kafka_brokers: None,
         consumer_group: None,
         hold_duration: hold,
+        payment_gateway: Some(GatewayChoice::Simulated),
     };
     TicketingSystem::builder_from_config(&config).await.unwrap().build().await.unwrap()
 }

@@ -75,7 +75,7 @@ impl TicketingState {
 /// let customer_id = CustomerId::new_v4();
 /// let reserve = ReservationAction::InitiateReservation { reservation_id, event_id, section: stalls.clone(), quantity: 2, customer_id, unit_price: price };
 /// driver.send(reserve.into()).map_err(|r| format!("{r:?}"))?;
-/// let pay = ReservationAction::RequestPayment { reservation_id, payment_token: "tok_visa".into() };
+/// let pay = ReservationAction::RequestPayment { reservation_id };
 /// driver.send(pay.into()).map_err(|r| format!("{r:?}"))?;
 ///
 /// assert_eq!(driver.state().reservation(reservation_id).map(|r| r.status), Some(ReservationStatus::Completed));
@@ -120,6 +120,8 @@ impl SagaDriver {
             match reaction {
                 Reaction::Command(command) => drop(self.step(command, &mut queue)),
                 Reaction::Charge(charge) => self.charge(charge, &mut queue),
+                // The driver's provider gives every refund back.
+                Reaction::Refund(refund) => drop(self.step(refund.outcome(GatewayOutcome::Approved), &mut queue)),
             }
         }
         first
@@ -272,6 +274,7 @@ mod tests {
         ));
         let refund = PaymentAction::RefundPayment {
             payment_id: PaymentId::for_reservation(reservation_id),
+            refund_id: crate::domain::RefundId::for_payment(PaymentId::for_reservation(reservation_id), "r"),
             amount: Money::new(1, Currency::EUR),
             reason: String::new(),
         };

@@ -19,8 +19,8 @@ mod streams;
 mod ticketing;
 
 pub use driver::{SagaDriver, TicketingState};
-pub(crate) use saga::rejection_reactions;
-pub use saga::{Charge, Reaction, reactions};
+pub use saga::{Charge, Reaction, Refund, reactions};
+pub(crate) use saga::{EVENT_CANCELLED_REFUND, rejection_reactions};
 
 pub use event::{EventAction, EventEnv, EventError, EventReducer, EventState, EventStatus, Section};
 pub use inventory::{
@@ -28,7 +28,8 @@ pub use inventory::{
     ReleaseReason,
 };
 pub use payment::{
-    GatewayOutcome, PaymentAction, PaymentEnv, PaymentError, PaymentReducer, PaymentState, PaymentStatus,
+    GatewayOutcome, PaymentAction, PaymentEnv, PaymentError, PaymentRecord, PaymentReducer, PaymentState,
+    PaymentStatus, RefundRecord, RefundStatus,
 };
 pub use reservation::{
     CompensationReason, Reservation, ReservationAction, ReservationEnv, ReservationError, ReservationReducer,

@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use smallvec::{SmallVec, smallvec};
 
-use crate::domain::{DomainError, Money, PaymentId, ReservationId};
+use crate::domain::{DomainError, Money, PaymentId, RefundId, ReservationId};
 use crate::framework::{Clock, Effect, Effects, Message, MessageKind, Reducer};
 
 /// What a payment provider answered.
@@ -19,9 +19,15 @@ use crate::framework::{Clock, Effect, Effects, Message, MessageKind, Reducer};
 pub enum GatewayOutcome {
     /// The money was taken.
     Approved,
-    /// The charge was refused.
+    /// The charge (or refund) was refused; no money moved.
     Declined {
         /// The provider's reason.
+        reason: String,
+    },
+    /// The answer is not known: the call timed out, the connection broke, the provider failed.
+    /// The money may or may not have moved; reconciliation asks the provider.
+    Unknown {
+        /// Why the answer is not known.
         reason: String,
     },
 }
@@ -29,12 +35,50 @@ pub enum GatewayOutcome {
 /// Where a payment stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum PaymentStatus {
-    /// Sent to the gateway, no answer yet.
+    /// The intent is recorded; the gateway call is under way (or died with its process).
     Pending,
+    /// The gateway's answer is not known (a timeout, a provider error); reconciliation asks the
+    /// provider what became of the charge.
+    Unknown,
     /// Money taken.
     Succeeded,
-    /// Charge refused.
+    /// Charge refused; no money moved.
     Failed,
+}
+
+impl PaymentStatus {
+    /// Whether the charge still waits for the provider's answer.
+    #[must_use]
+    pub fn is_undecided(self) -> bool {
+        matches!(self, Self::Pending | Self::Unknown)
+    }
+}
+
+/// Where one refund stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RefundStatus {
+    /// Asked of the gateway; no confirmed answer yet (it is retried until there is one).
+    Requested,
+    /// The gateway gave the money back.
+    Refunded,
+    /// The gateway refused; no money moved.
+    Declined {
+        /// The provider's reason.
+        reason: String,
+    },
+}
+
+/// One refund of a payment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefundRecord {
+    /// The refund, the provider's idempotency key.
+    pub refund_id: RefundId,
+    /// How much.
+    pub amount: Money,
+    /// Why.
+    pub reason: String,
+    /// Where it stands.
+    pub status: RefundStatus,
 }
 
 /// One payment.
@@ -48,8 +92,29 @@ pub struct PaymentRecord {
     pub amount: Money,
     /// Status.
     pub status: PaymentStatus,
-    /// Sum of refunds so far (never more than `amount`).
+    /// Sum of the refunds the gateway confirmed (never more than `amount`).
     pub refunded: Money,
+    /// Every refund asked for, in order.
+    pub refunds: Vec<RefundRecord>,
+}
+
+impl PaymentRecord {
+    /// What can still be refunded: the amount, less what was refunded and what is being refunded.
+    ///
+    /// # Errors
+    /// [`DomainError`] if the sums do not fit (a corrupt log).
+    pub fn refundable(&self) -> Result<Money, DomainError> {
+        self.refunds
+            .iter()
+            .filter(|r| r.status == RefundStatus::Requested)
+            .try_fold(self.amount.checked_sub(self.refunded)?, |left, r| left.checked_sub(r.amount))
+    }
+
+    /// The refund `refund_id`, if asked for.
+    #[must_use]
+    pub fn refund(&self, refund_id: RefundId) -> Option<&RefundRecord> {
+        self.refunds.iter().find(|r| r.refund_id == refund_id)
+    }
 }
 
 /// State of one Payment stream.
@@ -90,7 +155,7 @@ pub enum PaymentError {
         /// Its status.
         status: PaymentStatus,
     },
-    /// The refund would exceed what was paid minus what was refunded.
+    /// The refund would exceed what was paid minus what was refunded or is being refunded.
     #[error("payment {payment_id}: refund {requested} exceeds refundable {refundable}")]
     RefundExceedsPaid {
         /// The payment.
@@ -100,12 +165,29 @@ pub enum PaymentError {
         /// What can still be refunded.
         refundable: Money,
     },
+    /// A refund id was reused for another amount.
+    #[error("payment {payment_id}: refund {refund_id} already exists with another amount")]
+    RefundIdReused {
+        /// The payment.
+        payment_id: PaymentId,
+        /// The refund.
+        refund_id: RefundId,
+    },
+    /// An outcome for a refund never asked for.
+    #[error("payment {payment_id}: no refund {refund_id}")]
+    RefundNotFound {
+        /// The payment.
+        payment_id: PaymentId,
+        /// The refund.
+        refund_id: RefundId,
+    },
     /// Money arithmetic failed (overflow, currency mismatch).
     #[error("payment {payment_id}: {source}")]
     Money {
         /// The payment.
         payment_id: PaymentId,
         /// The domain error.
+        #[source]
         source: DomainError,
     },
 }
@@ -113,7 +195,8 @@ pub enum PaymentError {
 /// Commands, events and the rejection of the Payment aggregate.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum PaymentAction {
-    /// Charge `amount` for a reservation.
+    /// Record the intent to charge `amount` for a reservation. The customer's token never comes
+    /// here: it goes from the API call to the gateway in memory.
     ProcessPayment {
         /// The payment (generated by the caller).
         payment_id: PaymentId,
@@ -121,34 +204,37 @@ pub enum PaymentAction {
         reservation_id: ReservationId,
         /// How much.
         amount: Money,
-        /// The customer's payment-provider token, handed to the gateway and not stored.
-        payment_token: String,
     },
-    /// Give back part or all of a successful payment.
+    /// Record the intent to give back part or all of a successful payment; the system then asks
+    /// the gateway and records its answer with [`PaymentAction::RecordRefundOutcome`].
     RefundPayment {
         /// The payment.
         payment_id: PaymentId,
+        /// The refund, the provider's idempotency key.
+        refund_id: RefundId,
         /// How much.
         amount: Money,
         /// Why.
         reason: String,
     },
-    /// Force a pending payment to fail, as if the provider had declined (tests, demos).
-    SimulatePaymentFailure {
-        /// The payment.
-        payment_id: PaymentId,
-        /// The reason to record.
-        reason: String,
-    },
-    /// The gateway answered the charge that `PaymentProcessed` recorded the intent of. Sent by
-    /// the system after it called the gateway.
+    /// The gateway answered the charge that `PaymentProcessed` recorded the intent of (or
+    /// reconciliation learnt what became of it). Sent by the system.
     RecordGatewayOutcome {
         /// The payment.
         payment_id: PaymentId,
         /// The answer.
         outcome: GatewayOutcome,
     },
-    /// A charge was sent to the gateway.
+    /// The gateway answered a refund. Sent by the system.
+    RecordRefundOutcome {
+        /// The payment.
+        payment_id: PaymentId,
+        /// The refund.
+        refund_id: RefundId,
+        /// The answer.
+        outcome: GatewayOutcome,
+    },
+    /// A charge was sent to the gateway: the durable intent.
     #[serde(rename = "PaymentProcessed")]
     PaymentProcessed {
         /// The payment.
@@ -159,6 +245,18 @@ pub enum PaymentAction {
         amount: Money,
         /// When.
         processed_at: DateTime<Utc>,
+    },
+    /// The gateway's answer to the charge is not known; reconciliation will ask.
+    #[serde(rename = "PaymentOutcomeUnknown")]
+    PaymentOutcomeUnknown {
+        /// The payment.
+        payment_id: PaymentId,
+        /// What it pays for.
+        reservation_id: ReservationId,
+        /// Why the answer is not known.
+        reason: String,
+        /// When.
+        recorded_at: DateTime<Utc>,
     },
     /// The money was taken.
     #[serde(rename = "PaymentSucceeded")]
@@ -184,13 +282,32 @@ pub enum PaymentAction {
         /// When.
         failed_at: DateTime<Utc>,
     },
-    /// Money was given back.
+    /// A refund was asked for: the durable intent, before the gateway call.
+    #[serde(rename = "RefundRequested")]
+    RefundRequested {
+        /// The payment.
+        payment_id: PaymentId,
+        /// What it was for.
+        reservation_id: ReservationId,
+        /// The refund.
+        refund_id: RefundId,
+        /// How much.
+        amount: Money,
+        /// Why.
+        reason: String,
+        /// When.
+        requested_at: DateTime<Utc>,
+    },
+    /// The gateway gave money back.
     #[serde(rename = "PaymentRefunded")]
     PaymentRefunded {
         /// The payment.
         payment_id: PaymentId,
         /// What it was for.
         reservation_id: ReservationId,
+        /// The refund (nil in logs written before refunds went through the gateway).
+        #[serde(default = "legacy_refund_id")]
+        refund_id: RefundId,
         /// How much.
         amount: Money,
         /// Why.
@@ -198,8 +315,26 @@ pub enum PaymentAction {
         /// When.
         refunded_at: DateTime<Utc>,
     },
+    /// The gateway refused a refund; no money moved.
+    #[serde(rename = "RefundDeclined")]
+    RefundDeclined {
+        /// The payment.
+        payment_id: PaymentId,
+        /// What it was for.
+        reservation_id: ReservationId,
+        /// The refund.
+        refund_id: RefundId,
+        /// The provider's reason.
+        reason: String,
+        /// When.
+        declined_at: DateTime<Utc>,
+    },
     /// A command was refused.
     Rejected(PaymentError),
+}
+
+fn legacy_refund_id() -> RefundId {
+    RefundId::from_uuid(uuid::Uuid::nil())
 }
 
 impl PaymentAction {
@@ -209,12 +344,15 @@ impl PaymentAction {
         match self {
             Self::ProcessPayment { payment_id, .. }
             | Self::RefundPayment { payment_id, .. }
-            | Self::SimulatePaymentFailure { payment_id, .. }
             | Self::RecordGatewayOutcome { payment_id, .. }
+            | Self::RecordRefundOutcome { payment_id, .. }
             | Self::PaymentProcessed { payment_id, .. }
+            | Self::PaymentOutcomeUnknown { payment_id, .. }
             | Self::PaymentSucceeded { payment_id, .. }
             | Self::PaymentFailed { payment_id, .. }
-            | Self::PaymentRefunded { payment_id, .. } => Some(*payment_id),
+            | Self::RefundRequested { payment_id, .. }
+            | Self::PaymentRefunded { payment_id, .. }
+            | Self::RefundDeclined { payment_id, .. } => Some(*payment_id),
             Self::Rejected(_) => None,
         }
     }
@@ -225,12 +363,15 @@ impl Message for PaymentAction {
         match self {
             Self::ProcessPayment { .. }
             | Self::RefundPayment { .. }
-            | Self::SimulatePaymentFailure { .. }
-            | Self::RecordGatewayOutcome { .. } => MessageKind::Command,
+            | Self::RecordGatewayOutcome { .. }
+            | Self::RecordRefundOutcome { .. } => MessageKind::Command,
             Self::PaymentProcessed { .. }
+            | Self::PaymentOutcomeUnknown { .. }
             | Self::PaymentSucceeded { .. }
             | Self::PaymentFailed { .. }
-            | Self::PaymentRefunded { .. } => MessageKind::Event,
+            | Self::RefundRequested { .. }
+            | Self::PaymentRefunded { .. }
+            | Self::RefundDeclined { .. } => MessageKind::Event,
             Self::Rejected(_) => MessageKind::Rejection,
         }
     }
@@ -239,12 +380,15 @@ impl Message for PaymentAction {
         match self {
             Self::ProcessPayment { .. } => "ProcessPayment",
             Self::RefundPayment { .. } => "RefundPayment",
-            Self::SimulatePaymentFailure { .. } => "SimulatePaymentFailure",
             Self::RecordGatewayOutcome { .. } => "RecordGatewayOutcome",
+            Self::RecordRefundOutcome { .. } => "RecordRefundOutcome",
             Self::PaymentProcessed { .. } => "PaymentProcessed",
+            Self::PaymentOutcomeUnknown { .. } => "PaymentOutcomeUnknown",
             Self::PaymentSucceeded { .. } => "PaymentSucceeded",
             Self::PaymentFailed { .. } => "PaymentFailed",
+            Self::RefundRequested { .. } => "RefundRequested",
             Self::PaymentRefunded { .. } => "PaymentRefunded",
+            Self::RefundDeclined { .. } => "RefundDeclined",
             Self::Rejected(_) => "PaymentRejected",
         }
     }
@@ -295,13 +439,11 @@ impl Reducer for PaymentReducer {
     }
 }
 
-fn decide(
-    state: &PaymentState,
-    command: PaymentAction,
-    env: &PaymentEnv,
-) -> Result<SmallVec<[PaymentAction; 4]>, PaymentError> {
+type Decided = Result<SmallVec<[PaymentAction; 4]>, PaymentError>;
+
+fn decide(state: &PaymentState, command: PaymentAction, env: &PaymentEnv) -> Decided {
     let now = env.clock.now();
-    if let PaymentAction::ProcessPayment { payment_id, reservation_id, amount, .. } = command {
+    if let PaymentAction::ProcessPayment { payment_id, reservation_id, amount } = command {
         if !amount.is_positive() {
             return Err(PaymentError::NonPositiveAmount { payment_id, amount });
         }
@@ -319,74 +461,133 @@ fn decide(
     let payment =
         state.payment.as_ref().filter(|p| p.payment_id == payment_id).ok_or(PaymentError::NotFound { payment_id })?;
     let reservation_id = payment.reservation_id;
-    let pending = payment.status == PaymentStatus::Pending;
     match command {
-        PaymentAction::RecordGatewayOutcome { outcome: GatewayOutcome::Approved, .. } if pending => {
-            Ok(smallvec![PaymentAction::PaymentSucceeded {
-                payment_id,
-                reservation_id,
-                amount: payment.amount,
-                succeeded_at: now
-            }])
-        }
-        PaymentAction::RecordGatewayOutcome { outcome: GatewayOutcome::Declined { reason }, .. }
-        | PaymentAction::SimulatePaymentFailure { reason, .. }
-            if pending =>
-        {
-            Ok(smallvec![PaymentAction::PaymentFailed { payment_id, reservation_id, reason, failed_at: now }])
-        }
-        PaymentAction::RefundPayment { amount, reason, .. } => {
+        PaymentAction::RecordGatewayOutcome { outcome, .. } => Ok(record_outcome(payment, outcome, now)),
+        PaymentAction::RefundPayment { refund_id, amount, reason, .. } => {
             if payment.status != PaymentStatus::Succeeded {
                 return Err(PaymentError::NotRefundable { payment_id, status: payment.status });
             }
             if !amount.is_positive() {
                 return Err(PaymentError::NonPositiveAmount { payment_id, amount });
             }
+            if let Some(existing) = payment.refund(refund_id) {
+                return if existing.amount == amount {
+                    Ok(smallvec![])
+                } else {
+                    Err(PaymentError::RefundIdReused { payment_id, refund_id })
+                };
+            }
             let money = |source| PaymentError::Money { payment_id, source };
-            let refundable = payment.amount.checked_sub(payment.refunded).map_err(money)?;
+            let refundable = payment.refundable().map_err(money)?;
             let after = refundable.checked_sub(amount).map_err(money)?;
             if after.minor_units() < 0 {
                 return Err(PaymentError::RefundExceedsPaid { payment_id, requested: amount, refundable });
             }
-            Ok(smallvec![PaymentAction::PaymentRefunded {
+            Ok(smallvec![PaymentAction::RefundRequested {
                 payment_id,
                 reservation_id,
+                refund_id,
                 amount,
                 reason,
-                refunded_at: now
+                requested_at: now
             }])
         }
-        // A gateway answer or simulated failure after the payment was decided is a late duplicate.
+        PaymentAction::RecordRefundOutcome { refund_id, outcome, .. } => {
+            let refund = payment.refund(refund_id).ok_or(PaymentError::RefundNotFound { payment_id, refund_id })?;
+            if refund.status != RefundStatus::Requested {
+                return Ok(smallvec![]);
+            }
+            Ok(match outcome {
+                GatewayOutcome::Approved => smallvec![PaymentAction::PaymentRefunded {
+                    payment_id,
+                    reservation_id,
+                    refund_id,
+                    amount: refund.amount,
+                    reason: refund.reason.clone(),
+                    refunded_at: now,
+                }],
+                GatewayOutcome::Declined { reason } => smallvec![PaymentAction::RefundDeclined {
+                    payment_id,
+                    reservation_id,
+                    refund_id,
+                    reason,
+                    declined_at: now,
+                }],
+                // Not known yet: the refund stays requested and is sent again.
+                GatewayOutcome::Unknown { .. } => smallvec![],
+            })
+        }
         _ => Ok(smallvec![]),
     }
 }
 
-fn apply(state: &mut PaymentState, event: &PaymentAction) {
-    match event {
-        PaymentAction::PaymentProcessed { payment_id, reservation_id, amount, .. } => {
-            state.payment = Some(PaymentRecord {
-                payment_id: *payment_id,
-                reservation_id: *reservation_id,
-                amount: *amount,
-                status: PaymentStatus::Pending,
-                refunded: Money::zero(amount.currency()),
-            });
+/// The gateway's (or reconciliation's) answer about the charge. The provider's word on money
+/// wins: an approval after a recorded failure (a failure presumed by reconciliation, a charge
+/// that landed after its call timed out) is recorded, and the reservation, long ended, has it
+/// refunded. A decline or an unknown answer after a decision is a late duplicate.
+fn record_outcome(
+    payment: &PaymentRecord,
+    outcome: GatewayOutcome,
+    now: DateTime<Utc>,
+) -> SmallVec<[PaymentAction; 4]> {
+    let (payment_id, reservation_id) = (payment.payment_id, payment.reservation_id);
+    match (outcome, payment.status) {
+        (GatewayOutcome::Approved, PaymentStatus::Pending | PaymentStatus::Unknown | PaymentStatus::Failed) => {
+            smallvec![PaymentAction::PaymentSucceeded {
+                payment_id,
+                reservation_id,
+                amount: payment.amount,
+                succeeded_at: now
+            }]
         }
-        PaymentAction::PaymentSucceeded { .. } => set_status(state, PaymentStatus::Succeeded),
-        PaymentAction::PaymentFailed { .. } => set_status(state, PaymentStatus::Failed),
-        PaymentAction::PaymentRefunded { amount, .. } => {
-            if let Some(p) = state.payment.as_mut() {
-                // Validated when decided; saturate rather than panic if a corrupt log says otherwise.
-                p.refunded = p.refunded.checked_add(*amount).unwrap_or(p.amount);
-            }
+        (GatewayOutcome::Declined { reason }, status) if status.is_undecided() => {
+            smallvec![PaymentAction::PaymentFailed { payment_id, reservation_id, reason, failed_at: now }]
         }
-        _ => {}
+        (GatewayOutcome::Unknown { reason }, PaymentStatus::Pending) => {
+            smallvec![PaymentAction::PaymentOutcomeUnknown { payment_id, reservation_id, reason, recorded_at: now }]
+        }
+        _ => smallvec![],
     }
 }
 
-fn set_status(state: &mut PaymentState, status: PaymentStatus) {
-    if let Some(p) = state.payment.as_mut() {
-        p.status = status;
+fn apply(state: &mut PaymentState, event: &PaymentAction) {
+    if let PaymentAction::PaymentProcessed { payment_id, reservation_id, amount, .. } = event {
+        state.payment = Some(PaymentRecord {
+            payment_id: *payment_id,
+            reservation_id: *reservation_id,
+            amount: *amount,
+            status: PaymentStatus::Pending,
+            refunded: Money::zero(amount.currency()),
+            refunds: Vec::new(),
+        });
+        return;
+    }
+    let Some(p) = state.payment.as_mut() else { return };
+    match event {
+        PaymentAction::PaymentOutcomeUnknown { .. } => p.status = PaymentStatus::Unknown,
+        PaymentAction::PaymentSucceeded { .. } => p.status = PaymentStatus::Succeeded,
+        PaymentAction::PaymentFailed { .. } => p.status = PaymentStatus::Failed,
+        PaymentAction::RefundRequested { refund_id, amount, reason, .. } => {
+            p.refunds.push(RefundRecord {
+                refund_id: *refund_id,
+                amount: *amount,
+                reason: reason.clone(),
+                status: RefundStatus::Requested,
+            });
+        }
+        PaymentAction::PaymentRefunded { refund_id, amount, .. } => {
+            // Validated when decided; saturate rather than panic if a corrupt log says otherwise.
+            p.refunded = p.refunded.checked_add(*amount).unwrap_or(p.amount);
+            if let Some(refund) = p.refunds.iter_mut().find(|r| r.refund_id == *refund_id) {
+                refund.status = RefundStatus::Refunded;
+            }
+        }
+        PaymentAction::RefundDeclined { refund_id, reason, .. } => {
+            if let Some(refund) = p.refunds.iter_mut().find(|r| r.refund_id == *refund_id) {
+                refund.status = RefundStatus::Declined { reason: reason.clone() };
+            }
+        }
+        _ => {}
     }
 }
 
@@ -414,12 +615,7 @@ mod tests {
         ReducerTest::new(PaymentReducer, PaymentEnv::new(Arc::new(FixedClock::new(now()))))
     }
     fn process(amount: i64) -> PaymentAction {
-        PaymentAction::ProcessPayment {
-            payment_id: pid(),
-            reservation_id: rid(),
-            amount: eur(amount),
-            payment_token: "tok_test".into(),
-        }
+        PaymentAction::ProcessPayment { payment_id: pid(), reservation_id: rid(), amount: eur(amount) }
     }
     fn processed(amount: i64) -> PaymentAction {
         PaymentAction::PaymentProcessed {
@@ -445,17 +641,39 @@ mod tests {
             failed_at: now(),
         }
     }
-    fn refund(amount: i64) -> PaymentAction {
-        PaymentAction::RefundPayment { payment_id: pid(), amount: eur(amount), reason: "r".into() }
+    fn refund_id(n: u128) -> RefundId {
+        RefundId::from_uuid(uuid::Uuid::from_u128(100 + n))
     }
-    fn refunded(amount: i64) -> PaymentAction {
+    fn refund(n: u128, amount: i64) -> PaymentAction {
+        PaymentAction::RefundPayment {
+            payment_id: pid(),
+            refund_id: refund_id(n),
+            amount: eur(amount),
+            reason: "r".into(),
+        }
+    }
+    fn requested(n: u128, amount: i64) -> PaymentAction {
+        PaymentAction::RefundRequested {
+            payment_id: pid(),
+            reservation_id: rid(),
+            refund_id: refund_id(n),
+            amount: eur(amount),
+            reason: "r".into(),
+            requested_at: now(),
+        }
+    }
+    fn refunded(n: u128, amount: i64) -> PaymentAction {
         PaymentAction::PaymentRefunded {
             payment_id: pid(),
             reservation_id: rid(),
+            refund_id: refund_id(n),
             amount: eur(amount),
             reason: "r".into(),
             refunded_at: now(),
         }
+    }
+    fn refund_outcome(n: u128, outcome: GatewayOutcome) -> PaymentAction {
+        PaymentAction::RecordRefundOutcome { payment_id: pid(), refund_id: refund_id(n), outcome }
     }
     #[test]
     fn process_records_the_intent_and_the_outcome_comes_back_as_a_command() {
@@ -499,51 +717,123 @@ mod tests {
     }
 
     #[test]
-    fn simulated_failure_fails_a_pending_payment_only() -> Result<(), ReducerTestError> {
-        let simulate = || PaymentAction::SimulatePaymentFailure { payment_id: pid(), reason: "test".into() };
+    fn an_unknown_answer_is_recorded_and_a_late_approval_wins_over_a_presumed_failure() -> Result<(), ReducerTestError>
+    {
+        let outcome = |outcome| PaymentAction::RecordGatewayOutcome { payment_id: pid(), outcome };
+        let unknown = || outcome(GatewayOutcome::Unknown { reason: "timeout".into() });
+        let became_unknown = PaymentAction::PaymentOutcomeUnknown {
+            payment_id: pid(),
+            reservation_id: rid(),
+            reason: "timeout".into(),
+            recorded_at: now(),
+        };
         test()
             .given([processed(1_000)])?
-            .when(simulate())
-            .then_persisted(&[failed("test")])?
-            .then_state("failed", |s| s.payment.as_ref().is_some_and(|p| p.status == PaymentStatus::Failed))?;
-        test().given([processed(1_000), succeeded(1_000)])?.when(simulate()).then_persisted(&[])?;
+            .when(unknown())
+            .then_persisted(std::slice::from_ref(&became_unknown))?
+            .then_state("unknown", |s| s.payment.as_ref().is_some_and(|p| p.status == PaymentStatus::Unknown))?;
+        test().given([processed(1_000), became_unknown.clone()])?.when(unknown()).then_persisted(&[])?;
+        test()
+            .given([processed(1_000), became_unknown.clone()])?
+            .when(outcome(GatewayOutcome::Approved))
+            .then_persisted(&[succeeded(1_000)])?;
+        test()
+            .given([processed(1_000), became_unknown])?
+            .when(outcome(GatewayOutcome::Declined { reason: "card".into() }))
+            .then_persisted(&[failed("card")])?;
+        test()
+            .given([processed(1_000), failed("presumed")])?
+            .when(outcome(GatewayOutcome::Approved))
+            .then_persisted(&[succeeded(1_000)])?;
+        test().given([processed(1_000), succeeded(1_000)])?.when(unknown()).then_persisted(&[])?.then_unchanged()?;
         Ok(())
     }
 
     #[test]
-    fn refunds_never_exceed_what_was_paid() -> Result<(), ReducerTestError> {
+    fn refunds_never_exceed_what_was_paid_or_is_being_refunded() -> Result<(), ReducerTestError> {
+        let paid = || [processed(1_000), succeeded(1_000)];
         test()
-            .given([processed(1_000), succeeded(1_000)])?
-            .when(refund(400))
-            .then_persisted(&[refunded(400)])?
+            .given(paid())?
+            .when(refund(1, 400))
+            .then_persisted(&[requested(1, 400)])?
+            .then_state("nothing refunded before the gateway says so", |s| {
+                s.payment.as_ref().is_some_and(|p| p.refunded == eur(0) && p.refundable() == Ok(eur(600)))
+            })?;
+        test().given(paid())?.given([requested(1, 400)])?.when(refund(1, 400)).then_persisted(&[])?.then_unchanged()?;
+        test().given(paid())?.given([requested(1, 400)])?.when(refund(1, 300)).then_rejected("reused id", |a| {
+            matches!(a, PaymentAction::Rejected(PaymentError::RefundIdReused { .. }))
+        })?;
+        test()
+            .given(paid())?
+            .given([requested(1, 400)])?
+            .when(refund(2, 601))
+            .then_rejected("pending counts", |a| {
+                matches!(a, PaymentAction::Rejected(PaymentError::RefundExceedsPaid { .. }))
+            })?;
+        test()
+            .given(paid())?
+            .given([requested(1, 400)])?
+            .when(refund_outcome(1, GatewayOutcome::Approved))
+            .then_persisted(&[refunded(1, 400)])?
             .then_state("400 refunded", |s| s.payment.as_ref().is_some_and(|p| p.refunded == eur(400)))?;
         test()
-            .given([processed(1_000), succeeded(1_000), refunded(400)])?
-            .when(refund(600))
-            .then_persisted(&[refunded(600)])?;
+            .given(paid())?
+            .given([requested(1, 400), refunded(1, 400)])?
+            .when(refund_outcome(1, GatewayOutcome::Approved))
+            .then_persisted(&[])?;
         test()
-            .given([processed(1_000), succeeded(1_000), refunded(1_000)])?
-            .when(refund(1))
+            .given(paid())?
+            .given([requested(1, 1_000), refunded(1, 1_000)])?
+            .when(refund(2, 1))
             .then_rejected("double", |a| {
                 matches!(a, PaymentAction::Rejected(PaymentError::RefundExceedsPaid { .. }))
             })?;
-        test().given([processed(1_000), succeeded(1_000)])?.when(refund(1_001)).then_rejected("too much", |a| {
+        test().given(paid())?.when(refund(1, 1_001)).then_rejected("too much", |a| {
             matches!(a, PaymentAction::Rejected(PaymentError::RefundExceedsPaid { .. }))
         })?;
         Ok(())
     }
 
     #[test]
+    fn a_declined_refund_frees_its_amount_and_an_unknown_one_stays_requested() -> Result<(), ReducerTestError> {
+        let declined = PaymentAction::RefundDeclined {
+            payment_id: pid(),
+            reservation_id: rid(),
+            refund_id: refund_id(1),
+            reason: "closed card".into(),
+            declined_at: now(),
+        };
+        test()
+            .given([processed(1_000), succeeded(1_000), requested(1, 1_000)])?
+            .when(refund_outcome(1, GatewayOutcome::Declined { reason: "closed card".into() }))
+            .then_persisted(std::slice::from_ref(&declined))?
+            .then_state("refundable again", |s| s.payment.as_ref().is_some_and(|p| p.refundable() == Ok(eur(1_000))))?;
+        test()
+            .given([processed(1_000), succeeded(1_000), requested(1, 1_000)])?
+            .when(refund_outcome(1, GatewayOutcome::Unknown { reason: "timeout".into() }))
+            .then_persisted(&[])?
+            .then_unchanged()?;
+        test()
+            .given([processed(1_000), succeeded(1_000)])?
+            .when(refund_outcome(9, GatewayOutcome::Approved))
+            .then_rejected("never asked", |a| {
+                matches!(a, PaymentAction::Rejected(PaymentError::RefundNotFound { .. }))
+            })?;
+        Ok(())
+    }
+
+    #[test]
     fn refund_rejections() -> Result<(), ReducerTestError> {
-        test().given([processed(1_000)])?.when(refund(1)).then_rejected("pending", |a| {
+        test().given([processed(1_000)])?.when(refund(1, 1)).then_rejected("pending", |a| {
             matches!(a, PaymentAction::Rejected(PaymentError::NotRefundable { status: PaymentStatus::Pending, .. }))
         })?;
         test()
             .given([processed(1_000), succeeded(1_000)])?
-            .when(refund(0))
+            .when(refund(1, 0))
             .then_rejected("zero", |a| matches!(a, PaymentAction::Rejected(PaymentError::NonPositiveAmount { .. })))?;
         let usd = PaymentAction::RefundPayment {
             payment_id: pid(),
+            refund_id: refund_id(1),
             amount: Money::new(1, Currency::USD),
             reason: String::new(),
         };
@@ -554,14 +844,14 @@ mod tests {
             )
         })?;
         test()
-            .when(refund(1))
+            .when(refund(1, 1))
             .then_rejected("unknown", |a| matches!(a, PaymentAction::Rejected(PaymentError::NotFound { .. })))?;
         Ok(())
     }
 
     #[test]
     fn event_names_equal_serde_tags() {
-        for event in [processed(1), succeeded(1), failed("x"), refunded(1)] {
+        for event in [processed(1), succeeded(1), failed("x"), requested(1, 1), refunded(1, 1)] {
             let json = serde_json::to_value(&event).unwrap();
             assert_eq!(json.as_object().unwrap().keys().next().unwrap(), event.name());
             assert_eq!(serde_json::from_value::<PaymentAction>(json).unwrap(), event);

@@ -233,8 +233,6 @@ pub enum ReservationAction {
     RequestPayment {
         /// The reservation.
         reservation_id: ReservationId,
-        /// The customer's payment-provider token (opaque; never card data).
-        payment_token: String,
     },
     /// The customer gives up.
     CancelReservation {
@@ -285,8 +283,9 @@ pub enum ReservationAction {
         payment_id: PaymentId,
         /// How much.
         amount: Money,
-        /// The customer's payment-provider token (opaque; never card data).
-        payment_token: String,
+        /// When (the epoch in logs written before it was recorded).
+        #[serde(default)]
+        requested_at: DateTime<Utc>,
     },
     /// The payment for the reservation succeeded.
     #[serde(rename = "PaymentSucceeded")]
@@ -589,7 +588,7 @@ fn decide(
             ],
             _ => smallvec![],
         },
-        ReservationAction::RequestPayment { payment_token, .. } => match status {
+        ReservationAction::RequestPayment { .. } => match status {
             ReservationStatus::SeatsAllocated if now >= r.expires_at => {
                 return Err(invalid("pay after the hold ran out"));
             }
@@ -597,7 +596,7 @@ fn decide(
                 reservation_id,
                 payment_id: PaymentId::for_reservation(reservation_id),
                 amount: r.total,
-                payment_token,
+                requested_at: now,
             }],
             ReservationStatus::PaymentPending | ReservationStatus::Completed => smallvec![],
             _ => return Err(invalid("pay")),
@@ -834,7 +833,7 @@ mod tests {
                 reservation_id: rid(),
                 payment_id: pid(),
                 amount: eur(5_000),
-                payment_token: "tok_test".into(),
+                requested_at: start(),
             },
         ]
     }
@@ -929,7 +928,7 @@ mod tests {
     #[test]
     fn allocated_seats_wait_for_the_customer_to_pay() -> Result<(), ReducerTestError> {
         let [seats_allocated, payment_requested] = allocated();
-        let pay = || ReservationAction::RequestPayment { reservation_id: rid(), payment_token: "tok_test".into() };
+        let pay = || ReservationAction::RequestPayment { reservation_id: rid() };
         test()
             .given([initiated()])?
             .when(ReservationAction::AllocateSeats { reservation_id: rid(), seats: seats() })

@@ -10,15 +10,22 @@ use super::inventory::{InventoryAction, InventoryError, ReleaseReason};
 use super::payment::PaymentAction;
 use super::reservation::ReservationAction;
 use super::{EventAction, TicketingAction};
-use crate::domain::{EventId, Money, PaymentId, ReservationId, SectionName};
+use crate::domain::{EventId, Money, PaymentId, RefundId, ReservationId, SectionName};
+
+/// The key of the refund of a payment that arrived after its reservation ended.
+pub(crate) const LATE_PAYMENT_REFUND: &str = "late-payment";
+/// The key of the refund of a payment whose event was cancelled.
+pub(crate) const EVENT_CANCELLED_REFUND: &str = "event-cancelled";
 
 /// What must follow a persisted event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reaction {
     /// Send this command to its aggregate.
     Command(TicketingAction),
-    /// Charge the customer: the one reaction with a side effect outside the log.
+    /// Charge the customer: a side effect outside the log.
     Charge(Charge),
+    /// Give money back: a side effect outside the log.
+    Refund(Refund),
 }
 
 /// A charge the saga asks for. Whoever carries it out first sends [`Charge::intent`]
@@ -35,8 +42,6 @@ pub struct Charge {
     pub reservation_id: ReservationId,
     /// How much.
     pub amount: Money,
-    /// The customer's payment-provider token.
-    pub payment_token: String,
 }
 
 impl Charge {
@@ -47,7 +52,6 @@ impl Charge {
             payment_id: self.payment_id,
             reservation_id: self.reservation_id,
             amount: self.amount,
-            payment_token: self.payment_token.clone(),
         })
     }
 
@@ -55,6 +59,31 @@ impl Charge {
     #[must_use]
     pub fn outcome(&self, outcome: super::GatewayOutcome) -> TicketingAction {
         TicketingAction::Payment(PaymentAction::RecordGatewayOutcome { payment_id: self.payment_id, outcome })
+    }
+}
+
+/// A refund the saga asks for, once its intent (`RefundRequested`) is in the log: call the
+/// gateway with the refund id as the idempotency key, then record the answer with
+/// [`Refund::outcome`]. An unknown answer leaves the refund requested, to be sent again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Refund {
+    /// The payment.
+    pub payment_id: PaymentId,
+    /// The refund, the provider's idempotency key.
+    pub refund_id: RefundId,
+    /// How much.
+    pub amount: Money,
+}
+
+impl Refund {
+    /// The command that records the gateway's answer.
+    #[must_use]
+    pub fn outcome(&self, outcome: super::GatewayOutcome) -> TicketingAction {
+        TicketingAction::Payment(PaymentAction::RecordRefundOutcome {
+            payment_id: self.payment_id,
+            refund_id: self.refund_id,
+            outcome,
+        })
     }
 }
 
@@ -86,11 +115,12 @@ pub fn rejection_reactions(rejection: &TicketingAction) -> SmallVec<[TicketingAc
 /// | `ReservationInitiated` | `ReserveSeats` |
 /// | `SeatsReserved` | `AllocateSeats` |
 /// | `PaymentRequested` | [`Reaction::Charge`]: `ProcessPayment`, the gateway call, `RecordGatewayOutcome` |
+/// | `RefundRequested` | [`Reaction::Refund`]: the gateway call, `RecordRefundOutcome` |
 /// | Payment `PaymentSucceeded` | `CompletePayment` |
 /// | Payment `PaymentFailed` | `FailPayment` |
 /// | `ReservationCompleted` | `ConfirmReservation` |
 /// | `ReservationExpired` / `Cancelled` / `Compensated` with seats, `SeatsReturned` | `ReleaseReservation` |
-/// | Reservation `PaymentSucceeded` with `refund_owed` | `RefundPayment` of the whole amount |
+/// | Reservation `PaymentSucceeded` with `refund_owed` | `RefundPayment` of the whole amount (refund id [`RefundId::for_payment`] of `"late-payment"`) |
 ///
 /// Commands it produces are idempotent, so feeding it a redelivered event is harmless.
 /// `EventCancelled` needs the event's holds and payments, so the system handles it, not this function.
@@ -137,13 +167,15 @@ pub fn reactions(event: &TicketingAction) -> SmallVec<[Reaction; 2]> {
                 seats: seats.iter().map(|s| s.seat_id).collect(),
             }))]
         }
-        T::Reservation(ReservationAction::PaymentRequested { reservation_id, payment_id, amount, payment_token }) => {
+        T::Reservation(ReservationAction::PaymentRequested { reservation_id, payment_id, amount, .. }) => {
             smallvec![Reaction::Charge(Charge {
                 payment_id: *payment_id,
                 reservation_id: *reservation_id,
-                amount: *amount,
-                payment_token: payment_token.clone(),
+                amount: *amount
             })]
+        }
+        T::Payment(PaymentAction::RefundRequested { payment_id, refund_id, amount, .. }) => {
+            smallvec![Reaction::Refund(Refund { payment_id: *payment_id, refund_id: *refund_id, amount: *amount })]
         }
         T::Payment(PaymentAction::PaymentSucceeded { payment_id, reservation_id, amount, .. }) => {
             smallvec![Reaction::Command(T::Reservation(ReservationAction::CompletePayment {
@@ -187,6 +219,7 @@ pub fn reactions(event: &TicketingAction) -> SmallVec<[Reaction; 2]> {
         T::Reservation(ReservationAction::PaymentSucceeded { payment_id, amount, refund_owed: true, .. }) => {
             smallvec![Reaction::Command(T::Payment(PaymentAction::RefundPayment {
                 payment_id: *payment_id,
+                refund_id: RefundId::for_payment(*payment_id, LATE_PAYMENT_REFUND),
                 amount: *amount,
                 reason: "payment arrived after the reservation ended".into(),
             }))]
@@ -238,7 +271,7 @@ mod tests {
             reservation_id,
             payment_id,
             amount,
-            payment_token: "tok".into(),
+            requested_at: Utc.with_ymd_and_hms(2030, 1, 1, 12, 0, 0).unwrap(),
         });
         let follow_ups = reactions(&requested);
         let [Reaction::Charge(charge)] = follow_ups.as_slice() else { unreachable!("one charge: {follow_ups:?}") };

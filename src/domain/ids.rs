@@ -76,6 +76,12 @@ uuid_id!(
     "payment"
 );
 uuid_id!(
+    /// Identifies one refund of a payment: the payment provider's idempotency key for it, so a
+    /// refund sent twice (a retry, a second process) gives the money back once.
+    RefundId,
+    "refund"
+);
+uuid_id!(
     /// Identifies a customer.
     CustomerId,
     "customer"
@@ -128,6 +134,22 @@ impl PaymentId {
     #[must_use]
     pub fn for_reservation(reservation: ReservationId) -> Self {
         Self(Uuid::new_v5(&PAYMENT_NAMESPACE, reservation.0.as_bytes()))
+    }
+}
+
+/// Namespace for refund ids derived from a payment and a purpose.
+const REFUND_NAMESPACE: Uuid = Uuid::from_u128(0x8c3e_0f51_2d7a_4b69_a1e4_5f90_c2b8_3d46);
+
+impl RefundId {
+    /// The refund of `payment` named by `key` (a caller's idempotency key, or the reason the
+    /// system refunds on its own, such as an event's cancellation): a UUID v5 of both, so the same
+    /// refund asked for again, from any process, is the same refund.
+    #[must_use]
+    pub fn for_payment(payment: PaymentId, key: &str) -> Self {
+        let mut name = Vec::with_capacity(16 + key.len());
+        name.extend_from_slice(payment.0.as_bytes());
+        name.extend_from_slice(key.as_bytes());
+        Self(Uuid::new_v5(&REFUND_NAMESPACE, &name))
     }
 }
 

@@ -14,7 +14,7 @@ mod venue;
 pub use capacity::Capacity;
 pub use currency::Currency;
 pub use error::DomainError;
-pub use ids::{CustomerId, EventId, PaymentId, ReservationId, SeatId, VenueId};
+pub use ids::{CustomerId, EventId, PaymentId, RefundId, ReservationId, SeatId, VenueId};
 pub use money::Money;
 pub use pricing_tier::{PricingTier, SaleWindow, TierKind};
 pub use seat_number::SeatNumber;

@@ -3,7 +3,27 @@
 
 use std::time::Duration;
 
+use secrecy::SecretString;
+
 use super::SystemError;
+
+/// The payment provider `PAYMENT_GATEWAY` names. There is no default: a system that takes
+/// money must say which provider takes it.
+#[derive(Debug, Clone)]
+pub enum GatewayChoice {
+    /// `PAYMENT_GATEWAY=simulated`: the [`SimulatedGateway`](super::SimulatedGateway), a demo
+    /// that approves every charge and moves no money.
+    Simulated,
+    /// `PAYMENT_GATEWAY=stripe`: Stripe (feature `stripe`), with its secret key from
+    /// `STRIPE_SECRET_KEY` and its API address from `STRIPE_API_BASE` (default
+    /// `https://api.stripe.com`).
+    Stripe {
+        /// `STRIPE_SECRET_KEY`.
+        secret_key: SecretString,
+        /// `STRIPE_API_BASE`, if set.
+        api_base: Option<String>,
+    },
+}
 
 /// Default hold when `HOLD_DURATION_SECS` is unset: five minutes.
 const DEFAULT_HOLD_SECS: u64 = 5 * 60;
@@ -21,11 +41,12 @@ const DEFAULT_MAX_CONNECTIONS: u32 = 10;
 ///     _ => None,
 /// })?;
 /// assert_eq!(config.database_url, None);
+/// assert!(config.payment_gateway.is_none(), "no gateway chosen: building from it is refused");
 /// assert_eq!(config.hold_duration, std::time::Duration::from_secs(2));
 /// assert_eq!(config.kafka_brokers.as_deref(), Some("127.0.0.1:9092"));
 /// # Ok::<(), boxoffice::system::SystemError>(())
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct SystemConfig {
     /// `DATABASE_URL`: the `PostgreSQL` event and checkpoint store; `None` keeps everything in memory.
     pub database_url: Option<String>,
@@ -38,13 +59,17 @@ pub struct SystemConfig {
     pub consumer_group: Option<String>,
     /// `HOLD_DURATION_SECS`: how long seats stay held awaiting payment (default 300).
     pub hold_duration: Duration,
+    /// `PAYMENT_GATEWAY` (`simulated` or `stripe`): who takes the money. Unset, building a
+    /// system from this configuration is refused.
+    pub payment_gateway: Option<GatewayChoice>,
 }
 
 impl SystemConfig {
     /// Reads the process environment.
     ///
     /// # Errors
-    /// [`SystemError::Config`] when a numeric variable does not parse.
+    /// [`SystemError::Config`] when a numeric variable does not parse, `PAYMENT_GATEWAY` names no
+    /// known gateway, or `stripe` comes without `STRIPE_SECRET_KEY`.
     pub fn from_env() -> Result<Self, SystemError> {
         Self::from_lookup(|name| std::env::var(name).ok())
     }
@@ -66,7 +91,23 @@ impl SystemConfig {
         let database_max_connections = u32::try_from(max_connections).ok().filter(|n| *n > 0).ok_or_else(|| {
             SystemError::Config { reason: format!("DATABASE_MAX_CONNECTIONS={max_connections} is out of range") }
         })?;
+        let payment_gateway = match set("PAYMENT_GATEWAY").as_deref() {
+            None => None,
+            Some("simulated") => Some(GatewayChoice::Simulated),
+            Some("stripe") => Some(GatewayChoice::Stripe {
+                secret_key: set("STRIPE_SECRET_KEY").map(SecretString::from).ok_or_else(|| SystemError::Config {
+                    reason: "PAYMENT_GATEWAY=stripe needs STRIPE_SECRET_KEY".to_owned(),
+                })?,
+                api_base: set("STRIPE_API_BASE"),
+            }),
+            Some(other) => {
+                return Err(SystemError::Config {
+                    reason: format!("PAYMENT_GATEWAY={other:?}: expected `simulated` or `stripe`"),
+                });
+            }
+        };
         Ok(Self {
+            payment_gateway,
             database_url: set("DATABASE_URL"),
             database_max_connections,
             kafka_brokers: set("KAFKA_BROKERS").or_else(|| set("REDPANDA_BROKERS")),
@@ -98,6 +139,28 @@ mod tests {
         let zero = SystemConfig::from_lookup(|name| (name == "DATABASE_MAX_CONNECTIONS").then(|| "0".into()));
         assert!(matches!(zero, Err(SystemError::Config { .. })));
     }
+
+    #[test]
+    fn the_gateway_is_chosen_explicitly_and_stripe_needs_its_key() {
+        let pick = |gateway: &'static str, key: Option<&'static str>| {
+            SystemConfig::from_lookup(move |name| match name {
+                "PAYMENT_GATEWAY" => Some(gateway.into()),
+                "STRIPE_SECRET_KEY" => key.map(Into::into),
+                _ => None,
+            })
+        };
+        assert!(matches!(pick("simulated", None).unwrap().payment_gateway, Some(GatewayChoice::Simulated)));
+        assert!(matches!(
+            pick("stripe", Some("sk_test_1")).unwrap().payment_gateway,
+            Some(GatewayChoice::Stripe { .. })
+        ));
+        assert!(
+            matches!(pick("stripe", None), Err(SystemError::Config { reason }) if reason.contains("STRIPE_SECRET_KEY"))
+        );
+        assert!(matches!(pick("paypal", None), Err(SystemError::Config { reason }) if reason.contains("paypal")));
+        let debug = format!("{:?}", pick("stripe", Some("sk_test_secret_value")).unwrap());
+        assert!(!debug.contains("sk_test_secret_value"), "the key never shows in debug output: {debug}");
+    }
 }
 
 #[cfg(all(test, not(feature = "postgres")))]
@@ -108,12 +171,21 @@ mod without_postgres {
 
     #[tokio::test]
     async fn a_database_url_without_the_postgres_feature_is_a_config_error() {
-        let config =
-            SystemConfig::from_lookup(|name| (name == "DATABASE_URL").then(|| "postgres://x/y".into())).unwrap();
+        let lookup = |url: bool| {
+            move |name: &str| match name {
+                "DATABASE_URL" if url => Some("postgres://x/y".into()),
+                "PAYMENT_GATEWAY" => Some("simulated".into()),
+                _ => None,
+            }
+        };
+        let config = SystemConfig::from_lookup(lookup(true)).unwrap();
         let result = TicketingSystem::builder_from_config(&config).await;
         assert!(matches!(result, Err(SystemError::Config { reason: message }) if message.contains("postgres")));
-        let memory = SystemConfig::from_lookup(|_| None).unwrap();
+        let memory = SystemConfig::from_lookup(lookup(false)).unwrap();
         let system = TicketingSystem::builder_from_config(&memory).await.unwrap().build().await.unwrap();
         system.shutdown().await;
+        let unchosen = SystemConfig::from_lookup(|_| None).unwrap();
+        let refused = TicketingSystem::builder_from_config(&unchosen).await;
+        assert!(matches!(refused, Err(SystemError::Config { reason }) if reason.contains("PAYMENT_GATEWAY")));
     }
 }

@@ -51,6 +51,15 @@ pub enum SystemError {
         /// The gateway's reason.
         reason: String,
     },
+    /// The payment gateway's answer to the charge is not known yet (it timed out, or the
+    /// provider failed). Nothing is lost: reconciliation asks the provider and the purchase
+    /// completes or its seats are released. Handling: tell the customer the payment is being
+    /// confirmed and look at [`TicketingSystem::reservation`](super::TicketingSystem::reservation) later.
+    #[error("payment for reservation {reservation_id} is not confirmed yet; it is being reconciled")]
+    PaymentPending {
+        /// The reservation.
+        reservation_id: ReservationId,
+    },
     /// The reservation ended (expired or cancelled) before the call could complete it.
     #[error("reservation {reservation_id} has ended: {how}")]
     ReservationEnded {

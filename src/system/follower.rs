@@ -9,7 +9,8 @@
 //! (a slow gateway holds up only its own purchase). The checkpoint (and the published frontier
 //! that `settled()` waits on) only moves past an event once its reactions are recorded, so a
 //! step cut short by a crash or a shutdown is carried out by the next process. The open holds are
-//! saved beside the checkpoint, so a restart re-arms them without reading the log from its start.
+//! saved beside the checkpoint with the open charges and refunds, so a restart re-arms them and
+//! reconciles the payments without reading the log from its start.
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -20,6 +21,7 @@ use tokio::sync::{Semaphore, watch};
 
 use super::context::CommandContext;
 use super::expiry::{ExpiryIndex, OpenHold};
+use super::open_payments::{OpenPayments, OpenSet};
 use super::reservation_watch::ReservationWatch;
 use super::saga::Saga;
 use crate::aggregates::TicketingAction;
@@ -36,13 +38,14 @@ const IN_FLIGHT: usize = 4_096;
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
 /// How often, at most, the open holds are saved while events keep coming.
 const HOLDS_EVERY: Duration = Duration::from_secs(1);
-/// Shape version of the saved open holds.
-const HOLDS_SCHEMA_VERSION: u32 = 1;
+/// Shape version of the saved open holds and payments (1 had no payments: read the log again).
+const HOLDS_SCHEMA_VERSION: u32 = 2;
 
-/// The open holds as saved: every hold open after the event at `position` was read.
+/// The open holds and payments as saved: every one open after the event at `position` was read.
 #[derive(serde::Serialize, serde::Deserialize)]
 struct SavedHolds {
     holds: Vec<OpenHold>,
+    payments: OpenSet,
 }
 
 /// Everything the follower feeds.
@@ -54,6 +57,7 @@ pub(crate) struct Follower {
     pub(crate) saga: Saga,
     pub(crate) watch: ReservationWatch,
     pub(crate) expiry: ExpiryIndex,
+    pub(crate) open: OpenPayments,
     /// Every event at or before this position has been read and its reactions recorded.
     pub(crate) frontier: watch::Sender<u64>,
     pub(crate) stop: watch::Receiver<bool>,
@@ -92,14 +96,15 @@ impl Follower {
         let saved = self.store.load_snapshot(&self.holds_stream()?).await?;
         let holds = saved
             .filter(|s| s.schema_version == HOLDS_SCHEMA_VERSION && s.stream_version <= checkpoint)
-            .and_then(|s| serde_json::from_str::<SavedHolds>(&s.state).ok().map(|h| (s.stream_version, h.holds)));
-        let Some((position, holds)) = holds else {
+            .and_then(|s| serde_json::from_str::<SavedHolds>(&s.state).ok().map(|h| (s.stream_version, h)));
+        let Some((position, saved)) = holds else {
             // Nothing saved (a log written by an older release): the holds come from the log.
             return Ok((checkpoint, 0));
         };
-        for hold in holds {
+        for hold in saved.holds {
             self.expiry.arm(hold);
         }
+        self.open.restore(saved.payments);
         Ok((checkpoint, position))
     }
 
@@ -113,7 +118,14 @@ impl Follower {
             }
         };
         let context = CommandContext::caused_by(envelope.event_id, &envelope.metadata);
+        self.open.observe(&action, envelope.event_id, context.correlation_id);
         if let TicketingAction::Reservation(event) = &action {
+            if event.is_ending()
+                && let Some(reservation_id) = event.reservation_id()
+            {
+                // No charge follows an ending: a token still kept for it is dropped.
+                drop(self.saga.vault.take(reservation_id));
+            }
             self.expiry.observe(event, envelope.event_id, context.correlation_id);
             self.watch.observe(event);
         }
@@ -121,7 +133,7 @@ impl Follower {
     }
 
     async fn save_holds(&self, position: u64) {
-        let saved = SavedHolds { holds: self.expiry.open_holds() };
+        let saved = SavedHolds { holds: self.expiry.open_holds(), payments: self.open.snapshot() };
         let snapshot = match (self.holds_stream(), serde_json::to_string(&saved)) {
             (Ok(stream_id), Ok(state)) => {
                 Snapshot { stream_id, stream_version: position, state, schema_version: HOLDS_SCHEMA_VERSION }
@@ -171,8 +183,11 @@ impl LogConsumer for SagaConsumer {
                 lock(&self.progress).started(position);
                 let (saga, progress, frontier) =
                     (self.follower.saga.clone(), Arc::clone(&self.progress), self.follower.frontier.clone());
+                // The token for a charge is taken as its request is read, before any later
+                // ending of the reservation can drop it.
+                let token = saga.token_for(&action);
                 tokio::spawn(async move {
-                    let recorded = saga.react(&action, context).await.is_ok();
+                    let recorded = saga.react(&action, context, token).await.is_ok();
                     let reached = lock(&progress).done(position, recorded);
                     publish(&frontier, reached);
                     drop(permit);
@@ -302,6 +317,8 @@ mod tests {
     use crate::event_store::{MemoryCheckpointStore, MemoryEventStore};
     use crate::framework::{Clock, FixedClock};
     use crate::system::commands::{CommandRouter, EngineConfig};
+    use crate::system::saga::SagaParts;
+    use crate::system::vault::TokenVault;
     use crate::system::{EventSpec, PaymentDetails, ReserveRequest, SimulatedGateway, TicketingSystem};
     use chrono::{TimeZone, Utc};
 
@@ -377,9 +394,19 @@ mod tests {
             store: Arc::clone(&store),
             checkpoints,
             name: "boxoffice-saga".into(),
-            saga: Saga::new(router, Arc::new(SimulatedGateway::always_succeed()), RetryPolicy::default(), stop.clone()),
+            saga: Saga::new(
+                router,
+                SagaParts {
+                    gateway: Arc::new(SimulatedGateway::always_succeed()),
+                    vault: TokenVault::default(),
+                    open: OpenPayments::default(),
+                    retry: RetryPolicy::default(),
+                    stop: stop.clone(),
+                },
+            ),
             watch: ReservationWatch::default(),
             expiry: expiry.clone(),
+            open: OpenPayments::default(),
             frontier,
             stop,
         };

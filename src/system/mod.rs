@@ -1,5 +1,5 @@
 //! The assembly: the command engine over the event store, the reservation saga fed from the log,
-//! the payment gateway port, durable expiry of holds, the read models (in memory or
+//! the payment gateway port with payment reconciliation, durable expiry of holds, the read models (in memory or
 //! `PostgreSQL`) and the [`TicketingSystem`] facade.
 
 mod commands;
@@ -10,15 +10,22 @@ mod expiry;
 mod facade;
 mod follower;
 mod gateway;
+mod open_payments;
 mod read_models;
+mod reconcile;
 mod reservation_watch;
 mod saga;
+mod vault;
 
 pub use commands::EngineConfig;
-pub use config::SystemConfig;
+pub use config::{GatewayChoice, SystemConfig};
 pub use error::SystemError;
 pub use facade::{
-    EventSpec, HeldSeats, PaymentDetails, Receipt, ReserveRequest, TicketingSystem, TicketingSystemBuilder,
+    EventSpec, HeldSeats, PaymentDetails, Receipt, RefundRequest, ReserveRequest, TicketingSystem,
+    TicketingSystemBuilder,
 };
-pub use gateway::{PaymentGateway, SimulatedGateway};
+pub use gateway::{ChargeStatus, GatewayOutcome, PaymentGateway, SimulatedGateway};
+#[cfg(feature = "stripe")]
+pub use gateway::{StripeConfig, StripeGateway};
 pub use read_models::ReadModelStorage;
+pub use reconcile::Reconciliation;

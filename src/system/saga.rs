@@ -1,6 +1,7 @@
 //! Carries out the saga's reactions to one event read from the log: sends the follow-up commands
-//! through the command engine and performs the one side effect, the payment gateway call,
-//! between its durable intent (`PaymentProcessed`) and its recorded outcome.
+//! through the command engine and performs the side effects, the payment gateway's charges and
+//! refunds, each between its durable intent (`PaymentProcessed`, `RefundRequested`) and its
+//! recorded outcome.
 //!
 //! A step is retried, at the pace of the engine's [`RetryPolicy`], until it is recorded or refused; it is
 //! given up only when the system stops, and then it stays durable: the follower does not move
@@ -11,17 +12,20 @@
 use std::sync::Arc;
 
 use futures::future::{BoxFuture, join_all};
+use secrecy::SecretString;
 use tokio::sync::watch;
 use tracing::Instrument;
 
 use super::PaymentGateway;
 use super::commands::{CommandError, CommandRouter, Committed};
 use super::context::CommandContext;
+use super::open_payments::{Calling, OpenPayments};
+use super::vault::TokenVault;
 use crate::aggregates::{
-    Charge, EventAction, HoldStatus, PaymentAction, PaymentStatus, Reaction, ReservationAction, TicketingAction,
-    inventory_stream, payment_stream, reactions, rejection_reactions,
+    Charge, EVENT_CANCELLED_REFUND, EventAction, GatewayOutcome, HoldStatus, PaymentAction, PaymentStatus, Reaction,
+    Refund, ReservationAction, TicketingAction, inventory_stream, payment_stream, reactions, rejection_reactions,
 };
-use crate::domain::{EventId, PaymentId};
+use crate::domain::{EventId, PaymentId, RefundId};
 use crate::event_store::RetryPolicy;
 use crate::framework::Message;
 
@@ -29,23 +33,37 @@ use crate::framework::Message;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Stopped;
 
+/// The customer's token for one charge, taken from the vault, with the mark that the charge is
+/// under way in this process.
+pub(crate) struct ChargeToken {
+    token: SecretString,
+    _calling: Calling,
+}
+
 /// Runs the saga's reactions.
 #[derive(Clone)]
 pub(crate) struct Saga {
-    router: CommandRouter,
-    gateway: Arc<dyn PaymentGateway>,
+    pub(super) router: CommandRouter,
+    pub(super) gateway: Arc<dyn PaymentGateway>,
+    pub(super) vault: TokenVault,
+    pub(super) open: OpenPayments,
     retry: RetryPolicy,
     stop: watch::Receiver<bool>,
 }
 
+/// What the saga needs besides the command engine.
+pub(crate) struct SagaParts {
+    pub(crate) gateway: Arc<dyn PaymentGateway>,
+    pub(crate) vault: TokenVault,
+    pub(crate) open: OpenPayments,
+    pub(crate) retry: RetryPolicy,
+    pub(crate) stop: watch::Receiver<bool>,
+}
+
 impl Saga {
-    pub(crate) fn new(
-        router: CommandRouter,
-        gateway: Arc<dyn PaymentGateway>,
-        retry: RetryPolicy,
-        stop: watch::Receiver<bool>,
-    ) -> Self {
-        Self { router, gateway, retry, stop }
+    pub(crate) fn new(router: CommandRouter, parts: SagaParts) -> Self {
+        let SagaParts { gateway, vault, open, retry, stop } = parts;
+        Self { router, gateway, vault, open, retry, stop }
     }
 
     /// Whether `event` needs any reaction at all (most events of a purchase do).
@@ -53,12 +71,32 @@ impl Saga {
         !reactions(event).is_empty() || matches!(event, TicketingAction::Event(EventAction::EventCancelled { .. }))
     }
 
+    /// Takes the customer's token for the charge `event` asks for, if this process holds it.
+    /// From then on the charge counts as under way here, so reconciliation leaves it alone.
+    pub(crate) fn token_for(&self, event: &TicketingAction) -> Option<ChargeToken> {
+        match event {
+            TicketingAction::Reservation(ReservationAction::PaymentRequested {
+                reservation_id, payment_id, ..
+            }) => {
+                let token = self.vault.take(*reservation_id)?;
+                Some(ChargeToken { token, _calling: self.open.calling(payment_id.as_uuid()) })
+            }
+            _ => None,
+        }
+    }
+
     /// Carries out everything that must follow `event`, concurrently, and returns when all of it
-    /// is recorded.
+    /// is recorded. `token` is the customer's token for the charge it asks for, when this
+    /// process took the payment call ([`Saga::token_for`]).
     ///
     /// # Errors
     /// [`Stopped`] when the system stopped first.
-    pub(crate) async fn react(&self, event: &TicketingAction, context: CommandContext) -> Result<(), Stopped> {
+    pub(crate) async fn react(
+        &self,
+        event: &TicketingAction,
+        context: CommandContext,
+        mut token: Option<ChargeToken>,
+    ) -> Result<(), Stopped> {
         let mut steps: Vec<Reaction> = reactions(event).into_iter().collect();
         if let TicketingAction::Event(EventAction::EventCancelled { event_id, .. }) = event {
             steps.extend(self.cancellation_fallout(*event_id, context).await?.into_iter().map(Reaction::Command));
@@ -67,20 +105,30 @@ impl Saga {
             return Ok(());
         }
         let span = tracing::debug_span!("saga_react", event = %event.name(), correlation_id = %context.correlation_id);
-        let outcomes = join_all(steps.into_iter().map(|step| self.run(step, context))).instrument(span).await;
+        let outcomes = join_all(steps.into_iter().map(|step| {
+            let token = if matches!(step, Reaction::Charge(_)) { token.take() } else { None };
+            self.run(step, context, token)
+        }))
+        .instrument(span)
+        .await;
         outcomes.into_iter().collect()
     }
 
-    async fn run(&self, step: Reaction, context: CommandContext) -> Result<(), Stopped> {
+    async fn run(&self, step: Reaction, context: CommandContext, token: Option<ChargeToken>) -> Result<(), Stopped> {
         match step {
             Reaction::Command(command) => self.dispatch(command, context).await,
-            Reaction::Charge(charge) => self.charge(&charge, context).await,
+            Reaction::Charge(charge) => self.charge(&charge, context, token).await,
+            Reaction::Refund(refund) => self.refund(&refund, context).await,
         }
     }
 
     /// Sends `command` until it is recorded or refused; a refusal's own follow-ups (a seat
     /// shortage ends the reservation) are sent in turn.
-    fn dispatch(&self, command: TicketingAction, context: CommandContext) -> BoxFuture<'_, Result<(), Stopped>> {
+    pub(super) fn dispatch(
+        &self,
+        command: TicketingAction,
+        context: CommandContext,
+    ) -> BoxFuture<'_, Result<(), Stopped>> {
         Box::pin(async move {
             match self.execute(command, context).await? {
                 Ok(_) => Ok(()),
@@ -96,7 +144,7 @@ impl Saga {
 
     /// Executes `command`, retrying whatever may pass, and returns what became of it: its
     /// events, or its rejection.
-    async fn execute(
+    pub(super) async fn execute(
         &self,
         command: TicketingAction,
         context: CommandContext,
@@ -129,10 +177,17 @@ impl Saga {
         }
     }
 
-    /// Records the intent, calls the gateway if the payment is still undecided, and records the
-    /// answer. Re-driven after a crash, the intent is already there and the provider
-    /// deduplicates the call by payment id.
-    async fn charge(&self, charge: &Charge, context: CommandContext) -> Result<(), Stopped> {
+    /// In the process that took the payment call (the only one holding the customer's token):
+    /// records the intent, calls the gateway if the payment is still undecided, and records the
+    /// answer. Elsewhere it does nothing: a charge whose process died before recording its
+    /// answer is settled by reconciliation, which asks the provider.
+    async fn charge(
+        &self,
+        charge: &Charge,
+        context: CommandContext,
+        token: Option<ChargeToken>,
+    ) -> Result<(), Stopped> {
+        let Some(ChargeToken { token, _calling: calling }) = token else { return Ok(()) };
         if self.execute(charge.intent(), context).await?.is_err() {
             return Ok(());
         }
@@ -140,9 +195,26 @@ impl Saga {
             return Ok(());
         }
         let span = tracing::info_span!("gateway_charge", payment_id = %charge.payment_id, correlation_id = %context.correlation_id);
-        let outcome =
-            self.gateway.charge(charge.payment_id, charge.amount, &charge.payment_token).instrument(span).await;
-        self.dispatch(charge.outcome(outcome), context).await
+        let outcome = self.gateway.charge(charge.payment_id, charge.amount, &token).instrument(span).await;
+        drop(token);
+        let recorded = self.dispatch(charge.outcome(outcome), context).await;
+        drop(calling);
+        recorded
+    }
+
+    /// Asks the gateway for the refund and records a definite answer. An unknown answer leaves
+    /// the refund requested; reconciliation sends it again under the same refund id.
+    async fn refund(&self, refund: &Refund, context: CommandContext) -> Result<(), Stopped> {
+        let calling = self.open.calling(refund.refund_id.as_uuid());
+        let span = tracing::info_span!("gateway_refund", payment_id = %refund.payment_id, refund_id = %refund.refund_id, correlation_id = %context.correlation_id);
+        let outcome = self.gateway.refund(refund.payment_id, refund.refund_id, refund.amount).instrument(span).await;
+        if let GatewayOutcome::Unknown { reason } = &outcome {
+            tracing::warn!(payment_id = %refund.payment_id, refund_id = %refund.refund_id, %reason, "refund answer unknown; reconciliation will send it again");
+            return Ok(());
+        }
+        let recorded = self.dispatch(refund.outcome(outcome), context).await;
+        drop(calling);
+        recorded
     }
 
     async fn payment_status(&self, payment_id: PaymentId) -> Result<Option<PaymentStatus>, Stopped> {
@@ -192,7 +264,7 @@ impl Saga {
                             .router
                             .payments
                             .read(&stream, true, |p| {
-                                p.and_then(|p| p.payment.as_ref()).and_then(|p| p.amount.checked_sub(p.refunded).ok())
+                                p.and_then(|p| p.payment.as_ref()).and_then(|p| p.refundable().ok())
                             })
                             .await
                             .map_err(|_| Stopped)?;
@@ -201,6 +273,7 @@ impl Saga {
                         {
                             commands.push(TicketingAction::Payment(PaymentAction::RefundPayment {
                                 payment_id,
+                                refund_id: RefundId::for_payment(payment_id, EVENT_CANCELLED_REFUND),
                                 amount,
                                 reason: format!("event {event_id} cancelled"),
                             }));

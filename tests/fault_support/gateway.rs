@@ -6,8 +6,9 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 use boxoffice::aggregates::GatewayOutcome;
-use boxoffice::domain::{Money, PaymentId};
-use boxoffice::system::PaymentGateway;
+use boxoffice::domain::{Money, PaymentId, RefundId};
+use boxoffice::system::{ChargeStatus, PaymentGateway};
+use secrecy::SecretString;
 
 /// Approves every charge. Like a real provider it deduplicates on the payment id: the first
 /// charge of a payment takes the money, later charges of the same id return the same answer
@@ -44,9 +45,25 @@ impl CountingGateway {
 
 #[async_trait]
 impl PaymentGateway for CountingGateway {
-    async fn charge(&self, payment_id: PaymentId, amount: Money, _token: &str) -> GatewayOutcome {
+    async fn charge(&self, payment_id: PaymentId, amount: Money, _token: &SecretString) -> GatewayOutcome {
         let mut charges = self.charges.lock().unwrap();
         charges.entry(payment_id).and_modify(|c| c.calls += 1).or_insert(Charges { amount, calls: 1 });
         GatewayOutcome::Approved
+    }
+
+    async fn refund(&self, payment_id: PaymentId, _refund_id: RefundId, _amount: Money) -> GatewayOutcome {
+        if self.charges.lock().unwrap().contains_key(&payment_id) {
+            GatewayOutcome::Approved
+        } else {
+            GatewayOutcome::Declined { reason: "no charge to refund".into() }
+        }
+    }
+
+    async fn status(&self, payment_id: PaymentId) -> ChargeStatus {
+        if self.charges.lock().unwrap().contains_key(&payment_id) {
+            ChargeStatus::Approved
+        } else {
+            ChargeStatus::NotCharged
+        }
     }
 }

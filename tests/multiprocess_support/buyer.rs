@@ -8,10 +8,14 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use boxoffice::aggregates::GatewayOutcome;
+use boxoffice::domain::RefundId;
 use boxoffice::prelude::*;
-use boxoffice::system::{PaymentDetails, ReserveRequest, SystemConfig, SystemError, TicketingSystem};
+use boxoffice::system::{
+    ChargeStatus, GatewayChoice, PaymentDetails, ReserveRequest, SystemConfig, SystemError, TicketingSystem,
+};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use secrecy::SecretString;
 
 /// The hundred-seat section.
 pub const BIG_SECTION: &str = "Stalls";
@@ -87,17 +91,34 @@ impl SeededGateway {
     pub fn new(seed: u64, fail_ratio: f64) -> Self {
         Self { seed, fail_ratio }
     }
+
+    fn declines(&self, payment_id: PaymentId) -> bool {
+        let (high, low) = payment_id.as_uuid().as_u64_pair();
+        let mut rng = StdRng::seed_from_u64(self.seed ^ high ^ low.rotate_left(17));
+        rng.random_bool(self.fail_ratio)
+    }
 }
 
 #[async_trait]
 impl PaymentGateway for SeededGateway {
-    async fn charge(&self, payment_id: PaymentId, _amount: Money, _token: &str) -> GatewayOutcome {
-        let (high, low) = payment_id.as_uuid().as_u64_pair();
-        let mut rng = StdRng::seed_from_u64(self.seed ^ high ^ low.rotate_left(17));
-        if rng.random_bool(self.fail_ratio) {
+    async fn charge(&self, payment_id: PaymentId, _amount: Money, _token: &SecretString) -> GatewayOutcome {
+        if self.declines(payment_id) {
             GatewayOutcome::Declined { reason: "seeded decline".into() }
         } else {
             GatewayOutcome::Approved
+        }
+    }
+
+    async fn refund(&self, _payment_id: PaymentId, _refund_id: RefundId, _amount: Money) -> GatewayOutcome {
+        GatewayOutcome::Approved
+    }
+
+    /// The verdict a charge of `payment_id` gets, whichever process asks (the provider is shared).
+    async fn status(&self, payment_id: PaymentId) -> ChargeStatus {
+        if self.declines(payment_id) {
+            ChargeStatus::Declined { reason: "seeded decline".into() }
+        } else {
+            ChargeStatus::Approved
         }
     }
 }
@@ -172,6 +193,7 @@ pub async fn run(args: &BuyerArgs) -> Result<Summary, SystemError> {
     let mut config = SystemConfig::from_env()?;
     config.database_url = Some(args.database_url.clone());
     config.hold_duration = Duration::from_secs(args.hold_secs);
+    config.payment_gateway = Some(GatewayChoice::Simulated);
     let system = TicketingSystem::builder_from_config(&config)
         .await?
         .payment_gateway(Arc::new(SeededGateway::new(args.seed, args.fail_ratio)))

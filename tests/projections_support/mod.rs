@@ -19,8 +19,8 @@ use boxoffice::aggregates::{
     ReservationStatus, SagaDriver, Section, TicketingAction, TicketingEnv, TicketingState,
 };
 use boxoffice::domain::{
-    Capacity, Currency, CustomerId, EventId, Money, PaymentId, PricingTier, ReservationId, SeatId, SectionName,
-    TierKind, Venue, VenueId,
+    Capacity, Currency, CustomerId, EventId, Money, PaymentId, PricingTier, RefundId, ReservationId, SeatId,
+    SectionName, TierKind, Venue, VenueId,
 };
 use boxoffice::event_store::{Envelope, EventStore, ExpectedVersion, NewEvent, StreamAppend, StreamId};
 use boxoffice::framework::{FixedClock, Message};
@@ -159,6 +159,7 @@ pub mod ev {
         TicketingAction::Payment(PaymentAction::PaymentRefunded {
             payment_id: PaymentId::for_reservation(r),
             reservation_id: r,
+            refund_id: RefundId::for_payment(PaymentId::for_reservation(r), "test"),
             amount,
             reason: "test".into(),
             refunded_at: start(),
@@ -287,10 +288,7 @@ impl Driver {
             unit_price,
         }));
         // The customer pays as soon as the seats are held (a refused request changes nothing).
-        self.send(TicketingAction::Reservation(ReservationAction::RequestPayment {
-            reservation_id,
-            payment_token: "tok_test".into(),
-        }));
+        self.send(TicketingAction::Reservation(ReservationAction::RequestPayment { reservation_id }));
     }
 
     fn clock_now(&self) -> DateTime<Utc> {
@@ -335,8 +333,10 @@ impl Driver {
             return;
         };
         let part = Money::new((amount.minor_units() * percent / 100).max(1), amount.currency());
+        let refund_id = RefundId::for_payment(payment_id, &format!("{k}-{percent}-{}", self.log().len()));
         self.send(TicketingAction::Payment(PaymentAction::RefundPayment {
             payment_id,
+            refund_id,
             amount: part,
             reason: "x".into(),
         }));

@@ -12,18 +12,20 @@ use std::time::Duration;
 use async_trait::async_trait;
 use boxoffice::aggregates::{GatewayOutcome, Reservation, ReservationAction, Section, TicketingAction, TicketingEnv};
 use boxoffice::domain::{
-    Capacity, Currency, CustomerId, EventId, Money, PaymentId, PricingTier, ReservationId, SectionName, TierKind,
-    Venue, VenueId,
+    Capacity, Currency, CustomerId, EventId, Money, PaymentId, PricingTier, RefundId, ReservationId, SectionName,
+    TierKind, Venue, VenueId,
 };
 use boxoffice::event_store::Envelope;
 use boxoffice::framework::{Clock, FixedClock};
 use boxoffice::projections::SectionAvailability;
 use boxoffice::system::{
-    EventSpec, HeldSeats, PaymentDetails, PaymentGateway, Receipt, ReserveRequest, SystemError, TicketingSystem,
+    ChargeStatus, EventSpec, HeldSeats, PaymentDetails, PaymentGateway, Receipt, RefundRequest, ReserveRequest,
+    SystemError, TicketingSystem,
 };
 use chrono::{DateTime, TimeZone, Utc};
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
+use secrecy::SecretString;
 
 /// Seats of the two sections of the event on sale.
 pub const CAPACITIES: [u32; 2] = [3, 5];
@@ -95,12 +97,29 @@ impl ScriptedGateway {
 
 #[async_trait]
 impl PaymentGateway for ScriptedGateway {
-    async fn charge(&self, payment_id: PaymentId, _amount: Money, _token: &str) -> GatewayOutcome {
+    async fn charge(&self, payment_id: PaymentId, _amount: Money, _token: &SecretString) -> GatewayOutcome {
         let mut answers = self.answers.lock().unwrap_or_else(PoisonError::into_inner);
         let approve = *answers
             .entry(payment_id)
             .or_insert_with(|| self.plan[self.next.fetch_add(1, Ordering::SeqCst) % self.plan.len()]);
         if approve { GatewayOutcome::Approved } else { GatewayOutcome::Declined { reason: "scripted decline".into() } }
+    }
+
+    /// Approves refunds of approved charges (the engine never asks more than was paid; the
+    /// properties check that against the log).
+    async fn refund(&self, payment_id: PaymentId, _refund_id: RefundId, _amount: Money) -> GatewayOutcome {
+        match self.answers.lock().unwrap_or_else(PoisonError::into_inner).get(&payment_id) {
+            Some(true) => GatewayOutcome::Approved,
+            _ => GatewayOutcome::Declined { reason: "no charge to refund".into() },
+        }
+    }
+
+    async fn status(&self, payment_id: PaymentId) -> ChargeStatus {
+        match self.answers.lock().unwrap_or_else(PoisonError::into_inner).get(&payment_id) {
+            None => ChargeStatus::NotCharged,
+            Some(true) => ChargeStatus::Approved,
+            Some(false) => ChargeStatus::Declined { reason: "scripted decline".into() },
+        }
     }
 }
 
@@ -344,8 +363,10 @@ async fn perform(
         }
         Call::Refund { .. } => {
             let id = target.unwrap_or_else(ReservationId::new_v4);
-            let outcome = match system.refund(id, "goodwill").await {
-                Ok(amount) => Outcome::Refunded(amount),
+            let request =
+                RefundRequest { reservation_id: id, amount: None, reason: "goodwill".into(), idempotency_key: None };
+            let outcome = match system.refund(request).await {
+                Ok(refund) => Outcome::Refunded(refund.amount),
                 Err(error) => refused(&call, &error)?,
             };
             Ok((Some(id), outcome))

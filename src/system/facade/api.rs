@@ -7,12 +7,12 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
-use super::{EventSpec, HeldSeats, PaymentDetails, Receipt, ReserveRequest, TicketingSystemBuilder};
+use super::{EventSpec, HeldSeats, PaymentDetails, Receipt, RefundRequest, ReserveRequest, TicketingSystemBuilder};
 use crate::aggregates::{
-    CompensationReason, EventAction, PaymentAction, ReservationAction, ReservationError, ReservationStatus,
-    TicketingAction, event_stream, payment_stream, reservation_stream,
+    CompensationReason, EventAction, PaymentAction, PaymentRecord, PaymentStatus, RefundRecord, ReservationAction,
+    ReservationError, ReservationStatus, TicketingAction, event_stream, payment_stream, reservation_stream,
 };
-use crate::domain::{EventId, Money, PaymentId, ReservationId, SectionName};
+use crate::domain::{EventId, Money, PaymentId, RefundId, ReservationId, SectionName};
 use crate::event_bus::RelayHandle;
 use crate::event_store::EventStore;
 use crate::event_store::RetryPolicy;
@@ -24,8 +24,11 @@ use crate::system::commands::{CommandError, CommandRouter, Committed};
 use crate::system::context::CommandContext;
 use crate::system::expiry::ExpiryIndex;
 use crate::system::read_models::{ReadModelQueries, ReadModels};
+use crate::system::reconcile::Reconciliation;
 use crate::system::reservation_watch::ReservationWatch;
-use crate::system::{SystemConfig, SystemError};
+use crate::system::saga::Saga;
+use crate::system::vault::TokenVault;
+use crate::system::{GatewayChoice, SimulatedGateway, SystemConfig, SystemError};
 
 /// Connects the Kafka bus named by `KAFKA_BROKERS` (its other settings from the environment, see
 /// [`KafkaConfig::from_env`](crate::event_bus::KafkaConfig::from_env)).
@@ -43,6 +46,34 @@ async fn with_kafka(
         .await
         .map_err(|source| SystemError::Unreachable { what: "KAFKA_BROKERS", source: Box::new(source) })?;
     Ok(builder.event_bus(Arc::new(bus), topics))
+}
+
+/// The gateway `PAYMENT_GATEWAY` chose; none chosen is an error, never a silent fake.
+fn gateway_from_config(choice: Option<&GatewayChoice>) -> Result<Arc<dyn crate::system::PaymentGateway>, SystemError> {
+    match choice {
+        None => Err(SystemError::Config {
+            reason: "PAYMENT_GATEWAY is not set: choose `stripe` (with STRIPE_SECRET_KEY) or `simulated` (a demo that moves no money)"
+                .to_owned(),
+        }),
+        Some(GatewayChoice::Simulated) => {
+            tracing::warn!("PAYMENT_GATEWAY=simulated: a demo gateway that approves every charge and moves no money");
+            Ok(Arc::new(SimulatedGateway::always_succeed()))
+        }
+        #[cfg(feature = "stripe")]
+        Some(GatewayChoice::Stripe { secret_key, api_base }) => {
+            let mut config = crate::system::StripeConfig::new(secret_key.clone());
+            if let Some(base) = api_base {
+                base.clone_into(&mut config.api_base);
+            }
+            let gateway = crate::system::StripeGateway::new(config)
+                .map_err(|source| SystemError::Unreachable { what: "the Stripe client", source: Box::new(source) })?;
+            Ok(Arc::new(gateway))
+        }
+        #[cfg(not(feature = "stripe"))]
+        Some(GatewayChoice::Stripe { .. }) => Err(SystemError::Config {
+            reason: "PAYMENT_GATEWAY=stripe but boxoffice was built without the `stripe` feature".to_owned(),
+        }),
+    }
 }
 
 /// Without the `kafka` feature a configured broker is an error, not silently ignored.
@@ -141,6 +172,9 @@ pub struct TicketingSystem {
 pub(super) struct Inner {
     pub(super) store: Arc<dyn EventStore>,
     pub(super) router: CommandRouter,
+    pub(super) saga: Saga,
+    pub(super) vault: TokenVault,
+    pub(super) reconcile_grace: Duration,
     pub(super) watch: ReservationWatch,
     pub(super) expiry: ExpiryIndex,
     pub(super) clock: Arc<dyn Clock>,
@@ -240,15 +274,18 @@ impl TicketingSystem {
     /// [`PostgresEventStore`](crate::event_store::PostgresEventStore) (schema migrated) serves as
     /// event store and checkpoint store and the read models live in its database
     /// ([`ReadModelStorage::Postgres`], so a restart resumes them instead of replaying the whole
-    /// log); otherwise everything is in memory. Callers may still override the clock, the payment
-    /// gateway or the read model storage before `build()`.
+    /// log); otherwise everything is in memory. The payment gateway is the one `PAYMENT_GATEWAY`
+    /// names; there is no default. Callers may still override the clock, the payment gateway or
+    /// the read model storage before `build()`.
     ///
     /// # Errors
-    /// [`SystemError::Config`] when `DATABASE_URL` is set but the `postgres` feature is off, or
-    /// the database cannot be reached or migrated.
+    /// [`SystemError::Config`] when no payment gateway is chosen, `stripe` is chosen without the
+    /// `stripe` feature, or `DATABASE_URL` is set but the `postgres` feature is off;
+    /// [`SystemError::Unreachable`] when the database cannot be reached or migrated.
     #[cfg_attr(not(feature = "postgres"), allow(clippy::unused_async))]
     pub async fn builder_from_config(config: &SystemConfig) -> Result<TicketingSystemBuilder, SystemError> {
-        let mut builder = Self::builder().hold_duration(config.hold_duration);
+        let gateway = gateway_from_config(config.payment_gateway.as_ref())?;
+        let mut builder = Self::builder().hold_duration(config.hold_duration).payment_gateway(gateway);
         if let Some(group) = &config.consumer_group {
             builder = builder.checkpoint_name(group.clone());
         }
@@ -454,23 +491,45 @@ impl TicketingSystem {
         }
     }
 
-    /// Pays for a hold and waits for the outcome.
+    /// Pays for a hold and waits for the outcome. The token goes to the payment gateway from
+    /// this process's memory and is never stored.
     ///
     /// # Errors
-    /// [`SystemError::PaymentDeclined`] (the seats are released), [`SystemError::ReservationEnded`]
-    /// when the hold expired or was cancelled first, [`SystemError::Timeout`].
+    /// [`SystemError::PaymentDeclined`] (the seats are released), [`SystemError::PaymentPending`]
+    /// when the gateway's answer is not known yet (reconciliation settles it),
+    /// [`SystemError::ReservationEnded`] when the hold expired or was cancelled first,
+    /// [`SystemError::Timeout`].
     pub async fn pay(&self, reservation_id: ReservationId, details: PaymentDetails) -> Result<Receipt, SystemError> {
         let context = self.context();
         let mut waiter = self.inner.watch.watch(reservation_id);
-        let request = ReservationAction::RequestPayment { reservation_id, payment_token: details.token };
-        if let Err(error) = self.command(TicketingAction::Reservation(request), context).await {
-            // Paying for a hold that already ended is not bad input: say how it ended.
-            return match self.reservation(reservation_id).await.map(|r| ended(r.status)) {
-                Ok(Some(how)) => Err(SystemError::ReservationEnded { reservation_id, how }),
-                _ => Err(error),
-            };
+        // The token waits here for the charge. Whichever concurrent call records the request,
+        // the saga takes the token kept for it; one left over goes when the reservation ends.
+        self.inner.vault.put_if_absent(reservation_id, details.token);
+        let request = ReservationAction::RequestPayment { reservation_id };
+        let committed = match self.command(TicketingAction::Reservation(request), context).await {
+            Ok(committed) => committed,
+            Err(error) => {
+                let reservation = self.reservation(reservation_id).await;
+                self.forget_token_if_done(reservation.as_ref().ok());
+                // Paying for a hold that already ended is not bad input: say how it ended.
+                return match reservation.map(|r| ended(r.status)) {
+                    Ok(Some(how)) => Err(SystemError::ReservationEnded { reservation_id, how }),
+                    _ => Err(error),
+                };
+            }
+        };
+        // The charge is carried out in reaction to this request: once it is handled the gateway
+        // has answered and the answer is recorded. (No position: a repeated call, whose first
+        // call's charge is under way or done.)
+        if let Some(requested) = committed.last_position {
+            self.handled(requested, self.inner.reply_timeout).await?;
+            let status = self.payment(reservation_id).await?.map(|p| p.status);
+            if status.is_some_and(PaymentStatus::is_undecided) {
+                return Err(SystemError::PaymentPending { reservation_id });
+            }
         }
         let reservation = self.reservation(reservation_id).await?;
+        self.forget_token_if_done(Some(&reservation));
         if !reservation.status.is_terminal() {
             let timeout = self.inner.reply_timeout;
             let done = tokio::time::timeout(timeout, waiter.until(ReservationAction::is_ending)).await;
@@ -497,6 +556,16 @@ impl TicketingSystem {
         }
     }
 
+    /// Drops a token kept for a reservation that has already ended (a call repeated after the
+    /// purchase finished): no charge will take it.
+    fn forget_token_if_done(&self, reservation: Option<&crate::aggregates::Reservation>) {
+        if let Some(reservation) = reservation
+            && reservation.status.is_terminal()
+        {
+            drop(self.inner.vault.take(reservation.reservation_id));
+        }
+    }
+
     /// The customer gives the hold up; its seats are released.
     ///
     /// # Errors
@@ -507,26 +576,78 @@ impl TicketingSystem {
         Ok(())
     }
 
-    /// Refunds whatever is left of the reservation's successful payment (a completed purchase, or a
-    /// payment that arrived after the hold ended) and returns the amount.
+    /// Gives money back for a paid reservation: `request.amount`, or all that is left when it is
+    /// `None`, never more than was paid. The refund is recorded, sent to the payment gateway and
+    /// its answer recorded before this returns. A refund with an idempotency key is the same
+    /// refund however often it is asked for. The returned record says where it stands:
+    /// [`RefundStatus::Refunded`](crate::aggregates::RefundStatus::Refunded), `Declined` by the
+    /// provider, or still `Requested` when the provider's answer is not known (it is sent again
+    /// by reconciliation until it answers).
     ///
     /// # Errors
-    /// [`SystemError::Payment`] when there is nothing to refund.
-    pub async fn refund(&self, reservation_id: ReservationId, reason: impl Into<String>) -> Result<Money, SystemError> {
+    /// [`SystemError::UnknownReservation`] when nothing was paid, [`SystemError::Payment`] for a
+    /// refund above what is left, of nothing, or of another amount under a used key.
+    pub async fn refund(&self, request: RefundRequest) -> Result<RefundRecord, SystemError> {
+        let RefundRequest { reservation_id, amount, reason, idempotency_key } = request;
         let payment_id = PaymentId::for_reservation(reservation_id);
-        let refundable = self
-            .inner
-            .router
-            .payments
-            .read(&payment_stream(payment_id)?, true, |p| {
-                p.and_then(|p| p.payment.as_ref()).map(|p| p.amount.checked_sub(p.refunded))
-            })
+        let payment =
+            self.payment_fresh(reservation_id).await?.ok_or(SystemError::UnknownReservation { reservation_id })?;
+        let refund_id = match &idempotency_key {
+            Some(key) => RefundId::for_payment(payment_id, key),
+            None => RefundId::new_v4(),
+        };
+        let amount = match (amount, payment.refund(refund_id)) {
+            (Some(amount), _) => amount,
+            (None, Some(earlier)) => earlier.amount,
+            (None, None) => payment.refundable()?,
+        };
+        let refund = PaymentAction::RefundPayment { payment_id, refund_id, amount, reason };
+        let committed = self.command(TicketingAction::Payment(refund), self.context()).await?;
+        if let Some(requested) = committed.last_position {
+            self.handled(requested, self.inner.reply_timeout).await?;
+        }
+        self.payment(reservation_id)
+            .await?
+            .and_then(|p| p.refund(refund_id).cloned())
+            .ok_or(SystemError::UnknownReservation { reservation_id })
+    }
+
+    /// The payment of a reservation, as this process last saw it (`None` before one was made).
+    ///
+    /// # Errors
+    /// [`SystemError::Storage`] when the store cannot be read.
+    pub async fn payment(&self, reservation_id: ReservationId) -> Result<Option<PaymentRecord>, SystemError> {
+        self.read_payment(reservation_id, false).await
+    }
+
+    async fn payment_fresh(&self, reservation_id: ReservationId) -> Result<Option<PaymentRecord>, SystemError> {
+        self.read_payment(reservation_id, true).await
+    }
+
+    async fn read_payment(
+        &self,
+        reservation_id: ReservationId,
+        fresh: bool,
+    ) -> Result<Option<PaymentRecord>, SystemError> {
+        let stream = payment_stream(PaymentId::for_reservation(reservation_id))?;
+        let read = |p: Option<&crate::aggregates::PaymentState>| p.and_then(|p| p.payment.clone());
+        self.inner.router.payments.read(&stream, fresh, read).await.map_err(lift_payment_error)
+    }
+
+    /// Runs one payment reconciliation pass now (it also runs at start-up and on the schedule of
+    /// [`TicketingSystemBuilder::payment_reconciliation`]): every charge whose answer was not
+    /// recorded (it was unknown, or its process died mid-call) is settled by asking the
+    /// provider, every unconfirmed refund is sent again under its refund id. Only entries older
+    /// than the grace period are touched.
+    ///
+    /// # Errors
+    /// [`SystemError::ShuttingDown`] when the system stopped first.
+    pub async fn reconcile_payments(&self) -> Result<Reconciliation, SystemError> {
+        self.inner
+            .saga
+            .reconcile(self.inner.clock.as_ref(), self.inner.reconcile_grace)
             .await
-            .map_err(lift_payment_error)?
-            .ok_or(SystemError::UnknownReservation { reservation_id })??;
-        let refund = PaymentAction::RefundPayment { payment_id, amount: refundable, reason: reason.into() };
-        self.command(TicketingAction::Payment(refund), self.context()).await?;
-        Ok(refundable)
+            .map_err(|_| SystemError::ShuttingDown)
     }
 
     /// The reservation as this process last saw it.

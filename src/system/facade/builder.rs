@@ -14,9 +14,12 @@ use crate::framework::{Clock, SystemClock};
 use crate::system::commands::{CommandRouter, EngineConfig};
 use crate::system::expiry::ExpiryIndex;
 use crate::system::follower::Follower;
+use crate::system::open_payments::OpenPayments;
 use crate::system::read_models::ReadModels;
+use crate::system::reconcile::{ReconcileSchedule, reconcile_on_schedule};
 use crate::system::reservation_watch::ReservationWatch;
-use crate::system::saga::Saga;
+use crate::system::saga::{Saga, SagaParts};
+use crate::system::vault::TokenVault;
 use crate::system::{PaymentGateway, ReadModelStorage, SimulatedGateway, SystemError};
 
 /// Recent events kept in memory for the system's own log followers (see [`FanOutEventStore`]).
@@ -27,7 +30,8 @@ pub struct TicketingSystemBuilder {
     event_store: Option<Arc<dyn EventStore>>,
     checkpoints: Option<Arc<dyn CheckpointStore>>,
     clock: Arc<dyn Clock>,
-    gateway: Arc<dyn PaymentGateway>,
+    gateway: Option<Arc<dyn PaymentGateway>>,
+    reconcile: ReconcileSchedule,
     hold_duration: Duration,
     reply_timeout: Duration,
     engine: EngineConfig,
@@ -42,7 +46,8 @@ impl Default for TicketingSystemBuilder {
             event_store: None,
             checkpoints: None,
             clock: Arc::new(SystemClock),
-            gateway: Arc::new(SimulatedGateway::always_succeed()),
+            gateway: None,
+            reconcile: ReconcileSchedule::default(),
             hold_duration: Duration::from_secs(5 * 60),
             reply_timeout: Duration::from_secs(30),
             engine: EngineConfig::default(),
@@ -75,10 +80,21 @@ impl TicketingSystemBuilder {
         self
     }
 
-    /// The payment gateway (default: a [`SimulatedGateway`] that approves everything).
+    /// The payment gateway. Without one the system runs on a [`SimulatedGateway`] that approves
+    /// every charge and **moves no money** (a demo), and says so in a warning when it is built.
     #[must_use]
     pub fn payment_gateway(mut self, gateway: Arc<dyn PaymentGateway>) -> Self {
-        self.gateway = gateway;
+        self.gateway = Some(gateway);
+        self
+    }
+
+    /// How often payment reconciliation runs (default: every 30 s, and once at start-up) and
+    /// how old an unanswered charge or refund must be before it asks the provider about it
+    /// (default: 60 s, well above any adapter's own call timeout, so a call still under way in
+    /// another process is left alone). See [`TicketingSystem::reconcile_payments`].
+    #[must_use]
+    pub fn payment_reconciliation(mut self, every: Duration, grace: Duration) -> Self {
+        self.reconcile = ReconcileSchedule { every, grace };
         self
     }
 
@@ -147,7 +163,23 @@ impl TicketingSystemBuilder {
         };
         let router = CommandRouter::new(&store, &env, self.engine);
         let (stop, stop_rx) = watch::channel(false);
-        let saga = Saga::new(router.clone(), self.gateway, self.engine.retry, stop_rx.clone());
+        let gateway = self.gateway.unwrap_or_else(|| {
+            tracing::warn!(
+                "no payment gateway configured: using SimulatedGateway, a demo that approves every charge and moves no money"
+            );
+            Arc::new(SimulatedGateway::always_succeed())
+        });
+        let open = OpenPayments::default();
+        let vault = TokenVault::default();
+        let parts = SagaParts {
+            gateway,
+            vault: vault.clone(),
+            open: open.clone(),
+            retry: self.engine.retry,
+            stop: stop_rx.clone(),
+        };
+        let saga = Saga::new(router.clone(), parts);
+        let start_head = store.last_committed_position().await?;
         let watch = ReservationWatch::default();
         let expiry = ExpiryIndex::new(Arc::clone(&clock));
         let (frontier, position) = watch::channel(0);
@@ -160,19 +192,31 @@ impl TicketingSystemBuilder {
             store: Arc::clone(&store),
             checkpoints,
             name: self.checkpoint_name,
-            saga,
+            saga: saga.clone(),
             watch: watch.clone(),
             expiry: expiry.clone(),
+            open,
             frontier,
             stop: stop_rx.clone(),
         };
         let tasks = vec![
             tokio::spawn(follower.run()),
-            tokio::spawn(sweep_expired(expiry.clone(), router.clone(), self.engine.retry, stop_rx)),
+            tokio::spawn(sweep_expired(expiry.clone(), router.clone(), self.engine.retry, stop_rx.clone())),
+            tokio::spawn(reconcile_on_schedule(
+                saga.clone(),
+                Arc::clone(&clock),
+                self.reconcile,
+                position.clone(),
+                start_head,
+                stop_rx,
+            )),
         ];
         Ok(TicketingSystem::assemble(Inner {
             store,
             router,
+            saga,
+            vault,
+            reconcile_grace: self.reconcile.grace,
             watch,
             expiry,
             clock,

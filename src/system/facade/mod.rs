@@ -6,4 +6,4 @@ mod requests;
 
 pub use api::TicketingSystem;
 pub use builder::TicketingSystemBuilder;
-pub use requests::{EventSpec, HeldSeats, PaymentDetails, Receipt, ReserveRequest};
+pub use requests::{EventSpec, HeldSeats, PaymentDetails, Receipt, RefundRequest, ReserveRequest};

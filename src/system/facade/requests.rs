@@ -1,6 +1,7 @@
 //! What callers hand the [`TicketingSystem`] and what it hands back.
 
 use chrono::{DateTime, Utc};
+use secrecy::SecretString;
 
 #[cfg(doc)]
 use super::TicketingSystem;
@@ -80,9 +81,25 @@ pub struct Receipt {
 }
 
 /// Payment details handed to the gateway: an opaque token from the customer's payment provider
-/// (never a card number).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// (never a card number). It goes to the gateway from this process's memory and is never
+/// stored: not in the log, snapshots, the bus, traces or error messages; its `Debug` output is
+/// redacted.
+#[derive(Debug, Clone)]
 pub struct PaymentDetails {
-    /// The provider's token.
-    pub token: String,
+    /// The provider's token (`"tok_visa".into()`).
+    pub token: SecretString,
+}
+
+/// What [`TicketingSystem::refund`] needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefundRequest {
+    /// The paid reservation.
+    pub reservation_id: ReservationId,
+    /// How much to give back; `None` for all that is left.
+    pub amount: Option<Money>,
+    /// Why (kept in the log).
+    pub reason: String,
+    /// The caller's key for this refund: asked for again with the same key (a retry, another
+    /// process), it is the same refund and the money goes back once. `None`: a new refund.
+    pub idempotency_key: Option<String>,
 }
