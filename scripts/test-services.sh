@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Starts the services the test suite needs (loopback only): a fresh PostgreSQL database for this run
 # and a Kafka-protocol broker (Tansu, memory storage), then runs `cargo test --features
-# postgres,kafka` with any extra arguments passed through. Everything this script creates or starts
+# postgres,kafka,stripe` with any extra arguments passed through. Everything this script creates or starts
 # is removed or stopped on exit.
 #
 #   bash scripts/test-services.sh                 # whole suite
@@ -134,7 +134,7 @@ start_kafka() {
 }
 
 run_tests() {
-    cargo test --features postgres,kafka "$@"
+    cargo test --features postgres,kafka,stripe "$@"
 }
 
 mkdir -p .build

@@ -26,6 +26,6 @@ pub use facade::{
 };
 pub use gateway::{ChargeStatus, GatewayOutcome, PaymentGateway, SimulatedGateway};
 #[cfg(feature = "stripe")]
-pub use gateway::{StripeConfig, StripeGateway};
+pub use gateway::{StripeConfig, StripeGateway, StripeSetupError};
 pub use read_models::ReadModelStorage;
 pub use reconcile::Reconciliation;

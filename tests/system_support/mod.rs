@@ -4,6 +4,8 @@
 //! hands out.
 #![allow(dead_code)] // each test binary runs the scenarios for its own backend
 
+pub mod payments;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -148,7 +150,7 @@ pub async fn open_sale_on(system: &TicketingSystem, clock: &FixedClock, sections
     event
 }
 
-fn request(f: &Fixture, section: &str, quantity: u32) -> ReserveRequest {
+pub fn request(f: &Fixture, section: &str, quantity: u32) -> ReserveRequest {
     ReserveRequest {
         event_id: f.event,
         section: SectionName::new(section).unwrap(),
@@ -158,7 +160,7 @@ fn request(f: &Fixture, section: &str, quantity: u32) -> ReserveRequest {
     }
 }
 
-fn card() -> PaymentDetails {
+pub fn card() -> PaymentDetails {
     PaymentDetails { token: "tok_visa".into() }
 }
 

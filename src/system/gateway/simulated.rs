@@ -1,6 +1,6 @@
 //! [`SimulatedGateway`]: an in-memory payment provider for tests and demos. It keeps a ledger
 //! like a real provider (charges by payment id, refunds by refund id), so it honours the whole
-//! [gateway contract](super), and it can be told to decline, to lose answers, to be unreachable
+//! [gateway contract](super::PaymentGateway), and it can be told to decline, to lose answers, to be unreachable
 //! or to be slow.
 
 use std::collections::HashMap;
