@@ -188,6 +188,7 @@ fn event_spec(s: &Scenario, eur: Currency) -> Result<EventSpec, BoxError> {
         date: chrono::Utc::now() + chrono::Duration::days(30),
         sections,
         pricing_tiers: tiers,
+        policy: boxoffice::aggregates::SalesPolicy::default(),
     })
 }
 
@@ -446,6 +447,7 @@ fn reducer_baseline(sections: usize, seats: u32, purchases: u64, seed: u64) -> R
             quantity,
             customer_id,
             unit_price: price,
+            policy: boxoffice::aggregates::SalesPolicy::default(),
         };
         let _ = driver.send(initiate.into());
         let pay = ReservationAction::RequestPayment { reservation_id };

@@ -75,6 +75,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 PricingTier::new(TierKind::Regular, stalls.clone(), Money::new(4_500, eur), None)?,
                 PricingTier::new(TierKind::Vip, vip.clone(), Money::new(15_000, eur), None)?,
             ],
+            policy: SalesPolicy::default(),
         })
         .await?;
     system.publish_event(event).await?;

@@ -136,6 +136,7 @@ fn spec(n: usize) -> Result<EventSpec, BoxError> {
         date: chrono::Utc::now() + chrono::Duration::days(60),
         sections,
         pricing_tiers: tiers,
+        policy: boxoffice::aggregates::SalesPolicy::default(),
     })
 }
 
@@ -279,6 +280,7 @@ fn generate(events: u64, seed: u64, batches: &tokio::sync::mpsc::Sender<Vec<Stre
             quantity,
             customer_id: customer(&mut rng),
             unit_price,
+            policy: boxoffice::aggregates::SalesPolicy::default(),
         };
         driver.send(initiate.into()).map_err(|r| format!("bulk reservation refused: {r:?}"))?;
         if purchase % 20 == 19 {

@@ -18,6 +18,7 @@
 //!         date: chrono::Utc::now() + chrono::Duration::days(30),
 //!         sections: vec![Section { name: stalls.clone(), capacity: Capacity::new(100)? }],
 //!         pricing_tiers: vec![PricingTier::new(TierKind::Regular, stalls.clone(), Money::new(5_000, Currency::EUR), None)?],
+//!         policy: SalesPolicy::default(),
 //!     })
 //!     .await?;
 //! system.publish_event(event).await?;

@@ -1,13 +1,15 @@
 //! The types most programs need: `use boxoffice::prelude::*;`.
 
 pub use crate::aggregates::{
-    EventAction, InventoryAction, PaymentAction, ReservationAction, ReservationStatus, Section, TicketingAction,
+    EventAction, InventoryAction, LatePaymentPolicy, PaymentAction, ReservationAction, ReservationStatus, SalesPolicy,
+    Section, TicketingAction,
 };
 pub use crate::domain::{
-    Capacity, Currency, CustomerId, DomainError, EventId, Money, PaymentId, PricingTier, ReservationId, SeatId,
-    SectionName, TierKind, Venue, VenueId,
+    Capacity, Currency, CustomerId, DomainError, EventId, Money, PaymentId, PricingTier, RefundId, ReservationId,
+    SeatId, SectionName, TierKind, Venue, VenueId,
 };
 pub use crate::framework::{Clock, FixedClock, SystemClock};
 pub use crate::system::{
-    EventSpec, PaymentDetails, PaymentGateway, Receipt, ReserveRequest, SimulatedGateway, SystemError, TicketingSystem,
+    EventSpec, PaymentDetails, PaymentGateway, Receipt, RefundRequest, ReserveRequest, SimulatedGateway, SystemError,
+    TicketingSystem,
 };

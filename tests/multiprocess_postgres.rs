@@ -109,6 +109,7 @@ async fn open_event(system: &TicketingSystem) -> EventId {
                 PricingTier::new(TierKind::Regular, big, Money::new(4_500, eur), None).unwrap(),
                 PricingTier::new(TierKind::Regular, solo, Money::new(20_000, eur), None).unwrap(),
             ],
+            policy: SalesPolicy::default(),
         })
         .await
         .unwrap();

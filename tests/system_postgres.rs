@@ -53,6 +53,11 @@ payment_scenarios!(
     an_unknown_refund_is_sent_again_and_counted_only_when_confirmed,
     a_declined_refund_is_recorded_and_frees_its_amount,
     cancelling_an_event_refunds_through_the_gateway,
+    an_events_hold_duration_sets_the_deadline,
+    a_late_payment_is_refunded_by_default,
+    a_late_payment_is_accepted_while_seats_are_free,
+    a_late_payment_is_refunded_when_the_seats_are_gone,
+    a_late_payment_is_kept_for_review,
 );
 
 fn tables(storage: &Storage) -> PostgresReadModels {

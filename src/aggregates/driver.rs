@@ -67,13 +67,14 @@ impl TicketingState {
 ///     date: clock.now() + chrono::Duration::days(30),
 ///     sections: vec![Section { name: stalls.clone(), capacity: Capacity::new(100)? }],
 ///     pricing_tiers: vec![PricingTier::new(TierKind::Regular, stalls.clone(), price, None)?],
+///     policy: boxoffice::aggregates::SalesPolicy::default(),
 /// }.into()).map_err(|r| format!("{r:?}"))?;
 /// driver.send(EventAction::PublishEvent { event_id }.into()).map_err(|r| format!("{r:?}"))?;
 /// driver.send(EventAction::OpenSales { event_id }.into()).map_err(|r| format!("{r:?}"))?;
 ///
 /// let reservation_id = ReservationId::new_v4();
 /// let customer_id = CustomerId::new_v4();
-/// let reserve = ReservationAction::InitiateReservation { reservation_id, event_id, section: stalls.clone(), quantity: 2, customer_id, unit_price: price };
+/// let reserve = ReservationAction::InitiateReservation { reservation_id, event_id, section: stalls.clone(), quantity: 2, customer_id, unit_price: price, policy: crate::aggregates::SalesPolicy::default() };
 /// driver.send(reserve.into()).map_err(|r| format!("{r:?}"))?;
 /// let pay = ReservationAction::RequestPayment { reservation_id };
 /// driver.send(pay.into()).map_err(|r| format!("{r:?}"))?;

@@ -53,6 +53,37 @@ pub struct EventDetails {
     pub sections: Vec<Section>,
     /// Prices per section and tier.
     pub pricing_tiers: Vec<PricingTier>,
+    /// How holds and late payments are handled (the system defaults in logs written before it).
+    #[serde(default)]
+    pub policy: SalesPolicy,
+}
+
+/// What happens to a payment the provider approves after its reservation's hold ended (it ran
+/// out while the charge was under way, or the charge was presumed failed and later approved).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum LatePaymentPolicy {
+    /// Give the money back (the default).
+    #[default]
+    Refund,
+    /// Sell the customer the same number of seats if that many are still free; refund if not.
+    AcceptIfSeatsFree,
+    /// Keep the money and record the payment for an operator to settle (refund or honour).
+    ManualReview,
+}
+
+/// Per-event sales rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct SalesPolicy {
+    /// How long seats stay held awaiting payment; `None` for the system's default (5 minutes
+    /// unless the builder says otherwise). At most [`SalesPolicy::MAX_HOLD`].
+    pub hold: Option<std::time::Duration>,
+    /// What happens to a payment that succeeds after its hold ended.
+    pub late_payment: LatePaymentPolicy,
+}
+
+impl SalesPolicy {
+    /// The longest hold an event may ask for: one day.
+    pub const MAX_HOLD: std::time::Duration = std::time::Duration::from_secs(24 * 60 * 60);
 }
 
 /// State of one Event stream.
@@ -140,6 +171,12 @@ pub enum EventError {
         /// The tier's section.
         section: SectionName,
     },
+    /// The policy's hold is zero or longer than [`SalesPolicy::MAX_HOLD`].
+    #[error("event {event_id}: a hold must last more than zero and at most a day")]
+    InvalidHold {
+        /// The event.
+        event_id: EventId,
+    },
     /// The event date is not in the future.
     #[error("event {event_id} date {date} is not in the future")]
     DateInPast {
@@ -185,6 +222,9 @@ pub enum EventAction {
         sections: Vec<Section>,
         /// Prices.
         pricing_tiers: Vec<PricingTier>,
+        /// Hold and late-payment rules.
+        #[serde(default)]
+        policy: SalesPolicy,
     },
     /// Make a draft event public.
     PublishEvent {
@@ -354,12 +394,15 @@ impl Reducer for EventReducer {
 /// The event a command produces, or why it is refused (`None` only for non-commands).
 fn decide(state: &EventState, command: EventAction, env: &EventEnv) -> Result<Option<EventAction>, EventError> {
     let now = env.clock.now();
-    if let EventAction::CreateEvent { event_id, name, venue, date, sections, pricing_tiers } = command {
+    if let EventAction::CreateEvent { event_id, name, venue, date, sections, pricing_tiers, policy } = command {
         if state.details.is_some() {
             return Err(EventError::AlreadyExists { event_id });
         }
         validate_new_event(event_id, &name, date, &sections, &pricing_tiers, now)?;
-        let details = EventDetails { event_id, name, venue, date, sections, pricing_tiers };
+        if policy.hold.is_some_and(|hold| hold.is_zero() || hold > SalesPolicy::MAX_HOLD) {
+            return Err(EventError::InvalidHold { event_id });
+        }
+        let details = EventDetails { event_id, name, venue, date, sections, pricing_tiers, policy };
         return Ok(Some(EventAction::EventCreated { details, created_at: now }));
     }
     let Some(event_id) = command.event_id() else { return Ok(None) };
@@ -474,14 +517,15 @@ mod tests {
                 Section { name: section("Box"), capacity: Capacity::new(4).unwrap() },
             ],
             pricing_tiers: tiers(),
+            policy: SalesPolicy::default(),
         }
     }
 
     fn created() -> EventAction {
-        let EventAction::CreateEvent { event_id, name, venue, date, sections, pricing_tiers } = create() else {
+        let EventAction::CreateEvent { event_id, name, venue, date, sections, pricing_tiers, policy } = create() else {
             unreachable!()
         };
-        let details = EventDetails { event_id, name, venue, date, sections, pricing_tiers };
+        let details = EventDetails { event_id, name, venue, date, sections, pricing_tiers, policy };
         EventAction::EventCreated { details, created_at: now() }
     }
 
@@ -510,6 +554,15 @@ mod tests {
             *name = " ".into();
         }
         test().when(blank).then_rejected("blank", |a| matches!(a, EventAction::Rejected(EventError::BlankName)))?;
+        for hold in [std::time::Duration::ZERO, SalesPolicy::MAX_HOLD + std::time::Duration::from_secs(1)] {
+            let mut bad_hold = create();
+            if let EventAction::CreateEvent { policy, .. } = &mut bad_hold {
+                policy.hold = Some(hold);
+            }
+            test()
+                .when(bad_hold)
+                .then_rejected("hold", |a| matches!(a, EventAction::Rejected(EventError::InvalidHold { .. })))?;
+        }
         let mut past = create();
         if let EventAction::CreateEvent { date, .. } = &mut past {
             *date = now();

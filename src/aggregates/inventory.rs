@@ -182,6 +182,16 @@ pub enum InventoryError {
         /// Its hold's status.
         status: HoldStatus,
     },
+    /// A late payment cannot be honoured: too few seats are free now.
+    #[error("late sale for reservation {reservation_id} refused: requested {requested}, available {available}")]
+    LateSaleRefused {
+        /// The reservation.
+        reservation_id: ReservationId,
+        /// Seats it had held.
+        requested: u32,
+        /// Seats free now.
+        available: u32,
+    },
 }
 
 /// Commands, events and the rejection of the Inventory aggregate.
@@ -228,6 +238,19 @@ pub enum InventoryAction {
         reservation_id: ReservationId,
         /// Why.
         reason: ReleaseReason,
+    },
+    /// Sell `quantity` seats to a reservation whose hold ended but whose payment arrived late
+    /// and is accepted ([`LatePaymentPolicy::AcceptIfSeatsFree`](super::LatePaymentPolicy)): its
+    /// own seats if still held, else as many free ones. Redelivery is a no-op.
+    SellLate {
+        /// The event.
+        event_id: EventId,
+        /// The section.
+        section: SectionName,
+        /// The reservation.
+        reservation_id: ReservationId,
+        /// Seats it had held.
+        quantity: u32,
     },
     /// The seat pool exists.
     #[serde(rename = "InventoryInitialized")]
@@ -279,6 +302,18 @@ pub enum InventoryAction {
         /// Why.
         reason: ReleaseReason,
     },
+    /// Seats are sold to a reservation whose late payment was accepted.
+    #[serde(rename = "LateSeatsSold")]
+    LateSeatsSold {
+        /// The event.
+        event_id: EventId,
+        /// The section.
+        section: SectionName,
+        /// The reservation.
+        reservation_id: ReservationId,
+        /// The seats sold.
+        seats: Vec<AllocatedSeat>,
+    },
     /// A command was refused.
     Rejected(InventoryError),
 }
@@ -292,6 +327,8 @@ impl InventoryAction {
             | Self::ReserveSeats { event_id, section, .. }
             | Self::ConfirmReservation { event_id, section, .. }
             | Self::ReleaseReservation { event_id, section, .. }
+            | Self::SellLate { event_id, section, .. }
+            | Self::LateSeatsSold { event_id, section, .. }
             | Self::InventoryInitialized { event_id, section, .. }
             | Self::SeatsReserved { event_id, section, .. }
             | Self::SeatsConfirmed { event_id, section, .. }
@@ -307,11 +344,13 @@ impl Message for InventoryAction {
             Self::InitializeInventory { .. }
             | Self::ReserveSeats { .. }
             | Self::ConfirmReservation { .. }
-            | Self::ReleaseReservation { .. } => MessageKind::Command,
+            | Self::ReleaseReservation { .. }
+            | Self::SellLate { .. } => MessageKind::Command,
             Self::InventoryInitialized { .. }
             | Self::SeatsReserved { .. }
             | Self::SeatsConfirmed { .. }
-            | Self::SeatsReleased { .. } => MessageKind::Event,
+            | Self::SeatsReleased { .. }
+            | Self::LateSeatsSold { .. } => MessageKind::Event,
             Self::Rejected(_) => MessageKind::Rejection,
         }
     }
@@ -326,6 +365,8 @@ impl Message for InventoryAction {
             Self::SeatsReserved { .. } => "SeatsReserved",
             Self::SeatsConfirmed { .. } => "SeatsConfirmed",
             Self::SeatsReleased { .. } => "SeatsReleased",
+            Self::SellLate { .. } => "SellLate",
+            Self::LateSeatsSold { .. } => "LateSeatsSold",
             Self::Rejected(InventoryError::InsufficientInventory { .. }) => "InsufficientInventory",
             Self::Rejected(_) => "InventoryRejected",
         }
@@ -436,6 +477,22 @@ fn decide(state: &InventoryState, command: InventoryAction) -> Result<Option<Inv
                 status @ HoldStatus::Confirmed => Err(InventoryError::HoldNotActive { reservation_id, status }),
             }
         }
+        InventoryAction::SellLate { event_id, section, reservation_id, quantity } => {
+            let hold = state.holds.get(&reservation_id).ok_or(InventoryError::HoldNotFound { reservation_id })?;
+            let seats = match hold.status {
+                HoldStatus::Confirmed => return Ok(None),
+                // Not released yet: its own seats are sold (the pending release is then refused).
+                HoldStatus::Reserved => hold.seats.clone(),
+                HoldStatus::Released => {
+                    let available = state.available();
+                    if quantity > available {
+                        return Err(InventoryError::LateSaleRefused { reservation_id, requested: quantity, available });
+                    }
+                    state.allocate(event_id, &section, quantity)
+                }
+            };
+            Ok(Some(InventoryAction::LateSeatsSold { event_id, section, reservation_id, seats }))
+        }
         _ => Ok(None),
     }
 }
@@ -469,6 +526,27 @@ fn apply(state: &mut InventoryState, event: &InventoryAction) {
                 state.deadlines.remove(&(hold.expires_at, *reservation_id));
                 hold.status = HoldStatus::Confirmed;
             }
+        }
+        InventoryAction::LateSeatsSold { reservation_id, seats, .. } => {
+            let count = seat_count(seats);
+            match state.holds.get(reservation_id).map(|h| (h.status, h.expires_at)) {
+                Some((HoldStatus::Reserved, expires_at)) => {
+                    state.reserved = state.reserved.saturating_sub(count);
+                    state.deadlines.remove(&(expires_at, *reservation_id));
+                }
+                _ => {
+                    for seat in seats {
+                        if !state.free.remove(&seat.index) {
+                            state.next_untouched = state.next_untouched.max(seat.index.saturating_add(1));
+                        }
+                    }
+                }
+            }
+            state.sold = state.sold.saturating_add(count);
+            let expires_at = state.holds.get(reservation_id).map_or(DateTime::<Utc>::MIN_UTC, |h| h.expires_at);
+            state
+                .holds
+                .insert(*reservation_id, Hold { seats: seats.clone(), expires_at, status: HoldStatus::Confirmed });
         }
         InventoryAction::SeatsReleased { reservation_id, .. } => {
             if let Some(hold) = state.holds.get_mut(reservation_id) {
@@ -694,6 +772,43 @@ mod tests {
                 )
             },
         )?;
+        Ok(())
+    }
+
+    #[test]
+    fn a_late_sale_sells_free_seats_or_is_refused() -> Result<(), ReducerTestError> {
+        let sell = |r| InventoryAction::SellLate {
+            event_id: event(),
+            section: section(),
+            reservation_id: rid(r),
+            quantity: 2,
+        };
+        let sold = |r, indexes| InventoryAction::LateSeatsSold {
+            event_id: event(),
+            section: section(),
+            reservation_id: rid(r),
+            seats: seats(indexes),
+        };
+        test()
+            .given([initialized(3), reserved(1, [0, 1]), released(1, [0, 1])])?
+            .when(sell(1))
+            .then_persisted(&[sold(1, [0, 1])])?
+            .then_state("sold", |s| s.sold() == 2 && s.available() == 1 && s.reserved() == 0)?;
+        test()
+            .given([initialized(3), reserved(1, [0, 1])])?
+            .when(sell(1))
+            .then_persisted(&[sold(1, [0, 1])])?
+            .then_state("its own held seats", |s| s.sold() == 2 && s.reserved() == 0 && s.available() == 1)?;
+        test()
+            .given([initialized(3), reserved(1, [0, 1]), released(1, [0, 1]), sold(1, [0, 1])])?
+            .when(sell(1))
+            .then_persisted(&[])?;
+        test()
+            .given([initialized(3), reserved(1, [0, 1]), released(1, [0, 1]), reserved(2, [0, 1])])?
+            .when(sell(1))
+            .then_rejected("gone", |a| {
+                matches!(a, InventoryAction::Rejected(InventoryError::LateSaleRefused { available: 1, .. }))
+            })?;
         Ok(())
     }
 

@@ -22,7 +22,10 @@ pub use driver::{SagaDriver, TicketingState};
 pub use saga::{Charge, Reaction, Refund, reactions};
 pub(crate) use saga::{EVENT_CANCELLED_REFUND, rejection_reactions};
 
-pub use event::{EventAction, EventEnv, EventError, EventReducer, EventState, EventStatus, Section};
+pub use event::{
+    EventAction, EventDetails, EventEnv, EventError, EventReducer, EventState, EventStatus, LatePaymentPolicy,
+    SalesPolicy, Section,
+};
 pub use inventory::{
     AllocatedSeat, Hold, HoldStatus, InventoryAction, InventoryEnv, InventoryError, InventoryReducer, InventoryState,
     ReleaseReason,

@@ -20,6 +20,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use smallvec::{SmallVec, smallvec};
 
+use super::{LatePaymentPolicy, SalesPolicy};
 use crate::domain::{CustomerId, DomainError, EventId, Money, PaymentId, ReservationId, SeatId, SectionName};
 use crate::framework::{Clock, Effect, Effects, Message, MessageKind, Reducer};
 
@@ -94,6 +95,13 @@ pub struct Reservation {
     pub status: ReservationStatus,
     /// Money taken after the reservation ended, to be refunded.
     pub refund_owed: Option<Money>,
+    /// What happens to a payment that succeeds after the hold ended.
+    #[serde(default)]
+    pub late_payment: LatePaymentPolicy,
+    /// Money taken after the reservation ended and accepted or held for review under
+    /// [`Reservation::late_payment`].
+    #[serde(default)]
+    pub late_payment_kept: Option<Money>,
     /// Why it ended Compensated, once it has.
     pub compensation: Option<CompensationReason>,
 }
@@ -194,6 +202,9 @@ pub enum ReservationAction {
         customer_id: CustomerId,
         /// Price of one seat, from the event's pricing tiers.
         unit_price: Money,
+        /// The event's hold and late-payment rules.
+        #[serde(default)]
+        policy: SalesPolicy,
     },
     /// Saga: Inventory held these seats.
     AllocateSeats {
@@ -228,6 +239,18 @@ pub enum ReservationAction {
         payment_id: PaymentId,
         /// Why.
         reason: String,
+    },
+    /// Saga: Inventory sold seats to the late payment accepted for this reservation.
+    CompleteLateSale {
+        /// The reservation.
+        reservation_id: ReservationId,
+        /// The seats sold.
+        seats: Vec<SeatId>,
+    },
+    /// Saga: the late payment could not be honoured (too few seats free); it is refunded.
+    RefuseLateSale {
+        /// The reservation.
+        reservation_id: ReservationId,
     },
     /// The customer pays for the seats held: requests the payment of the total.
     RequestPayment {
@@ -265,6 +288,9 @@ pub enum ReservationAction {
         expires_at: DateTime<Utc>,
         /// When.
         initiated_at: DateTime<Utc>,
+        /// What happens to a payment that succeeds after the hold ended.
+        #[serde(default)]
+        late_payment: LatePaymentPolicy,
     },
     /// Seats are held for the reservation.
     #[serde(rename = "SeatsAllocated")]
@@ -367,6 +393,34 @@ pub enum ReservationAction {
         /// When.
         compensated_at: DateTime<Utc>,
     },
+    /// A payment succeeded after the hold ended and the event accepts late payments if seats
+    /// are free: the saga asks Inventory for them.
+    #[serde(rename = "LatePaymentAccepted")]
+    LatePaymentAccepted {
+        /// The reservation.
+        reservation_id: ReservationId,
+        /// The payment.
+        payment_id: PaymentId,
+        /// Amount taken.
+        amount: Money,
+        /// The event.
+        event_id: EventId,
+        /// The section.
+        section: SectionName,
+        /// Seats it had held.
+        quantity: u32,
+    },
+    /// A payment succeeded after the hold ended and the event keeps such payments for an
+    /// operator to settle: the money stays, nothing else happens.
+    #[serde(rename = "LatePaymentHeldForReview")]
+    LatePaymentHeldForReview {
+        /// The reservation.
+        reservation_id: ReservationId,
+        /// The payment.
+        payment_id: PaymentId,
+        /// Amount taken.
+        amount: Money,
+    },
     /// Seats arrived after the reservation had ended and must be released.
     #[serde(rename = "SeatsReturned")]
     SeatsReturned {
@@ -407,6 +461,8 @@ impl ReservationAction {
             | Self::CompletePayment { reservation_id, .. }
             | Self::FailPayment { reservation_id, .. }
             | Self::RequestPayment { reservation_id, .. }
+            | Self::CompleteLateSale { reservation_id, .. }
+            | Self::RefuseLateSale { reservation_id }
             | Self::CancelReservation { reservation_id }
             | Self::ExpireReservation { reservation_id }
             | Self::ReservationInitiated { reservation_id, .. }
@@ -418,6 +474,8 @@ impl ReservationAction {
             | Self::ReservationExpired { reservation_id, .. }
             | Self::ReservationCancelled { reservation_id, .. }
             | Self::ReservationCompensated { reservation_id, .. }
+            | Self::LatePaymentAccepted { reservation_id, .. }
+            | Self::LatePaymentHeldForReview { reservation_id, .. }
             | Self::SeatsReturned { reservation_id, .. } => Some(*reservation_id),
             Self::Rejected(_) => None,
         }
@@ -433,6 +491,8 @@ impl Message for ReservationAction {
             | Self::CompletePayment { .. }
             | Self::FailPayment { .. }
             | Self::RequestPayment { .. }
+            | Self::CompleteLateSale { .. }
+            | Self::RefuseLateSale { .. }
             | Self::CancelReservation { .. }
             | Self::ExpireReservation { .. } => MessageKind::Command,
             Self::Rejected(_) => MessageKind::Rejection,
@@ -448,6 +508,8 @@ impl Message for ReservationAction {
             Self::CompletePayment { .. } => "CompletePayment",
             Self::FailPayment { .. } => "FailPayment",
             Self::RequestPayment { .. } => "RequestPayment",
+            Self::CompleteLateSale { .. } => "CompleteLateSale",
+            Self::RefuseLateSale { .. } => "RefuseLateSale",
             Self::CancelReservation { .. } => "CancelReservation",
             Self::ExpireReservation { .. } => "ExpireReservation",
             Self::ReservationInitiated { .. } => "ReservationInitiated",
@@ -459,6 +521,8 @@ impl Message for ReservationAction {
             Self::ReservationExpired { .. } => "ReservationExpired",
             Self::ReservationCancelled { .. } => "ReservationCancelled",
             Self::ReservationCompensated { .. } => "ReservationCompensated",
+            Self::LatePaymentAccepted { .. } => "LatePaymentAccepted",
+            Self::LatePaymentHeldForReview { .. } => "LatePaymentHeldForReview",
             Self::SeatsReturned { .. } => "SeatsReturned",
             Self::Rejected(_) => "ReservationRejected",
         }
@@ -542,9 +606,11 @@ fn decide(
         quantity,
         customer_id,
         unit_price,
+        policy,
     } = command
     {
-        return initiate(state, env, reservation_id, event_id, section, quantity, customer_id, unit_price);
+        let request = Initiate { reservation_id, event_id, section, quantity, customer_id, unit_price, policy };
+        return initiate(state, env, request);
     }
     let Some(reservation_id) = command.reservation_id() else { return Ok(smallvec![]) };
     let r = state.reservation.as_ref().ok_or(ReservationError::NotFound { reservation_id })?;
@@ -574,6 +640,9 @@ fn decide(
             _ => smallvec![],
         },
         ReservationAction::CompletePayment { payment_id, amount, .. } => payment_succeeded(r, payment_id, amount, now)?,
+        ReservationAction::CompleteLateSale { .. } | ReservationAction::RefuseLateSale { .. } => {
+            late_sale(r, command, now)?
+        }
         ReservationAction::FailPayment { payment_id, reason, .. } => match status {
             ReservationStatus::PaymentPending => smallvec![
                 ReservationAction::PaymentFailed { reservation_id, payment_id, reason: reason.clone() },
@@ -630,6 +699,37 @@ fn decide(
     Ok(events)
 }
 
+/// The saga's answer to a late payment accepted under [`LatePaymentPolicy::AcceptIfSeatsFree`]:
+/// Inventory sold it seats (the reservation completes) or had too few (the money goes back).
+fn late_sale(r: &Reservation, command: ReservationAction, now: DateTime<Utc>) -> Result<Events, ReservationError> {
+    let (reservation_id, status) = (r.reservation_id, r.status);
+    let (event_id, section) = (r.event_id, r.section.clone());
+    let invalid =
+        |action: &'static str| ReservationError::InvalidState { reservation_id, status, action: action.into() };
+    Ok(match command {
+        ReservationAction::CompleteLateSale { seats, .. } => match (status, r.late_payment_kept) {
+            (ReservationStatus::Completed, _) => smallvec![],
+            (_, Some(_)) if r.late_payment == LatePaymentPolicy::AcceptIfSeatsFree && status.is_terminal() => {
+                smallvec![ReservationAction::ReservationCompleted {
+                    reservation_id,
+                    event_id,
+                    section,
+                    seats,
+                    completed_at: now,
+                }]
+            }
+            _ => return Err(invalid("complete a late sale that was not accepted")),
+        },
+        ReservationAction::RefuseLateSale { .. } => match (r.late_payment_kept, r.refund_owed, r.payment_id) {
+            (Some(amount), None, Some(payment_id)) if status != ReservationStatus::Completed => {
+                smallvec![ReservationAction::PaymentSucceeded { reservation_id, payment_id, amount, refund_owed: true }]
+            }
+            _ => smallvec![],
+        },
+        _ => smallvec![],
+    })
+}
+
 /// A payment for `r` succeeded: complete it if it was waiting, or record that the money must go
 /// back if it had already ended.
 fn payment_succeeded(
@@ -651,9 +751,32 @@ fn payment_succeeded(
             },
         ],
         ReservationStatus::Expired | ReservationStatus::Cancelled | ReservationStatus::Compensated
-            if r.refund_owed.is_none() =>
+            if r.refund_owed.is_none() && r.late_payment_kept.is_none() =>
         {
-            smallvec![ReservationAction::PaymentSucceeded { reservation_id, payment_id, amount, refund_owed: true }]
+            // A customer who cancelled is always refunded; otherwise the event's policy decides.
+            let policy =
+                if r.status == ReservationStatus::Cancelled { LatePaymentPolicy::Refund } else { r.late_payment };
+            match policy {
+                LatePaymentPolicy::Refund => {
+                    smallvec![ReservationAction::PaymentSucceeded {
+                        reservation_id,
+                        payment_id,
+                        amount,
+                        refund_owed: true
+                    }]
+                }
+                LatePaymentPolicy::AcceptIfSeatsFree => smallvec![ReservationAction::LatePaymentAccepted {
+                    reservation_id,
+                    payment_id,
+                    amount,
+                    event_id: r.event_id,
+                    section: r.section.clone(),
+                    quantity: r.quantity,
+                }],
+                LatePaymentPolicy::ManualReview => {
+                    smallvec![ReservationAction::LatePaymentHeldForReview { reservation_id, payment_id, amount }]
+                }
+            }
         }
         status @ (ReservationStatus::Initiated | ReservationStatus::SeatsAllocated) => {
             return Err(ReservationError::InvalidState {
@@ -666,17 +789,19 @@ fn payment_succeeded(
     })
 }
 
-#[allow(clippy::too_many_arguments)]
-fn initiate(
-    state: &ReservationState,
-    env: &ReservationEnv,
+/// The fields of `InitiateReservation`.
+struct Initiate {
     reservation_id: ReservationId,
     event_id: EventId,
     section: SectionName,
     quantity: u32,
     customer_id: CustomerId,
     unit_price: Money,
-) -> Result<Events, ReservationError> {
+    policy: SalesPolicy,
+}
+
+fn initiate(state: &ReservationState, env: &ReservationEnv, request: Initiate) -> Result<Events, ReservationError> {
+    let Initiate { reservation_id, event_id, section, quantity, customer_id, unit_price, policy } = request;
     if let Some(r) = &state.reservation {
         let same = r.event_id == event_id
             && r.section == section
@@ -694,7 +819,7 @@ fn initiate(
     let total =
         unit_price.checked_mul(quantity).map_err(|source| ReservationError::Money { reservation_id, source })?;
     let now = env.clock.now();
-    let hold = chrono::Duration::from_std(env.hold_duration).unwrap_or(chrono::Duration::MAX);
+    let hold = chrono::Duration::from_std(policy.hold.unwrap_or(env.hold_duration)).unwrap_or(chrono::Duration::MAX);
     let expires_at = now.checked_add_signed(hold).unwrap_or(DateTime::<Utc>::MAX_UTC);
     Ok(smallvec![ReservationAction::ReservationInitiated {
         reservation_id,
@@ -706,6 +831,7 @@ fn initiate(
         total,
         expires_at,
         initiated_at: now,
+        late_payment: policy.late_payment,
     }])
 }
 
@@ -719,6 +845,7 @@ fn apply(state: &mut ReservationState, event: &ReservationAction) {
         unit_price,
         total,
         expires_at,
+        late_payment,
         ..
     } = event
     {
@@ -735,6 +862,8 @@ fn apply(state: &mut ReservationState, event: &ReservationAction) {
             payment_id: None,
             status: ReservationStatus::Initiated,
             refund_owed: None,
+            late_payment: *late_payment,
+            late_payment_kept: None,
             compensation: None,
         });
         return;
@@ -750,7 +879,12 @@ fn apply(state: &mut ReservationState, event: &ReservationAction) {
             r.status = ReservationStatus::PaymentPending;
         }
         ReservationAction::PaymentSucceeded { amount, refund_owed: true, .. } => r.refund_owed = Some(*amount),
-        ReservationAction::ReservationCompleted { .. } => r.status = ReservationStatus::Completed,
+        ReservationAction::LatePaymentAccepted { amount, .. }
+        | ReservationAction::LatePaymentHeldForReview { amount, .. } => r.late_payment_kept = Some(*amount),
+        ReservationAction::ReservationCompleted { seats, .. } => {
+            r.seats.clone_from(seats);
+            r.status = ReservationStatus::Completed;
+        }
         ReservationAction::ReservationExpired { .. } => r.status = ReservationStatus::Expired,
         ReservationAction::ReservationCancelled { .. } => r.status = ReservationStatus::Cancelled,
         ReservationAction::ReservationCompensated { reason, .. } => {
@@ -811,6 +945,7 @@ mod tests {
             quantity,
             customer_id: customer(),
             unit_price: eur(unit),
+            policy: crate::aggregates::SalesPolicy::default(),
         }
     }
     fn initiated() -> ReservationAction {
@@ -824,6 +959,7 @@ mod tests {
             total: eur(5_000),
             expires_at: deadline(),
             initiated_at: start(),
+            late_payment: crate::aggregates::LatePaymentPolicy::default(),
         }
     }
     fn allocated() -> [ReservationAction; 2] {
@@ -1018,6 +1154,71 @@ mod tests {
         drop(outcome);
         history.push(paid(true));
         test().given(history)?.when(complete()).then_persisted(&[])?.then_unchanged()?;
+        Ok(())
+    }
+
+    fn initiated_under(late_payment: LatePaymentPolicy) -> ReservationAction {
+        let mut event = initiated();
+        if let ReservationAction::ReservationInitiated { late_payment: policy, .. } = &mut event {
+            *policy = late_payment;
+        }
+        event
+    }
+
+    fn expired_under(late_payment: LatePaymentPolicy) -> Vec<ReservationAction> {
+        let mut history = vec![initiated_under(late_payment)];
+        history.extend(allocated());
+        history.push(expired(seats(), deadline()));
+        history
+    }
+
+    #[test]
+    fn a_late_payment_follows_the_events_policy_once() -> Result<(), ReducerTestError> {
+        let accepted = ReservationAction::LatePaymentAccepted {
+            reservation_id: rid(),
+            payment_id: pid(),
+            amount: eur(5_000),
+            event_id: event(),
+            section: section(),
+            quantity: 2,
+        };
+        let accept = || expired_under(LatePaymentPolicy::AcceptIfSeatsFree);
+        test().given(accept())?.when(complete()).then_persisted(std::slice::from_ref(&accepted))?;
+        let sold = ReservationAction::CompleteLateSale { reservation_id: rid(), seats: seats() };
+        let mut after = accept();
+        after.push(accepted.clone());
+        test()
+            .given(after.clone())?
+            .when(sold.clone())
+            .then_persisted(&[completed()])?
+            .then_state("completed", status_is(ReservationStatus::Completed))?;
+        test().given(after.clone())?.when(complete()).then_persisted(&[])?.then_unchanged()?;
+        test()
+            .given(after.clone())?
+            .when(ReservationAction::RefuseLateSale { reservation_id: rid() })
+            .then_persisted(&[paid(true)])?;
+        test().given(accept())?.when(sold).then_rejected("not accepted", |a| {
+            matches!(a, ReservationAction::Rejected(ReservationError::InvalidState { .. }))
+        })?;
+
+        let held = ReservationAction::LatePaymentHeldForReview {
+            reservation_id: rid(),
+            payment_id: pid(),
+            amount: eur(5_000),
+        };
+        test()
+            .given(expired_under(LatePaymentPolicy::ManualReview))?
+            .when(complete())
+            .then_persisted(std::slice::from_ref(&held))?
+            .then_state("kept, still expired", |s| {
+                s.reservation
+                    .as_ref()
+                    .is_some_and(|r| r.status == ReservationStatus::Expired && r.late_payment_kept == Some(eur(5_000)))
+            })?;
+        let mut cancelled_history = vec![initiated_under(LatePaymentPolicy::ManualReview)];
+        cancelled_history.extend(allocated());
+        cancelled_history.push(cancelled(seats()));
+        test().given(cancelled_history)?.when(complete()).then_persisted(&[paid(true)])?;
         Ok(())
     }
 

@@ -102,6 +102,12 @@ pub fn rejection_reactions(rejection: &TicketingAction) -> SmallVec<[TicketingAc
             requested: *requested,
             available: *available,
         })],
+        TicketingAction::Inventory(InventoryAction::Rejected(InventoryError::LateSaleRefused {
+            reservation_id,
+            ..
+        })) => smallvec![TicketingAction::Reservation(ReservationAction::RefuseLateSale {
+            reservation_id: *reservation_id
+        })],
         _ => smallvec![],
     }
 }
@@ -120,6 +126,8 @@ pub fn rejection_reactions(rejection: &TicketingAction) -> SmallVec<[TicketingAc
 /// | Payment `PaymentFailed` | `FailPayment` |
 /// | `ReservationCompleted` | `ConfirmReservation` |
 /// | `ReservationExpired` / `Cancelled` / `Compensated` with seats, `SeatsReturned` | `ReleaseReservation` |
+/// | `LatePaymentAccepted` | `SellLate` (its refusal, `LateSaleRefused`, becomes `RefuseLateSale`) |
+/// | `LateSeatsSold` | `CompleteLateSale` |
 /// | Reservation `PaymentSucceeded` with `refund_owed` | `RefundPayment` of the whole amount (refund id [`RefundId::for_payment`] of `"late-payment"`) |
 ///
 /// Commands it produces are idempotent, so feeding it a redelivered event is harmless.
@@ -224,6 +232,28 @@ pub fn reactions(event: &TicketingAction) -> SmallVec<[Reaction; 2]> {
                 reason: "payment arrived after the reservation ended".into(),
             }))]
         }
+        other => late_sale_reactions(other),
+    }
+}
+
+/// The reactions of a late sale ([`reactions`] for `LatePaymentAccepted` and `LateSeatsSold`).
+fn late_sale_reactions(event: &TicketingAction) -> SmallVec<[Reaction; 2]> {
+    use TicketingAction as T;
+    match event {
+        T::Reservation(ReservationAction::LatePaymentAccepted {
+            reservation_id, event_id, section, quantity, ..
+        }) => smallvec![Reaction::Command(T::Inventory(InventoryAction::SellLate {
+            event_id: *event_id,
+            section: section.clone(),
+            reservation_id: *reservation_id,
+            quantity: *quantity,
+        }))],
+        T::Inventory(InventoryAction::LateSeatsSold { reservation_id, seats, .. }) => {
+            smallvec![Reaction::Command(T::Reservation(ReservationAction::CompleteLateSale {
+                reservation_id: *reservation_id,
+                seats: seats.iter().map(|s| s.seat_id).collect(),
+            }))]
+        }
         _ => smallvec![],
     }
 }
@@ -255,6 +285,7 @@ mod tests {
                 Section { name: SectionName::new("Box").unwrap(), capacity: Capacity::new(1).unwrap() },
             ],
             pricing_tiers: Vec::new(),
+            policy: crate::aggregates::SalesPolicy::default(),
         };
         let created = TicketingAction::Event(EventAction::EventCreated { details, created_at: start });
         let follow_ups = reactions(&created);

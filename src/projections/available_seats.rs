@@ -10,7 +10,7 @@ use super::{Projection, ProjectionError, decode_ticketing};
 
 /// The Inventory events this read model follows.
 pub const AVAILABLE_SEATS_EVENTS: &[&str] =
-    &["InventoryInitialized", "SeatsReserved", "SeatsConfirmed", "SeatsReleased"];
+    &["InventoryInitialized", "SeatsReserved", "SeatsConfirmed", "SeatsReleased", "LateSeatsSold"];
 
 /// What one section of one event looks like now.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -91,7 +91,8 @@ impl SeatChange {
             InventoryAction::SeatsReserved { event_id, section, seats, .. } => {
                 Some(moved(event_id, section, SeatState::Reserved, ids(seats)))
             }
-            InventoryAction::SeatsConfirmed { event_id, section, seats, .. } => {
+            InventoryAction::SeatsConfirmed { event_id, section, seats, .. }
+            | InventoryAction::LateSeatsSold { event_id, section, seats, .. } => {
                 Some(moved(event_id, section, SeatState::Sold, ids(seats)))
             }
             InventoryAction::SeatsReleased { event_id, section, seats, .. } => {

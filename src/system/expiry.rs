@@ -158,6 +158,7 @@ mod tests {
             total: price,
             expires_at,
             initiated_at: expires_at - chrono::Duration::minutes(5),
+            late_payment: crate::aggregates::LatePaymentPolicy::default(),
         }
     }
 

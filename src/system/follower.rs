@@ -362,6 +362,7 @@ mod tests {
                 date: clock.now() + chrono::Duration::days(3),
                 sections: vec![Section { name: stalls.clone(), capacity: Capacity::new(50).unwrap() }],
                 pricing_tiers: vec![PricingTier::new(TierKind::Regular, stalls.clone(), price, None).unwrap()],
+                policy: crate::aggregates::SalesPolicy::default(),
             })
             .await
             .unwrap();

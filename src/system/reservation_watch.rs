@@ -117,6 +117,7 @@ mod tests {
             total: crate::domain::Money::new(100, crate::domain::Currency::new("EUR").unwrap()),
             expires_at: chrono::Utc::now(),
             initiated_at: chrono::Utc::now(),
+            late_payment: crate::aggregates::LatePaymentPolicy::default(),
         });
         let seen = tokio::time::timeout(
             std::time::Duration::from_secs(1),

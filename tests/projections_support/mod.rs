@@ -109,6 +109,7 @@ pub mod ev {
             total: unit.checked_mul(quantity).unwrap(),
             expires_at: start() + chrono::Duration::minutes(5),
             initiated_at: start(),
+            late_payment: boxoffice::aggregates::LatePaymentPolicy::default(),
         })
     }
     pub fn completed(r: ReservationId, e: EventId, s: &str) -> TicketingAction {
@@ -253,6 +254,7 @@ impl Driver {
                     Section { name: section(SECTIONS[1]), capacity: Capacity::new(boxes).unwrap() },
                 ],
                 pricing_tiers: vec![tier(SECTIONS[0], 2_500), tier(SECTIONS[1], 9_999)],
+                policy: boxoffice::aggregates::SalesPolicy::default(),
             }));
             d.send(TicketingAction::Event(EventAction::PublishEvent { event_id: event(n) }));
             d.send(TicketingAction::Event(EventAction::OpenSales { event_id: event(n) }));
@@ -286,6 +288,7 @@ impl Driver {
             quantity,
             customer_id: customer(customer_n),
             unit_price,
+            policy: boxoffice::aggregates::SalesPolicy::default(),
         }));
         // The customer pays as soon as the seats are held (a refused request changes nothing).
         self.send(TicketingAction::Reservation(ReservationAction::RequestPayment { reservation_id }));

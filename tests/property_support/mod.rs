@@ -70,6 +70,7 @@ pub fn spec(clock: &FixedClock, capacities: &[u32]) -> EventSpec {
                 PricingTier::new(TierKind::Regular, section(i), Money::new(PRICES[i], Currency::EUR), None).unwrap()
             })
             .collect(),
+        policy: boxoffice::aggregates::SalesPolicy::default(),
     }
 }
 

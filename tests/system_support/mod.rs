@@ -81,7 +81,7 @@ pub mod postgres {
     }
 }
 
-fn start() -> chrono::DateTime<Utc> {
+pub fn start() -> chrono::DateTime<Utc> {
     Utc.with_ymd_and_hms(2030, 1, 1, 12, 0, 0).unwrap()
 }
 
@@ -109,6 +109,7 @@ fn spec(clock: &FixedClock, sections: &[(&str, u32)]) -> EventSpec {
                 .unwrap()
             })
             .collect(),
+        policy: SalesPolicy::default(),
     }
 }
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use boxoffice::aggregates::{PaymentError, PaymentStatus, RefundStatus, ReservationStatus};
 use boxoffice::prelude::*;
-use boxoffice::system::{RefundRequest, SystemError};
+use boxoffice::system::{HeldSeats, RefundRequest, SystemError};
 
 use super::{Backend, card, metrics, on_sale, request};
 
@@ -180,4 +180,132 @@ pub async fn cancelling_an_event_refunds_through_the_gateway(backend: Backend) {
         assert_eq!(f.gateway.refunded(receipt.payment_id), Some(receipt.amount), "refunded in full at the provider");
     }
     assert_eq!(metrics(&f.system, f.event).await.total_revenue, eur(0));
+}
+
+/// A system over fresh storage with one event on sale under `policy`: a 4-seat section at
+/// 2,500 EUR a seat.
+async fn on_sale_with(backend: Backend, policy: SalesPolicy) -> super::Fixture {
+    let clock = FixedClock::new(super::start());
+    let storage = backend.storage().await;
+    let gateway = std::sync::Arc::new(SimulatedGateway::always_succeed());
+    let system = super::system_with(&storage, &clock, std::sync::Arc::clone(&gateway)).await;
+    let stalls = SectionName::new("Stalls").unwrap();
+    let spec = EventSpec {
+        name: "Policy".into(),
+        venue: Venue::new(VenueId::new_v4(), "Hall").unwrap(),
+        date: clock.now() + chrono::Duration::days(30),
+        sections: vec![Section { name: stalls.clone(), capacity: Capacity::new(4).unwrap() }],
+        pricing_tiers: vec![PricingTier::new(TierKind::Regular, stalls, eur(2_500), None).unwrap()],
+        policy,
+    };
+    let event = system.create_event(spec).await.unwrap();
+    system.publish_event(event).await.unwrap();
+    system.open_sales(event).await.unwrap();
+    super::Fixture { clock, storage, gateway, system, event }
+}
+
+/// Holds `quantity` seats, pays with the answer lost, lets the hold run out (the system
+/// default, 5 minutes), then reconciles: the provider says approved, after the hold ended.
+async fn pay_late(f: &super::Fixture, quantity: u32) -> HeldSeats {
+    let hold = f.system.reserve(request(f, "Stalls", quantity)).await.unwrap();
+    f.gateway.lose_next_answers(1);
+    assert!(matches!(f.system.pay(hold.reservation_id, card()).await, Err(SystemError::PaymentPending { .. })));
+    f.clock.advance(Duration::from_secs(5 * 60));
+    f.system.settled().await.unwrap();
+    assert_eq!(f.system.reservation(hold.reservation_id).await.unwrap().status, ReservationStatus::Expired);
+    hold
+}
+
+async fn reconcile_late(f: &super::Fixture) {
+    let pass = f.system.reconcile_payments().await.unwrap();
+    assert_eq!(pass.charges_settled, 1, "{pass:?}");
+    f.system.settled().await.unwrap();
+}
+
+/// An event's own hold duration decides the deadline, and the hold expires on it.
+pub async fn an_events_hold_duration_sets_the_deadline(backend: Backend) {
+    let policy = SalesPolicy { hold: Some(Duration::from_secs(90)), ..SalesPolicy::default() };
+    let f = on_sale_with(backend, policy).await;
+    let hold = f.system.reserve(request(&f, "Stalls", 1)).await.unwrap();
+    assert_eq!(hold.expires_at, f.clock.now() + chrono::Duration::seconds(90));
+    f.clock.advance(Duration::from_secs(89));
+    f.system.settled().await.unwrap();
+    assert_eq!(f.system.reservation(hold.reservation_id).await.unwrap().status, ReservationStatus::SeatsAllocated);
+    f.clock.advance(Duration::from_secs(1));
+    f.system.settled().await.unwrap();
+    assert_eq!(f.system.reservation(hold.reservation_id).await.unwrap().status, ReservationStatus::Expired);
+    let bad = SalesPolicy { hold: Some(Duration::ZERO), ..SalesPolicy::default() };
+    let refused = f
+        .system
+        .create_event(EventSpec {
+            name: "Zero hold".into(),
+            venue: Venue::new(VenueId::new_v4(), "Hall").unwrap(),
+            date: f.clock.now() + chrono::Duration::days(1),
+            sections: vec![Section { name: SectionName::new("A").unwrap(), capacity: Capacity::new(1).unwrap() }],
+            pricing_tiers: Vec::new(),
+            policy: bad,
+        })
+        .await;
+    assert!(
+        matches!(refused, Err(SystemError::Event(boxoffice::aggregates::EventError::InvalidHold { .. }))),
+        "{refused:?}"
+    );
+}
+
+/// Default policy: a payment approved after its hold ended is refunded in full, at the provider.
+pub async fn a_late_payment_is_refunded_by_default(backend: Backend) {
+    let f = on_sale_with(backend, SalesPolicy::default()).await;
+    let hold = pay_late(&f, 2).await;
+    reconcile_late(&f).await;
+    let payment_id = PaymentId::for_reservation(hold.reservation_id);
+    assert_eq!(f.gateway.refunded(payment_id), Some(hold.total), "the money went back");
+    assert_eq!(f.system.reservation(hold.reservation_id).await.unwrap().status, ReservationStatus::Expired);
+    assert_eq!(super::available(&f, "Stalls").await, 4);
+    assert_eq!(super::metrics(&f.system, f.event).await.total_revenue, eur(0));
+}
+
+/// `AcceptIfSeatsFree`: the late payment buys the same number of seats when they are still
+/// free; the reservation completes and nothing is refunded.
+pub async fn a_late_payment_is_accepted_while_seats_are_free(backend: Backend) {
+    let policy = SalesPolicy { late_payment: LatePaymentPolicy::AcceptIfSeatsFree, ..SalesPolicy::default() };
+    let f = on_sale_with(backend, policy).await;
+    let hold = pay_late(&f, 2).await;
+    reconcile_late(&f).await;
+    let reservation = f.system.reservation(hold.reservation_id).await.unwrap();
+    assert_eq!(reservation.status, ReservationStatus::Completed);
+    assert_eq!(reservation.seats.len(), 2);
+    assert_eq!(f.gateway.refunded(PaymentId::for_reservation(hold.reservation_id)), Some(eur(0)));
+    assert_eq!(super::available(&f, "Stalls").await, 2, "the seats are sold");
+    assert_eq!(super::metrics(&f.system, f.event).await.total_revenue, hold.total);
+}
+
+/// `AcceptIfSeatsFree` when the seats went to someone else meanwhile: refunded, nobody oversold.
+pub async fn a_late_payment_is_refunded_when_the_seats_are_gone(backend: Backend) {
+    let policy = SalesPolicy { late_payment: LatePaymentPolicy::AcceptIfSeatsFree, ..SalesPolicy::default() };
+    let f = on_sale_with(backend, policy).await;
+    let hold = pay_late(&f, 2).await;
+    let other = f.system.reserve(request(&f, "Stalls", 3)).await.unwrap();
+    f.system.pay(other.reservation_id, card()).await.unwrap();
+    reconcile_late(&f).await;
+    assert_eq!(f.system.reservation(hold.reservation_id).await.unwrap().status, ReservationStatus::Expired);
+    assert_eq!(f.gateway.refunded(PaymentId::for_reservation(hold.reservation_id)), Some(hold.total));
+    let seats = f.system.available_seats().unwrap().get_availability(f.event, "Stalls").await.unwrap().unwrap();
+    assert_eq!((seats.sold, seats.available), (3, 1), "never oversold");
+}
+
+/// `ManualReview`: the money is kept and recorded for an operator; nothing is refunded until
+/// one does.
+pub async fn a_late_payment_is_kept_for_review(backend: Backend) {
+    let policy = SalesPolicy { late_payment: LatePaymentPolicy::ManualReview, ..SalesPolicy::default() };
+    let f = on_sale_with(backend, policy).await;
+    let hold = pay_late(&f, 1).await;
+    reconcile_late(&f).await;
+    let reservation = f.system.reservation(hold.reservation_id).await.unwrap();
+    assert_eq!((reservation.status, reservation.late_payment_kept), (ReservationStatus::Expired, Some(hold.total)));
+    let payment_id = PaymentId::for_reservation(hold.reservation_id);
+    assert_eq!(f.gateway.refunded(payment_id), Some(eur(0)), "kept for review");
+    assert_eq!(super::available(&f, "Stalls").await, 4, "no seats for it");
+    let settled = f.system.refund(refund(hold.reservation_id, None, Some("review"))).await.unwrap();
+    assert_eq!(settled.status, RefundStatus::Refunded);
+    assert_eq!(f.gateway.refunded(payment_id), Some(hold.total));
 }

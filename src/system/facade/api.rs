@@ -10,7 +10,8 @@ use uuid::Uuid;
 use super::{EventSpec, HeldSeats, PaymentDetails, Receipt, RefundRequest, ReserveRequest, TicketingSystemBuilder};
 use crate::aggregates::{
     CompensationReason, EventAction, PaymentAction, PaymentRecord, PaymentStatus, RefundRecord, ReservationAction,
-    ReservationError, ReservationStatus, TicketingAction, event_stream, payment_stream, reservation_stream,
+    ReservationError, ReservationStatus, SalesPolicy, TicketingAction, event_stream, payment_stream,
+    reservation_stream,
 };
 use crate::domain::{EventId, Money, PaymentId, RefundId, ReservationId, SectionName};
 use crate::event_bus::RelayHandle;
@@ -143,6 +144,7 @@ pub(super) async fn sweep_expired(
 ///         date: chrono::Utc::now() + chrono::Duration::days(30),
 ///         sections: vec![Section { name: vip.clone(), capacity: Capacity::new(10)? }],
 ///         pricing_tiers: vec![PricingTier::new(TierKind::Regular, vip.clone(), Money::new(5_000, eur), None)?],
+///         policy: SalesPolicy::default(),
 ///     })
 ///     .await?;
 /// system.publish_event(event).await?;
@@ -368,7 +370,7 @@ impl TicketingSystem {
     /// The price of a seat in `section` now, if the event is on sale. The cached state is
     /// enough to sell; a refusal is checked against the store first, because another process may
     /// have opened the sales.
-    async fn price(&self, event_id: EventId, section: &SectionName) -> Result<Money, SystemError> {
+    async fn price(&self, event_id: EventId, section: &SectionName) -> Result<(Money, SalesPolicy), SystemError> {
         let stream = event_stream(event_id)?;
         let now = self.inner.clock.now();
         for fresh in [false, true] {
@@ -377,11 +379,16 @@ impl TicketingSystem {
                 .inner
                 .router
                 .events
-                .read(&stream, fresh, move |event| event.filter(|e| e.is_on_sale()).map(|e| e.price_at(&wanted, now)))
+                .read(&stream, fresh, move |event| {
+                    event.filter(|e| e.is_on_sale()).map(|e| {
+                        let policy = e.details.as_ref().map(|d| d.policy).unwrap_or_default();
+                        e.price_at(&wanted, now).map(|price| (price, policy))
+                    })
+                })
                 .await
                 .map_err(lift_event_error)?;
-            if let Some(price) = price {
-                return Ok(price?);
+            if let Some(priced) = price {
+                return Ok(priced?);
             }
         }
         Err(ReservationError::NotOnSale { event_id, section: section.clone() }.into())
@@ -438,7 +445,7 @@ impl TicketingSystem {
     /// [`SystemError::Reservation`] when the event is not on sale or the request is invalid,
     /// [`SystemError::Timeout`] when the saga did not answer in time.
     pub async fn reserve(&self, request: ReserveRequest) -> Result<HeldSeats, SystemError> {
-        let unit_price = self.price(request.event_id, &request.section).await?;
+        let (unit_price, policy) = self.price(request.event_id, &request.section).await?;
         let event_id = request.event_id;
         let reservation_id = match &request.idempotency_key {
             Some(key) => ReservationId::for_idempotency_key(request.customer_id, key),
@@ -453,6 +460,7 @@ impl TicketingSystem {
             quantity: request.quantity,
             customer_id: request.customer_id,
             unit_price,
+            policy,
         };
         self.command(TicketingAction::Reservation(initiate), context).await?;
         let timeout = self.inner.reply_timeout;

@@ -5,7 +5,7 @@ use secrecy::SecretString;
 
 #[cfg(doc)]
 use super::TicketingSystem;
-use crate::aggregates::{EventAction, Section};
+use crate::aggregates::{EventAction, SalesPolicy, Section};
 use crate::domain::{CustomerId, EventId, Money, PaymentId, PricingTier, ReservationId, SeatId, SectionName, Venue};
 
 /// What [`TicketingSystem::create_event`] needs.
@@ -21,6 +21,9 @@ pub struct EventSpec {
     pub sections: Vec<Section>,
     /// Prices per section.
     pub pricing_tiers: Vec<PricingTier>,
+    /// Hold duration and late-payment handling (`SalesPolicy::default()`: the system's hold,
+    /// late payments refunded).
+    pub policy: SalesPolicy,
 }
 
 impl EventSpec {
@@ -34,6 +37,7 @@ impl EventSpec {
             date: self.date,
             sections: self.sections,
             pricing_tiers: self.pricing_tiers,
+            policy: self.policy,
         }
     }
 }
