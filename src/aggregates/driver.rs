@@ -74,7 +74,7 @@ impl TicketingState {
 ///
 /// let reservation_id = ReservationId::new_v4();
 /// let customer_id = CustomerId::new_v4();
-/// let reserve = ReservationAction::InitiateReservation { reservation_id, event_id, section: stalls.clone(), quantity: 2, customer_id, unit_price: price, policy: crate::aggregates::SalesPolicy::default() };
+/// let reserve = ReservationAction::InitiateReservation { reservation_id, event_id, section: stalls.clone(), quantity: 2, customer_id, unit_price: price, policy: boxoffice::aggregates::SalesPolicy::default() };
 /// driver.send(reserve.into()).map_err(|r| format!("{r:?}"))?;
 /// let pay = ReservationAction::RequestPayment { reservation_id };
 /// driver.send(pay.into()).map_err(|r| format!("{r:?}"))?;
