@@ -427,3 +427,72 @@ async fn holds_of_a_sigkilled_process_still_expire() {
     store.close().await;
     drop_database(&url).await;
 }
+
+/// A buyer process whose provider takes the money and never answers is SIGKILLed between the
+/// charge and its record: only the intents (`PaymentProcessed`) are in the log, and the tokens
+/// died with the process. A new process reconciles: it asks the provider (the same seeded
+/// provider, shared like a real one), records every approval, and the purchases complete with
+/// their seats sold, each charged once and none lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn charges_of_a_process_killed_mid_call_are_reconciled() {
+    const BUYERS: usize = 4;
+    let url = fresh_database("bo_charge_kill").await;
+    let setup = system_on(&url, Duration::from_secs(60)).await;
+    let event = open_event(&setup).await;
+    setup.settled().await.unwrap();
+    setup.shutdown().await;
+
+    let mut child = spawn_buyer(&url, &format!("{event} {BUYERS} 11 0.0 60 charge-and-hang"));
+    let stdout = child.stdout.take().unwrap();
+    let charged = tokio::task::spawn_blocking(move || {
+        BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .filter(|line| line.starts_with("CHARGED"))
+            .take(BUYERS)
+            .count()
+    });
+    let charged = tokio::time::timeout(Duration::from_secs(60), charged).await.unwrap().unwrap();
+    assert_eq!(charged, BUYERS, "every buyer's charge reached the provider");
+    child.kill().unwrap(); // SIGKILL between the provider's approval and its record
+    child.wait().unwrap();
+
+    let store: Arc<PostgresEventStore> =
+        Arc::new(PostgresEventStore::connect(&url, PostgresConfig::default()).await.unwrap());
+    let before = Ledger::replay(store.as_ref()).await;
+    assert!(before.paid.is_empty(), "no approval was recorded before the kill: {:?}", before.paid);
+    assert!(before.sections.values().map(|s| s.reserved).sum::<u32>() > 0, "the killed process held seats");
+
+    let config = SystemConfig {
+        database_url: Some(url.clone()),
+        database_max_connections: 8,
+        kafka_brokers: None,
+        consumer_group: None,
+        hold_duration: Duration::from_secs(60),
+        payment_gateway: Some(GatewayChoice::Simulated),
+    };
+    let restarted = TicketingSystem::builder_from_config(&config)
+        .await
+        .unwrap()
+        .payment_gateway(Arc::new(buyer::SeededGateway::new(11, 0.0)))
+        .payment_reconciliation(Duration::from_secs(3600), Duration::ZERO)
+        .build()
+        .await
+        .unwrap();
+    restarted.settled().await.unwrap();
+    let pass = restarted.reconcile_payments().await.unwrap();
+    assert_eq!(pass.charges_settled, BUYERS, "{pass:?}");
+    restarted.settled().await.unwrap();
+    restarted.shutdown().await;
+
+    let after = Ledger::replay(store.as_ref()).await;
+    after.check_end_state();
+    assert_eq!(after.paid.len(), BUYERS, "every charge recorded once");
+    let outcomes = after.outcomes();
+    assert_eq!(outcomes.get("completed").copied(), Some(BUYERS), "{outcomes:?}");
+    let held: u32 = before.sections.values().map(|s| s.reserved).sum();
+    let sold: u32 = after.sections.values().map(|s| s.sold).sum();
+    assert_eq!(sold, held, "the seats held for the killed process's purchases are sold");
+    store.close().await;
+    drop_database(&url).await;
+}

@@ -29,6 +29,9 @@ pub enum Mode {
     Buy,
     /// Reserve once each, never pay, then sleep until killed.
     HoldAndSleep,
+    /// Reserve once each and pay: the provider takes the money, prints `CHARGED <payment id>`
+    /// and never answers, so the process is killed between the charge and its record.
+    ChargeAndHang,
 }
 
 /// Command-line settings: `<event id> <buyers> <seed> <fail ratio> <hold secs> [buy|hold]`, plus
@@ -57,7 +60,8 @@ impl BuyerArgs {
     /// # Errors
     /// A usage message.
     pub fn parse(args: &[String], database_url: Option<String>) -> Result<Self, String> {
-        const USAGE: &str = "usage: buyer <event id> <buyers> <seed> <fail ratio 0..1> <hold secs> [buy|hold]";
+        const USAGE: &str =
+            "usage: buyer <event id> <buyers> <seed> <fail ratio 0..1> <hold secs> [buy|hold|charge-and-hang]";
         let database_url = database_url.ok_or("DATABASE_URL is not set")?;
         let arg = |i: usize| args.get(i).ok_or_else(|| USAGE.to_owned());
         let event_id = arg(0)?.parse().map_err(|e| format!("event id: {e}"))?;
@@ -71,6 +75,7 @@ impl BuyerArgs {
         let mode = match args.get(5).map(String::as_str) {
             None | Some("buy") => Mode::Buy,
             Some("hold") => Mode::HoldAndSleep,
+            Some("charge-and-hang") => Mode::ChargeAndHang,
             Some(other) => return Err(format!("unknown mode {other:?}; {USAGE}")),
         };
         Ok(Self { database_url, event_id, buyers, seed, fail_ratio, hold_secs, mode })
@@ -120,6 +125,29 @@ impl PaymentGateway for SeededGateway {
         } else {
             ChargeStatus::Approved
         }
+    }
+}
+
+/// The seeded provider, but the answer to a charge never comes back: the money is taken (as
+/// `status` will say), `CHARGED <payment id>` is printed, and the call hangs until the process
+/// is killed.
+#[derive(Debug)]
+struct HangingGateway(SeededGateway);
+
+#[async_trait]
+impl PaymentGateway for HangingGateway {
+    async fn charge(&self, payment_id: PaymentId, amount: Money, token: &SecretString) -> GatewayOutcome {
+        let _taken = self.0.charge(payment_id, amount, token).await;
+        println!("CHARGED {payment_id}");
+        std::future::pending().await
+    }
+
+    async fn refund(&self, payment_id: PaymentId, refund_id: RefundId, amount: Money) -> GatewayOutcome {
+        self.0.refund(payment_id, refund_id, amount).await
+    }
+
+    async fn status(&self, payment_id: PaymentId) -> ChargeStatus {
+        self.0.status(payment_id).await
     }
 }
 
@@ -196,7 +224,11 @@ pub async fn run(args: &BuyerArgs) -> Result<Summary, SystemError> {
     config.payment_gateway = Some(GatewayChoice::Simulated);
     let system = TicketingSystem::builder_from_config(&config)
         .await?
-        .payment_gateway(Arc::new(SeededGateway::new(args.seed, args.fail_ratio)))
+        .payment_gateway(if args.mode == Mode::ChargeAndHang {
+            Arc::new(HangingGateway(SeededGateway::new(args.seed, args.fail_ratio)))
+        } else {
+            Arc::new(SeededGateway::new(args.seed, args.fail_ratio))
+        })
         .reply_timeout(Duration::from_secs(20))
         .build()
         .await?;
@@ -212,6 +244,7 @@ pub async fn run(args: &BuyerArgs) -> Result<Summary, SystemError> {
             // by whichever process gets there first) while other buyers still want their seats.
             let until = Instant::now() + Duration::from_secs(2 * args.hold_secs + 1);
             let rounds = if args.mode == Mode::Buy { MAX_ROUNDS } else { 1 };
+            let abandon = if args.mode == Mode::Buy { ABANDON_RATIO } else { 0.0 };
             let mut summary = Summary::default();
             for round in 0..rounds {
                 if round > 0 {
@@ -249,7 +282,7 @@ pub async fn run(args: &BuyerArgs) -> Result<Summary, SystemError> {
                     }
                 };
                 summary.held += 1;
-                if args.mode == Mode::HoldAndSleep || rng.random_bool(ABANDON_RATIO) {
+                if args.mode == Mode::HoldAndSleep || rng.random_bool(abandon) {
                     summary.abandoned += 1;
                     continue;
                 }
