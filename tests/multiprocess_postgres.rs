@@ -428,7 +428,7 @@ async fn holds_of_a_sigkilled_process_still_expire() {
     drop_database(&url).await;
 }
 
-/// A buyer process whose provider takes the money and never answers is SIGKILLed between the
+/// A buyer process whose provider takes the money and never answers is killed (`SIGKILL`) between the
 /// charge and its record: only the intents (`PaymentProcessed`) are in the log, and the tokens
 /// died with the process. A new process reconciles: it asks the provider (the same seeded
 /// provider, shared like a real one), records every approval, and the purchases complete with
