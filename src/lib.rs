@@ -5,11 +5,15 @@
 //! an optional Kafka bus.
 //!
 //! ```
+//! use std::sync::Arc;
+//!
 //! use boxoffice::prelude::*;
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! let system = TicketingSystem::builder().build().await?;
+//! // A demo provider that moves no money; a shop passes its own adapter (`StripeGateway`, ...).
+//! let gateway = Arc::new(SimulatedGateway::always_succeed());
+//! let system = TicketingSystem::builder().payment_gateway(gateway).build().await?;
 //! let stalls = SectionName::new("Stalls")?;
 //! let event = system
 //!     .create_event(EventSpec {
@@ -51,8 +55,9 @@
 //!   queued commands into one append with the expected version, retries conflicts) executes the
 //!   reducers; the log follower is the only saga feed and calls the
 //!   [`PaymentGateway`](system::PaymentGateway) between the durable intent and its recorded
-//!   outcome; holds expire from the log; [`TicketingSystem`](system::TicketingSystem) is the
-//!   front door.
+//!   outcome (the customer's token stays in memory; charges and refunds whose answer was lost
+//!   are reconciled by asking the provider); holds expire from the log;
+//!   [`TicketingSystem`](system::TicketingSystem) is the front door.
 //!
 //! [`prelude`] re-exports what the quick start needs.
 
