@@ -24,7 +24,7 @@ use super::expiry::{ExpiryIndex, OpenHold};
 use super::open_payments::{OpenPayments, OpenSet};
 use super::reservation_watch::ReservationWatch;
 use super::saga::Saga;
-use crate::aggregates::TicketingAction;
+use crate::aggregates::{PaymentAction, TicketingAction};
 use crate::event_store::{
     CheckpointStore, Envelope, EventStore, EventStoreError, FollowConfig, FollowStatus, LogConsumer, RetryPolicy,
     Snapshot, StreamId, follow,
@@ -119,6 +119,9 @@ impl Follower {
         };
         let context = CommandContext::caused_by(envelope.event_id, &envelope.metadata);
         self.open.observe(&action, envelope.event_id, context.correlation_id);
+        if let TicketingAction::Payment(PaymentAction::PaymentOutcomeUnknown { reservation_id, .. }) = &action {
+            self.watch.observe_payment_unknown(*reservation_id);
+        }
         if let TicketingAction::Reservation(event) = &action {
             if event.is_ending()
                 && let Some(reservation_id) = event.reservation_id()

@@ -17,6 +17,8 @@ pub(crate) struct ReservationWatch {
 
 struct Watched {
     sender: watch::Sender<Option<ReservationAction>>,
+    /// Set once the gateway's answer to the reservation's charge was recorded as unknown.
+    payment_unknown: watch::Sender<bool>,
     interest: usize,
 }
 
@@ -24,6 +26,7 @@ struct Watched {
 pub(crate) struct ReservationWaiter {
     id: ReservationId,
     receiver: watch::Receiver<Option<ReservationAction>>,
+    payment_unknown: watch::Receiver<bool>,
     registry: ReservationWatch,
 }
 
@@ -33,9 +36,18 @@ impl ReservationWatch {
     #[must_use]
     pub(crate) fn watch(&self, id: ReservationId) -> ReservationWaiter {
         let mut watched = self.watched.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let entry = watched.entry(id).or_insert_with(|| Watched { sender: watch::Sender::new(None), interest: 0 });
+        let entry = watched.entry(id).or_insert_with(|| Watched {
+            sender: watch::Sender::new(None),
+            payment_unknown: watch::Sender::new(false),
+            interest: 0,
+        });
         entry.interest += 1;
-        ReservationWaiter { id, receiver: entry.sender.subscribe(), registry: self.clone() }
+        ReservationWaiter {
+            id,
+            receiver: entry.sender.subscribe(),
+            payment_unknown: entry.payment_unknown.subscribe(),
+            registry: self.clone(),
+        }
     }
 
     /// Reports a reservation event read from the log.
@@ -54,6 +66,16 @@ impl ReservationWatch {
                 *latest = Some(event.clone());
                 true
             });
+        }
+    }
+}
+
+impl ReservationWatch {
+    /// Reports that the gateway's answer to `id`'s charge was recorded as unknown.
+    pub(crate) fn observe_payment_unknown(&self, id: ReservationId) {
+        let watched = self.watched.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(entry) = watched.get(&id) {
+            entry.payment_unknown.send_replace(true);
         }
     }
 }
@@ -79,6 +101,19 @@ impl ReservationWaiter {
     ) -> Option<ReservationAction> {
         let seen = self.receiver.wait_for(|event| event.as_ref().is_some_and(&mut done)).await.ok()?;
         seen.clone()
+    }
+}
+
+impl ReservationWaiter {
+    /// Waits until the reservation's charge is recorded as unknown (pending forever if it never
+    /// is, or the registry went away).
+    pub(crate) fn payment_unknown(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut unknown = self.payment_unknown.clone();
+        async move {
+            if unknown.wait_for(|unknown| *unknown).await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
     }
 }
 

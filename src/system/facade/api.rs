@@ -526,23 +526,28 @@ impl TicketingSystem {
                 };
             }
         };
-        // The charge is carried out in reaction to this request: once it is handled the gateway
-        // has answered and the answer is recorded. (No position: a repeated call, whose first
-        // call's charge is under way or done.)
-        if let Some(requested) = committed.last_position {
-            self.handled(requested, self.inner.reply_timeout).await?;
-            let status = self.payment(reservation_id).await?.map(|p| p.status);
-            if status.is_some_and(PaymentStatus::is_undecided) {
-                return Err(SystemError::PaymentPending { reservation_id });
-            }
-        }
         let reservation = self.reservation(reservation_id).await?;
         self.forget_token_if_done(Some(&reservation));
+        // A repeated call (nothing committed) may find the answer already recorded as unknown.
+        let unknown = committed.last_position.is_none()
+            && self.payment(reservation_id).await?.is_some_and(|p| p.status == PaymentStatus::Unknown);
+        if unknown {
+            return Err(SystemError::PaymentPending { reservation_id });
+        }
         if !reservation.status.is_terminal() {
             let timeout = self.inner.reply_timeout;
-            let done = tokio::time::timeout(timeout, waiter.until(ReservationAction::is_ending)).await;
-            if done.is_err() {
-                return Err(SystemError::Timeout { reservation_id, waited_ms: timeout.as_millis() });
+            let unknown = waiter.payment_unknown();
+            let outcome = tokio::time::timeout(timeout, async {
+                tokio::select! {
+                    _ = waiter.until(ReservationAction::is_ending) => false,
+                    () = unknown => true,
+                }
+            })
+            .await;
+            match outcome {
+                Ok(true) => return Err(SystemError::PaymentPending { reservation_id }),
+                Ok(false) => {}
+                Err(_) => return Err(SystemError::Timeout { reservation_id, waited_ms: timeout.as_millis() }),
             }
         }
         drop(waiter);
