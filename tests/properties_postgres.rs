@@ -22,7 +22,7 @@ use boxoffice::system::{PaymentDetails, PaymentGateway, ReserveRequest, SystemEr
 use proptest::prelude::*;
 use proptest::test_runner::{TestCaseError, TestRunner};
 
-use property_support::{CASE_TIMEOUT, HOLD, ScriptedGateway, is_refusal, runtime, section, spec, start};
+use property_support::{Answer, CASE_TIMEOUT, HOLD, ScriptedGateway, is_refusal, runtime, section, spec, start};
 
 /// A call of a burst; `who` picks one of four customers (and their reservation so far).
 #[derive(Debug, Clone)]
@@ -61,7 +61,10 @@ fn shared() -> &'static Shared {
                 .event_store(Arc::clone(&store) as Arc<dyn EventStore>)
                 .checkpoints(store)
                 .clock(Arc::new(clock.clone()))
-                .payment_gateway(Arc::new(ScriptedGateway::new(vec![true, true, false])) as Arc<dyn PaymentGateway>)
+                .payment_gateway(
+                    Arc::new(ScriptedGateway::new(vec![Answer::Approve, Answer::Approve, Answer::Decline]))
+                        as Arc<dyn PaymentGateway>,
+                )
                 .hold_duration(HOLD)
                 .build()
                 .await

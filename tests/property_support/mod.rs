@@ -10,7 +10,9 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use boxoffice::aggregates::{GatewayOutcome, Reservation, ReservationAction, Section, TicketingAction, TicketingEnv};
+use boxoffice::aggregates::{
+    GatewayOutcome, RefundStatus, Reservation, ReservationAction, Section, TicketingAction, TicketingEnv,
+};
 use boxoffice::domain::{
     Capacity, Currency, CustomerId, EventId, Money, PaymentId, PricingTier, RefundId, ReservationId, SectionName,
     TierKind, Venue, VenueId,
@@ -74,18 +76,30 @@ pub fn spec(clock: &FixedClock, capacities: &[u32]) -> EventSpec {
     }
 }
 
-/// A payment provider that answers each payment id once, from a random plan (approve/decline,
-/// in charge order, cycling), and gives the same answer if the same payment is charged again (as
-/// providers deduplicate on the payment id).
+/// What the scripted provider does with a new charge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answer {
+    Approve,
+    Decline,
+    /// Takes the money but the answer is lost: `Unknown` (reconciliation finds it approved).
+    ApproveAnswerLost,
+    /// Never reached: nothing charged, `Unknown` (reconciliation finds it not charged).
+    Unreachable,
+}
+
+/// A payment provider that answers each payment id once, from a random plan (in charge order,
+/// cycling), and gives the same answer if the same payment is charged again (as providers
+/// deduplicate on the payment id). Refunds of approved charges are approved.
 #[derive(Debug)]
 pub struct ScriptedGateway {
-    plan: Vec<bool>,
+    plan: Vec<Answer>,
     next: AtomicUsize,
+    /// Every payment charged, with whether it was approved.
     answers: Mutex<HashMap<PaymentId, bool>>,
 }
 
 impl ScriptedGateway {
-    pub fn new(plan: Vec<bool>) -> Self {
+    pub fn new(plan: Vec<Answer>) -> Self {
         assert!(!plan.is_empty());
         Self { plan, next: AtomicUsize::new(0), answers: Mutex::new(HashMap::new()) }
     }
@@ -100,14 +114,31 @@ impl ScriptedGateway {
 impl PaymentGateway for ScriptedGateway {
     async fn charge(&self, payment_id: PaymentId, _amount: Money, _token: &SecretString) -> GatewayOutcome {
         let mut answers = self.answers.lock().unwrap_or_else(PoisonError::into_inner);
-        let approve = *answers
-            .entry(payment_id)
-            .or_insert_with(|| self.plan[self.next.fetch_add(1, Ordering::SeqCst) % self.plan.len()]);
-        if approve { GatewayOutcome::Approved } else { GatewayOutcome::Declined { reason: "scripted decline".into() } }
+        if let Some(approved) = answers.get(&payment_id) {
+            return if *approved {
+                GatewayOutcome::Approved
+            } else {
+                GatewayOutcome::Declined { reason: "scripted decline".into() }
+            };
+        }
+        let answer = self.plan[self.next.fetch_add(1, Ordering::SeqCst) % self.plan.len()];
+        match answer {
+            Answer::Approve => {
+                answers.insert(payment_id, true);
+                GatewayOutcome::Approved
+            }
+            Answer::Decline => {
+                answers.insert(payment_id, false);
+                GatewayOutcome::Declined { reason: "scripted decline".into() }
+            }
+            Answer::ApproveAnswerLost => {
+                answers.insert(payment_id, true);
+                GatewayOutcome::Unknown { reason: "scripted timeout".into() }
+            }
+            Answer::Unreachable => GatewayOutcome::Unknown { reason: "scripted outage".into() },
+        }
     }
 
-    /// Approves refunds of approved charges (the engine never asks more than was paid; the
-    /// properties check that against the log).
     async fn refund(&self, payment_id: PaymentId, _refund_id: RefundId, _amount: Money) -> GatewayOutcome {
         match self.answers.lock().unwrap_or_else(PoisonError::into_inner).get(&payment_id) {
             Some(true) => GatewayOutcome::Approved,
@@ -140,6 +171,8 @@ pub enum Call {
     Refund { slot: usize },
     /// Moves the clock; alone, it is followed by `settled()` (the sweep expires what is due).
     Advance { seconds: u64 },
+    /// One payment reconciliation pass (no grace period in these cases).
+    Reconcile,
 }
 
 /// One step: a call on a settled system, or several calls issued at once.
@@ -152,7 +185,7 @@ pub enum Op {
 #[derive(Debug, Clone)]
 pub struct Scenario {
     /// The gateway's answers.
-    pub plan: Vec<bool>,
+    pub plan: Vec<Answer>,
     pub ops: Vec<Op>,
 }
 
@@ -167,6 +200,7 @@ fn call() -> impl Strategy<Value = Call> {
         2 => slot.prop_map(|slot| Call::Refund { slot }),
         1 => (0..CAPACITIES.len()).prop_map(|section| Call::ReserveDraft { section }),
         1 => (1..=90u64).prop_map(|seconds| Call::Advance { seconds }),
+        1 => Just(Call::Reconcile),
     ]
 }
 
@@ -177,9 +211,19 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
-/// Up to 12 ops (bursts of up to 5 calls), gateway plans of 1-4 answers, mostly approvals.
+fn answer() -> impl Strategy<Value = Answer> {
+    prop_oneof![
+        12 => Just(Answer::Approve),
+        5 => Just(Answer::Decline),
+        2 => Just(Answer::ApproveAnswerLost),
+        1 => Just(Answer::Unreachable),
+    ]
+}
+
+/// Up to 12 ops (bursts of up to 5 calls), gateway plans of 1-4 answers, mostly approvals, some
+/// of them lost or never arriving.
 pub fn scenario() -> impl Strategy<Value = Scenario> {
-    (prop::collection::vec(prop::bool::weighted(0.7), 1..=4), prop::collection::vec(op(), 1..=12))
+    (prop::collection::vec(answer(), 1..=4), prop::collection::vec(op(), 1..=12))
         .prop_map(|(plan, ops)| Scenario { plan, ops })
 }
 
@@ -192,6 +236,8 @@ pub enum Outcome {
     Paid(Receipt),
     /// `pay` was declined (the seats were released).
     Declined,
+    /// `pay` answered that the gateway's answer is not known yet.
+    Pending,
     Refunded(Money),
     /// Cancelled, or the clock moved.
     Done,
@@ -350,6 +396,7 @@ async fn perform(
             let outcome = match system.pay(id, PaymentDetails { token: "tok_test".into() }).await {
                 Ok(receipt) => Outcome::Paid(receipt),
                 Err(SystemError::PaymentDeclined { .. }) => Outcome::Declined,
+                Err(SystemError::PaymentPending { .. }) => Outcome::Pending,
                 Err(error) => refused(&call, &error)?,
             };
             Ok((Some(id), outcome))
@@ -367,13 +414,18 @@ async fn perform(
             let request =
                 RefundRequest { reservation_id: id, amount: None, reason: "goodwill".into(), idempotency_key: None };
             let outcome = match system.refund(request).await {
-                Ok(refund) => Outcome::Refunded(refund.amount),
+                Ok(refund) if refund.status == RefundStatus::Refunded => Outcome::Refunded(refund.amount),
+                Ok(refund) => return Err(fail(format!("the refund was not confirmed: {refund:?}"))),
                 Err(error) => refused(&call, &error)?,
             };
             Ok((Some(id), outcome))
         }
         Call::Advance { seconds } => {
             case.clock.advance(Duration::from_secs(seconds));
+            Ok((None, Outcome::Done))
+        }
+        Call::Reconcile => {
+            system.reconcile_payments().await.map_err(|e| fail(format!("reconcile_payments: {e:?}")))?;
             Ok((None, Outcome::Done))
         }
     }
@@ -420,6 +472,7 @@ async fn drive(scenario: &Scenario) -> Result<Trace, TestCaseError> {
         .clock(Arc::new(clock.clone()))
         .payment_gateway(Arc::clone(&gateway) as Arc<dyn PaymentGateway>)
         .hold_duration(HOLD)
+        .payment_reconciliation(Duration::from_secs(3_600), Duration::ZERO)
         .build()
         .await
         .map_err(|e| fail(format!("build: {e:?}")))?;
@@ -490,8 +543,11 @@ async fn drive(scenario: &Scenario) -> Result<Trace, TestCaseError> {
             }
         }
     }
-    // Left alone, every hold runs out and everything in flight finishes.
+    // Left alone, every hold runs out, every unanswered charge is reconciled and everything in
+    // flight finishes.
     clock.advance(HOLD * 3);
+    settled(&system).await?;
+    system.reconcile_payments().await.map_err(|e| fail(format!("reconcile_payments: {e:?}")))?;
     settled(&system).await?;
     let trace = collect(&system, &clock, event, draft_event, records, gateway.answers()).await;
     system.shutdown().await;
