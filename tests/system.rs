@@ -92,3 +92,44 @@ async fn an_event_bus_receives_every_committed_event() {
     }
     system.shutdown().await;
 }
+
+/// A system built without a payment gateway runs on the simulated one and says so: a warning at
+/// `build()` names it a demo that moves no money. One given a gateway says nothing of the kind.
+#[test]
+fn a_system_without_a_gateway_warns_that_payments_are_simulated() {
+    use std::io::Write;
+    use std::sync::{Arc, Mutex};
+
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+    impl Write for Captured {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let build = |gateway: Option<Arc<boxoffice::system::SimulatedGateway>>| {
+        let captured = Captured::default();
+        let sink = captured.clone();
+        let subscriber =
+            tracing_subscriber::fmt().with_writer(move || sink.clone()).with_max_level(tracing::Level::WARN).finish();
+        tracing::subscriber::with_default(subscriber, || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            runtime.block_on(async {
+                let mut builder = boxoffice::system::TicketingSystem::builder();
+                if let Some(gateway) = gateway {
+                    builder = builder.payment_gateway(gateway);
+                }
+                builder.build().await.unwrap().shutdown().await;
+            });
+        });
+        String::from_utf8(captured.0.lock().unwrap().clone()).unwrap()
+    };
+    let unchosen = build(None);
+    assert!(unchosen.contains("moves no money"), "no warning: {unchosen:?}");
+    let chosen = build(Some(Arc::new(boxoffice::system::SimulatedGateway::always_succeed())));
+    assert!(!chosen.contains("moves no money"), "a chosen gateway is not a silent default: {chosen:?}");
+}
