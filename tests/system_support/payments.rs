@@ -10,6 +10,34 @@ use boxoffice::system::{HeldSeats, RefundRequest, SystemError};
 
 use super::{Backend, card, metrics, on_sale, request};
 
+/// One `#[tokio::test]` per payment scenario, on `$backend`.
+macro_rules! payment_scenarios {
+    ($backend:expr) => {
+        $crate::system_support::payments::payment_scenarios!(
+            $backend;
+            an_unknown_charge_is_settled_by_asking_the_provider,
+            a_charge_that_never_arrived_is_declined_and_the_seats_released,
+            an_unreachable_provider_leaves_the_charge_open_for_the_next_pass,
+            refunds_move_money_once_and_never_more_than_was_paid,
+            an_unknown_refund_is_sent_again_and_counted_only_when_confirmed,
+            a_declined_refund_is_recorded_and_frees_its_amount,
+            cancelling_an_event_refunds_through_the_gateway,
+            an_events_hold_duration_sets_the_deadline,
+            a_late_payment_is_refunded_by_default,
+            a_late_payment_is_accepted_while_seats_are_free,
+            a_late_payment_is_refunded_when_the_seats_are_gone,
+            a_late_payment_is_kept_for_review,
+        );
+    };
+    ($backend:expr; $($name:ident),* $(,)?) => {$(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        async fn $name() {
+            system_support::payments::$name($backend).await;
+        }
+    )*};
+}
+pub(crate) use payment_scenarios;
+
 /// Older than the default reconciliation grace period (60 s).
 const PAST_GRACE: Duration = Duration::from_secs(61);
 

@@ -133,6 +133,30 @@ impl SimulatedGateway {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// One call: counted, then (after the delay) acted on and answered, unless a fault says
+    /// otherwise.
+    async fn call(
+        &self,
+        counter: impl FnOnce(&mut Ledger) -> &mut usize,
+        act: impl FnOnce(&mut Ledger) -> GatewayOutcome,
+    ) -> GatewayOutcome {
+        let fault = {
+            let mut ledger = self.ledger();
+            *counter(&mut ledger) += 1;
+            ledger.take_fault()
+        };
+        self.wait().await;
+        let mut ledger = self.ledger();
+        match fault {
+            Fault::Unreachable => unknown("simulated provider unreachable"),
+            Fault::LoseAnswer => {
+                act(&mut ledger);
+                unknown("simulated timeout after the provider acted")
+            }
+            Fault::None => act(&mut ledger),
+        }
+    }
+
     async fn wait(&self) {
         let delay = self.ledger().delay;
         if !delay.is_zero() {
@@ -142,6 +166,11 @@ impl SimulatedGateway {
 }
 
 impl Ledger {
+    fn take_unreachable(&mut self) -> Option<()> {
+        self.unreachable_left = self.unreachable_left.checked_sub(1)?;
+        Some(())
+    }
+
     fn take_fault(&mut self) -> Fault {
         if let Some(left) = self.unreachable_left.checked_sub(1) {
             self.unreachable_left = left;
@@ -202,39 +231,12 @@ fn unknown(why: &str) -> GatewayOutcome {
 #[async_trait]
 impl PaymentGateway for SimulatedGateway {
     async fn charge(&self, payment_id: PaymentId, amount: Money, token: &SecretString) -> GatewayOutcome {
-        let fault = {
-            let mut ledger = self.ledger();
-            ledger.charge_calls += 1;
-            ledger.take_fault()
-        };
-        self.wait().await;
-        let mut ledger = self.ledger();
-        match fault {
-            Fault::Unreachable => unknown("simulated provider unreachable"),
-            Fault::LoseAnswer => {
-                ledger.charge(payment_id, amount, token.expose_secret());
-                unknown("simulated timeout after the provider acted")
-            }
-            Fault::None => ledger.charge(payment_id, amount, token.expose_secret()),
-        }
+        self.call(|ledger| &mut ledger.charge_calls, |ledger| ledger.charge(payment_id, amount, token.expose_secret()))
+            .await
     }
 
     async fn refund(&self, payment_id: PaymentId, refund_id: RefundId, amount: Money) -> GatewayOutcome {
-        let fault = {
-            let mut ledger = self.ledger();
-            ledger.refund_calls += 1;
-            ledger.take_fault()
-        };
-        self.wait().await;
-        let mut ledger = self.ledger();
-        match fault {
-            Fault::Unreachable => unknown("simulated provider unreachable"),
-            Fault::LoseAnswer => {
-                ledger.refund(payment_id, refund_id, amount);
-                unknown("simulated timeout after the provider acted")
-            }
-            Fault::None => ledger.refund(payment_id, refund_id, amount),
-        }
+        self.call(|ledger| &mut ledger.refund_calls, |ledger| ledger.refund(payment_id, refund_id, amount)).await
     }
 
     async fn status(&self, payment_id: PaymentId) -> ChargeStatus {
@@ -249,13 +251,6 @@ impl PaymentGateway for SimulatedGateway {
             Some(GatewayOutcome::Declined { reason }) => ChargeStatus::Declined { reason },
             Some(GatewayOutcome::Unknown { reason }) => ChargeStatus::Unknown { reason },
         }
-    }
-}
-
-impl Ledger {
-    fn take_unreachable(&mut self) -> Option<()> {
-        self.unreachable_left = self.unreachable_left.checked_sub(1)?;
-        Some(())
     }
 }
 
