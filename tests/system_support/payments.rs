@@ -11,6 +11,7 @@ use boxoffice::system::{HeldSeats, RefundRequest, SystemError};
 use super::{Backend, card, metrics, on_sale, request};
 
 /// One `#[tokio::test]` per payment scenario, on `$backend`.
+#[allow(unused_macros)] // used by the binaries that run the scenarios, not by every one that shares this module
 macro_rules! payment_scenarios {
     ($backend:expr) => {
         $crate::system_support::payments::payment_scenarios!(
@@ -36,6 +37,7 @@ macro_rules! payment_scenarios {
         }
     )*};
 }
+#[allow(unused_imports)] // as above
 pub(crate) use payment_scenarios;
 
 /// Older than the default reconciliation grace period (60 s).
