@@ -171,6 +171,12 @@ pub enum EventError {
         /// The tier's section.
         section: SectionName,
     },
+    /// Selling every seat at its section's dearest price would overflow the money type.
+    #[error("event {event_id}: capacity × price overflows the money type")]
+    RevenueOverflow {
+        /// The event.
+        event_id: EventId,
+    },
     /// The policy's hold is zero or longer than [`SalesPolicy::MAX_HOLD`].
     #[error("event {event_id}: a hold must last more than zero and at most a day")]
     InvalidHold {
@@ -455,6 +461,21 @@ fn validate_new_event(
             return Err(EventError::InvalidPricingTier { event_id, section: tier.section().clone() });
         }
     }
+    // Every seat sold at its section's dearest price must still fit the money type, so no sum
+    // of the event's sales can overflow.
+    let mut most: i128 = 0;
+    for section in sections {
+        let dearest = pricing_tiers
+            .iter()
+            .filter(|t| t.section() == &section.name)
+            .map(|t| i128::from(t.price().minor_units()))
+            .max()
+            .unwrap_or(0);
+        most = most.saturating_add(dearest.saturating_mul(i128::from(section.capacity.get())));
+    }
+    if most > i128::from(i64::MAX) {
+        return Err(EventError::RevenueOverflow { event_id });
+    }
     Ok(())
 }
 
@@ -554,6 +575,24 @@ mod tests {
             *name = " ".into();
         }
         test().when(blank).then_rejected("blank", |a| matches!(a, EventAction::Rejected(EventError::BlankName)))?;
+        let mut dear = create();
+        if let EventAction::CreateEvent { pricing_tiers, .. } = &mut dear {
+            // 100 Stalls seats at this price cannot be added up.
+            let price = Money::new(i64::MAX / 100 + 1, Currency::EUR);
+            *pricing_tiers = vec![PricingTier::new(TierKind::Regular, section("Stalls"), price, None).unwrap()];
+        }
+        test()
+            .when(dear)
+            .then_rejected("overflow", |a| matches!(a, EventAction::Rejected(EventError::RevenueOverflow { .. })))?;
+        let mut fits = create();
+        if let EventAction::CreateEvent { pricing_tiers, .. } = &mut fits {
+            let price = Money::new(i64::MAX / 104, Currency::EUR);
+            *pricing_tiers = vec![
+                PricingTier::new(TierKind::Regular, section("Stalls"), price, None).unwrap(),
+                PricingTier::new(TierKind::Vip, section("Box"), price, None).unwrap(),
+            ];
+        }
+        test().when(fits).then_state("the largest prices that add up are accepted", |s| s.details.is_some())?;
         for hold in [std::time::Duration::ZERO, SalesPolicy::MAX_HOLD + std::time::Duration::from_secs(1)] {
             let mut bad_hold = create();
             if let EventAction::CreateEvent { policy, .. } = &mut bad_hold {

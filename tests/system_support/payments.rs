@@ -28,6 +28,7 @@ macro_rules! payment_scenarios {
             a_late_payment_is_accepted_while_seats_are_free,
             a_late_payment_is_refunded_when_the_seats_are_gone,
             a_late_payment_is_kept_for_review,
+            prices_whose_sales_could_overflow_are_refused,
         );
     };
     ($backend:expr; $($name:ident),* $(,)?) => {$(
@@ -338,4 +339,43 @@ pub async fn a_late_payment_is_kept_for_review(backend: Backend) {
     let settled = f.system.refund(refund(hold.reservation_id, None, Some("review"))).await.unwrap();
     assert_eq!(settled.status, RefundStatus::Refunded);
     assert_eq!(f.gateway.refunded(payment_id), Some(hold.total));
+}
+
+/// An event whose seats, all sold at their dearest price, would add up past the money type is
+/// refused when it is created, so no sum of its sales can overflow a read model; nothing is
+/// appended.
+pub async fn prices_whose_sales_could_overflow_are_refused(backend: Backend) {
+    let f = super::on_sale(backend, &[("Stalls", 10)]).await;
+    let head = f.system.event_store().head_position().await.unwrap();
+    let stalls = SectionName::new("Stalls").unwrap();
+    let spec = |price: i64| EventSpec {
+        name: "Dear".into(),
+        venue: Venue::new(VenueId::new_v4(), "Hall").unwrap(),
+        date: f.clock.now() + chrono::Duration::days(30),
+        sections: vec![Section { name: stalls.clone(), capacity: Capacity::new(2).unwrap() }],
+        pricing_tiers: vec![PricingTier::new(TierKind::Regular, stalls.clone(), eur(price), None).unwrap()],
+        policy: SalesPolicy::default(),
+    };
+    let refused = f.system.create_event(spec(i64::MAX / 2 + 1)).await;
+    assert!(
+        matches!(refused, Err(SystemError::Event(boxoffice::aggregates::EventError::RevenueOverflow { .. }))),
+        "{refused:?}"
+    );
+    assert_eq!(f.system.event_store().head_position().await.unwrap(), head, "nothing appended");
+    let event = f.system.create_event(spec(i64::MAX / 2)).await.unwrap();
+    f.system.publish_event(event).await.unwrap();
+    f.system.open_sales(event).await.unwrap();
+    for _ in 0..2 {
+        let request = ReserveRequest {
+            event_id: event,
+            section: stalls.clone(),
+            quantity: 1,
+            customer_id: CustomerId::new_v4(),
+            idempotency_key: None,
+        };
+        let hold = f.system.reserve(request).await.unwrap();
+        f.system.pay(hold.reservation_id, card()).await.unwrap();
+    }
+    f.system.settled().await.unwrap();
+    assert_eq!(super::metrics(&f.system, event).await.total_revenue, eur(i64::MAX / 2 * 2), "both sales counted");
 }
