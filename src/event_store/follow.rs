@@ -262,6 +262,7 @@ pub async fn follow<C: LogConsumer>(
                     }
                 }
                 position = last;
+                super::telemetry::consumed(consumer.name(), last);
                 let events = batch.len() as u64;
                 retry.recovered(|s| {
                     s.position = last;

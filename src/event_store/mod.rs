@@ -24,6 +24,7 @@ mod snapshot;
 mod store;
 mod stream_id;
 mod subscription;
+pub(crate) mod telemetry;
 mod upcaster;
 
 pub use append::{AppendResult, StreamAppend};

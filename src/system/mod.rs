@@ -15,6 +15,7 @@ mod read_models;
 mod reconcile;
 mod reservation_watch;
 mod saga;
+mod telemetry;
 mod vault;
 
 pub use commands::EngineConfig;

@@ -20,6 +20,8 @@ use smallvec::SmallVec;
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::Instrument;
 
+use crate::system::telemetry::{self, CommandOutcome};
+
 use crate::event_store::{
     AppendResult, EventStore, EventStoreError, ExpectedVersion, NewEvent, RetryPolicy, Snapshot, StreamAppend, StreamId,
 };
@@ -240,9 +242,17 @@ impl<R: Aggregate> Engine<R> {
         command: R::Action,
         context: CommandContext,
     ) -> Result<Committed<R::Action>, CommandError<R::Action>> {
+        let started = std::time::Instant::now();
         let (reply, answer) = oneshot::channel();
         self.enqueue(stream, Job::Command(CommandJob { command, context, reply }));
-        answer.await.map_err(|_| CommandError::WorkerStopped { stream: stream.clone() })?
+        let answer = answer.await.map_err(|_| CommandError::WorkerStopped { stream: stream.clone() })?;
+        let outcome = match &answer {
+            Ok(_) => CommandOutcome::Committed,
+            Err(CommandError::Rejected(_)) => CommandOutcome::Rejected,
+            Err(_) => CommandOutcome::Failed,
+        };
+        telemetry::command(stream, outcome, started.elapsed());
+        answer
     }
 
     /// Reads the state of `stream` as this process holds it (`None` if the stream cannot be
@@ -378,6 +388,10 @@ impl<R: Aggregate> Worker<R> {
             let span = tracing::debug_span!("command_batch", stream = %self.stream, size = jobs.len(), attempt);
             let error = match self.attempt(&jobs).instrument(span).await {
                 Ok(outcomes) => {
+                    let last = outcomes.iter().filter_map(|o| o.as_ref().ok().and_then(|c| c.last_position)).max();
+                    if last.is_some() {
+                        telemetry::appended(&self.stream, jobs.len(), last);
+                    }
                     for (job, outcome) in jobs.into_iter().zip(outcomes) {
                         let _ = job.reply.send(outcome);
                     }
@@ -389,6 +403,8 @@ impl<R: Aggregate> Worker<R> {
             // State may be ahead of the log (the append failed) or behind it (a conflict).
             self.loaded = None;
             let retry = error.is_transient().then(|| backoffs.next()).flatten();
+            let conflict = matches!(error, EventStoreError::ConcurrencyConflict { .. });
+            telemetry::append_failed(&self.stream, conflict, retry.is_some());
             let Some(delay) = retry else {
                 let stream = self.stream.clone();
                 let failure = match error {
