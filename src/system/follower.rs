@@ -60,6 +60,8 @@ pub(crate) struct Follower {
     pub(crate) open: OpenPayments,
     /// Every event at or before this position has been read and its reactions recorded.
     pub(crate) frontier: watch::Sender<u64>,
+    /// How its reading of the log is doing.
+    pub(crate) status: watch::Sender<FollowStatus>,
     pub(crate) stop: watch::Receiver<bool>,
 }
 
@@ -67,7 +69,7 @@ impl Follower {
     /// Runs until the stop signal, on the crate's one [`follow`] runner.
     pub(crate) async fn run(self) {
         let stop = self.stop.clone();
-        let status = watch::Sender::new(FollowStatus::default());
+        let status = self.status.clone();
         let progress = Arc::new(Mutex::new(Progress::new()));
         let checkpointer = tokio::spawn(Checkpointer { follower: self.clone(), progress: Arc::clone(&progress) }.run());
         let mut consumer =
@@ -412,6 +414,7 @@ mod tests {
             expiry: expiry.clone(),
             open: OpenPayments::default(),
             frontier,
+            status: watch::Sender::new(FollowStatus::default()),
             stop,
         };
         let (resumed_at, read_from) = follower.start().await.unwrap();

@@ -10,6 +10,7 @@ mod expiry;
 mod facade;
 mod follower;
 mod gateway;
+mod health;
 mod open_payments;
 mod read_models;
 mod reconcile;
@@ -28,5 +29,6 @@ pub use facade::{
 pub use gateway::{ChargeStatus, GatewayOutcome, PaymentGateway, SimulatedGateway};
 #[cfg(feature = "stripe")]
 pub use gateway::{StripeConfig, StripeGateway, StripeSetupError};
+pub use health::{ConsumerHealth, Health};
 pub use read_models::ReadModelStorage;
 pub use reconcile::Reconciliation;

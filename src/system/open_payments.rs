@@ -155,6 +155,12 @@ impl OpenPayments {
         }
     }
 
+    /// How many charges and refunds are open.
+    pub(crate) fn len(&self) -> usize {
+        let open = self.open();
+        open.charges.len() + open.refunds.len()
+    }
+
     /// Everything open, to save.
     pub(crate) fn snapshot(&self) -> OpenSet {
         let open = self.open();

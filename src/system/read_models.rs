@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::SystemError;
-use crate::event_store::{EventStore, MemoryCheckpointStore};
+use crate::event_store::{EventStore, FollowStatus, MemoryCheckpointStore};
 use crate::projections::{
     AvailableSeatsProjection, AvailableSeatsQueries, CustomerHistoryProjection, CustomerHistoryQueries, Projection,
     ProjectionError, ProjectionHandle, ProjectionRunner, RunnerConfig, SalesAnalyticsProjection, SalesAnalyticsQueries,
@@ -115,6 +115,25 @@ impl ReadModels {
     }
 
     /// The query side.
+    /// Each read model's name and how its feeding is doing.
+    pub(super) fn statuses(&self) -> Vec<(String, FollowStatus)> {
+        match &self.feeding {
+            Feeding::Memory { seats, sales, customers } => vec![
+                (AvailableSeatsProjection::NAME.to_owned(), seats.status().borrow().clone()),
+                (SalesAnalyticsProjection::NAME.to_owned(), sales.status().borrow().clone()),
+                (CustomerHistoryProjection::NAME.to_owned(), customers.status().borrow().clone()),
+            ],
+            #[cfg(feature = "postgres")]
+            Feeding::Postgres { .. } => match &self.queries {
+                ReadModelQueries::Postgres(models) => ReadModel::ALL
+                    .into_iter()
+                    .map(|model| (model.name().to_owned(), models.status(model).borrow().clone()))
+                    .collect(),
+                ReadModelQueries::Memory { .. } => Vec::new(),
+            },
+        }
+    }
+
     pub(super) fn queries(&self) -> ReadModelQueries {
         self.queries.clone()
     }

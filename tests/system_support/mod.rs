@@ -4,6 +4,7 @@
 //! hands out.
 #![allow(dead_code)] // each test binary runs the scenarios for its own backend
 
+pub mod health;
 pub mod payments;
 
 use std::sync::Arc;

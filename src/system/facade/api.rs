@@ -16,6 +16,7 @@ use crate::aggregates::{
 use crate::domain::{EventId, Money, PaymentId, RefundId, ReservationId, SectionName};
 use crate::event_bus::RelayHandle;
 use crate::event_store::EventStore;
+use crate::event_store::FollowStatus;
 use crate::event_store::RetryPolicy;
 use crate::framework::Clock;
 use crate::projections::{AvailableSeatsQueries, CustomerHistoryQueries, SalesAnalyticsQueries};
@@ -24,6 +25,8 @@ use crate::system::ReadModelStorage;
 use crate::system::commands::{CommandError, CommandRouter, Committed};
 use crate::system::context::CommandContext;
 use crate::system::expiry::ExpiryIndex;
+use crate::system::health::{ConsumerHealth, Health};
+use crate::system::open_payments::OpenPayments;
 use crate::system::read_models::{ReadModelQueries, ReadModels};
 use crate::system::reconcile::Reconciliation;
 use crate::system::reservation_watch::ReservationWatch;
@@ -176,6 +179,9 @@ pub(super) struct Inner {
     pub(super) router: CommandRouter,
     pub(super) saga: Saga,
     pub(super) vault: TokenVault,
+    pub(super) open: OpenPayments,
+    pub(super) saga_name: String,
+    pub(super) saga_status: watch::Receiver<FollowStatus>,
     pub(super) reconcile_grace: Duration,
     pub(super) watch: ReservationWatch,
     pub(super) expiry: ExpiryIndex,
@@ -734,6 +740,43 @@ impl TicketingSystem {
             }
             tokio::task::yield_now().await;
         }
+    }
+
+    /// How the background work is doing: for the saga's follower (its position is the frontier
+    /// of recorded reactions), each read model and, with a bus, the relay, the position, the lag
+    /// behind the last committed event, the retries and the failure being retried; plus the holds
+    /// past their deadline and the payments awaiting reconciliation. Cheap: it reads what the
+    /// consumers publish and asks the store for its head once.
+    ///
+    /// # Errors
+    /// [`SystemError::Storage`] when the store's head cannot be read.
+    pub async fn health(&self) -> Result<Health, SystemError> {
+        let head = self.inner.store.last_committed_position().await?;
+        let saga = self.inner.saga_status.borrow().clone();
+        let mut consumers =
+            vec![ConsumerHealth::from_status(self.inner.saga_name.clone(), &saga, *self.inner.position.borrow(), head)];
+        if let Some(models) = self.inner.read_models.lock().unwrap_or_else(PoisonError::into_inner).as_ref() {
+            for (name, status) in models.statuses() {
+                let position = status.position;
+                consumers.push(ConsumerHealth::from_status(name, &status, position, head));
+            }
+        }
+        if let Some(relay) = self.inner.relay.lock().unwrap_or_else(PoisonError::into_inner).as_ref() {
+            let status = relay.status().borrow().clone();
+            let position = *relay.progress().borrow();
+            consumers.push(ConsumerHealth::from_status(
+                format!("{}-relay", self.inner.saga_name),
+                &status,
+                position,
+                head,
+            ));
+        }
+        Ok(Health {
+            head,
+            consumers,
+            overdue_holds: self.inner.expiry.due().len(),
+            unsettled_payments: self.inner.open.len(),
+        })
     }
 
     /// With an event bus: the global position up to which every event has been published (the

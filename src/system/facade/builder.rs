@@ -188,15 +188,18 @@ impl TicketingSystemBuilder {
             let config = RelayConfig { name: format!("{}-relay", self.checkpoint_name), ..RelayConfig::default() };
             OutboxRelay::new(Arc::clone(&store), bus, Arc::clone(&checkpoints), topics, config).spawn()
         });
+        let follower_name = self.checkpoint_name.clone();
+        let saga_status = watch::Sender::new(crate::event_store::FollowStatus::default());
         let follower = Follower {
             store: Arc::clone(&store),
             checkpoints,
-            name: self.checkpoint_name,
+            name: self.checkpoint_name.clone(),
             saga: saga.clone(),
             watch: watch.clone(),
             expiry: expiry.clone(),
-            open,
+            open: open.clone(),
             frontier,
+            status: saga_status.clone(),
             stop: stop_rx.clone(),
         };
         let tasks = vec![
@@ -216,6 +219,9 @@ impl TicketingSystemBuilder {
             router,
             saga,
             vault,
+            open,
+            saga_name: follower_name,
+            saga_status: saga_status.subscribe(),
             reconcile_grace: self.reconcile.grace,
             watch,
             expiry,
