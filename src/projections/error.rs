@@ -34,6 +34,16 @@ pub enum ProjectionError {
         #[source]
         source: DomainError,
     },
+    /// The model is failing right now (its feed retries a batch it cannot apply, or cannot read
+    /// the log): its answers would be stale, so none are given.
+    #[error("projection {projection} is failing: {source}")]
+    Failing {
+        /// The projection.
+        projection: String,
+        /// The failure it is retrying.
+        #[source]
+        source: std::sync::Arc<dyn std::error::Error + Send + Sync>,
+    },
     /// Reading the log or a checkpoint failed.
     #[error("projection {projection}: event store error: {source}")]
     EventStore {

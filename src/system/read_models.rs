@@ -77,6 +77,14 @@ async fn run<P: Projection>(
     Ok(ProjectionRunner::start(Arc::clone(store), checkpoints.clone(), handle, RunnerConfig::default()).await?)
 }
 
+/// A memory model's name and feeding status, at the position the model itself has applied
+/// (which the status reports a moment later).
+fn memory_status<P: Projection>(runner: &ProjectionRunner<P>) -> (String, FollowStatus) {
+    let mut status = runner.status().borrow().clone();
+    status.position = status.position.max(runner.handle().position());
+    (runner.handle().name().to_owned(), status)
+}
+
 impl ReadModels {
     /// Starts feeding the read models in `storage` from `store`'s log.
     pub(super) async fn start(storage: ReadModelStorage, store: &Arc<dyn EventStore>) -> Result<Self, SystemError> {
@@ -118,11 +126,9 @@ impl ReadModels {
     /// Each read model's name and how its feeding is doing.
     pub(super) fn statuses(&self) -> Vec<(String, FollowStatus)> {
         match &self.feeding {
-            Feeding::Memory { seats, sales, customers } => vec![
-                (AvailableSeatsProjection::NAME.to_owned(), seats.status().borrow().clone()),
-                (SalesAnalyticsProjection::NAME.to_owned(), sales.status().borrow().clone()),
-                (CustomerHistoryProjection::NAME.to_owned(), customers.status().borrow().clone()),
-            ],
+            Feeding::Memory { seats, sales, customers } => {
+                vec![memory_status(seats), memory_status(sales), memory_status(customers)]
+            }
             #[cfg(feature = "postgres")]
             Feeding::Postgres { .. } => match &self.queries {
                 ReadModelQueries::Postgres(models) => ReadModel::ALL

@@ -196,10 +196,10 @@ impl Saga {
         }
         let span = tracing::info_span!("gateway_charge", payment_id = %charge.payment_id, correlation_id = %context.correlation_id);
         let outcome = self.gateway.charge(charge.payment_id, charge.amount, &token).instrument(span).await;
-        drop(token);
-        let recorded = self.dispatch(charge.outcome(outcome), context).await;
-        drop(calling);
-        recorded
+        // The call is over: from here reconciliation may settle the charge too (both record the
+        // provider's answer, and the second record changes nothing).
+        drop((token, calling));
+        self.dispatch(charge.outcome(outcome), context).await
     }
 
     /// Asks the gateway for the refund and records a definite answer. An unknown answer leaves
@@ -208,13 +208,12 @@ impl Saga {
         let calling = self.open.calling(refund.refund_id.as_uuid());
         let span = tracing::info_span!("gateway_refund", payment_id = %refund.payment_id, refund_id = %refund.refund_id, correlation_id = %context.correlation_id);
         let outcome = self.gateway.refund(refund.payment_id, refund.refund_id, refund.amount).instrument(span).await;
+        drop(calling);
         if let GatewayOutcome::Unknown { reason } = &outcome {
             tracing::warn!(payment_id = %refund.payment_id, refund_id = %refund.refund_id, %reason, "refund answer unknown; reconciliation will send it again");
             return Ok(());
         }
-        let recorded = self.dispatch(refund.outcome(outcome), context).await;
-        drop(calling);
-        recorded
+        self.dispatch(refund.outcome(outcome), context).await
     }
 
     async fn payment_status(&self, payment_id: PaymentId) -> Result<Option<PaymentStatus>, Stopped> {
@@ -254,32 +253,36 @@ impl Saga {
                 .await
                 .map_err(|_| Stopped)?;
             for (reservation_id, status) in holds.unwrap_or_default() {
-                match status {
-                    HoldStatus::Reserved => commands
-                        .push(TicketingAction::Reservation(ReservationAction::CancelReservation { reservation_id })),
-                    HoldStatus::Confirmed => {
-                        let payment_id = PaymentId::for_reservation(reservation_id);
-                        let Ok(stream) = payment_stream(payment_id) else { continue };
-                        let refundable = self
-                            .router
-                            .payments
-                            .read(&stream, true, |p| {
-                                p.and_then(|p| p.payment.as_ref()).and_then(|p| p.refundable().ok())
-                            })
-                            .await
-                            .map_err(|_| Stopped)?;
-                        if let Some(amount) = refundable
-                            && amount.is_positive()
-                        {
-                            commands.push(TicketingAction::Payment(PaymentAction::RefundPayment {
-                                payment_id,
-                                refund_id: RefundId::for_payment(payment_id, EVENT_CANCELLED_REFUND),
-                                amount,
-                                reason: format!("event {event_id} cancelled"),
-                            }));
-                        }
-                    }
-                    HoldStatus::Released => {}
+                if status == HoldStatus::Released {
+                    continue;
+                }
+                if status == HoldStatus::Reserved {
+                    commands
+                        .push(TicketingAction::Reservation(ReservationAction::CancelReservation { reservation_id }));
+                }
+                // A held seat may belong to a purchase already paid whose confirmation is still
+                // on its way: whatever was paid is refunded either way.
+                let payment_id = PaymentId::for_reservation(reservation_id);
+                let Ok(stream) = payment_stream(payment_id) else { continue };
+                let refundable = self
+                    .router
+                    .payments
+                    .read(&stream, true, |p| {
+                        p.and_then(|p| p.payment.as_ref())
+                            .filter(|p| p.status == PaymentStatus::Succeeded)
+                            .and_then(|p| p.refundable().ok())
+                    })
+                    .await
+                    .map_err(|_| Stopped)?;
+                if let Some(amount) = refundable
+                    && amount.is_positive()
+                {
+                    commands.push(TicketingAction::Payment(PaymentAction::RefundPayment {
+                        payment_id,
+                        refund_id: RefundId::for_payment(payment_id, EVENT_CANCELLED_REFUND),
+                        amount,
+                        reason: format!("event {event_id} cancelled"),
+                    }));
                 }
             }
         }

@@ -83,4 +83,10 @@ pub async fn a_failing_read_model_shows_in_health_while_it_fails(backend: Backen
     assert!(seats.failing.is_some(), "the failure shows while it lasts: {health:?}");
     assert!(!health.is_healthy());
     assert!(seats.lag > 0, "it is behind the head: {seats:?}");
+    let refused = f.system.available_seats().map(|_| ());
+    assert!(
+        matches!(&refused, Err(SystemError::Projection(error)) if error.to_string().contains("available-seats")),
+        "a failing model's queries are refused, naming it: {refused:?}"
+    );
+    assert!(f.system.sales_analytics().is_ok(), "the other models still answer");
 }

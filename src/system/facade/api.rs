@@ -19,7 +19,10 @@ use crate::event_store::EventStore;
 use crate::event_store::FollowStatus;
 use crate::event_store::RetryPolicy;
 use crate::framework::Clock;
-use crate::projections::{AvailableSeatsQueries, CustomerHistoryQueries, SalesAnalyticsQueries};
+use crate::projections::{
+    AvailableSeatsProjection, AvailableSeatsQueries, CustomerHistoryProjection, CustomerHistoryQueries,
+    ProjectionError, SalesAnalyticsProjection, SalesAnalyticsQueries,
+};
 #[cfg(doc)]
 use crate::system::ReadModelStorage;
 use crate::system::commands::{CommandError, CommandRouter, Committed};
@@ -233,14 +236,27 @@ impl TicketingSystem {
         models.as_ref().map(ReadModels::queries).ok_or(SystemError::ShuttingDown)
     }
 
+    /// The read models' queries, unless the model `name` is failing right now.
+    fn queries_of(&self, name: &str) -> Result<ReadModelQueries, SystemError> {
+        let models = self.inner.read_models.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let models = models.as_ref().ok_or(SystemError::ShuttingDown)?;
+        let failing = models.statuses().into_iter().find(|(model, _)| model == name).and_then(|(_, s)| s.failing);
+        match failing {
+            Some(source) => Err(ProjectionError::Failing { projection: name.to_owned(), source }.into()),
+            None => Ok(models.queries()),
+        }
+    }
+
     /// Seat availability per section, kept up to date from the log, from whichever
     /// [`ReadModelStorage`] the system uses:
     /// `system.available_seats()?.get_availability(event, "VIP").await?`.
     ///
     /// # Errors
-    /// [`SystemError::ShuttingDown`] after [`TicketingSystem::shutdown`].
+    /// [`SystemError::ShuttingDown`] after [`TicketingSystem::shutdown`];
+    /// [`SystemError::Projection`] ([`ProjectionError::Failing`], naming the model and its
+    /// failure) while the model is failing: its answers would be stale.
     pub fn available_seats(&self) -> Result<Arc<dyn AvailableSeatsQueries>, SystemError> {
-        Ok(self.queries()?.available_seats())
+        Ok(self.queries_of(AvailableSeatsProjection::NAME)?.available_seats())
     }
 
     /// Revenue and sales per event.
@@ -248,7 +264,7 @@ impl TicketingSystem {
     /// # Errors
     /// As [`TicketingSystem::available_seats`].
     pub fn sales_analytics(&self) -> Result<Arc<dyn SalesAnalyticsQueries>, SystemError> {
-        Ok(self.queries()?.sales_analytics())
+        Ok(self.queries_of(SalesAnalyticsProjection::NAME)?.sales_analytics())
     }
 
     /// Purchases per customer.
@@ -256,7 +272,7 @@ impl TicketingSystem {
     /// # Errors
     /// As [`TicketingSystem::available_seats`].
     pub fn customer_history(&self) -> Result<Arc<dyn CustomerHistoryQueries>, SystemError> {
-        Ok(self.queries()?.customer_history())
+        Ok(self.queries_of(CustomerHistoryProjection::NAME)?.customer_history())
     }
 
     /// Read-your-writes: waits until every read model has applied the log up to `position`
