@@ -357,7 +357,8 @@ fn check_replay_rebuilds_live_state(trace: &Trace) -> Result<(), TestCaseError> 
 /// I9: a call made alone (nothing else in flight: the system settled first) that returns a
 /// domain error appends nothing and leaves the reservation it named as it was; and bad input is
 /// refused: zero seats, a reserve for an event not on sale, an unknown reservation, a refund of a
-/// purchase that did not complete or was refunded already, a keyed retry with other details.
+/// purchase that did not complete or was refunded already, a keyed retry with other details; and
+/// a reserve for more seats than the section has is answered short of seats and appends nothing.
 fn check_rejections_change_nothing(trace: &Trace) -> Result<(), TestCaseError> {
     let mut refunded: HashSet<ReservationId> = HashSet::new();
     for record in &trace.records {
@@ -416,6 +417,20 @@ fn check_rejections_change_nothing(trace: &Trace) -> Result<(), TestCaseError> {
                 "{:?} refused but changed state",
                 record.call
             );
+        }
+        // More seats than the section has: answered short of seats up front, nothing recorded
+        // (a keyed retry with other details is still refused as such, checked above).
+        if let Call::Reserve { section: s, quantity, .. } = &record.call
+            && *quantity > CAPACITIES[*s]
+            && !record.conflicting_retry
+        {
+            prop_assert!(
+                matches!(record.outcome, Outcome::Short(_)),
+                "over-capacity {:?} answered {:?}",
+                record.call,
+                record.outcome
+            );
+            prop_assert_eq!(alone.head_after, alone.head_before, "over-capacity {:?} appended", record.call);
         }
         if let (Call::Reserve { quantity: 0, .. }, Outcome::Refused(error), false) =
             (&record.call, &record.outcome, record.conflicting_retry)

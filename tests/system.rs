@@ -24,6 +24,8 @@ scenarios!(
     last_seat_goes_to_exactly_one_of_many_concurrent_buyers,
     retried_reserve_with_the_same_key_returns_the_original_hold,
     bad_input_gets_a_typed_error_and_appends_nothing,
+    a_request_beyond_the_free_seats_is_recorded_as_compensated,
+    text_the_store_cannot_hold_is_refused_before_anything_is_appended,
     a_restarted_system_expires_holds_taken_before_the_restart,
     cancelling_the_event_refunds_purchases_and_releases_holds,
     two_systems_sharing_a_store_never_oversell,

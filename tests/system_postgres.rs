@@ -31,6 +31,8 @@ scenarios!(
     last_seat_goes_to_exactly_one_of_many_concurrent_buyers,
     retried_reserve_with_the_same_key_returns_the_original_hold,
     bad_input_gets_a_typed_error_and_appends_nothing,
+    a_request_beyond_the_free_seats_is_recorded_as_compensated,
+    text_the_store_cannot_hold_is_refused_before_anything_is_appended,
     a_restarted_system_expires_holds_taken_before_the_restart,
     cancelling_the_event_refunds_purchases_and_releases_holds,
     two_systems_sharing_a_store_never_oversell,
@@ -82,5 +84,28 @@ async fn switching_to_postgres_read_models_folds_the_whole_log() {
     system.settled().await.unwrap();
     assert_eq!(tables(&durable).get_metrics(event).await.unwrap(), Some(expected.clone()));
     assert_eq!(system_support::metrics(&system, event).await, expected);
+    system.shutdown().await;
+}
+
+/// A system built over a schema where `migrate()` never ran refuses to start with a typed error
+/// that says to migrate (instead of failing its first command); once migrated, it builds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn building_on_an_unmigrated_schema_says_to_migrate() {
+    let store = Arc::new(system_support::postgres::unmigrated_store().await);
+    let built = boxoffice::system::TicketingSystem::builder().event_store(store.clone()).build().await;
+    let error = built.err().expect("built on an unmigrated schema");
+    let boxoffice::system::SystemError::NotMigrated { source } = &error else {
+        panic!("expected NotMigrated: {error:?}");
+    };
+    let boxoffice::event_store::EventStoreError::NotMigrated { schema, missing } = source.as_ref() else {
+        panic!("expected the store's NotMigrated: {source:?}");
+    };
+    assert!(schema.starts_with("sys_"), "the configured schema: {schema}");
+    assert_eq!(missing, "events, snapshots, idempotency_keys, checkpoints");
+    assert!(error.to_string().contains("migration"), "{error}");
+    assert!(source.to_string().contains("run migrate()"), "{source}");
+
+    store.migrate().await.unwrap();
+    let system = boxoffice::system::TicketingSystem::builder().event_store(store).build().await.unwrap();
     system.shutdown().await;
 }

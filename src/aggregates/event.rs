@@ -8,7 +8,9 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use smallvec::smallvec;
 
-use crate::domain::{Capacity, EventId, Money, PricingTier, SectionName, TierKind, Venue};
+use crate::domain::{
+    Capacity, DomainError, EventId, Money, PricingTier, SectionName, TierKind, Venue, ensure_storable_text,
+};
 use crate::framework::{Clock, Effect, Effects, Message, MessageKind, Reducer};
 
 /// A section of the event's seating plan and how many seats it has.
@@ -157,6 +159,15 @@ pub enum EventError {
     /// The name is blank.
     #[error("event name must not be blank")]
     BlankName,
+    /// The name or the cancellation reason cannot be stored (it holds a NUL character).
+    #[error("event {event_id}: {source}")]
+    InvalidText {
+        /// The event.
+        event_id: EventId,
+        /// Which text and why.
+        #[source]
+        source: DomainError,
+    },
     /// No sections, or two sections with the same name.
     #[error("event {event_id} needs at least one section and unique section names")]
     InvalidSections {
@@ -431,6 +442,8 @@ fn decide(state: &EventState, command: EventAction, env: &EventEnv) -> Result<Op
         }
         EventAction::CloseSales { .. } => Err(illegal("close sales")),
         EventAction::CancelEvent { reason, .. } if from != EventStatus::Cancelled => {
+            ensure_storable_text("cancellation reason", &reason)
+                .map_err(|source| EventError::InvalidText { event_id, source })?;
             Ok(Some(EventAction::EventCancelled { event_id, reason, cancelled_at: now }))
         }
         _ => Err(illegal("cancel")),
@@ -448,6 +461,7 @@ fn validate_new_event(
     if name.trim().is_empty() {
         return Err(EventError::BlankName);
     }
+    ensure_storable_text("event name", name).map_err(|source| EventError::InvalidText { event_id, source })?;
     if date <= now {
         return Err(EventError::DateInPast { event_id, date });
     }
@@ -651,6 +665,29 @@ mod tests {
         test().given([created(), cancelled])?.when(cancel()).then_rejected("twice", |a| {
             matches!(a, EventAction::Rejected(EventError::IllegalTransition { from: EventStatus::Cancelled, .. }))
         })?;
+        Ok(())
+    }
+
+    #[test]
+    fn text_with_a_nul_character_is_rejected() -> Result<(), ReducerTestError> {
+        let nul_text = |a: &EventAction| {
+            matches!(a, EventAction::Rejected(EventError::InvalidText { source: DomainError::InvalidText { .. }, .. }))
+        };
+        let EventAction::CreateEvent { event_id, venue, date, sections, pricing_tiers, policy, .. } = create() else {
+            unreachable!("create() is a CreateEvent")
+        };
+        let named = EventAction::CreateEvent {
+            event_id,
+            name: "Rust\0Fest".into(),
+            venue,
+            date,
+            sections,
+            pricing_tiers,
+            policy,
+        };
+        test().when(named).then_rejected("nul name", nul_text)?;
+        let cancel = EventAction::CancelEvent { event_id: id(), reason: "storm\0".into() };
+        test().given([created()])?.when(cancel).then_rejected("nul reason", nul_text)?.then_unchanged()?;
         Ok(())
     }
 

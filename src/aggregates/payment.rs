@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use smallvec::{SmallVec, smallvec};
 
-use crate::domain::{DomainError, Money, PaymentId, RefundId, ReservationId};
+use crate::domain::{DomainError, Money, PaymentId, RefundId, ReservationId, ensure_storable_text};
 use crate::framework::{Clock, Effect, Effects, Message, MessageKind, Reducer};
 
 /// What a payment provider answered.
@@ -180,6 +180,15 @@ pub enum PaymentError {
         payment_id: PaymentId,
         /// The refund.
         refund_id: RefundId,
+    },
+    /// A refund's reason cannot be stored (it holds a NUL character).
+    #[error("payment {payment_id}: {source}")]
+    InvalidText {
+        /// The payment.
+        payment_id: PaymentId,
+        /// Which text and why.
+        #[source]
+        source: DomainError,
     },
     /// Money arithmetic failed (overflow, currency mismatch).
     #[error("payment {payment_id}: {source}")]
@@ -464,6 +473,8 @@ fn decide(state: &PaymentState, command: PaymentAction, env: &PaymentEnv) -> Dec
     match command {
         PaymentAction::RecordGatewayOutcome { outcome, .. } => Ok(record_outcome(payment, outcome, now)),
         PaymentAction::RefundPayment { refund_id, amount, reason, .. } => {
+            ensure_storable_text("refund reason", &reason)
+                .map_err(|source| PaymentError::InvalidText { payment_id, source })?;
             if payment.status != PaymentStatus::Succeeded {
                 return Err(PaymentError::NotRefundable { payment_id, status: payment.status });
             }
@@ -846,6 +857,18 @@ mod tests {
         test()
             .when(refund(1, 1))
             .then_rejected("unknown", |a| matches!(a, PaymentAction::Rejected(PaymentError::NotFound { .. })))?;
+        let nul = PaymentAction::RefundPayment {
+            payment_id: pid(),
+            refund_id: refund_id(1),
+            amount: Money::new(1, Currency::EUR),
+            reason: "good\0will".into(),
+        };
+        test().given([processed(1_000), succeeded(1_000)])?.when(nul).then_rejected("nul reason", |a| {
+            matches!(
+                a,
+                PaymentAction::Rejected(PaymentError::InvalidText { source: DomainError::InvalidText { .. }, .. })
+            )
+        })?;
         Ok(())
     }
 

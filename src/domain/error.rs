@@ -63,6 +63,15 @@ pub enum DomainError {
         /// The rejected text.
         value: String,
     },
+    /// Caller-supplied text (a name, a reason, an idempotency key) that not every backend can
+    /// store: it holds a NUL character. Refused before anything is appended.
+    #[error("invalid {field}: {reason}")]
+    InvalidText {
+        /// Which text (`"venue name"`, `"event name"`, `"refund reason"`, `"idempotency key"`).
+        field: Cow<'static, str>,
+        /// Why it was rejected.
+        reason: Cow<'static, str>,
+    },
     /// A sale window does not start before it ends.
     #[error("invalid sale window: starts {starts} is not before ends {ends}")]
     InvalidSaleWindow {

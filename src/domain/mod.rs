@@ -9,6 +9,7 @@ mod money;
 mod pricing_tier;
 mod seat_number;
 mod section_name;
+mod text;
 mod venue;
 
 pub use capacity::Capacity;
@@ -19,4 +20,5 @@ pub use money::Money;
 pub use pricing_tier::{PricingTier, SaleWindow, TierKind};
 pub use seat_number::SeatNumber;
 pub use section_name::SectionName;
+pub use text::ensure_storable_text;
 pub use venue::Venue;

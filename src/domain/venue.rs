@@ -2,9 +2,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{DomainError, VenueId};
+use super::{DomainError, VenueId, ensure_storable_text};
 
-/// A venue: an id and a display name (non-empty, at most 200 bytes).
+/// A venue: an id and a display name (non-empty, at most 200 bytes, no NUL character).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(try_from = "VenueRecord")]
 pub struct Venue {
@@ -22,9 +22,11 @@ impl Venue {
     /// Validates a venue.
     ///
     /// # Errors
-    /// [`DomainError::InvalidVenueName`] for an empty, blank or over-long name.
+    /// [`DomainError::InvalidVenueName`] for an empty, blank or over-long name,
+    /// [`DomainError::InvalidText`] for one with a NUL character.
     pub fn new(id: VenueId, name: impl Into<String>) -> Result<Self, DomainError> {
         let name = name.into();
+        ensure_storable_text("venue name", &name)?;
         if name.trim().is_empty() || name.len() > 200 {
             return Err(DomainError::InvalidVenueName { value: name });
         }
@@ -62,6 +64,7 @@ mod tests {
         let json = serde_json::to_string(&venue).unwrap();
         assert_eq!(serde_json::from_str::<Venue>(&json).unwrap(), venue);
         assert!(Venue::new(VenueId::new_v4(), "  ").is_err());
+        assert!(matches!(Venue::new(VenueId::new_v4(), "Royal\0Hall"), Err(DomainError::InvalidText { .. })));
         let blank = json.replace("Royal Hall", "");
         assert!(serde_json::from_str::<Venue>(&blank).is_err());
     }

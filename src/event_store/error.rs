@@ -93,6 +93,17 @@ pub enum EventStoreError {
     /// are decided again against the reloaded stream.
     #[error("the event store is unavailable")]
     Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The backend's tables are missing: its schema was never migrated (for `PostgreSQL`,
+    /// [`PostgresEventStore::migrate`](super::PostgresEventStore::migrate) was never run on it).
+    /// Handling: run the migration, then start again. Reported by
+    /// [`EventStore::ready`](super::EventStore::ready).
+    #[error("the event store is not migrated: schema {schema} lacks {missing}; run migrate() first")]
+    NotMigrated {
+        /// The schema looked in.
+        schema: String,
+        /// The missing tables, comma-separated.
+        missing: String,
+    },
     /// The store was closed.
     #[error("the event store is closed")]
     Closed,

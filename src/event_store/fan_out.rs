@@ -247,6 +247,10 @@ impl EventStore for FanOutEventStore {
         self.inner.last_committed_position().await
     }
 
+    async fn ready(&self) -> Result<(), EventStoreError> {
+        self.inner.ready().await
+    }
+
     async fn save_snapshot(&self, snapshot: Snapshot) -> Result<(), EventStoreError> {
         self.inner.save_snapshot(snapshot).await
     }

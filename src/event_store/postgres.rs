@@ -42,6 +42,9 @@ use super::{
     PageSource, RetryPolicy, Snapshot, StreamAppend, StreamId, Upcasters, subscription,
 };
 
+/// The tables of the event store's migration, checked by [`EventStore::ready`].
+const REQUIRED_TABLES: [&str; 4] = ["events", "snapshots", "idempotency_keys", "checkpoints"];
+
 const EVENT_COLUMNS: &str =
     "global_position, event_id, stream_id, stream_version, event_type, schema_version, payload, metadata, recorded_at";
 
@@ -946,6 +949,23 @@ impl EventStore for PostgresEventStore {
         .fetch_one(&self.pool)
         .await?;
         Ok(to_u64(head))
+    }
+
+    /// Checks that the event store's tables are visible on the configured `search_path` (the
+    /// schema of [`PostgresConfig::schema`]), without creating anything.
+    async fn ready(&self) -> Result<(), EventStoreError> {
+        let (schema, missing): (Option<String>, Vec<String>) = sqlx::query_as(
+            "SELECT coalesce(current_schema()::text, current_setting('search_path')), \
+             coalesce(array_agg(t ORDER BY n) FILTER (WHERE to_regclass(t) IS NULL), '{}') \
+             FROM unnest($1::text[]) WITH ORDINALITY AS required(t, n)",
+        )
+        .bind(REQUIRED_TABLES.to_vec())
+        .fetch_one(&self.pool)
+        .await?;
+        if missing.is_empty() {
+            return Ok(());
+        }
+        Err(EventStoreError::NotMigrated { schema: schema.unwrap_or_default(), missing: missing.join(", ") })
     }
 
     async fn last_committed_position(&self) -> Result<u64, EventStoreError> {

@@ -122,6 +122,17 @@ pub trait EventStore: Send + Sync + 'static {
         self.head_position().await
     }
 
+    /// Whether the store can serve: a backend that needs a schema checks that it exists. A
+    /// [`TicketingSystem`](crate::system::TicketingSystem) calls it before it starts. The default
+    /// is `Ok`, right for backends that need no preparation (memory).
+    ///
+    /// # Errors
+    /// [`EventStoreError::NotMigrated`] when the backend's tables are missing, or a backend
+    /// failure.
+    async fn ready(&self) -> Result<(), EventStoreError> {
+        Ok(())
+    }
+
     /// Stores `snapshot` unless one with a higher version already exists for its stream.
     ///
     /// # Errors

@@ -33,14 +33,16 @@ pub enum SystemError {
     /// The Payment refused.
     #[error(transparent)]
     Payment(#[from] PaymentError),
-    /// Not enough seats were free when the hold was attempted.
+    /// Not enough seats were free when the hold was attempted, or the request asks for more
+    /// seats than the section has (then refused up front: nothing was recorded).
     #[error("reservation {reservation_id}: requested {requested} seats, {available} available")]
     InsufficientInventory {
-        /// The reservation that could not be filled (it ended Compensated).
+        /// The reservation that could not be filled: it ended Compensated, or, for more seats
+        /// than the section has, it was never recorded.
         reservation_id: ReservationId,
         /// Seats asked for.
         requested: u32,
-        /// Seats free at the time.
+        /// Seats free at the time, or the section's capacity when `requested` exceeds it.
         available: u32,
     },
     /// The payment was declined; the seats were released.
@@ -135,6 +137,18 @@ pub enum SystemError {
         /// Why.
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The event store's schema was never migrated (for `PostgreSQL`,
+    /// [`PostgresEventStore::migrate`](crate::event_store::PostgresEventStore::migrate) was
+    /// never run on it): reported by `build()` instead of failing the first command. Handling:
+    /// run the migration (or build with
+    /// [`TicketingSystem::builder_from_config`](super::TicketingSystem::builder_from_config),
+    /// which migrates), then build again.
+    #[error("the event store is not migrated: run its migration before building the system")]
+    NotMigrated {
+        /// [`EventStoreError::NotMigrated`], naming the schema and the missing tables.
+        #[source]
+        source: Arc<EventStoreError>,
     },
     /// An action that is not a command reached the engine: a bug in the caller.
     #[error("{name} is not a command for an aggregate instance")]

@@ -10,11 +10,13 @@ pub mod payments;
 use std::sync::Arc;
 use std::time::Duration;
 
-use boxoffice::aggregates::{ReservationStatus, Section, TicketingAction};
+use boxoffice::aggregates::{EventError, PaymentError, ReservationStatus, Section, TicketingAction};
 use boxoffice::event_store::{CheckpointStore, EventStore, MemoryCheckpointStore, MemoryEventStore};
 use boxoffice::prelude::*;
 use boxoffice::projections::SalesMetrics;
-use boxoffice::system::{EventSpec, PaymentDetails, ReadModelStorage, ReserveRequest, SystemError, TicketingSystem};
+use boxoffice::system::{
+    EventSpec, PaymentDetails, ReadModelStorage, RefundRequest, ReserveRequest, SystemError, TicketingSystem,
+};
 use chrono::{TimeZone, Utc};
 
 /// Where a scenario's systems keep their log, checkpoints and read models.
@@ -67,6 +69,13 @@ pub mod postgres {
 
     /// An event store (and checkpoint store) in a fresh schema of `DATABASE_URL`'s database.
     pub async fn fresh_store() -> PostgresEventStore {
+        let store = unmigrated_store().await;
+        store.migrate().await.unwrap();
+        store
+    }
+
+    /// A store on a fresh, empty schema of `DATABASE_URL`'s database: `migrate()` not run.
+    pub async fn unmigrated_store() -> PostgresEventStore {
         let url = database_url();
         let schema = format!("sys_{}", uuid::Uuid::new_v4().simple());
         let mut admin =
@@ -74,11 +83,9 @@ pub mod postgres {
         admin.execute(format!("CREATE SCHEMA {schema}").as_str()).await.unwrap();
         admin.close().await.unwrap();
         let config = PostgresConfig { schema: Some(schema), max_connections: 8, ..PostgresConfig::default() };
-        let store = PostgresEventStore::connect(&url, config)
+        PostgresEventStore::connect(&url, config)
             .await
-            .unwrap_or_else(|e| panic!("cannot connect to DATABASE_URL ({url}): {e}"));
-        store.migrate().await.unwrap();
-        store
+            .unwrap_or_else(|e| panic!("cannot connect to DATABASE_URL ({url}): {e}"))
     }
 }
 
@@ -248,17 +255,89 @@ pub async fn bad_input_gets_a_typed_error_and_appends_nothing(backend: Backend) 
     assert!(matches!(zero, Err(SystemError::Reservation(_))), "{zero:?}");
     let unknown_section = f.system.reserve(request(&f, "Balcony", 1)).await;
     assert!(matches!(unknown_section, Err(SystemError::Event(_))), "{unknown_section:?}");
+    // More seats than the section has can never be held: refused up front, nothing recorded.
     let too_many = f.system.reserve(request(&f, "Stalls", 11)).await;
-    assert!(matches!(too_many, Err(SystemError::InsufficientInventory { .. })), "{too_many:?}");
+    assert!(
+        matches!(too_many, Err(SystemError::InsufficientInventory { requested: 11, available: 10, .. })),
+        "{too_many:?}"
+    );
+    let mut keyed = request(&f, "Stalls", 11);
+    keyed.idempotency_key = Some("too-many".into());
+    let keyed_too_many = f.system.reserve(keyed).await;
+    assert!(matches!(keyed_too_many, Err(SystemError::InsufficientInventory { .. })), "{keyed_too_many:?}");
     let not_open = f.system.publish_event(f.event).await;
     assert!(matches!(not_open, Err(SystemError::Event(_))), "{not_open:?}");
     let ghost = f.system.cancel_reservation(ReservationId::new_v4()).await;
     assert!(matches!(ghost, Err(SystemError::Reservation(_))), "{ghost:?}");
     f.system.settled().await.unwrap();
-    // Only the over-sized request wrote anything: its reservation, which ended Compensated.
     let after: Vec<_> = f.storage.store.read_all(head, 100).await.unwrap();
-    assert!(after.iter().all(|e| e.stream_id.as_str().starts_with("reservation-")), "{after:?}");
+    assert!(after.is_empty(), "bad input appended {after:?}");
+    assert_eq!(f.storage.store.head_position().await.unwrap(), head);
     assert_eq!(available(&f, "Stalls").await, 10);
+}
+
+/// A request that fits the section but not what is free right now goes through the saga: its
+/// reservation is recorded and ends Compensated (the record of losing the race for the seats).
+pub async fn a_request_beyond_the_free_seats_is_recorded_as_compensated(backend: Backend) {
+    let f = on_sale(backend, &[("Stalls", 10)]).await;
+    f.system.reserve(request(&f, "Stalls", 8)).await.unwrap();
+    f.system.settled().await.unwrap();
+    let head = f.storage.store.head_position().await.unwrap();
+    let short = f.system.reserve(request(&f, "Stalls", 5)).await;
+    let Err(SystemError::InsufficientInventory { reservation_id, requested: 5, available: 2 }) = short else {
+        panic!("expected InsufficientInventory (5 asked, 2 free): {short:?}");
+    };
+    f.system.settled().await.unwrap();
+    assert_eq!(f.system.reservation(reservation_id).await.unwrap().status, ReservationStatus::Compensated);
+    let after = f.storage.store.read_all(head, 100).await.unwrap();
+    assert!(!after.is_empty() && after.iter().all(|e| e.stream_id.as_str().starts_with("reservation-")), "{after:?}");
+    assert_eq!(available(&f, "Stalls").await, 2);
+}
+
+/// Text with a NUL character (which `PostgreSQL` cannot store) is refused with a typed error
+/// before anything is appended, on every backend alike: names, reasons and idempotency keys.
+pub async fn text_the_store_cannot_hold_is_refused_before_anything_is_appended(backend: Backend) {
+    let f = on_sale(backend, &[("Stalls", 10)]).await;
+    let paid = f.system.reserve(request(&f, "Stalls", 2)).await.unwrap();
+    f.system.pay(paid.reservation_id, card()).await.unwrap();
+    f.system.settled().await.unwrap();
+    let head = f.storage.store.head_position().await.unwrap();
+
+    let venue = Venue::new(VenueId::new_v4(), "Royal\0Hall");
+    assert!(matches!(venue, Err(DomainError::InvalidText { .. })), "{venue:?}");
+    let section = SectionName::new("Stalls\0");
+    assert!(matches!(section, Err(DomainError::InvalidSectionName { .. })), "{section:?}");
+
+    let mut named = spec(&f.clock, &[("Stalls", 10)]);
+    named.name = "Rust\0Fest".into();
+    let created = f.system.create_event(named).await;
+    assert!(matches!(created, Err(SystemError::Event(EventError::InvalidText { .. }))), "{created:?}");
+
+    let cancelled = f.system.cancel_event(f.event, "storm\0").await;
+    assert!(matches!(cancelled, Err(SystemError::Event(EventError::InvalidText { .. }))), "{cancelled:?}");
+
+    let mut keyed = request(&f, "Stalls", 1);
+    keyed.idempotency_key = Some("checkout\0-1".into());
+    let reserved = f.system.reserve(keyed).await;
+    assert!(matches!(reserved, Err(SystemError::Invalid(DomainError::InvalidText { .. }))), "{reserved:?}");
+
+    let refund = |reason: &str, key: Option<&str>| RefundRequest {
+        reservation_id: paid.reservation_id,
+        amount: None,
+        reason: reason.into(),
+        idempotency_key: key.map(Into::into),
+    };
+    let bad_reason = f.system.refund(refund("good\0will", None)).await;
+    assert!(matches!(bad_reason, Err(SystemError::Payment(PaymentError::InvalidText { .. }))), "{bad_reason:?}");
+    let bad_key = f.system.refund(refund("goodwill", Some("refund\0-1"))).await;
+    assert!(matches!(bad_key, Err(SystemError::Invalid(DomainError::InvalidText { .. }))), "{bad_key:?}");
+
+    f.system.settled().await.unwrap();
+    assert_eq!(f.storage.store.head_position().await.unwrap(), head, "refused text appended something");
+    // Nothing was changed: the event is still on sale and the purchase still fully refundable.
+    f.system.reserve(request(&f, "Stalls", 1)).await.unwrap();
+    let refunded = f.system.refund(refund("goodwill", Some("refund-1"))).await.unwrap();
+    assert_eq!(refunded.amount, paid.total);
 }
 
 pub async fn a_restarted_system_expires_holds_taken_before_the_restart(backend: Backend) {

@@ -13,7 +13,7 @@ use crate::aggregates::{
     ReservationError, ReservationStatus, SalesPolicy, TicketingAction, event_stream, payment_stream,
     reservation_stream,
 };
-use crate::domain::{EventId, Money, PaymentId, RefundId, ReservationId, SectionName};
+use crate::domain::{EventId, Money, PaymentId, RefundId, ReservationId, SectionName, ensure_storable_text};
 use crate::event_bus::RelayHandle;
 use crate::event_store::EventStore;
 use crate::event_store::FollowStatus;
@@ -392,7 +392,7 @@ impl TicketingSystem {
     /// The price of a seat in `section` now, if the event is on sale. The cached state is
     /// enough to sell; a refusal is checked against the store first, because another process may
     /// have opened the sales.
-    async fn price(&self, event_id: EventId, section: &SectionName) -> Result<(Money, SalesPolicy), SystemError> {
+    async fn price(&self, event_id: EventId, section: &SectionName) -> Result<Priced, SystemError> {
         let stream = event_stream(event_id)?;
         let now = self.inner.clock.now();
         for fresh in [false, true] {
@@ -404,7 +404,8 @@ impl TicketingSystem {
                 .read(&stream, fresh, move |event| {
                     event.filter(|e| e.is_on_sale()).map(|e| {
                         let policy = e.details.as_ref().map(|d| d.policy).unwrap_or_default();
-                        e.price_at(&wanted, now).map(|price| (price, policy))
+                        let capacity = e.section(&wanted).map(|s| s.capacity.get());
+                        e.price_at(&wanted, now).map(|unit_price| Priced { unit_price, policy, capacity })
                     })
                 })
                 .await
@@ -419,7 +420,8 @@ impl TicketingSystem {
     /// Creates an event in Draft with its sections' inventories.
     ///
     /// # Errors
-    /// [`SystemError::Event`] for invalid details (blank name, no sections, bad tiers, past date).
+    /// [`SystemError::Event`] for invalid details (blank name or one with a NUL character, no
+    /// sections, bad tiers, past date).
     pub async fn create_event(&self, spec: EventSpec) -> Result<EventId, SystemError> {
         let event_id = EventId::new_v4();
         self.command_and_follow_ups(TicketingAction::Event(spec.into_command(event_id))).await?;
@@ -454,7 +456,8 @@ impl TicketingSystem {
     /// purchase is refunded in full.
     ///
     /// # Errors
-    /// As [`TicketingSystem::publish_event`].
+    /// As [`TicketingSystem::publish_event`]; [`SystemError::Event`] also for a reason with a NUL
+    /// character.
     pub async fn cancel_event(&self, event_id: EventId, reason: impl Into<String>) -> Result<(), SystemError> {
         let cancel = EventAction::CancelEvent { event_id, reason: reason.into() };
         self.command_and_follow_ups(TicketingAction::Event(cancel)).await
@@ -462,17 +465,40 @@ impl TicketingSystem {
 
     /// Holds `quantity` seats for the customer and returns them with the hold deadline.
     ///
+    /// A request for more seats than the section has can never be filled: it is refused up
+    /// front and nothing is recorded. A request that fits the section but not the seats free
+    /// right now goes through the saga: its reservation is recorded, finds too few seats and
+    /// ends `Compensated` (those two events are the record of losing the race for the seats).
+    ///
     /// # Errors
-    /// [`SystemError::InsufficientInventory`] when the section cannot fill the request,
+    /// [`SystemError::InsufficientInventory`] when the section cannot fill the request: with
+    /// `available` the seats free when the hold was attempted, or, for more seats than the
+    /// section has, with `available` its capacity and a `reservation_id` that was never
+    /// recorded; [`SystemError::Invalid`] for an idempotency key with a NUL character;
     /// [`SystemError::Reservation`] when the event is not on sale or the request is invalid,
     /// [`SystemError::Timeout`] when the saga did not answer in time.
     pub async fn reserve(&self, request: ReserveRequest) -> Result<HeldSeats, SystemError> {
-        let (unit_price, policy) = self.price(request.event_id, &request.section).await?;
+        if let Some(key) = &request.idempotency_key {
+            ensure_storable_text("idempotency key", key)?;
+        }
+        let Priced { unit_price, policy, capacity } = self.price(request.event_id, &request.section).await?;
         let event_id = request.event_id;
         let reservation_id = match &request.idempotency_key {
             Some(key) => ReservationId::for_idempotency_key(request.customer_id, key),
             None => ReservationId::new_v4(),
         };
+        if let Some(capacity) = capacity.filter(|capacity| request.quantity > *capacity) {
+            // A keyed request whose reservation exists is a retry: it answers as the original did
+            // (or as a reuse of the key with other details).
+            let retry = request.idempotency_key.is_some() && self.reservation(reservation_id).await.is_ok();
+            if !retry {
+                return Err(SystemError::InsufficientInventory {
+                    reservation_id,
+                    requested: request.quantity,
+                    available: capacity,
+                });
+            }
+        }
         let context = self.context();
         let mut waiter = self.inner.watch.watch(reservation_id);
         let initiate = ReservationAction::InitiateReservation {
@@ -620,10 +646,15 @@ impl TicketingSystem {
     /// by reconciliation until it answers).
     ///
     /// # Errors
+    /// [`SystemError::Invalid`] for an idempotency key with a NUL character,
     /// [`SystemError::UnknownReservation`] when nothing was paid, [`SystemError::Payment`] for a
-    /// refund above what is left, of nothing, or of another amount under a used key.
+    /// refund above what is left, of nothing, of another amount under a used key, or with a
+    /// reason holding a NUL character.
     pub async fn refund(&self, request: RefundRequest) -> Result<RefundRecord, SystemError> {
         let RefundRequest { reservation_id, amount, reason, idempotency_key } = request;
+        if let Some(key) = &idempotency_key {
+            ensure_storable_text("idempotency key", key)?;
+        }
         let payment_id = PaymentId::for_reservation(reservation_id);
         let payment =
             self.payment_fresh(reservation_id).await?.ok_or(SystemError::UnknownReservation { reservation_id })?;
@@ -838,6 +869,16 @@ impl TicketingSystem {
             models.stop().await;
         }
     }
+}
+
+/// What [`TicketingSystem::reserve`] needs to know of the event on sale.
+struct Priced {
+    /// The price of one seat now.
+    unit_price: Money,
+    /// The event's sales rules.
+    policy: SalesPolicy,
+    /// The section's number of seats (`None`: the event has no such section).
+    capacity: Option<u32>,
 }
 
 fn lift_event_error(error: CommandError<EventAction>) -> SystemError {

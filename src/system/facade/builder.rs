@@ -9,7 +9,9 @@ use tokio::sync::watch;
 use super::api::{Inner, TicketingSystem, sweep_expired};
 use crate::aggregates::{EventEnv, InventoryEnv, PaymentEnv, ReservationEnv, TicketingEnv};
 use crate::event_bus::{EventBus, OutboxRelay, RelayConfig, TopicRouter};
-use crate::event_store::{CheckpointStore, EventStore, FanOutEventStore, MemoryCheckpointStore, MemoryEventStore};
+use crate::event_store::{
+    CheckpointStore, EventStore, EventStoreError, FanOutEventStore, MemoryCheckpointStore, MemoryEventStore,
+};
 use crate::framework::{Clock, SystemClock};
 use crate::system::commands::{CommandRouter, EngineConfig};
 use crate::system::expiry::ExpiryIndex;
@@ -147,9 +149,18 @@ impl TicketingSystemBuilder {
     /// a tokio runtime.
     ///
     /// # Errors
-    /// [`SystemError::Projection`] when a read model cannot start.
+    /// [`SystemError::NotMigrated`] when the event store's schema was never migrated,
+    /// [`SystemError::Storage`] when the store cannot be reached, [`SystemError::Projection`]
+    /// when a read model cannot start.
     pub async fn build(self) -> Result<TicketingSystem, SystemError> {
         let store = self.event_store.unwrap_or_else(|| Arc::new(MemoryEventStore::new()));
+        match store.ready().await {
+            Ok(()) => {}
+            Err(error @ EventStoreError::NotMigrated { .. }) => {
+                return Err(SystemError::NotMigrated { source: Arc::new(error) });
+            }
+            Err(error) => return Err(error.into()),
+        }
         // The follower, the read models and the relay all follow the log: one subscription to
         // the store serves them all.
         let store: Arc<dyn EventStore> = Arc::new(FanOutEventStore::new(store, SHARED_TAIL));

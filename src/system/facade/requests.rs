@@ -11,7 +11,7 @@ use crate::domain::{CustomerId, EventId, Money, PaymentId, PricingTier, Reservat
 /// What [`TicketingSystem::create_event`] needs.
 #[derive(Debug, Clone)]
 pub struct EventSpec {
-    /// Display name.
+    /// Display name (not blank, no NUL character).
     pub name: String,
     /// Where it happens.
     pub venue: Venue,
@@ -54,7 +54,8 @@ pub struct ReserveRequest {
     /// Who buys.
     pub customer_id: CustomerId,
     /// Makes retries safe: the same customer and key always address the same reservation, so a
-    /// retried call returns the original outcome and never holds seats twice.
+    /// retried call returns the original outcome and never holds seats twice. A key with a NUL
+    /// character is refused.
     pub idempotency_key: Option<String>,
 }
 
@@ -101,9 +102,10 @@ pub struct RefundRequest {
     pub reservation_id: ReservationId,
     /// How much to give back; `None` for all that is left.
     pub amount: Option<Money>,
-    /// Why (kept in the log).
+    /// Why (kept in the log; a NUL character is refused).
     pub reason: String,
     /// The caller's key for this refund: asked for again with the same key (a retry, another
-    /// process), it is the same refund and the money goes back once. `None`: a new refund.
+    /// process), it is the same refund and the money goes back once. `None`: a new refund. A key
+    /// with a NUL character is refused.
     pub idempotency_key: Option<String>,
 }
