@@ -83,6 +83,7 @@ async fn system_on(url: &str, hold: Duration) -> TicketingSystem {
     let config = SystemConfig {
         database_url: Some(url.to_owned()),
         database_max_connections: 8,
+        database_schema: None,
         kafka_brokers: None,
         consumer_group: None,
         hold_duration: hold,
@@ -466,6 +467,7 @@ async fn charges_of_a_process_killed_mid_call_are_reconciled() {
     let config = SystemConfig {
         database_url: Some(url.clone()),
         database_max_connections: 8,
+        database_schema: None,
         kafka_brokers: None,
         consumer_group: None,
         hold_duration: Duration::from_secs(60),

@@ -36,8 +36,8 @@ const PAGE: usize = 1_000;
 pub struct FanOutEventStore {
     inner: Arc<dyn EventStore>,
     hub: Arc<Hub>,
-    /// Stops the pump when the last handle goes away.
-    _stop: Arc<StopOnDrop>,
+    /// Stops the pump when the last handle goes away (or at [`stop`](Self::stop)).
+    stop: Arc<StopOnDrop>,
 }
 
 impl std::fmt::Debug for FanOutEventStore {
@@ -85,7 +85,26 @@ impl FanOutEventStore {
             stop: stopped,
             status: watch::Sender::new(FollowStatus::default()),
         };
-        Self { inner, hub: Arc::new(hub), _stop: Arc::new(StopOnDrop(stop)) }
+        Self { inner, hub: Arc::new(hub), stop: Arc::new(StopOnDrop(stop)) }
+    }
+
+    /// Stops the pump now, for every handle, and waits until it has ended and dropped its
+    /// subscription to the wrapped store (on `PostgreSQL`, that subscription's `LISTEN`
+    /// connection). Live subscriptions then end with [`EventStoreError::Closed`]; writes and point
+    /// reads still go through. Idempotent. Without it the pump runs until the last handle is
+    /// dropped.
+    pub async fn stop(&self) {
+        self.stop.0.send_replace(true);
+        if self.hub.pump.get().is_none() {
+            // Never started; one starting now sees the stop at once.
+            return;
+        }
+        let mut changes = self.hub.changed.subscribe();
+        while !self.hub.tail().closed {
+            if changes.changed().await.is_err() {
+                return;
+            }
+        }
     }
 
     /// How the pump that fills the shared tail is doing (its position, retries and errors).

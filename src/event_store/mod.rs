@@ -45,3 +45,13 @@ pub use store::EventStore;
 pub use stream_id::StreamId;
 pub(crate) use subscription::{PageSource, subscription};
 pub use upcaster::Upcasters;
+
+/// Whether `name` is a plain lower-case SQL identifier (a letter or `_`, then letters, digits or
+/// `_`, at most 63 bytes): safe to splice into a statement unquoted, and the same name unquoted
+/// and quoted.
+pub(crate) fn is_plain_identifier(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars.next().is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && name.len() <= 63
+}

@@ -39,7 +39,7 @@ use uuid::Uuid;
 use super::group_commit::{AppendEach, GroupCommit};
 use super::{
     AppendResult, CheckpointStore, Envelope, EventStore, EventStoreError, ExpectedVersion, Metadata, NewEvent,
-    PageSource, RetryPolicy, Snapshot, StreamAppend, StreamId, Upcasters, subscription,
+    PageSource, RetryPolicy, Snapshot, StreamAppend, StreamId, Upcasters, is_plain_identifier, subscription,
 };
 
 /// The tables of the event store's migration, checked by [`EventStore::ready`].
@@ -53,6 +53,10 @@ const EVENT_COLUMNS: &str =
 /// appenders spread out, and bounded (8 attempts in all) before the error is returned.
 const APPEND_RETRY: RetryPolicy =
     RetryPolicy { min_delay: Duration::from_millis(1), max_delay: Duration::from_millis(50), max_attempts: Some(7) };
+
+/// Most extra passes [`PostgresEventStore::close`] makes, 10 ms apart, for connections sqlx's
+/// `close` missed.
+const CLOSE_PASSES: u32 = 100;
 
 /// Connection and behaviour settings of a [`PostgresEventStore`].
 ///
@@ -77,7 +81,9 @@ pub struct PostgresConfig {
     pub test_before_acquire: bool,
     /// Server-side `statement_timeout` for every connection, if any.
     pub statement_timeout: Option<Duration>,
-    /// Schema holding the tables (set as `search_path`); `None` uses the server default.
+    /// Schema holding the tables and the crate's migration history (set as the only schema of
+    /// the `search_path` by [`connect`](PostgresEventStore::connect); created by
+    /// [`migrate`](PostgresEventStore::migrate) if missing); `None` uses the server default.
     /// Must be a plain lower-case identifier.
     pub schema: Option<String>,
     /// Events fetched per query by subscriptions.
@@ -207,15 +213,50 @@ impl PostgresEventStore {
 
     /// Applies the embedded migrations in `migrations/` (idempotent).
     ///
+    /// With [`PostgresConfig::schema`] set, the schema is created first if it does not exist, and
+    /// everything lands in it: the tables, the functions and sqlx's `_sqlx_migrations`
+    /// bookkeeping table (sqlx creates it unqualified, so in the first schema of the
+    /// `search_path`, which [`connect`](Self::connect) sets to that schema alone). An application
+    /// sharing the database keeps its own sqlx migration history in its own schema, and neither
+    /// migrator sees the other's rows: **this is the supported way to embed boxoffice**. (With
+    /// [`from_pool`](Self::from_pool) the pool's own `search_path` decides where everything goes;
+    /// the schema named in the configuration is only created.)
+    ///
+    /// Without a schema, the crate's rows share the default schema's `_sqlx_migrations` with any
+    /// other migration history there. Rows the crate does not know are ignored
+    /// ([`Migrator::set_ignore_missing`](sqlx::migrate::Migrator::set_ignore_missing)), so an
+    /// application's history does not stop this; but the application's own migrator then sees
+    /// the crate's rows and needs `set_ignore_missing(true)` too, and a version number both use
+    /// makes the checksums clash ([`MigrateError::VersionMismatch`](sqlx::migrate::MigrateError)).
+    /// The ignoring also means an older boxoffice runs against a schema migrated by a newer one
+    /// without complaint.
+    ///
     /// # Errors
-    /// [`EventStoreError::Migration`] when a migration fails.
+    /// [`EventStoreError::Database`] when the schema name is invalid or the schema cannot be
+    /// created; [`EventStoreError::Migration`] when a migration fails.
     pub async fn migrate(&self) -> Result<(), EventStoreError> {
-        sqlx::migrate!("./migrations").run(&self.pool).await.map_err(EventStoreError::Migration)
+        if let Some(schema) = &self.config.schema {
+            create_schema(&self.pool, schema).await?;
+        }
+        let mut migrator = sqlx::migrate!("./migrations");
+        migrator.set_ignore_missing(true);
+        migrator.run(&self.pool).await.map_err(EventStoreError::Migration)
     }
 
-    /// Closes the pool; later calls fail with [`EventStoreError::Closed`].
+    /// Closes the pool; later calls fail with [`EventStoreError::Closed`]. Waits until every
+    /// pooled connection is closed (connections in use are closed as they are returned).
     pub async fn close(&self) {
         self.pool.close().await;
+        // sqlx's `close` can return while a connection dropped just before is still on its way
+        // back to the pool (that happens in a spawned task): it would then stay open, idle, until
+        // the last handle to the pool is dropped. Further passes close it once it is back.
+        for _ in 0..CLOSE_PASSES {
+            if self.pool.size() == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            self.pool.close().await;
+        }
     }
 
     /// Runs `appends` inside a transaction the caller opened on `connection`, so events can be
@@ -771,11 +812,18 @@ fn to_u64(value: i64) -> u64 {
     u64::try_from(value).unwrap_or(0)
 }
 
-fn is_plain_identifier(name: &str) -> bool {
-    let mut chars = name.chars();
-    chars.next().is_some_and(|c| c.is_ascii_lowercase() || c == '_')
-        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
-        && name.len() <= 63
+/// `CREATE SCHEMA IF NOT EXISTS schema`. Two processes doing it at once can still collide in the
+/// catalog (a unique violation, or `duplicate_schema`): the schema exists then, which is all
+/// that was asked.
+async fn create_schema(pool: &PgPool, schema: &str) -> Result<(), EventStoreError> {
+    if !is_plain_identifier(schema) {
+        return Err(sqlx::Error::Configuration(format!("invalid schema name {schema:?}").into()).into());
+    }
+    match pool.execute(format!("CREATE SCHEMA IF NOT EXISTS {schema}").as_str()).await {
+        Ok(_) => Ok(()),
+        Err(sqlx::Error::Database(error)) if matches!(error.code().as_deref(), Some("23505" | "42P06")) => Ok(()),
+        Err(error) => Err(error.into()),
+    }
 }
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;

@@ -6,6 +6,7 @@ use std::time::Duration;
 use secrecy::SecretString;
 
 use super::SystemError;
+use crate::event_store::is_plain_identifier;
 
 /// The payment provider `PAYMENT_GATEWAY` names. There is no default: a system that takes
 /// money must say which provider takes it.
@@ -52,6 +53,13 @@ pub struct SystemConfig {
     pub database_url: Option<String>,
     /// `DATABASE_MAX_CONNECTIONS`: pool size (default 10).
     pub database_max_connections: u32,
+    /// `DATABASE_SCHEMA`: the schema holding every boxoffice table (events, snapshots,
+    /// checkpoints, read models, bus deduplication) and the crate's own sqlx migration history,
+    /// created if missing. A plain lower-case identifier (`[a-z_][a-z0-9_]*`, at most 63 bytes).
+    /// `None` uses the server's default `search_path` (normally `public`); set it when the
+    /// database also holds an application's tables or its own sqlx migrations (see
+    /// `PostgresEventStore::migrate`, feature `postgres`).
+    pub database_schema: Option<String>,
     /// `KAFKA_BROKERS` (or `REDPANDA_BROKERS`): bootstrap servers of the bus the system's outbox
     /// relay publishes to.
     pub kafka_brokers: Option<String>,
@@ -68,8 +76,9 @@ impl SystemConfig {
     /// Reads the process environment.
     ///
     /// # Errors
-    /// [`SystemError::Config`] when a numeric variable does not parse, `PAYMENT_GATEWAY` names no
-    /// known gateway, or `stripe` comes without `STRIPE_SECRET_KEY`.
+    /// [`SystemError::Config`] when a numeric variable does not parse, `DATABASE_SCHEMA` is not a
+    /// plain lower-case identifier, `PAYMENT_GATEWAY` names no known gateway, or `stripe` comes
+    /// without `STRIPE_SECRET_KEY`.
     pub fn from_env() -> Result<Self, SystemError> {
         Self::from_lookup(|name| std::env::var(name).ok())
     }
@@ -91,6 +100,16 @@ impl SystemConfig {
         let database_max_connections = u32::try_from(max_connections).ok().filter(|n| *n > 0).ok_or_else(|| {
             SystemError::Config { reason: format!("DATABASE_MAX_CONNECTIONS={max_connections} is out of range") }
         })?;
+        let database_schema = set("DATABASE_SCHEMA");
+        if let Some(schema) = &database_schema
+            && !is_plain_identifier(schema)
+        {
+            return Err(SystemError::Config {
+                reason: format!(
+                    "DATABASE_SCHEMA={schema:?} is not a plain lower-case identifier ([a-z_][a-z0-9_]*, at most 63 bytes)"
+                ),
+            });
+        }
         let payment_gateway = match set("PAYMENT_GATEWAY").as_deref() {
             None => None,
             Some("simulated") => Some(GatewayChoice::Simulated),
@@ -110,6 +129,7 @@ impl SystemConfig {
             payment_gateway,
             database_url: set("DATABASE_URL"),
             database_max_connections,
+            database_schema,
             kafka_brokers: set("KAFKA_BROKERS").or_else(|| set("REDPANDA_BROKERS")),
             consumer_group: set("CONSUMER_GROUP"),
             hold_duration: Duration::from_secs(number("HOLD_DURATION_SECS", DEFAULT_HOLD_SECS)?),
@@ -138,6 +158,27 @@ mod tests {
         assert!(matches!(bad, Err(SystemError::Config { reason: message }) if message.contains("HOLD_DURATION_SECS")));
         let zero = SystemConfig::from_lookup(|name| (name == "DATABASE_MAX_CONNECTIONS").then(|| "0".into()));
         assert!(matches!(zero, Err(SystemError::Config { .. })));
+    }
+
+    #[test]
+    fn database_schema_must_be_a_plain_lower_case_identifier() {
+        let schema = |value: &'static str| {
+            SystemConfig::from_lookup(move |name| (name == "DATABASE_SCHEMA").then(|| value.into()))
+        };
+        assert_eq!(SystemConfig::from_lookup(|_| None).unwrap().database_schema, None);
+        assert_eq!(schema("  ").unwrap().database_schema, None, "blank is unset");
+        assert_eq!(schema("boxoffice").unwrap().database_schema.as_deref(), Some("boxoffice"));
+        assert_eq!(schema(" _tickets_2 ").unwrap().database_schema.as_deref(), Some("_tickets_2"));
+        let long = "a".repeat(64);
+        let long: &'static str = Box::leak(long.into_boxed_str());
+        for bad in
+            ["Boxoffice", "box-office", "2boxoffice", "box office", "public; drop table events", "\"bx\"", "bx.x", long]
+        {
+            assert!(
+                matches!(schema(bad), Err(SystemError::Config { reason }) if reason.contains("DATABASE_SCHEMA")),
+                "{bad:?} is refused"
+            );
+        }
     }
 
     #[test]

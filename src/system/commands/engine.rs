@@ -279,6 +279,13 @@ impl<R: Aggregate> Engine<R> {
         let _ = self.inner.snapshots_in_flight.subscribe().wait_for(|n| *n == 0).await;
     }
 
+    /// Lets every stream worker finish what it has queued and end, releasing its hold on the
+    /// store at once instead of after [`EngineConfig::idle_timeout`]. A later command starts a
+    /// fresh worker.
+    pub(crate) fn retire_workers(&self) {
+        self.inner.workers.lock().unwrap_or_else(PoisonError::into_inner).1.clear();
+    }
+
     fn enqueue(&self, stream: &StreamId, job: Job<R>) {
         let mut guard = self.inner.workers.lock().unwrap_or_else(PoisonError::into_inner);
         let (next_id, workers) = &mut *guard;

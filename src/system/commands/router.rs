@@ -59,6 +59,14 @@ impl CommandRouter {
         }
     }
 
+    /// Ends every stream worker once its queue is empty (see `Engine::retire_workers`).
+    pub(crate) fn retire_workers(&self) {
+        self.events.retire_workers();
+        self.inventories.retire_workers();
+        self.reservations.retire_workers();
+        self.payments.retire_workers();
+    }
+
     /// Waits until every background snapshot has been written.
     pub(crate) async fn snapshots_written(&self) {
         self.events.snapshots_written().await;

@@ -15,9 +15,9 @@ use crate::aggregates::{
 };
 use crate::domain::{EventId, Money, PaymentId, RefundId, ReservationId, SectionName, ensure_storable_text};
 use crate::event_bus::RelayHandle;
-use crate::event_store::EventStore;
 use crate::event_store::FollowStatus;
 use crate::event_store::RetryPolicy;
+use crate::event_store::{EventStore, FanOutEventStore};
 use crate::framework::Clock;
 use crate::projections::{
     AvailableSeatsProjection, AvailableSeatsQueries, CustomerHistoryProjection, CustomerHistoryQueries,
@@ -179,6 +179,11 @@ pub struct TicketingSystem {
 
 pub(super) struct Inner {
     pub(super) store: Arc<dyn EventStore>,
+    /// The same store as `store`: its shared subscription ends at shutdown.
+    pub(super) fan_out: FanOutEventStore,
+    /// The store the system connected itself (from its configuration), closed at shutdown.
+    #[cfg(feature = "postgres")]
+    pub(super) owned_store: Option<crate::event_store::PostgresEventStore>,
     pub(super) router: CommandRouter,
     pub(super) saga: Saga,
     pub(super) vault: TokenVault,
@@ -298,7 +303,10 @@ impl TicketingSystem {
     /// [`PostgresEventStore`](crate::event_store::PostgresEventStore) (schema migrated) serves as
     /// event store and checkpoint store and the read models live in its database
     /// ([`ReadModelStorage::Postgres`], so a restart resumes them instead of replaying the whole
-    /// log); otherwise everything is in memory. The payment gateway is the one `PAYMENT_GATEWAY`
+    /// log); otherwise everything is in memory. With `DATABASE_SCHEMA` set, every boxoffice table
+    /// and the crate's migration history live in that schema, created if missing (see
+    /// [`SystemConfig::database_schema`]). The system owns the pool it connects here:
+    /// [`TicketingSystem::shutdown`] closes it. The payment gateway is the one `PAYMENT_GATEWAY`
     /// names; there is no default. Callers may still override the clock, the payment gateway or
     /// the read model storage before `build()`.
     ///
@@ -320,8 +328,11 @@ impl TicketingSystem {
         #[cfg(feature = "postgres")]
         {
             use crate::event_store::{PostgresConfig, PostgresEventStore};
-            let postgres =
-                PostgresConfig { max_connections: config.database_max_connections, ..PostgresConfig::default() };
+            let postgres = PostgresConfig {
+                max_connections: config.database_max_connections,
+                schema: config.database_schema.clone(),
+                ..PostgresConfig::default()
+            };
             let store = PostgresEventStore::connect(url, postgres)
                 .await
                 .map_err(|source| SystemError::Unreachable { what: "DATABASE_URL", source: Box::new(source) })?;
@@ -330,8 +341,10 @@ impl TicketingSystem {
                 source: Box::new(source),
             })?;
             let read_models = crate::projections::PostgresReadModels::new(store.pool().clone());
+            let owned = store.clone();
             let store = Arc::new(store);
             Ok(builder
+                .owning(owned)
                 .event_store(Arc::clone(&store) as Arc<dyn EventStore>)
                 .checkpoints(store)
                 .read_models(crate::system::ReadModelStorage::Postgres(read_models)))
@@ -837,6 +850,13 @@ impl TicketingSystem {
     /// seats returned), then stops the follower, the sweeper, the read models and the relay.
     /// Waits at most the reply timeout for the steps: whatever is left then (the store is down)
     /// stays durable in the log, and the next process carries it out from the checkpoint.
+    ///
+    /// Then it releases the database: the system's shared subscription to the store ends (on
+    /// `PostgreSQL` its dedicated `LISTEN` connection closes), and when the system connected the
+    /// store itself ([`TicketingSystem::builder_from_config`] with `DATABASE_URL`) its pool is
+    /// closed, so no connection the system opened stays open; calls made afterwards fail. A store
+    /// passed to [`TicketingSystemBuilder::event_store`] belongs to the caller and stays open
+    /// (close it with its own `close`).
     pub async fn shutdown(&self) {
         let drained = async {
             loop {
@@ -857,6 +877,7 @@ impl TicketingSystem {
                 tracing::error!(%error, "a background task of the system failed");
             }
         }
+        self.inner.router.retire_workers();
         self.inner.router.snapshots_written().await;
         let relay = self.inner.relay.lock().unwrap_or_else(PoisonError::into_inner).take();
         if let Some(relay) = relay
@@ -867,6 +888,12 @@ impl TicketingSystem {
         let models = self.inner.read_models.lock().unwrap_or_else(PoisonError::into_inner).take();
         if let Some(models) = models {
             models.stop().await;
+        }
+        // The shared subscription to the store, and with it (on PostgreSQL) its LISTEN connection.
+        self.inner.fan_out.stop().await;
+        #[cfg(feature = "postgres")]
+        if let Some(store) = &self.inner.owned_store {
+            store.close().await;
         }
     }
 }

@@ -40,6 +40,10 @@ pub struct TicketingSystemBuilder {
     checkpoint_name: String,
     event_bus: Option<(Arc<dyn EventBus>, TopicRouter)>,
     read_models: ReadModelStorage,
+    /// The store [`TicketingSystem::builder_from_config`] connected: the system owns it and
+    /// closes its pool at [`TicketingSystem::shutdown`].
+    #[cfg(feature = "postgres")]
+    owned_store: Option<crate::event_store::PostgresEventStore>,
 }
 
 impl Default for TicketingSystemBuilder {
@@ -56,6 +60,8 @@ impl Default for TicketingSystemBuilder {
             checkpoint_name: "boxoffice-saga".to_owned(),
             event_bus: None,
             read_models: ReadModelStorage::Memory,
+            #[cfg(feature = "postgres")]
+            owned_store: None,
         }
     }
 }
@@ -72,6 +78,13 @@ impl TicketingSystemBuilder {
     #[must_use]
     pub fn checkpoints(mut self, checkpoints: Arc<dyn CheckpointStore>) -> Self {
         self.checkpoints = Some(checkpoints);
+        self
+    }
+
+    /// Hands the system `store`, which it created, to close at shutdown.
+    #[cfg(feature = "postgres")]
+    pub(super) fn owning(mut self, store: crate::event_store::PostgresEventStore) -> Self {
+        self.owned_store = Some(store);
         self
     }
 
@@ -163,7 +176,8 @@ impl TicketingSystemBuilder {
         }
         // The follower, the read models and the relay all follow the log: one subscription to
         // the store serves them all.
-        let store: Arc<dyn EventStore> = Arc::new(FanOutEventStore::new(store, SHARED_TAIL));
+        let fan_out = FanOutEventStore::new(store, SHARED_TAIL);
+        let store: Arc<dyn EventStore> = Arc::new(fan_out.clone());
         let checkpoints = self.checkpoints.unwrap_or_else(|| Arc::new(MemoryCheckpointStore::new()));
         let clock = self.clock;
         let env = TicketingEnv {
@@ -227,6 +241,9 @@ impl TicketingSystemBuilder {
         ];
         Ok(TicketingSystem::assemble(Inner {
             store,
+            fan_out,
+            #[cfg(feature = "postgres")]
+            owned_store: self.owned_store,
             router,
             saga,
             vault,
