@@ -39,7 +39,7 @@ pub use reservation::{
     ReservationState, ReservationStatus,
 };
 pub use streams::{
-    StreamDecodeError, TICKETING_CATEGORIES, category, event_stream, inventory_stream, payment_stream,
-    reservation_stream,
+    EVENT_SCHEMA_VERSION, StreamDecodeError, TICKETING_CATEGORIES, category, event_stream, inventory_stream,
+    payment_stream, reservation_stream,
 };
 pub use ticketing::{TicketingAction, TicketingEnv};

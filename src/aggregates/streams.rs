@@ -33,6 +33,26 @@ pub enum StreamDecodeError {
         /// The stream.
         stream: StreamId,
     },
+    /// The event was written with a newer shape than this release knows (by a newer release,
+    /// say, during a rolling deploy): it is refused rather than read as the current shape.
+    #[error(
+        "event {event_id} at position {global_position} of stream {stream} is {event_type} version {version}; \
+         this release reads up to version {known}"
+    )]
+    NewerSchema {
+        /// The stream.
+        stream: StreamId,
+        /// The event's id.
+        event_id: Uuid,
+        /// Its global position.
+        global_position: u64,
+        /// Its stored type name.
+        event_type: String,
+        /// Its schema version.
+        version: u32,
+        /// The newest version this release reads.
+        known: u32,
+    },
     /// The payload does not match the aggregate's event shape.
     #[error("event {event_id} at position {global_position} of stream {stream} is not a valid {event_type}: {source}")]
     Payload {
@@ -49,6 +69,10 @@ pub enum StreamDecodeError {
         source: serde_json::Error,
     },
 }
+
+/// The schema version of every ticketing event this release writes, and the newest it reads
+/// (older versions are lifted by the store's upcasters before they get here).
+pub const EVENT_SCHEMA_VERSION: u32 = 1;
 
 /// The stream of the Event aggregate `event`.
 ///
@@ -108,9 +132,20 @@ impl TicketingAction {
     /// Reads a stored event back, choosing the aggregate by the stream's category.
     ///
     /// # Errors
-    /// [`StreamDecodeError`] when the stream is not a ticketing stream or the payload does not
-    /// parse.
+    /// [`StreamDecodeError`] when the stream is not a ticketing stream, the event's schema version
+    /// is newer than [`EVENT_SCHEMA_VERSION`] (after the store's upcasters), or the payload does
+    /// not parse.
     pub fn decode(envelope: &Envelope) -> Result<Self, StreamDecodeError> {
+        if envelope.schema_version > EVENT_SCHEMA_VERSION {
+            return Err(StreamDecodeError::NewerSchema {
+                stream: envelope.stream_id.clone(),
+                event_id: envelope.event_id,
+                global_position: envelope.global_position,
+                event_type: envelope.event_type.to_string(),
+                version: envelope.schema_version,
+                known: EVENT_SCHEMA_VERSION,
+            });
+        }
         let payload: &serde_json::Value = &envelope.payload;
         let parsed = match category(&envelope.stream_id) {
             "event" => EventAction::deserialize(payload).map(Self::Event),
@@ -161,5 +196,16 @@ mod tests {
         store.append(&stream, ExpectedVersion::NoStream, vec![event], &Metadata::default(), None).await.unwrap();
         let envelope = store.load_stream(&stream, 1).await.unwrap().remove(0);
         assert_eq!(TicketingAction::decode(&envelope).unwrap(), wrapped);
+
+        let newer = NewEvent::new("ReservationCancelled", 2, serde_json::to_value(&action).unwrap());
+        store.append(&stream, ExpectedVersion::Exact(1), vec![newer], &Metadata::default(), None).await.unwrap();
+        let envelope = store.load_stream(&stream, 2).await.unwrap().remove(0);
+        assert!(
+            matches!(
+                TicketingAction::decode(&envelope),
+                Err(StreamDecodeError::NewerSchema { version: 2, known: 1, .. })
+            ),
+            "a newer shape is refused, not read as the current one"
+        );
     }
 }

@@ -16,6 +16,7 @@ macro_rules! health_scenarios {
             $backend;
             health_names_every_consumer_with_its_lag,
             a_failing_read_model_shows_in_health_while_it_fails,
+            an_event_of_a_newer_schema_version_is_refused_not_misread,
         );
     };
     ($backend:expr; $($name:ident),* $(,)?) => {$(
@@ -89,4 +90,39 @@ pub async fn a_failing_read_model_shows_in_health_while_it_fails(backend: Backen
         "a failing model's queries are refused, naming it: {refused:?}"
     );
     assert!(f.system.sales_analytics().is_ok(), "the other models still answer");
+}
+
+/// An event written with a newer schema version than this release knows (a newer release's,
+/// during a rolling deploy) is refused, not read as the current shape: an `InventoryInitialized`
+/// version 2 that would grow a 2-seat section to 1,000 seats sells nothing more.
+pub async fn an_event_of_a_newer_schema_version_is_refused_not_misread(backend: Backend) {
+    let f = on_sale(backend, &[("Stalls", 2)]).await;
+    f.system.settled().await.unwrap();
+    let stalls = SectionName::new("Stalls").unwrap();
+    let stream = boxoffice::aggregates::inventory_stream(f.event, &stalls).unwrap();
+    let newer = NewEvent::new(
+        "InventoryInitialized",
+        2,
+        serde_json::json!({ "InventoryInitialized": {
+            "event_id": f.event, "section": "Stalls", "capacity": 1000, "tiers": ["standing"]
+        } }),
+    );
+    f.system
+        .event_store()
+        .append(&stream, ExpectedVersion::Any, vec![newer], &Metadata::default(), None)
+        .await
+        .unwrap();
+    let sold = f.system.reserve(request(&f, "Stalls", 3)).await;
+    assert!(sold.is_err(), "three seats of a two-seat section were held: {sold:?}");
+    let log = f.system.event_store().read_all(0, 10_000).await.unwrap();
+    assert!(!log.iter().any(|e| &*e.event_type == "SeatsReserved"), "nothing was reserved");
+    let health = health_until(&f.system, |h| h.consumer("available-seats").is_some_and(|c| c.failing.is_some())).await;
+    let failing = health.consumer("available-seats").and_then(|c| c.failing.clone());
+    let mut causes = Vec::new();
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = failing.as_deref().map(|e| e as _);
+    while let Some(error) = cause {
+        causes.push(error.to_string());
+        cause = error.source();
+    }
+    assert!(causes.iter().any(|c| c.contains("version 2")), "the read model says why: {causes:?}");
 }

@@ -28,10 +28,6 @@ use crate::event_store::{
 use crate::framework::{Effect, Message, Reducer};
 use crate::system::context::CommandContext;
 
-/// The payload shape version every event is written with today; older shapes are lifted by the
-/// store's upcasters before the engine reads them.
-pub(crate) const SCHEMA_VERSION: u32 = 1;
-
 /// Shape version of the snapshots the engine writes; others are ignored.
 const SNAPSHOT_SCHEMA_VERSION: u32 = 1;
 
@@ -591,7 +587,12 @@ enum LoadError {
 }
 
 fn encode<A: Message + Serialize>(events: &[A]) -> Result<Vec<NewEvent>, serde_json::Error> {
-    events.iter().map(|event| Ok(NewEvent::new(event.name(), SCHEMA_VERSION, serde_json::to_value(event)?))).collect()
+    events
+        .iter()
+        .map(|event| {
+            Ok(NewEvent::new(event.name(), crate::aggregates::EVENT_SCHEMA_VERSION, serde_json::to_value(event)?))
+        })
+        .collect()
 }
 
 #[cfg(test)]
