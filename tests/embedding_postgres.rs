@@ -6,6 +6,8 @@
 #![cfg(feature = "postgres")]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod fresh_database;
+
 use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -15,52 +17,9 @@ use boxoffice::event_store::{CheckpointStore, EventStore, EventStoreError, Postg
 use boxoffice::prelude::*;
 use boxoffice::system::{EventSpec, ReserveRequest, SystemConfig, TicketingSystem};
 use chrono::Utc;
+use fresh_database::{database_name, drop_database, fresh_database};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
-use sqlx::{Connection, Executor, PgConnection};
-
-fn database_url() -> String {
-    std::env::var("DATABASE_URL").unwrap_or_else(|_| {
-        panic!("DATABASE_URL is not set: the embedding PostgreSQL tests need a database (run scripts/test-services.sh)")
-    })
-}
-
-/// `url` with its database replaced by `name`.
-fn with_database(url: &str, name: &str) -> String {
-    let (base, query) = url.split_once('?').map_or((url, None), |(b, q)| (b, Some(q)));
-    let host_start = base.find("://").map_or(0, |i| i + 3);
-    let base = match base[host_start..].find('/') {
-        Some(slash) => &base[..host_start + slash],
-        None => base,
-    };
-    match query {
-        Some(query) => format!("{base}/{name}?{query}"),
-        None => format!("{base}/{name}"),
-    }
-}
-
-fn database_name(url: &str) -> String {
-    url.rsplit('/').next().unwrap().split('?').next().unwrap().to_owned()
-}
-
-/// A fresh, empty database on the `DATABASE_URL` server; returns its URL.
-async fn fresh_database(prefix: &str) -> String {
-    let url = database_url();
-    let name = format!("{prefix}_{}", uuid::Uuid::new_v4().simple());
-    let mut admin =
-        PgConnection::connect(&url).await.unwrap_or_else(|e| panic!("cannot connect to DATABASE_URL ({url}): {e}"));
-    admin.execute(format!("CREATE DATABASE {name}").as_str()).await.unwrap();
-    admin.close().await.unwrap();
-    with_database(&url, &name)
-}
-
-/// Drops a database [`fresh_database`] made (only after a passing test: a failing one leaves it
-/// for inspection).
-async fn drop_database(url: &str) {
-    let name = database_name(url);
-    let mut admin = PgConnection::connect(&database_url()).await.unwrap();
-    admin.execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str()).await.unwrap();
-    admin.close().await.unwrap();
-}
+use sqlx::{Connection, PgConnection};
 
 /// The application's own migrations, as `sqlx::migrate!` would embed them: a history in the
 /// default schema that knows nothing of boxoffice.
