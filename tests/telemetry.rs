@@ -92,8 +92,18 @@ async fn commands_appends_retries_and_consumer_lag_are_counted() {
     let head = system.event_store().head_position().await.unwrap();
     #[allow(clippy::cast_precision_loss)]
     let head = head as f64;
-    assert_eq!(value(&seen, MetricKind::Gauge, "boxoffice_log_head", &[]), head);
+    // The gauges are set once the follower's batch is handed over, a moment after `settled()`
+    // sees its reactions recorded: wait (at most 10 s) for them to reach the head.
     let saga = [("consumer", "boxoffice-saga")];
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut seen = snapshot(&snapshotter);
+    while value(&seen, MetricKind::Gauge, "boxoffice_consumer_position", &saga) < head
+        && std::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        seen = snapshot(&snapshotter);
+    }
+    assert_eq!(value(&seen, MetricKind::Gauge, "boxoffice_log_head", &[]), head);
     assert_eq!(value(&seen, MetricKind::Gauge, "boxoffice_consumer_position", &saga), head);
     assert_eq!(value(&seen, MetricKind::Gauge, "boxoffice_consumer_lag_events", &saga), 0.0);
     system.shutdown().await;

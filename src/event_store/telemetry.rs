@@ -2,27 +2,33 @@
 //!
 //! | Name | Kind | Labels | What |
 //! |---|---|---|---|
-//! | `boxoffice_log_head` | gauge | | the last position this process appended |
+//! | `boxoffice_log_head` | gauge | | the highest position this process has appended or read |
 //! | `boxoffice_consumer_position` | gauge | `consumer` | the last position a log consumer handled |
 //! | `boxoffice_consumer_lag_events` | gauge | `consumer` | `boxoffice_log_head` minus the consumer's position |
 //!
 //! `consumer` is the consumer's name (the saga's follower, each read model, the relay).
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
 
-/// The last position this process appended, for the lag gauges.
-static LOG_HEAD: AtomicU64 = AtomicU64::new(0);
+/// The highest position this process has appended or read, for the lag gauges. A mutex, not an atomic: the
+/// gauge must be set in the order the maximum moves, or a slower appender could set it back.
+static LOG_HEAD: Mutex<u64> = Mutex::new(0);
 
-/// This process appended up to `position`.
+/// This process appended or read up to `position`.
 pub(crate) fn log_head_reached(position: u64) {
-    let head = LOG_HEAD.fetch_max(position, Ordering::Relaxed).max(position);
-    #[allow(clippy::cast_precision_loss)] // positions stay far below 2^52
-    metrics::gauge!("boxoffice_log_head").set(head as f64);
+    let mut head = LOG_HEAD.lock().unwrap_or_else(PoisonError::into_inner);
+    if position > *head {
+        *head = position;
+        #[allow(clippy::cast_precision_loss)] // positions stay far below 2^52
+        metrics::gauge!("boxoffice_log_head").set(position as f64);
+    }
 }
 
 /// The log consumer `consumer` has handled everything up to `position`.
 pub(crate) fn consumed(consumer: &str, position: u64) {
-    let head = LOG_HEAD.load(Ordering::Relaxed).max(position);
+    // An append whose acknowledgement was lost is only known here, once it is read.
+    log_head_reached(position);
+    let head = *LOG_HEAD.lock().unwrap_or_else(PoisonError::into_inner);
     #[allow(clippy::cast_precision_loss)] // positions stay far below 2^52
     {
         metrics::gauge!("boxoffice_consumer_position", "consumer" => consumer.to_owned()).set(position as f64);
