@@ -14,21 +14,21 @@ use std::sync::{Mutex, PoisonError};
 /// gauge must be set in the order the maximum moves, or a slower appender could set it back.
 static LOG_HEAD: Mutex<u64> = Mutex::new(0);
 
-/// This process appended or read up to `position`.
-pub(crate) fn log_head_reached(position: u64) {
+/// This process appended or read up to `position`; returns the head.
+pub(crate) fn log_head_reached(position: u64) -> u64 {
     let mut head = LOG_HEAD.lock().unwrap_or_else(PoisonError::into_inner);
     if position > *head {
         *head = position;
         #[allow(clippy::cast_precision_loss)] // positions stay far below 2^52
         metrics::gauge!("boxoffice_log_head").set(position as f64);
     }
+    *head
 }
 
 /// The log consumer `consumer` has handled everything up to `position`.
 pub(crate) fn consumed(consumer: &str, position: u64) {
     // An append whose acknowledgement was lost is only known here, once it is read.
-    log_head_reached(position);
-    let head = *LOG_HEAD.lock().unwrap_or_else(PoisonError::into_inner);
+    let head = log_head_reached(position);
     #[allow(clippy::cast_precision_loss)] // positions stay far below 2^52
     {
         metrics::gauge!("boxoffice_consumer_position", "consumer" => consumer.to_owned()).set(position as f64);
