@@ -94,28 +94,25 @@ fn one(stream: &str) -> Vec<StreamAppend> {
     vec![StreamAppend::new(sid(stream), ExpectedVersion::Any, events(0..1))]
 }
 
-/// Forces the interleaving that loses events: transaction A takes a lower position and stays open
-/// while B takes a higher one and commits, and then a reader reads. The naive reader moves its
-/// checkpoint past A's position and never sees A; the store's frontier reader waits for A.
-/// An event committed while an older transaction that appends nothing is open stays unreadable
-/// until that transaction ends, and its end sends no notification. A subscriber must still see
-/// the event promptly, not at its next poll (here 30 s). Catches a subscription that, after a
-/// read held back, waits only for notifications (before the fix: 0.5-1 s per saga step).
+/// An event committed while an older append is open stays unreadable until that append ends, and
+/// an append that rolls back sends no notification. A subscriber must still see the event
+/// promptly, not at its next poll (here 30 s). Catches a subscription that, after a read held
+/// back, waits only for notifications (before the fix: 0.5-1 s per saga step).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn an_event_held_back_by_a_foreign_transaction_is_read_soon_after_it_ends() {
+async fn an_event_held_back_by_an_open_append_is_read_soon_after_it_rolls_back() {
     let config = PostgresConfig { poll_interval: Duration::from_secs(30), ..PostgresConfig::default() };
     let store = fresh_store_with(Upcasters::new(), config).await;
     let base = store.append_batch(one("held-base")).await.unwrap()[0].last_global_position;
     let mut subscription = store.subscribe(base);
 
-    let mut foreign = PgConnection::connect(&database_url()).await.unwrap();
-    foreign.execute("BEGIN").await.unwrap();
-    foreign.execute("SELECT txid_current()").await.unwrap();
+    let mut conn = store.pool().acquire().await.unwrap();
+    let mut older = conn.begin().await.unwrap();
+    store.append_in_transaction(&mut older, &one("held-older")).await.unwrap();
     let held = store.append_batch(one("held")).await.unwrap()[0].last_global_position;
-    assert!(store.read_all(base, 10).await.unwrap().is_empty(), "held back while the older transaction is open");
-    // Let the subscriber read (and find nothing) before the foreign transaction ends.
+    assert!(store.read_all(base, 10).await.unwrap().is_empty(), "held back while the older append is open");
+    // Let the subscriber read (and find nothing) before the older append ends.
     assert!(tokio::time::timeout(Duration::from_millis(300), subscription.next()).await.is_err());
-    foreign.execute("COMMIT").await.unwrap();
+    older.rollback().await.unwrap();
 
     let started = std::time::Instant::now();
     let event = tokio::time::timeout(Duration::from_secs(20), subscription.next()).await.unwrap().unwrap().unwrap();
@@ -123,6 +120,57 @@ async fn an_event_held_back_by_a_foreign_transaction_is_read_soon_after_it_ends(
     assert!(started.elapsed() < Duration::from_secs(10), "waited {:?}, as if for the 30 s poll", started.elapsed());
 }
 
+/// Open write transactions that are not appends of this store hold no reader back (I14): one in
+/// another database, one on an unrelated table of the same database, and an append of another store
+/// (schema) of the same database. With all three open, an append is readable at once and a live
+/// subscriber gets it within 100 ms (before the fix: not until they ended).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn open_transactions_of_strangers_hold_no_reader_back() {
+    let config = PostgresConfig { poll_interval: Duration::from_secs(30), ..PostgresConfig::default() };
+    let store = fresh_store_with(Upcasters::new(), config).await;
+    let base = store.append_batch(one("stranger-base")).await.unwrap()[0].last_global_position;
+    let mut subscription = store.subscribe(base);
+    // The subscriber is live (caught up, listening) before the strangers start.
+    assert!(tokio::time::timeout(Duration::from_millis(500), subscription.next()).await.is_err());
+
+    let url = database_url();
+    let other_database: sqlx::postgres::PgConnectOptions =
+        url.parse::<sqlx::postgres::PgConnectOptions>().unwrap().database("postgres");
+    let mut elsewhere = PgConnection::connect_with(&other_database).await.unwrap();
+    elsewhere.execute("BEGIN; CREATE TEMPORARY TABLE stranger (x int); INSERT INTO stranger VALUES (1)").await.unwrap();
+    let mut same_database = PgConnection::connect(&url).await.unwrap();
+    let table = format!("public.stranger_{}", Uuid::new_v4().simple());
+    same_database.execute(format!("CREATE TABLE {table} (x int)").as_str()).await.unwrap();
+    same_database.execute(format!("BEGIN; INSERT INTO {table} VALUES (1)").as_str()).await.unwrap();
+    let other_store = fresh_store(Upcasters::new(), 4).await;
+    let mut other_conn = other_store.pool().acquire().await.unwrap();
+    let mut other_append = other_conn.begin().await.unwrap();
+    other_store.append_in_transaction(&mut other_append, &one("other-store")).await.unwrap();
+    for held in [&mut elsewhere, &mut same_database] {
+        let xid: Option<i64> =
+            sqlx::query_scalar("SELECT pg_current_xact_id_if_assigned()::text::bigint").fetch_one(held).await.unwrap();
+        assert!(xid.is_some(), "the stranger holds a transaction id");
+    }
+
+    let started = std::time::Instant::now();
+    let appended = store.append_batch(one("stranger-after")).await.unwrap()[0].last_global_position;
+    let event = tokio::time::timeout(Duration::from_secs(20), subscription.next()).await.unwrap().unwrap().unwrap();
+    let waited = started.elapsed();
+    assert_eq!(event.global_position, appended);
+    let read: Vec<u64> = store.read_all(base, 10).await.unwrap().iter().map(|e| e.global_position).collect();
+    assert_eq!(read, vec![appended]);
+    assert_eq!(store.head_position().await.unwrap(), appended);
+    assert!(waited < Duration::from_millis(100), "a stranger's transaction delayed the subscriber by {waited:?}");
+
+    other_append.rollback().await.unwrap();
+    elsewhere.execute("ROLLBACK").await.unwrap();
+    same_database.execute("ROLLBACK").await.unwrap();
+    same_database.execute(format!("DROP TABLE {table}").as_str()).await.unwrap();
+}
+
+/// Forces the interleaving that loses events: transaction A takes a lower position and stays open
+/// while B takes a higher one and commits, and then a reader reads. The naive reader moves its
+/// checkpoint past A's position and never sees A; the store's frontier reader waits for A.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn naive_reader_skips_an_out_of_order_commit_and_the_store_does_not() {
     let store = fresh_store(Upcasters::new(), 10).await;
@@ -255,67 +303,45 @@ async fn unreachable_database_is_a_typed_error() {
     assert!(PostgresEventStore::connect(&database_url(), bad_schema).await.is_err());
 }
 
-/// Why the store reserves positions under a lock as the transaction's first write: the frontier
-/// filter alone does not save a reader when transaction ids and positions are taken in different
-/// orders. Here plain `DEFAULT nextval` writers do that and a frontier reader still skips an event;
-/// the reservation function refuses to run in a transaction that already holds an id.
+/// The frontier is announced before positions exist: a transaction that has reserved a position
+/// and written nothing yet already holds readers back, so a later commit above it is not read
+/// past it. And the reservation may follow the caller's own writes in its transaction (it had to be
+/// the first write while the frontier came from transaction ids): those events are covered too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn frontier_needs_positions_taken_in_transaction_id_order() {
+async fn a_reservation_holds_readers_back_before_its_rows_exist() {
     let store = fresh_store(Upcasters::new(), 10).await;
-    let insert = "INSERT INTO events (event_id, stream_id, stream_version, event_type, schema_version, payload) \
-                  VALUES (gen_random_uuid(), $1, 1, 'X', 1, '{}') RETURNING global_position";
-    let frontier_read = |after: i64| {
-        let pool = store.pool().clone();
-        async move {
-            let rows: Vec<i64> = sqlx::query_scalar(
-                "SELECT global_position FROM events WHERE global_position > $1 \
-                 AND transaction_id < pg_snapshot_xmin(pg_current_snapshot()) ORDER BY global_position",
-            )
-            .bind(after)
-            .fetch_all(&pool)
-            .await
-            .unwrap();
-            rows
-        }
-    };
-    let mut a = store.pool().begin().await.unwrap();
-    let mut b = store.pool().begin().await.unwrap();
-    sqlx::query("SELECT pg_current_xact_id()").execute(&mut *a).await.unwrap();
-    sqlx::query("SELECT pg_current_xact_id()").execute(&mut *b).await.unwrap();
-    let b_position: i64 = sqlx::query_scalar(insert).bind("naive-b").fetch_one(&mut *b).await.unwrap();
-    let a_position: i64 = sqlx::query_scalar(insert).bind("naive-a").fetch_one(&mut *a).await.unwrap();
-    assert!(b_position < a_position);
-    a.commit().await.unwrap();
-    // The frontier is server-wide: a transaction of a test running beside this one may hold it
-    // back for a moment, so wait (bounded) until it passes A, which it must while B is open.
-    let mut first = frontier_read(0).await;
-    for _ in 0..250 {
-        if !first.is_empty() {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        first = frontier_read(0).await;
-    }
-    assert_eq!(first, vec![a_position], "A has the older transaction id, so the frontier lets it through");
-    b.commit().await.unwrap();
-    let second = frontier_read(a_position).await;
-    assert!(second.is_empty(), "B committed below the reader's checkpoint and is skipped: {second:?}");
+    let base = store.append_batch(one("reserve-base")).await.unwrap()[0].last_global_position;
+    let mut reserving = store.pool().begin().await.unwrap();
+    let reserved: i64 =
+        sqlx::query_scalar("SELECT boxoffice_reserve_positions(1)").fetch_one(&mut *reserving).await.unwrap();
+    let later = store.append_batch(one("reserve-later")).await.unwrap()[0].last_global_position;
+    assert!(u64::try_from(reserved).unwrap() < later);
+    assert!(store.read_all(base, 10).await.unwrap().is_empty(), "held back by a reservation with no row yet");
+    assert_eq!(store.head_position().await.unwrap(), base);
+    reserving.rollback().await.unwrap();
+    let read: Vec<u64> = store.read_all(base, 10).await.unwrap().iter().map(|e| e.global_position).collect();
+    assert_eq!(read, vec![later], "the rolled-back reservation is a gap, not a wait");
 
-    let mut c = store.pool().begin().await.unwrap();
-    sqlx::query("SELECT pg_current_xact_id()").execute(&mut *c).await.unwrap();
-    let refused = sqlx::query("SELECT boxoffice_reserve_positions(1)").execute(&mut *c).await;
-    assert!(refused.is_err(), "reserving after the transaction has an id must fail");
-    c.rollback().await.unwrap();
+    let mut conn = store.pool().acquire().await.unwrap();
+    let mut tx = conn.begin().await.unwrap();
+    tx.execute("CREATE TEMPORARY TABLE own_rows (x int); INSERT INTO own_rows VALUES (1)").await.unwrap();
+    let own = store.append_in_transaction(&mut tx, &one("after-own-rows")).await.unwrap()[0].last_global_position;
+    let above = store.append_batch(one("above-own")).await.unwrap()[0].last_global_position;
+    assert!(store.read_all(later, 10).await.unwrap().is_empty(), "held back while the caller's transaction is open");
+    tx.commit().await.unwrap();
+    let read: Vec<u64> = store.read_all(later, 10).await.unwrap().iter().map(|e| e.global_position).collect();
+    assert_eq!(read, vec![own, above]);
 }
 
-/// While an older transaction is open, a commit is not readable yet (the frontier holds it back),
+/// While an older append is open, a commit is not readable yet (the frontier holds it back),
 /// but `last_committed_position` already reports it; once the old transaction ends, readers reach
 /// it. This is what lets `TicketingSystem::settled` wait for everything committed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn last_committed_position_is_ahead_of_a_held_back_head() {
     let store = fresh_store(Upcasters::new(), 10).await;
-    let mut older = store.pool().begin().await.unwrap();
-    sqlx::query("SELECT pg_current_xact_id()").execute(&mut *older).await.unwrap();
+    let mut conn = store.pool().acquire().await.unwrap();
+    let mut older = conn.begin().await.unwrap();
+    store.append_in_transaction(&mut older, &one("committed-older")).await.unwrap();
     let stream = StreamId::new("committed-1").unwrap();
     let event = boxoffice::event_store::NewEvent::new("X", 1, serde_json::json!({}));
     let result =
@@ -323,13 +349,7 @@ async fn last_committed_position_is_ahead_of_a_held_back_head() {
     assert_eq!(store.last_committed_position().await.unwrap(), result.last_global_position);
     assert!(store.head_position().await.unwrap() < result.last_global_position, "held back by the open transaction");
     older.rollback().await.unwrap();
-    // Other tests' transactions may hold the frontier for a moment longer (bounded wait).
-    for _ in 0..250 {
-        if store.head_position().await.unwrap() >= result.last_global_position {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    // Only this store's appenders hold its frontier: nothing else can delay it.
     assert_eq!(store.head_position().await.unwrap(), result.last_global_position);
     assert_eq!(store.last_committed_position().await.unwrap(), result.last_global_position);
 }

@@ -11,18 +11,17 @@
 //! [`EventStoreError::ConcurrencyConflict`] after a rollback, never a database error or an aborted
 //! transaction left in use.
 //!
-//! Reads of the global log return only rows with `transaction_id < pg_snapshot_xmin(pg_current_snapshot())`.
-//! Why that never skips an event committed later with a lower position (invariant I7):
-//! `boxoffice_reserve_positions` is the first write of every appending transaction and, under one
-//! short lock, assigns the transaction id and then the positions. Transaction ids are handed out in
-//! increasing order, so for any two appends, lower positions belong to a transaction with a lower or
-//! equal transaction id. When a read returns a row with transaction id `x < xmin`, every row with a
-//! lower position was written by a transaction with id `<= x < xmin`, and every transaction below
-//! `xmin` has finished: its rows are either committed and visible to the same statement (and so
-//! returned before that row, in position order) or rolled back and never visible. No later commit
-//! can fill a gap behind a position a reader has passed. The price: a long-running transaction that
-//! holds a transaction id (in any table of the cluster) holds readers back until it ends; readers
-//! lag, they never skip.
+//! Reads of the global log return only rows below the *visibility frontier*: the lowest position
+//! an appending transaction of this store that is still open may write (invariant I7, no skipped
+//! event, even when transactions commit out of position order). Every append announces the lowest
+//! position it may write with a transaction-level advisory lock, keyed by this store's events
+//! table, taken before it draws positions from the sequence; a reader reads the sequence, then the
+//! held locks (`pg_locks`), and only then, with a later snapshot, the rows below the smaller of the
+//! two (`boxoffice_read_all`; the migration `..._frontier_from_own_appenders.sql` has the proof).
+//! Only this store's appenders hold readers back: an open transaction in another database, on
+//! another table or of another store leaves the frontier alone (invariant I14). An appending
+//! transaction that stays open (say one of [`append_in_transaction`](PostgresEventStore::append_in_transaction)
+//! the caller keeps open) holds readers back until it ends: readers lag, they never skip.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -260,9 +259,9 @@ impl PostgresEventStore {
     }
 
     /// Runs `appends` inside a transaction the caller opened on `connection`, so events can be
-    /// written atomically with the caller's own rows. It must run before the transaction writes
-    /// anything else (the global-order guarantee depends on it; otherwise the database rejects it).
-    /// Live subscribers are notified when the caller commits. After an error the caller must roll
+    /// written atomically with the caller's own rows, before or after them. Until the caller's
+    /// transaction ends, readers of the log stop short of its events (and of any appended after
+    /// them), so keep it short. Live subscribers are notified when the caller commits. After an error the caller must roll
     /// back. A concurrent append that commits the same idempotency key first surfaces as
     /// [`EventStoreError::ConcurrencyConflict`]: reload and retry.
     ///
@@ -604,8 +603,8 @@ async fn insert_events(
     rows: &EventRows,
     appends: &[&StreamAppend],
 ) -> Result<Option<u64>, EventStoreError> {
-    // The reservation is evaluated before any row is inserted, so it is the transaction's first
-    // write, as the global-order proof requires.
+    // The reservation is evaluated before any row is inserted: it announces the batch's positions
+    // to readers (the frontier) before they exist.
     let inserted: Vec<(i64, String)> = sqlx::query_as(
         "WITH r AS MATERIALIZED (SELECT boxoffice_reserve_positions($1) AS first) \
          INSERT INTO events (global_position, event_id, stream_id, stream_version, event_type, schema_version, payload, metadata) \
@@ -974,11 +973,7 @@ impl EventStore for PostgresEventStore {
     }
 
     async fn read_all(&self, after_position: u64, limit: usize) -> Result<Vec<Envelope>, EventStoreError> {
-        let sql = format!(
-            "SELECT {EVENT_COLUMNS} FROM events \
-             WHERE global_position > $1 AND transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
-             ORDER BY global_position LIMIT $2"
-        );
+        let sql = format!("SELECT {EVENT_COLUMNS} FROM boxoffice_read_all($1, $2)");
         let after = i64::try_from(after_position).unwrap_or(i64::MAX);
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.fetch_events(sqlx::query(&sql).bind(after).bind(limit)).await
@@ -990,12 +985,7 @@ impl EventStore for PostgresEventStore {
     }
 
     async fn head_position(&self) -> Result<u64, EventStoreError> {
-        let head: i64 = sqlx::query_scalar(
-            "SELECT coalesce(max(global_position), 0) FROM events \
-             WHERE transaction_id < pg_snapshot_xmin(pg_current_snapshot())",
-        )
-        .fetch_one(&self.pool)
-        .await?;
+        let head: i64 = sqlx::query_scalar("SELECT boxoffice_head_position()").fetch_one(&self.pool).await?;
         Ok(to_u64(head))
     }
 
@@ -1067,8 +1057,8 @@ struct Notifications {
     store: PostgresEventStore,
     listener: Option<PgListener>,
     /// The last read stopped short of an event that is committed but not readable yet (an older
-    /// transaction is still open). That transaction's end sends no notification when it is not an
-    /// append, so the next wait ends at the next notification or after this pause, which grows
+    /// appending transaction is still open). That transaction's end sends no notification when it
+    /// rolls back, so the next wait ends at the next notification or after this pause, which grows
     /// while reads find nothing new.
     held_back: Option<std::time::Duration>,
 }
