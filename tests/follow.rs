@@ -109,7 +109,7 @@ async fn a_batch_that_fails_twice_is_handed_over_again_unchanged_and_nothing_is_
     let mut recorder = Recorder::new(MemoryCheckpointStore::new());
     recorder.refuse_at = Some(7);
     recorder.refusals = 2;
-    let config = FollowConfig { max_batch: 4, retry: fast() };
+    let config = FollowConfig { max_batch: 4, retry: fast(), ..FollowConfig::default() };
     let (position, status) = follow_until(&store, &mut recorder, config, 20).await;
 
     assert_eq!(position, 20);
@@ -172,7 +172,7 @@ async fn a_failed_read_resubscribes_after_the_last_handled_event() {
     };
     append(&store, 15).await;
     let mut recorder = Recorder::new(MemoryCheckpointStore::new());
-    let config = FollowConfig { max_batch: 2, retry: fast() };
+    let config = FollowConfig { max_batch: 2, retry: fast(), ..FollowConfig::default() };
     let (_, status) = follow_until(&store, &mut recorder, config, 15).await;
 
     assert_eq!(recorder.handled(), (1..=15).collect::<Vec<_>>(), "every event once, in order");
@@ -232,7 +232,7 @@ async fn stop_when<C: LogConsumer + 'static, F: Future<Output = ()>>(
     let (stop, stop_rx) = watch::channel(false);
     let status = watch::Sender::new(FollowStatus::default());
     let watching = status.subscribe();
-    let config = FollowConfig { max_batch: 16, retry };
+    let config = FollowConfig { max_batch: 16, retry, ..FollowConfig::default() };
     let run = tokio::spawn(async move { follow(&*store, &mut consumer, &config, stop_rx, &status).await });
     tokio::time::timeout(WAIT, ready(watching)).await.expect("the run never got ready");
     let asked = Instant::now();
@@ -286,7 +286,11 @@ async fn a_policy_that_gives_up_ends_the_run_with_the_failure() {
     append(&*store, 2).await;
     let (stop, stop_rx) = watch::channel(false);
     let status = watch::Sender::new(FollowStatus::default());
-    let config = FollowConfig { max_batch: 16, retry: RetryPolicy { max_attempts: Some(2), ..fast() } };
+    let config = FollowConfig {
+        max_batch: 16,
+        retry: RetryPolicy { max_attempts: Some(2), ..fast() },
+        ..FollowConfig::default()
+    };
     let outcome = tokio::time::timeout(WAIT, follow(&*store, &mut Refuser, &config, stop_rx, &status)).await.unwrap();
     assert!(matches!(outcome, Err(FollowError::Handle { first: 1, last: 2, .. })), "{outcome:?}");
     assert_eq!(status.borrow().retries, 2);
@@ -299,7 +303,7 @@ async fn a_run_resumed_from_its_checkpoint_sees_every_later_event_exactly_once()
     let checkpoints = MemoryCheckpointStore::new();
     append(&store, 10).await;
     let mut first = Recorder::new(checkpoints.clone());
-    let config = FollowConfig { max_batch: 3, retry: fast() };
+    let config = FollowConfig { max_batch: 3, retry: fast(), ..FollowConfig::default() };
     follow_until(&store, &mut first, config, 10).await;
     assert_eq!(first.handled(), (1..=10).collect::<Vec<_>>());
     assert_eq!(checkpoints.load_checkpoint("recorder").await.unwrap(), 10);
@@ -319,4 +323,108 @@ async fn a_run_resumed_from_its_checkpoint_sees_every_later_event_exactly_once()
     writer.await.unwrap();
     assert_eq!(position, 27);
     assert_eq!(second.handled(), (11..=27).collect::<Vec<_>>(), "everything after the checkpoint, once, in order");
+}
+
+/// Applies events one by one and can never apply the one at `bad` (it stops there, like a model
+/// whose event does not decode, having applied the events before it).
+struct Picky {
+    bad: u64,
+    applied: Vec<u64>,
+    skipped: Vec<u64>,
+}
+
+#[async_trait]
+impl LogConsumer for Picky {
+    type Error = Refused;
+
+    fn name(&self) -> &'static str {
+        "picky"
+    }
+
+    async fn start_position(&mut self) -> Result<u64, Refused> {
+        Ok(0)
+    }
+
+    async fn handle(&mut self, batch: &[Envelope]) -> Result<(), Refused> {
+        for envelope in batch {
+            if envelope.global_position == self.bad {
+                return Err(Refused(vec![self.bad]));
+            }
+            if !self.applied.contains(&envelope.global_position) {
+                self.applied.push(envelope.global_position);
+            }
+        }
+        Ok(())
+    }
+
+    fn bad_event(&self, error: &Refused) -> Option<u64> {
+        error.0.first().copied()
+    }
+
+    async fn skip(&mut self, position: u64) -> Result<(), Refused> {
+        self.skipped.push(position);
+        Ok(())
+    }
+}
+
+/// A bad event in the middle of a batch is quarantined: the events before it are applied, it is
+/// skipped and reported with its position and cause, and the events after it follow. Nothing is
+/// retried (the policy would never give up on it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_event_is_quarantined_and_the_run_reads_on() {
+    let store = MemoryEventStore::new();
+    append(&store, 10).await;
+    let mut picky = Picky { bad: 4, applied: Vec::new(), skipped: Vec::new() };
+    let config = FollowConfig { max_batch: 16, retry: fast(), ..FollowConfig::default() };
+    let (position, status) = follow_until(&store, &mut picky, config, 10).await;
+    assert_eq!(position, 10);
+    assert_eq!(picky.applied, [1, 2, 3, 5, 6, 7, 8, 9, 10]);
+    assert_eq!(picky.skipped, [4]);
+    assert_eq!(status.retries, 0, "a bad event is not retried");
+    assert_eq!(status.quarantined_total, 1);
+    let quarantined: Vec<u64> = status.quarantined.iter().map(|q| q.global_position).collect();
+    assert_eq!(quarantined, [4]);
+    assert!(status.failing.is_none());
+    assert!(status.quarantined[0].cause.to_string().contains("refused"));
+}
+
+/// Under `BadEventPolicy::Halt` the run ends at the bad event with `FollowError::BadEvent`, after
+/// the events before it, and the status shows the failure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_the_halt_policy_a_bad_event_ends_the_run() {
+    let store = MemoryEventStore::new();
+    append(&store, 10).await;
+    let mut picky = Picky { bad: 4, applied: Vec::new(), skipped: Vec::new() };
+    let config =
+        FollowConfig { max_batch: 16, retry: fast(), bad_events: boxoffice::event_store::BadEventPolicy::Halt };
+    let (_stop, stop_rx) = watch::channel(false);
+    let status = watch::Sender::new(FollowStatus::default());
+    let ended = tokio::time::timeout(WAIT, follow(&store, &mut picky, &config, stop_rx, &status)).await.unwrap();
+    assert!(matches!(ended, Err(FollowError::BadEvent { global_position: 4, .. })), "{ended:?}");
+    assert_eq!(picky.applied, [1, 2, 3]);
+    assert!(picky.skipped.is_empty());
+    let status = status.borrow();
+    assert_eq!(status.position, 3);
+    assert!(status.failing.as_ref().is_some_and(|e| e.to_string().contains("position 4")));
+}
+
+/// A bad event the store itself cannot read (here: an upcaster fails on it) is quarantined by the
+/// run, which resubscribes after it; the consumer is told to skip it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_the_store_cannot_read_is_quarantined_and_the_run_reads_on() {
+    let mut upcasters = boxoffice::event_store::Upcasters::new();
+    upcasters.register_fallible("Broken", 1, |_| Err("cannot lift".to_owned()));
+    let store = MemoryEventStore::new().with_upcasters(upcasters);
+    append(&store, 3).await;
+    let stream = StreamId::new("follow-broken").unwrap();
+    let broken = NewEvent::new("Broken", 1, serde_json::json!({}));
+    store.append(&stream, ExpectedVersion::Any, vec![broken], &Metadata::default(), None).await.unwrap();
+    append(&store, 3).await;
+    let mut picky = Picky { bad: 0, applied: Vec::new(), skipped: Vec::new() };
+    let config = FollowConfig { max_batch: 16, retry: fast(), ..FollowConfig::default() };
+    let (_, status) = follow_until(&store, &mut picky, config, 7).await;
+    assert_eq!(picky.applied, [1, 2, 3, 5, 6, 7]);
+    assert_eq!(picky.skipped, [4]);
+    assert_eq!(status.quarantined.iter().map(|q| q.global_position).collect::<Vec<_>>(), [4]);
+    assert!(status.quarantined[0].cause.to_string().contains("upcast"));
 }

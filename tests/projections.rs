@@ -501,10 +501,8 @@ async fn replay_reads_the_whole_log() {
     assert_eq!(model, fold(SalesAnalyticsProjection::new(), &envelopes(&log)));
 }
 
-/// A bad event halts the model at the event before it: the batch is retried (never skipped),
-/// the failure is reported while it lasts, and `stop` returns it.
-#[tokio::test]
-async fn runner_halts_on_a_bad_event_and_reports_it() {
+/// A log with an inventory event of the wrong shape at position 1, then a real one.
+async fn log_with_a_bad_event() -> Arc<MemoryEventStore> {
     let store = Arc::new(MemoryEventStore::new());
     let stream = boxoffice::event_store::StreamId::new("inventory-x").unwrap();
     let bad = boxoffice::event_store::NewEvent::new("SeatsReserved", 1, serde_json::json!({ "bad": 1 }));
@@ -512,28 +510,62 @@ async fn runner_halts_on_a_bad_event_and_reports_it() {
         .append(&stream, boxoffice::event_store::ExpectedVersion::Any, vec![bad], &Default::default(), None)
         .await
         .unwrap();
-    let handle = ProjectionHandle::new(AvailableSeatsProjection::new());
-    let config = RunnerConfig {
+    store
+}
+
+fn fast_retry(bad_events: boxoffice::event_store::BadEventPolicy) -> RunnerConfig {
+    RunnerConfig {
         retry: RetryPolicy {
             min_delay: Duration::from_millis(1),
             max_delay: Duration::from_millis(5),
             max_attempts: None,
         },
+        bad_events,
         ..RunnerConfig::default()
-    };
+    }
+}
+
+/// By default a bad event is quarantined: reported with its position and cause, never retried,
+/// and the model reads on (its position moves past it, so waits for later positions end).
+#[tokio::test]
+async fn runner_quarantines_a_bad_event_and_reads_on() {
+    let store = log_with_a_bad_event().await;
+    let handle = ProjectionHandle::new(AvailableSeatsProjection::new());
+    let config = fast_retry(boxoffice::event_store::BadEventPolicy::Quarantine);
+    let runner = ProjectionRunner::start(store.clone(), Arc::new(MemoryCheckpointStore::new()), handle.clone(), config)
+        .await
+        .unwrap();
+    handle.wait_for_position(1, Duration::from_secs(30)).await.unwrap();
+    let status = runner.status().borrow().clone();
+    assert_eq!(status.retries, 0);
+    assert!(status.failing.is_none());
+    assert_eq!(status.quarantined.iter().map(|q| q.global_position).collect::<Vec<_>>(), [1]);
+    let cause = &status.quarantined[0].cause;
+    assert!(cause.to_string().contains("SeatsReserved"), "{cause}");
+    runner.stop().await.unwrap();
+}
+
+/// Under `BadEventPolicy::Halt` a bad event stops the model at the event before it, loudly: the
+/// failure shows in the status and `stop` returns it.
+#[tokio::test]
+async fn runner_halts_on_a_bad_event_under_the_halt_policy_and_reports_it() {
+    let store = log_with_a_bad_event().await;
+    let handle = ProjectionHandle::new(AvailableSeatsProjection::new());
+    let config = fast_retry(boxoffice::event_store::BadEventPolicy::Halt);
     let runner =
         ProjectionRunner::start(store, Arc::new(MemoryCheckpointStore::new()), handle.clone(), config).await.unwrap();
     let mut status = runner.status();
-    tokio::time::timeout(Duration::from_secs(30), status.wait_for(|s| s.retries >= 2 && s.failing.is_some()))
+    tokio::time::timeout(Duration::from_secs(30), status.wait_for(|s| s.failing.is_some()))
         .await
-        .expect("the failure is reported and retried")
+        .expect("the failure is reported")
         .unwrap();
     assert_eq!(handle.position(), 0);
     let error = runner.stop().await.unwrap_err();
-    let ProjectionError::Halted { source: FollowError::Handle { first: 1, last: 1, source, .. }, .. } = &error else {
+    let ProjectionError::Halted { source: FollowError::BadEvent { global_position: 1, source, .. }, .. } = &error
+    else {
         panic!("{error}")
     };
-    assert!(matches!(**source, ProjectionError::Decode { .. }), "{source}");
+    assert!(source.to_string().contains("SeatsReserved"), "{source}");
     assert_eq!(handle.position(), 0);
 }
 

@@ -15,7 +15,7 @@ use std::collections::BTreeSet;
 
 use boxoffice::aggregates::TicketingAction;
 use boxoffice::domain::{Currency, CustomerId, EventId};
-use boxoffice::event_store::{Envelope, EventStore, PostgresConfig, PostgresEventStore};
+use boxoffice::event_store::{BadEventPolicy, Envelope, EventStore, PostgresConfig, PostgresEventStore};
 use boxoffice::projections::{
     AvailableSeatsProjection, AvailableSeatsQueries, CustomerHistoryProjection, CustomerHistoryQueries,
     PostgresReadModels, Projection, ProjectionHandle, ReadModel, SalesAnalyticsProjection, SalesAnalyticsQueries,
@@ -263,7 +263,9 @@ async fn follow_applies_live_events_and_stops() {
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     let follower = {
         let (pg, shared) = (pg.clone(), shared.clone());
-        tokio::spawn(async move { pg.follow(shared, ReadModel::SalesAnalytics, 100, stop_rx).await })
+        tokio::spawn(async move {
+            pg.follow(shared, ReadModel::SalesAnalytics, 100, BadEventPolicy::default(), stop_rx).await
+        })
     };
     let log = load(&store, &hand_built()).await;
     let head = log.last().unwrap().global_position;

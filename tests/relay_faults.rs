@@ -69,6 +69,7 @@ fn relay(backends: &Backends, bus: &Arc<dyn EventBus>, name: &str) -> RelayHandl
             max_delay: Duration::from_millis(500),
             max_attempts: None,
         },
+        ..RelayConfig::default()
     };
     OutboxRelay::new(
         Arc::clone(&backends.store),

@@ -109,3 +109,58 @@ async fn building_on_an_unmigrated_schema_says_to_migrate() {
     let system = boxoffice::system::TicketingSystem::builder().event_store(store).build().await.unwrap();
     system.shutdown().await;
 }
+
+/// A row this release cannot decode at all (metadata of the wrong shape, written by something
+/// other than this crate) is quarantined by every consumer, each naming its position, and they
+/// all read on: the purchase after it is carried out and counted and `settled()` returns (before:
+/// `read_all` failed at the row, nothing after it was read and `settled()` waited for ever).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_undecodable_row_is_quarantined_by_every_consumer() {
+    use boxoffice::event_store::EventStore;
+    use boxoffice::framework::FixedClock;
+    use boxoffice::system::SimulatedGateway;
+
+    let store = Arc::new(system_support::postgres::fresh_store().await);
+    let models = PostgresReadModels::new(store.pool().clone());
+    let storage =
+        Storage { store: store.clone(), checkpoints: store.clone(), read_models: ReadModelStorage::Postgres(models) };
+    let clock = FixedClock::new(system_support::start());
+    let gateway = Arc::new(SimulatedGateway::always_succeed());
+    let system = system_support::system_with(&storage, &clock, Arc::clone(&gateway)).await;
+    let event = system_support::open_sale_on(&system, &clock, &[("Stalls", 10)]).await;
+    let f = system_support::Fixture { clock, storage, gateway, system, event };
+    f.system.settled().await.unwrap();
+
+    let bad: i64 = sqlx::query_scalar(
+        "INSERT INTO events (global_position, event_id, stream_id, stream_version, event_type, schema_version, payload, metadata) \
+         VALUES (boxoffice_reserve_positions(1), gen_random_uuid(), 'reservation-' || gen_random_uuid(), 1, \
+         'ReservationInitiated', 1, '{}', '{\"correlation_id\": 42}') RETURNING global_position",
+    )
+    .fetch_one(store.pool())
+    .await
+    .unwrap();
+    let bad = u64::try_from(bad).unwrap();
+    let hold = f.system.reserve(system_support::request(&f, "Stalls", 2)).await.unwrap();
+    f.system.pay(hold.reservation_id, system_support::card()).await.unwrap();
+    f.system.settled().await.unwrap();
+
+    // The log reads up to the bad row, names it to a read that starts there, and goes on after it.
+    let prefix = store.read_all(0, 10_000).await.unwrap();
+    assert!(prefix.iter().all(|e| e.global_position < bad) && !prefix.is_empty());
+    let at_bad = store.read_all(prefix.last().unwrap().global_position, 10_000).await.unwrap_err();
+    assert_eq!(at_bad.bad_event_position(), Some(bad), "{at_bad}");
+    let after = store.read_all(bad, 10_000).await.unwrap();
+    assert!(after.iter().any(|e| &*e.event_type == "PaymentSucceeded"), "the purchase after it is readable");
+    let health = f.system.health().await.unwrap();
+    assert!(health.is_healthy(), "{health:?}");
+    for name in ["boxoffice-saga", "available-seats", "sales-analytics", "customer-history"] {
+        let consumer = health.consumer(name).unwrap();
+        let entry = consumer.quarantined.iter().find(|q| q.global_position == bad);
+        let entry = entry.unwrap_or_else(|| panic!("{name} did not quarantine the row at {bad}: {consumer:?}"));
+        let why = system_support::health::causes(&*entry.cause);
+        assert!(why.iter().any(|c| c.contains("corrupt")), "{name}: {why:?}");
+        assert_eq!(consumer.lag, 0, "{name} read on past the bad row");
+    }
+    assert_eq!(system_support::available(&f, "Stalls").await, 8);
+    assert_eq!(system_support::metrics(&f.system, f.event).await.tickets_sold, 2);
+}

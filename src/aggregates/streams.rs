@@ -28,10 +28,12 @@ const INVENTORY_NAMESPACE: Uuid = Uuid::from_u128(0x9b3e_5f10_2c4d_4e8a_a1b2_7c6
 #[derive(Debug, thiserror::Error)]
 pub enum StreamDecodeError {
     /// The stream's category is not one of the four aggregates.
-    #[error("stream {stream} does not belong to a ticketing aggregate")]
+    #[error("stream {stream} (event at position {global_position}) does not belong to a ticketing aggregate")]
     UnknownCategory {
         /// The stream.
         stream: StreamId,
+        /// The event's global position.
+        global_position: u64,
     },
     /// The event was written with a newer shape than this release knows (by a newer release,
     /// say, during a rolling deploy): it is refused rather than read as the current shape.
@@ -68,6 +70,18 @@ pub enum StreamDecodeError {
         #[source]
         source: serde_json::Error,
     },
+}
+
+impl StreamDecodeError {
+    /// The global position of the event that could not be read.
+    #[must_use]
+    pub fn global_position(&self) -> u64 {
+        match self {
+            Self::UnknownCategory { global_position, .. }
+            | Self::NewerSchema { global_position, .. }
+            | Self::Payload { global_position, .. } => *global_position,
+        }
+    }
 }
 
 /// The schema version of every ticketing event this release writes, and the newest it reads
@@ -152,7 +166,12 @@ impl TicketingAction {
             "inventory" => InventoryAction::deserialize(payload).map(Self::Inventory),
             "reservation" => ReservationAction::deserialize(payload).map(Self::Reservation),
             "payment" => PaymentAction::deserialize(payload).map(Self::Payment),
-            _ => return Err(StreamDecodeError::UnknownCategory { stream: envelope.stream_id.clone() }),
+            _ => {
+                return Err(StreamDecodeError::UnknownCategory {
+                    stream: envelope.stream_id.clone(),
+                    global_position: envelope.global_position,
+                });
+            }
         };
         parsed.map_err(|source| StreamDecodeError::Payload {
             stream: envelope.stream_id.clone(),

@@ -9,7 +9,7 @@ use tracing::Instrument;
 
 use super::{EventBus, EventBusError, Outgoing, TopicRouter};
 use crate::event_store::{
-    CheckpointStore, Envelope, EventStore, FollowConfig, FollowStatus, LogConsumer, RetryPolicy, follow,
+    BadEventPolicy, CheckpointStore, Envelope, EventStore, FollowConfig, FollowStatus, LogConsumer, RetryPolicy, follow,
 };
 
 /// How an [`OutboxRelay`] behaves.
@@ -21,11 +21,19 @@ pub struct RelayConfig {
     pub batch_size: usize,
     /// Pauses between attempts after a failed publish, checkpoint save or store read.
     pub retry: RetryPolicy,
+    /// What to do with a stored event that cannot be read: quarantined, it is not published
+    /// (and the next message names the last event published before it as its predecessor).
+    pub bad_events: BadEventPolicy,
 }
 
 impl Default for RelayConfig {
     fn default() -> Self {
-        Self { name: "outbox-relay".to_owned(), batch_size: 1000, retry: RetryPolicy::default() }
+        Self {
+            name: "outbox-relay".to_owned(),
+            batch_size: 1000,
+            retry: RetryPolicy::default(),
+            bad_events: BadEventPolicy::default(),
+        }
     }
 }
 
@@ -157,7 +165,11 @@ impl OutboxRelay {
         status: &watch::Sender<FollowStatus>,
     ) -> Result<RelayStats, EventBusError> {
         let mut publisher = Publisher { relay: self, progress, checkpoint: 0, sent: None, published: 0, batches: 0 };
-        let config = FollowConfig { max_batch: self.config.batch_size.max(1), retry: self.config.retry };
+        let config = FollowConfig {
+            max_batch: self.config.batch_size.max(1),
+            retry: self.config.retry,
+            bad_events: self.config.bad_events,
+        };
         let span = tracing::info_span!("outbox_relay", relay = %self.config.name);
         let outcome = follow(&*self.store, &mut publisher, &config, shutdown, status).instrument(span).await;
         let done = RelayStats {

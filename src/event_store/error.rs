@@ -44,10 +44,14 @@ pub enum EventStoreError {
         stream: StreamId,
     },
     /// An upcaster failed to lift an event to its current shape.
-    #[error("cannot upcast event {event_id} ({event_type} v{schema_version}): {reason}")]
+    #[error(
+        "cannot upcast event {event_id} at global position {global_position} ({event_type} v{schema_version}): {reason}"
+    )]
     Upcast {
         /// The event being read.
         event_id: Uuid,
+        /// Where it is in the global log.
+        global_position: u64,
         /// Its type.
         event_type: String,
         /// The schema version the failing upcaster started from.
@@ -127,6 +131,17 @@ impl EventStoreError {
                 _ => false,
             },
             _ => false,
+        }
+    }
+
+    /// The global position of the stored event this error is about, when the event itself is
+    /// bad (it cannot be decoded, or an upcaster fails on it) and reading it again cannot help:
+    /// log readers quarantine it or halt (see [`BadEventPolicy`](super::BadEventPolicy)).
+    #[must_use]
+    pub fn bad_event_position(&self) -> Option<u64> {
+        match self {
+            Self::Corrupt { global_position, .. } | Self::Upcast { global_position, .. } => Some(*global_position),
+            _ => None,
         }
     }
 }

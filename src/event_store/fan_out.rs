@@ -17,7 +17,7 @@ use futures::stream::BoxStream;
 use tokio::sync::watch;
 
 use super::{AppendResult, Envelope, EventStore, EventStoreError, ExpectedVersion, Metadata, NewEvent, Snapshot};
-use super::{FollowConfig, FollowStatus, LogConsumer, PageSource, RetryPolicy, StreamAppend, StreamId};
+use super::{BadEventPolicy, FollowConfig, FollowStatus, LogConsumer, PageSource, RetryPolicy, StreamAppend, StreamId};
 use super::{follow, subscription};
 
 /// Events handed to a subscriber per lock acquisition, and fetched per catch-up page.
@@ -135,7 +135,10 @@ impl Hub {
 /// last handle goes away.
 async fn pump(inner: Arc<dyn EventStore>, hub: Arc<Hub>) {
     let mut filler = Filler { hub: Arc::clone(&hub), inner: Arc::clone(&inner) };
-    let config = FollowConfig { max_batch: PAGE, retry: RetryPolicy::default() };
+    // The pump moves past a bad event (see `Filler::skip`); each subscriber meets it in the
+    // wrapped store and deals with it by its own policy.
+    let config =
+        FollowConfig { max_batch: PAGE, retry: RetryPolicy::default(), bad_events: BadEventPolicy::Quarantine };
     if let Err(error) = follow(&*inner, &mut filler, &config, hub.stop.clone(), &hub.status).await {
         tracing::warn!(%error, "fan-out stopped while failing");
     }
@@ -177,6 +180,18 @@ impl LogConsumer for Filler {
             }
         }
         self.hub.changed.send_replace(last);
+        Ok(())
+    }
+
+    /// The tail starts again after the bad event, so a subscriber behind it reads the wrapped
+    /// store and meets the bad event itself.
+    async fn skip(&mut self, position: u64) -> Result<(), EventStoreError> {
+        {
+            let mut tail = self.hub.tail_mut();
+            tail.events.clear();
+            tail.after = Some(position);
+        }
+        self.hub.changed.send_replace(position);
         Ok(())
     }
 }

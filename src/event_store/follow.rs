@@ -7,8 +7,9 @@ use async_trait::async_trait;
 use futures::StreamExt;
 use tokio::sync::watch;
 
+use super::quarantine::QUARANTINE_LISTED;
 use super::retry::{pause, stopped};
-use super::{Envelope, EventStore, EventStoreError, RetryPolicy};
+use super::{BadEventPolicy, Envelope, EventStore, EventStoreError, QuarantinedEvent, RetryPolicy};
 
 /// A consumer of the global log, run by [`follow`].
 ///
@@ -92,8 +93,30 @@ pub trait LogConsumer: Send {
     /// an await point when asked to stop; what was not committed then comes again next time.
     ///
     /// # Errors
-    /// Anything; [`follow`] retries the same batch until it succeeds.
+    /// Anything; [`follow`] retries the same batch until it succeeds, unless
+    /// [`bad_event`](Self::bad_event) says the error is about an event that can never be handled.
     async fn handle(&mut self, batch: &[Envelope]) -> Result<(), Self::Error>;
+
+    /// The global position of the event `error` is about, when that event can never be handled
+    /// (it cannot be decoded or applied, so retrying cannot help); `None`, the default, for
+    /// failures worth retrying. [`follow`] then quarantines the event or halts, by its
+    /// [`BadEventPolicy`], instead of retrying: it hands over the events of the batch before the
+    /// bad one again (`handle` is idempotent), then [`skip`](Self::skip)s it, then goes on.
+    fn bad_event(&self, error: &Self::Error) -> Option<u64> {
+        let _ = error;
+        None
+    }
+
+    /// The bad event at `position` was quarantined: the consumer is past it. A consumer that
+    /// commits a checkpoint should move it to `position` here, so that a bad event at the head of
+    /// the log does not leave it (and whoever waits for it) behind. The default does nothing.
+    ///
+    /// # Errors
+    /// Anything; [`follow`] retries.
+    async fn skip(&mut self, position: u64) -> Result<(), Self::Error> {
+        let _ = position;
+        Ok(())
+    }
 }
 
 /// How [`follow`] reads and retries.
@@ -104,11 +127,13 @@ pub struct FollowConfig {
     pub max_batch: usize,
     /// Pauses between attempts after a failed read or handle, and when to give up.
     pub retry: RetryPolicy,
+    /// What to do with an event that can never be read or handled.
+    pub bad_events: BadEventPolicy,
 }
 
 impl Default for FollowConfig {
     fn default() -> Self {
-        Self { max_batch: 512, retry: RetryPolicy::default() }
+        Self { max_batch: 512, retry: RetryPolicy::default(), bad_events: BadEventPolicy::default() }
     }
 }
 
@@ -126,8 +151,13 @@ pub struct FollowStatus {
     pub retries: u64,
     /// The failure being retried right now; cleared by the next batch handled.
     pub failing: Option<Arc<dyn std::error::Error + Send + Sync>>,
-    /// The most recent failure, kept after recovery.
+    /// The most recent failure (or quarantined event), kept after recovery.
     pub last_error: Option<Arc<dyn std::error::Error + Send + Sync>>,
+    /// The bad events this run moved past under [`BadEventPolicy::Quarantine`], in log order (at
+    /// most [`QUARANTINE_LISTED`](super::QUARANTINE_LISTED)).
+    pub quarantined: Vec<QuarantinedEvent>,
+    /// How many bad events this run moved past.
+    pub quarantined_total: u64,
 }
 
 /// Why a [`follow`] run ended without being healthy: the retry policy gave up, or a stop came
@@ -168,6 +198,17 @@ pub enum FollowError<E: std::error::Error + 'static> {
         #[source]
         source: Arc<E>,
     },
+    /// A bad event stopped the consumer under [`BadEventPolicy::Halt`].
+    #[error("log consumer {consumer}: halted at the bad event at position {global_position}")]
+    BadEvent {
+        /// The consumer.
+        consumer: String,
+        /// The event's global position.
+        global_position: u64,
+        /// Why it cannot be read or handled.
+        #[source]
+        source: Arc<dyn std::error::Error + Send + Sync>,
+    },
 }
 
 impl<E: std::error::Error + 'static> Clone for FollowError<E> {
@@ -180,6 +221,11 @@ impl<E: std::error::Error + 'static> Clone for FollowError<E> {
             Self::Handle { consumer, first, last, source } => {
                 Self::Handle { consumer: consumer.clone(), first: *first, last: *last, source: Arc::clone(source) }
             }
+            Self::BadEvent { consumer, global_position, source } => Self::BadEvent {
+                consumer: consumer.clone(),
+                global_position: *global_position,
+                source: Arc::clone(source),
+            },
         }
     }
 }
@@ -242,41 +288,161 @@ pub async fn follow<C: LogConsumer>(
                     }
                 }
             }
-            if let (Some(first), Some(last)) = (batch.first(), batch.last()) {
-                let (first, last) = (first.global_position, last.global_position);
+            if !batch.is_empty() {
                 // Reading works again: a read failure is no longer what is being retried.
                 retry.recovered(|_| {});
-                loop {
-                    let outcome = tokio::select! {
-                        biased;
-                        () = stopped(&mut stop) => return retry.pending().map_or(Ok(position), Err),
-                        outcome = consumer.handle(&batch) => outcome,
-                    };
-                    match outcome {
-                        Ok(()) => break,
-                        Err(error) => {
-                            let consumer = consumer.name().to_owned();
-                            let error = FollowError::Handle { consumer, first, last, source: Arc::new(error) };
-                            retry.after(error, &mut stop).await?;
-                        }
-                    }
+                if let Flow::Stopped =
+                    handle_batch(consumer, &batch, config.bad_events, &mut retry, &mut stop, &mut position).await?
+                {
+                    return Ok(position);
                 }
-                position = last;
-                super::telemetry::consumed(consumer.name(), last);
-                let events = batch.len() as u64;
-                retry.recovered(|s| {
-                    s.position = last;
-                    s.batches += 1;
-                    s.events += events;
-                });
             }
             if let Some(error) = failed {
                 break error;
             }
         };
+        // A bad event the store cannot read: report it and resubscribe after it.
+        if let Some(bad) = read_error.bad_event_position().filter(|bad| *bad > position) {
+            quarantine::<C::Error>(consumer.name(), bad, Arc::new(read_error), config.bad_events, retry.status)?;
+            if let Flow::Stopped = skip_past(consumer, bad, &mut retry, &mut stop, &mut position).await? {
+                return Ok(position);
+            }
+            continue;
+        }
         let error =
             FollowError::Read { consumer: consumer.name().to_owned(), after: position, source: Arc::new(read_error) };
         retry.after(error, &mut stop).await?;
+    }
+}
+
+/// Whether a [`follow`] run goes on or was asked to stop.
+enum Flow {
+    Go,
+    Stopped,
+}
+
+/// Hands `batch` to `consumer`, retrying failures, and moves `position` as parts of it are
+/// handled. A bad event is quarantined (or halts the run): the events before it are handed over
+/// on their own first, then it is skipped, then the rest follows.
+async fn handle_batch<C: LogConsumer>(
+    consumer: &mut C,
+    batch: &[Envelope],
+    policy: BadEventPolicy,
+    retry: &mut Retry<'_, C::Error>,
+    stop: &mut watch::Receiver<bool>,
+    position: &mut u64,
+) -> Result<Flow, FollowError<C::Error>> {
+    let (mut from, mut to) = (0, batch.len());
+    while from < batch.len() {
+        let part = &batch[from..to];
+        let (Some(first), Some(last)) = (part.first(), part.last()) else { break };
+        let (first, last) = (first.global_position, last.global_position);
+        let outcome = tokio::select! {
+            biased;
+            () = stopped(stop) => return retry.pending().map_or(Ok(Flow::Stopped), Err),
+            outcome = consumer.handle(part) => outcome,
+        };
+        match outcome {
+            Ok(()) => {
+                *position = last;
+                super::telemetry::consumed(consumer.name(), last);
+                let events = part.len() as u64;
+                retry.recovered(|s| {
+                    s.position = last;
+                    s.batches += 1;
+                    s.events += events;
+                });
+                (from, to) = (to, batch.len());
+            }
+            Err(error) => {
+                let bad = consumer
+                    .bad_event(&error)
+                    .and_then(|bad| part.iter().position(|e| e.global_position == bad))
+                    .map(|index| from + index);
+                match bad {
+                    Some(index) if index == from => {
+                        quarantine::<C::Error>(consumer.name(), first, Arc::new(error), policy, retry.status)?;
+                        if let Flow::Stopped = skip_past(consumer, first, retry, stop, position).await? {
+                            return Ok(Flow::Stopped);
+                        }
+                        (from, to) = (index + 1, batch.len());
+                    }
+                    // Hand over the events before the bad one on their own first.
+                    Some(index) => to = index,
+                    None => {
+                        let consumer = consumer.name().to_owned();
+                        let error = FollowError::Handle { consumer, first, last, source: Arc::new(error) };
+                        retry.after(error, stop).await?;
+                    }
+                }
+            }
+        }
+    }
+    Ok(Flow::Go)
+}
+
+/// Tells `consumer` it is past the quarantined event at `bad` (retrying failures), and moves
+/// `position` there.
+async fn skip_past<C: LogConsumer>(
+    consumer: &mut C,
+    bad: u64,
+    retry: &mut Retry<'_, C::Error>,
+    stop: &mut watch::Receiver<bool>,
+    position: &mut u64,
+) -> Result<Flow, FollowError<C::Error>> {
+    loop {
+        let outcome = tokio::select! {
+            biased;
+            () = stopped(stop) => return retry.pending().map_or(Ok(Flow::Stopped), Err),
+            outcome = consumer.skip(bad) => outcome,
+        };
+        match outcome {
+            Ok(()) => break,
+            Err(error) => {
+                let consumer = consumer.name().to_owned();
+                let error = FollowError::Handle { consumer, first: bad, last: bad, source: Arc::new(error) };
+                retry.after(error, stop).await?;
+            }
+        }
+    }
+    *position = bad;
+    super::telemetry::consumed(consumer.name(), bad);
+    retry.recovered(|s| s.position = bad);
+    Ok(Flow::Go)
+}
+
+/// Reports the bad event at `global_position` and lets the run go on after it, or (under
+/// [`BadEventPolicy::Halt`]) ends the run with it.
+fn quarantine<E: std::error::Error + Send + Sync + 'static>(
+    consumer: &str,
+    global_position: u64,
+    cause: Arc<dyn std::error::Error + Send + Sync>,
+    policy: BadEventPolicy,
+    status: &watch::Sender<FollowStatus>,
+) -> Result<(), FollowError<E>> {
+    match policy {
+        BadEventPolicy::Halt => {
+            let error = FollowError::BadEvent { consumer: consumer.to_owned(), global_position, source: cause };
+            tracing::error!(error = %Report(&error), "halting at a bad event");
+            let shared: Arc<dyn std::error::Error + Send + Sync> = Arc::new(error.clone());
+            status.send_modify(|s| {
+                s.failing = Some(Arc::clone(&shared));
+                s.last_error = Some(shared);
+            });
+            Err(error)
+        }
+        BadEventPolicy::Quarantine => {
+            tracing::error!(consumer, global_position, cause = %Report(&*cause), "quarantined a bad event; reading on after it");
+            super::telemetry::quarantined(consumer);
+            status.send_modify(|s| {
+                s.last_error = Some(Arc::clone(&cause));
+                s.quarantined_total += 1;
+                if s.quarantined.len() < QUARANTINE_LISTED {
+                    s.quarantined.push(QuarantinedEvent { global_position, cause });
+                }
+            });
+            Ok(())
+        }
     }
 }
 

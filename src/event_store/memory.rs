@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use super::{
     AppendResult, CheckpointStore, Envelope, EventStore, EventStoreError, MemoryCheckpointStore, PageSource, Snapshot,
-    StreamAppend, StreamId, Upcasters, subscription,
+    StreamAppend, StreamId, Upcasters, readable_prefix, subscription,
 };
 
 /// How many events a subscription copies out of the log per lock acquisition.
@@ -265,7 +265,7 @@ impl EventStore for MemoryEventStore {
 
     async fn read_all(&self, after_position: u64, limit: usize) -> Result<Vec<Envelope>, EventStoreError> {
         let events = self.read_state().read_after(after_position, limit);
-        self.upcast_all(events)
+        readable_prefix(events.into_iter().map(|mut event| self.upcasters.apply(&mut event).map(|()| event)))
     }
 
     fn subscribe(&self, after_position: u64) -> BoxStream<'static, Result<Envelope, EventStoreError>> {
@@ -304,8 +304,7 @@ impl PageSource for HeadWatch {
         // Mark the current head as seen before reading, so an append racing with the read still
         // ends the next wait.
         self.wake.borrow_and_update();
-        let events = self.store.read_state().read_after(after, limit);
-        self.store.upcast_all(events)
+        self.store.read_all(after, limit).await
     }
 
     async fn wait(&mut self) -> Result<(), EventStoreError> {

@@ -19,6 +19,7 @@ mod metadata;
 mod new_event;
 #[cfg(feature = "postgres")]
 mod postgres;
+mod quarantine;
 mod retry;
 mod snapshot;
 mod store;
@@ -39,9 +40,11 @@ pub use metadata::Metadata;
 pub use new_event::NewEvent;
 #[cfg(feature = "postgres")]
 pub use postgres::{PostgresConfig, PostgresEventStore};
+pub use quarantine::{BadEventPolicy, QUARANTINE_LISTED, QuarantinedEvent};
 pub use retry::RetryPolicy;
 pub use snapshot::Snapshot;
 pub use store::EventStore;
+pub(crate) use store::readable_prefix;
 pub use stream_id::StreamId;
 pub(crate) use subscription::{PageSource, subscription};
 pub use upcaster::Upcasters;

@@ -38,7 +38,8 @@ use uuid::Uuid;
 use super::group_commit::{AppendEach, GroupCommit};
 use super::{
     AppendResult, CheckpointStore, Envelope, EventStore, EventStoreError, ExpectedVersion, Metadata, NewEvent,
-    PageSource, RetryPolicy, Snapshot, StreamAppend, StreamId, Upcasters, is_plain_identifier, subscription,
+    PageSource, RetryPolicy, Snapshot, StreamAppend, StreamId, Upcasters, is_plain_identifier, readable_prefix,
+    subscription,
 };
 
 /// The tables of the event store's migration, checked by [`EventStore::ready`].
@@ -509,13 +510,14 @@ impl PostgresEventStore {
         query: sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments>,
     ) -> Result<Vec<Envelope>, EventStoreError> {
         let rows = query.fetch_all(&self.pool).await?;
-        rows.iter()
-            .map(|row| {
-                let mut envelope = decode_envelope(row)?;
-                self.upcasters.apply(&mut envelope)?;
-                Ok(envelope)
-            })
-            .collect()
+        rows.iter().map(|row| self.decode(row)).collect()
+    }
+
+    /// One stored row as an upcast envelope.
+    fn decode(&self, row: &PgRow) -> Result<Envelope, EventStoreError> {
+        let mut envelope = decode_envelope(row)?;
+        self.upcasters.apply(&mut envelope)?;
+        Ok(envelope)
     }
 }
 
@@ -976,7 +978,8 @@ impl EventStore for PostgresEventStore {
         let sql = format!("SELECT {EVENT_COLUMNS} FROM boxoffice_read_all($1, $2)");
         let after = i64::try_from(after_position).unwrap_or(i64::MAX);
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        self.fetch_events(sqlx::query(&sql).bind(after).bind(limit)).await
+        let rows = sqlx::query(&sql).bind(after).bind(limit).fetch_all(&self.pool).await?;
+        readable_prefix(rows.iter().map(|row| self.decode(row)))
     }
 
     fn subscribe(&self, after_position: u64) -> BoxStream<'static, Result<Envelope, EventStoreError>> {

@@ -94,8 +94,13 @@ pub trait EventStore: Send + Sync + 'static {
 
     /// Up to `limit` events of the global log with `global_position > after_position`, in order.
     ///
+    /// A bad stored event (one that cannot be decoded, or that an upcaster fails on) ends the
+    /// page: the events before it are returned, and a read that starts at it fails with an error
+    /// whose [`bad_event_position`](EventStoreError::bad_event_position) names it, so a reader
+    /// can report it and read on after it.
+    ///
     /// # Errors
-    /// Backend or upcasting failures.
+    /// Backend failures, or the bad event the read starts at.
     async fn read_all(&self, after_position: u64, limit: usize) -> Result<Vec<Envelope>, EventStoreError>;
 
     /// Every event after `after_position`: first the backlog in batches, then live events as they
@@ -144,4 +149,20 @@ pub trait EventStore: Send + Sync + 'static {
     /// # Errors
     /// Backend failures.
     async fn load_snapshot(&self, stream: &StreamId) -> Result<Option<Snapshot>, EventStoreError>;
+}
+
+/// The events of a page up to its first bad one (see [`EventStore::read_all`]): the error only
+/// when the page starts with it.
+pub(crate) fn readable_prefix(
+    events: impl IntoIterator<Item = Result<Envelope, EventStoreError>>,
+) -> Result<Vec<Envelope>, EventStoreError> {
+    let mut page = Vec::new();
+    for event in events {
+        match event {
+            Ok(event) => page.push(event),
+            Err(error) if page.is_empty() => return Err(error),
+            Err(_) => break,
+        }
+    }
+    Ok(page)
 }

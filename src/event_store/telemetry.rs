@@ -5,6 +5,7 @@
 //! | `boxoffice_log_head` | gauge | | the highest position this process has appended or read |
 //! | `boxoffice_consumer_position` | gauge | `consumer` | the last position a log consumer handled |
 //! | `boxoffice_consumer_lag_events` | gauge | `consumer` | `boxoffice_log_head` minus the consumer's position |
+//! | `boxoffice_quarantined_events_total` | counter | `consumer` | bad events the consumer moved past |
 //!
 //! `consumer` is the consumer's name (the saga's follower, each read model, the relay).
 
@@ -35,4 +36,9 @@ pub(crate) fn consumed(consumer: &str, position: u64) {
         metrics::gauge!("boxoffice_consumer_lag_events", "consumer" => consumer.to_owned())
             .set((head - position) as f64);
     }
+}
+
+/// The log consumer `consumer` quarantined a bad event.
+pub(crate) fn quarantined(consumer: &str) {
+    metrics::counter!("boxoffice_quarantined_events_total", "consumer" => consumer.to_owned()).increment(1);
 }

@@ -113,6 +113,7 @@ impl Upcasters {
             self.upcast(&envelope.event_type, envelope.schema_version, payload).map_err(|reason| {
                 EventStoreError::Upcast {
                     event_id: envelope.event_id,
+                    global_position: envelope.global_position,
                     event_type: envelope.event_type.to_string(),
                     schema_version: envelope.schema_version,
                     reason,

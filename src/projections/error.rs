@@ -113,7 +113,10 @@ pub enum ProjectionError {
         conflict: u64,
     },
     /// [`wait_for_position`](super::ProjectionHandle::wait_for_position) ran out of time.
-    #[error("projection {projection} did not reach position {position} within {timeout:?} (at {reached})")]
+    #[error(
+        "projection {projection} did not reach position {position} within {timeout:?} (at {reached}){}",
+        .cause.as_ref().map(|cause| format!(": {cause}")).unwrap_or_default()
+    )]
     Timeout {
         /// The projection.
         projection: String,
@@ -123,6 +126,9 @@ pub enum ProjectionError {
         reached: u64,
         /// How long the caller waited.
         timeout: Duration,
+        /// What the model's feed is failing with (or last failed with), if anything.
+        #[source]
+        cause: Option<std::sync::Arc<dyn std::error::Error + Send + Sync>>,
     },
     /// The runner stopped while retrying a failure, or its retry policy gave up.
     #[error("projection {projection} halted")]
@@ -158,4 +164,20 @@ pub enum ProjectionError {
         #[source]
         source: sqlx::Error,
     },
+}
+
+impl ProjectionError {
+    /// The global position of the stored event this error is about, when the model can never
+    /// apply that event (it cannot be decoded, read as a ticketing event, or its money does not
+    /// add up): retrying cannot help, so the model's feed quarantines it or halts (see
+    /// [`BadEventPolicy`](crate::event_store::BadEventPolicy)). `None` for failures worth retrying.
+    #[must_use]
+    pub fn bad_event_position(&self) -> Option<u64> {
+        match self {
+            Self::Decode { source, .. } => Some(source.global_position()),
+            Self::Money { global_position, .. } => Some(*global_position),
+            Self::EventStore { source, .. } => source.bad_event_position(),
+            _ => None,
+        }
+    }
 }

@@ -89,6 +89,7 @@ impl<P: Projection> ProjectionHandle<P> {
                 position,
                 reached: self.position(),
                 timeout,
+                cause: None,
             }),
         }
     }
@@ -115,6 +116,22 @@ impl<P: Projection> ProjectionHandle<P> {
             moved
         });
         outcome.map(|()| position)
+    }
+
+    /// Moves the model's position to `position` (if it is behind) without applying anything:
+    /// the event there was quarantined. Publishes the new position.
+    pub(crate) fn skip_to(&self, position: u64) {
+        let mut model = self.shared.model.write().unwrap_or_else(PoisonError::into_inner);
+        if model.position() < position {
+            model.set_position(position);
+        }
+        let position = model.position();
+        drop(model);
+        self.shared.applied.send_if_modified(|p| {
+            let moved = *p != position;
+            *p = position;
+            moved
+        });
     }
 
     /// Replaces the model with `model` in one step (readers see the old or the new one, never a

@@ -8,8 +8,8 @@ use tokio::task::JoinHandle;
 use tracing::Instrument;
 
 use crate::event_store::{
-    CheckpointStore, Envelope, EventStore, EventStoreError, FollowConfig, FollowStatus, LogConsumer, RetryPolicy,
-    follow,
+    BadEventPolicy, CheckpointStore, Envelope, EventStore, EventStoreError, FollowConfig, FollowStatus, LogConsumer,
+    RetryPolicy, follow,
 };
 
 use super::{Projection, ProjectionError, ProjectionHandle};
@@ -21,11 +21,13 @@ pub struct RunnerConfig {
     pub batch_size: usize,
     /// Pauses between attempts after a failed read, apply or checkpoint save.
     pub retry: RetryPolicy,
+    /// What to do with an event the model can never apply.
+    pub bad_events: BadEventPolicy,
 }
 
 impl Default for RunnerConfig {
     fn default() -> Self {
-        Self { batch_size: 512, retry: RetryPolicy::default() }
+        Self { batch_size: 512, retry: RetryPolicy::default(), bad_events: BadEventPolicy::default() }
     }
 }
 /// Folds the global log from `model`'s position to the current head into `model`, `batch_size`
@@ -66,10 +68,12 @@ fn store_error(projection: &str, source: EventStoreError) -> ProjectionError {
 /// checkpoint and the model's position, so a model that lost its state (an in-memory model after
 /// a process restart starts at 0) is replayed from where its state actually ends.
 ///
-/// A batch that fails (an event the model cannot apply, a checkpoint that cannot be saved) is
-/// retried with the configured [`RetryPolicy`], never skipped: the model halts at the event before
-/// it, loudly (a `warn` per attempt and the failure in [`status`](Self::status)), and
-/// [`stop`](Self::stop) returns the failure it was retrying.
+/// A batch that fails (a checkpoint that cannot be saved, the log that cannot be read) is retried
+/// with the configured [`RetryPolicy`], never skipped: the model waits at the event before it,
+/// loudly (a `warn` per attempt and the failure in [`status`](Self::status)), and
+/// [`stop`](Self::stop) returns the failure it was retrying. An event the model can never apply
+/// (see [`ProjectionError::bad_event_position`]) is quarantined, or halts the model, by
+/// [`RunnerConfig::bad_events`].
 ///
 /// It reads the event store, not the event bus, even when a bus is configured. A projection's
 /// one-number idempotency (ignore what is at or below its position) needs the global order, and
@@ -105,7 +109,8 @@ impl<P: Projection> ProjectionRunner<P> {
         let feed =
             Arc::new(Feed { store, checkpoints, handle, batch_size: config.batch_size, saved: Mutex::new(saved) });
         let mut consumer = Consumer { feed: Arc::clone(&feed), from };
-        let follow_config = FollowConfig { max_batch: config.batch_size.max(1), retry: config.retry };
+        let follow_config =
+            FollowConfig { max_batch: config.batch_size.max(1), retry: config.retry, bad_events: config.bad_events };
         let span = tracing::info_span!("projection_runner", projection = %name, from);
         let task = tokio::spawn(
             async move {
@@ -218,6 +223,16 @@ impl<P: Projection> LogConsumer for Consumer<P> {
         let span =
             tracing::debug_span!("projection_batch", projection = %self.feed.handle.name(), events = batch.len());
         span.in_scope(|| self.feed.handle.apply_batch(batch))?;
+        self.feed.save(&mut saved).await
+    }
+
+    fn bad_event(&self, error: &ProjectionError) -> Option<u64> {
+        error.bad_event_position()
+    }
+
+    async fn skip(&mut self, position: u64) -> Result<(), ProjectionError> {
+        let mut saved = self.feed.saved.lock().await;
+        self.feed.handle.skip_to(position);
         self.feed.save(&mut saved).await
     }
 }

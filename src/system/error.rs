@@ -77,12 +77,22 @@ pub enum SystemError {
         reservation_id: ReservationId,
     },
     /// The saga did not reach the awaited step in time.
-    #[error("reservation {reservation_id}: no outcome within {waited_ms} ms")]
+    #[error(
+        "reservation {reservation_id}: no outcome within {waited_ms} ms; {consumer} is at position {handled}{}",
+        because(.cause.as_ref())
+    )]
     Timeout {
         /// The reservation.
         reservation_id: ReservationId,
         /// How long the call waited.
         waited_ms: u128,
+        /// The consumer that carries the reservation on (the saga's follower).
+        consumer: String,
+        /// The position up to which it had handled the log.
+        handled: u64,
+        /// What it is failing with (or last failed with), if anything.
+        #[source]
+        cause: Option<Arc<dyn std::error::Error + Send + Sync>>,
     },
     /// Other writers kept winning the race for a stream.
     #[error("stream {stream} stayed contended after {attempts} attempts")]
@@ -107,14 +117,19 @@ pub enum SystemError {
     },
     /// The saga has not caught up with `position` in time (the store is failing, or overloaded).
     /// Handling: retry later; everything committed is carried out once the store recovers.
-    #[error("the saga handled up to position {handled}, not {position}, within {waited_ms} ms")]
+    #[error("{consumer} handled up to position {handled}, not {position}, within {waited_ms} ms{}", because(.cause.as_ref()))]
     Lagging {
+        /// The consumer waited for (the saga's follower).
+        consumer: String,
         /// The position waited for.
         position: u64,
-        /// How far the saga got.
+        /// How far it got.
         handled: u64,
         /// How long it waited.
         waited_ms: u128,
+        /// What it is failing with (or last failed with), if anything.
+        #[source]
+        cause: Option<Arc<dyn std::error::Error + Send + Sync>>,
     },
     /// The system is shutting down.
     #[error("the system is shutting down")]
@@ -181,4 +196,9 @@ impl From<CommandError<TicketingAction>> for SystemError {
             CommandError::NotACommand(action) => SystemError::NotACommand { name: action.name() },
         }
     }
+}
+
+/// `": <cause>"` for a wait's error message, or nothing.
+pub(crate) fn because(cause: Option<&Arc<dyn std::error::Error + Send + Sync>>) -> String {
+    cause.map(|cause| format!(": {cause}")).unwrap_or_default()
 }

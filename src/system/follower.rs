@@ -24,10 +24,10 @@ use super::expiry::{ExpiryIndex, OpenHold};
 use super::open_payments::{OpenPayments, OpenSet};
 use super::reservation_watch::ReservationWatch;
 use super::saga::Saga;
-use crate::aggregates::{PaymentAction, TicketingAction};
+use crate::aggregates::{PaymentAction, StreamDecodeError, TicketingAction};
 use crate::event_store::{
-    CheckpointStore, Envelope, EventStore, EventStoreError, FollowConfig, FollowStatus, LogConsumer, RetryPolicy,
-    Snapshot, StreamId, follow,
+    BadEventPolicy, CheckpointStore, Envelope, EventStore, EventStoreError, FollowConfig, FollowStatus, LogConsumer,
+    RetryPolicy, Snapshot, StreamId, follow,
 };
 
 /// Most events read per batch.
@@ -63,6 +63,8 @@ pub(crate) struct Follower {
     /// How its reading of the log is doing.
     pub(crate) status: watch::Sender<FollowStatus>,
     pub(crate) stop: watch::Receiver<bool>,
+    /// What to do with a ticketing event it cannot read.
+    pub(crate) bad_events: BadEventPolicy,
 }
 
 impl Follower {
@@ -72,9 +74,15 @@ impl Follower {
         let status = self.status.clone();
         let progress = Arc::new(Mutex::new(Progress::new()));
         let checkpointer = tokio::spawn(Checkpointer { follower: self.clone(), progress: Arc::clone(&progress) }.run());
-        let mut consumer =
-            SagaConsumer { follower: self, progress, in_flight: Arc::new(Semaphore::new(IN_FLIGHT)), checkpoint: 0 };
-        let config = FollowConfig { max_batch: BATCH, retry: RetryPolicy::default() };
+        let bad_events = self.bad_events;
+        let mut consumer = SagaConsumer {
+            follower: self,
+            progress,
+            in_flight: Arc::new(Semaphore::new(IN_FLIGHT)),
+            checkpoint: 0,
+            read_to: 0,
+        };
+        let config = FollowConfig { max_batch: BATCH, retry: RetryPolicy::default(), bad_events };
         let store = Arc::clone(&consumer.follower.store);
         if let Err(error) = follow(store.as_ref(), &mut consumer, &config, stop, &status).await {
             tracing::error!(%error, "the saga's log follower stopped");
@@ -111,13 +119,22 @@ impl Follower {
     }
 
     /// Feeds one event to the deadlines and the waiters, and returns what the saga must do.
-    fn read(&self, envelope: &Envelope, checkpoint: u64) -> Option<(TicketingAction, CommandContext)> {
+    /// Reads `envelope` into the follower's indexes; returns what the saga reacts to. Events of
+    /// streams that are not ticketing aggregates (the follower's own snapshots, an app's streams
+    /// in the same store) are passed over.
+    ///
+    /// # Errors
+    /// A ticketing event that cannot be read (a payload of the wrong shape, a newer schema
+    /// version): a bad event, quarantined by [`follow`].
+    fn read(
+        &self,
+        envelope: &Envelope,
+        checkpoint: u64,
+    ) -> Result<Option<(TicketingAction, CommandContext)>, StreamDecodeError> {
         let action = match TicketingAction::decode(envelope) {
             Ok(action) => action,
-            Err(error) => {
-                tracing::warn!(%error, position = envelope.global_position, "skipping an event that is not a ticketing event");
-                return None;
-            }
+            Err(StreamDecodeError::UnknownCategory { .. }) => return Ok(None),
+            Err(error) => return Err(error),
         };
         let context = CommandContext::caused_by(envelope.event_id, &envelope.metadata);
         self.open.observe(&action, envelope.event_id, context.correlation_id);
@@ -134,7 +151,7 @@ impl Follower {
             self.expiry.observe(event, envelope.event_id, context.correlation_id);
             self.watch.observe(event);
         }
-        (envelope.global_position > checkpoint && Saga::reacts_to(&action)).then_some((action, context))
+        Ok((envelope.global_position > checkpoint && Saga::reacts_to(&action)).then_some((action, context)))
     }
 
     async fn save_holds(&self, position: u64) {
@@ -160,30 +177,47 @@ struct SagaConsumer {
     /// Bounds the reactions in flight: reading waits while all permits are taken.
     in_flight: Arc<Semaphore>,
     checkpoint: u64,
+    /// The last position read: a batch handed over again after a bad event is not reacted to twice.
+    read_to: u64,
+}
+
+/// Why the follower could not take a batch.
+#[derive(Debug, thiserror::Error)]
+enum FeedError {
+    /// The store failed (or closed).
+    #[error(transparent)]
+    Store(#[from] EventStoreError),
+    /// A ticketing event that cannot be read.
+    #[error(transparent)]
+    Bad(#[from] StreamDecodeError),
 }
 
 #[async_trait]
 impl LogConsumer for SagaConsumer {
-    type Error = EventStoreError;
+    type Error = FeedError;
 
     fn name(&self) -> &str {
         &self.follower.name
     }
 
-    async fn start_position(&mut self) -> Result<u64, EventStoreError> {
+    async fn start_position(&mut self) -> Result<u64, FeedError> {
         let (checkpoint, after) = self.follower.start().await?;
         self.checkpoint = checkpoint;
+        self.read_to = after;
         lock(&self.progress).restart(checkpoint, after);
         self.follower.frontier.send_replace(after);
         Ok(after)
     }
 
-    async fn handle(&mut self, batch: &[Envelope]) -> Result<(), EventStoreError> {
+    async fn handle(&mut self, batch: &[Envelope]) -> Result<(), FeedError> {
         for envelope in batch {
             let position = envelope.global_position;
-            if let Some((action, context)) = self.follower.read(envelope, self.checkpoint) {
+            if position <= self.read_to {
+                continue;
+            }
+            if let Some((action, context)) = self.follower.read(envelope, self.checkpoint)? {
                 let Ok(permit) = Arc::clone(&self.in_flight).acquire_owned().await else {
-                    return Err(EventStoreError::Closed);
+                    return Err(EventStoreError::Closed.into());
                 };
                 lock(&self.progress).started(position);
                 let (saga, progress, frontier) =
@@ -198,9 +232,24 @@ impl LogConsumer for SagaConsumer {
                     drop(permit);
                 });
             }
+            self.read_to = position;
             let reached = lock(&self.progress).read(position);
             publish(&self.follower.frontier, reached);
         }
+        Ok(())
+    }
+
+    fn bad_event(&self, error: &FeedError) -> Option<u64> {
+        match error {
+            FeedError::Store(error) => error.bad_event_position(),
+            FeedError::Bad(error) => Some(error.global_position()),
+        }
+    }
+
+    async fn skip(&mut self, position: u64) -> Result<(), FeedError> {
+        self.read_to = self.read_to.max(position);
+        let reached = lock(&self.progress).read(position);
+        publish(&self.follower.frontier, reached);
         Ok(())
     }
 }
@@ -416,6 +465,7 @@ mod tests {
             frontier,
             status: watch::Sender::new(FollowStatus::default()),
             stop,
+            bad_events: BadEventPolicy::default(),
         };
         let (resumed_at, read_from) = follower.start().await.unwrap();
         assert_eq!(resumed_at, checkpoint);

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use crate::event_store::FollowStatus;
+use crate::event_store::{FollowStatus, QuarantinedEvent};
 
 /// How one background consumer of the log is doing.
 #[derive(Debug, Clone)]
@@ -17,8 +17,14 @@ pub struct ConsumerHealth {
     pub retries: u64,
     /// The failure it is retrying right now, if any.
     pub failing: Option<Arc<dyn std::error::Error + Send + Sync>>,
-    /// The most recent failure, kept after recovery.
+    /// The most recent failure (or quarantined event), kept after recovery.
     pub last_error: Option<Arc<dyn std::error::Error + Send + Sync>>,
+    /// Bad events it moved past since the system started, each with its position and cause
+    /// (the first [`QUARANTINE_LISTED`](crate::event_store::QUARANTINE_LISTED)); see
+    /// [`BadEventPolicy`](crate::event_store::BadEventPolicy).
+    pub quarantined: Vec<QuarantinedEvent>,
+    /// How many bad events it moved past.
+    pub quarantined_total: u64,
 }
 
 impl ConsumerHealth {
@@ -30,6 +36,8 @@ impl ConsumerHealth {
             retries: status.retries,
             failing: status.failing.clone(),
             last_error: status.last_error.clone(),
+            quarantined: status.quarantined.clone(),
+            quarantined_total: status.quarantined_total,
         }
     }
 }

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::SystemError;
-use crate::event_store::{EventStore, FollowStatus, MemoryCheckpointStore};
+use crate::event_store::{BadEventPolicy, EventStore, FollowStatus, MemoryCheckpointStore};
 use crate::projections::{
     AvailableSeatsProjection, AvailableSeatsQueries, CustomerHistoryProjection, CustomerHistoryQueries, Projection,
     ProjectionError, ProjectionHandle, ProjectionRunner, RunnerConfig, SalesAnalyticsProjection, SalesAnalyticsQueries,
@@ -72,9 +72,11 @@ async fn run<P: Projection>(
     store: &Arc<dyn EventStore>,
     checkpoints: &Arc<MemoryCheckpointStore>,
     model: P,
+    bad_events: BadEventPolicy,
 ) -> Result<ProjectionRunner<P>, SystemError> {
     let handle = ProjectionHandle::new(model);
-    Ok(ProjectionRunner::start(Arc::clone(store), checkpoints.clone(), handle, RunnerConfig::default()).await?)
+    let config = RunnerConfig { bad_events, ..RunnerConfig::default() };
+    Ok(ProjectionRunner::start(Arc::clone(store), checkpoints.clone(), handle, config).await?)
 }
 
 /// A memory model's name and feeding status, at the position the model itself has applied
@@ -87,16 +89,20 @@ fn memory_status<P: Projection>(runner: &ProjectionRunner<P>) -> (String, Follow
 
 impl ReadModels {
     /// Starts feeding the read models in `storage` from `store`'s log.
-    pub(super) async fn start(storage: ReadModelStorage, store: &Arc<dyn EventStore>) -> Result<Self, SystemError> {
+    pub(super) async fn start(
+        storage: ReadModelStorage,
+        store: &Arc<dyn EventStore>,
+        bad_events: BadEventPolicy,
+    ) -> Result<Self, SystemError> {
         match storage {
             ReadModelStorage::Memory => {
                 // A model kept in memory starts empty in every process, so its runner replays the
                 // log from 0 whatever a checkpoint says; its checkpoints stay in memory too, where
                 // they cannot collide with durable models' checkpoints of the same name.
                 let checkpoints = Arc::new(MemoryCheckpointStore::new());
-                let seats = run(store, &checkpoints, AvailableSeatsProjection::new()).await?;
-                let sales = run(store, &checkpoints, SalesAnalyticsProjection::new()).await?;
-                let customers = run(store, &checkpoints, CustomerHistoryProjection::new()).await?;
+                let seats = run(store, &checkpoints, AvailableSeatsProjection::new(), bad_events).await?;
+                let sales = run(store, &checkpoints, SalesAnalyticsProjection::new(), bad_events).await?;
+                let customers = run(store, &checkpoints, CustomerHistoryProjection::new(), bad_events).await?;
                 Ok(Self {
                     queries: ReadModelQueries::Memory {
                         seats: seats.handle().clone(),
@@ -114,7 +120,12 @@ impl ReadModels {
                     .into_iter()
                     .map(|model| {
                         let (models, store, stop) = (models.clone(), Arc::clone(store), stop_rx.clone());
-                        (model, tokio::spawn(async move { models.follow(store, model, batch_size, stop).await }))
+                        (
+                            model,
+                            tokio::spawn(
+                                async move { models.follow(store, model, batch_size, bad_events, stop).await },
+                            ),
+                        )
                     })
                     .collect();
                 Ok(Self { queries: ReadModelQueries::Postgres(models), feeding: Feeding::Postgres { stop, tasks } })

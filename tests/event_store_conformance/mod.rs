@@ -461,9 +461,30 @@ pub async fn upcasting_on_every_read_path(store: Arc<dyn EventStore>) {
     settle(&*store, written.last_global_position).await;
     let err = store.load_stream(&sid("upcast-2"), 1).await.unwrap_err();
     assert!(matches!(err, EventStoreError::Upcast { event_id, schema_version: 1, .. } if event_id == broken_id));
-    assert!(matches!(store.read_all(0, 10).await, Err(EventStoreError::Upcast { .. })));
+    let bad = written.last_global_position;
+    assert_eq!(err.bad_event_position(), Some(bad), "the error names the bad event's position");
+    // A bad event ends a page of the global log: the events before it are read, a read that
+    // starts at it fails naming it, and a read after it goes on.
+    check(&store.read_all(0, 10).await.unwrap());
+    let at_bad = store.read_all(live.last().unwrap().global_position, 10).await.unwrap_err();
+    assert_eq!(at_bad.bad_event_position(), Some(bad), "{at_bad}");
     let err = tokio::time::timeout(LIVE_TIMEOUT, subscription.next()).await.unwrap().unwrap();
-    assert!(matches!(err, Err(EventStoreError::Upcast { .. })));
+    assert!(matches!(err, Err(EventStoreError::Upcast { global_position, .. }) if global_position == bad));
+    let after = store
+        .append(
+            &sid("upcast-3"),
+            ExpectedVersion::NoStream,
+            vec![NewEvent::new("Fine", 1, json!({}))],
+            &Metadata::default(),
+            None,
+        )
+        .await
+        .unwrap();
+    settle(&*store, after.last_global_position).await;
+    let read_on: Vec<u64> = store.read_all(bad, 10).await.unwrap().iter().map(|e| e.global_position).collect();
+    assert_eq!(read_on, vec![after.last_global_position]);
+    let mut resumed = store.subscribe(bad);
+    assert_eq!(next_live(&mut resumed).await.global_position, after.last_global_position);
 }
 
 /// Writers on many streams and a tailing subscriber: every event arrives exactly once, each stream in

@@ -11,7 +11,9 @@ use uuid::Uuid;
 
 use crate::aggregates::TicketingAction;
 use crate::domain::{Currency, CustomerId, EventId, Money, ReservationId, SectionName};
-use crate::event_store::{Envelope, EventStore, FollowConfig, FollowStatus, LogConsumer, RetryPolicy, follow};
+use crate::event_store::{
+    BadEventPolicy, Envelope, EventStore, FollowConfig, FollowStatus, LogConsumer, RetryPolicy, follow,
+};
 use crate::projections::{
     AVAILABLE_SEATS_EVENTS, AvailableSeatsProjection, CUSTOMER_HISTORY_EVENTS, CustomerHistoryProjection,
     ProjectionError, ReservationFacts, SALES_ANALYTICS_EVENTS, SalesAnalyticsProjection, decode_ticketing,
@@ -154,7 +156,11 @@ impl PostgresReadModels {
             return Ok(());
         }
         let reached = (*self.applied(model).borrow()).max(stored);
-        Err(ProjectionError::Timeout { projection: model.name().to_owned(), position, reached, timeout })
+        let cause = {
+            let status = self.status_sender(model).borrow();
+            status.failing.clone().or_else(|| status.last_error.clone())
+        };
+        Err(ProjectionError::Timeout { projection: model.name().to_owned(), position, reached, timeout, cause })
     }
 
     /// The global position `model` has applied.
@@ -189,6 +195,22 @@ impl PostgresReadModels {
         .await
     }
 
+    /// Moves `model`'s checkpoint to `position` (if it is behind) without applying anything: the
+    /// event there was quarantined.
+    async fn skip_to(&self, model: ReadModel, position: u64) -> Result<(), ProjectionError> {
+        sqlx::query(
+            "INSERT INTO checkpoints (name, position) VALUES ($1, $2) ON CONFLICT (name) DO UPDATE \
+             SET position = greatest(checkpoints.position, excluded.position), updated_at = now()",
+        )
+        .bind(model.name())
+        .bind(to_i64(model, position)?)
+        .execute(&self.pool)
+        .await
+        .map_err(db(model))?;
+        self.published(model, position);
+        Ok(())
+    }
+
     fn published(&self, model: ReadModel, position: u64) {
         self.applied(model).send_if_modified(|p| {
             let moved = position > *p;
@@ -203,12 +225,9 @@ impl PostgresReadModels {
     /// state), and a live [`follow`](Self::follow) of the same model waits on the checkpoint row,
     /// then skips what the rebuild covered. Returns the position reached.
     ///
-    /// While it runs, the open transaction holds back the event store's visibility frontier, so
-    /// live subscribers of the whole database pause (they skip nothing) until it commits; rebuild
-    /// large logs at a quiet time.
-    ///
     /// # Errors
-    /// As [`apply_batch`](Self::apply_batch); nothing changes then.
+    /// As [`apply_batch`](Self::apply_batch) (a bad event included: a rebuild does not
+    /// quarantine, it fails naming the event); nothing changes then.
     pub async fn rebuild(
         &self,
         store: &dyn EventStore,
@@ -271,7 +290,8 @@ impl PostgresReadModels {
     /// [`follow`](crate::event_store::follow), applying what is ready in batches of at most
     /// `batch_size` (each committed with the checkpoint in one transaction), until `stop` turns
     /// true (or its sender is dropped). A failed batch is retried with the default
-    /// [`RetryPolicy`], never skipped; [`status`](Self::status) shows how it is going.
+    /// [`RetryPolicy`]; an event the model can never apply is quarantined or halts the model, by
+    /// `bad_events`. [`status`](Self::status) shows how it is going.
     ///
     /// # Errors
     /// [`ProjectionError::Halted`] with the failure it was retrying when stopped.
@@ -280,9 +300,10 @@ impl PostgresReadModels {
         store: Arc<dyn EventStore>,
         model: ReadModel,
         batch_size: usize,
+        bad_events: BadEventPolicy,
         stop: watch::Receiver<bool>,
     ) -> Result<(), ProjectionError> {
-        let config = FollowConfig { max_batch: batch_size.max(1), retry: RetryPolicy::default() };
+        let config = FollowConfig { max_batch: batch_size.max(1), retry: RetryPolicy::default(), bad_events };
         let mut tables = Tables { models: self.clone(), model };
         let span = tracing::info_span!("projection_follow", projection = model.name());
         follow(&*store, &mut tables, &config, stop, self.status_sender(model))
@@ -334,6 +355,14 @@ impl LogConsumer for Tables {
 
     async fn handle(&mut self, batch: &[Envelope]) -> Result<(), ProjectionError> {
         self.models.apply_batch(self.model, batch).await.map(|_| ())
+    }
+
+    fn bad_event(&self, error: &ProjectionError) -> Option<u64> {
+        error.bad_event_position()
+    }
+
+    async fn skip(&mut self, position: u64) -> Result<(), ProjectionError> {
+        self.models.skip_to(self.model, position).await
     }
 }
 

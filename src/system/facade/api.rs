@@ -286,7 +286,18 @@ impl TicketingSystem {
     /// # Errors
     /// [`SystemError::Projection`] on timeout, when a read model stopped or its database failed.
     pub async fn wait_for_read_models(&self, position: u64, timeout: Duration) -> Result<(), SystemError> {
-        Ok(self.queries()?.wait_for(position, timeout).await?)
+        match self.queries()?.wait_for(position, timeout).await {
+            Err(ProjectionError::Timeout { projection, position, reached, timeout, cause: None }) => {
+                // Name what the model's feed is failing with.
+                let models = self.inner.read_models.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                let cause = models.as_ref().and_then(|models| {
+                    let (_, status) = models.statuses().into_iter().find(|(name, _)| *name == projection)?;
+                    status.failing.or(status.last_error)
+                });
+                Err(ProjectionError::Timeout { projection, position, reached, timeout, cause }.into())
+            }
+            outcome => Ok(outcome?),
+        }
     }
 
     /// Starts a system configured from the environment (see [`SystemConfig::from_env`]).
@@ -396,9 +407,30 @@ impl TicketingSystem {
         match reached {
             Ok(true) => Ok(()),
             Ok(false) => Err(SystemError::ShuttingDown),
-            Err(_) => {
-                Err(SystemError::Lagging { position, handled: *frontier.borrow(), waited_ms: timeout.as_millis() })
-            }
+            Err(_) => Err(SystemError::Lagging {
+                consumer: self.inner.saga_name.clone(),
+                position,
+                handled: *frontier.borrow(),
+                waited_ms: timeout.as_millis(),
+                cause: self.saga_trouble(),
+            }),
+        }
+    }
+
+    /// What the saga's follower is failing with right now, else the last failure it had.
+    fn saga_trouble(&self) -> Option<Arc<dyn std::error::Error + Send + Sync>> {
+        let status = self.inner.saga_status.borrow();
+        status.failing.clone().or_else(|| status.last_error.clone())
+    }
+
+    /// A reservation's reply did not come within `timeout`: who was behind, where, and why.
+    fn timed_out(&self, reservation_id: ReservationId, timeout: Duration) -> SystemError {
+        SystemError::Timeout {
+            reservation_id,
+            waited_ms: timeout.as_millis(),
+            consumer: self.inner.saga_name.clone(),
+            handled: *self.inner.position.borrow(),
+            cause: self.saga_trouble(),
         }
     }
 
@@ -533,7 +565,7 @@ impl TicketingSystem {
         let reservation = self.reservation(reservation_id).await?;
         if reservation.status == ReservationStatus::Initiated {
             if settled.await.is_err() {
-                return Err(SystemError::Timeout { reservation_id, waited_ms: timeout.as_millis() });
+                return Err(self.timed_out(reservation_id, timeout));
             }
         } else {
             drop(settled);
@@ -608,7 +640,7 @@ impl TicketingSystem {
             match outcome {
                 Ok(true) => return Err(SystemError::PaymentPending { reservation_id }),
                 Ok(false) => {}
-                Err(_) => return Err(SystemError::Timeout { reservation_id, waited_ms: timeout.as_millis() }),
+                Err(_) => return Err(self.timed_out(reservation_id, timeout)),
             }
         }
         drop(waiter);

@@ -10,7 +10,8 @@ use super::api::{Inner, TicketingSystem, sweep_expired};
 use crate::aggregates::{EventEnv, InventoryEnv, PaymentEnv, ReservationEnv, TicketingEnv};
 use crate::event_bus::{EventBus, OutboxRelay, RelayConfig, TopicRouter};
 use crate::event_store::{
-    CheckpointStore, EventStore, EventStoreError, FanOutEventStore, MemoryCheckpointStore, MemoryEventStore,
+    BadEventPolicy, CheckpointStore, EventStore, EventStoreError, FanOutEventStore, MemoryCheckpointStore,
+    MemoryEventStore,
 };
 use crate::framework::{Clock, SystemClock};
 use crate::system::commands::{CommandRouter, EngineConfig};
@@ -40,6 +41,7 @@ pub struct TicketingSystemBuilder {
     checkpoint_name: String,
     event_bus: Option<(Arc<dyn EventBus>, TopicRouter)>,
     read_models: ReadModelStorage,
+    bad_events: BadEventPolicy,
     /// The store [`TicketingSystem::builder_from_config`] connected: the system owns it and
     /// closes its pool at [`TicketingSystem::shutdown`].
     #[cfg(feature = "postgres")]
@@ -60,6 +62,7 @@ impl Default for TicketingSystemBuilder {
             checkpoint_name: "boxoffice-saga".to_owned(),
             event_bus: None,
             read_models: ReadModelStorage::Memory,
+            bad_events: BadEventPolicy::default(),
             #[cfg(feature = "postgres")]
             owned_store: None,
         }
@@ -157,6 +160,20 @@ impl TicketingSystemBuilder {
         self
     }
 
+    /// What every background consumer (the saga's follower, each read model, the relay) does
+    /// with a stored event it can never read or apply: a row that cannot be decoded, a payload of
+    /// the wrong shape, a schema version newer than this release reads. Default
+    /// [`BadEventPolicy::Quarantine`]: it is reported (an `error` trace, the
+    /// `boxoffice_quarantined_events_total` counter, [`ConsumerHealth::quarantined`](crate::system::ConsumerHealth::quarantined))
+    /// and the consumer reads on. [`BadEventPolicy::Halt`] stops that consumer at it instead,
+    /// loudly: [`TicketingSystem::health`] shows it failing, and its queries and waits fail
+    /// naming it.
+    #[must_use]
+    pub fn bad_events(mut self, policy: BadEventPolicy) -> Self {
+        self.bad_events = policy;
+        self
+    }
+
     /// Starts the system: the log follower (saga, waiters, deadlines), the expiry sweeper, the
     /// three read models and the relay. Each resumes from its checkpoint. Must be called inside
     /// a tokio runtime.
@@ -208,9 +225,13 @@ impl TicketingSystemBuilder {
         let watch = ReservationWatch::default();
         let expiry = ExpiryIndex::new(Arc::clone(&clock));
         let (frontier, position) = watch::channel(0);
-        let read_models = ReadModels::start(self.read_models, &store).await?;
+        let read_models = ReadModels::start(self.read_models, &store, self.bad_events).await?;
         let relay = self.event_bus.map(|(bus, topics)| {
-            let config = RelayConfig { name: format!("{}-relay", self.checkpoint_name), ..RelayConfig::default() };
+            let config = RelayConfig {
+                name: format!("{}-relay", self.checkpoint_name),
+                bad_events: self.bad_events,
+                ..RelayConfig::default()
+            };
             OutboxRelay::new(Arc::clone(&store), bus, Arc::clone(&checkpoints), topics, config).spawn()
         });
         let follower_name = self.checkpoint_name.clone();
@@ -226,6 +247,7 @@ impl TicketingSystemBuilder {
             frontier,
             status: saga_status.clone(),
             stop: stop_rx.clone(),
+            bad_events: self.bad_events,
         };
         let tasks = vec![
             tokio::spawn(follower.run()),
