@@ -5,8 +5,8 @@ pub use crate::aggregates::{
     Section, TicketingAction,
 };
 pub use crate::domain::{
-    Capacity, Currency, CustomerId, DomainError, EventId, Money, PaymentId, PricingTier, RefundId, ReservationId,
-    SeatId, SectionName, TierKind, Venue, VenueId,
+    Capacity, Currency, CustomerId, DomainError, EventId, Money, MoneyTotal, PaymentId, PricingTier, RefundId,
+    ReservationId, SeatId, SectionName, TierKind, Venue, VenueId,
 };
 pub use crate::framework::{Clock, FixedClock, SystemClock};
 pub use crate::system::{

@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use boxoffice::aggregates::{HoldStatus, ReservationStatus, TicketingAction, TicketingState};
-use boxoffice::domain::{Currency, CustomerId, EventId, Money, SeatId};
+use boxoffice::domain::{Currency, CustomerId, EventId, MoneyTotal, SeatId};
 use boxoffice::event_store::{
     CheckpointStore, Envelope, EventStore, FollowError, MemoryCheckpointStore, MemoryEventStore, RetryPolicy,
 };
@@ -113,7 +113,10 @@ fn sales_analytics_answers_every_query() {
         (m.completed_reservations, m.cancelled_reservations, m.expired_reservations, m.compensated_reservations),
         (2, 1, 1, 0)
     );
-    assert_eq!(m.revenue_by_section, BTreeMap::from([(section("GA"), eur(5_003)), (section("VIP"), eur(10_000))]));
+    assert_eq!(
+        m.revenue_by_section,
+        BTreeMap::from([(section("GA"), eur(5_003).into()), (section("VIP"), eur(10_000).into())])
+    );
     assert_eq!(m.tickets_by_section, BTreeMap::from([(section("GA"), 3), (section("VIP"), 2)]));
     // 15_003 / 5 = 3_000.6 -> 3_001 (half-up in minor units).
     assert_eq!(m.average_ticket_price, eur(3_001));
@@ -147,24 +150,30 @@ fn customer_history_answers_every_query() {
     assert_eq!(one.purchases.len(), 2);
     assert_eq!(one.purchases[0].reservation_id, rid(1));
     assert_eq!(one.purchases[0].total, eur(10_000));
-    assert_eq!(one.total_spent, BTreeMap::from([(Currency::EUR, eur(10_000)), (Currency::USD, usd(700))]));
+    assert_eq!(
+        one.total_spent,
+        BTreeMap::from([(Currency::EUR, eur(10_000).into()), (Currency::USD, usd(700).into())])
+    );
     assert_eq!(one.total_tickets, 3);
     assert_eq!(one.events_attended, BTreeSet::from([e0, e1]));
     assert_eq!(one.favorite_section, Some(section("VIP")));
     let two = history.get_customer_profile(customer(2)).unwrap();
-    assert_eq!(two.total_spent, BTreeMap::from([(Currency::EUR, eur(5_003))]));
+    assert_eq!(two.total_spent, BTreeMap::from([(Currency::EUR, eur(5_003).into())]));
     // Customer 3 paid late and got everything back: a profile with no purchases and zero spent.
     let three = history.get_customer_profile(customer(3)).unwrap();
     assert!(three.purchases.is_empty());
-    assert_eq!(three.total_spent, BTreeMap::from([(Currency::EUR, eur(0))]));
+    assert_eq!(three.total_spent, BTreeMap::from([(Currency::EUR, eur(0).into())]));
     assert!(!history.has_attended_event(customer(3), e0));
     assert!(history.has_attended_event(customer(1), e1));
     assert!(!history.has_attended_event(customer(2), e1));
     let mut attendees = vec![customer(1), customer(2)];
     attendees.sort();
     assert_eq!(history.get_event_attendees(e0), attendees);
-    assert_eq!(history.get_top_spenders(Currency::EUR, 2), vec![(customer(1), eur(10_000)), (customer(2), eur(5_003))]);
-    assert_eq!(history.get_top_spenders(Currency::USD, 10), vec![(customer(1), usd(700))]);
+    assert_eq!(
+        history.get_top_spenders(Currency::EUR, 2),
+        vec![(customer(1), eur(10_000).into()), (customer(2), eur(5_003).into())]
+    );
+    assert_eq!(history.get_top_spenders(Currency::USD, 10), vec![(customer(1), usd(700).into())]);
     assert!(history.get_customer_profile(customer(9)).is_none());
 }
 
@@ -258,7 +267,7 @@ fn check_against_aggregates(state: &TicketingState, log: &[Envelope]) {
     assert_eq!(sales.events(), events.iter().copied().collect::<Vec<_>>());
     for e in &events {
         let m = sales.get_metrics(*e).unwrap();
-        assert_eq!(m.total_revenue.minor_units(), revenue.get(e).copied().unwrap_or(0), "revenue of {e}");
+        assert_eq!(m.total_revenue.minor_units(), i128::from(revenue.get(e).copied().unwrap_or(0)), "revenue of {e}");
         let sold: u64 = reservations
             .iter()
             .filter(|r| r.event_id == *e && r.status == ReservationStatus::Completed)
@@ -274,19 +283,19 @@ fn check_against_aggregates(state: &TicketingState, log: &[Envelope]) {
         assert_eq!(m.tickets_sold, sold_seats, "tickets sold = seats sold in Inventory");
         let by_section: u64 = m.tickets_by_section.values().sum();
         assert_eq!(by_section, m.tickets_sold);
-        let section_revenue: i64 = m.revenue_by_section.values().map(Money::minor_units).sum();
+        let section_revenue: i128 = m.revenue_by_section.values().map(MoneyTotal::minor_units).sum();
         assert_eq!(section_revenue, m.total_revenue.minor_units());
         if m.tickets_sold > 0 {
             // |average * tickets - revenue| <= tickets / 2: the nearest integer, half-up.
             let avg = i128::from(m.average_ticket_price.minor_units());
-            let (revenue, tickets) = (i128::from(m.total_revenue.minor_units()), i128::from(m.tickets_sold));
+            let (revenue, tickets) = (m.total_revenue.minor_units(), i128::from(m.tickets_sold));
             assert!(2 * (avg * tickets - revenue).abs() <= tickets, "average {avg} of {revenue} over {tickets}");
         }
     }
 
     for ((c, currency), amount) in &spent {
         let profile = history.get_customer_profile(*c).unwrap();
-        assert_eq!(profile.total_spent[currency].minor_units(), *amount);
+        assert_eq!(profile.total_spent[currency].minor_units(), i128::from(*amount));
     }
     for c in history.customers() {
         let profile = history.get_customer_profile(c).unwrap();

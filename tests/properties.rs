@@ -221,7 +221,7 @@ fn check_money_adds_up(trace: &Trace) -> Result<(), TestCaseError> {
     }
     prop_assert!(paid.keys().all(|id| !failed.contains(id)), "a payment both succeeded and failed");
     let revenue = trace.revenue.map_or(0, |m| m.minor_units());
-    prop_assert_eq!(ledger.minor_units(), revenue, "log ledger vs SalesAnalytics revenue");
+    prop_assert_eq!(i128::from(ledger.minor_units()), revenue, "log ledger vs SalesAnalytics revenue");
     for (id, amount) in &owed {
         prop_assert_eq!(refunded.get(id), Some(amount), "late payment of {} not refunded", id);
     }
@@ -347,7 +347,7 @@ fn check_replay_rebuilds_live_state(trace: &Trace) -> Result<(), TestCaseError> 
             p.status == PaymentStatus::Succeeded && r.refund_owed.is_none()
         );
     }
-    prop_assert_eq!(revenue, trace.revenue.map_or(0, |m| m.minor_units()));
+    prop_assert_eq!(i128::from(revenue), trace.revenue.map_or(0, |m| m.minor_units()));
     let status_of = |event| events.get(&boxoffice::aggregates::event_stream(event).unwrap()).map(|s| s.status);
     prop_assert_eq!(status_of(trace.event), Some(EventStatus::SalesOpen));
     prop_assert_eq!(status_of(trace.draft_event), Some(EventStatus::Draft));

@@ -29,6 +29,7 @@ scenarios!(
     a_restarted_system_expires_holds_taken_before_the_restart,
     cancelling_the_event_refunds_purchases_and_releases_holds,
     two_systems_sharing_a_store_never_oversell,
+    sums_past_one_amount_are_counted_exactly,
     a_restarted_system_counts_nothing_twice,
 );
 

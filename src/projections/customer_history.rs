@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::aggregates::{PaymentAction, ReservationAction, TicketingAction};
-use crate::domain::{Currency, CustomerId, DomainError, EventId, Money, ReservationId, SectionName};
+use crate::domain::{Currency, CustomerId, DomainError, EventId, Money, MoneyTotal, ReservationId, SectionName};
 use crate::event_store::Envelope;
 
 use super::{Projection, ProjectionError, ReservationFacts, decode_ticketing, reads_payload};
@@ -93,7 +93,7 @@ pub struct CustomerProfile {
     /// Completed reservations, in log order.
     pub purchases: Vec<Purchase>,
     /// Successful payments minus refunds, one amount per currency.
-    pub total_spent: BTreeMap<Currency, Money>,
+    pub total_spent: BTreeMap<Currency, MoneyTotal>,
     /// Seats bought.
     pub total_tickets: u64,
     /// Events with at least one completed reservation.
@@ -105,7 +105,7 @@ pub struct CustomerProfile {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 struct CustomerRecord {
     purchases: Vec<Purchase>,
-    spent: BTreeMap<Currency, i64>,
+    spent: BTreeMap<Currency, i128>,
     tickets: u64,
     events: BTreeSet<EventId>,
     section_tickets: BTreeMap<SectionName, u64>,
@@ -161,10 +161,8 @@ impl CustomerHistoryProjection {
             CustomerChange::Spent { customer_id, amount } => {
                 let c = self.customers.entry(customer_id).or_default();
                 let before = c.spent.get(&amount.currency()).copied().unwrap_or(0);
-                let after = before
-                    .checked_add(amount.minor_units())
-                    .ok_or(DomainError::MoneyOverflow { operation: "add".into() })?;
-                c.spent.insert(amount.currency(), after);
+                let after = MoneyTotal::new(before, amount.currency()).checked_add(amount)?;
+                c.spent.insert(amount.currency(), after.minor_units());
             }
         }
         Ok(())
@@ -178,7 +176,7 @@ impl CustomerHistoryProjection {
         Some(CustomerProfile {
             customer_id: customer,
             purchases: c.purchases.clone(),
-            total_spent: c.spent.iter().map(|(cur, m)| (*cur, Money::new(*m, *cur))).collect(),
+            total_spent: c.spent.iter().map(|(cur, m)| (*cur, MoneyTotal::new(*m, *cur))).collect(),
             total_tickets: c.tickets,
             events_attended: c.events.clone(),
             favorite_section,
@@ -200,11 +198,11 @@ impl CustomerHistoryProjection {
     /// The `n` customers who spent the most in `currency`, highest first (ties: lower id first).
     /// Amounts in different currencies are never compared, hence the currency argument.
     #[must_use]
-    pub fn get_top_spenders(&self, currency: Currency, n: usize) -> Vec<(CustomerId, Money)> {
-        let mut all: Vec<(CustomerId, i64)> =
+    pub fn get_top_spenders(&self, currency: Currency, n: usize) -> Vec<(CustomerId, MoneyTotal)> {
+        let mut all: Vec<(CustomerId, i128)> =
             self.customers.iter().filter_map(|(id, c)| c.spent.get(&currency).map(|m| (*id, *m))).collect();
         all.sort_unstable_by(|(a, x), (b, y)| y.cmp(x).then_with(|| a.cmp(b)));
-        all.into_iter().take(n).map(|(id, m)| (id, Money::new(m, currency))).collect()
+        all.into_iter().take(n).map(|(id, m)| (id, MoneyTotal::new(m, currency))).collect()
     }
 
     /// Every customer with a profile, in id order.

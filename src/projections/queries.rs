@@ -3,7 +3,7 @@
 
 use async_trait::async_trait;
 
-use crate::domain::{Currency, CustomerId, EventId, Money, SectionName};
+use crate::domain::{Currency, CustomerId, EventId, MoneyTotal, SectionName};
 
 use super::{
     AvailableSeatsProjection, CustomerHistoryProjection, CustomerProfile, ProjectionError, ProjectionHandle,
@@ -42,7 +42,7 @@ pub trait SalesAnalyticsQueries: Send + Sync {
     /// See [`SalesAnalyticsProjection::get_metrics`].
     async fn get_metrics(&self, event: EventId) -> Result<Option<SalesMetrics>, ProjectionError>;
     /// See [`SalesAnalyticsProjection::get_total_revenue_all_events`].
-    async fn get_total_revenue_all_events(&self) -> Result<Vec<Money>, ProjectionError>;
+    async fn get_total_revenue_all_events(&self) -> Result<Vec<MoneyTotal>, ProjectionError>;
     /// See [`SalesAnalyticsProjection::get_most_popular_section`].
     async fn get_most_popular_section(&self, event: EventId) -> Result<Option<(SectionName, u64)>, ProjectionError>;
 }
@@ -57,8 +57,11 @@ pub trait CustomerHistoryQueries: Send + Sync {
     /// See [`CustomerHistoryProjection::get_event_attendees`].
     async fn get_event_attendees(&self, event: EventId) -> Result<Vec<CustomerId>, ProjectionError>;
     /// See [`CustomerHistoryProjection::get_top_spenders`].
-    async fn get_top_spenders(&self, currency: Currency, n: usize)
-    -> Result<Vec<(CustomerId, Money)>, ProjectionError>;
+    async fn get_top_spenders(
+        &self,
+        currency: Currency,
+        n: usize,
+    ) -> Result<Vec<(CustomerId, MoneyTotal)>, ProjectionError>;
 }
 
 #[async_trait]
@@ -83,7 +86,7 @@ impl SalesAnalyticsQueries for ProjectionHandle<SalesAnalyticsProjection> {
     async fn get_metrics(&self, event: EventId) -> Result<Option<SalesMetrics>, ProjectionError> {
         Ok(self.read(|m| m.get_metrics(event)))
     }
-    async fn get_total_revenue_all_events(&self) -> Result<Vec<Money>, ProjectionError> {
+    async fn get_total_revenue_all_events(&self) -> Result<Vec<MoneyTotal>, ProjectionError> {
         Ok(self.read(SalesAnalyticsProjection::get_total_revenue_all_events))
     }
     async fn get_most_popular_section(&self, event: EventId) -> Result<Option<(SectionName, u64)>, ProjectionError> {
@@ -106,7 +109,7 @@ impl CustomerHistoryQueries for ProjectionHandle<CustomerHistoryProjection> {
         &self,
         currency: Currency,
         n: usize,
-    ) -> Result<Vec<(CustomerId, Money)>, ProjectionError> {
+    ) -> Result<Vec<(CustomerId, MoneyTotal)>, ProjectionError> {
         Ok(self.read(|m| m.get_top_spenders(currency, n)))
     }
 }
@@ -114,7 +117,7 @@ impl CustomerHistoryQueries for ProjectionHandle<CustomerHistoryProjection> {
 #[cfg(feature = "postgres")]
 mod postgres {
     use super::{
-        AvailableSeatsQueries, Currency, CustomerHistoryQueries, CustomerId, CustomerProfile, EventId, Money,
+        AvailableSeatsQueries, Currency, CustomerHistoryQueries, CustomerId, CustomerProfile, EventId, MoneyTotal,
         ProjectionError, SalesAnalyticsQueries, SalesMetrics, SectionAvailability, SectionName, async_trait,
     };
     use crate::projections::PostgresReadModels;
@@ -146,7 +149,7 @@ mod postgres {
         async fn get_metrics(&self, event: EventId) -> Result<Option<SalesMetrics>, ProjectionError> {
             PostgresReadModels::get_metrics(self, event).await
         }
-        async fn get_total_revenue_all_events(&self) -> Result<Vec<Money>, ProjectionError> {
+        async fn get_total_revenue_all_events(&self) -> Result<Vec<MoneyTotal>, ProjectionError> {
             PostgresReadModels::get_total_revenue_all_events(self).await
         }
         async fn get_most_popular_section(
@@ -172,7 +175,7 @@ mod postgres {
             &self,
             currency: Currency,
             n: usize,
-        ) -> Result<Vec<(CustomerId, Money)>, ProjectionError> {
+        ) -> Result<Vec<(CustomerId, MoneyTotal)>, ProjectionError> {
             PostgresReadModels::get_top_spenders(self, currency, n).await
         }
     }

@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use crate::aggregates::{PaymentAction, ReservationAction, TicketingAction};
-use crate::domain::{Currency, DomainError, EventId, Money, ReservationId, SectionName};
+use crate::domain::{Currency, DomainError, EventId, Money, MoneyTotal, ReservationId, SectionName};
 use crate::event_store::Envelope;
 
 use super::{Projection, ProjectionError, ReservationFacts, average_price, decode_ticketing, reads_payload};
@@ -113,7 +113,7 @@ pub struct SalesMetrics {
     /// The event.
     pub event_id: EventId,
     /// Successful payments minus refunds.
-    pub total_revenue: Money,
+    pub total_revenue: MoneyTotal,
     /// Seats of completed reservations.
     pub tickets_sold: u64,
     /// Reservations that completed.
@@ -125,7 +125,7 @@ pub struct SalesMetrics {
     /// Reservations undone after a failed payment or a seat shortage.
     pub compensated_reservations: u64,
     /// Revenue per section (sections with a payment or a sale only).
-    pub revenue_by_section: BTreeMap<SectionName, Money>,
+    pub revenue_by_section: BTreeMap<SectionName, MoneyTotal>,
     /// Tickets sold per section (same sections).
     pub tickets_by_section: BTreeMap<SectionName, u64>,
     /// `total_revenue / tickets_sold` in minor units, rounded half-up (away from zero); zero when
@@ -135,14 +135,14 @@ pub struct SalesMetrics {
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 struct SectionSales {
-    revenue: i64,
+    revenue: i128,
     tickets: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct EventSales {
     currency: Currency,
-    revenue: i64,
+    revenue: i128,
     tickets: u64,
     completed: u64,
     cancelled: u64,
@@ -205,7 +205,8 @@ impl SalesAnalyticsProjection {
     /// Applies one change. On error nothing changes.
     ///
     /// # Errors
-    /// [`DomainError`] when revenue would overflow or mixes currencies within an event.
+    /// [`DomainError`] when revenue mixes currencies within an event (sums are `i128` and do not
+    /// overflow: see [`MoneyTotal`]).
     pub(crate) fn apply_change(&mut self, change: SalesChange) -> Result<(), DomainError> {
         match change {
             SalesChange::ReservationStarted(facts) => {
@@ -217,10 +218,9 @@ impl SalesAnalyticsProjection {
                 if amount.currency() != sales.currency {
                     return Err(DomainError::CurrencyMismatch { left: sales.currency, right: amount.currency() });
                 }
-                let overflow = || DomainError::MoneyOverflow { operation: "add".into() };
                 let section_revenue = sales.sections.get(&section).map_or(0, |s| s.revenue);
-                let event_total = sales.revenue.checked_add(amount.minor_units()).ok_or_else(overflow)?;
-                let section_total = section_revenue.checked_add(amount.minor_units()).ok_or_else(overflow)?;
+                let event_total = MoneyTotal::new(sales.revenue, sales.currency).checked_add(amount)?.minor_units();
+                let section_total = MoneyTotal::new(section_revenue, sales.currency).checked_add(amount)?.minor_units();
                 sales.revenue = event_total;
                 sales.sections.entry(section).or_default().revenue = section_total;
             }
@@ -248,7 +248,7 @@ impl SalesAnalyticsProjection {
     #[must_use]
     pub fn get_metrics(&self, event: EventId) -> Option<SalesMetrics> {
         let s = self.events.get(&event)?;
-        let money = |m| Money::new(m, s.currency);
+        let money = |m| MoneyTotal::new(m, s.currency);
         let total_revenue = money(s.revenue);
         Some(SalesMetrics {
             event_id: event,
@@ -265,15 +265,18 @@ impl SalesAnalyticsProjection {
     }
 
     /// Revenue over all events, one total per currency (amounts in different currencies are never
-    /// added together), in currency-code order. A total that would overflow saturates.
+    /// added together), in currency-code order, summed in `i128`: past the range of one
+    /// [`Money`] amount, exactly.
     #[must_use]
-    pub fn get_total_revenue_all_events(&self) -> Vec<Money> {
-        let mut totals: BTreeMap<Currency, i64> = BTreeMap::new();
+    pub fn get_total_revenue_all_events(&self) -> Vec<MoneyTotal> {
+        let mut totals: BTreeMap<Currency, i128> = BTreeMap::new();
         for s in self.events.values() {
+            // Each event's revenue is a sum of i64 amounts, one per event of the log; all of
+            // them together stay below 2^127.
             let t = totals.entry(s.currency).or_default();
             *t = t.saturating_add(s.revenue);
         }
-        totals.into_iter().map(|(c, m)| Money::new(m, c)).collect()
+        totals.into_iter().map(|(c, m)| MoneyTotal::new(m, c)).collect()
     }
 
     /// The section of `event` with the most tickets sold and that number; ties go to the section

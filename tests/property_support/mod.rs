@@ -14,8 +14,8 @@ use boxoffice::aggregates::{
     GatewayOutcome, RefundStatus, Reservation, ReservationAction, Section, TicketingAction, TicketingEnv,
 };
 use boxoffice::domain::{
-    Capacity, Currency, CustomerId, EventId, Money, PaymentId, PricingTier, RefundId, ReservationId, SectionName,
-    TierKind, Venue, VenueId,
+    Capacity, Currency, CustomerId, EventId, Money, MoneyTotal, PaymentId, PricingTier, RefundId, ReservationId,
+    SectionName, TierKind, Venue, VenueId,
 };
 use boxoffice::event_store::Envelope;
 use boxoffice::framework::{Clock, FixedClock};
@@ -307,7 +307,7 @@ pub struct Trace {
     /// The availability read model per section of the event on sale.
     pub availability: Vec<Option<SectionAvailability>>,
     /// `SalesAnalytics` revenue of the event on sale.
-    pub revenue: Option<Money>,
+    pub revenue: Option<MoneyTotal>,
     /// Every payment the gateway answered, with whether it approved.
     pub charges: HashMap<PaymentId, bool>,
 }

@@ -94,6 +94,10 @@ pub fn start() -> chrono::DateTime<Utc> {
 }
 
 fn spec(clock: &FixedClock, sections: &[(&str, u32)]) -> EventSpec {
+    spec_priced(clock, sections, Money::new(2_500, Currency::EUR))
+}
+
+fn spec_priced(clock: &FixedClock, sections: &[(&str, u32)], price: Money) -> EventSpec {
     EventSpec {
         name: "Rust Fest".into(),
         venue: Venue::new(VenueId::new_v4(), "Hall").unwrap(),
@@ -108,13 +112,7 @@ fn spec(clock: &FixedClock, sections: &[(&str, u32)]) -> EventSpec {
         pricing_tiers: sections
             .iter()
             .map(|(name, _)| {
-                PricingTier::new(
-                    TierKind::Regular,
-                    SectionName::new(*name).unwrap(),
-                    Money::new(2_500, Currency::EUR),
-                    None,
-                )
-                .unwrap()
+                PricingTier::new(TierKind::Regular, SectionName::new(*name).unwrap(), price, None).unwrap()
             })
             .collect(),
         policy: SalesPolicy::default(),
@@ -180,6 +178,45 @@ pub async fn available(f: &Fixture, section: &'static str) -> u32 {
 
 pub async fn metrics(system: &TicketingSystem, event: EventId) -> SalesMetrics {
     system.sales_analytics().unwrap().get_metrics(event).await.unwrap().unwrap()
+}
+
+/// Sums of legal sales past the range of one amount are counted exactly: two events, each with
+/// one seat at EUR 60 quadrillion (each event's revenue fits an `i64`, as `create_event`
+/// checks), bought by one customer. Her total and the revenue over all events are
+/// 120 quadrillion, beyond `i64::MAX` (before: the customer model overflowed at the second payment
+/// and stopped counting anything).
+pub async fn sums_past_one_amount_are_counted_exactly(backend: Backend) {
+    let clock = FixedClock::new(start());
+    let storage = backend.storage().await;
+    let gateway = Arc::new(SimulatedGateway::always_succeed());
+    let system = system_with(&storage, &clock, Arc::clone(&gateway)).await;
+    let price = Money::new(6_000_000_000_000_000_000, Currency::EUR);
+    let customer = CustomerId::new_v4();
+    for _ in 0..2 {
+        let event = system.create_event(spec_priced(&clock, &[("Box", 1)], price)).await.unwrap();
+        system.publish_event(event).await.unwrap();
+        system.open_sales(event).await.unwrap();
+        let request = ReserveRequest {
+            event_id: event,
+            section: SectionName::new("Box").unwrap(),
+            quantity: 1,
+            customer_id: customer,
+            idempotency_key: None,
+        };
+        let hold = system.reserve(request).await.unwrap();
+        system.pay(hold.reservation_id, card()).await.unwrap();
+        system.settled().await.unwrap();
+        assert_eq!(metrics(&system, event).await.total_revenue, MoneyTotal::from(price));
+    }
+    let expected = MoneyTotal::new(2 * i128::from(price.minor_units()), Currency::EUR);
+    assert!(expected.minor_units() > i128::from(i64::MAX));
+    let all = system.sales_analytics().unwrap().get_total_revenue_all_events().await.unwrap();
+    assert_eq!(all, vec![expected]);
+    let profile = system.customer_history().unwrap().get_customer_profile(customer).await.unwrap().unwrap();
+    assert_eq!(profile.total_spent.get(&Currency::EUR), Some(&expected));
+    let top = system.customer_history().unwrap().get_top_spenders(Currency::EUR, 1).await.unwrap();
+    assert_eq!(top, vec![(customer, expected)]);
+    assert!(system.health().await.unwrap().consumers.iter().all(|c| c.quarantined.is_empty()), "nothing was skipped");
 }
 
 pub async fn purchase_sells_seats_and_books_revenue(backend: Backend) {
@@ -437,11 +474,11 @@ pub async fn two_systems_sharing_a_store_never_oversell(backend: Backend) {
 pub struct Answers {
     sections: Vec<Option<boxoffice::projections::SectionAvailability>>,
     metrics: Option<SalesMetrics>,
-    revenue: Vec<Money>,
+    revenue: Vec<MoneyTotal>,
     popular: Option<(SectionName, u64)>,
     profiles: Vec<Option<boxoffice::projections::CustomerProfile>>,
     attendees: Vec<CustomerId>,
-    top: Vec<(CustomerId, Money)>,
+    top: Vec<(CustomerId, MoneyTotal)>,
 }
 
 pub async fn answers(system: &TicketingSystem, event: EventId, customers: &[CustomerId]) -> Answers {
@@ -493,7 +530,7 @@ pub async fn a_restarted_system_counts_nothing_twice(backend: Backend) -> Fixtur
     f.system.reserve(held).await.unwrap();
     f.system.settled().await.unwrap();
     let before = answers(&f.system, f.event, &customers).await;
-    assert_eq!(before.metrics.as_ref().map(|m| (m.tickets_sold, m.total_revenue)), Some((3, eur(7_500))));
+    assert_eq!(before.metrics.as_ref().map(|m| (m.tickets_sold, m.total_revenue)), Some((3, eur(7_500).into())));
     f.system.shutdown().await;
 
     f.system = system_with(&f.storage, &f.clock, Arc::clone(&f.gateway)).await;
@@ -504,10 +541,10 @@ pub async fn a_restarted_system_counts_nothing_twice(backend: Backend) -> Fixtur
     f.system.settled().await.unwrap();
     let after = answers(&f.system, f.event, &customers).await;
     let sales = after.metrics.as_ref().unwrap();
-    assert_eq!((sales.tickets_sold, sales.completed_reservations, sales.total_revenue), (4, 3, eur(10_000)));
+    assert_eq!((sales.tickets_sold, sales.completed_reservations, sales.total_revenue), (4, 3, eur(10_000).into()));
     let alice_profile = after.profiles[0].as_ref().unwrap();
     assert_eq!((alice_profile.purchases.len(), alice_profile.total_tickets), (2, 3));
-    assert_eq!(alice_profile.total_spent.get(&Currency::EUR), Some(&eur(7_500)));
+    assert_eq!(alice_profile.total_spent.get(&Currency::EUR), Some(&eur(7_500).into()));
     let boxes = after.sections[1].as_ref().unwrap();
     assert_eq!((boxes.available, boxes.reserved, boxes.sold), (2, 0, 2));
     let stalls = after.sections[0].as_ref().unwrap();

@@ -5,10 +5,10 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::read_models::{db, facts_for, money, section, store_facts, to_i64};
+use super::read_models::{db, facts_for, money, money_total, section, store_facts, to_i64};
 use super::{PostgresReadModels, ReadModel};
 use crate::aggregates::TicketingAction;
-use crate::domain::{Currency, CustomerId, EventId, Money, ReservationId, SectionName};
+use crate::domain::{Currency, CustomerId, EventId, MoneyTotal, ReservationId, SectionName};
 use crate::projections::customer_history::favorite_section;
 use crate::projections::{CustomerChange, CustomerProfile, ProjectionError, Purchase};
 
@@ -20,7 +20,7 @@ pub(super) async fn apply(conn: &mut PgConnection, actions: &[(u64, TicketingAct
     let mut facts = facts_for(conn, MODEL, actions).await?;
     let mut started = Vec::new();
     let mut purchases: Vec<(u64, CustomerId, Purchase)> = Vec::new();
-    let mut spent: HashMap<(CustomerId, Currency), i64> = HashMap::new();
+    let mut spent: HashMap<(CustomerId, Currency), i128> = HashMap::new();
     for (position, action) in actions {
         let Some(change) = CustomerChange::from_action(action, |id| facts.get(&id).cloned()) else { continue };
         match change {
@@ -31,7 +31,7 @@ pub(super) async fn apply(conn: &mut PgConnection, actions: &[(u64, TicketingAct
             CustomerChange::Purchased { customer_id, purchase } => purchases.push((*position, customer_id, purchase)),
             CustomerChange::Spent { customer_id, amount } => {
                 let total = spent.entry((customer_id, amount.currency())).or_default();
-                *total = total.checked_add(amount.minor_units()).ok_or_else(|| ProjectionError::Money {
+                *total = total.checked_add(i128::from(amount.minor_units())).ok_or_else(|| ProjectionError::Money {
                     projection: MODEL.name().to_owned(),
                     global_position: *position,
                     source: crate::domain::DomainError::MoneyOverflow { operation: "add".into() },
@@ -75,11 +75,11 @@ pub(super) async fn apply(conn: &mut PgConnection, actions: &[(u64, TicketingAct
         for ((customer, currency), amount) in spent {
             customers.push(customer.as_uuid());
             currencies.push(currency.as_str().to_owned());
-            amounts.push(amount);
+            amounts.push(amount.to_string());
         }
         sqlx::query(
             "INSERT INTO rm_customer_spent (customer_id, currency, amount) \
-             SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::bigint[]) \
+             SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::numeric[]) \
              ON CONFLICT (customer_id, currency) DO UPDATE SET amount = rm_customer_spent.amount + EXCLUDED.amount",
         )
         .bind(&customers)
@@ -106,8 +106,8 @@ impl PostgresReadModels {
         .fetch_all(&self.pool)
         .await
         .map_err(db(MODEL))?;
-        let spent: Vec<(String, i64)> =
-            sqlx::query_as("SELECT currency, amount FROM rm_customer_spent WHERE customer_id = $1")
+        let spent: Vec<(String, String)> =
+            sqlx::query_as("SELECT currency, amount::text FROM rm_customer_spent WHERE customer_id = $1")
                 .bind(customer.as_uuid())
                 .fetch_all(&self.pool)
                 .await
@@ -127,7 +127,7 @@ impl PostgresReadModels {
         }
         let mut total_spent = BTreeMap::new();
         for (currency, amount) in spent {
-            let m = money(MODEL, amount, &currency)?;
+            let m = money_total(MODEL, &amount, &currency)?;
             total_spent.insert(m.currency(), m);
         }
         let mut per_section: BTreeMap<SectionName, u64> = BTreeMap::new();
@@ -180,16 +180,18 @@ impl PostgresReadModels {
         &self,
         currency: Currency,
         n: usize,
-    ) -> Result<Vec<(CustomerId, Money)>, ProjectionError> {
-        let rows: Vec<(Uuid, i64)> = sqlx::query_as(
-            "SELECT customer_id, amount FROM rm_customer_spent WHERE currency = $1 \
-             ORDER BY amount DESC, customer_id LIMIT $2",
+    ) -> Result<Vec<(CustomerId, MoneyTotal)>, ProjectionError> {
+        let rows: Vec<(Uuid, String)> = sqlx::query_as(
+            "SELECT customer_id, amount::text FROM rm_customer_spent WHERE currency = $1 \
+             ORDER BY rm_customer_spent.amount DESC, customer_id LIMIT $2",
         )
         .bind(currency.as_str())
         .bind(i64::try_from(n).unwrap_or(i64::MAX))
         .fetch_all(&self.pool)
         .await
         .map_err(db(MODEL))?;
-        Ok(rows.into_iter().map(|(id, m)| (CustomerId::from_uuid(id), Money::new(m, currency))).collect())
+        rows.into_iter()
+            .map(|(id, m)| Ok((CustomerId::from_uuid(id), money_total(MODEL, &m, currency.as_str())?)))
+            .collect()
     }
 }

@@ -10,7 +10,7 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::aggregates::TicketingAction;
-use crate::domain::{Currency, CustomerId, EventId, Money, ReservationId, SectionName};
+use crate::domain::{Currency, CustomerId, EventId, Money, MoneyTotal, ReservationId, SectionName};
 use crate::event_store::{
     BadEventPolicy, Envelope, EventStore, FollowConfig, FollowStatus, LogConsumer, RetryPolicy, follow,
 };
@@ -117,6 +117,12 @@ pub(super) fn section(model: ReadModel, name: String) -> Result<SectionName, Pro
 
 pub(super) fn money(model: ReadModel, minor: i64, currency: &str) -> Result<Money, ProjectionError> {
     Ok(Money::new(minor, Currency::new(currency).map_err(|e| corrupt(model, e))?))
+}
+
+/// A money sum stored as `numeric` and read as text (`column::text`).
+pub(super) fn money_total(model: ReadModel, minor: &str, currency: &str) -> Result<MoneyTotal, ProjectionError> {
+    let minor: i128 = minor.parse().map_err(|e| corrupt(model, e))?;
+    Ok(MoneyTotal::new(minor, Currency::new(currency).map_err(|e| corrupt(model, e))?))
 }
 
 impl PostgresReadModels {

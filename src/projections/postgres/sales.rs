@@ -5,10 +5,10 @@ use std::collections::{BTreeMap, HashMap};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::read_models::{db, facts_for, money, section, store_facts, to_u64};
+use super::read_models::{db, facts_for, money_total, section, store_facts, to_u64};
 use super::{PostgresReadModels, ReadModel};
 use crate::aggregates::TicketingAction;
-use crate::domain::{Currency, EventId, Money, SectionName};
+use crate::domain::{Currency, EventId, MoneyTotal, SectionName};
 use crate::projections::sales_analytics::most_popular_section;
 use crate::projections::{ProjectionError, ReservationEnd, SalesChange, SalesMetrics, average_price};
 
@@ -16,7 +16,8 @@ const MODEL: ReadModel = ReadModel::SalesAnalytics;
 
 #[derive(Default)]
 struct EventDelta {
-    revenue: i64,
+    /// Summed exactly: the column is `numeric` (bound as text).
+    revenue: i128,
     tickets: i64,
     completed: i64,
     cancelled: i64,
@@ -37,13 +38,18 @@ fn add(total: &mut i64, amount: i64) -> Result<(), ProjectionError> {
     Ok(())
 }
 
+fn add_money(total: &mut i128, amount: i64) -> Result<(), ProjectionError> {
+    *total = total.checked_add(i128::from(amount)).ok_or_else(overflow)?;
+    Ok(())
+}
+
 /// Applies the sales changes of `actions`, summed per event and per section.
 pub(super) async fn apply(conn: &mut PgConnection, actions: &[(u64, TicketingAction)]) -> Result<(), ProjectionError> {
     let mut facts = facts_for(conn, MODEL, actions).await?;
     let mut started = Vec::new();
     let mut new_events: HashMap<EventId, Currency> = HashMap::new();
     let mut events: HashMap<EventId, EventDelta> = HashMap::new();
-    let mut sections: HashMap<(EventId, SectionName), (i64, i64)> = HashMap::new();
+    let mut sections: HashMap<(EventId, SectionName), (i128, i64)> = HashMap::new();
     for (_, action) in actions {
         let Some(change) = SalesChange::from_action(action, |id| facts.get(&id).cloned()) else { continue };
         match change {
@@ -53,8 +59,8 @@ pub(super) async fn apply(conn: &mut PgConnection, actions: &[(u64, TicketingAct
                 started.push(f);
             }
             SalesChange::Revenue { event_id, section, amount } => {
-                add(&mut events.entry(event_id).or_default().revenue, amount.minor_units())?;
-                add(&mut sections.entry((event_id, section)).or_default().0, amount.minor_units())?;
+                add_money(&mut events.entry(event_id).or_default().revenue, amount.minor_units())?;
+                add_money(&mut sections.entry((event_id, section)).or_default().0, amount.minor_units())?;
             }
             SalesChange::Completed { event_id, section, tickets } => {
                 let e = events.entry(event_id).or_default();
@@ -96,22 +102,24 @@ async fn write_events(
         .map_err(db(MODEL))?;
     }
     if !events.is_empty() {
-        let mut columns: [Vec<i64>; 6] = Default::default();
+        let mut columns: [Vec<i64>; 5] = Default::default();
         let mut ids = Vec::with_capacity(events.len());
+        let mut revenue = Vec::with_capacity(events.len());
         for (id, d) in events {
             ids.push(id.as_uuid());
+            revenue.push(d.revenue.to_string());
             for (column, value) in
-                columns.iter_mut().zip([d.revenue, d.tickets, d.completed, d.cancelled, d.expired, d.compensated])
+                columns.iter_mut().zip([d.tickets, d.completed, d.cancelled, d.expired, d.compensated])
             {
                 column.push(value);
             }
         }
-        let [revenue, tickets, completed, cancelled, expired, compensated] = columns;
+        let [tickets, completed, cancelled, expired, compensated] = columns;
         sqlx::query(
             "UPDATE rm_event_sales e SET revenue = e.revenue + d.revenue, tickets = e.tickets + d.tickets, \
                 completed = e.completed + d.completed, cancelled = e.cancelled + d.cancelled, \
                 expired = e.expired + d.expired, compensated = e.compensated + d.compensated \
-             FROM UNNEST($1::uuid[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[], $7::bigint[]) \
+             FROM UNNEST($1::uuid[], $2::numeric[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[], $7::bigint[]) \
                 AS d(event_id, revenue, tickets, completed, cancelled, expired, compensated) \
              WHERE e.event_id = d.event_id",
         )
@@ -131,7 +139,7 @@ async fn write_events(
 
 async fn write_sections(
     conn: &mut PgConnection,
-    sections: HashMap<(EventId, SectionName), (i64, i64)>,
+    sections: HashMap<(EventId, SectionName), (i128, i64)>,
 ) -> Result<(), ProjectionError> {
     if !sections.is_empty() {
         let mut ids = Vec::with_capacity(sections.len());
@@ -141,12 +149,12 @@ async fn write_sections(
         for ((event, name), (r, t)) in sections {
             ids.push(event.as_uuid());
             names.push(String::from(name));
-            revenue.push(r);
+            revenue.push(r.to_string());
             tickets.push(t);
         }
         sqlx::query(
             "INSERT INTO rm_section_sales (event_id, section, revenue, tickets) \
-             SELECT d.* FROM UNNEST($1::uuid[], $2::text[], $3::bigint[], $4::bigint[]) AS d(event_id, section, revenue, tickets) \
+             SELECT d.* FROM UNNEST($1::uuid[], $2::text[], $3::numeric[], $4::bigint[]) AS d(event_id, section, revenue, tickets) \
              WHERE EXISTS (SELECT 1 FROM rm_event_sales e WHERE e.event_id = d.event_id) \
              ON CONFLICT (event_id, section) DO UPDATE SET revenue = rm_section_sales.revenue + EXCLUDED.revenue, \
                 tickets = rm_section_sales.tickets + EXCLUDED.tickets",
@@ -163,9 +171,9 @@ async fn write_sections(
 }
 
 impl PostgresReadModels {
-    async fn section_sales(&self, event: EventId) -> Result<Vec<(SectionName, i64, u64)>, ProjectionError> {
-        let rows: Vec<(String, i64, i64)> =
-            sqlx::query_as("SELECT section, revenue, tickets FROM rm_section_sales WHERE event_id = $1")
+    async fn section_sales(&self, event: EventId) -> Result<Vec<(SectionName, String, u64)>, ProjectionError> {
+        let rows: Vec<(String, String, i64)> =
+            sqlx::query_as("SELECT section, revenue::text, tickets FROM rm_section_sales WHERE event_id = $1")
                 .bind(event.as_uuid())
                 .fetch_all(&self.pool)
                 .await
@@ -178,9 +186,9 @@ impl PostgresReadModels {
     /// # Errors
     /// [`ProjectionError::Database`] or [`ProjectionError::Corrupt`].
     pub async fn get_metrics(&self, event: EventId) -> Result<Option<SalesMetrics>, ProjectionError> {
-        type Row = (String, i64, i64, i64, i64, i64, i64);
+        type Row = (String, String, i64, i64, i64, i64, i64);
         let row: Option<Row> = sqlx::query_as(
-            "SELECT currency, revenue, tickets, completed, cancelled, expired, compensated \
+            "SELECT currency, revenue::text, tickets, completed, cancelled, expired, compensated \
              FROM rm_event_sales WHERE event_id = $1",
         )
         .bind(event.as_uuid())
@@ -190,7 +198,7 @@ impl PostgresReadModels {
         let Some((currency, revenue, tickets, completed, cancelled, expired, compensated)) = row else {
             return Ok(None);
         };
-        let total_revenue = money(MODEL, revenue, &currency)?;
+        let total_revenue = money_total(MODEL, &revenue, &currency)?;
         let tickets_sold = to_u64(MODEL, tickets)?;
         let sections = self.section_sales(event).await?;
         Ok(Some(SalesMetrics {
@@ -203,8 +211,8 @@ impl PostgresReadModels {
             compensated_reservations: to_u64(MODEL, compensated)?,
             revenue_by_section: sections
                 .iter()
-                .map(|(s, r, _)| (s.clone(), Money::new(*r, total_revenue.currency())))
-                .collect::<BTreeMap<_, _>>(),
+                .map(|(s, r, _)| Ok((s.clone(), money_total(MODEL, r, &currency)?)))
+                .collect::<Result<BTreeMap<_, _>, ProjectionError>>()?,
             tickets_by_section: sections.iter().map(|(s, _, t)| (s.clone(), *t)).collect(),
             average_ticket_price: average_price(total_revenue, tickets_sold),
         }))
@@ -215,16 +223,14 @@ impl PostgresReadModels {
     ///
     /// # Errors
     /// [`ProjectionError::Database`] or [`ProjectionError::Corrupt`].
-    pub async fn get_total_revenue_all_events(&self) -> Result<Vec<Money>, ProjectionError> {
-        let rows: Vec<(String, i64)> = sqlx::query_as(
-            "SELECT currency, LEAST(GREATEST(SUM(revenue), -9223372036854775808), 9223372036854775807)::bigint \
-             FROM rm_event_sales GROUP BY currency",
-        )
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db(MODEL))?;
-        let mut totals = rows.into_iter().map(|(c, m)| money(MODEL, m, &c)).collect::<Result<Vec<_>, _>>()?;
-        totals.sort_by_key(Money::currency);
+    pub async fn get_total_revenue_all_events(&self) -> Result<Vec<MoneyTotal>, ProjectionError> {
+        let rows: Vec<(String, String)> =
+            sqlx::query_as("SELECT currency, SUM(revenue)::text FROM rm_event_sales GROUP BY currency")
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db(MODEL))?;
+        let mut totals = rows.into_iter().map(|(c, m)| money_total(MODEL, &m, &c)).collect::<Result<Vec<_>, _>>()?;
+        totals.sort_by_key(MoneyTotal::currency);
         Ok(totals)
     }
 
