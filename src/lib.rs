@@ -44,9 +44,12 @@
 //!   values, clocks and the [`ReducerTest`](framework::ReducerTest) harness. No ticketing words.
 //! - [`event_store`] and [`event_bus`]: the [`EventStore`](event_store::EventStore) and
 //!   [`EventBus`](event_bus::EventBus) traits with their backends, the one
-//!   [`follow`](event_store::follow) runner every log consumer uses, the outbox relay from the
-//!   log to the bus. No ticketing words either.
-//! - [`domain`]: validated value types (ids, money, capacity, seat numbers, venues, tiers).
+//!   [`follow`](event_store::follow) runner every log consumer uses (it quarantines an event that
+//!   can never be read or applied, or halts there, by [`BadEventPolicy`](event_store::BadEventPolicy)),
+//!   the outbox relay from the log to the bus. On `PostgreSQL` readers wait only for this store's
+//!   own appending transactions. No ticketing words either.
+//! - [`domain`]: validated value types (ids, money and money sums, capacity, seat numbers, venues,
+//!   tiers).
 //! - [`aggregates`]: Event, Inventory, Reservation and Payment as pure reducers; the reservation
 //!   saga as pure functions ([`reactions`](aggregates::reactions)); the synchronous
 //!   [`SagaDriver`](aggregates::SagaDriver) for tests and baselines.
