@@ -216,6 +216,15 @@ pub async fn under_the_halt_policy_a_bad_event_stops_its_consumers_loudly(backen
         "{said}"
     );
 
+    // A reply the halted saga would have to give times out naming it, where it stopped and why.
+    let stuck = f.system.reserve(request(&f, "Stalls", 1)).await.unwrap_err();
+    assert!(
+        matches!(&stuck, SystemError::Timeout { consumer, handled, cause: Some(_), .. } if consumer == "boxoffice-saga" && *handled < bad),
+        "{stuck:?}"
+    );
+    let said = stuck.to_string();
+    assert!(said.contains("boxoffice-saga") && said.contains("bad event"), "{said}");
+
     let unsettled = f.system.settled().await.unwrap_err();
     assert!(
         matches!(&unsettled, SystemError::Lagging { consumer, cause: Some(_), .. } if consumer == "boxoffice-saga"),
