@@ -152,15 +152,25 @@ async fn open_transactions_of_strangers_hold_no_reader_back() {
         assert!(xid.is_some(), "the stranger holds a transaction id");
     }
 
-    let started = std::time::Instant::now();
-    let appended = store.append_batch(one("stranger-after")).await.unwrap()[0].last_global_position;
-    let event = tokio::time::timeout(Duration::from_secs(20), subscription.next()).await.unwrap().unwrap().unwrap();
-    let waited = started.elapsed();
-    assert_eq!(event.global_position, appended);
+    // Every append is delivered while the strangers stay open (before the fix none was, for as
+    // long as they were open); the quickest of five within 100 ms, so a loaded machine's
+    // scheduling hiccup on one of them cannot fail the test.
+    let mut waits = Vec::new();
+    let mut last = base;
+    for i in 0..5 {
+        let started = std::time::Instant::now();
+        let appended = store.append_batch(one(&format!("stranger-after-{i}"))).await.unwrap()[0].last_global_position;
+        let event = tokio::time::timeout(Duration::from_secs(20), subscription.next()).await.unwrap().unwrap().unwrap();
+        waits.push(started.elapsed());
+        assert_eq!(event.global_position, appended);
+        assert_eq!(store.head_position().await.unwrap(), appended);
+        last = appended;
+    }
     let read: Vec<u64> = store.read_all(base, 10).await.unwrap().iter().map(|e| e.global_position).collect();
-    assert_eq!(read, vec![appended]);
-    assert_eq!(store.head_position().await.unwrap(), appended);
-    assert!(waited < Duration::from_millis(100), "a stranger's transaction delayed the subscriber by {waited:?}");
+    assert_eq!(read.len(), 5);
+    assert_eq!(read.last(), Some(&last));
+    let quickest = waits.iter().min().copied().unwrap();
+    assert!(quickest < Duration::from_millis(100), "strangers' transactions delayed the subscriber: {waits:?}");
 
     other_append.rollback().await.unwrap();
     elsewhere.execute("ROLLBACK").await.unwrap();
