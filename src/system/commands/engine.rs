@@ -10,6 +10,7 @@
 
 use std::collections::HashMap;
 use std::fmt::Debug;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -27,6 +28,10 @@ use crate::event_store::{
 };
 use crate::framework::{Effect, Message, Reducer};
 use crate::system::context::CommandContext;
+
+/// What a stored event is taken to weigh when deciding whether a snapshot is due (a ticketing
+/// event's JSON is 200-400 bytes).
+const EVENT_BYTES: u64 = 256;
 
 /// Shape version of the snapshots the engine writes; others are ignored.
 const SNAPSHOT_SCHEMA_VERSION: u32 = 1;
@@ -211,6 +216,14 @@ struct Loaded<S> {
     version: u64,
     /// Version of the last snapshot saved or loaded (0: none).
     snapshot_version: u64,
+    /// Size in bytes of the last snapshot saved or loaded (set by the task that writes it).
+    snapshot_bytes: Arc<AtomicUsize>,
+}
+
+impl<S> Loaded<S> {
+    fn new(state: S, version: u64, snapshot_bytes: usize) -> Self {
+        Self { state, version, snapshot_version: version, snapshot_bytes: Arc::new(AtomicUsize::new(snapshot_bytes)) }
+    }
 }
 
 impl<R: Aggregate> Engine<R> {
@@ -496,23 +509,30 @@ impl<R: Aggregate> Worker<R> {
             .collect())
     }
 
-    /// Saves a snapshot once `snapshot_every` events were appended since the last one. The
-    /// state is copied here; serialising and writing happen in a background task, so a large
-    /// state (a sold-out section's every seat) never holds up the stream's commands.
+    /// Saves a snapshot once `snapshot_every` events were appended since the last one, and
+    /// (so a large state is not rewritten for every few hundred small events) once those events
+    /// are about as large as the last snapshot, counting [`EVENT_BYTES`] each: a stream is never
+    /// replayed from more than about one snapshot's worth of events, and a snapshot costs about
+    /// as much as the events since the last one. The state is copied here; serialising and
+    /// writing happen in a background task, so a large state (a sold-out section's every seat)
+    /// never holds up the stream's commands.
     fn snapshot_if_due(&mut self) {
         let every = self.engine.inner.config.snapshot_every;
         let Some(loaded) = self.loaded.as_mut() else { return };
-        if every == 0 || loaded.version < loaded.snapshot_version.saturating_add(every) {
+        let since = loaded.version.saturating_sub(loaded.snapshot_version);
+        if !snapshot_due(since, every, loaded.snapshot_bytes.load(Ordering::Relaxed)) {
             return;
         }
         loaded.snapshot_version = loaded.version;
         let (state, version) = (loaded.state.clone(), loaded.version);
         let (store, stream) = (Arc::clone(&self.engine.inner.store), self.stream.clone());
         let in_flight = self.engine.inner.snapshots_in_flight.clone();
+        let snapshot_bytes = Arc::clone(&loaded.snapshot_bytes);
         in_flight.send_modify(|n| *n += 1);
         tokio::spawn(async move {
             match tokio::task::spawn_blocking(move || serde_json::to_string(&state)).await {
                 Ok(Ok(state)) => {
+                    snapshot_bytes.store(state.len(), Ordering::Relaxed);
                     let snapshot = Snapshot {
                         stream_id: stream,
                         stream_version: version,
@@ -531,6 +551,13 @@ impl<R: Aggregate> Worker<R> {
     }
 }
 
+/// Whether a stream with `since` events after its last snapshot of `last_bytes` bytes is due for
+/// another (see [`Worker::snapshot_if_due`]).
+fn snapshot_due(since: u64, every: u64, last_bytes: usize) -> bool {
+    let last_bytes = u64::try_from(last_bytes).unwrap_or(u64::MAX);
+    every > 0 && since >= every && since.saturating_mul(EVENT_BYTES) >= last_bytes
+}
+
 impl<R: Aggregate> Engine<R> {
     /// Loads a stream: its latest readable snapshot plus the events after it.
     async fn load(&self, stream: &StreamId) -> Result<Loaded<R::State>, LoadError> {
@@ -541,13 +568,14 @@ impl<R: Aggregate> Engine<R> {
                 None
             }
         };
-        let base = match snapshot.map(|s| (serde_json::from_str::<R::State>(&s.state), s.stream_version)) {
-            Some((Ok(state), version)) => Loaded { state, version, snapshot_version: version },
-            Some((Err(error), _)) => {
+        let base = match snapshot.map(|s| (serde_json::from_str::<R::State>(&s.state), s.stream_version, s.state.len()))
+        {
+            Some((Ok(state), version, bytes)) => Loaded::new(state, version, bytes),
+            Some((Err(error), _, _)) => {
                 tracing::warn!(%error, %stream, "snapshot does not match the state's shape; loading the whole stream");
-                Loaded { state: R::State::default(), version: 0, snapshot_version: 0 }
+                Loaded::new(R::State::default(), 0, 0)
             }
-            None => Loaded { state: R::State::default(), version: 0, snapshot_version: 0 },
+            None => Loaded::new(R::State::default(), 0, 0),
         };
         let mut loaded = base;
         self.catch_up(stream, &mut loaded).await?;

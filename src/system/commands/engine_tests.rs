@@ -274,3 +274,17 @@ async fn long_streams_are_loaded_from_a_snapshot_plus_the_events_after_it() {
     let (sold, refused) = hammer(other, stream.clone(), 100).await;
     assert_eq!((sold, refused), (76, 24));
 }
+
+#[test]
+fn a_large_state_is_snapshotted_once_its_events_weigh_as_much() {
+    // A small state: every `snapshot_every` events.
+    assert!(!snapshot_due(499, 500, 2_000));
+    assert!(snapshot_due(500, 500, 2_000));
+    // A 1 MB state (a sold-out 10,000-seat section): not after 500 small events, but once they
+    // weigh about as much as the snapshot.
+    assert!(!snapshot_due(500, 500, 1_000_000));
+    assert!(!snapshot_due(3_900, 500, 1_000_000));
+    assert!(snapshot_due(3_907, 500, 1_000_000));
+    // Never, when snapshots are off.
+    assert!(!snapshot_due(1_000_000, 0, 0));
+}
