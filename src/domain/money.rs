@@ -91,10 +91,16 @@ impl Money {
 
 impl fmt::Display for Money {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let sign = if self.minor_units < 0 { "-" } else { "" };
-        let abs = self.minor_units.unsigned_abs();
-        write!(f, "{sign}{}.{:02} {}", abs / 100, abs % 100, self.currency)
+        write_amount(f, i128::from(self.minor_units), self.currency)
     }
+}
+
+/// Writes `minor_units` of `currency` as major units with two decimals and the code:
+/// `-0.07 EUR`. Shared by [`Money`] and [`MoneyTotal`](super::MoneyTotal).
+pub(super) fn write_amount(f: &mut fmt::Formatter<'_>, minor_units: i128, currency: Currency) -> fmt::Result {
+    let sign = if minor_units < 0 { "-" } else { "" };
+    let abs = minor_units.unsigned_abs();
+    write!(f, "{sign}{}.{:02} {currency}", abs / 100, abs % 100)
 }
 
 #[cfg(test)]

@@ -101,9 +101,7 @@ impl PartialEq<MoneyTotal> for Money {
 
 impl fmt::Display for MoneyTotal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let sign = if self.minor_units < 0 { "-" } else { "" };
-        let abs = self.minor_units.unsigned_abs();
-        write!(f, "{sign}{}.{:02} {}", abs / 100, abs % 100, self.currency)
+        super::money::write_amount(f, self.minor_units, self.currency)
     }
 }
 
