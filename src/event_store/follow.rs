@@ -1,5 +1,6 @@
 //! The one runner for every consumer of the global log: [`follow`] a store from a checkpoint, in
-//! batches, retrying failures with the crate's [`RetryPolicy`] and never skipping an event.
+//! batches, retrying failures with the crate's [`RetryPolicy`] and never skipping an event
+//! silently: a bad one is quarantined (reported) or halts the run, by [`BadEventPolicy`].
 
 use std::sync::Arc;
 
@@ -236,13 +237,18 @@ impl<E: std::error::Error + 'static> Clone for FollowError<E> {
 /// position handled.
 ///
 /// Failures are logged at `warn`, published in `status` and retried with `config.retry`: a
-/// failed batch is handed over again, the same events, until it succeeds (it is never skipped
-/// and the position does not move past it); a failed read resubscribes after the last position
-/// handled. A stop ends a wait, a pause or a batch in hand at once.
+/// failed batch is handed over again, the same events, until it succeeds (the position does not
+/// move past it); a failed read resubscribes after the last position handled. A bad event (one
+/// the store cannot read, see [`EventStoreError::bad_event_position`], or one the consumer can
+/// never apply, see [`LogConsumer::bad_event`]) is not retried: under
+/// [`BadEventPolicy::Quarantine`] it is logged at `error`, listed in
+/// [`FollowStatus::quarantined`] and [`skip`](LogConsumer::skip)ped, and the run goes on after
+/// it; under [`BadEventPolicy::Halt`] the run ends with [`FollowError::BadEvent`]. A stop ends a
+/// wait, a pause or a batch in hand at once.
 ///
 /// # Errors
 /// When the retry policy gives up, or a stop arrives while a failure is being retried: that
-/// failure.
+/// failure; under [`BadEventPolicy::Halt`], the bad event.
 pub async fn follow<C: LogConsumer>(
     store: &dyn EventStore,
     consumer: &mut C,
