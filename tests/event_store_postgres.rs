@@ -178,6 +178,31 @@ async fn open_transactions_of_strangers_hold_no_reader_back() {
     same_database.execute(format!("DROP TABLE {table}").as_str()).await.unwrap();
 }
 
+/// An appender whose connection dies mid-transaction (its backend terminated, as when its process
+/// is killed) holds readers back only until the server notices: its lock ends with it, its
+/// reserved positions become a gap, and the commits above them are read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_appender_whose_connection_dies_stops_holding_readers_back() {
+    let store = fresh_store(Upcasters::new(), 10).await;
+    let base = store.append_batch(one("dying-base")).await.unwrap()[0].last_global_position;
+    let mut subscription = store.subscribe(base);
+    let mut doomed = PgConnection::connect(&database_url()).await.unwrap();
+    let schema: String = sqlx::query_scalar("SELECT current_schema()::text").fetch_one(store.pool()).await.unwrap();
+    doomed.execute(format!("SET search_path TO {schema}").as_str()).await.unwrap();
+    let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()").fetch_one(&mut doomed).await.unwrap();
+    let mut tx = doomed.begin().await.unwrap();
+    store.append_in_transaction(&mut tx, &one("dying")).await.unwrap();
+    let above = store.append_batch(one("above-dying")).await.unwrap()[0].last_global_position;
+    assert!(store.read_all(base, 10).await.unwrap().is_empty(), "held back while the appender lives");
+
+    let terminated: bool =
+        sqlx::query_scalar("SELECT pg_terminate_backend($1)").bind(pid).fetch_one(store.pool()).await.unwrap();
+    assert!(terminated);
+    let event = tokio::time::timeout(Duration::from_secs(20), subscription.next()).await.unwrap().unwrap().unwrap();
+    assert_eq!(event.global_position, above, "the dead appender's positions are a gap, not a wait");
+    drop(tx);
+}
+
 /// Forces the interleaving that loses events: transaction A takes a lower position and stays open
 /// while B takes a higher one and commits, and then a reader reads. The naive reader moves its
 /// checkpoint past A's position and never sees A; the store's frontier reader waits for A.
