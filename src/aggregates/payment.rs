@@ -427,6 +427,14 @@ impl Reducer for PaymentReducer {
     type Action = PaymentAction;
     type Env = PaymentEnv;
 
+    /// The charge's answer is recorded and no refund waits for the provider.
+    fn at_rest(state: &PaymentState) -> bool {
+        state.payment.as_ref().is_some_and(|p| {
+            matches!(p.status, PaymentStatus::Succeeded | PaymentStatus::Failed)
+                && p.refunds.iter().all(|r| r.status != RefundStatus::Requested)
+        })
+    }
+
     fn reduce(&self, state: &mut PaymentState, action: PaymentAction, env: &PaymentEnv) -> Effects<PaymentAction> {
         match action.kind() {
             MessageKind::Event => {
@@ -879,5 +887,22 @@ mod tests {
             assert_eq!(json.as_object().unwrap().keys().next().unwrap(), event.name());
             assert_eq!(serde_json::from_value::<PaymentAction>(json).unwrap(), event);
         }
+    }
+
+    #[test]
+    fn a_payment_is_at_rest_once_answered_with_no_refund_waiting() {
+        let mut state = PaymentState::default();
+        apply(&mut state, &processed(5_000));
+        assert!(!PaymentReducer::at_rest(&state), "waiting for the gateway");
+        apply(&mut state, &succeeded(5_000));
+        assert!(PaymentReducer::at_rest(&state));
+        apply(&mut state, &requested(1, 1_000));
+        assert!(!PaymentReducer::at_rest(&state), "a refund waits for the provider");
+        apply(&mut state, &refunded(1, 1_000));
+        assert!(PaymentReducer::at_rest(&state));
+        let mut declined = PaymentState::default();
+        apply(&mut declined, &processed(5_000));
+        apply(&mut declined, &failed("card declined"));
+        assert!(PaymentReducer::at_rest(&declined));
     }
 }

@@ -565,6 +565,11 @@ impl Reducer for ReservationReducer {
     type Action = ReservationAction;
     type Env = ReservationEnv;
 
+    /// Ended, with no refund still owed.
+    fn at_rest(state: &ReservationState) -> bool {
+        state.reservation.as_ref().is_some_and(|r| r.status.is_terminal() && r.refund_owed.is_none())
+    }
+
     fn reduce(
         &self,
         state: &mut ReservationState,
@@ -1330,5 +1335,23 @@ mod tests {
             assert_eq!(json.as_object().unwrap().keys().next().unwrap(), event.name());
             assert_eq!(serde_json::from_value::<ReservationAction>(json).unwrap(), event);
         }
+    }
+
+    #[test]
+    fn a_reservation_is_at_rest_once_it_ended_and_owes_no_refund() {
+        let mut state = ReservationState::default();
+        let mut events = vec![initiated()];
+        events.extend(allocated());
+        events.push(paid(false));
+        for event in &events {
+            apply(&mut state, event);
+            assert!(!ReservationReducer::at_rest(&state), "not at rest after {event:?}");
+        }
+        apply(&mut state, &completed());
+        assert!(ReservationReducer::at_rest(&state));
+        if let Some(r) = state.reservation.as_mut() {
+            r.refund_owed = Some(eur(5_000));
+        }
+        assert!(!ReservationReducer::at_rest(&state), "a refund still owed keeps it awake");
     }
 }

@@ -58,4 +58,12 @@ pub trait Reducer: Send + Sync + 'static {
 
     /// Handles one action.
     fn reduce(&self, state: &mut Self::State, action: Self::Action, env: &Self::Env) -> Effects<Self::Action>;
+
+    /// Whether `state` expects no more commands in the normal course of things (a finished
+    /// reservation, a settled payment): a runtime that caches states may let it go soon. A
+    /// command that comes later still works, from the reloaded state. The default: never.
+    fn at_rest(state: &Self::State) -> bool {
+        let _ = state;
+        false
+    }
 }

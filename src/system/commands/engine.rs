@@ -116,6 +116,10 @@ pub struct EngineConfig {
     pub max_batch: usize,
     /// A stream's worker (and its cached state) goes away after this long without commands.
     pub idle_timeout: Duration,
+    /// The same for a stream whose state is at rest ([`Reducer::at_rest`](crate::framework::Reducer::at_rest):
+    /// a finished reservation, a settled payment), if shorter: long enough for the reads that
+    /// follow the last command, short enough that a sale does not keep a worker per buyer.
+    pub rest_timeout: Duration,
     /// Retries of a batch that lost a race or met a transient storage failure; the saga retries
     /// its steps at the same pace without a limit on attempts.
     pub retry: RetryPolicy,
@@ -129,6 +133,7 @@ impl Default for EngineConfig {
         Self {
             max_batch: 256,
             idle_timeout: Duration::from_secs(30),
+            rest_timeout: Duration::from_secs(1),
             retry: RetryPolicy {
                 min_delay: Duration::from_millis(2),
                 max_delay: Duration::from_millis(200),
@@ -327,7 +332,9 @@ impl<R: Aggregate> Worker<R> {
     async fn run(mut self, mut queue: mpsc::UnboundedReceiver<Job<R>>) {
         let config = self.engine.inner.config;
         loop {
-            let first = match tokio::time::timeout(config.idle_timeout, queue.recv()).await {
+            let at_rest = self.loaded.as_ref().is_some_and(|l| R::at_rest(&l.state));
+            let idle = if at_rest { config.rest_timeout.min(config.idle_timeout) } else { config.idle_timeout };
+            let first = match tokio::time::timeout(idle, queue.recv()).await {
                 Ok(Some(job)) => job,
                 Ok(None) => return,
                 Err(_) => {

@@ -59,6 +59,11 @@ impl Reducer for Section {
     type Action = Act;
     type Env = ();
 
+    /// A sold-out section expects no more sales.
+    fn at_rest(state: &Seats) -> bool {
+        state.capacity > 0 && state.taken >= state.capacity
+    }
+
     fn reduce(&self, state: &mut Seats, action: Act, (): &()) -> Effects<Act> {
         match action {
             Act::Open { capacity } => {
@@ -287,4 +292,31 @@ fn a_large_state_is_snapshotted_once_its_events_weigh_as_much() {
     assert!(snapshot_due(3_907, 500, 1_000_000));
     // Never, when snapshots are off.
     assert!(!snapshot_due(1_000_000, 0, 0));
+}
+
+/// A stream whose state is at rest lets its worker go after `rest_timeout`, not `idle_timeout`;
+/// one that is not at rest keeps it; a later command still works from the reloaded state.
+#[tokio::test]
+async fn a_worker_at_rest_goes_after_the_rest_timeout() {
+    let store: Arc<dyn EventStore> = Arc::new(MemoryEventStore::new());
+    let config = EngineConfig {
+        idle_timeout: Duration::from_secs(300),
+        rest_timeout: Duration::from_millis(20),
+        ..EngineConfig::default()
+    };
+    let engine = Engine::new(Section, (), Arc::clone(&store), config);
+    let (done, open) = (StreamId::new("section-done").unwrap(), StreamId::new("section-open").unwrap());
+    engine.execute(&done, Act::Open { capacity: 1 }, request()).await.unwrap();
+    engine.execute(&done, Act::Take, request()).await.unwrap();
+    engine.execute(&open, Act::Open { capacity: 5 }, request()).await.unwrap();
+    let live = |engine: &Engine<Section>, stream: &StreamId| {
+        engine.inner.workers.lock().unwrap_or_else(PoisonError::into_inner).1.contains_key(stream)
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while live(&engine, &done) && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(!live(&engine, &done), "the sold-out stream's worker is gone");
+    assert!(live(&engine, &open), "a stream that expects more commands keeps its worker");
+    assert!(matches!(engine.execute(&done, Act::Take, request()).await, Err(CommandError::Rejected(Act::SoldOut))));
 }
