@@ -427,6 +427,11 @@ impl Reducer for PaymentReducer {
     type Action = PaymentAction;
     type Env = PaymentEnv;
 
+    /// A payment starts with `ProcessPayment`.
+    fn creates(action: &PaymentAction) -> bool {
+        matches!(action, PaymentAction::ProcessPayment { .. })
+    }
+
     /// The charge's answer is recorded and no refund waits for the provider.
     fn at_rest(state: &PaymentState) -> bool {
         state.payment.as_ref().is_some_and(|p| {

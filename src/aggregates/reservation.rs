@@ -565,6 +565,11 @@ impl Reducer for ReservationReducer {
     type Action = ReservationAction;
     type Env = ReservationEnv;
 
+    /// A reservation starts with `InitiateReservation`.
+    fn creates(action: &ReservationAction) -> bool {
+        matches!(action, ReservationAction::InitiateReservation { .. })
+    }
+
     /// Ended, with no refund still owed.
     fn at_rest(state: &ReservationState) -> bool {
         state.reservation.as_ref().is_some_and(|r| r.status.is_terminal() && r.refund_owed.is_none())

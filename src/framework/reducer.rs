@@ -59,6 +59,15 @@ pub trait Reducer: Send + Sync + 'static {
     /// Handles one action.
     fn reduce(&self, state: &mut Self::State, action: Self::Action, env: &Self::Env) -> Effects<Self::Action>;
 
+    /// Whether `action` is the command that starts a new instance (its stream is almost always
+    /// empty when it arrives, as for a reservation under a fresh id): a runtime may decide it on
+    /// the default state without loading the stream first, relying on the append's expected
+    /// version to find out otherwise. The default: never.
+    fn creates(action: &Self::Action) -> bool {
+        let _ = action;
+        false
+    }
+
     /// Whether `state` expects no more commands in the normal course of things (a finished
     /// reservation, a settled payment): a runtime that caches states may let it go soon. A
     /// command that comes later still works, from the reloaded state. The default: never.

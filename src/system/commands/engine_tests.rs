@@ -59,6 +59,11 @@ impl Reducer for Section {
     type Action = Act;
     type Env = ();
 
+    /// A section starts with `Open`.
+    fn creates(action: &Act) -> bool {
+        matches!(action, Act::Open { .. })
+    }
+
     /// A sold-out section expects no more sales.
     fn at_rest(state: &Seats) -> bool {
         state.capacity > 0 && state.taken >= state.capacity
@@ -94,6 +99,7 @@ struct Counting {
     inner: MemoryEventStore,
     appends: AtomicUsize,
     fail: AtomicUsize,
+    loads: AtomicUsize,
 }
 
 #[async_trait]
@@ -106,6 +112,7 @@ impl EventStore for Counting {
         self.inner.append_batch(appends).await
     }
     async fn load_stream(&self, stream: &StreamId, from: u64) -> Result<Vec<Envelope>, EventStoreError> {
+        self.loads.fetch_add(1, Ordering::SeqCst);
         self.inner.load_stream(stream, from).await
     }
     async fn stream_version(&self, stream: &StreamId) -> Result<u64, EventStoreError> {
@@ -319,4 +326,25 @@ async fn a_worker_at_rest_goes_after_the_rest_timeout() {
     assert!(!live(&engine, &done), "the sold-out stream's worker is gone");
     assert!(live(&engine, &open), "a stream that expects more commands keeps its worker");
     assert!(matches!(engine.execute(&done, Act::Take, request()).await, Err(CommandError::Rejected(Act::SoldOut))));
+}
+
+/// A creating command on a new stream is decided without reading the stream; on a stream that
+/// exists after all (another process made it), the append's expected version catches the guess
+/// and the command is decided again on the stored state.
+#[tokio::test]
+async fn a_creating_command_skips_the_read_of_a_new_stream_and_an_old_one_is_caught() {
+    let store = Arc::new(Counting::default());
+    let shared: Arc<dyn EventStore> = store.clone();
+    let engine = Engine::new(Section, (), Arc::clone(&shared), EngineConfig::default());
+    let stream = StreamId::new("section-created").unwrap();
+    engine.execute(&stream, Act::Open { capacity: 2 }, request()).await.unwrap();
+    assert_eq!(store.loads.load(Ordering::SeqCst), 0, "a new stream is not read before its first command");
+    engine.execute(&stream, Act::Take, request()).await.unwrap();
+
+    let other = Engine::new(Section, (), shared, EngineConfig::default());
+    other.execute(&stream, Act::Open { capacity: 5 }, request()).await.unwrap();
+    assert!(store.loads.load(Ordering::SeqCst) >= 1, "the stored stream is read once the guess fails");
+    assert_eq!(taken(&other, &stream).await, 1, "decided on the stored state, not the empty guess");
+    let (sold, refused) = hammer(other, stream.clone(), 10).await;
+    assert_eq!((sold, refused), (4, 6), "capacity 5 with one seat taken before");
 }
