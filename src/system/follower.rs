@@ -75,13 +75,8 @@ impl Follower {
         let progress = Arc::new(Mutex::new(Progress::new()));
         let checkpointer = tokio::spawn(Checkpointer { follower: self.clone(), progress: Arc::clone(&progress) }.run());
         let bad_events = self.bad_events;
-        let mut consumer = SagaConsumer {
-            follower: self,
-            progress,
-            in_flight: Arc::new(Semaphore::new(IN_FLIGHT)),
-            checkpoint: 0,
-            read_to: 0,
-        };
+        let mut consumer =
+            SagaConsumer { follower: self, progress, in_flight: Arc::new(Semaphore::new(IN_FLIGHT)), checkpoint: 0 };
         let config = FollowConfig { max_batch: BATCH, retry: RetryPolicy::default(), bad_events };
         let store = Arc::clone(&consumer.follower.store);
         if let Err(error) = follow(store.as_ref(), &mut consumer, &config, stop, &status).await {
@@ -177,8 +172,6 @@ struct SagaConsumer {
     /// Bounds the reactions in flight: reading waits while all permits are taken.
     in_flight: Arc<Semaphore>,
     checkpoint: u64,
-    /// The last position read: a batch handed over again after a bad event is not reacted to twice.
-    read_to: u64,
 }
 
 /// Why the follower could not take a batch.
@@ -203,7 +196,6 @@ impl LogConsumer for SagaConsumer {
     async fn start_position(&mut self) -> Result<u64, FeedError> {
         let (checkpoint, after) = self.follower.start().await?;
         self.checkpoint = checkpoint;
-        self.read_to = after;
         lock(&self.progress).restart(checkpoint, after);
         self.follower.frontier.send_replace(after);
         Ok(after)
@@ -212,7 +204,8 @@ impl LogConsumer for SagaConsumer {
     async fn handle(&mut self, batch: &[Envelope]) -> Result<(), FeedError> {
         for envelope in batch {
             let position = envelope.global_position;
-            if position <= self.read_to {
+            // A batch handed over again (after a bad event) is not reacted to twice.
+            if position <= lock(&self.progress).read {
                 continue;
             }
             if let Some((action, context)) = self.follower.read(envelope, self.checkpoint)? {
@@ -232,7 +225,6 @@ impl LogConsumer for SagaConsumer {
                     drop(permit);
                 });
             }
-            self.read_to = position;
             let reached = lock(&self.progress).read(position);
             publish(&self.follower.frontier, reached);
         }
@@ -247,7 +239,6 @@ impl LogConsumer for SagaConsumer {
     }
 
     async fn skip(&mut self, position: u64) -> Result<(), FeedError> {
-        self.read_to = self.read_to.max(position);
         let reached = lock(&self.progress).read(position);
         publish(&self.follower.frontier, reached);
         Ok(())
