@@ -161,6 +161,15 @@ pub struct FollowStatus {
     pub quarantined_total: u64,
 }
 
+impl FollowStatus {
+    /// What the run is failing with right now, else the last failure it had: the cause to name
+    /// when something waiting for it times out.
+    #[must_use]
+    pub fn trouble(&self) -> Option<Arc<dyn std::error::Error + Send + Sync>> {
+        self.failing.clone().or_else(|| self.last_error.clone())
+    }
+}
+
 /// Why a [`follow`] run ended without being healthy: the retry policy gave up, or a stop came
 /// while a failure was being retried. Cheap to clone (causes are shared).
 #[derive(Debug, thiserror::Error)]

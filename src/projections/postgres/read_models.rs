@@ -162,10 +162,7 @@ impl PostgresReadModels {
             return Ok(());
         }
         let reached = (*self.applied(model).borrow()).max(stored);
-        let cause = {
-            let status = self.status_sender(model).borrow();
-            status.failing.clone().or_else(|| status.last_error.clone())
-        };
+        let cause = self.status_sender(model).borrow().trouble();
         Err(ProjectionError::Timeout { projection: model.name().to_owned(), position, reached, timeout, cause })
     }
 

@@ -292,7 +292,7 @@ impl TicketingSystem {
                 let models = self.inner.read_models.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
                 let cause = models.as_ref().and_then(|models| {
                     let (_, status) = models.statuses().into_iter().find(|(name, _)| *name == projection)?;
-                    status.failing.or(status.last_error)
+                    status.trouble()
                 });
                 Err(ProjectionError::Timeout { projection, position, reached, timeout, cause }.into())
             }
@@ -412,15 +412,9 @@ impl TicketingSystem {
                 position,
                 handled: *frontier.borrow(),
                 waited_ms: timeout.as_millis(),
-                cause: self.saga_trouble(),
+                cause: self.inner.saga_status.borrow().trouble(),
             }),
         }
-    }
-
-    /// What the saga's follower is failing with right now, else the last failure it had.
-    fn saga_trouble(&self) -> Option<Arc<dyn std::error::Error + Send + Sync>> {
-        let status = self.inner.saga_status.borrow();
-        status.failing.clone().or_else(|| status.last_error.clone())
     }
 
     /// A reservation's reply did not come within `timeout`: who was behind, where, and why.
@@ -430,7 +424,7 @@ impl TicketingSystem {
             waited_ms: timeout.as_millis(),
             consumer: self.inner.saga_name.clone(),
             handled: *self.inner.position.borrow(),
-            cause: self.saga_trouble(),
+            cause: self.inner.saga_status.borrow().trouble(),
         }
     }
 
