@@ -205,6 +205,7 @@ fn payload(action: &TicketingAction) -> Result<serde_json::Value, serde_json::Er
         TicketingAction::Inventory(a) => serde_json::to_value(a),
         TicketingAction::Reservation(a) => serde_json::to_value(a),
         TicketingAction::Payment(a) => serde_json::to_value(a),
+        TicketingAction::Tickets(a) => serde_json::to_value(a),
     }
 }
 

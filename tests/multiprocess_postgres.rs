@@ -47,6 +47,7 @@ async fn system_on(url: &str, hold: Duration) -> TicketingSystem {
         consumer_group: None,
         hold_duration: hold,
         payment_gateway: Some(GatewayChoice::Simulated),
+        ticket_keys: None,
     };
     TicketingSystem::builder_from_config(&config).await.unwrap().build().await.unwrap()
 }
@@ -431,6 +432,7 @@ async fn charges_of_a_process_killed_mid_call_are_reconciled() {
         consumer_group: None,
         hold_duration: Duration::from_secs(60),
         payment_gateway: Some(GatewayChoice::Simulated),
+        ticket_keys: None,
     };
     let restarted = TicketingSystem::builder_from_config(&config)
         .await

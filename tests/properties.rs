@@ -20,7 +20,7 @@ use std::collections::{HashMap, HashSet};
 use boxoffice::aggregates::{
     EventReducer, EventState, EventStatus, HoldStatus, InventoryAction, InventoryReducer, InventoryState,
     PaymentAction, PaymentReducer, PaymentState, PaymentStatus, ReservationAction, ReservationReducer,
-    ReservationState, ReservationStatus, TicketingAction, inventory_stream,
+    ReservationState, ReservationStatus, TicketingAction, TicketsReducer, TicketsState, inventory_stream,
 };
 use boxoffice::domain::{Currency, Money, ReservationId, SeatId};
 use boxoffice::event_store::StreamId;
@@ -71,6 +71,11 @@ fn check_no_oversell(trace: &Trace) -> Result<(), TestCaseError> {
                     prop_assert_eq!(seats.get(&seat.seat_id), Some(reservation_id), "sold a seat not held");
                 }
             }
+            InventoryAction::SoldSeatsReturned { reservation_id, seats: returned, .. } => {
+                for seat in returned {
+                    prop_assert_eq!(seats.remove(&seat.seat_id), Some(*reservation_id), "returned a seat not sold");
+                }
+            }
             _ => {}
         }
         let taken = u32::try_from(seats.len()).unwrap();
@@ -81,6 +86,10 @@ fn check_no_oversell(trace: &Trace) -> Result<(), TestCaseError> {
             envelope.global_position
         );
         prop_assert_eq!(taken, state.reserved() + state.sold(), "seat count and counters disagree in {}", stream);
+        if let Some(cap) = capacity.get(stream) {
+            // Free + held + sold = capacity at every point, refunds included.
+            prop_assert_eq!(state.available() + taken, *cap, "free seats and taken seats miss capacity in {}", stream);
+        }
         if let Some(cap) = capacity.get(stream) {
             prop_assert!(
                 taken <= *cap,
@@ -239,21 +248,34 @@ fn check_money_adds_up(trace: &Trace) -> Result<(), TestCaseError> {
             reservation.is_some_and(|id| if *approved { paid.contains_key(&id) } else { failed.contains(&id) });
         prop_assert!(recorded, "gateway answer for {} (approved: {}) not recorded", payment, approved);
     }
-    // The refund API: at most one refund per reservation succeeds, it returns the whole payment,
-    // and only money taken is refundable through it: a completed purchase, or a payment that
-    // arrived after its reservation ended (which the saga refunds too; only one of them wins).
+    // The refund APIs: only money taken is refundable through them (a completed purchase, or a
+    // payment that arrived after its reservation ended, which the saga refunds too; only one of
+    // them wins); `refund` gives back all that is left, so at most one of those succeeds per
+    // reservation; `refund_tickets` gives back their price or what is left; together they never
+    // give back more than was paid.
     let mut api_refunds: HashMap<ReservationId, Money> = HashMap::new();
+    let mut whole_refunds: HashSet<ReservationId> = HashSet::new();
     for record in &trace.records {
-        if let (Call::Refund { .. }, Outcome::Refunded(amount), Some(id)) =
-            (&record.call, &record.outcome, record.target)
-        {
-            prop_assert!(api_refunds.insert(id, *amount).is_none(), "{} refunded twice through the API", id);
-            prop_assert_eq!(paid.get(&id), Some(amount), "refund of {} is not the whole payment", id);
-            let r = trace.reservations.get(&id);
-            let refundable = r.is_some_and(|r| r.status == ReservationStatus::Completed || r.refund_owed.is_some());
-            prop_assert!(refundable, "refunded {} although it is {:?}", id, r.map(|r| r.status));
-        }
+        let (amount, id) = match (&record.call, &record.outcome, record.target) {
+            (Call::Refund { .. }, Outcome::Refunded(amount), Some(id)) => {
+                prop_assert!(whole_refunds.insert(id), "{} refunded twice through the API", id);
+                (amount, id)
+            }
+            (Call::RefundTickets { .. }, Outcome::TicketsRefunded(amount), Some(id)) => (amount, id),
+            _ => continue,
+        };
+        let total = api_refunds.entry(id).or_insert_with(|| Money::zero(Currency::EUR));
+        *total = total.checked_add(*amount).unwrap();
+        let taken = paid.get(&id).map_or(0, Money::minor_units);
+        prop_assert!(total.minor_units() <= taken, "{} refunded {} of {} through the API", id, total, taken);
+        let r = trace.reservations.get(&id);
+        let refundable = r.is_some_and(|r| r.status == ReservationStatus::Completed || r.refund_owed.is_some());
+        prop_assert!(refundable, "refunded {} although it is {:?}", id, r.map(|r| r.status));
     }
+    for id in &whole_refunds {
+        prop_assert_eq!(api_refunds.get(id), paid.get(id), "{} refunded in whole, yet not all of it", id);
+    }
+    api_refunds.retain(|_, amount| amount.is_positive());
     for (id, amount) in &refunded {
         let expected = api_refunds.get(id).or_else(|| owed.get(id));
         prop_assert_eq!(expected, Some(amount), "{} refunded by nobody's request", id);
@@ -271,6 +293,7 @@ fn check_replay_rebuilds_live_state(trace: &Trace) -> Result<(), TestCaseError> 
     let mut inventories: HashMap<StreamId, InventoryState> = HashMap::new();
     let mut reservations: HashMap<StreamId, ReservationState> = HashMap::new();
     let mut payments: HashMap<StreamId, PaymentState> = HashMap::new();
+    let mut tickets: HashMap<StreamId, TicketsState> = HashMap::new();
     let mut versions: HashMap<StreamId, u64> = HashMap::new();
     for (envelope, action) in &trace.log {
         prop_assert_eq!(action.kind(), MessageKind::Event, "a stored {} is not an event", action.name());
@@ -291,6 +314,9 @@ fn check_replay_rebuilds_live_state(trace: &Trace) -> Result<(), TestCaseError> 
             }
             TicketingAction::Payment(a) => {
                 PaymentReducer.reduce(payments.entry(stream).or_default(), a, &env.payment).is_empty()
+            }
+            TicketingAction::Tickets(a) => {
+                TicketsReducer.reduce(tickets.entry(stream).or_default(), a, &env.tickets).is_empty()
             }
         };
         prop_assert!(no_effects, "replaying {} produced effects", action.name());

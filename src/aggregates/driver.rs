@@ -1,4 +1,4 @@
-//! [`SagaDriver`]: the four reducers and the saga run synchronously, with no runtime, no store and
+//! [`SagaDriver`]: the five reducers and the saga run synchronously, with no runtime, no store and
 //! no clock of their own. It exists for tests and baselines (generating a log, measuring the bare
 //! cost of the reducers); applications run the [`TicketingSystem`](crate::system::TicketingSystem),
 //! which executes the same reducers and the same [`reactions`](super::reactions).
@@ -11,7 +11,7 @@ use super::saga::{Charge, Reaction, reactions, rejection_reactions};
 use super::{
     EventReducer, EventState, GatewayOutcome, InventoryReducer, InventoryState, PaymentReducer, PaymentState,
     PaymentStatus, ReservationAction, ReservationError, ReservationReducer, ReservationState, TicketingAction,
-    TicketingEnv,
+    TicketingEnv, TicketsReducer, TicketsState,
 };
 use crate::domain::{EventId, PaymentId, ReservationId, SectionName};
 use crate::framework::{Effect, Effects, Reducer};
@@ -27,6 +27,8 @@ pub struct TicketingState {
     pub reservations: HashMap<ReservationId, ReservationState>,
     /// Payments.
     pub payments: HashMap<PaymentId, PaymentState>,
+    /// The tickets of purchases, by reservation.
+    pub tickets: HashMap<ReservationId, TicketsState>,
 }
 
 impl TicketingState {
@@ -221,6 +223,11 @@ impl SagaDriver {
                 let Some(id) = a.payment_id() else { return Effects::new() };
                 let effects = on_child(&mut state.payments, id, |c| PaymentReducer.reduce(c, a, &env.payment));
                 lift(effects, TicketingAction::Payment)
+            }
+            TicketingAction::Tickets(a) => {
+                let Some(id) = a.reservation_id() else { return Effects::new() };
+                let effects = on_child(&mut state.tickets, id, |c| TicketsReducer.reduce(c, a, &env.tickets));
+                lift(effects, TicketingAction::Tickets)
             }
         }
     }

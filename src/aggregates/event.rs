@@ -81,6 +81,10 @@ pub struct SalesPolicy {
     pub hold: Option<std::time::Duration>,
     /// What happens to a payment that succeeds after its hold ended.
     pub late_payment: LatePaymentPolicy,
+    /// How long before the event starts ticket transfers close (zero, the default: transfers
+    /// are open until it starts).
+    #[serde(default)]
+    pub transfer_cutoff: std::time::Duration,
 }
 
 impl SalesPolicy {

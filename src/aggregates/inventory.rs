@@ -49,6 +49,10 @@ pub struct Hold {
     pub expires_at: DateTime<Utc>,
     /// Reserved, confirmed or released.
     pub status: HoldStatus,
+    /// Seats of a confirmed hold given back since (refunded): free again, and no longer in
+    /// `seats`.
+    #[serde(default)]
+    pub returned: Vec<AllocatedSeat>,
 }
 
 /// Why seats were released.
@@ -182,6 +186,14 @@ pub enum InventoryError {
         /// Its hold's status.
         status: HoldStatus,
     },
+    /// A return names a seat the reservation did not buy here.
+    #[error("reservation {reservation_id} did not buy seat {seat_id} here")]
+    SeatNotSold {
+        /// The reservation.
+        reservation_id: ReservationId,
+        /// The seat.
+        seat_id: SeatId,
+    },
     /// A late payment cannot be honoured: too few seats are free now.
     #[error("late sale for reservation {reservation_id} refused: requested {requested}, available {available}")]
     LateSaleRefused {
@@ -252,6 +264,18 @@ pub enum InventoryAction {
         /// Seats it had held.
         quantity: u32,
     },
+    /// Put sold seats of a reservation back on sale (they were refunded). Seats already
+    /// returned are skipped.
+    ReturnSeats {
+        /// The event.
+        event_id: EventId,
+        /// The section.
+        section: SectionName,
+        /// The reservation.
+        reservation_id: ReservationId,
+        /// The seats.
+        seats: Vec<SeatId>,
+    },
     /// The seat pool exists.
     #[serde(rename = "InventoryInitialized")]
     InventoryInitialized {
@@ -314,6 +338,18 @@ pub enum InventoryAction {
         /// The seats sold.
         seats: Vec<AllocatedSeat>,
     },
+    /// Sold seats are free again (refunded).
+    #[serde(rename = "SoldSeatsReturned")]
+    SoldSeatsReturned {
+        /// The event.
+        event_id: EventId,
+        /// The section.
+        section: SectionName,
+        /// The reservation.
+        reservation_id: ReservationId,
+        /// The seats freed.
+        seats: Vec<AllocatedSeat>,
+    },
     /// A command was refused.
     Rejected(InventoryError),
 }
@@ -328,6 +364,8 @@ impl InventoryAction {
             | Self::ConfirmReservation { event_id, section, .. }
             | Self::ReleaseReservation { event_id, section, .. }
             | Self::SellLate { event_id, section, .. }
+            | Self::ReturnSeats { event_id, section, .. }
+            | Self::SoldSeatsReturned { event_id, section, .. }
             | Self::LateSeatsSold { event_id, section, .. }
             | Self::InventoryInitialized { event_id, section, .. }
             | Self::SeatsReserved { event_id, section, .. }
@@ -345,12 +383,14 @@ impl Message for InventoryAction {
             | Self::ReserveSeats { .. }
             | Self::ConfirmReservation { .. }
             | Self::ReleaseReservation { .. }
-            | Self::SellLate { .. } => MessageKind::Command,
+            | Self::SellLate { .. }
+            | Self::ReturnSeats { .. } => MessageKind::Command,
             Self::InventoryInitialized { .. }
             | Self::SeatsReserved { .. }
             | Self::SeatsConfirmed { .. }
             | Self::SeatsReleased { .. }
-            | Self::LateSeatsSold { .. } => MessageKind::Event,
+            | Self::LateSeatsSold { .. }
+            | Self::SoldSeatsReturned { .. } => MessageKind::Event,
             Self::Rejected(_) => MessageKind::Rejection,
         }
     }
@@ -367,6 +407,8 @@ impl Message for InventoryAction {
             Self::SeatsReleased { .. } => "SeatsReleased",
             Self::SellLate { .. } => "SellLate",
             Self::LateSeatsSold { .. } => "LateSeatsSold",
+            Self::ReturnSeats { .. } => "ReturnSeats",
+            Self::SoldSeatsReturned { .. } => "SoldSeatsReturned",
             Self::Rejected(InventoryError::InsufficientInventory { .. }) => "InsufficientInventory",
             Self::Rejected(_) => "InventoryRejected",
         }
@@ -493,6 +535,28 @@ fn decide(state: &InventoryState, command: InventoryAction) -> Result<Option<Inv
             };
             Ok(Some(InventoryAction::LateSeatsSold { event_id, section, reservation_id, seats }))
         }
+        InventoryAction::ReturnSeats { event_id, section, reservation_id, seats } => {
+            let hold = state.holds.get(&reservation_id).ok_or(InventoryError::HoldNotFound { reservation_id })?;
+            if hold.status != HoldStatus::Confirmed {
+                return Err(InventoryError::HoldNotActive { reservation_id, status: hold.status });
+            }
+            let mut returning = Vec::with_capacity(seats.len());
+            for seat_id in seats {
+                if hold.returned.iter().any(|s| s.seat_id == seat_id)
+                    || returning.iter().any(|s: &AllocatedSeat| s.seat_id == seat_id)
+                {
+                    continue;
+                }
+                let seat = hold.seats.iter().find(|s| s.seat_id == seat_id);
+                returning.push(*seat.ok_or(InventoryError::SeatNotSold { reservation_id, seat_id })?);
+            }
+            Ok((!returning.is_empty()).then_some(InventoryAction::SoldSeatsReturned {
+                event_id,
+                section,
+                reservation_id,
+                seats: returning,
+            }))
+        }
         _ => Ok(None),
     }
 }
@@ -515,7 +579,12 @@ fn apply(state: &mut InventoryState, event: &InventoryAction) {
             }
             state.reserved = state.reserved.saturating_add(seat_count(seats));
             state.deadlines.insert((*expires_at, *reservation_id));
-            let hold = Hold { seats: seats.clone(), expires_at: *expires_at, status: HoldStatus::Reserved };
+            let hold = Hold {
+                seats: seats.clone(),
+                expires_at: *expires_at,
+                status: HoldStatus::Reserved,
+                returned: Vec::new(),
+            };
             state.holds.insert(*reservation_id, hold);
         }
         InventoryAction::SeatsConfirmed { reservation_id, .. } => {
@@ -544,9 +613,19 @@ fn apply(state: &mut InventoryState, event: &InventoryAction) {
             }
             state.sold = state.sold.saturating_add(count);
             let expires_at = state.holds.get(reservation_id).map_or(DateTime::<Utc>::MIN_UTC, |h| h.expires_at);
-            state
-                .holds
-                .insert(*reservation_id, Hold { seats: seats.clone(), expires_at, status: HoldStatus::Confirmed });
+            state.holds.insert(
+                *reservation_id,
+                Hold { seats: seats.clone(), expires_at, status: HoldStatus::Confirmed, returned: Vec::new() },
+            );
+        }
+        InventoryAction::SoldSeatsReturned { reservation_id, seats, .. } => {
+            if let Some(hold) = state.holds.get_mut(reservation_id) {
+                let returned: Vec<AllocatedSeat> = seats.iter().filter(|s| hold.seats.contains(s)).copied().collect();
+                state.sold = state.sold.saturating_sub(seat_count(&returned));
+                state.free.extend(returned.iter().map(|s| s.index));
+                hold.seats.retain(|s| !returned.contains(s));
+                hold.returned.extend(returned);
+            }
         }
         InventoryAction::SeatsReleased { reservation_id, .. } => {
             if let Some(hold) = state.holds.get_mut(reservation_id) {

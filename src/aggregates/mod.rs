@@ -1,4 +1,4 @@
-//! The four aggregates as pure reducers, one file each; the reservation saga as pure functions
+//! The five aggregates as pure reducers, one file each; the reservation saga as pure functions
 //! ([`reactions`]); and [`SagaDriver`], which runs both synchronously for tests and baselines.
 //!
 //! Every aggregate follows the same contract, which the runtime relies on: a command is decided
@@ -17,6 +17,7 @@ mod reservation;
 mod saga;
 mod streams;
 mod ticketing;
+mod tickets;
 
 pub use driver::{SagaDriver, TicketingState};
 pub use saga::{Charge, Reaction, Refund, reactions};
@@ -40,6 +41,10 @@ pub use reservation::{
 };
 pub use streams::{
     EVENT_SCHEMA_VERSION, StreamDecodeError, TICKETING_CATEGORIES, category, event_stream, inventory_stream,
-    payment_stream, reservation_stream,
+    payment_stream, reservation_stream, tickets_stream,
 };
 pub use ticketing::{TicketingAction, TicketingEnv};
+pub use tickets::{
+    Admission, Direction, OrderTickets, RevocationReason, ScanAnswer, ScanRecord, Ticket, TicketStatus, TicketsAction,
+    TicketsEnv, TicketsError, TicketsReducer, TicketsState,
+};

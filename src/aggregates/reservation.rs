@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use smallvec::{SmallVec, smallvec};
 
 use super::{LatePaymentPolicy, SalesPolicy};
-use crate::domain::{CustomerId, DomainError, EventId, Money, PaymentId, ReservationId, SeatId, SectionName};
+use crate::domain::{CustomerId, DomainError, EventId, Money, PaymentId, RefundId, ReservationId, SeatId, SectionName};
 use crate::framework::{Clock, Effect, Effects, Message, MessageKind, Reducer};
 
 /// Where a reservation stands.
@@ -104,6 +104,20 @@ pub struct Reservation {
     pub late_payment_kept: Option<Money>,
     /// Why it ended Compensated, once it has.
     pub compensation: Option<CompensationReason>,
+    /// Seats of the completed purchase refunded since (their tickets revoked, the seats back on
+    /// sale).
+    #[serde(default)]
+    pub refunded_seats: Vec<SeatId>,
+    /// The refunds of seats made so far, by refund id.
+    #[serde(default)]
+    pub seat_refunds: Vec<RefundId>,
+}
+
+impl Reservation {
+    /// Seats bought and not refunded.
+    pub fn kept_seats(&self) -> impl Iterator<Item = SeatId> + '_ {
+        self.seats.iter().copied().filter(|s| !self.refunded_seats.contains(s))
+    }
 }
 
 /// State of one Reservation stream.
@@ -168,6 +182,30 @@ pub enum ReservationError {
         expires_at: DateTime<Utc>,
         /// The clock's time.
         now: DateTime<Utc>,
+    },
+    /// A seat refund names a seat this purchase did not buy, or one already refunded.
+    #[error("reservation {reservation_id}: seat {seat_id} is not a kept seat of the purchase")]
+    SeatNotRefundable {
+        /// The reservation.
+        reservation_id: ReservationId,
+        /// The seat.
+        seat_id: SeatId,
+    },
+    /// Every seat of the purchase was refunded already.
+    #[error("reservation {reservation_id}: no seat left to refund")]
+    NothingToRefund {
+        /// The reservation.
+        reservation_id: ReservationId,
+    },
+    /// A seat refund gives back more than the seats cost, or a negative amount.
+    #[error("reservation {reservation_id}: refund of {amount} for seats that cost {price}")]
+    RefundNotInPrice {
+        /// The reservation.
+        reservation_id: ReservationId,
+        /// The amount asked for.
+        amount: Money,
+        /// What the seats cost.
+        price: Money,
     },
     /// The command does not fit the reservation's status.
     #[error("reservation {reservation_id} is {status:?}: cannot {action}")]
@@ -257,6 +295,21 @@ pub enum ReservationAction {
         /// The reservation.
         reservation_id: ReservationId,
     },
+    /// Refund seats of the completed purchase: their tickets are revoked, the seats go back on
+    /// sale and `amount` goes back to the customer. A redelivery (same refund id) is a no-op.
+    RefundSeats {
+        /// The reservation.
+        reservation_id: ReservationId,
+        /// The seats; empty for every seat not refunded yet.
+        seats: Vec<SeatId>,
+        /// The refund, the provider's idempotency key.
+        refund_id: RefundId,
+        /// How much goes back: at most what the seats cost (less when part of the payment was
+        /// refunded already).
+        amount: Money,
+        /// Why (kept in the log).
+        reason: String,
+    },
     /// The customer gives up.
     CancelReservation {
         /// The reservation.
@@ -335,7 +388,7 @@ pub enum ReservationAction {
         /// Why.
         reason: String,
     },
-    /// Paid; the seats are to be confirmed. Terminal.
+    /// Paid; the seats are to be confirmed and their tickets issued. Terminal.
     #[serde(rename = "ReservationCompleted")]
     ReservationCompleted {
         /// The reservation.
@@ -348,6 +401,40 @@ pub enum ReservationAction {
         seats: Vec<SeatId>,
         /// When.
         completed_at: DateTime<Utc>,
+        /// Who bought (for the tickets; absent in logs written before tickets existed, whose
+        /// purchases get no tickets).
+        #[serde(default)]
+        customer_id: Option<CustomerId>,
+        /// Price of one seat (as `customer_id`).
+        #[serde(default)]
+        unit_price: Option<Money>,
+    },
+    /// Seats of the completed purchase were refunded: their tickets are to be revoked, the
+    /// seats returned to the inventory and `amount` given back.
+    #[serde(rename = "SeatsRefunded")]
+    SeatsRefunded {
+        /// The reservation.
+        reservation_id: ReservationId,
+        /// The event.
+        event_id: EventId,
+        /// The section.
+        section: SectionName,
+        /// Who bought.
+        customer_id: CustomerId,
+        /// The seats refunded.
+        seats: Vec<SeatId>,
+        /// The payment the money goes back from.
+        payment_id: PaymentId,
+        /// The refund.
+        refund_id: RefundId,
+        /// How much goes back.
+        amount: Money,
+        /// Why.
+        reason: String,
+        /// Whether every seat of the purchase is refunded now.
+        all: bool,
+        /// When.
+        refunded_at: DateTime<Utc>,
     },
     /// The hold ran out. Terminal.
     #[serde(rename = "ReservationExpired")]
@@ -465,6 +552,8 @@ impl ReservationAction {
             | Self::RefuseLateSale { reservation_id }
             | Self::CancelReservation { reservation_id }
             | Self::ExpireReservation { reservation_id }
+            | Self::RefundSeats { reservation_id, .. }
+            | Self::SeatsRefunded { reservation_id, .. }
             | Self::ReservationInitiated { reservation_id, .. }
             | Self::SeatsAllocated { reservation_id, .. }
             | Self::PaymentRequested { reservation_id, .. }
@@ -494,7 +583,8 @@ impl Message for ReservationAction {
             | Self::CompleteLateSale { .. }
             | Self::RefuseLateSale { .. }
             | Self::CancelReservation { .. }
-            | Self::ExpireReservation { .. } => MessageKind::Command,
+            | Self::ExpireReservation { .. }
+            | Self::RefundSeats { .. } => MessageKind::Command,
             Self::Rejected(_) => MessageKind::Rejection,
             _ => MessageKind::Event,
         }
@@ -512,6 +602,8 @@ impl Message for ReservationAction {
             Self::RefuseLateSale { .. } => "RefuseLateSale",
             Self::CancelReservation { .. } => "CancelReservation",
             Self::ExpireReservation { .. } => "ExpireReservation",
+            Self::RefundSeats { .. } => "RefundSeats",
+            Self::SeatsRefunded { .. } => "SeatsRefunded",
             Self::ReservationInitiated { .. } => "ReservationInitiated",
             Self::SeatsAllocated { .. } => "SeatsAllocated",
             Self::PaymentRequested { .. } => "PaymentRequested",
@@ -667,19 +759,10 @@ fn decide(
             ],
             _ => smallvec![],
         },
-        ReservationAction::RequestPayment { .. } => match status {
-            ReservationStatus::SeatsAllocated if now >= r.expires_at => {
-                return Err(invalid("pay after the hold ran out"));
-            }
-            ReservationStatus::SeatsAllocated => smallvec![ReservationAction::PaymentRequested {
-                reservation_id,
-                payment_id: PaymentId::for_reservation(reservation_id),
-                amount: r.total,
-                requested_at: now,
-            }],
-            ReservationStatus::PaymentPending | ReservationStatus::Completed => smallvec![],
-            _ => return Err(invalid("pay")),
-        },
+        ReservationAction::RequestPayment { .. } => request_payment(r, now)?,
+        ReservationAction::RefundSeats { seats, refund_id, amount, reason, .. } => {
+            refund_seats(r, SeatRefund { seats, refund_id, amount, reason }, now)?
+        }
         ReservationAction::CancelReservation { .. } => match status {
             ReservationStatus::Cancelled => smallvec![],
             s if s.is_terminal() => return Err(invalid("cancel")),
@@ -726,6 +809,8 @@ fn late_sale(r: &Reservation, command: ReservationAction, now: DateTime<Utc>) ->
                     section,
                     seats,
                     completed_at: now,
+                    customer_id: Some(r.customer_id),
+                    unit_price: Some(r.unit_price),
                 }]
             }
             _ => return Err(invalid("complete a late sale that was not accepted")),
@@ -758,6 +843,8 @@ fn payment_succeeded(
                 section: r.section.clone(),
                 seats: r.seats.clone(),
                 completed_at: now,
+                customer_id: Some(r.customer_id),
+                unit_price: Some(r.unit_price),
             },
         ],
         ReservationStatus::Expired | ReservationStatus::Cancelled | ReservationStatus::Compensated
@@ -797,6 +884,81 @@ fn payment_succeeded(
         }
         _ => smallvec![],
     })
+}
+
+/// The customer pays for the seats held.
+fn request_payment(r: &Reservation, now: DateTime<Utc>) -> Result<Events, ReservationError> {
+    let (reservation_id, status) = (r.reservation_id, r.status);
+    let invalid =
+        |action: &'static str| ReservationError::InvalidState { reservation_id, status, action: action.into() };
+    Ok(match status {
+        ReservationStatus::SeatsAllocated if now >= r.expires_at => {
+            return Err(invalid("pay after the hold ran out"));
+        }
+        ReservationStatus::SeatsAllocated => smallvec![ReservationAction::PaymentRequested {
+            reservation_id,
+            payment_id: PaymentId::for_reservation(reservation_id),
+            amount: r.total,
+            requested_at: now,
+        }],
+        ReservationStatus::PaymentPending | ReservationStatus::Completed => smallvec![],
+        _ => return Err(invalid("pay")),
+    })
+}
+
+/// The fields of `RefundSeats`.
+struct SeatRefund {
+    seats: Vec<SeatId>,
+    refund_id: RefundId,
+    amount: Money,
+    reason: String,
+}
+
+/// Seats of a completed purchase are refunded: all kept ones when none are named.
+fn refund_seats(r: &Reservation, refund: SeatRefund, now: DateTime<Utc>) -> Result<Events, ReservationError> {
+    let SeatRefund { seats, refund_id, amount, reason } = refund;
+    let reservation_id = r.reservation_id;
+    if r.seat_refunds.contains(&refund_id) {
+        return Ok(smallvec![]);
+    }
+    if r.status != ReservationStatus::Completed {
+        return Err(ReservationError::InvalidState {
+            reservation_id,
+            status: r.status,
+            action: "refund seats of a purchase that did not complete".into(),
+        });
+    }
+    let kept: Vec<SeatId> = r.kept_seats().collect();
+    let seats = if seats.is_empty() { kept.clone() } else { seats };
+    if seats.is_empty() {
+        return Err(ReservationError::NothingToRefund { reservation_id });
+    }
+    let mut unique = Vec::with_capacity(seats.len());
+    for seat_id in seats {
+        if !kept.contains(&seat_id) || unique.contains(&seat_id) {
+            return Err(ReservationError::SeatNotRefundable { reservation_id, seat_id });
+        }
+        unique.push(seat_id);
+    }
+    let count = u32::try_from(unique.len()).unwrap_or(u32::MAX);
+    let price = r.unit_price.checked_mul(count).map_err(|source| ReservationError::Money { reservation_id, source })?;
+    let in_price = amount.currency() == price.currency() && (0..=price.minor_units()).contains(&amount.minor_units());
+    if !in_price {
+        return Err(ReservationError::RefundNotInPrice { reservation_id, amount, price });
+    }
+    Ok(smallvec![ReservationAction::SeatsRefunded {
+        reservation_id,
+        event_id: r.event_id,
+        section: r.section.clone(),
+        customer_id: r.customer_id,
+        all: unique.len() == kept.len(),
+        seats: unique,
+        payment_id: r.payment_id.unwrap_or_else(|| PaymentId::for_reservation(reservation_id)),
+        refund_id,
+        amount,
+        reason,
+        refunded_at: now,
+    }])
 }
 
 /// The fields of `InitiateReservation`.
@@ -875,6 +1037,8 @@ fn apply(state: &mut ReservationState, event: &ReservationAction) {
             late_payment: *late_payment,
             late_payment_kept: None,
             compensation: None,
+            refunded_seats: Vec::new(),
+            seat_refunds: Vec::new(),
         });
         return;
     }
@@ -902,6 +1066,10 @@ fn apply(state: &mut ReservationState, event: &ReservationAction) {
             r.compensation = Some(reason.clone());
         }
         ReservationAction::SeatsReturned { seats, .. } => r.seats.clone_from(seats),
+        ReservationAction::SeatsRefunded { seats, refund_id, .. } => {
+            r.refunded_seats.extend(seats.iter().copied());
+            r.seat_refunds.push(*refund_id);
+        }
         _ => {}
     }
 }
@@ -1006,6 +1174,8 @@ mod tests {
             section: section(),
             seats: seats(),
             completed_at: start(),
+            customer_id: Some(customer()),
+            unit_price: Some(eur(2_500)),
         }
     }
     fn expired(seats: Vec<SeatId>, at: DateTime<Utc>) -> ReservationAction {

@@ -9,8 +9,9 @@ use smallvec::{SmallVec, smallvec};
 use super::inventory::{InventoryAction, InventoryError, ReleaseReason};
 use super::payment::PaymentAction;
 use super::reservation::ReservationAction;
+use super::tickets::{RevocationReason, TicketsAction};
 use super::{EventAction, TicketingAction};
-use crate::domain::{EventId, Money, PaymentId, RefundId, ReservationId, SectionName};
+use crate::domain::{EventId, Money, PaymentId, RefundId, ReservationId, SectionName, TicketId};
 
 /// The key of the refund of a payment that arrived after its reservation ended.
 pub(crate) const LATE_PAYMENT_REFUND: &str = "late-payment";
@@ -124,7 +125,8 @@ pub fn rejection_reactions(rejection: &TicketingAction) -> SmallVec<[TicketingAc
 /// | `RefundRequested` | [`Reaction::Refund`]: the gateway call, `RecordRefundOutcome` |
 /// | Payment `PaymentSucceeded` | `CompletePayment` |
 /// | Payment `PaymentFailed` | `FailPayment` |
-/// | `ReservationCompleted` | `ConfirmReservation` |
+/// | `ReservationCompleted` | `ConfirmReservation`, and `IssueTickets` (one per seat) |
+/// | `SeatsRefunded` | `ReturnSeats`, `RevokeTickets`, and `RefundPayment` of its amount when positive |
 /// | `ReservationExpired` / `Cancelled` / `Compensated` with seats, `SeatsReturned` | `ReleaseReservation` |
 /// | `LatePaymentAccepted` | `SellLate` (its refusal, `LateSaleRefused`, becomes `RefuseLateSale`) |
 /// | `LateSeatsSold` | `CompleteLateSale` |
@@ -199,13 +201,9 @@ pub fn reactions(event: &TicketingAction) -> SmallVec<[Reaction; 2]> {
                 reason: reason.clone(),
             }))]
         }
-        T::Reservation(ReservationAction::ReservationCompleted { reservation_id, event_id, section, .. }) => {
-            smallvec![Reaction::Command(T::Inventory(InventoryAction::ConfirmReservation {
-                event_id: *event_id,
-                section: section.clone(),
-                reservation_id: *reservation_id,
-            }))]
-        }
+        T::Reservation(
+            completed @ (ReservationAction::ReservationCompleted { .. } | ReservationAction::SeatsRefunded { .. }),
+        ) => sale_reactions(completed),
         T::Reservation(ReservationAction::ReservationExpired { reservation_id, event_id, section, seats, .. })
             if !seats.is_empty() =>
         {
@@ -233,6 +231,80 @@ pub fn reactions(event: &TicketingAction) -> SmallVec<[Reaction; 2]> {
             }))]
         }
         other => late_sale_reactions(other),
+    }
+}
+
+/// The reactions to a completed sale and to its refund ([`reactions`] for `ReservationCompleted`
+/// and `SeatsRefunded`).
+fn sale_reactions(event: &ReservationAction) -> SmallVec<[Reaction; 2]> {
+    use TicketingAction as T;
+    match event {
+        ReservationAction::ReservationCompleted {
+            reservation_id,
+            event_id,
+            section,
+            seats,
+            customer_id,
+            unit_price,
+            ..
+        } => {
+            let mut steps = smallvec![Reaction::Command(T::Inventory(InventoryAction::ConfirmReservation {
+                event_id: *event_id,
+                section: section.clone(),
+                reservation_id: *reservation_id,
+            }))];
+            if let (Some(holder), Some(unit_price)) = (customer_id, unit_price) {
+                steps.push(Reaction::Command(T::Tickets(TicketsAction::IssueTickets {
+                    reservation_id: *reservation_id,
+                    event_id: *event_id,
+                    section: section.clone(),
+                    holder: *holder,
+                    unit_price: *unit_price,
+                    seats: seats.clone(),
+                })));
+            }
+            steps
+        }
+        ReservationAction::SeatsRefunded {
+            reservation_id,
+            event_id,
+            section,
+            seats,
+            payment_id,
+            refund_id,
+            amount,
+            reason,
+            ..
+        } => {
+            let revocation = if *refund_id == RefundId::for_payment(*payment_id, EVENT_CANCELLED_REFUND) {
+                RevocationReason::EventCancelled
+            } else {
+                RevocationReason::Refunded
+            };
+            let mut steps: SmallVec<[Reaction; 2]> = smallvec![
+                Reaction::Command(T::Tickets(TicketsAction::RevokeTickets {
+                    reservation_id: *reservation_id,
+                    tickets: seats.iter().map(|seat| TicketId::for_seat(*reservation_id, *seat)).collect(),
+                    reason: revocation,
+                })),
+                Reaction::Command(T::Inventory(InventoryAction::ReturnSeats {
+                    event_id: *event_id,
+                    section: section.clone(),
+                    reservation_id: *reservation_id,
+                    seats: seats.clone(),
+                })),
+            ];
+            if amount.is_positive() {
+                steps.push(Reaction::Command(T::Payment(PaymentAction::RefundPayment {
+                    payment_id: *payment_id,
+                    refund_id: *refund_id,
+                    amount: *amount,
+                    reason: reason.clone(),
+                })));
+            }
+            steps
+        }
+        _ => smallvec![],
     }
 }
 

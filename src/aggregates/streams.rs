@@ -7,19 +7,20 @@
 //! | Inventory | `inventory-<uuid v5 of event id and section>` | [`InventoryAction`] |
 //! | Reservation | `reservation-<reservation id>` | [`ReservationAction`] |
 //! | Payment | `payment-<payment id>` | [`PaymentAction`] |
+//! | Tickets | `tickets-<reservation id>` | [`TicketsAction`](super::TicketsAction) |
 //!
 //! The part before the first `-` is the stream's category; the event bus names topics after it.
 
 use serde::Deserialize;
 use uuid::Uuid;
 
-use super::{EventAction, InventoryAction, PaymentAction, ReservationAction, TicketingAction};
+use super::{EventAction, InventoryAction, PaymentAction, ReservationAction, TicketingAction, TicketsAction};
 use crate::domain::{EventId, PaymentId, ReservationId, SectionName};
 use crate::event_store::{Envelope, EventStoreError, StreamId};
 
-/// The stream categories of the four aggregates, which name their bus topics (see
+/// The stream categories of the five aggregates, which name their bus topics (see
 /// `TopicRouter::topics_for_categories` in the event bus layer).
-pub const TICKETING_CATEGORIES: [&str; 4] = ["event", "inventory", "reservation", "payment"];
+pub const TICKETING_CATEGORIES: [&str; 5] = ["event", "inventory", "reservation", "payment", "tickets"];
 
 /// Namespace of the UUID v5 that names an inventory stream.
 const INVENTORY_NAMESPACE: Uuid = Uuid::from_u128(0x9b3e_5f10_2c4d_4e8a_a1b2_7c6d_5e4f_3a21);
@@ -27,7 +28,7 @@ const INVENTORY_NAMESPACE: Uuid = Uuid::from_u128(0x9b3e_5f10_2c4d_4e8a_a1b2_7c6
 /// A stored event could not be read as a ticketing event.
 #[derive(Debug, thiserror::Error)]
 pub enum StreamDecodeError {
-    /// The stream's category is not one of the four aggregates.
+    /// The stream's category is not one of the five aggregates.
     #[error("stream {stream} (event at position {global_position}) does not belong to a ticketing aggregate")]
     UnknownCategory {
         /// The stream.
@@ -123,6 +124,14 @@ pub fn payment_stream(payment: PaymentId) -> Result<StreamId, EventStoreError> {
     StreamId::new(format!("payment-{}", payment.as_uuid()))
 }
 
+/// The stream of the tickets of the purchase `reservation`.
+///
+/// # Errors
+/// As [`event_stream`].
+pub fn tickets_stream(reservation: ReservationId) -> Result<StreamId, EventStoreError> {
+    StreamId::new(format!("tickets-{}", reservation.as_uuid()))
+}
+
 /// The category of a stream id: the part before the first `-`.
 #[must_use]
 pub fn category(stream: &StreamId) -> &str {
@@ -140,6 +149,7 @@ impl TicketingAction {
             Self::Inventory(a) => a.key().map(|(event, section)| inventory_stream(event, section)).transpose(),
             Self::Reservation(a) => a.reservation_id().map(reservation_stream).transpose(),
             Self::Payment(a) => a.payment_id().map(payment_stream).transpose(),
+            Self::Tickets(a) => a.reservation_id().map(tickets_stream).transpose(),
         }
     }
 
@@ -166,6 +176,7 @@ impl TicketingAction {
             "inventory" => InventoryAction::deserialize(payload).map(Self::Inventory),
             "reservation" => ReservationAction::deserialize(payload).map(Self::Reservation),
             "payment" => PaymentAction::deserialize(payload).map(Self::Payment),
+            "tickets" => TicketsAction::deserialize(payload).map(Self::Tickets),
             _ => {
                 return Err(StreamDecodeError::UnknownCategory {
                     stream: envelope.stream_id.clone(),

@@ -1,4 +1,4 @@
-//! [`TicketingAction`], the action of any of the four aggregates, and [`TicketingEnv`], their
+//! [`TicketingAction`], the action of any of the five aggregates, and [`TicketingEnv`], their
 //! environments: what the saga and the system route between aggregates.
 
 use std::sync::Arc;
@@ -9,9 +9,10 @@ use super::event::{EventAction, EventEnv};
 use super::inventory::{InventoryAction, InventoryEnv};
 use super::payment::{PaymentAction, PaymentEnv};
 use super::reservation::{ReservationAction, ReservationEnv};
+use super::tickets::{TicketsAction, TicketsEnv};
 use crate::framework::{Clock, Message, MessageKind};
 
-/// An action for one of the four aggregates.
+/// An action for one of the five aggregates.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum TicketingAction {
     /// For the Event aggregate.
@@ -22,6 +23,8 @@ pub enum TicketingAction {
     Reservation(ReservationAction),
     /// For a Payment.
     Payment(PaymentAction),
+    /// For the Tickets of a purchase.
+    Tickets(TicketsAction),
 }
 
 impl Message for TicketingAction {
@@ -31,6 +34,7 @@ impl Message for TicketingAction {
             Self::Inventory(a) => a.kind(),
             Self::Reservation(a) => a.kind(),
             Self::Payment(a) => a.kind(),
+            Self::Tickets(a) => a.kind(),
         }
     }
 
@@ -40,6 +44,7 @@ impl Message for TicketingAction {
             Self::Inventory(a) => a.name(),
             Self::Reservation(a) => a.name(),
             Self::Payment(a) => a.name(),
+            Self::Tickets(a) => a.name(),
         }
     }
 }
@@ -62,13 +67,19 @@ impl From<ReservationAction> for TicketingAction {
     }
 }
 
+impl From<TicketsAction> for TicketingAction {
+    fn from(action: TicketsAction) -> Self {
+        Self::Tickets(action)
+    }
+}
+
 impl From<PaymentAction> for TicketingAction {
     fn from(action: PaymentAction) -> Self {
         Self::Payment(action)
     }
 }
 
-/// The environments of the four reducers.
+/// The environments of the five reducers.
 #[derive(Debug, Clone)]
 pub struct TicketingEnv {
     /// Event.
@@ -79,17 +90,20 @@ pub struct TicketingEnv {
     pub reservation: ReservationEnv,
     /// Payment.
     pub payment: PaymentEnv,
+    /// Tickets.
+    pub tickets: TicketsEnv,
 }
 
 impl TicketingEnv {
-    /// All four reading `clock`, with the default hold duration.
+    /// All five reading `clock`, with the default hold duration.
     #[must_use]
     pub fn new(clock: Arc<dyn Clock>) -> Self {
         Self {
             event: EventEnv::new(Arc::clone(&clock)),
             inventory: InventoryEnv::new(Arc::clone(&clock)),
             reservation: ReservationEnv::new(Arc::clone(&clock)),
-            payment: PaymentEnv::new(clock),
+            payment: PaymentEnv::new(Arc::clone(&clock)),
+            tickets: TicketsEnv::new(clock),
         }
     }
 }

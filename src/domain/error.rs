@@ -57,6 +57,14 @@ pub enum DomainError {
         /// Why it was rejected.
         reason: Cow<'static, str>,
     },
+    /// A gate name is empty, padded with whitespace or too long.
+    #[error("invalid gate name {value:?}: {reason}")]
+    InvalidGateName {
+        /// The rejected text.
+        value: String,
+        /// Why it was rejected.
+        reason: Cow<'static, str>,
+    },
     /// A venue name is empty or too long.
     #[error("invalid venue name {value:?}")]
     InvalidVenueName {

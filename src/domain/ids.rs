@@ -91,6 +91,17 @@ uuid_id!(
     VenueId,
     "venue"
 );
+uuid_id!(
+    /// Identifies one ticket: one seat of one completed reservation.
+    TicketId,
+    "ticket"
+);
+uuid_id!(
+    /// Identifies one scan of a ticket code at a gate, chosen by the scanner: a scan retried with
+    /// the same id (a lost answer, a scanner that resends) gets the first scan's answer.
+    ScanId,
+    "scan"
+);
 
 /// Namespace for seat ids derived with UUID v5, so replaying an inventory always yields the same
 /// seat ids without storing a seat map.
@@ -150,6 +161,21 @@ impl RefundId {
         name.extend_from_slice(payment.0.as_bytes());
         name.extend_from_slice(key.as_bytes());
         Self(Uuid::new_v5(&REFUND_NAMESPACE, &name))
+    }
+}
+
+/// Namespace for ticket ids derived from a reservation and a seat.
+const TICKET_NAMESPACE: Uuid = Uuid::from_u128(0x3d7a_9e21_5b0c_4f86_9c1e_a4b7_60d2_8f35);
+
+impl TicketId {
+    /// The ticket for `seat` of `reservation`: a UUID v5 of both, so issuing the tickets of a
+    /// purchase again (a redelivered step, another process) names the same tickets.
+    #[must_use]
+    pub fn for_seat(reservation: ReservationId, seat: SeatId) -> Self {
+        let mut name = [0_u8; 32];
+        name[..16].copy_from_slice(reservation.0.as_bytes());
+        name[16..].copy_from_slice(seat.0.as_bytes());
+        Self(Uuid::new_v5(&TICKET_NAMESPACE, &name))
     }
 }
 

@@ -10,7 +10,7 @@ use super::{Projection, ProjectionError, decode_ticketing};
 
 /// The Inventory events this read model follows.
 pub const AVAILABLE_SEATS_EVENTS: &[&str] =
-    &["InventoryInitialized", "SeatsReserved", "SeatsConfirmed", "SeatsReleased", "LateSeatsSold"];
+    &["InventoryInitialized", "SeatsReserved", "SeatsConfirmed", "SeatsReleased", "LateSeatsSold", "SoldSeatsReturned"];
 
 /// What one section of one event looks like now.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,7 +95,8 @@ impl SeatChange {
             | InventoryAction::LateSeatsSold { event_id, section, seats, .. } => {
                 Some(moved(event_id, section, SeatState::Sold, ids(seats)))
             }
-            InventoryAction::SeatsReleased { event_id, section, seats, .. } => {
+            InventoryAction::SeatsReleased { event_id, section, seats, .. }
+            | InventoryAction::SoldSeatsReturned { event_id, section, seats, .. } => {
                 Some(moved(event_id, section, SeatState::Available, ids(seats)))
             }
             _ => None,

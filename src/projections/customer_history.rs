@@ -10,7 +10,7 @@ use super::{Projection, ProjectionError, ReservationFacts, decode_ticketing, rea
 
 /// The events this read model follows (`PaymentSucceeded` from Payment streams only).
 pub const CUSTOMER_HISTORY_EVENTS: &[&str] =
-    &["ReservationInitiated", "ReservationCompleted", "PaymentSucceeded", "PaymentRefunded"];
+    &["ReservationInitiated", "ReservationCompleted", "PaymentSucceeded", "PaymentRefunded", "SeatsRefunded"];
 
 /// One completed reservation.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,9 +21,9 @@ pub struct Purchase {
     pub event_id: EventId,
     /// The section.
     pub section: SectionName,
-    /// Seats bought.
+    /// Seats bought and not refunded.
     pub tickets: u32,
-    /// Price of the seats.
+    /// Price of the seats bought.
     pub total: Money,
 }
 
@@ -38,6 +38,15 @@ pub enum CustomerChange {
         customer_id: CustomerId,
         /// What.
         purchase: Purchase,
+    },
+    /// Seats of a purchase were refunded: the customer holds that many tickets fewer.
+    Returned {
+        /// Who bought.
+        customer_id: CustomerId,
+        /// The purchase.
+        reservation_id: ReservationId,
+        /// Seats refunded.
+        tickets: u32,
     },
     /// Money taken from (positive) or refunded to (negative) a customer.
     Spent {
@@ -71,6 +80,16 @@ impl CustomerChange {
                     },
                 })
             }
+            TicketingAction::Reservation(ReservationAction::SeatsRefunded {
+                customer_id,
+                reservation_id,
+                seats,
+                ..
+            }) => Some(Self::Returned {
+                customer_id: *customer_id,
+                reservation_id: *reservation_id,
+                tickets: u32::try_from(seats.len()).unwrap_or(u32::MAX),
+            }),
             TicketingAction::Payment(PaymentAction::PaymentSucceeded { reservation_id, amount, .. }) => {
                 facts(*reservation_id).map(|f| Self::Spent { customer_id: f.customer_id, amount: *amount })
             }
@@ -94,9 +113,9 @@ pub struct CustomerProfile {
     pub purchases: Vec<Purchase>,
     /// Successful payments minus refunds, one amount per currency.
     pub total_spent: BTreeMap<Currency, MoneyTotal>,
-    /// Seats bought.
+    /// Seats bought and not refunded.
     pub total_tickets: u64,
-    /// Events with at least one completed reservation.
+    /// Events with at least one completed reservation holding a ticket not refunded.
     pub events_attended: BTreeSet<EventId>,
     /// The section the customer bought the most tickets in (ties: the name that sorts first).
     pub favorite_section: Option<SectionName>,
@@ -158,6 +177,28 @@ impl CustomerHistoryProjection {
                 self.attendees.entry(purchase.event_id).or_default().insert(customer_id);
                 c.purchases.push(purchase);
             }
+            CustomerChange::Returned { customer_id, reservation_id, tickets } => {
+                let Some(c) = self.customers.get_mut(&customer_id) else { return Ok(()) };
+                let Some(purchase) = c.purchases.iter_mut().find(|p| p.reservation_id == reservation_id) else {
+                    return Ok(());
+                };
+                let returned = tickets.min(purchase.tickets);
+                purchase.tickets -= returned;
+                let (event_id, section) = (purchase.event_id, purchase.section.clone());
+                c.tickets = c.tickets.saturating_sub(u64::from(returned));
+                if let Some(per_section) = c.section_tickets.get_mut(&section) {
+                    *per_section = per_section.saturating_sub(u64::from(returned));
+                    if *per_section == 0 {
+                        c.section_tickets.remove(&section);
+                    }
+                }
+                if !c.purchases.iter().any(|p| p.event_id == event_id && p.tickets > 0) {
+                    c.events.remove(&event_id);
+                    if let Some(attendees) = self.attendees.get_mut(&event_id) {
+                        attendees.remove(&customer_id);
+                    }
+                }
+            }
             CustomerChange::Spent { customer_id, amount } => {
                 let c = self.customers.entry(customer_id).or_default();
                 let before = c.spent.get(&amount.currency()).copied().unwrap_or(0);
@@ -183,13 +224,14 @@ impl CustomerHistoryProjection {
         })
     }
 
-    /// Whether `customer` completed a reservation for `event`.
+    /// Whether `customer` holds a ticket of `event` (a completed reservation not wholly
+    /// refunded).
     #[must_use]
     pub fn has_attended_event(&self, customer: CustomerId, event: EventId) -> bool {
         self.attendees.get(&event).is_some_and(|a| a.contains(&customer))
     }
 
-    /// Customers with a completed reservation for `event`, in id order.
+    /// Customers holding a ticket of `event`, in id order.
     #[must_use]
     pub fn get_event_attendees(&self, event: EventId) -> Vec<CustomerId> {
         self.attendees.get(&event).map(|a| a.iter().copied().collect()).unwrap_or_default()

@@ -18,6 +18,7 @@ pub const SALES_ANALYTICS_EVENTS: &[&str] = &[
     "ReservationCompensated",
     "PaymentSucceeded",
     "PaymentRefunded",
+    "SeatsRefunded",
 ];
 
 /// How a reservation that did not complete ended.
@@ -54,6 +55,15 @@ pub enum SalesChange {
         /// Seats sold.
         tickets: u32,
     },
+    /// Seats of a completed reservation were refunded: they are sold no more.
+    Returned {
+        /// The event.
+        event_id: EventId,
+        /// The section.
+        section: SectionName,
+        /// Seats refunded.
+        tickets: u32,
+    },
     /// A reservation ended without a sale.
     Ended {
         /// The event.
@@ -86,6 +96,11 @@ impl SalesChange {
                 R::ReservationCancelled { event_id, .. } => ended(event_id, ReservationEnd::Cancelled),
                 R::ReservationExpired { event_id, .. } => ended(event_id, ReservationEnd::Expired),
                 R::ReservationCompensated { event_id, .. } => ended(event_id, ReservationEnd::Compensated),
+                R::SeatsRefunded { event_id, section, seats, .. } => Some(Self::Returned {
+                    event_id: *event_id,
+                    section: section.clone(),
+                    tickets: u32::try_from(seats.len()).unwrap_or(u32::MAX),
+                }),
                 _ => None,
             },
             TicketingAction::Payment(PaymentAction::PaymentSucceeded { reservation_id, amount, .. }) => {
@@ -114,7 +129,7 @@ pub struct SalesMetrics {
     pub event_id: EventId,
     /// Successful payments minus refunds.
     pub total_revenue: MoneyTotal,
-    /// Seats of completed reservations.
+    /// Seats of completed reservations, less those refunded since.
     pub tickets_sold: u64,
     /// Reservations that completed.
     pub completed_reservations: u64,
@@ -230,6 +245,12 @@ impl SalesAnalyticsProjection {
                 sales.completed = sales.completed.saturating_add(1);
                 let s = sales.sections.entry(section).or_default();
                 s.tickets = s.tickets.saturating_add(u64::from(tickets));
+            }
+            SalesChange::Returned { event_id, section, tickets } => {
+                let Some(sales) = self.events.get_mut(&event_id) else { return Ok(()) };
+                sales.tickets = sales.tickets.saturating_sub(u64::from(tickets));
+                let s = sales.sections.entry(section).or_default();
+                s.tickets = s.tickets.saturating_sub(u64::from(tickets));
             }
             SalesChange::Ended { event_id, end } => {
                 let Some(sales) = self.events.get_mut(&event_id) else { return Ok(()) };

@@ -70,6 +70,9 @@ pub struct SystemConfig {
     /// `PAYMENT_GATEWAY` (`simulated` or `stripe`): who takes the money. Unset, building a
     /// system from this configuration is refused.
     pub payment_gateway: Option<GatewayChoice>,
+    /// `BOXOFFICE_TICKET_KEY`: the master secret ticket codes are signed from (32 bytes,
+    /// base64). Unset, codes and check-in are refused; it is never generated.
+    pub ticket_keys: Option<super::TicketKeys>,
 }
 
 impl SystemConfig {
@@ -126,6 +129,7 @@ impl SystemConfig {
             }
         };
         Ok(Self {
+            ticket_keys: super::TicketKeys::from_lookup(&lookup)?,
             payment_gateway,
             database_url: set("DATABASE_URL"),
             database_max_connections,

@@ -30,6 +30,21 @@ pub enum SystemError {
     /// The Reservation refused.
     #[error(transparent)]
     Reservation(#[from] ReservationError),
+    /// The Tickets of a purchase refused (an unknown ticket, a transfer after the cut-off or of
+    /// a revoked ticket).
+    #[error(transparent)]
+    Tickets(#[from] crate::aggregates::TicketsError),
+    /// Ticket codes, scanner kits and check-in need the master secret the codes are signed
+    /// from, and none was configured. Handling: set the variable (32 random bytes, base64), or
+    /// pass [`TicketKeys`](super::TicketKeys) to the builder.
+    #[error("no ticket signing key configured: set {variable}")]
+    NoTicketKeys {
+        /// The variable to set.
+        variable: &'static str,
+    },
+    /// The configured ticket master secret is unusable.
+    #[error(transparent)]
+    TicketKey(#[from] super::TicketKeyError),
     /// The Payment refused.
     #[error(transparent)]
     Payment(#[from] PaymentError),
@@ -187,6 +202,7 @@ impl From<CommandError<TicketingAction>> for SystemError {
                 TicketingAction::Inventory(InventoryAction::Rejected(e)) => e.into(),
                 TicketingAction::Reservation(ReservationAction::Rejected(e)) => e.into(),
                 TicketingAction::Payment(PaymentAction::Rejected(e)) => e.into(),
+                TicketingAction::Tickets(crate::aggregates::TicketsAction::Rejected(e)) => e.into(),
                 other => SystemError::NotACommand { name: other.name() },
             },
             CommandError::RetriesExhausted { stream, attempts } => SystemError::Contention { stream, attempts },

@@ -17,14 +17,15 @@ mod reconcile;
 mod reservation_watch;
 mod saga;
 mod telemetry;
+mod ticket_keys;
 mod vault;
 
 pub use commands::EngineConfig;
 pub use config::{GatewayChoice, SystemConfig};
 pub use error::SystemError;
 pub use facade::{
-    EventSpec, HeldSeats, PaymentDetails, Receipt, RefundRequest, ReserveRequest, TicketingSystem,
-    TicketingSystemBuilder,
+    CheckIn, EventSpec, Gate, HeldSeats, IssuedTicket, OfflineScan, PaymentDetails, Receipt, RefundRequest,
+    ReserveRequest, TicketRefund, TicketRefundRequest, TicketingSystem, TicketingSystemBuilder,
 };
 pub use gateway::{ChargeStatus, GatewayOutcome, PaymentGateway, SimulatedGateway};
 #[cfg(feature = "stripe")]
@@ -32,3 +33,4 @@ pub use gateway::{StripeConfig, StripeGateway, StripeSetupError};
 pub use health::{ConsumerHealth, Health};
 pub use read_models::ReadModelStorage;
 pub use reconcile::Reconciliation;
+pub use ticket_keys::{TicketKeyError, TicketKeys};

@@ -24,8 +24,9 @@ use super::vault::TokenVault;
 use crate::aggregates::{
     Charge, EVENT_CANCELLED_REFUND, EventAction, GatewayOutcome, HoldStatus, PaymentAction, PaymentStatus, Reaction,
     Refund, ReservationAction, TicketingAction, inventory_stream, payment_stream, reactions, rejection_reactions,
+    reservation_stream,
 };
-use crate::domain::{EventId, PaymentId, RefundId};
+use crate::domain::{EventId, Money, PaymentId, RefundId, ReservationId};
 use crate::event_store::RetryPolicy;
 use crate::framework::Message;
 
@@ -225,7 +226,9 @@ impl Saga {
     }
 
     /// When an event is cancelled every live hold is cancelled (releasing its seats) and every
-    /// completed purchase refunded in full.
+    /// completed purchase refunded in full: its kept seats are refunded (`RefundSeats`, which
+    /// revokes their tickets and gives back what is left of the payment), and a payment taken for
+    /// a hold not confirmed yet is refunded as it is.
     async fn cancellation_fallout(
         &self,
         event_id: EventId,
@@ -263,6 +266,7 @@ impl Saga {
                 // A held seat may belong to a purchase already paid whose confirmation is still
                 // on its way: whatever was paid is refunded either way.
                 let payment_id = PaymentId::for_reservation(reservation_id);
+                let refund_id = RefundId::for_payment(payment_id, EVENT_CANCELLED_REFUND);
                 let Ok(stream) = payment_stream(payment_id) else { continue };
                 let refundable = self
                     .router
@@ -274,19 +278,58 @@ impl Saga {
                     })
                     .await
                     .map_err(|_| Stopped)?;
-                if let Some(amount) = refundable
+                let reason = format!("event {event_id} cancelled");
+                if status == HoldStatus::Confirmed {
+                    commands.extend(self.refund_kept_seats(reservation_id, refund_id, refundable, reason).await?);
+                } else if let Some(amount) = refundable
                     && amount.is_positive()
                 {
                     commands.push(TicketingAction::Payment(PaymentAction::RefundPayment {
                         payment_id,
-                        refund_id: RefundId::for_payment(payment_id, EVENT_CANCELLED_REFUND),
+                        refund_id,
                         amount,
-                        reason: format!("event {event_id} cancelled"),
+                        reason,
                     }));
                 }
             }
         }
         tracing::debug!(%event_id, commands = commands.len(), correlation_id = %context.correlation_id, "event cancelled");
         Ok(commands)
+    }
+
+    /// The `RefundSeats` of every seat `reservation_id` kept, giving back their price or, when
+    /// less is left of the payment (`refundable`), what is left.
+    async fn refund_kept_seats(
+        &self,
+        reservation_id: ReservationId,
+        refund_id: RefundId,
+        refundable: Option<Money>,
+        reason: String,
+    ) -> Result<Option<TicketingAction>, Stopped> {
+        let Ok(stream) = reservation_stream(reservation_id) else { return Ok(None) };
+        let price = self
+            .router
+            .reservations
+            .read(&stream, true, |r| {
+                let r = r.and_then(|r| r.reservation.as_ref())?;
+                let kept = u32::try_from(r.kept_seats().count()).ok().filter(|kept| *kept > 0)?;
+                r.unit_price.checked_mul(kept).ok()
+            })
+            .await
+            .map_err(|_| Stopped)?;
+        let Some(price) = price else { return Ok(None) };
+        let left = refundable.unwrap_or_else(|| Money::new(0, price.currency()));
+        let amount = if left.currency() == price.currency() && left.minor_units() < price.minor_units() {
+            Money::new(left.minor_units().max(0), price.currency())
+        } else {
+            price
+        };
+        Ok(Some(TicketingAction::Reservation(ReservationAction::RefundSeats {
+            reservation_id,
+            seats: Vec::new(),
+            refund_id,
+            amount,
+            reason,
+        })))
     }
 }

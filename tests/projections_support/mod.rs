@@ -119,6 +119,8 @@ pub mod ev {
             section: section(s),
             seats: Vec::new(),
             completed_at: start(),
+            customer_id: None,
+            unit_price: None,
         })
     }
     pub fn cancelled(r: ReservationId, e: EventId, s: &str) -> TicketingAction {
@@ -199,6 +201,7 @@ fn action_payload(action: &TicketingAction) -> serde_json::Value {
         TicketingAction::Inventory(a) => serde_json::to_value(a),
         TicketingAction::Reservation(a) => serde_json::to_value(a),
         TicketingAction::Payment(a) => serde_json::to_value(a),
+        TicketingAction::Tickets(a) => serde_json::to_value(a),
     }
     .unwrap()
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use boxoffice::aggregates::{
-    GatewayOutcome, RefundStatus, Reservation, ReservationAction, Section, TicketingAction, TicketingEnv,
+    GatewayOutcome, RefundStatus, Reservation, ReservationAction, Section, TicketStatus, TicketingAction, TicketingEnv,
 };
 use boxoffice::domain::{
     Capacity, Currency, CustomerId, EventId, Money, MoneyTotal, PaymentId, PricingTier, RefundId, ReservationId,
@@ -22,7 +22,7 @@ use boxoffice::framework::{Clock, FixedClock};
 use boxoffice::projections::SectionAvailability;
 use boxoffice::system::{
     ChargeStatus, EventSpec, HeldSeats, PaymentDetails, PaymentGateway, Receipt, RefundRequest, ReserveRequest,
-    SystemError, TicketingSystem,
+    SystemError, TicketKeys, TicketRefundRequest, TicketingSystem,
 };
 use chrono::{DateTime, TimeZone, Utc};
 use proptest::prelude::*;
@@ -169,6 +169,9 @@ pub enum Call {
     Cancel { slot: usize },
     /// `refund` of the slot's reservation.
     Refund { slot: usize },
+    /// `refund_tickets` of the slot's reservation: its first ticket, or (`all`) every ticket
+    /// left.
+    RefundTickets { slot: usize, all: bool },
     /// Moves the clock; alone, it is followed by `settled()` (the sweep expires what is due).
     Advance { seconds: u64 },
     /// One payment reconciliation pass (no grace period in these cases).
@@ -197,7 +200,8 @@ fn call() -> impl Strategy<Value = Call> {
             .prop_map(|(slot, section, quantity, keyed)| Call::Reserve { slot, section, quantity, keyed }),
         4 => slot.clone().prop_map(|slot| Call::Pay { slot }),
         1 => slot.clone().prop_map(|slot| Call::Cancel { slot }),
-        2 => slot.prop_map(|slot| Call::Refund { slot }),
+        2 => slot.clone().prop_map(|slot| Call::Refund { slot }),
+        2 => (slot, any::<bool>()).prop_map(|(slot, all)| Call::RefundTickets { slot, all }),
         1 => (0..CAPACITIES.len()).prop_map(|section| Call::ReserveDraft { section }),
         1 => (1..=90u64).prop_map(|seconds| Call::Advance { seconds }),
         1 => Just(Call::Reconcile),
@@ -239,6 +243,8 @@ pub enum Outcome {
     /// `pay` answered that the gateway's answer is not known yet.
     Pending,
     Refunded(Money),
+    /// `refund_tickets` gave back this much (zero when the payment had been refunded already).
+    TicketsRefunded(Money),
     /// Cancelled, or the clock moved.
     Done,
     /// A typed refusal (see [`is_refusal`]), as text.
@@ -420,6 +426,30 @@ async fn perform(
             };
             Ok((Some(id), outcome))
         }
+        Call::RefundTickets { all, .. } => {
+            let id = target.unwrap_or_else(ReservationId::new_v4);
+            let tickets = match system.tickets(id).await {
+                Ok(tickets) if !all => {
+                    tickets.iter().find(|t| t.status == TicketStatus::Valid).map(|t| t.ticket_id).into_iter().collect()
+                }
+                Ok(_) => Vec::new(),
+                Err(error) => return Ok((Some(id), refused(&call, &error)?)),
+            };
+            let request = TicketRefundRequest {
+                reservation_id: id,
+                tickets,
+                reason: "cannot come".into(),
+                idempotency_key: None,
+            };
+            let outcome = match system.refund_tickets(request).await {
+                Ok(refund) if refund.refund.as_ref().is_none_or(|r| r.status == RefundStatus::Refunded) => {
+                    Outcome::TicketsRefunded(refund.refund.map_or(Money::zero(Currency::EUR), |r| r.amount))
+                }
+                Ok(refund) => return Err(fail(format!("the ticket refund was not confirmed: {refund:?}"))),
+                Err(error) => refused(&call, &error)?,
+            };
+            Ok((Some(id), outcome))
+        }
         Call::Advance { seconds } => {
             case.clock.advance(Duration::from_secs(seconds));
             Ok((None, Outcome::Done))
@@ -435,7 +465,9 @@ async fn perform(
 fn named(call: &Call, slots: &[Option<ReservationId>; SLOTS]) -> Option<ReservationId> {
     match call {
         Call::Reserve { slot, keyed: true, .. } => Some(keyed_reservation(*slot)),
-        Call::Pay { slot } | Call::Cancel { slot } | Call::Refund { slot } => slots[*slot],
+        Call::Pay { slot } | Call::Cancel { slot } | Call::Refund { slot } | Call::RefundTickets { slot, .. } => {
+            slots[*slot]
+        }
         _ => None,
     }
 }
@@ -472,6 +504,7 @@ async fn drive(scenario: &Scenario) -> Result<Trace, TestCaseError> {
         .clock(Arc::new(clock.clone()))
         .payment_gateway(Arc::clone(&gateway) as Arc<dyn PaymentGateway>)
         .hold_duration(HOLD)
+        .ticket_keys(TicketKeys::from_secret([7; 32]))
         .payment_reconciliation(Duration::from_secs(3_600), Duration::ZERO)
         .build()
         .await

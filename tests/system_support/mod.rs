@@ -6,6 +6,7 @@
 
 pub mod health;
 pub mod payments;
+pub mod tickets;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -135,6 +136,7 @@ pub async fn system_with(storage: &Storage, clock: &FixedClock, gateway: Arc<Sim
         .read_models(storage.read_models.clone())
         .clock(Arc::new(clock.clone()))
         .payment_gateway(gateway)
+        .ticket_keys(tickets::keys())
         .build()
         .await
         .unwrap()

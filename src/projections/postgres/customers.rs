@@ -21,6 +21,7 @@ pub(super) async fn apply(conn: &mut PgConnection, actions: &[(u64, TicketingAct
     let mut started = Vec::new();
     let mut purchases: Vec<(u64, CustomerId, Purchase)> = Vec::new();
     let mut spent: HashMap<(CustomerId, Currency), i128> = HashMap::new();
+    let mut returns: Vec<(Uuid, Uuid, i32)> = Vec::new();
     for (position, action) in actions {
         let Some(change) = CustomerChange::from_action(action, |id| facts.get(&id).cloned()) else { continue };
         match change {
@@ -29,6 +30,13 @@ pub(super) async fn apply(conn: &mut PgConnection, actions: &[(u64, TicketingAct
                 started.push(f);
             }
             CustomerChange::Purchased { customer_id, purchase } => purchases.push((*position, customer_id, purchase)),
+            CustomerChange::Returned { customer_id, reservation_id, tickets } => {
+                returns.push((
+                    customer_id.as_uuid(),
+                    reservation_id.as_uuid(),
+                    i32::try_from(tickets).unwrap_or(i32::MAX),
+                ));
+            }
             CustomerChange::Spent { customer_id, amount } => {
                 let total = spent.entry((customer_id, amount.currency())).or_default();
                 *total = total.checked_add(i128::from(amount.minor_units())).ok_or_else(|| ProjectionError::Money {
@@ -67,6 +75,21 @@ pub(super) async fn apply(conn: &mut PgConnection, actions: &[(u64, TicketingAct
         .execute(&mut *conn)
         .await
         .map_err(db(MODEL))?;
+    }
+    if !returns.is_empty() {
+        // After the purchases of the same batch are in: a refund always follows its purchase.
+        for (customer, reservation, tickets) in returns {
+            sqlx::query(
+                "UPDATE rm_purchases SET tickets = GREATEST(tickets - $3, 0) \
+                 WHERE customer_id = $1 AND reservation_id = $2",
+            )
+            .bind(customer)
+            .bind(reservation)
+            .bind(tickets)
+            .execute(&mut *conn)
+            .await
+            .map_err(db(MODEL))?;
+        }
     }
     if !spent.is_empty() {
         let mut customers = Vec::with_capacity(spent.len());
@@ -131,13 +154,13 @@ impl PostgresReadModels {
             total_spent.insert(m.currency(), m);
         }
         let mut per_section: BTreeMap<SectionName, u64> = BTreeMap::new();
-        for p in &purchases {
+        for p in purchases.iter().filter(|p| p.tickets > 0) {
             *per_section.entry(p.section.clone()).or_default() += u64::from(p.tickets);
         }
         Ok(Some(CustomerProfile {
             customer_id: customer,
             total_tickets: purchases.iter().map(|p| u64::from(p.tickets)).sum(),
-            events_attended: purchases.iter().map(|p| p.event_id).collect::<BTreeSet<_>>(),
+            events_attended: purchases.iter().filter(|p| p.tickets > 0).map(|p| p.event_id).collect::<BTreeSet<_>>(),
             favorite_section: favorite_section(per_section.iter().map(|(s, n)| (s, *n))),
             total_spent,
             purchases,
@@ -149,12 +172,14 @@ impl PostgresReadModels {
     /// # Errors
     /// [`ProjectionError::Database`].
     pub async fn has_attended_event(&self, customer: CustomerId, event: EventId) -> Result<bool, ProjectionError> {
-        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM rm_purchases WHERE event_id = $1 AND customer_id = $2)")
-            .bind(event.as_uuid())
-            .bind(customer.as_uuid())
-            .fetch_one(&self.pool)
-            .await
-            .map_err(db(MODEL))
+        sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM rm_purchases WHERE event_id = $1 AND customer_id = $2 AND tickets > 0)",
+        )
+        .bind(event.as_uuid())
+        .bind(customer.as_uuid())
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db(MODEL))
     }
 
     /// As [`CustomerHistoryProjection::get_event_attendees`](crate::projections::CustomerHistoryProjection::get_event_attendees).
@@ -162,11 +187,12 @@ impl PostgresReadModels {
     /// # Errors
     /// [`ProjectionError::Database`].
     pub async fn get_event_attendees(&self, event: EventId) -> Result<Vec<CustomerId>, ProjectionError> {
-        let ids: Vec<Uuid> = sqlx::query_scalar("SELECT DISTINCT customer_id FROM rm_purchases WHERE event_id = $1")
-            .bind(event.as_uuid())
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db(MODEL))?;
+        let ids: Vec<Uuid> =
+            sqlx::query_scalar("SELECT DISTINCT customer_id FROM rm_purchases WHERE event_id = $1 AND tickets > 0")
+                .bind(event.as_uuid())
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db(MODEL))?;
         let mut ids: Vec<CustomerId> = ids.into_iter().map(CustomerId::from_uuid).collect();
         ids.sort_unstable();
         Ok(ids)

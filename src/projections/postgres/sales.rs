@@ -68,6 +68,10 @@ pub(super) async fn apply(conn: &mut PgConnection, actions: &[(u64, TicketingAct
                 add(&mut e.completed, 1)?;
                 add(&mut sections.entry((event_id, section)).or_default().1, i64::from(tickets))?;
             }
+            SalesChange::Returned { event_id, section, tickets } => {
+                add(&mut events.entry(event_id).or_default().tickets, -i64::from(tickets))?;
+                add(&mut sections.entry((event_id, section)).or_default().1, -i64::from(tickets))?;
+            }
             SalesChange::Ended { event_id, end } => {
                 let e = events.entry(event_id).or_default();
                 match end {

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use super::engine::{CommandError, Committed, Engine, EngineConfig};
 use crate::aggregates::{
-    EventReducer, InventoryReducer, PaymentReducer, ReservationReducer, TicketingAction, TicketingEnv,
+    EventReducer, InventoryReducer, PaymentReducer, ReservationReducer, TicketingAction, TicketingEnv, TicketsReducer,
 };
 use crate::event_store::EventStore;
 use crate::system::context::CommandContext;
@@ -21,16 +21,19 @@ pub(crate) struct CommandRouter {
     pub(crate) reservations: Engine<ReservationReducer>,
     /// Payments.
     pub(crate) payments: Engine<PaymentReducer>,
+    /// The tickets of purchases.
+    pub(crate) tickets: Engine<TicketsReducer>,
 }
 
 impl CommandRouter {
-    /// Four engines over `store`.
+    /// Five engines over `store`.
     pub(crate) fn new(store: &Arc<dyn EventStore>, env: &TicketingEnv, config: EngineConfig) -> Self {
         Self {
             events: Engine::new(EventReducer, env.event.clone(), Arc::clone(store), config),
             inventories: Engine::new(InventoryReducer, env.inventory.clone(), Arc::clone(store), config),
             reservations: Engine::new(ReservationReducer, env.reservation.clone(), Arc::clone(store), config),
             payments: Engine::new(PaymentReducer, env.payment.clone(), Arc::clone(store), config),
+            tickets: Engine::new(TicketsReducer, env.tickets.clone(), Arc::clone(store), config),
         }
     }
 
@@ -56,6 +59,9 @@ impl CommandRouter {
             TicketingAction::Payment(c) => {
                 lift(self.payments.execute(&stream, c, context).await, TicketingAction::Payment)
             }
+            TicketingAction::Tickets(c) => {
+                lift(self.tickets.execute(&stream, c, context).await, TicketingAction::Tickets)
+            }
         }
     }
 
@@ -65,6 +71,7 @@ impl CommandRouter {
         self.inventories.retire_workers();
         self.reservations.retire_workers();
         self.payments.retire_workers();
+        self.tickets.retire_workers();
     }
 
     /// Waits until every background snapshot has been written.
@@ -73,6 +80,7 @@ impl CommandRouter {
         self.inventories.snapshots_written().await;
         self.reservations.snapshots_written().await;
         self.payments.snapshots_written().await;
+        self.tickets.snapshots_written().await;
     }
 }
 

@@ -172,7 +172,7 @@ pub(super) async fn sweep_expired(
 /// ```
 #[derive(Clone)]
 pub struct TicketingSystem {
-    inner: Arc<Inner>,
+    pub(super) inner: Arc<Inner>,
     /// The request id every call through this handle records, if the caller chose one.
     request_id: Option<Uuid>,
 }
@@ -201,6 +201,8 @@ pub(super) struct Inner {
     pub(super) read_models: Mutex<Option<ReadModels>>,
     pub(super) relay: Mutex<Option<RelayHandle>>,
     pub(super) reply_timeout: Duration,
+    /// What signs ticket codes, when configured.
+    pub(super) ticket_keys: Option<crate::system::TicketKeys>,
 }
 
 fn ended(status: ReservationStatus) -> Option<&'static str> {
@@ -232,7 +234,7 @@ impl TicketingSystem {
         Self { inner: Arc::clone(&self.inner), request_id: Some(request_id) }
     }
 
-    fn context(&self) -> CommandContext {
+    pub(super) fn context(&self) -> CommandContext {
         CommandContext::request(self.request_id.unwrap_or_else(Uuid::new_v4))
     }
 
@@ -329,6 +331,9 @@ impl TicketingSystem {
     pub async fn builder_from_config(config: &SystemConfig) -> Result<TicketingSystemBuilder, SystemError> {
         let gateway = gateway_from_config(config.payment_gateway.as_ref())?;
         let mut builder = Self::builder().hold_duration(config.hold_duration).payment_gateway(gateway);
+        if let Some(keys) = &config.ticket_keys {
+            builder = builder.ticket_keys(keys.clone());
+        }
         if let Some(group) = &config.consumer_group {
             builder = builder.checkpoint_name(group.clone());
         }
@@ -375,7 +380,7 @@ impl TicketingSystem {
         Arc::clone(&self.inner.store)
     }
 
-    async fn command(
+    pub(super) async fn command(
         &self,
         command: TicketingAction,
         context: CommandContext,
@@ -399,7 +404,7 @@ impl TicketingSystem {
     }
 
     /// Waits until the follower has read `position` and recorded the reactions to everything up to it.
-    async fn handled(&self, position: u64, timeout: Duration) -> Result<(), SystemError> {
+    pub(super) async fn handled(&self, position: u64, timeout: Duration) -> Result<(), SystemError> {
         let mut frontier = self.inner.position.clone();
         let reached = tokio::time::timeout(timeout, frontier.wait_for(|handled| *handled >= position))
             .await
@@ -729,7 +734,7 @@ impl TicketingSystem {
         self.read_payment(reservation_id, true).await
     }
 
-    async fn read_payment(
+    pub(super) async fn read_payment(
         &self,
         reservation_id: ReservationId,
         fresh: bool,
@@ -785,7 +790,7 @@ impl TicketingSystem {
 
     /// Like [`TicketingSystem::reservation`], but reloaded from the store first: the step just
     /// awaited may have been written by another process.
-    async fn reservation_after_saga(
+    pub(super) async fn reservation_after_saga(
         &self,
         reservation_id: ReservationId,
     ) -> Result<crate::aggregates::Reservation, SystemError> {

@@ -7,13 +7,14 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use super::api::{Inner, TicketingSystem, sweep_expired};
-use crate::aggregates::{EventEnv, InventoryEnv, PaymentEnv, ReservationEnv, TicketingEnv};
+use crate::aggregates::{ReservationEnv, TicketingEnv};
 use crate::event_bus::{EventBus, OutboxRelay, RelayConfig, TopicRouter};
 use crate::event_store::{
     BadEventPolicy, CheckpointStore, EventStore, EventStoreError, FanOutEventStore, MemoryCheckpointStore,
     MemoryEventStore,
 };
 use crate::framework::{Clock, SystemClock};
+use crate::system::TicketKeys;
 use crate::system::commands::{CommandRouter, EngineConfig};
 use crate::system::expiry::ExpiryIndex;
 use crate::system::follower::Follower;
@@ -42,6 +43,7 @@ pub struct TicketingSystemBuilder {
     event_bus: Option<(Arc<dyn EventBus>, TopicRouter)>,
     read_models: ReadModelStorage,
     bad_events: BadEventPolicy,
+    ticket_keys: Option<TicketKeys>,
     /// The store [`TicketingSystem::builder_from_config`] connected: the system owns it and
     /// closes its pool at [`TicketingSystem::shutdown`].
     #[cfg(feature = "postgres")]
@@ -63,6 +65,7 @@ impl Default for TicketingSystemBuilder {
             event_bus: None,
             read_models: ReadModelStorage::Memory,
             bad_events: BadEventPolicy::default(),
+            ticket_keys: None,
             #[cfg(feature = "postgres")]
             owned_store: None,
         }
@@ -70,6 +73,16 @@ impl Default for TicketingSystemBuilder {
 }
 
 impl TicketingSystemBuilder {
+    /// The master secret ticket codes are signed from (see [`TicketKeys`]). Without it tickets
+    /// are still issued and refunded, but their codes, the scanner kit and check-in are refused
+    /// with [`SystemError::NoTicketKeys`](crate::system::SystemError::NoTicketKeys).
+    /// [`TicketingSystem::builder_from_config`] sets it from `BOXOFFICE_TICKET_KEY`.
+    #[must_use]
+    pub fn ticket_keys(mut self, keys: TicketKeys) -> Self {
+        self.ticket_keys = Some(keys);
+        self
+    }
+
     /// The event store (default: a fresh [`MemoryEventStore`]).
     #[must_use]
     pub fn event_store(mut self, store: Arc<dyn EventStore>) -> Self {
@@ -198,10 +211,8 @@ impl TicketingSystemBuilder {
         let checkpoints = self.checkpoints.unwrap_or_else(|| Arc::new(MemoryCheckpointStore::new()));
         let clock = self.clock;
         let env = TicketingEnv {
-            event: EventEnv::new(Arc::clone(&clock)),
-            inventory: InventoryEnv::new(Arc::clone(&clock)),
             reservation: ReservationEnv::new(Arc::clone(&clock)).with_hold_duration(self.hold_duration),
-            payment: PaymentEnv::new(Arc::clone(&clock)),
+            ..TicketingEnv::new(Arc::clone(&clock))
         };
         let router = CommandRouter::new(&store, &env, self.engine);
         let (stop, stop_rx) = watch::channel(false);
@@ -282,6 +293,7 @@ impl TicketingSystemBuilder {
             read_models: Mutex::new(Some(read_models)),
             relay: Mutex::new(relay),
             reply_timeout: self.reply_timeout,
+            ticket_keys: self.ticket_keys,
         }))
     }
 }

@@ -3,7 +3,9 @@
 mod api;
 mod builder;
 mod requests;
+mod tickets;
 
 pub use api::TicketingSystem;
 pub use builder::TicketingSystemBuilder;
 pub use requests::{EventSpec, HeldSeats, PaymentDetails, Receipt, RefundRequest, ReserveRequest};
+pub use tickets::{CheckIn, Gate, IssuedTicket, OfflineScan, TicketRefund, TicketRefundRequest};
