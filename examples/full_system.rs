@@ -1,6 +1,8 @@
 //! The whole ticketing flow on the assembled system: an event with two sections and tiers, then a
-//! purchase, a declined payment (compensation), an expiry and a customer cancellation, printing
-//! availability and revenue after each.
+//! purchase, a declined payment (compensation), an expiry, a customer cancellation and a partial
+//! refund; then at the door: the purchase's signed tickets, a check-in, a duplicate scan turned
+//! away, and one ticket refunded (its code revoked, its seat back on sale). Availability and
+//! revenue are printed after each step.
 //!
 //! In memory by default. Built with `--features postgres` and given `DATABASE_URL`, it runs on
 //! `PostgreSQL` instead (events, checkpoints and read models); built with `--features kafka` (or `full`) and given `KAFKA_BROKERS`, an
@@ -11,9 +13,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use boxoffice::aggregates::Section;
+use boxoffice::domain::{GateName, ScanId};
 use boxoffice::prelude::*;
 use boxoffice::system::{
-    EventSpec, GatewayChoice, PaymentDetails, RefundRequest, ReserveRequest, SystemConfig, SystemError, TicketingSystem,
+    EventSpec, Gate, GatewayChoice, PaymentDetails, RefundRequest, ReserveRequest, SystemConfig, SystemError,
+    TicketKeys, TicketRefundRequest, TicketingSystem,
 };
 
 async fn report(system: &TicketingSystem, event: EventId, after: &str) -> Result<(), SystemError> {
@@ -33,6 +37,47 @@ async fn report(system: &TicketingSystem, event: EventId, after: &str) -> Result
     Ok(())
 }
 
+/// Steps 6 and 7: the VIP purchase's tickets at the door, then one of them refunded.
+async fn at_the_door(
+    system: &TicketingSystem,
+    event: EventId,
+    vip_purchase: ReservationId,
+) -> Result<(), Box<dyn std::error::Error>> {
+    // 6. At the door: the VIP purchase's two tickets, one code each, checked at the north gate.
+    let tickets = system.tickets(vip_purchase).await?;
+    for ticket in &tickets {
+        let tail = &ticket.code[ticket.code.len().saturating_sub(16)..];
+        println!(
+            "  ticket {} for seat {}: code BX1.…{tail} ({} characters)",
+            ticket.ticket_id,
+            ticket.seat_id,
+            ticket.code.len()
+        );
+    }
+    let north = Gate { event_id: event, name: GateName::new("North")? };
+    let first = system.check_in(&tickets[0].code, &north, ScanId::new_v4()).await?;
+    println!("  north gate, first scan: {first:?}");
+    let again = system.check_in(&tickets[0].code, &north, ScanId::new_v4()).await?;
+    println!("  north gate, same code again: {again:?}");
+    report(system, event, "6. check-in").await?;
+
+    // 7. The second VIP guest cannot come: that ticket alone is refunded; its code stops
+    // admitting and its seat goes back on sale.
+    let refunded = system
+        .refund_tickets(TicketRefundRequest {
+            reservation_id: vip_purchase,
+            tickets: vec![tickets[1].ticket_id],
+            reason: "guest cannot come".into(),
+            idempotency_key: Some("guest-2".into()),
+        })
+        .await?;
+    println!("  refunded ticket {}: {} back", tickets[1].ticket_id, refunded.amount);
+    let revoked = system.check_in(&tickets[1].code, &north, ScanId::new_v4()).await?;
+    println!("  north gate, refunded code: {revoked:?}");
+    report(system, event, "7. ticket refund").await?;
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).init();
@@ -49,6 +94,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         if config.database_url.is_some() { "PostgreSQL (DATABASE_URL)" } else { "in memory" },
         config.kafka_brokers.as_deref().map_or_else(|| "none".to_owned(), |b| format!("Kafka at {b} (KAFKA_BROKERS)"))
     );
+
+    // Ticket codes are signed from BOXOFFICE_TICKET_KEY; a deployment sets it (the system never
+    // makes one up). The demo signs with a throwaway key when it is not set.
+    if config.ticket_keys.is_none() {
+        config.ticket_keys = Some(TicketKeys::ephemeral());
+        println!("tickets: signed with a throwaway key (set {} to keep codes valid across runs)", TicketKeys::VARIABLE);
+    }
 
     let clock = FixedClock::new(chrono::Utc::now());
     let simulated = matches!(config.payment_gateway, Some(GatewayChoice::Simulated));
@@ -136,6 +188,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("  the gateway's ledger: {at_gateway} given back for payment {}", purchase.payment_id);
     }
     report(&system, event, "5. partial refund").await?;
+
+    at_the_door(&system, event, vip_purchase).await?;
 
     let log = system.event_store().head_position().await?;
     println!("{log} events in the log; every state above is rebuilt from them");

@@ -49,8 +49,9 @@
 //!   the outbox relay from the log to the bus. On `PostgreSQL` readers wait only for this store's
 //!   own appending transactions. No ticketing words either.
 //! - [`domain`]: validated value types (ids, money and money sums, capacity, seat numbers, venues,
-//!   tiers).
-//! - [`aggregates`]: Event, Inventory, Reservation and Payment as pure reducers; the reservation
+//!   tiers, gate names) and signed ticket codes.
+//! - [`aggregates`]: Event, Inventory, Reservation, Payment and Tickets (one stream per
+//!   purchase: issue, scan, revoke, transfer) as pure reducers; the reservation
 //!   saga as pure functions ([`reactions`](aggregates::reactions)); the synchronous
 //!   [`SagaDriver`](aggregates::SagaDriver) for tests and baselines.
 //! - [`projections`]: the three read models and their runner.
@@ -59,7 +60,10 @@
 //!   reducers; the log follower is the only saga feed and calls the
 //!   [`PaymentGateway`](system::PaymentGateway) between the durable intent and its recorded
 //!   outcome (the customer's token stays in memory; charges and refunds whose answer was lost
-//!   are reconciled by asking the provider); holds expire from the log;
+//!   are reconciled by asking the provider); holds expire from the log; ticket codes are signed
+//!   with per-event Ed25519 keys derived from [`TicketKeys`](system::TicketKeys) and checked at
+//!   the door ([`check_in`](system::TicketingSystem::check_in)) or offline
+//!   ([`ScannerKit`](domain::ScannerKit));
 //!   [`TicketingSystem`](system::TicketingSystem) is the front door.
 //!
 //! [`prelude`] re-exports what the quick start needs.
