@@ -206,6 +206,7 @@ fn payload(action: &TicketingAction) -> Result<serde_json::Value, serde_json::Er
         TicketingAction::Reservation(a) => serde_json::to_value(a),
         TicketingAction::Payment(a) => serde_json::to_value(a),
         TicketingAction::Tickets(a) => serde_json::to_value(a),
+        TicketingAction::Allowance(a) => serde_json::to_value(a),
     }
 }
 

@@ -18,9 +18,10 @@ mod property_support;
 use std::collections::{HashMap, HashSet};
 
 use boxoffice::aggregates::{
-    EventReducer, EventState, EventStatus, HoldStatus, InventoryAction, InventoryReducer, InventoryState,
-    PaymentAction, PaymentReducer, PaymentState, PaymentStatus, ReservationAction, ReservationReducer,
-    ReservationState, ReservationStatus, TicketingAction, TicketsReducer, TicketsState, inventory_stream,
+    AllowanceReducer, AllowanceState, EventReducer, EventState, EventStatus, HoldStatus, InventoryAction,
+    InventoryReducer, InventoryState, PaymentAction, PaymentReducer, PaymentState, PaymentStatus, ReservationAction,
+    ReservationReducer, ReservationState, ReservationStatus, TicketingAction, TicketsReducer, TicketsState,
+    inventory_stream,
 };
 use boxoffice::domain::{Currency, Money, ReservationId, SeatId};
 use boxoffice::event_store::StreamId;
@@ -294,6 +295,7 @@ fn check_replay_rebuilds_live_state(trace: &Trace) -> Result<(), TestCaseError> 
     let mut reservations: HashMap<StreamId, ReservationState> = HashMap::new();
     let mut payments: HashMap<StreamId, PaymentState> = HashMap::new();
     let mut tickets: HashMap<StreamId, TicketsState> = HashMap::new();
+    let mut allowances: HashMap<StreamId, AllowanceState> = HashMap::new();
     let mut versions: HashMap<StreamId, u64> = HashMap::new();
     for (envelope, action) in &trace.log {
         prop_assert_eq!(action.kind(), MessageKind::Event, "a stored {} is not an event", action.name());
@@ -317,6 +319,9 @@ fn check_replay_rebuilds_live_state(trace: &Trace) -> Result<(), TestCaseError> 
             }
             TicketingAction::Tickets(a) => {
                 TicketsReducer.reduce(tickets.entry(stream).or_default(), a, &env.tickets).is_empty()
+            }
+            TicketingAction::Allowance(a) => {
+                AllowanceReducer.reduce(allowances.entry(stream).or_default(), a, &()).is_empty()
             }
         };
         prop_assert!(no_effects, "replaying {} produced effects", action.name());

@@ -1,4 +1,4 @@
-//! [`SagaDriver`]: the five reducers and the saga run synchronously, with no runtime, no store and
+//! [`SagaDriver`]: the six reducers and the saga run synchronously, with no runtime, no store and
 //! no clock of their own. It exists for tests and baselines (generating a log, measuring the bare
 //! cost of the reducers); applications run the [`TicketingSystem`](crate::system::TicketingSystem),
 //! which executes the same reducers and the same [`reactions`](super::reactions).
@@ -8,12 +8,13 @@ use std::collections::{HashMap, VecDeque};
 use smallvec::SmallVec;
 
 use super::saga::{Charge, Reaction, reactions, rejection_reactions};
+use super::{AllowanceReducer, AllowanceState};
 use super::{
     EventReducer, EventState, GatewayOutcome, InventoryReducer, InventoryState, PaymentReducer, PaymentState,
     PaymentStatus, ReservationAction, ReservationError, ReservationReducer, ReservationState, TicketingAction,
     TicketingEnv, TicketsReducer, TicketsState,
 };
-use crate::domain::{EventId, PaymentId, ReservationId, SectionName};
+use crate::domain::{CustomerId, EventId, PaymentId, ReservationId, SectionName};
 use crate::framework::{Effect, Effects, Reducer};
 
 /// Every aggregate instance the driver holds, keyed by its id.
@@ -29,6 +30,8 @@ pub struct TicketingState {
     pub payments: HashMap<PaymentId, PaymentState>,
     /// The tickets of purchases, by reservation.
     pub tickets: HashMap<ReservationId, TicketsState>,
+    /// Customers' allowances of limited events.
+    pub allowances: HashMap<(EventId, CustomerId), AllowanceState>,
 }
 
 impl TicketingState {
@@ -228,6 +231,11 @@ impl SagaDriver {
                 let Some(id) = a.reservation_id() else { return Effects::new() };
                 let effects = on_child(&mut state.tickets, id, |c| TicketsReducer.reduce(c, a, &env.tickets));
                 lift(effects, TicketingAction::Tickets)
+            }
+            TicketingAction::Allowance(a) => {
+                let Some(key) = a.key() else { return Effects::new() };
+                let effects = on_child(&mut state.allowances, key, |c| AllowanceReducer.reduce(c, a, &()));
+                lift(effects, TicketingAction::Allowance)
             }
         }
     }

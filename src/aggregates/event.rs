@@ -85,6 +85,11 @@ pub struct SalesPolicy {
     /// are open until it starts).
     #[serde(default)]
     pub transfer_cutoff: std::time::Duration,
+    /// The most tickets one customer may hold or be buying for the event, across all their
+    /// orders (`None`, the default: no limit). Refunded tickets and holds that ended count no
+    /// more. At least 1.
+    #[serde(default)]
+    pub max_tickets_per_customer: Option<u32>,
 }
 
 impl SalesPolicy {
@@ -195,6 +200,12 @@ pub enum EventError {
     /// The policy's hold is zero or longer than [`SalesPolicy::MAX_HOLD`].
     #[error("event {event_id}: a hold must last more than zero and at most a day")]
     InvalidHold {
+        /// The event.
+        event_id: EventId,
+    },
+    /// The policy's per-customer ticket limit is zero.
+    #[error("event {event_id}: a per-customer ticket limit must allow at least one ticket")]
+    InvalidTicketLimit {
         /// The event.
         event_id: EventId,
     },
@@ -423,6 +434,9 @@ fn decide(state: &EventState, command: EventAction, env: &EventEnv) -> Result<Op
         if policy.hold.is_some_and(|hold| hold.is_zero() || hold > SalesPolicy::MAX_HOLD) {
             return Err(EventError::InvalidHold { event_id });
         }
+        if policy.max_tickets_per_customer == Some(0) {
+            return Err(EventError::InvalidTicketLimit { event_id });
+        }
         let details = EventDetails { event_id, name, venue, date, sections, pricing_tiers, policy };
         return Ok(Some(EventAction::EventCreated { details, created_at: now }));
     }
@@ -620,6 +634,13 @@ mod tests {
                 .when(bad_hold)
                 .then_rejected("hold", |a| matches!(a, EventAction::Rejected(EventError::InvalidHold { .. })))?;
         }
+        let mut no_tickets = create();
+        if let EventAction::CreateEvent { policy, .. } = &mut no_tickets {
+            policy.max_tickets_per_customer = Some(0);
+        }
+        test()
+            .when(no_tickets)
+            .then_rejected("limit", |a| matches!(a, EventAction::Rejected(EventError::InvalidTicketLimit { .. })))?;
         let mut past = create();
         if let EventAction::CreateEvent { date, .. } = &mut past {
             *date = now();

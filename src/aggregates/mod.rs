@@ -1,4 +1,4 @@
-//! The five aggregates as pure reducers, one file each; the reservation saga as pure functions
+//! The six aggregates as pure reducers, one file each; the reservation saga as pure functions
 //! ([`reactions`]); and [`SagaDriver`], which runs both synchronously for tests and baselines.
 //!
 //! Every aggregate follows the same contract, which the runtime relies on: a command is decided
@@ -9,6 +9,7 @@
 //! nothing, so folding a stream's events rebuilds its state. A redelivered command that was
 //! already carried out returns no effects at all.
 
+mod allowance;
 mod driver;
 mod event;
 mod inventory;
@@ -19,6 +20,7 @@ mod streams;
 mod ticketing;
 mod tickets;
 
+pub use allowance::{AllowanceAction, AllowanceError, AllowanceReducer, AllowanceState, ClaimRelease};
 pub use driver::{SagaDriver, TicketingState};
 pub use saga::{Charge, Reaction, Refund, reactions};
 pub(crate) use saga::{EVENT_CANCELLED_REFUND, rejection_reactions};
@@ -40,8 +42,8 @@ pub use reservation::{
     ReservationState, ReservationStatus,
 };
 pub use streams::{
-    EVENT_SCHEMA_VERSION, StreamDecodeError, TICKETING_CATEGORIES, category, event_stream, inventory_stream,
-    payment_stream, reservation_stream, tickets_stream,
+    EVENT_SCHEMA_VERSION, StreamDecodeError, TICKETING_CATEGORIES, allowance_stream, category, event_stream,
+    inventory_stream, payment_stream, reservation_stream, tickets_stream,
 };
 pub use ticketing::{TicketingAction, TicketingEnv};
 pub use tickets::{

@@ -61,6 +61,13 @@ pub enum CompensationReason {
         /// Seats that were available.
         available: u32,
     },
+    /// The customer already holds or is buying as many tickets of the event as it allows.
+    CustomerLimitReached {
+        /// The event's limit.
+        limit: u32,
+        /// Tickets the customer held or was buying.
+        held: u32,
+    },
     /// The payment was declined.
     PaymentFailed {
         /// The provider's reason.
@@ -111,9 +118,20 @@ pub struct Reservation {
     /// The refunds of seats made so far, by refund id.
     #[serde(default)]
     pub seat_refunds: Vec<RefundId>,
+    /// The event's per-customer ticket limit when the reservation started: its seats are
+    /// claimed on the customer's allowance first.
+    #[serde(default)]
+    pub ticket_limit: Option<u32>,
 }
 
 impl Reservation {
+    /// The customer whose allowance may hold a claim for this reservation (under a ticket
+    /// limit). Also when the allowance refused it: another process's saga may still claim for
+    /// it, and the release that ends the reservation's claim makes sure no such claim is kept.
+    fn claim(&self) -> Option<CustomerId> {
+        self.ticket_limit.map(|_| self.customer_id)
+    }
+
     /// Seats bought and not refunded.
     pub fn kept_seats(&self) -> impl Iterator<Item = SeatId> + '_ {
         self.seats.iter().copied().filter(|s| !self.refunded_seats.contains(s))
@@ -260,6 +278,15 @@ pub enum ReservationAction {
         /// Seats that were available.
         available: u32,
     },
+    /// Saga: the customer's allowance refused the seats (the event's per-customer limit).
+    RecordLimitReached {
+        /// The reservation.
+        reservation_id: ReservationId,
+        /// The event's limit.
+        limit: u32,
+        /// Tickets the customer held or was buying.
+        held: u32,
+    },
     /// Saga: the payment succeeded.
     CompletePayment {
         /// The reservation.
@@ -344,6 +371,10 @@ pub enum ReservationAction {
         /// What happens to a payment that succeeds after the hold ended.
         #[serde(default)]
         late_payment: LatePaymentPolicy,
+        /// The event's per-customer ticket limit, if any: the seats are claimed on the
+        /// customer's allowance before the inventory is asked.
+        #[serde(default)]
+        ticket_limit: Option<u32>,
     },
     /// Seats are held for the reservation.
     #[serde(rename = "SeatsAllocated")]
@@ -435,6 +466,10 @@ pub enum ReservationAction {
         all: bool,
         /// When.
         refunded_at: DateTime<Utc>,
+        /// The customer whose allowance gives back this reservation's claim (under a ticket
+        /// limit).
+        #[serde(default)]
+        claim: Option<CustomerId>,
     },
     /// The hold ran out. Terminal.
     #[serde(rename = "ReservationExpired")]
@@ -449,6 +484,10 @@ pub enum ReservationAction {
         seats: Vec<SeatId>,
         /// When.
         expired_at: DateTime<Utc>,
+        /// The customer whose allowance gives back this reservation's claim (under a ticket
+        /// limit).
+        #[serde(default)]
+        claim: Option<CustomerId>,
     },
     /// The customer cancelled. Terminal.
     #[serde(rename = "ReservationCancelled")]
@@ -463,6 +502,10 @@ pub enum ReservationAction {
         seats: Vec<SeatId>,
         /// When.
         cancelled_at: DateTime<Utc>,
+        /// The customer whose allowance gives back this reservation's claim (under a ticket
+        /// limit).
+        #[serde(default)]
+        claim: Option<CustomerId>,
     },
     /// Undone after a failure. Terminal.
     #[serde(rename = "ReservationCompensated")]
@@ -479,6 +522,10 @@ pub enum ReservationAction {
         reason: CompensationReason,
         /// When.
         compensated_at: DateTime<Utc>,
+        /// The customer whose allowance gives back this reservation's claim (under a ticket
+        /// limit).
+        #[serde(default)]
+        claim: Option<CustomerId>,
     },
     /// A payment succeeded after the hold ended and the event accepts late payments if seats
     /// are free: the saga asks Inventory for them.
@@ -545,6 +592,7 @@ impl ReservationAction {
             Self::InitiateReservation { reservation_id, .. }
             | Self::AllocateSeats { reservation_id, .. }
             | Self::RecordSeatShortage { reservation_id, .. }
+            | Self::RecordLimitReached { reservation_id, .. }
             | Self::CompletePayment { reservation_id, .. }
             | Self::FailPayment { reservation_id, .. }
             | Self::RequestPayment { reservation_id, .. }
@@ -577,6 +625,7 @@ impl Message for ReservationAction {
             Self::InitiateReservation { .. }
             | Self::AllocateSeats { .. }
             | Self::RecordSeatShortage { .. }
+            | Self::RecordLimitReached { .. }
             | Self::CompletePayment { .. }
             | Self::FailPayment { .. }
             | Self::RequestPayment { .. }
@@ -595,6 +644,7 @@ impl Message for ReservationAction {
             Self::InitiateReservation { .. } => "InitiateReservation",
             Self::AllocateSeats { .. } => "AllocateSeats",
             Self::RecordSeatShortage { .. } => "RecordSeatShortage",
+            Self::RecordLimitReached { .. } => "RecordLimitReached",
             Self::CompletePayment { .. } => "CompletePayment",
             Self::FailPayment { .. } => "FailPayment",
             Self::RequestPayment { .. } => "RequestPayment",
@@ -730,17 +780,9 @@ fn decide(
             }
             _ => smallvec![],
         },
-        ReservationAction::RecordSeatShortage { requested, available, .. } => match status {
-            ReservationStatus::Initiated => smallvec![ReservationAction::ReservationCompensated {
-                reservation_id,
-                event_id,
-                section,
-                seats: Vec::new(),
-                reason: CompensationReason::InsufficientInventory { requested, available },
-                compensated_at: now,
-            }],
-            _ => smallvec![],
-        },
+        ReservationAction::RecordLimitReached { .. } | ReservationAction::RecordSeatShortage { .. } => {
+            refused_seats(r, &command, now)
+        }
         ReservationAction::CompletePayment { payment_id, amount, .. } => payment_succeeded(r, payment_id, amount, now)?,
         ReservationAction::CompleteLateSale { .. } | ReservationAction::RefuseLateSale { .. } => {
             late_sale(r, command, now)?
@@ -755,6 +797,7 @@ fn decide(
                     seats: r.seats.clone(),
                     reason: CompensationReason::PaymentFailed { reason },
                     compensated_at: now,
+                    claim: r.claim(),
                 },
             ],
             _ => smallvec![],
@@ -772,6 +815,7 @@ fn decide(
                 section,
                 seats: r.seats.clone(),
                 cancelled_at: now,
+                claim: r.claim(),
             }],
         },
         ReservationAction::ExpireReservation { .. } => match status {
@@ -785,6 +829,7 @@ fn decide(
                 section,
                 seats: r.seats.clone(),
                 expired_at: now,
+                claim: r.claim(),
             }],
         },
         _ => smallvec![],
@@ -886,6 +931,32 @@ fn payment_succeeded(
     })
 }
 
+/// The saga reports that the reservation's seats were refused, by the customer's allowance or
+/// the inventory: a reservation still waiting for them ends Compensated.
+fn refused_seats(r: &Reservation, command: &ReservationAction, now: DateTime<Utc>) -> Events {
+    let reason = match command {
+        ReservationAction::RecordLimitReached { limit, held, .. } => {
+            CompensationReason::CustomerLimitReached { limit: *limit, held: *held }
+        }
+        ReservationAction::RecordSeatShortage { requested, available, .. } => {
+            CompensationReason::InsufficientInventory { requested: *requested, available: *available }
+        }
+        _ => return smallvec![],
+    };
+    if r.status != ReservationStatus::Initiated {
+        return smallvec![];
+    }
+    smallvec![ReservationAction::ReservationCompensated {
+        reservation_id: r.reservation_id,
+        event_id: r.event_id,
+        section: r.section.clone(),
+        seats: Vec::new(),
+        reason,
+        compensated_at: now,
+        claim: r.claim(),
+    }]
+}
+
 /// The customer pays for the seats held.
 fn request_payment(r: &Reservation, now: DateTime<Utc>) -> Result<Events, ReservationError> {
     let (reservation_id, status) = (r.reservation_id, r.status);
@@ -958,6 +1029,7 @@ fn refund_seats(r: &Reservation, refund: SeatRefund, now: DateTime<Utc>) -> Resu
         amount,
         reason,
         refunded_at: now,
+        claim: r.claim(),
     }])
 }
 
@@ -1004,6 +1076,7 @@ fn initiate(state: &ReservationState, env: &ReservationEnv, request: Initiate) -
         expires_at,
         initiated_at: now,
         late_payment: policy.late_payment,
+        ticket_limit: policy.max_tickets_per_customer,
     }])
 }
 
@@ -1018,6 +1091,7 @@ fn apply(state: &mut ReservationState, event: &ReservationAction) {
         total,
         expires_at,
         late_payment,
+        ticket_limit,
         ..
     } = event
     {
@@ -1039,6 +1113,7 @@ fn apply(state: &mut ReservationState, event: &ReservationAction) {
             compensation: None,
             refunded_seats: Vec::new(),
             seat_refunds: Vec::new(),
+            ticket_limit: *ticket_limit,
         });
         return;
     }
@@ -1138,6 +1213,7 @@ mod tests {
             expires_at: deadline(),
             initiated_at: start(),
             late_payment: crate::aggregates::LatePaymentPolicy::default(),
+            ticket_limit: None,
         }
     }
     fn allocated() -> [ReservationAction; 2] {
@@ -1185,6 +1261,7 @@ mod tests {
             section: section(),
             seats,
             expired_at: at,
+            claim: None,
         }
     }
     fn cancelled(seats: Vec<SeatId>) -> ReservationAction {
@@ -1194,6 +1271,7 @@ mod tests {
             section: section(),
             seats,
             cancelled_at: start(),
+            claim: None,
         }
     }
     fn status_is(status: ReservationStatus) -> impl FnOnce(&ReservationState) -> bool {
@@ -1413,6 +1491,7 @@ mod tests {
             seats: seats(),
             reason: CompensationReason::PaymentFailed { reason: "card".into() },
             compensated_at: start(),
+            claim: None,
         };
         let failed =
             ReservationAction::PaymentFailed { reservation_id: rid(), payment_id: pid(), reason: "card".into() };
@@ -1438,6 +1517,7 @@ mod tests {
                 seats: Vec::new(),
                 reason: CompensationReason::InsufficientInventory { requested: 2, available: 1 },
                 compensated_at: start(),
+                claim: None,
             },
         ])?;
         test().given(pending())?.when(shortage).then_persisted(&[])?.then_unchanged()?;
@@ -1497,6 +1577,7 @@ mod tests {
                 seats: seats(),
                 reason: CompensationReason::InsufficientInventory { requested: 2, available: 1 },
                 compensated_at: start(),
+                claim: None,
             },
             ReservationAction::SeatsReturned {
                 reservation_id: rid(),

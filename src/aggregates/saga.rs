@@ -6,12 +6,13 @@
 use serde::{Deserialize, Serialize};
 use smallvec::{SmallVec, smallvec};
 
+use super::allowance::{AllowanceAction, AllowanceError, ClaimRelease};
 use super::inventory::{InventoryAction, InventoryError, ReleaseReason};
 use super::payment::PaymentAction;
 use super::reservation::ReservationAction;
 use super::tickets::{RevocationReason, TicketsAction};
 use super::{EventAction, TicketingAction};
-use crate::domain::{EventId, Money, PaymentId, RefundId, ReservationId, SectionName, TicketId};
+use crate::domain::{CustomerId, EventId, Money, PaymentId, RefundId, ReservationId, SectionName, TicketId};
 
 /// The key of the refund of a payment that arrived after its reservation ended.
 pub(crate) const LATE_PAYMENT_REFUND: &str = "late-payment";
@@ -103,6 +104,16 @@ pub fn rejection_reactions(rejection: &TicketingAction) -> SmallVec<[TicketingAc
             requested: *requested,
             available: *available,
         })],
+        TicketingAction::Allowance(AllowanceAction::Rejected(AllowanceError::LimitReached {
+            reservation_id,
+            held,
+            limit,
+            ..
+        })) => smallvec![TicketingAction::Reservation(ReservationAction::RecordLimitReached {
+            reservation_id: *reservation_id,
+            limit: *limit,
+            held: *held,
+        })],
         TicketingAction::Inventory(InventoryAction::Rejected(InventoryError::LateSaleRefused {
             reservation_id,
             ..
@@ -119,15 +130,17 @@ pub fn rejection_reactions(rejection: &TicketingAction) -> SmallVec<[TicketingAc
 /// | Persisted event | Follow-up command |
 /// |---|---|
 /// | `EventCreated` | `InitializeInventory` for each section |
-/// | `ReservationInitiated` | `ReserveSeats` |
+/// | `ReservationInitiated` | `ReserveSeats`; under a per-customer limit `ClaimTickets` first (its refusal, `LimitReached`, becomes `RecordLimitReached`) |
+/// | `TicketsClaimed` | `ReserveSeats` |
 /// | `SeatsReserved` | `AllocateSeats` |
 /// | `PaymentRequested` | [`Reaction::Charge`]: `ProcessPayment`, the gateway call, `RecordGatewayOutcome` |
 /// | `RefundRequested` | [`Reaction::Refund`]: the gateway call, `RecordRefundOutcome` |
 /// | Payment `PaymentSucceeded` | `CompletePayment` |
 /// | Payment `PaymentFailed` | `FailPayment` |
 /// | `ReservationCompleted` | `ConfirmReservation`, and `IssueTickets` (one per seat) |
-/// | `SeatsRefunded` | `ReturnSeats`, `RevokeTickets`, and `RefundPayment` of its amount when positive |
-/// | `ReservationExpired` / `Cancelled` / `Compensated` with seats, `SeatsReturned` | `ReleaseReservation` |
+/// | `SeatsRefunded` | `ReturnSeats`, `RevokeTickets`, `RefundPayment` of its amount when positive, `ReleaseClaim` of the seats under a limit |
+/// | `ReservationExpired` / `Cancelled` / `Compensated` | `ReleaseReservation` if it held seats; `ReleaseClaim` (all) if it claimed an allowance |
+/// | `SeatsReturned` | `ReleaseReservation` |
 /// | `LatePaymentAccepted` | `SellLate` (its refusal, `LateSaleRefused`, becomes `RefuseLateSale`) |
 /// | `LateSeatsSold` | `CompleteLateSale` |
 /// | Reservation `PaymentSucceeded` with `refund_owed` | `RefundPayment` of the whole amount (refund id [`RefundId::for_payment`] of `"late-payment"`) |
@@ -157,20 +170,8 @@ pub fn reactions(event: &TicketingAction) -> SmallVec<[Reaction; 2]> {
                 }))
             })
             .collect(),
-        T::Reservation(ReservationAction::ReservationInitiated {
-            reservation_id,
-            event_id,
-            section,
-            quantity,
-            expires_at,
-            ..
-        }) => smallvec![Reaction::Command(T::Inventory(InventoryAction::ReserveSeats {
-            event_id: *event_id,
-            section: section.clone(),
-            reservation_id: *reservation_id,
-            quantity: *quantity,
-            expires_at: *expires_at,
-        }))],
+        T::Reservation(ReservationAction::ReservationInitiated { .. })
+        | T::Allowance(AllowanceAction::TicketsClaimed { .. }) => hold_reactions(event),
         T::Inventory(InventoryAction::SeatsReserved { reservation_id, seats, .. }) => {
             smallvec![Reaction::Command(T::Reservation(ReservationAction::AllocateSeats {
                 reservation_id: *reservation_id,
@@ -204,21 +205,30 @@ pub fn reactions(event: &TicketingAction) -> SmallVec<[Reaction; 2]> {
         T::Reservation(
             completed @ (ReservationAction::ReservationCompleted { .. } | ReservationAction::SeatsRefunded { .. }),
         ) => sale_reactions(completed),
-        T::Reservation(ReservationAction::ReservationExpired { reservation_id, event_id, section, seats, .. })
-            if !seats.is_empty() =>
-        {
-            smallvec![Reaction::Command(release(event_id, section, reservation_id, ReleaseReason::Expired))]
-        }
+        T::Reservation(ReservationAction::ReservationExpired {
+            reservation_id,
+            event_id,
+            section,
+            seats,
+            claim,
+            ..
+        }) => ending_reactions(*reservation_id, *event_id, (section, seats), *claim, ReleaseReason::Expired),
         T::Reservation(ReservationAction::ReservationCancelled {
-            reservation_id, event_id, section, seats, ..
-        }) if !seats.is_empty() => {
-            smallvec![Reaction::Command(release(event_id, section, reservation_id, ReleaseReason::Cancelled))]
-        }
+            reservation_id,
+            event_id,
+            section,
+            seats,
+            claim,
+            ..
+        }) => ending_reactions(*reservation_id, *event_id, (section, seats), *claim, ReleaseReason::Cancelled),
         T::Reservation(ReservationAction::ReservationCompensated {
-            reservation_id, event_id, section, seats, ..
-        }) if !seats.is_empty() => {
-            smallvec![Reaction::Command(release(event_id, section, reservation_id, ReleaseReason::PaymentFailed))]
-        }
+            reservation_id,
+            event_id,
+            section,
+            seats,
+            claim,
+            ..
+        }) => ending_reactions(*reservation_id, *event_id, (section, seats), *claim, ReleaseReason::PaymentFailed),
         T::Reservation(ReservationAction::SeatsReturned { reservation_id, event_id, section, .. }) => {
             smallvec![Reaction::Command(release(event_id, section, reservation_id, ReleaseReason::ReservationEnded))]
         }
@@ -232,6 +242,88 @@ pub fn reactions(event: &TicketingAction) -> SmallVec<[Reaction; 2]> {
         }
         other => late_sale_reactions(other),
     }
+}
+
+/// The reactions that get a reservation its seats: to `ReservationInitiated`, ask the inventory,
+/// or, under a per-customer ticket limit, claim them on the customer's allowance first; to
+/// `TicketsClaimed`, ask the inventory.
+fn hold_reactions(event: &TicketingAction) -> SmallVec<[Reaction; 2]> {
+    use TicketingAction as T;
+    match event {
+        T::Reservation(ReservationAction::ReservationInitiated {
+            reservation_id,
+            event_id,
+            section,
+            quantity,
+            expires_at,
+            customer_id,
+            ticket_limit: Some(limit),
+            ..
+        }) => smallvec![Reaction::Command(T::Allowance(AllowanceAction::ClaimTickets {
+            event_id: *event_id,
+            customer_id: *customer_id,
+            reservation_id: *reservation_id,
+            quantity: *quantity,
+            limit: *limit,
+            section: section.clone(),
+            expires_at: *expires_at,
+        }))],
+        T::Reservation(ReservationAction::ReservationInitiated {
+            reservation_id,
+            event_id,
+            section,
+            quantity,
+            expires_at,
+            ..
+        })
+        | T::Allowance(AllowanceAction::TicketsClaimed {
+            reservation_id,
+            event_id,
+            section,
+            quantity,
+            expires_at,
+            ..
+        }) => {
+            smallvec![Reaction::Command(T::Inventory(InventoryAction::ReserveSeats {
+                event_id: *event_id,
+                section: section.clone(),
+                reservation_id: *reservation_id,
+                quantity: *quantity,
+                expires_at: *expires_at,
+            }))]
+        }
+        _ => smallvec![],
+    }
+}
+
+/// The reactions to a reservation that ended without a sale: its seats, if it held any, are
+/// released, and its claim on the customer's allowance, if it made one, is given back.
+fn ending_reactions(
+    reservation_id: ReservationId,
+    event_id: EventId,
+    (section, seats): (&SectionName, &[crate::domain::SeatId]),
+    claim: Option<CustomerId>,
+    reason: ReleaseReason,
+) -> SmallVec<[Reaction; 2]> {
+    use TicketingAction as T;
+    let mut steps = SmallVec::new();
+    if !seats.is_empty() {
+        steps.push(Reaction::Command(T::Inventory(InventoryAction::ReleaseReservation {
+            event_id,
+            section: section.clone(),
+            reservation_id,
+            reason,
+        })));
+    }
+    if let Some(customer_id) = claim {
+        steps.push(Reaction::Command(T::Allowance(AllowanceAction::ReleaseClaim {
+            event_id,
+            customer_id,
+            reservation_id,
+            release: ClaimRelease::Ended,
+        })));
+    }
+    steps
 }
 
 /// The reactions to a completed sale and to its refund ([`reactions`] for `ReservationCompleted`
@@ -274,6 +366,7 @@ fn sale_reactions(event: &ReservationAction) -> SmallVec<[Reaction; 2]> {
             refund_id,
             amount,
             reason,
+            claim,
             ..
         } => {
             let revocation = if *refund_id == RefundId::for_payment(*payment_id, EVENT_CANCELLED_REFUND) {
@@ -294,6 +387,17 @@ fn sale_reactions(event: &ReservationAction) -> SmallVec<[Reaction; 2]> {
                     seats: seats.clone(),
                 })),
             ];
+            if let Some(customer_id) = claim {
+                steps.push(Reaction::Command(T::Allowance(AllowanceAction::ReleaseClaim {
+                    event_id: *event_id,
+                    customer_id: *customer_id,
+                    reservation_id: *reservation_id,
+                    release: ClaimRelease::Refunded {
+                        refund_id: *refund_id,
+                        tickets: u32::try_from(seats.len()).unwrap_or(u32::MAX),
+                    },
+                })));
+            }
             if amount.is_positive() {
                 steps.push(Reaction::Command(T::Payment(PaymentAction::RefundPayment {
                     payment_id: *payment_id,

@@ -8,19 +8,25 @@
 //! | Reservation | `reservation-<reservation id>` | [`ReservationAction`] |
 //! | Payment | `payment-<payment id>` | [`PaymentAction`] |
 //! | Tickets | `tickets-<reservation id>` | [`TicketsAction`](super::TicketsAction) |
+//! | Allowance | `allowance-<uuid v5 of event id and customer id>` | [`AllowanceAction`](super::AllowanceAction) |
 //!
 //! The part before the first `-` is the stream's category; the event bus names topics after it.
 
 use serde::Deserialize;
 use uuid::Uuid;
 
-use super::{EventAction, InventoryAction, PaymentAction, ReservationAction, TicketingAction, TicketsAction};
-use crate::domain::{EventId, PaymentId, ReservationId, SectionName};
+use super::{
+    AllowanceAction, EventAction, InventoryAction, PaymentAction, ReservationAction, TicketingAction, TicketsAction,
+};
+use crate::domain::{CustomerId, EventId, PaymentId, ReservationId, SectionName};
 use crate::event_store::{Envelope, EventStoreError, StreamId};
 
-/// The stream categories of the five aggregates, which name their bus topics (see
+/// The stream categories of the six aggregates, which name their bus topics (see
 /// `TopicRouter::topics_for_categories` in the event bus layer).
-pub const TICKETING_CATEGORIES: [&str; 5] = ["event", "inventory", "reservation", "payment", "tickets"];
+pub const TICKETING_CATEGORIES: [&str; 6] = ["event", "inventory", "reservation", "payment", "tickets", "allowance"];
+
+/// Namespace of the UUID v5 that names an allowance stream.
+const ALLOWANCE_NAMESPACE: Uuid = Uuid::from_u128(0x47c2_8e19_d3a0_4b57_8f6e_19a4_c0b2_5d83);
 
 /// Namespace of the UUID v5 that names an inventory stream.
 const INVENTORY_NAMESPACE: Uuid = Uuid::from_u128(0x9b3e_5f10_2c4d_4e8a_a1b2_7c6d_5e4f_3a21);
@@ -28,7 +34,7 @@ const INVENTORY_NAMESPACE: Uuid = Uuid::from_u128(0x9b3e_5f10_2c4d_4e8a_a1b2_7c6
 /// A stored event could not be read as a ticketing event.
 #[derive(Debug, thiserror::Error)]
 pub enum StreamDecodeError {
-    /// The stream's category is not one of the five aggregates.
+    /// The stream's category is not one of the six aggregates.
     #[error("stream {stream} (event at position {global_position}) does not belong to a ticketing aggregate")]
     UnknownCategory {
         /// The stream.
@@ -132,6 +138,17 @@ pub fn tickets_stream(reservation: ReservationId) -> Result<StreamId, EventStore
     StreamId::new(format!("tickets-{}", reservation.as_uuid()))
 }
 
+/// The stream of what `customer` holds or is buying of `event`'s tickets.
+///
+/// # Errors
+/// As [`event_stream`].
+pub fn allowance_stream(event: EventId, customer: CustomerId) -> Result<StreamId, EventStoreError> {
+    let mut name = [0_u8; 32];
+    name[..16].copy_from_slice(event.as_uuid().as_bytes());
+    name[16..].copy_from_slice(customer.as_uuid().as_bytes());
+    StreamId::new(format!("allowance-{}", Uuid::new_v5(&ALLOWANCE_NAMESPACE, &name)))
+}
+
 /// The category of a stream id: the part before the first `-`.
 #[must_use]
 pub fn category(stream: &StreamId) -> &str {
@@ -150,6 +167,7 @@ impl TicketingAction {
             Self::Reservation(a) => a.reservation_id().map(reservation_stream).transpose(),
             Self::Payment(a) => a.payment_id().map(payment_stream).transpose(),
             Self::Tickets(a) => a.reservation_id().map(tickets_stream).transpose(),
+            Self::Allowance(a) => a.key().map(|(event, customer)| allowance_stream(event, customer)).transpose(),
         }
     }
 
@@ -177,6 +195,7 @@ impl TicketingAction {
             "reservation" => ReservationAction::deserialize(payload).map(Self::Reservation),
             "payment" => PaymentAction::deserialize(payload).map(Self::Payment),
             "tickets" => TicketsAction::deserialize(payload).map(Self::Tickets),
+            "allowance" => AllowanceAction::deserialize(payload).map(Self::Allowance),
             _ => {
                 return Err(StreamDecodeError::UnknownCategory {
                     stream: envelope.stream_id.clone(),
@@ -218,6 +237,7 @@ mod tests {
             section: SectionName::new("VIP").unwrap(),
             seats: vec![],
             cancelled_at: chrono::Utc::now(),
+            claim: None,
         };
         let wrapped = TicketingAction::Reservation(action.clone());
         let stream = wrapped.stream().unwrap().unwrap();

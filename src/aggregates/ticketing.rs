@@ -1,10 +1,11 @@
-//! [`TicketingAction`], the action of any of the five aggregates, and [`TicketingEnv`], their
+//! [`TicketingAction`], the action of any of the six aggregates, and [`TicketingEnv`], their
 //! environments: what the saga and the system route between aggregates.
 
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use super::allowance::AllowanceAction;
 use super::event::{EventAction, EventEnv};
 use super::inventory::{InventoryAction, InventoryEnv};
 use super::payment::{PaymentAction, PaymentEnv};
@@ -12,7 +13,7 @@ use super::reservation::{ReservationAction, ReservationEnv};
 use super::tickets::{TicketsAction, TicketsEnv};
 use crate::framework::{Clock, Message, MessageKind};
 
-/// An action for one of the five aggregates.
+/// An action for one of the six aggregates.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum TicketingAction {
     /// For the Event aggregate.
@@ -25,6 +26,8 @@ pub enum TicketingAction {
     Payment(PaymentAction),
     /// For the Tickets of a purchase.
     Tickets(TicketsAction),
+    /// For a customer's Allowance of an event's tickets.
+    Allowance(AllowanceAction),
 }
 
 impl Message for TicketingAction {
@@ -35,6 +38,7 @@ impl Message for TicketingAction {
             Self::Reservation(a) => a.kind(),
             Self::Payment(a) => a.kind(),
             Self::Tickets(a) => a.kind(),
+            Self::Allowance(a) => a.kind(),
         }
     }
 
@@ -45,6 +49,7 @@ impl Message for TicketingAction {
             Self::Reservation(a) => a.name(),
             Self::Payment(a) => a.name(),
             Self::Tickets(a) => a.name(),
+            Self::Allowance(a) => a.name(),
         }
     }
 }
@@ -64,6 +69,12 @@ impl From<InventoryAction> for TicketingAction {
 impl From<ReservationAction> for TicketingAction {
     fn from(action: ReservationAction) -> Self {
         Self::Reservation(action)
+    }
+}
+
+impl From<AllowanceAction> for TicketingAction {
+    fn from(action: AllowanceAction) -> Self {
+        Self::Allowance(action)
     }
 }
 

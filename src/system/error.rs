@@ -42,6 +42,10 @@ pub enum SystemError {
         /// The variable to set.
         variable: &'static str,
     },
+    /// The customer holds or is buying as many tickets of the event as it allows
+    /// ([`SalesPolicy::max_tickets_per_customer`](crate::aggregates::SalesPolicy::max_tickets_per_customer)).
+    #[error(transparent)]
+    Allowance(#[from] crate::aggregates::AllowanceError),
     /// The configured ticket master secret is unusable.
     #[error(transparent)]
     TicketKey(#[from] super::TicketKeyError),
@@ -203,6 +207,7 @@ impl From<CommandError<TicketingAction>> for SystemError {
                 TicketingAction::Reservation(ReservationAction::Rejected(e)) => e.into(),
                 TicketingAction::Payment(PaymentAction::Rejected(e)) => e.into(),
                 TicketingAction::Tickets(crate::aggregates::TicketsAction::Rejected(e)) => e.into(),
+                TicketingAction::Allowance(crate::aggregates::AllowanceAction::Rejected(e)) => e.into(),
                 other => SystemError::NotACommand { name: other.name() },
             },
             CommandError::RetriesExhausted { stream, attempts } => SystemError::Contention { stream, attempts },

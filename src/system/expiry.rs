@@ -159,6 +159,7 @@ mod tests {
             expires_at,
             initiated_at: expires_at - chrono::Duration::minutes(5),
             late_payment: crate::aggregates::LatePaymentPolicy::default(),
+            ticket_limit: None,
         }
     }
 
@@ -178,6 +179,7 @@ mod tests {
                 section: SectionName::new("A").unwrap(),
                 seats: vec![],
                 cancelled_at: start,
+                claim: None,
             },
             ids.0,
             ids.1,

@@ -153,6 +153,7 @@ mod tests {
             expires_at: chrono::Utc::now(),
             initiated_at: chrono::Utc::now(),
             late_payment: crate::aggregates::LatePaymentPolicy::default(),
+            ticket_limit: None,
         });
         let seen = tokio::time::timeout(
             std::time::Duration::from_secs(1),
@@ -175,6 +176,7 @@ mod tests {
             section: section.clone(),
             seats: vec![],
             cancelled_at: chrono::Utc::now(),
+            claim: None,
         });
         watch.observe(&ReservationAction::SeatsReturned { reservation_id, event_id, section, seats: vec![] });
         let seen = tokio::time::timeout(std::time::Duration::from_secs(1), waiter.until(ReservationAction::is_ending))

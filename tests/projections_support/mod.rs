@@ -110,6 +110,7 @@ pub mod ev {
             expires_at: start() + chrono::Duration::minutes(5),
             initiated_at: start(),
             late_payment: boxoffice::aggregates::LatePaymentPolicy::default(),
+            ticket_limit: None,
         })
     }
     pub fn completed(r: ReservationId, e: EventId, s: &str) -> TicketingAction {
@@ -130,6 +131,7 @@ pub mod ev {
             section: section(s),
             seats: Vec::new(),
             cancelled_at: start(),
+            claim: None,
         })
     }
     pub fn expired(r: ReservationId, e: EventId, s: &str) -> TicketingAction {
@@ -139,6 +141,7 @@ pub mod ev {
             section: section(s),
             seats: Vec::new(),
             expired_at: start(),
+            claim: None,
         })
     }
     pub fn paid(r: ReservationId, amount: Money) -> TicketingAction {
@@ -202,6 +205,7 @@ fn action_payload(action: &TicketingAction) -> serde_json::Value {
         TicketingAction::Reservation(a) => serde_json::to_value(a),
         TicketingAction::Payment(a) => serde_json::to_value(a),
         TicketingAction::Tickets(a) => serde_json::to_value(a),
+        TicketingAction::Allowance(a) => serde_json::to_value(a),
     }
     .unwrap()
 }

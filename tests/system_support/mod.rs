@@ -94,7 +94,7 @@ pub fn start() -> chrono::DateTime<Utc> {
     Utc.with_ymd_and_hms(2030, 1, 1, 12, 0, 0).unwrap()
 }
 
-fn spec(clock: &FixedClock, sections: &[(&str, u32)]) -> EventSpec {
+pub fn spec(clock: &FixedClock, sections: &[(&str, u32)]) -> EventSpec {
     spec_priced(clock, sections, Money::new(2_500, Currency::EUR))
 }
 

@@ -10,7 +10,7 @@ use boxoffice::domain::{GateName, ScanId, TicketCode, Verdict};
 use boxoffice::prelude::*;
 use boxoffice::system::{CheckIn, Gate, OfflineScan, SystemError, TicketKeys, TicketRefundRequest, TicketingSystem};
 
-use super::{Backend, Fixture, available, card, metrics, on_sale, request, start, system_with};
+use super::{Backend, Fixture, available, card, metrics, on_sale, request, spec, start, system_with};
 
 /// One `#[tokio::test]` per ticket scenario, on `$backend`.
 #[allow(unused_macros)] // used by the binaries that run the scenarios, not by every one that shares this module
@@ -25,6 +25,7 @@ macro_rules! ticket_scenarios {
             a_transfer_replaces_the_code_until_the_cutoff,
             offline_scans_are_merged_and_their_conflicts_reported,
             without_ticket_keys_codes_are_refused_naming_the_variable,
+            one_customers_concurrent_orders_never_pass_the_ticket_limit,
         );
     };
     ($backend:expr; $($name:ident),* $(,)?) => {$(
@@ -289,4 +290,67 @@ pub async fn without_ticket_keys_codes_are_refused_naming_the_variable(backend: 
         Err(SystemError::NoTicketKeys { .. })
     ));
     keyless.shutdown().await;
+}
+
+/// An event allows 4 tickets per customer. One customer's 8 concurrent orders of 2, from two
+/// systems over one storage, get exactly 2 holds; the rest are refused as over the limit. Paying,
+/// refunding one ticket, and a hold that ends each move the allowance as they should.
+pub async fn one_customers_concurrent_orders_never_pass_the_ticket_limit(backend: Backend) {
+    let clock = boxoffice::framework::FixedClock::new(start());
+    let storage = backend.storage().await;
+    let gateway = Arc::new(SimulatedGateway::always_succeed());
+    let a = system_with(&storage, &clock, Arc::clone(&gateway)).await;
+    let b = system_with(&storage, &clock, Arc::clone(&gateway)).await;
+    let mut limited = spec(&clock, &[("Stalls", 100)]);
+    limited.policy.max_tickets_per_customer = Some(4);
+    let event = a.create_event(limited).await.unwrap();
+    a.publish_event(event).await.unwrap();
+    a.open_sales(event).await.unwrap();
+    b.settled().await.unwrap();
+    let customer = CustomerId::new_v4();
+    let order = |quantity| ReserveRequest {
+        event_id: event,
+        section: SectionName::new("Stalls").unwrap(),
+        quantity,
+        customer_id: customer,
+        idempotency_key: None,
+    };
+    let attempts = (0..8).map(|i| {
+        let system = if i % 2 == 0 { a.clone() } else { b.clone() };
+        let request = order(2);
+        tokio::spawn(async move { system.reserve(request).await })
+    });
+    let outcomes: Vec<_> = futures::future::join_all(attempts).await.into_iter().map(Result::unwrap).collect();
+    let held: Vec<_> = outcomes.iter().filter_map(|o| o.as_ref().ok()).collect();
+    let over = outcomes.iter().filter(|o| matches!(o, Err(SystemError::Allowance(_)))).count();
+    assert_eq!((held.len(), over), (2, 6), "{outcomes:?}");
+    let logged = a.event_store().head_position().await.unwrap();
+    let alone = a.reserve(order(5)).await;
+    assert!(matches!(alone, Err(SystemError::Allowance(_))), "{alone:?}");
+    assert_eq!(a.event_store().head_position().await.unwrap(), logged, "above the limit by itself: nothing recorded");
+
+    // Another customer is not held back; the first pays for one hold and gives the other up.
+    assert!(b.reserve(ReserveRequest { customer_id: CustomerId::new_v4(), ..order(4) }).await.is_ok());
+    a.pay(held[0].reservation_id, card()).await.unwrap();
+    a.cancel_reservation(held[1].reservation_id).await.unwrap();
+    a.settled().await.unwrap();
+    let more = a.reserve(order(2)).await.unwrap();
+    assert!(matches!(a.reserve(order(1)).await, Err(SystemError::Allowance(_))), "2 bought + 2 held");
+    a.cancel_reservation(more.reservation_id).await.unwrap();
+    a.settled().await.unwrap();
+    // A refunded ticket counts no more.
+    let ticket = a.tickets(held[0].reservation_id).await.unwrap().remove(0).ticket_id;
+    let refund = TicketRefundRequest {
+        reservation_id: held[0].reservation_id,
+        tickets: vec![ticket],
+        reason: "x".into(),
+        idempotency_key: None,
+    };
+    a.refund_tickets(refund).await.unwrap();
+    a.settled().await.unwrap();
+    let three = a.reserve(order(3)).await;
+    assert!(three.is_ok(), "1 kept + 3 = the limit: {three:?}");
+    let last = b.reserve(order(1)).await;
+    assert!(matches!(last, Err(SystemError::Allowance(_))), "{last:?}");
+    b.shutdown().await;
 }

@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use super::engine::{CommandError, Committed, Engine, EngineConfig};
 use crate::aggregates::{
-    EventReducer, InventoryReducer, PaymentReducer, ReservationReducer, TicketingAction, TicketingEnv, TicketsReducer,
+    AllowanceReducer, EventReducer, InventoryReducer, PaymentReducer, ReservationReducer, TicketingAction,
+    TicketingEnv, TicketsReducer,
 };
 use crate::event_store::EventStore;
 use crate::system::context::CommandContext;
@@ -23,10 +24,12 @@ pub(crate) struct CommandRouter {
     pub(crate) payments: Engine<PaymentReducer>,
     /// The tickets of purchases.
     pub(crate) tickets: Engine<TicketsReducer>,
+    /// Customers' allowances of limited events.
+    pub(crate) allowances: Engine<AllowanceReducer>,
 }
 
 impl CommandRouter {
-    /// Five engines over `store`.
+    /// Six engines over `store`.
     pub(crate) fn new(store: &Arc<dyn EventStore>, env: &TicketingEnv, config: EngineConfig) -> Self {
         Self {
             events: Engine::new(EventReducer, env.event.clone(), Arc::clone(store), config),
@@ -34,6 +37,7 @@ impl CommandRouter {
             reservations: Engine::new(ReservationReducer, env.reservation.clone(), Arc::clone(store), config),
             payments: Engine::new(PaymentReducer, env.payment.clone(), Arc::clone(store), config),
             tickets: Engine::new(TicketsReducer, env.tickets.clone(), Arc::clone(store), config),
+            allowances: Engine::new(AllowanceReducer, (), Arc::clone(store), config),
         }
     }
 
@@ -62,6 +66,9 @@ impl CommandRouter {
             TicketingAction::Tickets(c) => {
                 lift(self.tickets.execute(&stream, c, context).await, TicketingAction::Tickets)
             }
+            TicketingAction::Allowance(c) => {
+                lift(self.allowances.execute(&stream, c, context).await, TicketingAction::Allowance)
+            }
         }
     }
 
@@ -72,6 +79,7 @@ impl CommandRouter {
         self.reservations.retire_workers();
         self.payments.retire_workers();
         self.tickets.retire_workers();
+        self.allowances.retire_workers();
     }
 
     /// Waits until every background snapshot has been written.
@@ -81,6 +89,7 @@ impl CommandRouter {
         self.reservations.snapshots_written().await;
         self.payments.snapshots_written().await;
         self.tickets.snapshots_written().await;
+        self.allowances.snapshots_written().await;
     }
 }
 

@@ -9,8 +9,8 @@ use uuid::Uuid;
 
 use super::{EventSpec, HeldSeats, PaymentDetails, Receipt, RefundRequest, ReserveRequest, TicketingSystemBuilder};
 use crate::aggregates::{
-    CompensationReason, EventAction, PaymentAction, PaymentRecord, PaymentStatus, RefundRecord, ReservationAction,
-    ReservationError, ReservationStatus, SalesPolicy, TicketingAction, event_stream, payment_stream,
+    AllowanceError, CompensationReason, EventAction, PaymentAction, PaymentRecord, PaymentStatus, RefundRecord,
+    ReservationAction, ReservationError, ReservationStatus, SalesPolicy, TicketingAction, event_stream, payment_stream,
     reservation_stream,
 };
 use crate::domain::{EventId, Money, PaymentId, RefundId, ReservationId, SectionName, ensure_storable_text};
@@ -513,8 +513,14 @@ impl TicketingSystem {
     /// front and nothing is recorded. A request that fits the section but not the seats free
     /// right now goes through the saga: its reservation is recorded, finds too few seats and
     /// ends `Compensated` (those two events are the record of losing the race for the seats).
+    /// Under the event's per-customer ticket limit
+    /// ([`SalesPolicy::max_tickets_per_customer`]) the seats are first claimed on the customer's
+    /// allowance, which counts every order of theirs at once; a request above the limit by itself
+    /// is refused up front.
     ///
     /// # Errors
+    /// [`SystemError::Allowance`] when the customer would pass the event's ticket limit (the
+    /// reservation ended `Compensated`, or, above the limit by itself, was never recorded);
     /// [`SystemError::InsufficientInventory`] when the section cannot fill the request: with
     /// `available` the seats free when the hold was attempted, or, for more seats than the
     /// section has, with `available` its capacity and a `reservation_id` that was never
@@ -531,6 +537,17 @@ impl TicketingSystem {
             Some(key) => ReservationId::for_idempotency_key(request.customer_id, key),
             None => ReservationId::new_v4(),
         };
+        if let Some(limit) = policy.max_tickets_per_customer.filter(|limit| request.quantity > *limit) {
+            return Err(AllowanceError::LimitReached {
+                event_id,
+                customer_id: request.customer_id,
+                reservation_id,
+                requested: request.quantity,
+                held: 0,
+                limit,
+            }
+            .into());
+        }
         if let Some(capacity) = capacity.filter(|capacity| request.quantity > *capacity) {
             // A keyed request whose reservation exists is a retry: it answers as the original did
             // (or as a reuse of the key with other details).
@@ -577,6 +594,15 @@ impl TicketingSystem {
                 Some(CompensationReason::InsufficientInventory { requested, available }) => {
                     Err(SystemError::InsufficientInventory { reservation_id, requested, available })
                 }
+                Some(CompensationReason::CustomerLimitReached { limit, held }) => Err(AllowanceError::LimitReached {
+                    event_id,
+                    customer_id: reservation.customer_id,
+                    reservation_id,
+                    requested: reservation.quantity,
+                    held,
+                    limit,
+                }
+                .into()),
                 _ => Err(SystemError::ReservationEnded { reservation_id, how: "compensated" }),
             },
             status => match ended(status) {
