@@ -357,3 +357,63 @@ async fn a_notifier_next_to_a_bus_needs_a_ledger_of_its_own() {
     let system = builder().notification_ledger(Arc::new(MemoryEventStore::new())).build().await.unwrap();
     system.shutdown().await;
 }
+
+/// A notifier that crashed after claiming a notification (its claim has no outcome) holds the
+/// others back until the claim's lease runs out on the clock; then the notification is taken
+/// over and delivered, and only then does the checkpoint pass it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_left_by_a_crashed_notifier_is_taken_over_after_its_lease() {
+    use boxoffice::aggregates::reservation_stream;
+    use boxoffice::event_store::{ExpectedVersion, Metadata, NewEvent, StreamId};
+    use boxoffice::framework::FixedClock;
+    use boxoffice::notify::NotificationId;
+
+    let store: Arc<dyn EventStore> = Arc::new(MemoryEventStore::new());
+    let ledger: Arc<dyn EventStore> = Arc::new(MemoryEventStore::new());
+    let buyer = CustomerId::new_v4();
+    let system = system_over(&store).await;
+    let event = open_sale(&system).await;
+    let reservation = buy(&system, event, buyer, 1).await;
+    system.settled().await.unwrap();
+    let completed = store
+        .load_stream(&reservation_stream(reservation).unwrap(), 1)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|e| &*e.event_type == "ReservationCompleted")
+        .unwrap();
+    let id = NotificationId::derive(completed.event_id, NotificationKind::PurchaseConfirmed, buyer);
+
+    let clock = FixedClock::new(chrono::Utc::now());
+    let crashed = serde_json::json!({
+        "notification_id": id, "kind": "PurchaseConfirmed", "customer_id": buyer,
+        "owner": uuid::Uuid::new_v4(), "at": clock.now(),
+    });
+    let stream = StreamId::new(format!("notified-{id}")).unwrap();
+    let claim = NewEvent::new("NotificationClaimed", 1, crashed);
+    ledger.append(&stream, ExpectedVersion::NoStream, vec![claim], &Metadata::default(), None).await.unwrap();
+
+    let sink = RecordingSink::new();
+    let checkpoints = Arc::new(MemoryCheckpointStore::new());
+    let notifier = Notifier::new(Arc::clone(&store), checkpoints.clone(), Arc::new(sink.clone()), directory(&[buyer]))
+        .ledger(Arc::clone(&ledger))
+        .clock(Arc::new(clock.clone()))
+        .config(NotifierConfig { claim_lease: Duration::from_secs(60), ..quick_retries() })
+        .spawn();
+    // Within the lease: nothing is sent and the checkpoint stays before the completed purchase.
+    let mut count = sink.delivered_count();
+    let sent = tokio::time::timeout(Duration::from_millis(300), count.wait_for(|n| *n > 0)).await.is_ok();
+    assert!(!sent, "a claim within its lease is respected");
+    assert!(checkpoints.load_checkpoint("boxoffice-notifier").await.unwrap() < completed.global_position);
+
+    clock.advance(Duration::from_secs(61));
+    tokio::time::timeout(DEADLINE, count.wait_for(|n| *n == 1)).await.unwrap().unwrap();
+    caught_up(&notifier, &store).await;
+    let stats = notifier.stop().await.unwrap();
+    assert_eq!(stats.delivered, 1);
+    assert_eq!(sink.delivered()[0].id(), id);
+    let marks = ledger.load_stream(&stream, 1).await.unwrap();
+    let types: Vec<&str> = marks.iter().map(|e| &*e.event_type).collect();
+    assert_eq!(types, ["NotificationClaimed", "NotificationClaimed", "NotificationDelivered"]);
+    system.shutdown().await;
+}
