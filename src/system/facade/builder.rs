@@ -14,8 +14,8 @@ use crate::event_store::{
     MemoryEventStore,
 };
 use crate::framework::{Clock, SystemClock};
-use crate::system::TicketKeys;
 use crate::notify::{CustomerDirectory, NotificationSink, Notifier, NotifierConfig, NotifierHandle};
+use crate::system::TicketKeys;
 use crate::system::commands::{CommandRouter, EngineConfig};
 use crate::system::expiry::ExpiryIndex;
 use crate::system::follower::Follower;
