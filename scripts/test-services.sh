@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
-# Starts the services the test suite needs (loopback only): a fresh PostgreSQL database for this run
-# and a Kafka-protocol broker (Tansu, memory storage), then runs `cargo test --features
-# postgres,kafka,stripe` with any extra arguments passed through. Everything this script creates or starts
-# is removed or stopped on exit.
+# Starts the services the test suite needs (loopback only): a fresh PostgreSQL database for this run,
+# a Kafka-protocol broker (Tansu, memory storage) and an SMTP sink (aiosmtpd writing to a temporary
+# Maildir), then runs `cargo test --features postgres,kafka,stripe,smtp` with any extra arguments
+# passed through. Everything this script creates or starts is removed or stopped on exit.
 #
 #   bash scripts/test-services.sh                 # whole suite
 #   bash scripts/test-services.sh --test event_store_postgres
 #
-# Environment: PGHOST (127.0.0.1), PGPORT (5432), PGUSER (postgres), TANSU_PORT (9092);
-# DATABASE_URL, KAFKA_BROKERS and TANSU_BIN are exported.
+# Environment: PGHOST (127.0.0.1), PGPORT (5432), PGUSER (postgres), TANSU_PORT (9092), SMTP_SINK_PORT
+# (a free port); DATABASE_URL, KAFKA_BROKERS, TANSU_BIN, SMTP_SINK_PORT and SMTP_SINK_DIR are exported.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -133,12 +133,51 @@ start_kafka() {
     log "KAFKA_BROKERS=$KAFKA_BROKERS (Tansu pid $pid, log .build/tansu.log)"
 }
 
+AIOSMTPD_VERSION_PIN="aiosmtpd==1.4.6"
+
+# A free loopback port: one the kernel hands out for port 0.
+free_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+}
+
+# An SMTP sink for tests/notify_smtp.rs: aiosmtpd from PyPI, installed in a virtualenv under .build/
+# (as Tansu is), listening on loopback and writing every message it receives to a temporary Maildir.
+start_smtp_sink() {
+    if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
+        log "installing python3-venv"
+        apt_install python3-venv
+    fi
+    local venv=".build/aiosmtpd-venv"
+    if ! "$venv/bin/python" -c 'import aiosmtpd' >/dev/null 2>&1; then
+        log "installing $AIOSMTPD_VERSION_PIN into $venv"
+        python3 -m venv "$venv"
+        "$venv/bin/pip" install --quiet "$AIOSMTPD_VERSION_PIN"
+    fi
+    SMTP_SINK_PORT="${SMTP_SINK_PORT:-$(free_port)}"
+    if port_open "$SMTP_SINK_PORT"; then
+        log "port $SMTP_SINK_PORT is already in use; set SMTP_SINK_PORT to a free port"
+        return 1
+    fi
+    local root
+    root="$(mktemp -d)"
+    CLEANUP+=("rm -rf $root")
+    SMTP_SINK_DIR="$root/maildir"
+    "$venv/bin/python" -m aiosmtpd -n -l "127.0.0.1:$SMTP_SINK_PORT" -c aiosmtpd.handlers.Mailbox "$SMTP_SINK_DIR" \
+        >".build/aiosmtpd.log" 2>&1 &
+    local pid=$!
+    CLEANUP+=("kill $pid 2>/dev/null; wait $pid 2>/dev/null")
+    wait_for "the SMTP sink on 127.0.0.1:$SMTP_SINK_PORT" 40 port_open "$SMTP_SINK_PORT"
+    export SMTP_SINK_PORT SMTP_SINK_DIR
+    log "SMTP_SINK_PORT=$SMTP_SINK_PORT SMTP_SINK_DIR=$SMTP_SINK_DIR (aiosmtpd pid $pid, log .build/aiosmtpd.log)"
+}
+
 run_tests() {
-    cargo test --features postgres,kafka,stripe "$@"
+    cargo test --features postgres,kafka,stripe,smtp "$@"
 }
 
 mkdir -p .build
 ensure_build_tools
 start_postgres
 start_kafka
+start_smtp_sink
 run_tests "$@"

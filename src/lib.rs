@@ -55,6 +55,10 @@
 //!   saga as pure functions ([`reactions`](aggregates::reactions)); the synchronous
 //!   [`SagaDriver`](aggregates::SagaDriver) for tests and baselines.
 //! - [`projections`]: the three read models and their runner.
+//! - [`notify`]: the [`Notifier`](notify::Notifier), fed from the log: purchase confirmations,
+//!   refunds and cancelled events to customers through a
+//!   [`NotificationSink`](notify::NotificationSink), at least once and deduplicated (an SMTP
+//!   sink with the `smtp` feature).
 //! - [`system`]: the one runtime. A command engine (a worker per stream owns its state, batches
 //!   queued commands into one append with the expected version, retries conflicts) executes the
 //!   reducers; the log follower is the only saga feed and calls the
@@ -73,6 +77,7 @@ pub mod domain;
 pub mod event_bus;
 pub mod event_store;
 pub mod framework;
+pub mod notify;
 pub mod prelude;
 pub mod projections;
 pub mod system;

@@ -47,7 +47,7 @@ impl ConsumerHealth {
 pub struct Health {
     /// The last committed position of the log.
     pub head: u64,
-    /// The saga's follower, each read model and, with a bus, the relay.
+    /// The saga's follower, each read model, with a bus the relay, with a notifier the notifier.
     pub consumers: Vec<ConsumerHealth>,
     /// Holds past their deadline that the expiry sweeper has not expired yet.
     pub overdue_holds: usize,

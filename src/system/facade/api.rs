@@ -19,6 +19,7 @@ use crate::event_store::FollowStatus;
 use crate::event_store::RetryPolicy;
 use crate::event_store::{EventStore, FanOutEventStore};
 use crate::framework::Clock;
+use crate::notify::NotifierHandle;
 use crate::projections::{
     AvailableSeatsProjection, AvailableSeatsQueries, CustomerHistoryProjection, CustomerHistoryQueries,
     ProjectionError, SalesAnalyticsProjection, SalesAnalyticsQueries,
@@ -200,6 +201,7 @@ pub(super) struct Inner {
     pub(super) tasks: Mutex<Vec<JoinHandle<()>>>,
     pub(super) read_models: Mutex<Option<ReadModels>>,
     pub(super) relay: Mutex<Option<RelayHandle>>,
+    pub(super) notifier: Mutex<Option<NotifierHandle>>,
     pub(super) reply_timeout: Duration,
     /// What signs ticket codes, when configured.
     pub(super) ticket_keys: Option<crate::system::TicketKeys>,
@@ -860,7 +862,8 @@ impl TicketingSystem {
     }
 
     /// How the background work is doing: for the saga's follower (its position is the frontier
-    /// of recorded reactions), each read model and, with a bus, the relay, the position, the lag
+    /// of recorded reactions), each read model, with a bus the relay and with a notifier the
+    /// notifier (its last error is its last refusal, if any), the position, the lag
     /// behind the last committed event, the retries and the failure being retried; plus the holds
     /// past their deadline and the payments awaiting reconciliation. Cheap: it reads what the
     /// consumers publish and asks the store for its head once.
@@ -888,6 +891,10 @@ impl TicketingSystem {
                 head,
             ));
         }
+        if let Some(notifier) = self.inner.notifier.lock().unwrap_or_else(PoisonError::into_inner).as_ref() {
+            let status = notifier.status().borrow().clone();
+            consumers.push(ConsumerHealth::from_status(notifier.name(), &status, status.position, head));
+        }
         Ok(Health {
             head,
             consumers,
@@ -904,7 +911,8 @@ impl TicketingSystem {
     }
 
     /// Finishes every saga step already decided (a paid hold's seats confirmed, a released hold's
-    /// seats returned), then stops the follower, the sweeper, the read models and the relay.
+    /// seats returned), then stops the follower, the sweeper, the read models, the relay and the
+    /// notifier.
     /// Waits at most the reply timeout for the steps: whatever is left then (the store is down)
     /// stays durable in the log, and the next process carries it out from the checkpoint.
     ///
@@ -941,6 +949,12 @@ impl TicketingSystem {
             && let Err(error) = relay.stop().await
         {
             tracing::warn!(%error, "the outbox relay stopped with an error");
+        }
+        let notifier = self.inner.notifier.lock().unwrap_or_else(PoisonError::into_inner).take();
+        if let Some(notifier) = notifier
+            && let Err(error) = notifier.stop().await
+        {
+            tracing::warn!(%error, "the notifier stopped with an error; the next process sends what it had not");
         }
         let models = self.inner.read_models.lock().unwrap_or_else(PoisonError::into_inner).take();
         if let Some(models) = models {

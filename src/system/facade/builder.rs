@@ -1,5 +1,5 @@
 //! [`TicketingSystemBuilder`]: assembles the engine, the saga's follower, the expiry sweeper, the
-//! read models and (with a bus) the outbox relay.
+//! read models, (with a bus) the outbox relay and (with a sink) the notifier.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -14,6 +14,7 @@ use crate::event_store::{
     MemoryEventStore,
 };
 use crate::framework::{Clock, SystemClock};
+use crate::notify::{CustomerDirectory, NotificationSink, Notifier, NotifierConfig, NotifierHandle};
 use crate::system::TicketKeys;
 use crate::system::commands::{CommandRouter, EngineConfig};
 use crate::system::expiry::ExpiryIndex;
@@ -28,6 +29,53 @@ use crate::system::{PaymentGateway, ReadModelStorage, SimulatedGateway, SystemEr
 
 /// Recent events kept in memory for the system's own log followers (see [`FanOutEventStore`]).
 const SHARED_TAIL: usize = 65_536;
+
+/// Whether `store` can be used: reachable, and migrated.
+async fn ready(store: &dyn EventStore) -> Result<(), SystemError> {
+    match store.ready().await {
+        Ok(()) => Ok(()),
+        Err(error @ EventStoreError::NotMigrated { .. }) => Err(SystemError::NotMigrated { source: Arc::new(error) }),
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// Why a notifier needs a ledger of its own next to an event bus.
+const NOTIFIER_WITH_BUS: &str = "a notifier with an event bus needs a notification_ledger store of its own: the relay would publish its ledger streams";
+
+/// What [`TicketingSystemBuilder::notifier`] and its companions were given.
+#[derive(Default)]
+struct NotifierSetup {
+    parts: Option<(Arc<dyn NotificationSink>, Arc<dyn CustomerDirectory>)>,
+    ledger: Option<Arc<dyn EventStore>>,
+    config: NotifierConfig,
+}
+
+impl NotifierSetup {
+    /// Refuses a notifier whose ledger the relay would publish.
+    fn check(&self, with_bus: bool) -> Result<(), SystemError> {
+        if self.parts.is_some() && with_bus && self.ledger.is_none() {
+            return Err(SystemError::Config { reason: NOTIFIER_WITH_BUS.to_owned() });
+        }
+        Ok(())
+    }
+
+    /// Starts the notifier over the system's `store`, if one was asked for, checkpointed as
+    /// `<system>-notifier`.
+    fn start(
+        self,
+        system: &str,
+        bad_events: BadEventPolicy,
+        store: &Arc<dyn EventStore>,
+        checkpoints: &Arc<dyn CheckpointStore>,
+        clock: &Arc<dyn Clock>,
+    ) -> Option<NotifierHandle> {
+        let (sink, directory) = self.parts?;
+        let config = NotifierConfig { name: format!("{system}-notifier"), bad_events, ..self.config };
+        let ledger = self.ledger.unwrap_or_else(|| Arc::clone(store));
+        let notifier = Notifier::new(Arc::clone(store), Arc::clone(checkpoints), sink, directory);
+        Some(notifier.ledger(ledger).clock(Arc::clone(clock)).config(config).spawn())
+    }
+}
 
 /// Assembles a [`TicketingSystem`]; every part has an in-memory default.
 pub struct TicketingSystemBuilder {
@@ -44,6 +92,7 @@ pub struct TicketingSystemBuilder {
     read_models: ReadModelStorage,
     bad_events: BadEventPolicy,
     ticket_keys: Option<TicketKeys>,
+    notifier: NotifierSetup,
     /// The store [`TicketingSystem::builder_from_config`] connected: the system owns it and
     /// closes its pool at [`TicketingSystem::shutdown`].
     #[cfg(feature = "postgres")]
@@ -66,6 +115,7 @@ impl Default for TicketingSystemBuilder {
             read_models: ReadModelStorage::Memory,
             bad_events: BadEventPolicy::default(),
             ticket_keys: None,
+            notifier: NotifierSetup::default(),
             #[cfg(feature = "postgres")]
             owned_store: None,
         }
@@ -187,23 +237,50 @@ impl TicketingSystemBuilder {
         self
     }
 
+    /// Runs a [`Notifier`] with the system: purchase confirmations, refunds and cancelled events
+    /// go to `sink`, addressed through `directory`, at least once and deduplicated (see
+    /// [`notify`](crate::notify)). It is checkpointed as `<checkpoint name>-notifier` in the
+    /// system's checkpoint store, follows the [`bad_events`](Self::bad_events) policy, shows in
+    /// [`TicketingSystem::health`] under that name and stops at [`TicketingSystem::shutdown`]
+    /// (what it had not sent then goes out from the next process). Default: no notifier.
+    #[must_use]
+    pub fn notifier(mut self, sink: Arc<dyn NotificationSink>, directory: Arc<dyn CustomerDirectory>) -> Self {
+        self.notifier.parts = Some((sink, directory));
+        self
+    }
+
+    /// Where the notifier keeps its ledger of claimed and delivered notifications (the
+    /// `notified-<id>` streams). Default: the system's event store, whose log then holds them
+    /// (no ticketing consumer reads them). Required with an [`event_bus`](Self::event_bus), so
+    /// that the relay does not publish them: give it a store of its own (on `PostgreSQL`, one in
+    /// another schema). Systems sharing a notifier checkpoint must share the ledger.
+    #[must_use]
+    pub fn notification_ledger(mut self, store: Arc<dyn EventStore>) -> Self {
+        self.notifier.ledger = Some(store);
+        self
+    }
+
+    /// Notifier tuning (batch size, retries, claim lease). Its `name` and `bad_events` are set
+    /// by the builder (see [`notifier`](Self::notifier)).
+    #[must_use]
+    pub fn notifier_config(mut self, config: NotifierConfig) -> Self {
+        self.notifier.config = config;
+        self
+    }
+
     /// Starts the system: the log follower (saga, waiters, deadlines), the expiry sweeper, the
-    /// three read models and the relay. Each resumes from its checkpoint. Must be called inside
-    /// a tokio runtime.
+    /// three read models, the relay and the notifier. Each resumes from its checkpoint. Must be
+    /// called inside a tokio runtime.
     ///
     /// # Errors
-    /// [`SystemError::NotMigrated`] when the event store's schema was never migrated,
+    /// [`SystemError::Config`] for a notifier with an event bus and no
+    /// [`notification_ledger`](Self::notification_ledger); [`SystemError::NotMigrated`] when the event store's schema was never migrated,
     /// [`SystemError::Storage`] when the store cannot be reached, [`SystemError::Projection`]
     /// when a read model cannot start.
     pub async fn build(self) -> Result<TicketingSystem, SystemError> {
+        self.notifier.check(self.event_bus.is_some())?;
         let store = self.event_store.unwrap_or_else(|| Arc::new(MemoryEventStore::new()));
-        match store.ready().await {
-            Ok(()) => {}
-            Err(error @ EventStoreError::NotMigrated { .. }) => {
-                return Err(SystemError::NotMigrated { source: Arc::new(error) });
-            }
-            Err(error) => return Err(error.into()),
-        }
+        ready(&*store).await?;
         // The follower, the read models and the relay all follow the log: one subscription to
         // the store serves them all.
         let fan_out = FanOutEventStore::new(store, SHARED_TAIL);
@@ -245,6 +322,7 @@ impl TicketingSystemBuilder {
             };
             OutboxRelay::new(Arc::clone(&store), bus, Arc::clone(&checkpoints), topics, config).spawn()
         });
+        let notifier = self.notifier.start(&self.checkpoint_name, self.bad_events, &store, &checkpoints, &clock);
         let follower_name = self.checkpoint_name.clone();
         let saga_status = watch::Sender::new(crate::event_store::FollowStatus::default());
         let follower = Follower {
@@ -292,6 +370,7 @@ impl TicketingSystemBuilder {
             tasks: Mutex::new(tasks),
             read_models: Mutex::new(Some(read_models)),
             relay: Mutex::new(relay),
+            notifier: Mutex::new(notifier),
             reply_timeout: self.reply_timeout,
             ticket_keys: self.ticket_keys,
         }))
