@@ -54,7 +54,8 @@
 //!   purchase: issue, scan, revoke, transfer) as pure reducers; the reservation
 //!   saga as pure functions ([`reactions`](aggregates::reactions)); the synchronous
 //!   [`SagaDriver`](aggregates::SagaDriver) for tests and baselines.
-//! - [`projections`]: the three read models and their runner.
+//! - [`projections`]: the six read models (seats, sales, customers, their orders and tickets,
+//!   gates, sales per day) and their runner.
 //! - [`system`]: the one runtime. A command engine (a worker per stream owns its state, batches
 //!   queued commands into one append with the expected version, retries conflicts) executes the
 //!   reducers; the log follower is the only saga feed and calls the

@@ -166,7 +166,7 @@ impl TicketingSystemBuilder {
         self
     }
 
-    /// Where the three read models live (default: [`ReadModelStorage::Memory`]).
+    /// Where the six read models live (default: [`ReadModelStorage::Memory`]).
     #[must_use]
     pub fn read_models(mut self, storage: ReadModelStorage) -> Self {
         self.read_models = storage;
@@ -188,7 +188,7 @@ impl TicketingSystemBuilder {
     }
 
     /// Starts the system: the log follower (saga, waiters, deadlines), the expiry sweeper, the
-    /// three read models and the relay. Each resumes from its checkpoint. Must be called inside
+    /// six read models and the relay. Each resumes from its checkpoint. Must be called inside
     /// a tokio runtime.
     ///
     /// # Errors
