@@ -199,24 +199,13 @@ async fn sell(system: &TicketingSystem, purchases: u64, seed: u64) -> Result<(),
     Ok(())
 }
 
-fn payload(action: &TicketingAction) -> Result<serde_json::Value, serde_json::Error> {
-    match action {
-        TicketingAction::Event(a) => serde_json::to_value(a),
-        TicketingAction::Inventory(a) => serde_json::to_value(a),
-        TicketingAction::Reservation(a) => serde_json::to_value(a),
-        TicketingAction::Payment(a) => serde_json::to_value(a),
-        TicketingAction::Tickets(a) => serde_json::to_value(a),
-        TicketingAction::Allowance(a) => serde_json::to_value(a),
-    }
-}
-
 /// Turns persisted events into appends, one per run of consecutive events of one stream (as the
 /// engine appends one command's events), all under the purchase's correlation id.
 fn appends(events: &[TicketingAction], correlation: uuid::Uuid, out: &mut Vec<StreamAppend>) -> Result<(), BoxError> {
     let mut previous: Option<StreamId> = None;
     for event in events {
         let stream = event.stream()?.ok_or("an event without a stream")?;
-        let new = NewEvent::new(event.name(), 1, payload(event)?);
+        let new = NewEvent::new(event.name(), 1, event.payload()?);
         match out.last_mut() {
             Some(last) if previous.as_ref() == Some(&stream) => last.events.push(new),
             _ => {

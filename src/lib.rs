@@ -54,7 +54,8 @@
 //!   purchase: issue, scan, revoke, transfer) as pure reducers; the reservation
 //!   saga as pure functions ([`reactions`](aggregates::reactions)); the synchronous
 //!   [`SagaDriver`](aggregates::SagaDriver) for tests and baselines.
-//! - [`projections`]: the three read models and their runner.
+//! - [`projections`]: the six read models (seats, sales, customers, their orders and tickets,
+//!   gates, sales per day) and their runner.
 //! - [`notify`]: the [`Notifier`](notify::Notifier), fed from the log: purchase confirmations,
 //!   refunds and cancelled events to customers through a
 //!   [`NotificationSink`](notify::NotificationSink), at least once and deduplicated (an SMTP

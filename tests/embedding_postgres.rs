@@ -56,14 +56,19 @@ async fn history(connection: &mut PgConnection, schema: &str) -> Vec<(i64, Vec<u
         .unwrap()
 }
 
-const BOXOFFICE_TABLES: [&str; 13] = [
+const BOXOFFICE_TABLES: [&str; 18] = [
     "_sqlx_migrations",
     "checkpoints",
     "event_bus_dedup",
     "events",
     "idempotency_keys",
     "rm_customer_spent",
+    "rm_daily_sales",
     "rm_event_sales",
+    "rm_gate_checkins",
+    "rm_gate_reservations",
+    "rm_held_tickets",
+    "rm_orders",
     "rm_purchases",
     "rm_reservations",
     "rm_seats",

@@ -171,6 +171,22 @@ impl TicketingAction {
         }
     }
 
+    /// The payload this action is stored with: its aggregate's action as JSON (the inverse of
+    /// [`TicketingAction::decode`]).
+    ///
+    /// # Errors
+    /// When serde cannot encode it (not expected for these types).
+    pub fn payload(&self) -> Result<serde_json::Value, serde_json::Error> {
+        match self {
+            Self::Event(a) => serde_json::to_value(a),
+            Self::Inventory(a) => serde_json::to_value(a),
+            Self::Reservation(a) => serde_json::to_value(a),
+            Self::Payment(a) => serde_json::to_value(a),
+            Self::Tickets(a) => serde_json::to_value(a),
+            Self::Allowance(a) => serde_json::to_value(a),
+        }
+    }
+
     /// Reads a stored event back, choosing the aggregate by the stream's category.
     ///
     /// # Errors

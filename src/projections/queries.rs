@@ -3,11 +3,16 @@
 
 use async_trait::async_trait;
 
-use crate::domain::{Currency, CustomerId, EventId, MoneyTotal, SectionName};
+use std::collections::BTreeMap;
+
+use chrono::NaiveDate;
+
+use crate::domain::{Currency, CustomerId, EventId, GateName, MoneyTotal, SectionName};
 
 use super::{
-    AvailableSeatsProjection, CustomerHistoryProjection, CustomerProfile, ProjectionError, ProjectionHandle,
-    SalesAnalyticsProjection, SalesMetrics, SectionAvailability,
+    AvailableSeatsProjection, CustomerHistoryProjection, CustomerProfile, CustomerTicketsProjection,
+    DailySalesProjection, DaySales, GateCheckinsProjection, GateCounts, HeldTicket, Order, ProjectionError,
+    ProjectionHandle, SalesAnalyticsProjection, SalesMetrics, SectionAvailability,
 };
 
 /// Queries of the `AvailableSeats` read model.
@@ -64,6 +69,84 @@ pub trait CustomerHistoryQueries: Send + Sync {
     ) -> Result<Vec<(CustomerId, MoneyTotal)>, ProjectionError>;
 }
 
+/// Queries of the `CustomerTickets` read model.
+///
+/// ```
+/// use boxoffice::domain::CustomerId;
+/// use boxoffice::projections::{CustomerTicketsProjection, CustomerTicketsQueries, ProjectionHandle};
+///
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// let tickets: &dyn CustomerTicketsQueries = &ProjectionHandle::new(CustomerTicketsProjection::new());
+/// assert!(tickets.tickets_held(CustomerId::new_v4()).await?.is_empty());
+/// # Ok::<(), boxoffice::projections::ProjectionError>(())
+/// # }).unwrap();
+/// ```
+#[async_trait]
+pub trait CustomerTicketsQueries: Send + Sync {
+    /// See [`CustomerTicketsProjection::get_orders`].
+    async fn orders(&self, customer: CustomerId) -> Result<Vec<Order>, ProjectionError>;
+    /// See [`CustomerTicketsProjection::get_tickets_held`].
+    async fn tickets_held(&self, customer: CustomerId) -> Result<Vec<HeldTicket>, ProjectionError>;
+    /// See [`CustomerTicketsProjection::get_valid_tickets_held`].
+    async fn valid_tickets_held(&self, customer: CustomerId) -> Result<Vec<HeldTicket>, ProjectionError>;
+}
+
+/// Queries of the `GateCheckins` read model.
+#[async_trait]
+pub trait GateCheckinsQueries: Send + Sync {
+    /// See [`GateCheckinsProjection::get_gates`].
+    async fn gates(&self, event: EventId) -> Result<BTreeMap<GateName, GateCounts>, ProjectionError>;
+    /// See [`GateCheckinsProjection::get_gate`].
+    async fn gate(&self, event: EventId, gate: &GateName) -> Result<Option<GateCounts>, ProjectionError>;
+    /// See [`GateCheckinsProjection::get_currently_inside`].
+    async fn currently_inside(&self, event: EventId) -> Result<u64, ProjectionError>;
+}
+
+/// Queries of the `DailySales` read model.
+#[async_trait]
+pub trait DailySalesQueries: Send + Sync {
+    /// See [`DailySalesProjection::get_daily_sales`].
+    async fn daily_sales(&self, event: EventId) -> Result<Vec<DaySales>, ProjectionError>;
+    /// See [`DailySalesProjection::get_day_sales`].
+    async fn day_sales(&self, event: EventId, day: NaiveDate) -> Result<Option<DaySales>, ProjectionError>;
+}
+
+#[async_trait]
+impl CustomerTicketsQueries for ProjectionHandle<CustomerTicketsProjection> {
+    async fn orders(&self, customer: CustomerId) -> Result<Vec<Order>, ProjectionError> {
+        Ok(self.read(|m| m.get_orders(customer)))
+    }
+    async fn tickets_held(&self, customer: CustomerId) -> Result<Vec<HeldTicket>, ProjectionError> {
+        Ok(self.read(|m| m.get_tickets_held(customer)))
+    }
+    async fn valid_tickets_held(&self, customer: CustomerId) -> Result<Vec<HeldTicket>, ProjectionError> {
+        Ok(self.read(|m| m.get_valid_tickets_held(customer)))
+    }
+}
+
+#[async_trait]
+impl GateCheckinsQueries for ProjectionHandle<GateCheckinsProjection> {
+    async fn gates(&self, event: EventId) -> Result<BTreeMap<GateName, GateCounts>, ProjectionError> {
+        Ok(self.read(|m| m.get_gates(event)))
+    }
+    async fn gate(&self, event: EventId, gate: &GateName) -> Result<Option<GateCounts>, ProjectionError> {
+        Ok(self.read(|m| m.get_gate(event, gate)))
+    }
+    async fn currently_inside(&self, event: EventId) -> Result<u64, ProjectionError> {
+        Ok(self.read(|m| m.get_currently_inside(event)))
+    }
+}
+
+#[async_trait]
+impl DailySalesQueries for ProjectionHandle<DailySalesProjection> {
+    async fn daily_sales(&self, event: EventId) -> Result<Vec<DaySales>, ProjectionError> {
+        Ok(self.read(|m| m.get_daily_sales(event)))
+    }
+    async fn day_sales(&self, event: EventId, day: NaiveDate) -> Result<Option<DaySales>, ProjectionError> {
+        Ok(self.read(|m| m.get_day_sales(event, day)))
+    }
+}
+
 #[async_trait]
 impl AvailableSeatsQueries for ProjectionHandle<AvailableSeatsProjection> {
     async fn get_availability(
@@ -117,8 +200,10 @@ impl CustomerHistoryQueries for ProjectionHandle<CustomerHistoryProjection> {
 #[cfg(feature = "postgres")]
 mod postgres {
     use super::{
-        AvailableSeatsQueries, Currency, CustomerHistoryQueries, CustomerId, CustomerProfile, EventId, MoneyTotal,
-        ProjectionError, SalesAnalyticsQueries, SalesMetrics, SectionAvailability, SectionName, async_trait,
+        AvailableSeatsQueries, BTreeMap, Currency, CustomerHistoryQueries, CustomerId, CustomerProfile,
+        CustomerTicketsQueries, DailySalesQueries, DaySales, EventId, GateCheckinsQueries, GateCounts, GateName,
+        HeldTicket, MoneyTotal, NaiveDate, Order, ProjectionError, SalesAnalyticsQueries, SalesMetrics,
+        SectionAvailability, SectionName, async_trait,
     };
     use crate::projections::PostgresReadModels;
 
@@ -177,6 +262,41 @@ mod postgres {
             n: usize,
         ) -> Result<Vec<(CustomerId, MoneyTotal)>, ProjectionError> {
             PostgresReadModels::get_top_spenders(self, currency, n).await
+        }
+    }
+    #[async_trait]
+    impl CustomerTicketsQueries for PostgresReadModels {
+        async fn orders(&self, customer: CustomerId) -> Result<Vec<Order>, ProjectionError> {
+            PostgresReadModels::get_orders(self, customer).await
+        }
+        async fn tickets_held(&self, customer: CustomerId) -> Result<Vec<HeldTicket>, ProjectionError> {
+            PostgresReadModels::get_tickets_held(self, customer).await
+        }
+        async fn valid_tickets_held(&self, customer: CustomerId) -> Result<Vec<HeldTicket>, ProjectionError> {
+            PostgresReadModels::get_valid_tickets_held(self, customer).await
+        }
+    }
+
+    #[async_trait]
+    impl GateCheckinsQueries for PostgresReadModels {
+        async fn gates(&self, event: EventId) -> Result<BTreeMap<GateName, GateCounts>, ProjectionError> {
+            PostgresReadModels::get_gates(self, event).await
+        }
+        async fn gate(&self, event: EventId, gate: &GateName) -> Result<Option<GateCounts>, ProjectionError> {
+            PostgresReadModels::get_gate(self, event, gate).await
+        }
+        async fn currently_inside(&self, event: EventId) -> Result<u64, ProjectionError> {
+            PostgresReadModels::get_currently_inside(self, event).await
+        }
+    }
+
+    #[async_trait]
+    impl DailySalesQueries for PostgresReadModels {
+        async fn daily_sales(&self, event: EventId) -> Result<Vec<DaySales>, ProjectionError> {
+            PostgresReadModels::get_daily_sales(self, event).await
+        }
+        async fn day_sales(&self, event: EventId, day: NaiveDate) -> Result<Option<DaySales>, ProjectionError> {
+            PostgresReadModels::get_day_sales(self, event, day).await
         }
     }
 }

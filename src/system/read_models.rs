@@ -1,4 +1,4 @@
-//! Where the assembled system keeps its three read models, and the tasks that feed them.
+//! Where the assembled system keeps its six read models, and the tasks that feed them.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -6,14 +6,16 @@ use std::time::Duration;
 use super::SystemError;
 use crate::event_store::{BadEventPolicy, EventStore, FollowStatus, MemoryCheckpointStore};
 use crate::projections::{
-    AvailableSeatsProjection, AvailableSeatsQueries, CustomerHistoryProjection, CustomerHistoryQueries, Projection,
-    ProjectionError, ProjectionHandle, ProjectionRunner, RunnerConfig, SalesAnalyticsProjection, SalesAnalyticsQueries,
+    AvailableSeatsProjection, AvailableSeatsQueries, CustomerHistoryProjection, CustomerHistoryQueries,
+    CustomerTicketsProjection, CustomerTicketsQueries, DailySalesProjection, DailySalesQueries, GateCheckinsProjection,
+    GateCheckinsQueries, Projection, ProjectionError, ProjectionHandle, ProjectionRunner, RunnerConfig,
+    SalesAnalyticsProjection, SalesAnalyticsQueries,
 };
 #[cfg(feature = "postgres")]
 use crate::projections::{PostgresReadModels, ReadModel};
 
 /// Where a [`TicketingSystem`](super::TicketingSystem) keeps its read models (`AvailableSeats`,
-/// `SalesAnalytics`, `CustomerHistory`). Queries look the same either way: the system hands out
+/// `SalesAnalytics`, `CustomerHistory`, `CustomerTickets`, `GateCheckins`, `DailySales`). Queries look the same either way: the system hands out
 /// the storage-neutral query traits ([`AvailableSeatsQueries`] and its siblings).
 ///
 /// ```
@@ -50,17 +52,27 @@ pub(super) enum ReadModelQueries {
         seats: ProjectionHandle<AvailableSeatsProjection>,
         sales: ProjectionHandle<SalesAnalyticsProjection>,
         customers: ProjectionHandle<CustomerHistoryProjection>,
+        tickets: ProjectionHandle<CustomerTicketsProjection>,
+        gates: ProjectionHandle<GateCheckinsProjection>,
+        daily: ProjectionHandle<DailySalesProjection>,
     },
     #[cfg(feature = "postgres")]
     Postgres(PostgresReadModels),
 }
 
+/// The runners of the in-memory models (boxed in [`Feeding`]: six runners outweigh the
+/// `PostgreSQL` variant many times).
+struct MemoryRunners {
+    seats: ProjectionRunner<AvailableSeatsProjection>,
+    sales: ProjectionRunner<SalesAnalyticsProjection>,
+    customers: ProjectionRunner<CustomerHistoryProjection>,
+    tickets: ProjectionRunner<CustomerTicketsProjection>,
+    gates: ProjectionRunner<GateCheckinsProjection>,
+    daily: ProjectionRunner<DailySalesProjection>,
+}
+
 enum Feeding {
-    Memory {
-        seats: ProjectionRunner<AvailableSeatsProjection>,
-        sales: ProjectionRunner<SalesAnalyticsProjection>,
-        customers: ProjectionRunner<CustomerHistoryProjection>,
-    },
+    Memory(Box<MemoryRunners>),
     #[cfg(feature = "postgres")]
     Postgres {
         stop: tokio::sync::watch::Sender<bool>,
@@ -103,13 +115,26 @@ impl ReadModels {
                 let seats = run(store, &checkpoints, AvailableSeatsProjection::new(), bad_events).await?;
                 let sales = run(store, &checkpoints, SalesAnalyticsProjection::new(), bad_events).await?;
                 let customers = run(store, &checkpoints, CustomerHistoryProjection::new(), bad_events).await?;
+                let tickets = run(store, &checkpoints, CustomerTicketsProjection::new(), bad_events).await?;
+                let gates = run(store, &checkpoints, GateCheckinsProjection::new(), bad_events).await?;
+                let daily = run(store, &checkpoints, DailySalesProjection::new(), bad_events).await?;
                 Ok(Self {
                     queries: ReadModelQueries::Memory {
                         seats: seats.handle().clone(),
                         sales: sales.handle().clone(),
                         customers: customers.handle().clone(),
+                        tickets: tickets.handle().clone(),
+                        gates: gates.handle().clone(),
+                        daily: daily.handle().clone(),
                     },
-                    feeding: Feeding::Memory { seats, sales, customers },
+                    feeding: Feeding::Memory(Box::new(MemoryRunners {
+                        seats,
+                        sales,
+                        customers,
+                        tickets,
+                        gates,
+                        daily,
+                    })),
                 })
             }
             #[cfg(feature = "postgres")]
@@ -137,8 +162,16 @@ impl ReadModels {
     /// Each read model's name and how its feeding is doing.
     pub(super) fn statuses(&self) -> Vec<(String, FollowStatus)> {
         match &self.feeding {
-            Feeding::Memory { seats, sales, customers } => {
-                vec![memory_status(seats), memory_status(sales), memory_status(customers)]
+            Feeding::Memory(runners) => {
+                let MemoryRunners { seats, sales, customers, tickets, gates, daily } = &**runners;
+                vec![
+                    memory_status(seats),
+                    memory_status(sales),
+                    memory_status(customers),
+                    memory_status(tickets),
+                    memory_status(gates),
+                    memory_status(daily),
+                ]
             }
             #[cfg(feature = "postgres")]
             Feeding::Postgres { .. } => match &self.queries {
@@ -158,8 +191,16 @@ impl ReadModels {
     /// Stops feeding after the batch in hand; errors that had stopped a model are logged.
     pub(super) async fn stop(self) {
         let results = match self.feeding {
-            Feeding::Memory { seats, sales, customers } => {
-                vec![seats.stop().await, sales.stop().await, customers.stop().await]
+            Feeding::Memory(runners) => {
+                let MemoryRunners { seats, sales, customers, tickets, gates, daily } = *runners;
+                vec![
+                    seats.stop().await,
+                    sales.stop().await,
+                    customers.stop().await,
+                    tickets.stop().await,
+                    gates.stop().await,
+                    daily.stop().await,
+                ]
             }
             #[cfg(feature = "postgres")]
             Feeding::Postgres { stop, tasks } => {
@@ -203,13 +244,40 @@ impl ReadModelQueries {
         }
     }
 
-    /// Waits until all three models have applied the log up to `position`.
+    pub(super) fn customer_tickets(&self) -> Arc<dyn CustomerTicketsQueries> {
+        match self {
+            Self::Memory { tickets, .. } => Arc::new(tickets.clone()),
+            #[cfg(feature = "postgres")]
+            Self::Postgres(models) => Arc::new(models.clone()),
+        }
+    }
+
+    pub(super) fn gate_checkins(&self) -> Arc<dyn GateCheckinsQueries> {
+        match self {
+            Self::Memory { gates, .. } => Arc::new(gates.clone()),
+            #[cfg(feature = "postgres")]
+            Self::Postgres(models) => Arc::new(models.clone()),
+        }
+    }
+
+    pub(super) fn daily_sales(&self) -> Arc<dyn DailySalesQueries> {
+        match self {
+            Self::Memory { daily, .. } => Arc::new(daily.clone()),
+            #[cfg(feature = "postgres")]
+            Self::Postgres(models) => Arc::new(models.clone()),
+        }
+    }
+
+    /// Waits until every model has applied the log up to `position`.
     pub(super) async fn wait_for(&self, position: u64, timeout: Duration) -> Result<(), ProjectionError> {
         match self {
-            Self::Memory { seats, sales, customers } => {
+            Self::Memory { seats, sales, customers, tickets, gates, daily } => {
                 seats.wait_for_position(position, timeout).await?;
                 sales.wait_for_position(position, timeout).await?;
-                customers.wait_for_position(position, timeout).await
+                customers.wait_for_position(position, timeout).await?;
+                tickets.wait_for_position(position, timeout).await?;
+                gates.wait_for_position(position, timeout).await?;
+                daily.wait_for_position(position, timeout).await
             }
             #[cfg(feature = "postgres")]
             Self::Postgres(models) => {

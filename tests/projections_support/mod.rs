@@ -190,24 +190,12 @@ pub fn envelopes(actions: &[TicketingAction]) -> Vec<Envelope> {
                 global_position: i as u64 + 1,
                 event_type: action.name().into(),
                 schema_version: 1,
-                payload: serde_json::to_value(action_payload(action)).unwrap().into(),
+                payload: action.payload().unwrap().into(),
                 metadata: Default::default(),
                 recorded_at: start(),
             }
         })
         .collect()
-}
-
-fn action_payload(action: &TicketingAction) -> serde_json::Value {
-    match action {
-        TicketingAction::Event(a) => serde_json::to_value(a),
-        TicketingAction::Inventory(a) => serde_json::to_value(a),
-        TicketingAction::Reservation(a) => serde_json::to_value(a),
-        TicketingAction::Payment(a) => serde_json::to_value(a),
-        TicketingAction::Tickets(a) => serde_json::to_value(a),
-        TicketingAction::Allowance(a) => serde_json::to_value(a),
-    }
-    .unwrap()
 }
 
 /// Appends `actions` to `store`, each to its aggregate's stream, in order, `chunk` per transaction.
@@ -217,7 +205,7 @@ pub async fn append_all(store: &dyn EventStore, actions: &[TicketingAction], chu
             .iter()
             .map(|action| {
                 let stream = action.stream().unwrap().unwrap();
-                let event = NewEvent::new(action.name(), 1, action_payload(action));
+                let event = NewEvent::new(action.name(), 1, action.payload().unwrap());
                 StreamAppend::new(stream, ExpectedVersion::Any, vec![event])
             })
             .collect();

@@ -6,6 +6,7 @@
 
 pub mod health;
 pub mod payments;
+pub mod read_models_tickets;
 pub mod tickets;
 
 use std::sync::Arc;

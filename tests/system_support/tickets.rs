@@ -324,6 +324,8 @@ pub async fn one_customers_concurrent_orders_never_pass_the_ticket_limit(backend
     let held: Vec<_> = outcomes.iter().filter_map(|o| o.as_ref().ok()).collect();
     let over = outcomes.iter().filter(|o| matches!(o, Err(SystemError::Allowance(_)))).count();
     assert_eq!((held.len(), over), (2, 6), "{outcomes:?}");
+    a.settled().await.unwrap();
+    b.settled().await.unwrap();
     let logged = a.event_store().head_position().await.unwrap();
     let alone = a.reserve(order(5)).await;
     assert!(matches!(alone, Err(SystemError::Allowance(_))), "{alone:?}");

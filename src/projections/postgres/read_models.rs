@@ -15,12 +15,16 @@ use crate::event_store::{
     BadEventPolicy, Envelope, EventStore, FollowConfig, FollowStatus, LogConsumer, RetryPolicy, follow,
 };
 use crate::projections::{
-    AVAILABLE_SEATS_EVENTS, AvailableSeatsProjection, CUSTOMER_HISTORY_EVENTS, CustomerHistoryProjection,
-    ProjectionError, ReservationFacts, SALES_ANALYTICS_EVENTS, SalesAnalyticsProjection, decode_ticketing,
-    reads_payload,
+    AVAILABLE_SEATS_EVENTS, AvailableSeatsProjection, CUSTOMER_HISTORY_EVENTS, CUSTOMER_TICKETS_EVENTS,
+    CustomerHistoryProjection, CustomerTicketsProjection, DAILY_SALES_EVENTS, DailySalesProjection,
+    GATE_CHECKINS_EVENTS, GateCheckinsProjection, ProjectionError, ReservationFacts, SALES_ANALYTICS_EVENTS,
+    SalesAnalyticsProjection, decode_ticketing, reads_payload,
 };
 
-/// One of the three read models.
+/// How many read models there are.
+const MODELS: usize = 6;
+
+/// One of the six read models.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ReadModel {
     /// [`AvailableSeatsProjection`]'s tables.
@@ -29,11 +33,24 @@ pub enum ReadModel {
     SalesAnalytics,
     /// [`CustomerHistoryProjection`]'s tables.
     CustomerHistory,
+    /// [`CustomerTicketsProjection`]'s tables.
+    CustomerTickets,
+    /// [`GateCheckinsProjection`]'s tables.
+    GateCheckins,
+    /// [`DailySalesProjection`]'s tables.
+    DailySales,
 }
 
 impl ReadModel {
-    /// All three.
-    pub const ALL: [ReadModel; 3] = [Self::AvailableSeats, Self::SalesAnalytics, Self::CustomerHistory];
+    /// All six.
+    pub const ALL: [ReadModel; MODELS] = [
+        Self::AvailableSeats,
+        Self::SalesAnalytics,
+        Self::CustomerHistory,
+        Self::CustomerTickets,
+        Self::GateCheckins,
+        Self::DailySales,
+    ];
 
     /// The checkpoint name, the same as the in-memory model's.
     #[must_use]
@@ -42,6 +59,9 @@ impl ReadModel {
             Self::AvailableSeats => AvailableSeatsProjection::NAME,
             Self::SalesAnalytics => SalesAnalyticsProjection::NAME,
             Self::CustomerHistory => CustomerHistoryProjection::NAME,
+            Self::CustomerTickets => CustomerTicketsProjection::NAME,
+            Self::GateCheckins => GateCheckinsProjection::NAME,
+            Self::DailySales => DailySalesProjection::NAME,
         }
     }
 
@@ -50,6 +70,9 @@ impl ReadModel {
             Self::AvailableSeats => 0,
             Self::SalesAnalytics => 1,
             Self::CustomerHistory => 2,
+            Self::CustomerTickets => 3,
+            Self::GateCheckins => 4,
+            Self::DailySales => 5,
         }
     }
 
@@ -60,11 +83,14 @@ impl ReadModel {
             Self::AvailableSeats => AVAILABLE_SEATS_EVENTS,
             Self::SalesAnalytics => SALES_ANALYTICS_EVENTS,
             Self::CustomerHistory => CUSTOMER_HISTORY_EVENTS,
+            Self::CustomerTickets => CUSTOMER_TICKETS_EVENTS,
+            Self::GateCheckins => GATE_CHECKINS_EVENTS,
+            Self::DailySales => DAILY_SALES_EVENTS,
         }
     }
 }
 
-/// The three read models in the `PostgreSQL` database of `pool` (tables created by the embedded
+/// The six read models in the `PostgreSQL` database of `pool` (tables created by the embedded
 /// migrations, see `PostgresEventStore::migrate`). Queries have the same names and answers as the
 /// in-memory models, as `async` methods returning `Result`.
 ///
@@ -87,9 +113,9 @@ pub struct PostgresReadModels {
     pub(super) pool: PgPool,
     /// Positions committed through this handle (and its clones), one per model, for
     /// [`wait_for_position`](Self::wait_for_position).
-    applied: Arc<[watch::Sender<u64>; 3]>,
+    applied: Arc<[watch::Sender<u64>; MODELS]>,
     /// How each model's live follow is doing.
-    status: Arc<[watch::Sender<FollowStatus>; 3]>,
+    status: Arc<[watch::Sender<FollowStatus>; MODELS]>,
 }
 
 pub(super) fn db(model: ReadModel) -> impl Fn(sqlx::Error) -> ProjectionError {
@@ -394,6 +420,9 @@ async fn apply_in(tx: &mut PgConnection, model: ReadModel, batch: &[Envelope]) -
         ReadModel::AvailableSeats => super::seats::apply(tx, &actions).await?,
         ReadModel::SalesAnalytics => super::sales::apply(tx, &actions).await?,
         ReadModel::CustomerHistory => super::customers::apply(tx, &actions).await?,
+        ReadModel::CustomerTickets => super::tickets::apply(tx, &actions).await?,
+        ReadModel::GateCheckins => super::gates::apply(tx, &actions).await?,
+        ReadModel::DailySales => super::daily::apply(tx, &actions).await?,
     }
     sqlx::query("UPDATE checkpoints SET position = $2, updated_at = now() WHERE name = $1")
         .bind(model.name())
@@ -418,6 +447,15 @@ async fn delete_rows(tx: &mut PgConnection, model: ReadModel) -> Result<(), Proj
             "DELETE FROM rm_customer_spent",
             "DELETE FROM rm_reservations WHERE model = 'customer-history'",
         ],
+        ReadModel::CustomerTickets => &[
+            "DELETE FROM rm_held_tickets",
+            "DELETE FROM rm_orders",
+            "DELETE FROM rm_reservations WHERE model = 'customer-tickets'",
+        ],
+        ReadModel::GateCheckins => &["DELETE FROM rm_gate_checkins", "DELETE FROM rm_gate_reservations"],
+        ReadModel::DailySales => {
+            &["DELETE FROM rm_daily_sales", "DELETE FROM rm_reservations WHERE model = 'daily-sales'"]
+        }
     };
     for statement in statements {
         sqlx::query(statement).execute(&mut *tx).await.map_err(db(model))?;

@@ -22,7 +22,8 @@ use crate::framework::Clock;
 use crate::notify::NotifierHandle;
 use crate::projections::{
     AvailableSeatsProjection, AvailableSeatsQueries, CustomerHistoryProjection, CustomerHistoryQueries,
-    ProjectionError, SalesAnalyticsProjection, SalesAnalyticsQueries,
+    CustomerTicketsProjection, CustomerTicketsQueries, DailySalesProjection, DailySalesQueries, GateCheckinsProjection,
+    GateCheckinsQueries, ProjectionError, SalesAnalyticsProjection, SalesAnalyticsQueries,
 };
 #[cfg(doc)]
 use crate::system::ReadModelStorage;
@@ -282,6 +283,31 @@ impl TicketingSystem {
     /// As [`TicketingSystem::available_seats`].
     pub fn customer_history(&self) -> Result<Arc<dyn CustomerHistoryQueries>, SystemError> {
         Ok(self.queries_of(CustomerHistoryProjection::NAME)?.customer_history())
+    }
+
+    /// Completed orders and the tickets each customer holds now (transfers followed, revoked
+    /// tickets shown as revoked).
+    ///
+    /// # Errors
+    /// As [`TicketingSystem::available_seats`].
+    pub fn customer_tickets(&self) -> Result<Arc<dyn CustomerTicketsQueries>, SystemError> {
+        Ok(self.queries_of(CustomerTicketsProjection::NAME)?.customer_tickets())
+    }
+
+    /// Scans per event and gate (admitted, exited, turned away, offline) and holders inside now.
+    ///
+    /// # Errors
+    /// As [`TicketingSystem::available_seats`].
+    pub fn gate_checkins(&self) -> Result<Arc<dyn GateCheckinsQueries>, SystemError> {
+        Ok(self.queries_of(GateCheckinsProjection::NAME)?.gate_checkins())
+    }
+
+    /// Tickets, revenue and completed reservations per event and UTC day.
+    ///
+    /// # Errors
+    /// As [`TicketingSystem::available_seats`].
+    pub fn daily_sales(&self) -> Result<Arc<dyn DailySalesQueries>, SystemError> {
+        Ok(self.queries_of(DailySalesProjection::NAME)?.daily_sales())
     }
 
     /// Read-your-writes: waits until every read model has applied the log up to `position`

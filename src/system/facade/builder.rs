@@ -216,7 +216,7 @@ impl TicketingSystemBuilder {
         self
     }
 
-    /// Where the three read models live (default: [`ReadModelStorage::Memory`]).
+    /// Where the six read models live (default: [`ReadModelStorage::Memory`]).
     #[must_use]
     pub fn read_models(mut self, storage: ReadModelStorage) -> Self {
         self.read_models = storage;
@@ -269,7 +269,7 @@ impl TicketingSystemBuilder {
     }
 
     /// Starts the system: the log follower (saga, waiters, deadlines), the expiry sweeper, the
-    /// three read models, the relay and the notifier. Each resumes from its checkpoint. Must be
+    /// six read models, the relay and the notifier. Each resumes from its checkpoint. Must be
     /// called inside a tokio runtime.
     ///
     /// # Errors
