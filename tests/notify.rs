@@ -417,3 +417,49 @@ async fn a_claim_left_by_a_crashed_notifier_is_taken_over_after_its_lease() {
     assert_eq!(types, ["NotificationClaimed", "NotificationClaimed", "NotificationDelivered"]);
     system.shutdown().await;
 }
+
+/// A customer whose tickets were all refunded holds nothing when the event is cancelled: they
+/// hear of the refund, not of the cancellation; a customer still holding tickets hears of both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_customer_refunded_in_whole_is_not_told_of_the_cancellation() {
+    let (ada, bob) = (CustomerId::new_v4(), CustomerId::new_v4());
+    let sink = RecordingSink::new();
+    let system = TicketingSystem::builder()
+        .payment_gateway(Arc::new(SimulatedGateway::always_succeed()))
+        .notifier(Arc::new(sink.clone()), directory(&[ada, bob]))
+        .build()
+        .await
+        .unwrap();
+    let event = open_sale(&system).await;
+    let adas = buy(&system, event, ada, 2).await;
+    buy(&system, event, bob, 1).await;
+    let whole = boxoffice::system::TicketRefundRequest {
+        reservation_id: adas,
+        tickets: Vec::new(),
+        reason: "cannot come".into(),
+        idempotency_key: None,
+    };
+    system.refund_tickets(whole).await.unwrap();
+    system.cancel_event(event, "storm").await.unwrap();
+    system.settled().await.unwrap();
+    let mut count = sink.delivered_count();
+    // Ada: confirmed, refunded; Bob: confirmed, cancelled, refunded.
+    tokio::time::timeout(DEADLINE, count.wait_for(|n| *n >= 5)).await.unwrap().unwrap();
+    until("the notifier to reach the head of the log", async || {
+        let health = system.health().await.unwrap();
+        health.consumer("boxoffice-saga-notifier").is_some_and(|c| c.lag == 0)
+    })
+    .await;
+    let (a, b) = ("c0@example.com".to_owned(), "c1@example.com".to_owned());
+    assert_eq!(
+        kinds(&sink.delivered()),
+        vec![
+            (NotificationKind::EventCancelled, b.clone()),
+            (NotificationKind::PurchaseConfirmed, a.clone()),
+            (NotificationKind::PurchaseConfirmed, b.clone()),
+            (NotificationKind::RefundSucceeded, a),
+            (NotificationKind::RefundSucceeded, b),
+        ]
+    );
+    system.shutdown().await;
+}

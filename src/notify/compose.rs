@@ -207,6 +207,12 @@ impl Composer {
                 TicketingAction::Reservation(ReservationAction::ReservationCompleted { seats, .. }) => {
                     completed = Some(seats);
                 }
+                TicketingAction::Reservation(ReservationAction::SeatsRefunded { seats: refunded, .. }) => {
+                    // Refunded tickets are held no more; a purchase refunded whole holds nothing.
+                    completed = completed
+                        .map(|seats: Vec<_>| seats.into_iter().filter(|s| !refunded.contains(s)).collect::<Vec<_>>())
+                        .filter(|seats| !seats.is_empty());
+                }
                 _ => {}
             }
         }
@@ -216,8 +222,8 @@ impl Composer {
         Ok(ReservationFacts { customer_id, event_id, section, completed, amount: paid.unwrap_or(total) })
     }
 
-    /// The customers holding a completed purchase for the event at position `at`, each with
-    /// their purchases (in a stable order). Candidates are the reservations the event's inventory
+    /// The customers holding a completed purchase for the event at position `at` (tickets not
+    /// all refunded), each with their purchases (in a stable order). Candidates are the reservations the event's inventory
     /// had not released by then; each is confirmed on its own stream.
     async fn holders(
         &self,
