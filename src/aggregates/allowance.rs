@@ -12,10 +12,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use smallvec::smallvec;
 
 use crate::domain::{CustomerId, EventId, RefundId, ReservationId, SectionName};
-use crate::framework::{Effect, Effects, Message, MessageKind, Reducer};
+use crate::framework::{Effects, Message, MessageKind, Reducer, event_sourced};
 
 /// What a `ReleaseClaim` gives back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -188,21 +187,7 @@ impl Reducer for AllowanceReducer {
     type Env = ();
 
     fn reduce(&self, state: &mut AllowanceState, action: AllowanceAction, _env: &()) -> Effects<AllowanceAction> {
-        match action.kind() {
-            MessageKind::Event => {
-                apply(state, &action);
-                smallvec![]
-            }
-            MessageKind::Rejection => smallvec![],
-            MessageKind::Command => match decide(state, action) {
-                Ok(None) => smallvec![],
-                Ok(Some(event)) => {
-                    apply(state, &event);
-                    smallvec![Effect::Persist(smallvec![event])]
-                }
-                Err(error) => smallvec![Effect::Reject(Box::new(AllowanceAction::Rejected(error)))],
-            },
-        }
+        event_sourced(state, action, decide, apply, AllowanceAction::Rejected)
     }
 }
 
@@ -286,6 +271,7 @@ fn apply(state: &mut AllowanceState, event: &AllowanceAction) {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use crate::framework::Effect;
     use chrono::TimeZone;
 
     fn claim(reservation: u128, quantity: u32) -> AllowanceAction {

@@ -6,12 +6,11 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use smallvec::smallvec;
 
 use crate::domain::{
     Capacity, DomainError, EventId, Money, PricingTier, SectionName, TierKind, Venue, ensure_storable_text,
 };
-use crate::framework::{Clock, Effect, Effects, Message, MessageKind, Reducer};
+use crate::framework::{Clock, Effects, Message, MessageKind, Reducer, event_sourced};
 
 /// A section of the event's seating plan and how many seats it has.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -405,21 +404,7 @@ impl Reducer for EventReducer {
     type Env = EventEnv;
 
     fn reduce(&self, state: &mut EventState, action: EventAction, env: &EventEnv) -> Effects<EventAction> {
-        if action.is_event() {
-            apply(state, &action);
-            return smallvec![];
-        }
-        if action.kind() == MessageKind::Rejection {
-            return smallvec![];
-        }
-        match decide(state, action, env) {
-            Ok(None) => smallvec![],
-            Ok(Some(event)) => {
-                apply(state, &event);
-                smallvec![Effect::Persist(smallvec![event])]
-            }
-            Err(error) => smallvec![Effect::Reject(Box::new(EventAction::Rejected(error)))],
-        }
+        event_sourced(state, action, |s, a| decide(s, a, env), apply, EventAction::Rejected)
     }
 }
 

@@ -15,10 +15,9 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use smallvec::smallvec;
 
 use crate::domain::{Capacity, EventId, ReservationId, SeatId, SectionName};
-use crate::framework::{Clock, Effect, Effects, Message, MessageKind, Reducer};
+use crate::framework::{Clock, Effects, Message, MessageKind, Reducer, event_sourced};
 
 /// One seat given to a hold: its position in the section (0-based) and its derived id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -446,21 +445,7 @@ impl Reducer for InventoryReducer {
         action: InventoryAction,
         _env: &InventoryEnv,
     ) -> Effects<InventoryAction> {
-        match action.kind() {
-            MessageKind::Event => {
-                apply(state, &action);
-                smallvec![]
-            }
-            MessageKind::Rejection => smallvec![],
-            MessageKind::Command => match decide(state, action) {
-                Ok(None) => smallvec![],
-                Ok(Some(event)) => {
-                    apply(state, &event);
-                    smallvec![Effect::Persist(smallvec![event])]
-                }
-                Err(error) => smallvec![Effect::Reject(Box::new(InventoryAction::Rejected(error)))],
-            },
-        }
+        event_sourced(state, action, decide, apply, InventoryAction::Rejected)
     }
 }
 
@@ -643,6 +628,7 @@ fn apply(state: &mut InventoryState, event: &InventoryAction) {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use crate::framework::Effect;
     use crate::framework::{FixedClock, ReducerTest, ReducerTestError};
     use chrono::TimeZone;
 

@@ -1,7 +1,8 @@
 //! The six aggregates as pure reducers, one file each; the reservation saga as pure functions
 //! ([`reactions`]); and [`SagaDriver`], which runs both synchronously for tests and baselines.
 //!
-//! Every aggregate follows the same contract, which the runtime relies on: a command is decided
+//! Every aggregate follows the same contract, written once in
+//! [`event_sourced`](crate::framework::event_sourced), which the runtime relies on: a command is decided
 //! against the state without touching it when refused (the answer is exactly one
 //! [`Effect::Reject`](crate::framework::Effect::Reject) carrying the `Rejected` variant); an
 //! accepted command applies its events and returns them in

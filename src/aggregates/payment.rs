@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use smallvec::{SmallVec, smallvec};
 
 use crate::domain::{DomainError, Money, PaymentId, RefundId, ReservationId, ensure_storable_text};
-use crate::framework::{Clock, Effect, Effects, Message, MessageKind, Reducer};
+use crate::framework::{Clock, Effects, Message, MessageKind, Reducer, event_sourced};
 
 /// What a payment provider answered.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -441,23 +441,7 @@ impl Reducer for PaymentReducer {
     }
 
     fn reduce(&self, state: &mut PaymentState, action: PaymentAction, env: &PaymentEnv) -> Effects<PaymentAction> {
-        match action.kind() {
-            MessageKind::Event => {
-                apply(state, &action);
-                smallvec![]
-            }
-            MessageKind::Rejection => smallvec![],
-            MessageKind::Command => match decide(state, action, env) {
-                Ok(events) if events.is_empty() => smallvec![],
-                Ok(events) => {
-                    for event in &events {
-                        apply(state, event);
-                    }
-                    smallvec![Effect::Persist(events)]
-                }
-                Err(error) => smallvec![Effect::Reject(Box::new(PaymentAction::Rejected(error)))],
-            },
-        }
+        event_sourced(state, action, |s, a| decide(s, a, env), apply, PaymentAction::Rejected)
     }
 }
 
@@ -620,6 +604,7 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::panic)]
     use super::*;
     use crate::domain::Currency;
+    use crate::framework::Effect;
     use crate::framework::{FixedClock, ReducerTest, ReducerTestError};
     use chrono::TimeZone;
 

@@ -22,7 +22,7 @@ use smallvec::{SmallVec, smallvec};
 
 use super::{LatePaymentPolicy, SalesPolicy};
 use crate::domain::{CustomerId, DomainError, EventId, Money, PaymentId, RefundId, ReservationId, SeatId, SectionName};
-use crate::framework::{Clock, Effect, Effects, Message, MessageKind, Reducer};
+use crate::framework::{Clock, Effects, Message, MessageKind, Reducer, event_sourced};
 
 /// Where a reservation stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -723,23 +723,7 @@ impl Reducer for ReservationReducer {
         action: ReservationAction,
         env: &ReservationEnv,
     ) -> Effects<ReservationAction> {
-        match action.kind() {
-            MessageKind::Event => {
-                apply(state, &action);
-                smallvec![]
-            }
-            MessageKind::Rejection => smallvec![],
-            MessageKind::Command => match decide(state, action, env) {
-                Ok(events) if events.is_empty() => smallvec![],
-                Ok(events) => {
-                    for event in &events {
-                        apply(state, event);
-                    }
-                    smallvec![Effect::Persist(events)]
-                }
-                Err(error) => smallvec![Effect::Reject(Box::new(ReservationAction::Rejected(error)))],
-            },
-        }
+        event_sourced(state, action, |s, a| decide(s, a, env), apply, ReservationAction::Rejected)
     }
 }
 

@@ -17,12 +17,11 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use smallvec::smallvec;
 
 use crate::domain::{
     CustomerId, EventId, GateName, Money, ReservationId, RevokedCode, ScanId, SeatId, SectionName, TicketId,
 };
-use crate::framework::{Clock, Effect, Effects, Message, MessageKind, Reducer};
+use crate::framework::{Clock, Effects, Message, MessageKind, Reducer, event_sourced};
 
 /// Which way a scan lets the holder through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -419,21 +418,7 @@ impl Reducer for TicketsReducer {
     }
 
     fn reduce(&self, state: &mut TicketsState, action: TicketsAction, env: &TicketsEnv) -> Effects<TicketsAction> {
-        match action.kind() {
-            MessageKind::Event => {
-                apply(state, &action);
-                smallvec![]
-            }
-            MessageKind::Rejection => smallvec![],
-            MessageKind::Command => match decide(state, action, env.clock.now()) {
-                Ok(None) => smallvec![],
-                Ok(Some(event)) => {
-                    apply(state, &event);
-                    smallvec![Effect::Persist(smallvec![event])]
-                }
-                Err(error) => smallvec![Effect::Reject(Box::new(TicketsAction::Rejected(error)))],
-            },
-        }
+        event_sourced(state, action, |s, a| decide(s, a, env.clock.now()), apply, TicketsAction::Rejected)
     }
 }
 
@@ -592,6 +577,7 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::panic)]
     use super::*;
     use crate::domain::Currency;
+    use crate::framework::Effect;
     use crate::framework::FixedClock;
     use chrono::TimeZone;
 

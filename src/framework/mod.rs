@@ -12,5 +12,5 @@ mod reducer_test;
 pub use clock::{Clock, FixedClock, SystemClock};
 pub use effect::Effect;
 pub use message::{Message, MessageKind};
-pub use reducer::{Effects, Reducer};
+pub use reducer::{Effects, Reducer, event_sourced};
 pub use reducer_test::{ReducerOutcome, ReducerTest, ReducerTestError};

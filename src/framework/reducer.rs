@@ -1,8 +1,8 @@
 //! The one abstraction every aggregate implements.
 
-use smallvec::SmallVec;
+use smallvec::{SmallVec, smallvec};
 
-use super::Effect;
+use super::{Effect, Message, MessageKind};
 
 /// The effects a single reduction returns; four fit inline without allocating.
 pub type Effects<A> = SmallVec<[Effect<A>; 4]>;
@@ -74,5 +74,69 @@ pub trait Reducer: Send + Sync + 'static {
     fn at_rest(state: &Self::State) -> bool {
         let _ = state;
         false
+    }
+}
+
+/// The contract of an event-sourced reducer, written once: an event is applied and answers
+/// nothing; a rejection answers nothing; a command is `decide`d against the state without
+/// touching it, and then either its events (none for a command already carried out) are applied
+/// and returned in one [`Effect::Persist`], or its refusal, wrapped by `rejected`, is the one
+/// [`Effect::Reject`] and the state stays as it was. Folding a stream's events through the
+/// reducer therefore rebuilds its state.
+///
+/// ```
+/// use boxoffice::framework::{Effect, Message, MessageKind, event_sourced};
+///
+/// #[derive(Debug, Clone, PartialEq)]
+/// enum Action { Add(u32), Added(u32), TooBig(u32) }
+/// impl Message for Action {
+///     fn kind(&self) -> MessageKind {
+///         match self { Action::Add(_) => MessageKind::Command, Action::Added(_) => MessageKind::Event, Action::TooBig(_) => MessageKind::Rejection }
+///     }
+///     fn name(&self) -> &'static str { "action" }
+/// }
+///
+/// let decide = |total: &u32, action| match action {
+///     Action::Add(n) if total.checked_add(n).is_none() => Err(n),
+///     Action::Add(n) => Ok(Some(Action::Added(n))),
+///     _ => Ok(None),
+/// };
+/// let apply = |total: &mut u32, event: &Action| if let Action::Added(n) = event { *total += n };
+/// let mut total = u32::MAX - 1;
+/// let refused = event_sourced(&mut total, Action::Add(2), decide, apply, Action::TooBig);
+/// assert_eq!((refused.as_slice(), total), ([Effect::Reject(Box::new(Action::TooBig(2)))].as_slice(), u32::MAX - 1));
+/// let added = event_sourced(&mut total, Action::Add(1), decide, apply, Action::TooBig);
+/// assert_eq!((added.len(), total), (1, u32::MAX));
+/// ```
+pub fn event_sourced<S, A, E, I>(
+    state: &mut S,
+    action: A,
+    decide: impl FnOnce(&S, A) -> Result<I, E>,
+    apply: impl Fn(&mut S, &A),
+    rejected: impl FnOnce(E) -> A,
+) -> Effects<A>
+where
+    A: Message,
+    I: IntoIterator<Item = A>,
+{
+    match action.kind() {
+        MessageKind::Event => {
+            apply(state, &action);
+            Effects::new()
+        }
+        MessageKind::Rejection => Effects::new(),
+        MessageKind::Command => match decide(state, action) {
+            Ok(events) => {
+                let events: SmallVec<[A; 4]> = events.into_iter().collect();
+                if events.is_empty() {
+                    return Effects::new();
+                }
+                for event in &events {
+                    apply(state, event);
+                }
+                smallvec![Effect::Persist(events)]
+            }
+            Err(error) => smallvec![Effect::Reject(Box::new(rejected(error)))],
+        },
     }
 }
