@@ -23,8 +23,7 @@ use super::open_payments::{Calling, OpenPayments};
 use super::vault::TokenVault;
 use crate::aggregates::{
     Charge, EVENT_CANCELLED_REFUND, EventAction, GatewayOutcome, HoldStatus, PaymentAction, PaymentStatus, Reaction,
-    Refund, ReservationAction, TicketingAction, inventory_stream, payment_stream, reactions, rejection_reactions,
-    reservation_stream,
+    Refund, ReservationAction, TicketingAction, payment_stream, reactions, rejection_reactions, reservation_stream,
 };
 use crate::domain::{EventId, Money, PaymentId, RefundId, ReservationId};
 use crate::event_store::RetryPolicy;
@@ -234,63 +233,42 @@ impl Saga {
         event_id: EventId,
         context: CommandContext,
     ) -> Result<Vec<TicketingAction>, Stopped> {
-        let Ok(event_stream) = crate::aggregates::event_stream(event_id) else { return Ok(Vec::new()) };
-        let sections = self
-            .router
-            .events
-            .read(&event_stream, true, |s| {
-                s.and_then(|s| s.details.as_ref())
-                    .map(|d| d.sections.iter().map(|s| s.name.clone()).collect::<Vec<_>>())
-            })
-            .await
-            .map_err(|_| Stopped)?;
+        let holds = self.router.holds_of_event(event_id).await.map_err(|_| Stopped)?;
         let mut commands = Vec::new();
-        for section in sections.unwrap_or_default() {
-            let Ok(stream) = inventory_stream(event_id, &section) else { continue };
-            let holds = self
+        for (reservation_id, status) in holds {
+            if status == HoldStatus::Released {
+                continue;
+            }
+            if status == HoldStatus::Reserved {
+                commands.push(TicketingAction::Reservation(ReservationAction::CancelReservation { reservation_id }));
+            }
+            // A held seat may belong to a purchase already paid whose confirmation is still
+            // on its way: whatever was paid is refunded either way.
+            let payment_id = PaymentId::for_reservation(reservation_id);
+            let refund_id = RefundId::for_payment(payment_id, EVENT_CANCELLED_REFUND);
+            let Ok(stream) = payment_stream(payment_id) else { continue };
+            let refundable = self
                 .router
-                .inventories
-                .read(&stream, true, |inventory| {
-                    inventory.map(|i| i.holds().map(|(id, hold)| (id, hold.status)).collect::<Vec<_>>())
+                .payments
+                .read(&stream, true, |p| {
+                    p.and_then(|p| p.payment.as_ref())
+                        .filter(|p| p.status == PaymentStatus::Succeeded)
+                        .and_then(|p| p.refundable().ok())
                 })
                 .await
                 .map_err(|_| Stopped)?;
-            for (reservation_id, status) in holds.unwrap_or_default() {
-                if status == HoldStatus::Released {
-                    continue;
-                }
-                if status == HoldStatus::Reserved {
-                    commands
-                        .push(TicketingAction::Reservation(ReservationAction::CancelReservation { reservation_id }));
-                }
-                // A held seat may belong to a purchase already paid whose confirmation is still
-                // on its way: whatever was paid is refunded either way.
-                let payment_id = PaymentId::for_reservation(reservation_id);
-                let refund_id = RefundId::for_payment(payment_id, EVENT_CANCELLED_REFUND);
-                let Ok(stream) = payment_stream(payment_id) else { continue };
-                let refundable = self
-                    .router
-                    .payments
-                    .read(&stream, true, |p| {
-                        p.and_then(|p| p.payment.as_ref())
-                            .filter(|p| p.status == PaymentStatus::Succeeded)
-                            .and_then(|p| p.refundable().ok())
-                    })
-                    .await
-                    .map_err(|_| Stopped)?;
-                let reason = format!("event {event_id} cancelled");
-                if status == HoldStatus::Confirmed {
-                    commands.extend(self.refund_kept_seats(reservation_id, refund_id, refundable, reason).await?);
-                } else if let Some(amount) = refundable
-                    && amount.is_positive()
-                {
-                    commands.push(TicketingAction::Payment(PaymentAction::RefundPayment {
-                        payment_id,
-                        refund_id,
-                        amount,
-                        reason,
-                    }));
-                }
+            let reason = format!("event {event_id} cancelled");
+            if status == HoldStatus::Confirmed {
+                commands.extend(self.refund_kept_seats(reservation_id, refund_id, refundable, reason).await?);
+            } else if let Some(amount) = refundable
+                && amount.is_positive()
+            {
+                commands.push(TicketingAction::Payment(PaymentAction::RefundPayment {
+                    payment_id,
+                    refund_id,
+                    amount,
+                    reason,
+                }));
             }
         }
         tracing::debug!(%event_id, commands = commands.len(), correlation_id = %context.correlation_id, "event cancelled");

@@ -5,9 +5,10 @@ use std::sync::Arc;
 
 use super::engine::{CommandError, Committed, Engine, EngineConfig};
 use crate::aggregates::{
-    AllowanceReducer, EventReducer, InventoryReducer, PaymentReducer, ReservationReducer, TicketingAction,
-    TicketingEnv, TicketsReducer,
+    AllowanceReducer, EventReducer, HoldStatus, InventoryReducer, PaymentReducer, ReservationReducer, TicketingAction,
+    TicketingEnv, TicketsReducer, event_stream, inventory_stream,
 };
+use crate::domain::{EventId, ReservationId};
 use crate::event_store::EventStore;
 use crate::system::context::CommandContext;
 
@@ -70,6 +71,39 @@ impl CommandRouter {
                 lift(self.allowances.execute(&stream, c, context).await, TicketingAction::Allowance)
             }
         }
+    }
+
+    /// Every hold taken on the inventories of `event_id`'s sections, with its status, read
+    /// fresh from the store (another process may have taken or settled some).
+    ///
+    /// # Errors
+    /// [`CommandError`] when a stream cannot be read or the system is stopping.
+    #[allow(clippy::result_large_err)] // as `execute`
+    pub(crate) async fn holds_of_event(
+        &self,
+        event_id: EventId,
+    ) -> Result<Vec<(ReservationId, HoldStatus)>, CommandError<TicketingAction>> {
+        // Stream ids of uuids are always valid: these cannot fail.
+        let Ok(stream) = event_stream(event_id) else { return Ok(Vec::new()) };
+        let sections = self
+            .events
+            .read(&stream, true, |s| {
+                s.and_then(|s| s.details.as_ref())
+                    .map(|d| d.sections.iter().map(|s| s.name.clone()).collect::<Vec<_>>())
+            })
+            .await
+            .map_err(|e| e.map_action(TicketingAction::Event))?;
+        let mut holds = Vec::new();
+        for section in sections.unwrap_or_default() {
+            let Ok(stream) = inventory_stream(event_id, &section) else { continue };
+            let taken = self
+                .inventories
+                .read(&stream, true, |i| i.map(|i| i.holds().map(|(id, hold)| (id, hold.status)).collect::<Vec<_>>()))
+                .await
+                .map_err(|e| e.map_action(TicketingAction::Inventory))?;
+            holds.extend(taken.unwrap_or_default());
+        }
+        Ok(holds)
     }
 
     /// Ends every stream worker once its queue is empty (see `Engine::retire_workers`).

@@ -228,37 +228,12 @@ impl TicketingSystem {
 
     /// Every reservation that bought seats of `event_id` (confirmed holds of its inventories).
     async fn sold_reservations(&self, event_id: EventId) -> Result<Vec<ReservationId>, SystemError> {
-        let stream = event_stream(event_id)?;
-        let sections = self
-            .inner
-            .router
-            .events
-            .read(&stream, true, |e| {
-                e.and_then(|e| e.details.as_ref())
-                    .map(|d| d.sections.iter().map(|s| s.name.clone()).collect::<Vec<_>>())
-            })
-            .await
-            .map_err(|e| SystemError::from(e.map_action(TicketingAction::Event)))?;
-        let mut sold = Vec::new();
-        for section in sections.unwrap_or_default() {
-            let stream = crate::aggregates::inventory_stream(event_id, &section)?;
-            let holds = self
-                .inner
-                .router
-                .inventories
-                .read(&stream, true, |i| {
-                    i.map(|i| {
-                        i.holds()
-                            .filter(|(_, h)| h.status == crate::aggregates::HoldStatus::Confirmed)
-                            .map(|(id, _)| id)
-                            .collect::<Vec<_>>()
-                    })
-                })
-                .await
-                .map_err(|e| SystemError::from(e.map_action(TicketingAction::Inventory)))?;
-            sold.extend(holds.unwrap_or_default());
-        }
-        Ok(sold)
+        let holds = self.inner.router.holds_of_event(event_id).await?;
+        Ok(holds
+            .into_iter()
+            .filter(|(_, status)| *status == crate::aggregates::HoldStatus::Confirmed)
+            .map(|(id, _)| id)
+            .collect())
     }
 
     /// Scans `code` at `gate` to let its holder in. Exactly one of several gates scanning one
