@@ -13,11 +13,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use boxoffice::aggregates::Section;
+use boxoffice::domain::TicketKeys;
 use boxoffice::domain::{GateName, ScanId};
 use boxoffice::prelude::*;
 use boxoffice::system::{
     EventSpec, Gate, GatewayChoice, PaymentDetails, RefundRequest, ReserveRequest, SystemConfig, SystemError,
-    TicketKeys, TicketRefundRequest, TicketingSystem,
+    TicketRefundRequest, TicketingSystem,
 };
 
 async fn report(system: &TicketingSystem, event: EventId, after: &str) -> Result<(), SystemError> {

@@ -66,7 +66,7 @@
 //!   [`PaymentGateway`](system::PaymentGateway) between the durable intent and its recorded
 //!   outcome (the customer's token stays in memory; charges and refunds whose answer was lost
 //!   are reconciled by asking the provider); holds expire from the log; ticket codes are signed
-//!   with per-event Ed25519 keys derived from [`TicketKeys`](system::TicketKeys) and checked at
+//!   with per-event Ed25519 keys derived from [`TicketKeys`](domain::TicketKeys) and checked at
 //!   the door ([`check_in`](system::TicketingSystem::check_in)) or offline
 //!   ([`ScannerKit`](domain::ScannerKit));
 //!   [`TicketingSystem`](system::TicketingSystem) is the front door.

@@ -463,3 +463,28 @@ async fn a_customer_refunded_in_whole_is_not_told_of_the_cancellation() {
     );
     system.shutdown().await;
 }
+
+/// With ticket keys the confirmation lists the purchase's tickets with the codes that admit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_confirmation_carries_the_ticket_codes() {
+    let ada = CustomerId::new_v4();
+    let sink = RecordingSink::new();
+    let system = TicketingSystem::builder()
+        .payment_gateway(Arc::new(SimulatedGateway::always_succeed()))
+        .ticket_keys(boxoffice::domain::TicketKeys::from_secret([5; 32]))
+        .notifier(Arc::new(sink.clone()), directory(&[ada]))
+        .build()
+        .await
+        .unwrap();
+    let event = open_sale(&system).await;
+    let adas = buy(&system, event, ada, 2).await;
+    let mut count = sink.delivered_count();
+    tokio::time::timeout(DEADLINE, count.wait_for(|n| *n >= 1)).await.unwrap().unwrap();
+    let confirmation = sink.delivered().remove(0);
+    let Notification::PurchaseConfirmed(purchase) = &confirmation else { panic!("{confirmation:?}") };
+    let issued = system.tickets(adas).await.unwrap();
+    let listed: Vec<_> = purchase.tickets.iter().map(|t| (t.ticket_id, t.code.clone())).collect();
+    assert_eq!(listed, issued.iter().map(|t| (t.ticket_id, t.code.clone())).collect::<Vec<_>>());
+    assert!(issued.iter().all(|t| confirmation.body().contains(&t.code)), "{}", confirmation.body());
+    system.shutdown().await;
+}

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use boxoffice::aggregates::reservation_stream;
+use boxoffice::domain::TicketKeys;
 use boxoffice::notify::{EmailAddress, NotificationId, NotificationKind, SmtpConfig, SmtpSink};
 use boxoffice::prelude::*;
 use boxoffice::system::{SimulatedGateway, TicketingSystem};
@@ -86,6 +87,7 @@ async fn a_purchase_is_mailed_once_with_its_message_id() {
     let system = TicketingSystem::builder()
         .payment_gateway(Arc::new(SimulatedGateway::always_succeed()))
         .notifier(Arc::new(sink), Arc::new(move |customer: CustomerId| addresses.get(&customer).cloned()))
+        .ticket_keys(TicketKeys::from_secret([3; 32]))
         .build()
         .await
         .unwrap();
@@ -110,6 +112,7 @@ async fn a_purchase_is_mailed_once_with_its_message_id() {
     let hold = system.reserve(request).await.unwrap();
     system.pay(hold.reservation_id, PaymentDetails { token: "tok_visa".into() }).await.unwrap();
     system.settled().await.unwrap();
+    let tickets = system.tickets(hold.reservation_id).await.unwrap();
 
     let stream = reservation_stream(hold.reservation_id).unwrap();
     let completed = system
@@ -166,6 +169,8 @@ async fn a_purchase_is_mailed_once_with_its_message_id() {
     for seat in &hold.seats {
         assert!(text.contains(&seat.to_string()), "the body names seat {seat}: {text}");
     }
+    let codes = tickets.iter().filter(|t| text.contains(&t.code)).count();
+    assert_eq!((tickets.len(), codes), (2, 2), "the body carries both ticket codes: {text}");
     let by_this_buyer =
         mails(&dir).into_iter().filter(|(_, m)| header(m, "X-RcptTo") == Some(address.as_str())).count();
     assert_eq!(by_this_buyer, 1, "nothing else went to the buyer");
@@ -197,6 +202,7 @@ async fn a_server_that_is_down_is_unavailable_not_a_refusal() {
             seats: vec![],
             amount: Money::new(100, Currency::EUR),
         },
+        tickets: Vec::new(),
     });
     let error = sink.deliver(&notification).await.unwrap_err();
     assert!(matches!(error, NotifyError::Unavailable { notification_id, .. } if notification_id == id), "{error:?}");

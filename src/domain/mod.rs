@@ -12,6 +12,7 @@ mod seat_number;
 mod short_name;
 mod text;
 mod ticket_code;
+mod ticket_keys;
 mod venue;
 
 pub use capacity::Capacity;
@@ -25,4 +26,5 @@ pub use seat_number::SeatNumber;
 pub use short_name::{GateName, SectionName};
 pub use text::ensure_storable_text;
 pub use ticket_code::{RevokedCode, ScannerKit, TicketCode, TicketCodeError, Verdict};
+pub use ticket_keys::{TicketKeyError, TicketKeys};
 pub use venue::Venue;

@@ -14,13 +14,13 @@ use std::sync::Arc;
 
 use super::{
     CancellationNotice, EventSummary, Notification, NotificationId, NotificationKind, NotifierError, Purchase,
-    PurchaseConfirmation, Recipient, RefundNotice,
+    PurchaseConfirmation, Recipient, RefundNotice, TicketLine,
 };
 use crate::aggregates::{
     EventAction, InventoryAction, PaymentAction, ReservationAction, StreamDecodeError, TicketingAction, event_stream,
     inventory_stream, reservation_stream,
 };
-use crate::domain::{CustomerId, EventId, Money, ReservationId, SeatId, SectionName};
+use crate::domain::{CustomerId, EventId, Money, ReservationId, SeatId, SectionName, TicketCode, TicketId, TicketKeys};
 use crate::event_store::{Envelope, EventStore, StreamId};
 
 /// The log event types that can cause a notification; the notifier reads no others.
@@ -64,11 +64,32 @@ struct ReservationFacts {
 pub(super) struct Composer {
     store: Arc<dyn EventStore>,
     events: HashMap<EventId, (EventSummary, Vec<SectionName>)>,
+    ticket_keys: Option<TicketKeys>,
 }
 
 impl Composer {
-    pub(super) fn new(store: Arc<dyn EventStore>) -> Self {
-        Self { store, events: HashMap::new() }
+    pub(super) fn new(store: Arc<dyn EventStore>, ticket_keys: Option<TicketKeys>) -> Self {
+        Self { store, events: HashMap::new(), ticket_keys }
+    }
+
+    /// The tickets a completed purchase was issued, with the codes that admit (its first
+    /// owners' codes: a later transfer replaces them), when this notifier signs tickets.
+    fn tickets(
+        &self,
+        event_id: EventId,
+        reservation_id: ReservationId,
+        seats: &[SeatId],
+    ) -> Result<Vec<TicketLine>, NotifierError> {
+        let Some(keys) = &self.ticket_keys else { return Ok(Vec::new()) };
+        let key = keys.signing_key(event_id).map_err(|source| NotifierError::TicketKey { source })?;
+        Ok(seats
+            .iter()
+            .map(|seat_id| {
+                let ticket_id = TicketId::for_seat(reservation_id, *seat_id);
+                let code = TicketCode { event_id, reservation_id, ticket_id, serial: 0 }.sign(&key);
+                TicketLine { ticket_id, seat_id: *seat_id, code }
+            })
+            .collect())
     }
 
     /// The notifications `envelope` calls for (none for most events).
@@ -100,9 +121,10 @@ impl Composer {
                 let (event, _) = self.event(event_id, at).await?;
                 let mark = Mark::new(source, NotificationKind::PurchaseConfirmed, facts.customer_id);
                 let id = mark.id;
+                let tickets = self.tickets(event_id, reservation_id, &seats)?;
                 let purchase = Purchase { reservation_id, section, seats, amount: facts.amount };
                 let make = move |recipient| {
-                    Notification::PurchaseConfirmed(PurchaseConfirmation { id, recipient, event, purchase })
+                    Notification::PurchaseConfirmed(PurchaseConfirmation { id, recipient, event, purchase, tickets })
                 };
                 Ok(vec![Planned { mark, make: Box::new(make) }])
             }

@@ -93,6 +93,14 @@ pub enum NotifierError {
         /// What it lacks.
         missing: &'static str,
     },
+    /// A purchase's ticket codes could not be signed (the event's key could not be derived).
+    /// *Handling*: retried.
+    #[error("the notifier cannot sign ticket codes")]
+    TicketKey {
+        /// Why.
+        #[source]
+        source: crate::domain::TicketKeyError,
+    },
     /// The customer directory could not be asked. *Handling*: retried.
     #[error("notification {notification_id}: the customer directory failed")]
     Directory {

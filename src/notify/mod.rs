@@ -55,7 +55,7 @@ pub use error::{NotifierError, NotifierRunError, NotifyError};
 pub use ledger::NOTIFIED_CATEGORY;
 pub use notification::{
     CancellationNotice, EventSummary, Notification, NotificationId, NotificationKind, Purchase, PurchaseConfirmation,
-    Recipient, RefundNotice,
+    Recipient, RefundNotice, TicketLine,
 };
 pub use recording::RecordingSink;
 pub use runner::{Notifier, NotifierConfig, NotifierHandle, NotifierStats};

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::EmailAddress;
-use crate::domain::{CustomerId, EventId, Money, PaymentId, RefundId, ReservationId, SeatId, SectionName};
+use crate::domain::{CustomerId, EventId, Money, PaymentId, RefundId, ReservationId, SeatId, SectionName, TicketId};
 
 /// Namespace of the UUID v5 that names a notification.
 const NOTIFICATION_NAMESPACE: Uuid = Uuid::from_u128(0x5d0c_7a3e_91b4_4f62_8e1d_2b7f_64c9_a013);
@@ -125,6 +125,19 @@ pub struct PurchaseConfirmation {
     pub event: EventSummary,
     /// What was bought.
     pub purchase: Purchase,
+    /// Its tickets with the codes that admit, when the system signs tickets (empty otherwise).
+    pub tickets: Vec<TicketLine>,
+}
+
+/// One ticket in a purchase confirmation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TicketLine {
+    /// The ticket.
+    pub ticket_id: TicketId,
+    /// Its seat.
+    pub seat_id: SeatId,
+    /// The code to show at the door (see [`TicketCode`](crate::domain::TicketCode)).
+    pub code: String,
 }
 
 /// Money went back to the customer.

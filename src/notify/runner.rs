@@ -13,6 +13,7 @@ use uuid::Uuid;
 use super::compose::{Composer, Mark, Planned};
 use super::ledger::{Claim, Ledger};
 use super::{CustomerDirectory, NotificationSink, NotifierError, NotifierRunError, Recipient};
+use crate::domain::TicketKeys;
 use crate::event_store::{
     BadEventPolicy, CheckpointStore, Envelope, EventStore, FollowConfig, FollowStatus, LogConsumer, RetryPolicy, follow,
 };
@@ -102,6 +103,7 @@ pub struct Notifier {
     directory: Arc<dyn CustomerDirectory>,
     clock: Arc<dyn Clock>,
     config: NotifierConfig,
+    ticket_keys: Option<TicketKeys>,
 }
 
 impl std::fmt::Debug for Notifier {
@@ -129,6 +131,7 @@ impl Notifier {
             directory,
             clock: Arc::new(SystemClock),
             config: NotifierConfig::default(),
+            ticket_keys: None,
         }
     }
 
@@ -137,6 +140,14 @@ impl Notifier {
     #[must_use]
     pub fn ledger(mut self, store: Arc<dyn EventStore>) -> Self {
         self.ledger = store;
+        self
+    }
+
+    /// Signs the tickets a purchase confirmation lists (each with the code that admits at the
+    /// door). Without keys a confirmation names the seats only.
+    #[must_use]
+    pub fn ticket_keys(mut self, keys: TicketKeys) -> Self {
+        self.ticket_keys = Some(keys);
         self
     }
 
@@ -190,7 +201,7 @@ impl Notifier {
         let ledger = Ledger::new(Arc::clone(&self.ledger), Arc::clone(&self.clock), owner, self.config.claim_lease);
         let mut consumer = Consumer {
             notifier: &self,
-            composer: Composer::new(Arc::clone(&self.store)),
+            composer: Composer::new(Arc::clone(&self.store), self.ticket_keys.clone()),
             ledger,
             status,
             stats: tally,

@@ -27,7 +27,13 @@ impl Notification {
         let _ = match self {
             Self::PurchaseConfirmed(n) => {
                 let _ = writeln!(text, "Thank you for your purchase.\n\n{} at {}, {when}.\n", event.name, event.venue);
-                write_purchase(&mut text, &n.purchase)
+                let _ = write_purchase(&mut text, &n.purchase);
+                if !n.tickets.is_empty() {
+                    let _ = writeln!(text, "\nYour tickets (show the code at the door):");
+                }
+                n.tickets
+                    .iter()
+                    .try_for_each(|t| writeln!(text, "  ticket {} (seat {}): {}", t.ticket_id, t.seat_id, t.code))
             }
             Self::RefundSucceeded(n) => writeln!(
                 text,

@@ -72,7 +72,7 @@ pub struct SystemConfig {
     pub payment_gateway: Option<GatewayChoice>,
     /// `BOXOFFICE_TICKET_KEY`: the master secret ticket codes are signed from (32 bytes,
     /// base64). Unset, codes and check-in are refused; it is never generated.
-    pub ticket_keys: Option<super::TicketKeys>,
+    pub ticket_keys: Option<crate::domain::TicketKeys>,
 }
 
 impl SystemConfig {
@@ -129,7 +129,7 @@ impl SystemConfig {
             }
         };
         Ok(Self {
-            ticket_keys: super::TicketKeys::from_lookup(&lookup)?,
+            ticket_keys: crate::domain::TicketKeys::from_lookup(&lookup)?,
             payment_gateway,
             database_url: set("DATABASE_URL"),
             database_max_connections,

@@ -36,7 +36,7 @@ pub enum SystemError {
     Tickets(#[from] crate::aggregates::TicketsError),
     /// Ticket codes, scanner kits and check-in need the master secret the codes are signed
     /// from, and none was configured. Handling: set the variable (32 random bytes, base64), or
-    /// pass [`TicketKeys`](super::TicketKeys) to the builder.
+    /// pass [`TicketKeys`](crate::domain::TicketKeys) to the builder.
     #[error("no ticket signing key configured: set {variable}")]
     NoTicketKeys {
         /// The variable to set.
@@ -48,7 +48,7 @@ pub enum SystemError {
     Allowance(#[from] crate::aggregates::AllowanceError),
     /// The configured ticket master secret is unusable.
     #[error(transparent)]
-    TicketKey(#[from] super::TicketKeyError),
+    TicketKey(#[from] crate::domain::TicketKeyError),
     /// The Payment refused.
     #[error(transparent)]
     Payment(#[from] PaymentError),

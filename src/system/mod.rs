@@ -17,7 +17,6 @@ mod reconcile;
 mod reservation_watch;
 mod saga;
 mod telemetry;
-mod ticket_keys;
 mod vault;
 
 pub use commands::EngineConfig;
@@ -33,4 +32,3 @@ pub use gateway::{StripeConfig, StripeGateway, StripeSetupError};
 pub use health::{ConsumerHealth, Health};
 pub use read_models::ReadModelStorage;
 pub use reconcile::Reconciliation;
-pub use ticket_keys::{TicketKeyError, TicketKeys};

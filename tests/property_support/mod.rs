@@ -13,6 +13,7 @@ use async_trait::async_trait;
 use boxoffice::aggregates::{
     GatewayOutcome, RefundStatus, Reservation, ReservationAction, Section, TicketStatus, TicketingAction, TicketingEnv,
 };
+use boxoffice::domain::TicketKeys;
 use boxoffice::domain::{
     Capacity, Currency, CustomerId, EventId, Money, MoneyTotal, PaymentId, PricingTier, RefundId, ReservationId,
     SectionName, TierKind, Venue, VenueId,
@@ -22,7 +23,7 @@ use boxoffice::framework::{Clock, FixedClock};
 use boxoffice::projections::SectionAvailability;
 use boxoffice::system::{
     ChargeStatus, EventSpec, HeldSeats, PaymentDetails, PaymentGateway, Receipt, RefundRequest, ReserveRequest,
-    SystemError, TicketKeys, TicketRefundRequest, TicketingSystem,
+    SystemError, TicketRefundRequest, TicketingSystem,
 };
 use chrono::{DateTime, TimeZone, Utc};
 use proptest::prelude::*;

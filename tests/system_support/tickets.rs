@@ -6,9 +6,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use boxoffice::aggregates::{Direction, RefundStatus, RevocationReason, TicketStatus};
+use boxoffice::domain::TicketKeys;
 use boxoffice::domain::{GateName, ScanId, TicketCode, Verdict};
 use boxoffice::prelude::*;
-use boxoffice::system::{CheckIn, Gate, OfflineScan, SystemError, TicketKeys, TicketRefundRequest, TicketingSystem};
+use boxoffice::system::{CheckIn, Gate, OfflineScan, SystemError, TicketRefundRequest, TicketingSystem};
 
 use super::{Backend, Fixture, available, card, metrics, on_sale, request, spec, start, system_with};
 

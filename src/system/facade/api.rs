@@ -205,7 +205,7 @@ pub(super) struct Inner {
     pub(super) notifier: Mutex<Option<NotifierHandle>>,
     pub(super) reply_timeout: Duration,
     /// What signs ticket codes, when configured.
-    pub(super) ticket_keys: Option<crate::system::TicketKeys>,
+    pub(super) ticket_keys: Option<crate::domain::TicketKeys>,
 }
 
 fn ended(status: ReservationStatus) -> Option<&'static str> {

@@ -8,6 +8,7 @@ use tokio::sync::watch;
 
 use super::api::{Inner, TicketingSystem, sweep_expired};
 use crate::aggregates::{ReservationEnv, TicketingEnv};
+use crate::domain::TicketKeys;
 use crate::event_bus::{EventBus, OutboxRelay, RelayConfig, TopicRouter};
 use crate::event_store::{
     BadEventPolicy, CheckpointStore, EventStore, EventStoreError, FanOutEventStore, MemoryCheckpointStore,
@@ -15,7 +16,6 @@ use crate::event_store::{
 };
 use crate::framework::{Clock, SystemClock};
 use crate::notify::{CustomerDirectory, NotificationSink, Notifier, NotifierConfig, NotifierHandle};
-use crate::system::TicketKeys;
 use crate::system::commands::{CommandRouter, EngineConfig};
 use crate::system::expiry::ExpiryIndex;
 use crate::system::follower::Follower;
@@ -68,11 +68,15 @@ impl NotifierSetup {
         store: &Arc<dyn EventStore>,
         checkpoints: &Arc<dyn CheckpointStore>,
         clock: &Arc<dyn Clock>,
+        ticket_keys: Option<&TicketKeys>,
     ) -> Option<NotifierHandle> {
         let (sink, directory) = self.parts?;
         let config = NotifierConfig { name: format!("{system}-notifier"), bad_events, ..self.config };
         let ledger = self.ledger.unwrap_or_else(|| Arc::clone(store));
-        let notifier = Notifier::new(Arc::clone(store), Arc::clone(checkpoints), sink, directory);
+        let mut notifier = Notifier::new(Arc::clone(store), Arc::clone(checkpoints), sink, directory);
+        if let Some(keys) = ticket_keys {
+            notifier = notifier.ticket_keys(keys.clone());
+        }
         Some(notifier.ledger(ledger).clock(Arc::clone(clock)).config(config).spawn())
     }
 }
@@ -322,7 +326,8 @@ impl TicketingSystemBuilder {
             };
             OutboxRelay::new(Arc::clone(&store), bus, Arc::clone(&checkpoints), topics, config).spawn()
         });
-        let notifier = self.notifier.start(&self.checkpoint_name, self.bad_events, &store, &checkpoints, &clock);
+        let keys = self.ticket_keys.as_ref();
+        let notifier = self.notifier.start(&self.checkpoint_name, self.bad_events, &store, &checkpoints, &clock, keys);
         let follower_name = self.checkpoint_name.clone();
         let saga_status = watch::Sender::new(crate::event_store::FollowStatus::default());
         let follower = Follower {

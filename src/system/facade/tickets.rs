@@ -10,11 +10,12 @@ use crate::aggregates::{
     Direction, OrderTickets, RefundRecord, ReservationAction, ReservationStatus, RevocationReason, ScanAnswer,
     TicketStatus, TicketingAction, TicketsAction, TicketsError, TicketsState, event_stream, tickets_stream,
 };
+use crate::domain::TicketKeys;
 use crate::domain::{
     CustomerId, EventId, GateName, Money, PaymentId, RefundId, ReservationId, ScanId, ScannerKit, SeatId, SectionName,
     TicketCode, TicketId, ensure_storable_text,
 };
-use crate::system::{SystemError, TicketKeys};
+use crate::system::SystemError;
 
 /// A gate of one event, where codes are scanned.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

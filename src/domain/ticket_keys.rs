@@ -3,8 +3,8 @@
 //! One 32-byte master secret, from configuration, gives every event its own signing key (HKDF
 //! with SHA-256 over the event id), so a scanner loaded with one event's public key admits to
 //! that event only, and no key is ever stored: not in the log, snapshots or read models. The
-//! secret is never generated silently: without one, ticket codes and check-in are refused with
-//! [`SystemError::NoTicketKeys`](super::SystemError::NoTicketKeys) naming the variable to set.
+//! secret is never generated silently: without one, the system refuses ticket codes and
+//! check-in with `SystemError::NoTicketKeys`, naming the variable to set.
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -13,7 +13,7 @@ use hkdf::Hkdf;
 use secrecy::{ExposeSecret, SecretBox};
 use sha2::Sha256;
 
-use crate::domain::EventId;
+use super::EventId;
 
 /// Salt of the key derivation: changing it changes every event's key.
 const SALT: &[u8] = b"boxoffice ticket keys v1";
@@ -53,8 +53,7 @@ pub enum TicketKeyError {
 /// The master secret ticket codes are signed from. Its `Debug` output is redacted.
 ///
 /// ```
-/// use boxoffice::system::TicketKeys;
-/// use boxoffice::domain::EventId;
+/// use boxoffice::domain::{EventId, TicketKeys};
 ///
 /// // 32 bytes, base64: generate one with `openssl rand -base64 32` and keep it in a secret store.
 /// let keys = TicketKeys::from_base64("AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=")?;
@@ -62,7 +61,7 @@ pub enum TicketKeyError {
 /// assert_ne!(keys.public_key(a)?, keys.public_key(b)?, "one key per event");
 /// assert_eq!(keys.public_key(a)?, keys.public_key(a)?);
 /// assert!(!format!("{keys:?}").contains("AAEC"));
-/// # Ok::<(), boxoffice::system::TicketKeyError>(())
+/// # Ok::<(), boxoffice::domain::TicketKeyError>(())
 /// ```
 pub struct TicketKeys {
     master: SecretBox<[u8; 32]>,
