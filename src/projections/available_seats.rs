@@ -6,7 +6,7 @@ use crate::aggregates::{InventoryAction, TicketingAction};
 use crate::domain::{EventId, SeatId, SectionName};
 use crate::event_store::Envelope;
 
-use super::{Projection, ProjectionError, decode_ticketing};
+use super::{Projection, ProjectionError, decode_ticketing, projection_bookkeeping};
 
 /// The Inventory events this read model follows.
 pub const AVAILABLE_SEATS_EVENTS: &[&str] =
@@ -236,21 +236,7 @@ impl AvailableSeatsProjection {
 }
 
 impl Projection for AvailableSeatsProjection {
-    fn name(&self) -> &str {
-        Self::NAME
-    }
-
-    fn event_types(&self) -> &[&str] {
-        AVAILABLE_SEATS_EVENTS
-    }
-
-    fn position(&self) -> u64 {
-        self.position
-    }
-
-    fn set_position(&mut self, position: u64) {
-        self.position = position;
-    }
+    projection_bookkeeping!(AVAILABLE_SEATS_EVENTS);
 
     fn handle(&mut self, envelope: &Envelope) -> Result<(), ProjectionError> {
         let action = decode_ticketing(Self::NAME, envelope)?;
@@ -258,9 +244,5 @@ impl Projection for AvailableSeatsProjection {
             self.apply_change(change);
         }
         Ok(())
-    }
-
-    fn reset(&mut self) {
-        *self = Self::default();
     }
 }

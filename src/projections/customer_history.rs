@@ -6,7 +6,7 @@ use crate::aggregates::{PaymentAction, ReservationAction, TicketingAction};
 use crate::domain::{Currency, CustomerId, DomainError, EventId, Money, MoneyTotal, ReservationId, SectionName};
 use crate::event_store::Envelope;
 
-use super::{Projection, ProjectionError, ReservationFacts, decode_ticketing, reads_payload};
+use super::{Projection, ProjectionError, ReservationFacts, decode_ticketing, projection_bookkeeping, reads_payload};
 
 /// The events this read model follows (`PaymentSucceeded` from Payment streams only).
 pub const CUSTOMER_HISTORY_EVENTS: &[&str] =
@@ -263,21 +263,7 @@ pub(crate) fn favorite_section<'a>(tickets: impl Iterator<Item = (&'a SectionNam
 }
 
 impl Projection for CustomerHistoryProjection {
-    fn name(&self) -> &str {
-        Self::NAME
-    }
-
-    fn event_types(&self) -> &[&str] {
-        CUSTOMER_HISTORY_EVENTS
-    }
-
-    fn position(&self) -> u64 {
-        self.position
-    }
-
-    fn set_position(&mut self, position: u64) {
-        self.position = position;
-    }
+    projection_bookkeeping!(CUSTOMER_HISTORY_EVENTS);
 
     fn handle(&mut self, envelope: &Envelope) -> Result<(), ProjectionError> {
         if !reads_payload(envelope) {
@@ -292,9 +278,5 @@ impl Projection for CustomerHistoryProjection {
             })?;
         }
         Ok(())
-    }
-
-    fn reset(&mut self) {
-        *self = Self::default();
     }
 }

@@ -7,7 +7,7 @@ use crate::aggregates::{ReservationAction, TicketStatus, TicketingAction, Ticket
 use crate::domain::{CustomerId, EventId, Money, ReservationId, SeatId, SectionName, TicketId};
 use crate::event_store::Envelope;
 
-use super::{Projection, ProjectionError, ReservationFacts, decode_ticketing};
+use super::{Projection, ProjectionError, ReservationFacts, decode_ticketing, projection_bookkeeping};
 
 /// The events this read model follows.
 pub const CUSTOMER_TICKETS_EVENTS: &[&str] = &[
@@ -282,21 +282,7 @@ impl CustomerTicketsProjection {
 }
 
 impl Projection for CustomerTicketsProjection {
-    fn name(&self) -> &str {
-        Self::NAME
-    }
-
-    fn event_types(&self) -> &[&str] {
-        CUSTOMER_TICKETS_EVENTS
-    }
-
-    fn position(&self) -> u64 {
-        self.position
-    }
-
-    fn set_position(&mut self, position: u64) {
-        self.position = position;
-    }
+    projection_bookkeeping!(CUSTOMER_TICKETS_EVENTS);
 
     fn handle(&mut self, envelope: &Envelope) -> Result<(), ProjectionError> {
         let action = decode_ticketing(Self::NAME, envelope)?;
@@ -304,10 +290,6 @@ impl Projection for CustomerTicketsProjection {
             self.apply_change(envelope.global_position, change);
         }
         Ok(())
-    }
-
-    fn reset(&mut self) {
-        *self = Self::default();
     }
 }
 

@@ -14,7 +14,7 @@ use crate::aggregates::{PaymentAction, ReservationAction, TicketingAction};
 use crate::domain::{Currency, DomainError, EventId, Money, MoneyTotal, ReservationId};
 use crate::event_store::Envelope;
 
-use super::{Projection, ProjectionError, ReservationFacts, decode_ticketing, reads_payload};
+use super::{Projection, ProjectionError, ReservationFacts, decode_ticketing, projection_bookkeeping, reads_payload};
 
 /// The events this read model follows (`PaymentSucceeded` from Payment streams only).
 pub const DAILY_SALES_EVENTS: &[&str] =
@@ -241,21 +241,7 @@ pub(crate) fn net_tickets(sold: u64, refunded: u64) -> i64 {
 }
 
 impl Projection for DailySalesProjection {
-    fn name(&self) -> &str {
-        Self::NAME
-    }
-
-    fn event_types(&self) -> &[&str] {
-        DAILY_SALES_EVENTS
-    }
-
-    fn position(&self) -> u64 {
-        self.position
-    }
-
-    fn set_position(&mut self, position: u64) {
-        self.position = position;
-    }
+    projection_bookkeeping!(DAILY_SALES_EVENTS);
 
     fn handle(&mut self, envelope: &Envelope) -> Result<(), ProjectionError> {
         if !reads_payload(envelope) {
@@ -273,10 +259,6 @@ impl Projection for DailySalesProjection {
             self.apply_change(change).map_err(money)?;
         }
         Ok(())
-    }
-
-    fn reset(&mut self) {
-        *self = Self::default();
     }
 }
 

@@ -7,7 +7,7 @@ use crate::aggregates::{ScanAnswer, TicketingAction, TicketsAction};
 use crate::domain::{EventId, GateName, ReservationId};
 use crate::event_store::Envelope;
 
-use super::{Projection, ProjectionError, decode_ticketing};
+use super::{Projection, ProjectionError, decode_ticketing, projection_bookkeeping};
 
 /// The events this read model follows: `TicketsIssued` tells which event a purchase's tickets
 /// are for (a `TicketScanned` names only the purchase).
@@ -151,21 +151,7 @@ impl GateCheckinsProjection {
 }
 
 impl Projection for GateCheckinsProjection {
-    fn name(&self) -> &str {
-        Self::NAME
-    }
-
-    fn event_types(&self) -> &[&str] {
-        GATE_CHECKINS_EVENTS
-    }
-
-    fn position(&self) -> u64 {
-        self.position
-    }
-
-    fn set_position(&mut self, position: u64) {
-        self.position = position;
-    }
+    projection_bookkeeping!(GATE_CHECKINS_EVENTS);
 
     fn handle(&mut self, envelope: &Envelope) -> Result<(), ProjectionError> {
         let action = decode_ticketing(Self::NAME, envelope)?;
@@ -173,10 +159,6 @@ impl Projection for GateCheckinsProjection {
             self.apply_change(change);
         }
         Ok(())
-    }
-
-    fn reset(&mut self) {
-        *self = Self::default();
     }
 }
 

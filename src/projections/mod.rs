@@ -58,6 +58,7 @@ pub use handle::ProjectionHandle;
 #[cfg(feature = "postgres")]
 pub use postgres::{PostgresReadModels, ReadModel};
 pub use projection::Projection;
+use projection::projection_bookkeeping;
 pub use queries::{
     AvailableSeatsQueries, CustomerHistoryQueries, CustomerTicketsQueries, DailySalesQueries, GateCheckinsQueries,
     SalesAnalyticsQueries,

@@ -118,3 +118,31 @@ pub trait Projection: Send + Sync + 'static {
         Ok(true)
     }
 }
+
+/// The bookkeeping every in-memory read model of this crate shares, inside its `impl Projection`:
+/// its name is `Self::NAME`, it follows `$events`, it keeps its position in a `position` field,
+/// and a reset starts it from `Self::default()`. Only `handle` is written per model.
+macro_rules! projection_bookkeeping {
+    ($events:expr) => {
+        fn name(&self) -> &str {
+            Self::NAME
+        }
+
+        fn event_types(&self) -> &[&str] {
+            $events
+        }
+
+        fn position(&self) -> u64 {
+            self.position
+        }
+
+        fn set_position(&mut self, position: u64) {
+            self.position = position;
+        }
+
+        fn reset(&mut self) {
+            *self = Self::default();
+        }
+    };
+}
+pub(crate) use projection_bookkeeping;

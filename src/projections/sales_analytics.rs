@@ -6,7 +6,10 @@ use crate::aggregates::{PaymentAction, ReservationAction, TicketingAction};
 use crate::domain::{Currency, DomainError, EventId, Money, MoneyTotal, ReservationId, SectionName};
 use crate::event_store::Envelope;
 
-use super::{Projection, ProjectionError, ReservationFacts, average_price, decode_ticketing, reads_payload};
+use super::{
+    Projection, ProjectionError, ReservationFacts, average_price, decode_ticketing, projection_bookkeeping,
+    reads_payload,
+};
 
 /// The events this read model follows. `PaymentSucceeded` is read from Payment streams only (the
 /// Reservation stream's event of the same name reports the same money and is ignored).
@@ -329,21 +332,7 @@ pub(crate) fn most_popular_section<'a>(
 }
 
 impl Projection for SalesAnalyticsProjection {
-    fn name(&self) -> &str {
-        Self::NAME
-    }
-
-    fn event_types(&self) -> &[&str] {
-        SALES_ANALYTICS_EVENTS
-    }
-
-    fn position(&self) -> u64 {
-        self.position
-    }
-
-    fn set_position(&mut self, position: u64) {
-        self.position = position;
-    }
+    projection_bookkeeping!(SALES_ANALYTICS_EVENTS);
 
     fn handle(&mut self, envelope: &Envelope) -> Result<(), ProjectionError> {
         if !reads_payload(envelope) {
@@ -358,9 +347,5 @@ impl Projection for SalesAnalyticsProjection {
             })?;
         }
         Ok(())
-    }
-
-    fn reset(&mut self) {
-        *self = Self::default();
     }
 }
