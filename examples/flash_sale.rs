@@ -452,10 +452,8 @@ fn reducer_baseline(sections: usize, seats: u32, purchases: u64, seed: u64) -> R
             let initiate = ReservationAction::InitiateReservation {
                 reservation_id,
                 event_id,
-                section,
-                quantity,
+                lines: vec![boxoffice::aggregates::OrderLine { section, quantity, unit_price: price, tier: None }],
                 customer_id,
-                unit_price: price,
                 policy: boxoffice::aggregates::SalesPolicy::default(),
             };
             let _ = driver.send(initiate.into());

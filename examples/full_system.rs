@@ -1,8 +1,8 @@
 //! The whole ticketing flow on the assembled system: an event with two sections and tiers, then a
-//! purchase, a declined payment (compensation), an expiry, a customer cancellation and a partial
-//! refund; then at the door: the purchase's signed tickets, a check-in, a duplicate scan turned
-//! away, and one ticket refunded (its code revoked, its seat back on sale). Availability and
-//! revenue are printed after each step.
+//! mixed basket (VIP and Stalls seats in one order, one payment), a declined payment
+//! (compensation), an expiry, a customer cancellation and a partial refund; then at the door: the
+//! basket's signed tickets, a check-in, a duplicate scan turned away, and one ticket refunded (its
+//! code revoked, its seat back on sale). Availability and revenue are printed after each step.
 //!
 //! In memory by default. Built with `--features postgres` and given `DATABASE_URL`, it runs on
 //! `PostgreSQL` instead (events, checkpoints and read models); built with `--features kafka` (or `full`) and given `KAFKA_BROKERS`, an
@@ -17,8 +17,8 @@ use boxoffice::domain::TicketKeys;
 use boxoffice::domain::{GateName, ScanId};
 use boxoffice::prelude::*;
 use boxoffice::system::{
-    EventSpec, Gate, GatewayChoice, PaymentDetails, RefundRequest, ReserveRequest, SystemConfig, SystemError,
-    TicketRefundRequest, TicketingSystem,
+    EventSpec, Gate, GatewayChoice, OrderLineRequest, OrderRequest, PaymentDetails, Receipt, RefundRequest,
+    ReserveRequest, SystemConfig, SystemError, TicketRefundRequest, TicketingSystem,
 };
 
 async fn report(system: &TicketingSystem, event: EventId, after: &str) -> Result<(), SystemError> {
@@ -38,20 +38,46 @@ async fn report(system: &TicketingSystem, event: EventId, after: &str) -> Result
     Ok(())
 }
 
-/// Steps 6 and 7: the VIP purchase's tickets at the door, then one of them refunded.
+/// Step 1: two VIP seats and two Stalls seats in one order, held all or none until one deadline,
+/// paid with one payment; the seats are sold in both sections.
+async fn mixed_basket(
+    system: &TicketingSystem,
+    event: EventId,
+    vip: &SectionName,
+    stalls: &SectionName,
+) -> Result<Receipt, SystemError> {
+    let line = |section: &SectionName, quantity| OrderLineRequest { section: section.clone(), quantity, tier: None };
+    let basket = OrderRequest {
+        event_id: event,
+        lines: vec![line(vip, 2), line(stalls, 2)],
+        customer_id: CustomerId::new_v4(),
+        idempotency_key: None,
+    };
+    let hold = system.reserve_order(basket).await?;
+    for held in &hold.lines {
+        println!("  held {} {} seats at {} each", held.seats.len(), held.section, held.unit_price);
+    }
+    println!("  until {} for {} in all", hold.expires_at.format("%H:%M:%S"), hold.total);
+    let purchase = system.pay(hold.reservation_id, PaymentDetails { token: "tok_visa".into() }).await?;
+    println!("  paid {} in one payment: order completed", purchase.amount);
+    Ok(purchase)
+}
+
+/// Steps 6 and 7: the basket's tickets at the door, then one of them refunded.
 async fn at_the_door(
     system: &TicketingSystem,
     event: EventId,
-    vip_purchase: ReservationId,
+    basket: ReservationId,
 ) -> Result<(), Box<dyn std::error::Error>> {
-    // 6. At the door: the VIP purchase's two tickets, one code each, checked at the north gate.
-    let tickets = system.tickets(vip_purchase).await?;
+    // 6. At the door: the basket's four tickets, one code each, checked at the north gate.
+    let tickets = system.tickets(basket).await?;
     for ticket in &tickets {
         let tail = &ticket.code[ticket.code.len().saturating_sub(16)..];
         println!(
-            "  ticket {} for seat {}: code BX1.…{tail} ({} characters)",
+            "  ticket {} ({} at {}): code BX1.…{tail} ({} characters)",
             ticket.ticket_id,
-            ticket.seat_id,
+            ticket.section,
+            ticket.price,
             ticket.code.len()
         );
     }
@@ -62,18 +88,19 @@ async fn at_the_door(
     println!("  north gate, same code again: {again:?}");
     report(system, event, "6. check-in").await?;
 
-    // 7. The second VIP guest cannot come: that ticket alone is refunded; its code stops
-    // admitting and its seat goes back on sale.
+    // 7. One VIP guest cannot come: that ticket alone is refunded at its own price; its code
+    // stops admitting and its seat goes back on sale in VIP.
+    let guest = tickets.iter().rev().find(|t| t.section.as_str() == "VIP").ok_or("the basket has VIP tickets")?;
     let refunded = system
         .refund_tickets(TicketRefundRequest {
-            reservation_id: vip_purchase,
-            tickets: vec![tickets[1].ticket_id],
+            reservation_id: basket,
+            tickets: vec![guest.ticket_id],
             reason: "guest cannot come".into(),
             idempotency_key: Some("guest-2".into()),
         })
         .await?;
-    println!("  refunded ticket {}: {} back", tickets[1].ticket_id, refunded.amount);
-    let revoked = system.check_in(&tickets[1].code, &north, ScanId::new_v4()).await?;
+    println!("  refunded ticket {}: {} back", guest.ticket_id, refunded.amount);
+    let revoked = system.check_in(&guest.code, &north, ScanId::new_v4()).await?;
     println!("  north gate, refunded code: {revoked:?}");
     report(system, event, "7. ticket refund").await?;
     Ok(())
@@ -144,13 +171,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let card = || PaymentDetails { token: "tok_visa".into() };
 
-    // 1. A purchase: hold two VIP seats, pay, seats are sold.
-    let hold = system.reserve(request(&vip, 2)).await?;
-    println!("  held {} VIP seats until {} for {}", hold.seats.len(), hold.expires_at.format("%H:%M:%S"), hold.total);
-    let purchase = system.pay(hold.reservation_id, card()).await?;
-    println!("  paid {}: reservation completed", purchase.amount);
-    report(&system, event, "1. purchase").await?;
-    let vip_purchase = purchase.reservation_id;
+    // 1. A mixed basket: two VIP seats and two Stalls seats in one order, one payment.
+    let purchase = mixed_basket(&system, event, &vip, &stalls).await?;
+    report(&system, event, "1. mixed basket").await?;
+    let basket = purchase.reservation_id;
 
     // 2. The card is declined: the saga compensates and the seats go back.
     gateway.add_failures(1);
@@ -174,10 +198,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     system.cancel_reservation(hold.reservation_id).await?;
     report(&system, event, "4. cancellation").await?;
 
-    // 5. A partial refund: part of the VIP purchase goes back through the payment gateway.
+    // 5. A partial refund: part of the basket's payment goes back through the payment gateway.
     let refund = system
         .refund(RefundRequest {
-            reservation_id: vip_purchase,
+            reservation_id: basket,
             amount: Some(Money::new(5_000, eur)),
             reason: "restricted view".into(),
             idempotency_key: Some("restricted-view".into()),
@@ -190,7 +214,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     report(&system, event, "5. partial refund").await?;
 
-    at_the_door(&system, event, vip_purchase).await?;
+    at_the_door(&system, event, basket).await?;
 
     let log = system.event_store().head_position().await?;
     println!("{log} events in the log; every state above is rebuilt from them");

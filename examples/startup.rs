@@ -267,10 +267,8 @@ fn generate(events: u64, seed: u64, batches: &tokio::sync::mpsc::Sender<Vec<Stre
         let initiate = ReservationAction::InitiateReservation {
             reservation_id,
             event_id,
-            section,
-            quantity,
+            lines: vec![boxoffice::aggregates::OrderLine { section, quantity, unit_price, tier: None }],
             customer_id: customer(&mut rng),
-            unit_price,
             policy: boxoffice::aggregates::SalesPolicy::default(),
         };
         driver.send(initiate.into()).map_err(|r| format!("bulk reservation refused: {r:?}"))?;

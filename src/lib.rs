@@ -50,9 +50,11 @@
 //!   own appending transactions. No ticketing words either.
 //! - [`domain`]: validated value types (ids, money and money sums, capacity, seat numbers, venues,
 //!   tiers, gate names) and signed ticket codes.
-//! - [`aggregates`]: Event, Inventory, Reservation, Payment and Tickets (one stream per
-//!   purchase: issue, scan, revoke, transfer) as pure reducers; the reservation
-//!   saga as pure functions ([`reactions`](aggregates::reactions)); the synchronous
+//! - [`aggregates`]: Event, Inventory, Reservation (an order of one line per section, each
+//!   line held in its section's inventory, all or none, under one deadline and one payment),
+//!   Payment, Allowance (per-customer ticket limits) and Tickets (one stream per purchase: issue,
+//!   scan, revoke, transfer) as pure reducers; the reservation saga as pure functions
+//!   ([`reactions`](aggregates::reactions)); the synchronous
 //!   [`SagaDriver`](aggregates::SagaDriver) for tests and baselines.
 //! - [`projections`]: the six read models (seats, sales, customers, their orders and tickets,
 //!   gates, sales per day) and their runner.

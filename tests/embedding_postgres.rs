@@ -56,7 +56,7 @@ async fn history(connection: &mut PgConnection, schema: &str) -> Vec<(i64, Vec<u
         .unwrap()
 }
 
-const BOXOFFICE_TABLES: [&str; 18] = [
+const BOXOFFICE_TABLES: [&str; 19] = [
     "_sqlx_migrations",
     "checkpoints",
     "event_bus_dedup",
@@ -70,6 +70,7 @@ const BOXOFFICE_TABLES: [&str; 18] = [
     "rm_held_tickets",
     "rm_orders",
     "rm_purchases",
+    "rm_refund_splits",
     "rm_reservations",
     "rm_seats",
     "rm_section_sales",

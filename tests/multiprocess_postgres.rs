@@ -1,4 +1,5 @@
-//! No oversell across processes, proven on `PostgreSQL`: three buyer processes share one database;
+//! No oversell across processes, proven on `PostgreSQL`: three buyer processes share one database,
+//! some of their orders baskets of both sections (held all or none);
 //! afterwards the whole log is replayed and every invariant checked. A second test SIGKILLs a
 //! process holding seats and shows a fresh system still expires its holds.
 //!
@@ -111,6 +112,8 @@ struct SectionLedger {
 #[derive(Debug, Default)]
 struct ReservationLedger {
     total: i64,
+    /// Sections of its order.
+    lines: usize,
     terminal: Vec<&'static str>,
 }
 
@@ -119,7 +122,8 @@ struct ReservationLedger {
 struct Ledger {
     sections: HashMap<(EventId, SectionName), SectionLedger>,
     reservations: HashMap<ReservationId, ReservationLedger>,
-    releases: HashMap<ReservationId, u32>,
+    /// Releases per reservation and section.
+    releases: HashMap<(ReservationId, SectionName), u32>,
     paid: HashMap<PaymentId, i64>,
     refunded: HashMap<PaymentId, i64>,
     latest_deadline: Option<DateTime<Utc>>,
@@ -202,6 +206,7 @@ impl Ledger {
                 ledger.sold += n;
             }
             InventoryAction::SeatsReleased { event_id, section, reservation_id, .. } => {
+                *self.releases.entry((reservation_id, section.clone())).or_default() += 1;
                 let ledger = self.sections.get_mut(&(event_id, section)).unwrap();
                 let (seats, state) = ledger.holds.get_mut(&reservation_id).unwrap();
                 assert_eq!(*state, HoldState::Reserved, "position {at}: {reservation_id} released from {state:?}");
@@ -210,7 +215,6 @@ impl Ledger {
                     assert_eq!(ledger.owner.remove(seat), Some(reservation_id));
                 }
                 ledger.reserved -= u32::try_from(seats.len()).unwrap();
-                *self.releases.entry(reservation_id).or_default() += 1;
             }
             _ => {}
         }
@@ -221,6 +225,7 @@ impl Ledger {
             ReservationAction::ReservationInitiated { reservation_id, total, expires_at, .. } => {
                 let entry = self.reservations.entry(*reservation_id).or_default();
                 entry.total = total.minor_units();
+                entry.lines = event.order_lines().len();
                 self.latest_deadline = self.latest_deadline.max(Some(*expires_at));
                 return;
             }
@@ -250,11 +255,11 @@ impl Ledger {
             assert_eq!(reservation.terminal.len(), 1, "reservation {id} ended {:?}", reservation.terminal);
         }
         let mut sold_seats = 0;
-        for ledger in self.sections.values() {
+        for ((_, section), ledger) in &self.sections {
             assert_eq!(ledger.reserved, 0, "seats still held after every hold ended");
             for (id, (seats, state)) in &ledger.holds {
                 let completed = self.reservations[id].terminal == ["completed"];
-                let releases = self.releases.get(id).copied().unwrap_or(0);
+                let releases = self.releases.get(&(*id, section.clone())).copied().unwrap_or(0);
                 if completed {
                     assert_eq!((*state, releases), (HoldState::Confirmed, 0), "completed {id}");
                     sold_seats += seats.len();
@@ -266,8 +271,14 @@ impl Ledger {
         }
         let confirmed_holds =
             self.sections.values().flat_map(|s| s.holds.values()).filter(|(_, state)| *state == HoldState::Confirmed);
-        let completed = self.reservations.values().filter(|r| r.terminal == ["completed"]).count();
-        assert_eq!(confirmed_holds.count(), completed, "every completed reservation, and only those, has sold seats");
+        // A basket holds, and sells, in each of its sections.
+        let completed: usize =
+            self.reservations.values().filter(|r| r.terminal == ["completed"]).map(|r| r.lines).sum();
+        assert_eq!(
+            confirmed_holds.count(),
+            completed,
+            "every completed reservation, and only those, has sold seats in each of its sections"
+        );
         let sold: u32 = self.sections.values().map(|s| s.sold).sum();
         assert_eq!(usize::try_from(sold).unwrap(), sold_seats, "sold seats = seats of completed reservations");
         let revenue = self.paid.values().sum::<i64>() - self.refunded.values().sum::<i64>();
@@ -321,6 +332,8 @@ async fn three_buyer_processes_never_oversell() {
 
     let ledger = Ledger::replay(&store).await;
     ledger.check_end_state();
+    let baskets = ledger.reservations.values().filter(|r| r.lines == 2).count();
+    assert!(baskets > 0, "the buyers ordered baskets of both sections");
     let sold: u32 = ledger.sections.values().map(|s| s.sold).sum();
     println!(
         "{} events, {} reservations, outcomes {:?}, seats sold {sold}, sold per section {:?}",

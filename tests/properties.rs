@@ -36,14 +36,15 @@ fn config() -> ProptestConfig {
 
 /// I1 and I2 over the whole log: folding every inventory stream event by event (every prefix of
 /// the log), reserved + sold never exceeds the section's capacity, no seat is in two live holds,
-/// every seat index is inside the section, and no reservation ever gets seats twice. Retried
+/// every seat index is inside the section, and no reservation ever gets seats twice from one
+/// section (a basket gets them once from each of its sections). Retried
 /// reserves with the same idempotency key return the same hold.
 fn check_no_oversell(trace: &Trace) -> Result<(), TestCaseError> {
     let capacity: HashMap<StreamId, u32> =
         (0..CAPACITIES.len()).map(|i| (inventory_stream(trace.event, &section(i)).unwrap(), CAPACITIES[i])).collect();
     let mut states: HashMap<StreamId, InventoryState> = HashMap::new();
     let mut live: HashMap<StreamId, HashMap<SeatId, ReservationId>> = HashMap::new();
-    let mut held_once: HashSet<ReservationId> = HashSet::new();
+    let mut held_once: HashSet<(StreamId, ReservationId)> = HashSet::new();
     for (envelope, action) in &trace.log {
         let TicketingAction::Inventory(event) = action else { continue };
         let stream = &envelope.stream_id;
@@ -53,7 +54,8 @@ fn check_no_oversell(trace: &Trace) -> Result<(), TestCaseError> {
         let seats = live.entry(stream.clone()).or_default();
         match event {
             InventoryAction::SeatsReserved { reservation_id, seats: taken, .. } => {
-                prop_assert!(held_once.insert(*reservation_id), "{} was given seats twice", reservation_id);
+                let once = held_once.insert((stream.clone(), *reservation_id));
+                prop_assert!(once, "{} was given seats twice in {}", reservation_id, stream);
                 for seat in taken {
                     if let Some(cap) = capacity.get(stream) {
                         prop_assert!(seat.index < *cap, "seat index {} outside a section of {}", seat.index, cap);
@@ -120,8 +122,9 @@ fn check_retries_return_the_same_hold(trace: &Trace) -> Result<(), TestCaseError
 }
 
 /// I3: once every deadline has passed and the system settled, every reservation has exactly one
-/// terminal event and a terminal status; its seats were confirmed once if it completed, else
-/// released exactly once if it ever got any; no seat is still held.
+/// terminal event and a terminal status; in each section it held, its seats were confirmed once
+/// if it completed (and a completed one held in every section of its order), else released
+/// exactly once if it ever got any; no seat is still held.
 fn check_every_reservation_ends_once(trace: &Trace) -> Result<(), TestCaseError> {
     #[derive(Default)]
     struct Count {
@@ -132,6 +135,7 @@ fn check_every_reservation_ends_once(trace: &Trace) -> Result<(), TestCaseError>
         confirmed: usize,
     }
     let mut counts: HashMap<ReservationId, Count> = HashMap::new();
+    let mut holds: HashMap<ReservationId, HashMap<StreamId, Count>> = HashMap::new();
     let mut inventories: HashMap<StreamId, InventoryState> = HashMap::new();
     for (envelope, action) in &trace.log {
         match action {
@@ -154,7 +158,8 @@ fn check_every_reservation_ends_once(trace: &Trace) -> Result<(), TestCaseError>
                     InventoryAction::SeatsConfirmed { reservation_id, .. } => (*reservation_id, 2),
                     _ => continue,
                 };
-                let count = counts.entry(id).or_default();
+                counts.entry(id).or_default();
+                let count = holds.entry(id).or_default().entry(envelope.stream_id.clone()).or_default();
                 *[&mut count.reserved, &mut count.released, &mut count.confirmed][field] += 1;
             }
             _ => {}
@@ -163,14 +168,22 @@ fn check_every_reservation_ends_once(trace: &Trace) -> Result<(), TestCaseError>
     for (id, count) in &counts {
         prop_assert_eq!(count.initiated, 1, "{} initiated {} times", id, count.initiated);
         prop_assert_eq!(count.terminal, 1, "{} has {} terminal events", id, count.terminal);
-        prop_assert!(count.reserved <= 1, "{} held seats {} times", id, count.reserved);
-        let status = trace.reservations.get(id).map(|r| r.status);
+        let reservation = trace.reservations.get(id);
+        let status = reservation.map(|r| r.status);
         prop_assert!(status.is_some_and(ReservationStatus::is_terminal), "{} stuck in {:?}", id, status);
+        let held = holds.get(id).map_or(0, HashMap::len);
         if status == Some(ReservationStatus::Completed) {
-            prop_assert_eq!((count.reserved, count.confirmed, count.released), (1, 1, 0), "completed {}", id);
-        } else {
-            prop_assert_eq!(count.confirmed, 0, "{} ended {:?} but its seats were sold", id, status);
-            prop_assert_eq!(count.released, count.reserved, "{} ended {:?}: seats held/released", id, status);
+            let lines = reservation.map_or(0, |r| r.order_lines().len());
+            prop_assert_eq!(held, lines, "completed {} held in {} of its {} sections", id, held, lines);
+        }
+        for (stream, count) in holds.get(id).into_iter().flatten() {
+            prop_assert!(count.reserved <= 1, "{} held seats {} times in {}", id, count.reserved, stream);
+            if status == Some(ReservationStatus::Completed) {
+                prop_assert_eq!((count.reserved, count.confirmed, count.released), (1, 1, 0), "completed {}", id);
+            } else {
+                prop_assert_eq!(count.confirmed, 0, "{} ended {:?} but its seats were sold", id, status);
+                prop_assert_eq!(count.released, count.reserved, "{} ended {:?}: seats held/released", id, status);
+            }
         }
     }
     for (stream, inventory) in &inventories {

@@ -13,6 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use super::order_line::OrderLine;
 use crate::domain::{CustomerId, EventId, RefundId, ReservationId, SectionName};
 use crate::framework::{Effects, Message, MessageKind, Reducer, event_sourced};
 
@@ -93,10 +94,14 @@ pub enum AllowanceAction {
         quantity: u32,
         /// The event's limit.
         limit: u32,
-        /// The section the seats are for (passed on to the inventory).
+        /// The section the seats are for (passed on to the inventory; the first line's, for an
+        /// order of several sections).
         section: SectionName,
         /// The reservation's hold deadline (passed on to the inventory).
         expires_at: DateTime<Utc>,
+        /// The order's lines, for an order of several sections (passed on to the inventories).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        lines: Vec<OrderLine>,
     },
     /// Give back tickets of a reservation's claim. A redelivery is a no-op.
     ReleaseClaim {
@@ -120,10 +125,13 @@ pub enum AllowanceAction {
         reservation_id: ReservationId,
         /// Tickets claimed.
         quantity: u32,
-        /// The section.
+        /// The section (the first line's, for an order of several sections).
         section: SectionName,
         /// The hold deadline.
         expires_at: DateTime<Utc>,
+        /// The order's lines, for an order of several sections.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        lines: Vec<OrderLine>,
     },
     /// Tickets of a claim are given back.
     #[serde(rename = "ClaimReleased")]
@@ -201,6 +209,7 @@ fn decide(state: &AllowanceState, command: AllowanceAction) -> Result<Option<All
             limit,
             section,
             expires_at,
+            lines,
         } => {
             if state.claims.contains_key(&reservation_id) || state.ended.contains(&reservation_id) {
                 return Ok(None);
@@ -223,6 +232,7 @@ fn decide(state: &AllowanceState, command: AllowanceAction) -> Result<Option<All
                 quantity,
                 section,
                 expires_at,
+                lines,
             }))
         }
         AllowanceAction::ReleaseClaim { event_id, customer_id, reservation_id, release } => {
@@ -283,6 +293,7 @@ mod tests {
             limit: 4,
             section: SectionName::new("Stalls").unwrap(),
             expires_at: Utc.with_ymd_and_hms(2030, 1, 1, 12, 5, 0).unwrap(),
+            lines: Vec::new(),
         }
     }
 

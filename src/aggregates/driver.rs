@@ -56,7 +56,7 @@ impl TicketingState {
 ///
 /// ```
 /// use std::sync::Arc;
-/// use boxoffice::aggregates::{EventAction, GatewayOutcome, SagaDriver, Section, TicketingEnv};
+/// use boxoffice::aggregates::{EventAction, GatewayOutcome, OrderLine, SagaDriver, Section, TicketingEnv};
 /// use boxoffice::prelude::*;
 /// use chrono::{TimeZone, Utc};
 ///
@@ -79,7 +79,8 @@ impl TicketingState {
 ///
 /// let reservation_id = ReservationId::new_v4();
 /// let customer_id = CustomerId::new_v4();
-/// let reserve = ReservationAction::InitiateReservation { reservation_id, event_id, section: stalls.clone(), quantity: 2, customer_id, unit_price: price, policy: boxoffice::aggregates::SalesPolicy::default() };
+/// let line = OrderLine { section: stalls.clone(), quantity: 2, unit_price: price, tier: None };
+/// let reserve = ReservationAction::InitiateReservation { reservation_id, event_id, lines: vec![line], customer_id, policy: boxoffice::aggregates::SalesPolicy::default() };
 /// driver.send(reserve.into()).map_err(|r| format!("{r:?}"))?;
 /// let pay = ReservationAction::RequestPayment { reservation_id };
 /// driver.send(pay.into()).map_err(|r| format!("{r:?}"))?;
@@ -210,11 +211,16 @@ impl SagaDriver {
             }
             TicketingAction::Reservation(a) => {
                 let Some(id) = a.reservation_id() else { return Effects::new() };
-                if let ReservationAction::InitiateReservation { event_id, section, .. } = &a
+                if let ReservationAction::InitiateReservation { event_id, lines, .. } = &a
                     && !state.reservations.contains_key(&id)
-                    && !state.events.get(event_id).is_some_and(|e| e.is_on_sale() && e.section(section).is_some())
+                    && let Some(line) = lines.iter().find(|line| {
+                        !state
+                            .events
+                            .get(event_id)
+                            .is_some_and(|e| e.is_on_sale() && e.section(&line.section).is_some())
+                    })
                 {
-                    let error = ReservationError::NotOnSale { event_id: *event_id, section: section.clone() };
+                    let error = ReservationError::NotOnSale { event_id: *event_id, section: line.section.clone() };
                     let rejection = TicketingAction::Reservation(ReservationAction::Rejected(error));
                     return smallvec::smallvec![Effect::Reject(Box::new(rejection))];
                 }
@@ -269,9 +275,95 @@ mod tests {
     use super::*;
     use crate::aggregates::{InventoryAction, InventoryError, PaymentAction};
     use crate::domain::{Currency, Money};
-    use crate::framework::{FixedClock, Message, MessageKind};
+    use crate::framework::{Clock, FixedClock, Message, MessageKind};
     use chrono::{TimeZone, Utc};
     use std::sync::Arc;
+
+    /// An event on sale with Stalls (10 seats at 25.00) and Balcony (`balcony` seats at 40.00).
+    fn two_sections(balcony: u32) -> (SagaDriver, EventId, [SectionName; 2]) {
+        use crate::aggregates::{EventAction, Section};
+        use crate::domain::{Capacity, PricingTier, TierKind, Venue, VenueId};
+        let clock = FixedClock::new(Utc.with_ymd_and_hms(2030, 1, 1, 12, 0, 0).unwrap());
+        let mut driver =
+            SagaDriver::new(TicketingEnv::new(Arc::new(clock.clone()))).answering(GatewayOutcome::Approved);
+        let event_id = EventId::new_v4();
+        let names = [SectionName::new("Stalls").unwrap(), SectionName::new("Balcony").unwrap()];
+        let tier =
+            |s: &SectionName, p| PricingTier::new(TierKind::Regular, s.clone(), Money::new(p, Currency::EUR), None);
+        driver
+            .send(
+                EventAction::CreateEvent {
+                    event_id,
+                    name: "Rust Fest".into(),
+                    venue: Venue::new(VenueId::new_v4(), "Hall").unwrap(),
+                    date: clock.now() + chrono::Duration::days(30),
+                    sections: vec![
+                        Section { name: names[0].clone(), capacity: Capacity::new(10).unwrap() },
+                        Section { name: names[1].clone(), capacity: Capacity::new(balcony).unwrap() },
+                    ],
+                    pricing_tiers: vec![tier(&names[0], 2_500).unwrap(), tier(&names[1], 4_000).unwrap()],
+                    policy: crate::aggregates::SalesPolicy::default(),
+                }
+                .into(),
+            )
+            .unwrap();
+        driver.send(EventAction::PublishEvent { event_id }.into()).unwrap();
+        driver.send(EventAction::OpenSales { event_id }.into()).unwrap();
+        (driver, event_id, names)
+    }
+
+    fn basket(event_id: EventId, names: &[SectionName; 2], quantities: [u32; 2]) -> (ReservationId, TicketingAction) {
+        let reservation_id = ReservationId::new_v4();
+        let lines = names
+            .iter()
+            .zip(quantities)
+            .zip([2_500, 4_000])
+            .map(|((section, quantity), price)| crate::aggregates::OrderLine {
+                section: section.clone(),
+                quantity,
+                unit_price: Money::new(price, Currency::EUR),
+                tier: None,
+            })
+            .collect();
+        let initiate = ReservationAction::InitiateReservation {
+            reservation_id,
+            event_id,
+            lines,
+            customer_id: crate::domain::CustomerId::new_v4(),
+            policy: crate::aggregates::SalesPolicy::default(),
+        };
+        (reservation_id, initiate.into())
+    }
+
+    #[test]
+    fn a_basket_holds_every_section_pays_its_total_once_and_sells_both() {
+        let (mut driver, event_id, names) = two_sections(5);
+        let (reservation_id, initiate) = basket(event_id, &names, [2, 1]);
+        driver.send(initiate).unwrap();
+        let held = driver.state().reservation(reservation_id).unwrap();
+        assert_eq!(held.status, crate::aggregates::ReservationStatus::SeatsAllocated, "{:#?}", driver.log());
+        assert_eq!(held.seats.len(), 3);
+        driver.send(ReservationAction::RequestPayment { reservation_id }.into()).unwrap();
+        let done = driver.state().reservation(reservation_id).unwrap();
+        assert_eq!(done.status, crate::aggregates::ReservationStatus::Completed);
+        let charges = driver.log().iter().filter(|a| a.name() == "PaymentProcessed").count();
+        assert_eq!(charges, 1);
+        assert_eq!(driver.state().inventory(event_id, &names[0]).unwrap().sold(), 2);
+        assert_eq!(driver.state().inventory(event_id, &names[1]).unwrap().sold(), 1);
+        let issued = driver.log().iter().filter(|a| a.name() == "TicketsIssued").count();
+        assert_eq!(issued, 2, "one TicketsIssued per section");
+    }
+
+    #[test]
+    fn a_basket_one_section_cannot_fill_releases_the_others() {
+        let (mut driver, event_id, names) = two_sections(1);
+        let (reservation_id, initiate) = basket(event_id, &names, [3, 2]);
+        driver.send(initiate).unwrap();
+        let ended = driver.state().reservation(reservation_id).unwrap();
+        assert_eq!(ended.status, crate::aggregates::ReservationStatus::Compensated, "{:#?}", driver.log());
+        assert_eq!(driver.state().inventory(event_id, &names[0]).unwrap().available(), 10);
+        assert_eq!(driver.state().inventory(event_id, &names[1]).unwrap().available(), 1);
+    }
 
     #[test]
     fn refused_commands_for_unknown_instances_create_nothing() {

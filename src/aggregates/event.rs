@@ -140,6 +140,25 @@ impl EventState {
             .ok_or_else(|| self.no_price(section))
     }
 
+    /// The price of a seat in `section` under the tier of kind `tier` now (the cheapest tier on
+    /// sale when `tier` is `None`).
+    ///
+    /// # Errors
+    /// [`EventError::NoPrice`] when no such tier of the section is on sale at `now`.
+    pub fn price_of_tier(
+        &self,
+        section: &SectionName,
+        tier: Option<crate::domain::TierKind>,
+        now: DateTime<Utc>,
+    ) -> Result<Money, EventError> {
+        let Some(kind) = tier else { return self.price_at(section, now) };
+        self.tiers(section)
+            .filter(|t| t.kind() == kind && t.on_sale_at(now))
+            .map(PricingTier::price)
+            .min_by_key(Money::minor_units)
+            .ok_or_else(|| self.no_price(section))
+    }
+
     fn tiers<'a>(&'a self, section: &'a SectionName) -> impl Iterator<Item = &'a PricingTier> + 'a {
         self.details.iter().flat_map(|d| d.pricing_tiers.iter()).filter(move |t| t.section() == section)
     }

@@ -166,6 +166,8 @@ pub enum InventoryError {
     InsufficientInventory {
         /// The reservation that asked.
         reservation_id: ReservationId,
+        /// The section that lacks them.
+        section: SectionName,
         /// Seats asked for.
         requested: u32,
         /// Seats that were available.
@@ -472,7 +474,12 @@ fn decide(state: &InventoryState, command: InventoryAction) -> Result<Option<Inv
             }
             let available = state.available();
             if quantity > available {
-                return Err(InventoryError::InsufficientInventory { reservation_id, requested: quantity, available });
+                return Err(InventoryError::InsufficientInventory {
+                    reservation_id,
+                    section,
+                    requested: quantity,
+                    available,
+                });
             }
             let seats = state.allocate(event_id, &section, quantity);
             Ok(Some(InventoryAction::SeatsReserved { event_id, section, reservation_id, seats, expires_at }))

@@ -14,6 +14,7 @@ mod allowance;
 mod driver;
 mod event;
 mod inventory;
+mod order_line;
 mod payment;
 mod reservation;
 mod saga;
@@ -34,6 +35,7 @@ pub use inventory::{
     AllocatedSeat, Hold, HoldStatus, InventoryAction, InventoryEnv, InventoryError, InventoryReducer, InventoryState,
     ReleaseReason,
 };
+pub use order_line::{LineSeats, OrderLine, split_by_line};
 pub use payment::{
     GatewayOutcome, PaymentAction, PaymentEnv, PaymentError, PaymentRecord, PaymentReducer, PaymentState,
     PaymentStatus, RefundRecord, RefundStatus,

@@ -20,6 +20,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use smallvec::{SmallVec, smallvec};
 
+use super::order_line::{LineSeats, OrderLine, split_by_line};
 use super::{LatePaymentPolicy, SalesPolicy};
 use crate::domain::{CustomerId, DomainError, EventId, Money, PaymentId, RefundId, ReservationId, SeatId, SectionName};
 use crate::framework::{Clock, Effects, Message, MessageKind, Reducer, event_sourced};
@@ -60,6 +61,10 @@ pub enum CompensationReason {
         requested: u32,
         /// Seats that were available.
         available: u32,
+        /// The section that lacked them (absent in logs written before orders had several
+        /// sections).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        section: Option<SectionName>,
     },
     /// The customer already holds or is buying as many tickets of the event as it allows.
     CustomerLimitReached {
@@ -82,20 +87,28 @@ pub struct Reservation {
     pub reservation_id: ReservationId,
     /// The event.
     pub event_id: EventId,
-    /// The section.
+    /// The section (of the first line, for an order of several).
     pub section: SectionName,
-    /// Seats wanted.
+    /// Seats wanted (in all lines).
     pub quantity: u32,
     /// Who buys.
     pub customer_id: CustomerId,
-    /// Price of one seat.
+    /// Price of one seat (of the first line, for an order of several).
     pub unit_price: Money,
-    /// `unit_price × quantity`.
+    /// What the order costs: the sum of its lines' `unit_price × quantity`.
     pub total: Money,
-    /// The hold deadline.
+    /// The hold deadline, one for the whole order.
     pub expires_at: DateTime<Utc>,
-    /// Seats held for it (empty until allocated).
+    /// Seats held for it, in every line (empty until all lines are allocated).
     pub seats: Vec<SeatId>,
+    /// The order's lines, when the flat fields do not say everything (several sections, or a
+    /// tier chosen); empty for a one-section reservation, whose line is `section`, `quantity` and
+    /// `unit_price`.
+    #[serde(default)]
+    pub lines: Vec<OrderLine>,
+    /// For an order of several sections, the seats each line holds, as the inventories answer.
+    #[serde(default)]
+    pub held: Vec<LineSeats>,
     /// The payment requested for it.
     pub payment_id: Option<PaymentId>,
     /// Status.
@@ -136,6 +149,83 @@ impl Reservation {
     pub fn kept_seats(&self) -> impl Iterator<Item = SeatId> + '_ {
         self.seats.iter().copied().filter(|s| !self.refunded_seats.contains(s))
     }
+
+    /// The order's lines: one for a one-section reservation.
+    #[must_use]
+    pub fn order_lines(&self) -> Vec<OrderLine> {
+        if self.lines.is_empty() {
+            vec![OrderLine {
+                section: self.section.clone(),
+                quantity: self.quantity,
+                unit_price: self.unit_price,
+                tier: None,
+            }]
+        } else {
+            self.lines.clone()
+        }
+    }
+
+    /// Whether the order spans several sections (each held in its own inventory).
+    #[must_use]
+    pub fn is_multi_section(&self) -> bool {
+        self.lines.len() > 1
+    }
+
+    /// Seats held now, in every line.
+    #[must_use]
+    pub fn held_seats(&self) -> Vec<SeatId> {
+        if self.is_multi_section() {
+            self.held.iter().flat_map(|line| line.seats.iter().copied()).collect()
+        } else {
+            self.seats.clone()
+        }
+    }
+
+    /// The seats held per line, in the order's line order: every line's seats once allocated
+    /// (one line for a one-section reservation; empty before any seat is held).
+    #[must_use]
+    pub fn held_lines(&self) -> Vec<LineSeats> {
+        if self.is_multi_section() {
+            // In the order's line order, whichever inventory answered first.
+            self.lines
+                .iter()
+                .filter_map(|line| self.held.iter().find(|held| held.section == line.section).cloned())
+                .collect()
+        } else if self.seats.is_empty() {
+            Vec::new()
+        } else {
+            vec![LineSeats { section: self.section.clone(), unit_price: self.unit_price, seats: self.seats.clone() }]
+        }
+    }
+
+    /// The seats held per line, as an ending event of an order of several sections records
+    /// them (empty for one section: the event's flat `section` and `seats` say it).
+    fn ending_lines(&self) -> Vec<LineSeats> {
+        if self.is_multi_section() { self.held.clone() } else { Vec::new() }
+    }
+
+    /// What the seats bought and not refunded cost.
+    ///
+    /// # Errors
+    /// [`DomainError::MoneyOverflow`] past the bounds of [`Money`] (not for an order that
+    /// `InitiateReservation` accepted).
+    pub fn kept_price(&self) -> Result<Money, DomainError> {
+        self.price_of_seats(self.kept_seats())
+    }
+
+    /// What `seats` of the order cost, each at its line's price.
+    ///
+    /// # Errors
+    /// As [`Reservation::kept_price`].
+    pub fn price_of_seats(&self, seats: impl IntoIterator<Item = SeatId>) -> Result<Money, DomainError> {
+        seats.into_iter().try_fold(Money::zero(self.total.currency()), |sum, seat| sum.checked_add(self.price_of(seat)))
+    }
+
+    /// The price `seat` was sold for (its line's).
+    #[must_use]
+    pub fn price_of(&self, seat: SeatId) -> Money {
+        self.held.iter().find(|line| line.seats.contains(&seat)).map_or(self.unit_price, |line| line.unit_price)
+    }
 }
 
 /// State of one Reservation stream.
@@ -148,11 +238,25 @@ pub struct ReservationState {
 /// Why a Reservation command was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
 pub enum ReservationError {
-    /// Zero seats asked for.
+    /// Zero seats asked for (in the order, or in one of its lines).
     #[error("reservation {reservation_id}: quantity must be positive")]
     ZeroQuantity {
         /// The reservation.
         reservation_id: ReservationId,
+    },
+    /// An order of no lines.
+    #[error("reservation {reservation_id}: an order needs at least one line")]
+    EmptyOrder {
+        /// The reservation.
+        reservation_id: ReservationId,
+    },
+    /// Two lines of one order name the same section.
+    #[error("reservation {reservation_id}: section {section} appears in two lines")]
+    DuplicateSection {
+        /// The reservation.
+        reservation_id: ReservationId,
+        /// The section.
+        section: SectionName,
     },
     /// The unit price is zero or negative.
     #[error("reservation {reservation_id}: unit price {unit_price} must be positive")]
@@ -244,20 +348,17 @@ pub enum ReservationError {
 /// reporting what Inventory and Payment did.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ReservationAction {
-    /// Start a purchase. A redelivery with identical details is a no-op.
+    /// Start a purchase: an order of one line per section, all held or none. A redelivery with
+    /// identical details is a no-op.
     InitiateReservation {
         /// New reservation id (generated by the caller).
         reservation_id: ReservationId,
         /// The event.
         event_id: EventId,
-        /// The section.
-        section: SectionName,
-        /// Seats wanted.
-        quantity: u32,
+        /// The lines, each priced from the event's pricing tiers; distinct sections.
+        lines: Vec<OrderLine>,
         /// Who buys.
         customer_id: CustomerId,
-        /// Price of one seat, from the event's pricing tiers.
-        unit_price: Money,
         /// The event's hold and late-payment rules.
         #[serde(default)]
         policy: SalesPolicy,
@@ -268,6 +369,9 @@ pub enum ReservationAction {
         reservation_id: ReservationId,
         /// The seats.
         seats: Vec<SeatId>,
+        /// The section whose inventory held them (needed for an order of several sections).
+        #[serde(default)]
+        section: Option<SectionName>,
     },
     /// Saga: Inventory refused for lack of seats.
     RecordSeatShortage {
@@ -277,6 +381,9 @@ pub enum ReservationAction {
         requested: u32,
         /// Seats that were available.
         available: u32,
+        /// The section that lacked them.
+        #[serde(default)]
+        section: Option<SectionName>,
     },
     /// Saga: the customer's allowance refused the seats (the event's per-customer limit).
     RecordLimitReached {
@@ -354,15 +461,15 @@ pub enum ReservationAction {
         reservation_id: ReservationId,
         /// The event.
         event_id: EventId,
-        /// The section.
+        /// The section (of the first line, for an order of several).
         section: SectionName,
-        /// Seats wanted.
+        /// Seats wanted, in all lines.
         quantity: u32,
         /// Who buys.
         customer_id: CustomerId,
-        /// Price of one seat.
+        /// Price of one seat (of the first line, for an order of several).
         unit_price: Money,
-        /// `unit_price × quantity`.
+        /// What the order costs, all lines.
         total: Money,
         /// The hold deadline.
         expires_at: DateTime<Utc>,
@@ -375,8 +482,20 @@ pub enum ReservationAction {
         /// customer's allowance before the inventory is asked.
         #[serde(default)]
         ticket_limit: Option<u32>,
+        /// The order's lines, written when the flat fields do not say everything (several
+        /// sections, or a tier chosen); see [`ReservationAction::order_lines`].
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        lines: Vec<OrderLine>,
     },
-    /// Seats are held for the reservation.
+    /// One line of an order of several sections has its seats; the order waits for the others.
+    #[serde(rename = "LineSeatsHeld")]
+    LineSeatsHeld {
+        /// The reservation.
+        reservation_id: ReservationId,
+        /// The line's seats.
+        line: LineSeats,
+    },
+    /// Seats are held for the reservation: every line of it.
     #[serde(rename = "SeatsAllocated")]
     SeatsAllocated {
         /// The reservation.
@@ -436,9 +555,12 @@ pub enum ReservationAction {
         /// purchases get no tickets).
         #[serde(default)]
         customer_id: Option<CustomerId>,
-        /// Price of one seat (as `customer_id`).
+        /// Price of one seat (as `customer_id`; of the first line, for an order of several).
         #[serde(default)]
         unit_price: Option<Money>,
+        /// For an order of several sections, `seats` per line; empty for one section.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        lines: Vec<LineSeats>,
     },
     /// Seats of the completed purchase were refunded: their tickets are to be revoked, the
     /// seats returned to the inventory and `amount` given back.
@@ -470,6 +592,9 @@ pub enum ReservationAction {
         /// limit).
         #[serde(default)]
         claim: Option<CustomerId>,
+        /// For an order of several sections, `seats` per line; empty for one section.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        lines: Vec<LineSeats>,
     },
     /// The hold ran out. Terminal.
     #[serde(rename = "ReservationExpired")]
@@ -488,6 +613,9 @@ pub enum ReservationAction {
         /// limit).
         #[serde(default)]
         claim: Option<CustomerId>,
+        /// For an order of several sections, `seats` per line; empty for one section.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        lines: Vec<LineSeats>,
     },
     /// The customer cancelled. Terminal.
     #[serde(rename = "ReservationCancelled")]
@@ -506,6 +634,9 @@ pub enum ReservationAction {
         /// limit).
         #[serde(default)]
         claim: Option<CustomerId>,
+        /// For an order of several sections, `seats` per line; empty for one section.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        lines: Vec<LineSeats>,
     },
     /// Undone after a failure. Terminal.
     #[serde(rename = "ReservationCompensated")]
@@ -526,6 +657,9 @@ pub enum ReservationAction {
         /// limit).
         #[serde(default)]
         claim: Option<CustomerId>,
+        /// For an order of several sections, `seats` per line; empty for one section.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        lines: Vec<LineSeats>,
     },
     /// A payment succeeded after the hold ended and the event accepts late payments if seats
     /// are free: the saga asks Inventory for them.
@@ -585,6 +719,40 @@ impl ReservationAction {
         )
     }
 
+    /// The lines of the order a `ReservationInitiated` starts (one for a one-section
+    /// reservation); empty for any other action.
+    #[must_use]
+    pub fn order_lines(&self) -> Vec<OrderLine> {
+        match self {
+            Self::ReservationInitiated { lines, .. } if !lines.is_empty() => lines.clone(),
+            Self::ReservationInitiated { section, quantity, unit_price, .. } => {
+                vec![OrderLine { section: section.clone(), quantity: *quantity, unit_price: *unit_price, tier: None }]
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// The seats of an event that ends a reservation, completes it or refunds seats of it, per
+    /// section (one pair for a one-section reservation; sections without seats left out);
+    /// empty for any other action.
+    #[must_use]
+    pub fn seats_by_section(&self) -> SmallVec<[(&SectionName, &[SeatId]); 2]> {
+        match self {
+            Self::ReservationCompleted { section, seats, lines, .. }
+            | Self::ReservationExpired { section, seats, lines, .. }
+            | Self::ReservationCancelled { section, seats, lines, .. }
+            | Self::ReservationCompensated { section, seats, lines, .. }
+            | Self::SeatsRefunded { section, seats, lines, .. } => {
+                if lines.is_empty() {
+                    if seats.is_empty() { SmallVec::new() } else { smallvec![(section, seats.as_slice())] }
+                } else {
+                    lines.iter().filter(|l| !l.seats.is_empty()).map(|l| (&l.section, l.seats.as_slice())).collect()
+                }
+            }
+            _ => SmallVec::new(),
+        }
+    }
+
     /// The reservation this action addresses (`None` for a rejection).
     #[must_use]
     pub fn reservation_id(&self) -> Option<ReservationId> {
@@ -604,6 +772,7 @@ impl ReservationAction {
             | Self::SeatsRefunded { reservation_id, .. }
             | Self::ReservationInitiated { reservation_id, .. }
             | Self::SeatsAllocated { reservation_id, .. }
+            | Self::LineSeatsHeld { reservation_id, .. }
             | Self::PaymentRequested { reservation_id, .. }
             | Self::PaymentSucceeded { reservation_id, .. }
             | Self::PaymentFailed { reservation_id, .. }
@@ -656,6 +825,7 @@ impl Message for ReservationAction {
             Self::SeatsRefunded { .. } => "SeatsRefunded",
             Self::ReservationInitiated { .. } => "ReservationInitiated",
             Self::SeatsAllocated { .. } => "SeatsAllocated",
+            Self::LineSeatsHeld { .. } => "LineSeatsHeld",
             Self::PaymentRequested { .. } => "PaymentRequested",
             Self::PaymentSucceeded { .. } => "PaymentSucceeded",
             Self::PaymentFailed { .. } => "PaymentFailed",
@@ -735,18 +905,8 @@ fn decide(
     env: &ReservationEnv,
 ) -> Result<Events, ReservationError> {
     let now = env.clock.now();
-    if let ReservationAction::InitiateReservation {
-        reservation_id,
-        event_id,
-        section,
-        quantity,
-        customer_id,
-        unit_price,
-        policy,
-    } = command
-    {
-        let request = Initiate { reservation_id, event_id, section, quantity, customer_id, unit_price, policy };
-        return initiate(state, env, request);
+    if let ReservationAction::InitiateReservation { reservation_id, event_id, lines, customer_id, policy } = command {
+        return initiate(state, env, Initiate { reservation_id, event_id, lines, customer_id, policy });
     }
     let Some(reservation_id) = command.reservation_id() else { return Ok(smallvec![]) };
     let r = state.reservation.as_ref().ok_or(ReservationError::NotFound { reservation_id })?;
@@ -754,6 +914,9 @@ fn decide(
     let invalid =
         |action: &'static str| ReservationError::InvalidState { reservation_id, status, action: action.into() };
     let events: Events = match command {
+        ReservationAction::AllocateSeats { seats, section: held_in, .. } if r.is_multi_section() => {
+            allocate_line(r, held_in, seats)?
+        }
         ReservationAction::AllocateSeats { seats, .. } => match status {
             ReservationStatus::Initiated => smallvec![ReservationAction::SeatsAllocated { reservation_id, seats }],
             // The reservation ended while Inventory was still holding seats for it.
@@ -778,10 +941,11 @@ fn decide(
                     reservation_id,
                     event_id,
                     section,
-                    seats: r.seats.clone(),
+                    seats: r.held_seats(),
                     reason: CompensationReason::PaymentFailed { reason },
                     compensated_at: now,
                     claim: r.claim(),
+                    lines: r.ending_lines(),
                 },
             ],
             _ => smallvec![],
@@ -797,9 +961,10 @@ fn decide(
                 reservation_id,
                 event_id,
                 section,
-                seats: r.seats.clone(),
+                seats: r.held_seats(),
                 cancelled_at: now,
                 claim: r.claim(),
+                lines: r.ending_lines(),
             }],
         },
         ReservationAction::ExpireReservation { .. } => match status {
@@ -811,9 +976,10 @@ fn decide(
                 reservation_id,
                 event_id,
                 section,
-                seats: r.seats.clone(),
+                seats: r.held_seats(),
                 expired_at: now,
                 claim: r.claim(),
+                lines: r.ending_lines(),
             }],
         },
         _ => smallvec![],
@@ -840,6 +1006,7 @@ fn late_sale(r: &Reservation, command: ReservationAction, now: DateTime<Utc>) ->
                     completed_at: now,
                     customer_id: Some(r.customer_id),
                     unit_price: Some(r.unit_price),
+                    lines: Vec::new(),
                 }]
             }
             _ => return Err(invalid("complete a late sale that was not accepted")),
@@ -874,14 +1041,20 @@ fn payment_succeeded(
                 completed_at: now,
                 customer_id: Some(r.customer_id),
                 unit_price: Some(r.unit_price),
+                lines: r.ending_lines(),
             },
         ],
         ReservationStatus::Expired | ReservationStatus::Cancelled | ReservationStatus::Compensated
             if r.refund_owed.is_none() && r.late_payment_kept.is_none() =>
         {
-            // A customer who cancelled is always refunded; otherwise the event's policy decides.
-            let policy =
-                if r.status == ReservationStatus::Cancelled { LatePaymentPolicy::Refund } else { r.late_payment };
+            // A customer who cancelled is always refunded; otherwise the event's policy decides. An
+            // order of several sections is refunded rather than sold late: selling it late would
+            // take every section's seats at once, and a late sale asks one inventory.
+            let policy = match r.late_payment {
+                _ if r.status == ReservationStatus::Cancelled => LatePaymentPolicy::Refund,
+                LatePaymentPolicy::AcceptIfSeatsFree if r.is_multi_section() => LatePaymentPolicy::Refund,
+                policy => policy,
+            };
             match policy {
                 LatePaymentPolicy::Refund => {
                     smallvec![ReservationAction::PaymentSucceeded {
@@ -922,23 +1095,71 @@ fn refused_seats(r: &Reservation, command: &ReservationAction, now: DateTime<Utc
         ReservationAction::RecordLimitReached { limit, held, .. } => {
             CompensationReason::CustomerLimitReached { limit: *limit, held: *held }
         }
-        ReservationAction::RecordSeatShortage { requested, available, .. } => {
-            CompensationReason::InsufficientInventory { requested: *requested, available: *available }
+        ReservationAction::RecordSeatShortage { requested, available, section, .. } => {
+            CompensationReason::InsufficientInventory {
+                requested: *requested,
+                available: *available,
+                section: section.clone(),
+            }
         }
         _ => return smallvec![],
     };
     if r.status != ReservationStatus::Initiated {
         return smallvec![];
     }
+    // Lines of an order of several sections that had their seats already give them back.
     smallvec![ReservationAction::ReservationCompensated {
         reservation_id: r.reservation_id,
         event_id: r.event_id,
         section: r.section.clone(),
-        seats: Vec::new(),
+        seats: r.held_seats(),
         reason,
         compensated_at: now,
         claim: r.claim(),
+        lines: r.ending_lines(),
     }]
+}
+
+/// One line of an order of several sections has its seats: recorded while the order waits, and
+/// the order allocated with the last of them; seats that arrive after the order ended go back.
+fn allocate_line(
+    r: &Reservation,
+    section: Option<SectionName>,
+    seats: Vec<SeatId>,
+) -> Result<Events, ReservationError> {
+    let reservation_id = r.reservation_id;
+    let line = section.and_then(|section| r.lines.iter().find(|l| l.section == section)).ok_or_else(|| {
+        ReservationError::InvalidState {
+            reservation_id,
+            status: r.status,
+            action: "allocate seats of a section the order does not name".into(),
+        }
+    })?;
+    if r.held.iter().any(|held| held.section == line.section) {
+        return Ok(smallvec![]);
+    }
+    let line_seats = LineSeats { section: line.section.clone(), unit_price: line.unit_price, seats };
+    Ok(match r.status {
+        ReservationStatus::Initiated => {
+            let mut all = r.held_seats();
+            all.extend(line_seats.seats.iter().copied());
+            let complete = r.held.len() + 1 == r.lines.len();
+            let mut events: Events = smallvec![ReservationAction::LineSeatsHeld { reservation_id, line: line_seats }];
+            if complete {
+                events.push(ReservationAction::SeatsAllocated { reservation_id, seats: all });
+            }
+            events
+        }
+        ReservationStatus::Expired | ReservationStatus::Cancelled | ReservationStatus::Compensated => {
+            smallvec![ReservationAction::SeatsReturned {
+                reservation_id,
+                event_id: r.event_id,
+                section: line_seats.section,
+                seats: line_seats.seats,
+            }]
+        }
+        _ => smallvec![],
+    })
 }
 
 /// The customer pays for the seats held.
@@ -995,8 +1216,9 @@ fn refund_seats(r: &Reservation, refund: SeatRefund, now: DateTime<Utc>) -> Resu
         }
         unique.push(seat_id);
     }
-    let count = u32::try_from(unique.len()).unwrap_or(u32::MAX);
-    let price = r.unit_price.checked_mul(count).map_err(|source| ReservationError::Money { reservation_id, source })?;
+    let price = r
+        .price_of_seats(unique.iter().copied())
+        .map_err(|source| ReservationError::Money { reservation_id, source })?;
     let in_price = amount.currency() == price.currency() && (0..=price.minor_units()).contains(&amount.minor_units());
     if !in_price {
         return Err(ReservationError::RefundNotInPrice { reservation_id, amount, price });
@@ -1007,6 +1229,7 @@ fn refund_seats(r: &Reservation, refund: SeatRefund, now: DateTime<Utc>) -> Resu
         section: r.section.clone(),
         customer_id: r.customer_id,
         all: unique.len() == kept.len(),
+        lines: if r.is_multi_section() { split_by_line(&r.held, &unique) } else { Vec::new() },
         seats: unique,
         payment_id: r.payment_id.unwrap_or_else(|| PaymentId::for_reservation(reservation_id)),
         refund_id,
@@ -1021,34 +1244,42 @@ fn refund_seats(r: &Reservation, refund: SeatRefund, now: DateTime<Utc>) -> Resu
 struct Initiate {
     reservation_id: ReservationId,
     event_id: EventId,
-    section: SectionName,
-    quantity: u32,
+    lines: Vec<OrderLine>,
     customer_id: CustomerId,
-    unit_price: Money,
     policy: SalesPolicy,
 }
 
 fn initiate(state: &ReservationState, env: &ReservationEnv, request: Initiate) -> Result<Events, ReservationError> {
-    let Initiate { reservation_id, event_id, section, quantity, customer_id, unit_price, policy } = request;
+    let Initiate { reservation_id, event_id, lines, customer_id, policy } = request;
     if let Some(r) = &state.reservation {
-        let same = r.event_id == event_id
-            && r.section == section
-            && r.quantity == quantity
-            && r.customer_id == customer_id
-            && r.unit_price == unit_price;
+        let same = r.event_id == event_id && r.order_lines() == lines && r.customer_id == customer_id;
         return if same { Ok(smallvec![]) } else { Err(ReservationError::AlreadyExists { reservation_id }) };
     }
-    if quantity == 0 {
-        return Err(ReservationError::ZeroQuantity { reservation_id });
+    let Some(first) = lines.first() else { return Err(ReservationError::EmptyOrder { reservation_id }) };
+    let money = |source| ReservationError::Money { reservation_id, source };
+    let mut total = Money::zero(first.unit_price.currency());
+    let mut quantity: u32 = 0;
+    for (i, line) in lines.iter().enumerate() {
+        if line.quantity == 0 {
+            return Err(ReservationError::ZeroQuantity { reservation_id });
+        }
+        if !line.unit_price.is_positive() {
+            return Err(ReservationError::NonPositivePrice { reservation_id, unit_price: line.unit_price });
+        }
+        if lines[..i].iter().any(|earlier| earlier.section == line.section) {
+            return Err(ReservationError::DuplicateSection { reservation_id, section: line.section.clone() });
+        }
+        total = total.checked_add(line.unit_price.checked_mul(line.quantity).map_err(money)?).map_err(money)?;
+        quantity = quantity
+            .checked_add(line.quantity)
+            .ok_or_else(|| money(DomainError::MoneyOverflow { operation: "sum the seats of an order".into() }))?;
     }
-    if !unit_price.is_positive() {
-        return Err(ReservationError::NonPositivePrice { reservation_id, unit_price });
-    }
-    let total =
-        unit_price.checked_mul(quantity).map_err(|source| ReservationError::Money { reservation_id, source })?;
     let now = env.clock.now();
     let hold = chrono::Duration::from_std(policy.hold.unwrap_or(env.hold_duration)).unwrap_or(chrono::Duration::MAX);
     let expires_at = now.checked_add_signed(hold).unwrap_or(DateTime::<Utc>::MAX_UTC);
+    let (section, unit_price) = (first.section.clone(), first.unit_price);
+    // The flat fields say everything about one line with no tier chosen: no `lines` written.
+    let said = lines.len() == 1 && first.tier.is_none();
     Ok(smallvec![ReservationAction::ReservationInitiated {
         reservation_id,
         event_id,
@@ -1061,6 +1292,7 @@ fn initiate(state: &ReservationState, env: &ReservationEnv, request: Initiate) -
         initiated_at: now,
         late_payment: policy.late_payment,
         ticket_limit: policy.max_tickets_per_customer,
+        lines: if said { Vec::new() } else { lines },
     }])
 }
 
@@ -1076,6 +1308,7 @@ fn apply(state: &mut ReservationState, event: &ReservationAction) {
         expires_at,
         late_payment,
         ticket_limit,
+        lines,
         ..
     } = event
     {
@@ -1098,6 +1331,8 @@ fn apply(state: &mut ReservationState, event: &ReservationAction) {
             refunded_seats: Vec::new(),
             seat_refunds: Vec::new(),
             ticket_limit: *ticket_limit,
+            lines: lines.clone(),
+            held: Vec::new(),
         });
         return;
     }
@@ -1123,6 +1358,10 @@ fn apply(state: &mut ReservationState, event: &ReservationAction) {
         ReservationAction::ReservationCompensated { reason, .. } => {
             r.status = ReservationStatus::Compensated;
             r.compensation = Some(reason.clone());
+        }
+        ReservationAction::LineSeatsHeld { line, .. } => r.held.push(line.clone()),
+        ReservationAction::SeatsReturned { section, seats, .. } if r.is_multi_section() => {
+            r.held.push(LineSeats { section: section.clone(), unit_price: r.unit_price, seats: seats.clone() });
         }
         ReservationAction::SeatsReturned { seats, .. } => r.seats.clone_from(seats),
         ReservationAction::SeatsRefunded { seats, refund_id, .. } => {
@@ -1178,15 +1417,14 @@ mod tests {
         ReservationAction::InitiateReservation {
             reservation_id: rid(),
             event_id: event(),
-            section: section(),
-            quantity,
+            lines: vec![OrderLine { section: section(), quantity, unit_price: eur(unit), tier: None }],
             customer_id: customer(),
-            unit_price: eur(unit),
             policy: crate::aggregates::SalesPolicy::default(),
         }
     }
     fn initiated() -> ReservationAction {
         ReservationAction::ReservationInitiated {
+            lines: Vec::new(),
             reservation_id: rid(),
             event_id: event(),
             section: section(),
@@ -1229,6 +1467,7 @@ mod tests {
     }
     fn completed() -> ReservationAction {
         ReservationAction::ReservationCompleted {
+            lines: Vec::new(),
             reservation_id: rid(),
             event_id: event(),
             section: section(),
@@ -1240,6 +1479,7 @@ mod tests {
     }
     fn expired(seats: Vec<SeatId>, at: DateTime<Utc>) -> ReservationAction {
         ReservationAction::ReservationExpired {
+            lines: Vec::new(),
             reservation_id: rid(),
             event_id: event(),
             section: section(),
@@ -1250,6 +1490,7 @@ mod tests {
     }
     fn cancelled(seats: Vec<SeatId>) -> ReservationAction {
         ReservationAction::ReservationCancelled {
+            lines: Vec::new(),
             reservation_id: rid(),
             event_id: event(),
             section: section(),
@@ -1309,7 +1550,7 @@ mod tests {
         let pay = || ReservationAction::RequestPayment { reservation_id: rid() };
         test()
             .given([initiated()])?
-            .when(ReservationAction::AllocateSeats { reservation_id: rid(), seats: seats() })
+            .when(ReservationAction::AllocateSeats { section: None, reservation_id: rid(), seats: seats() })
             .then_persisted(std::slice::from_ref(&seats_allocated))?
             .then_state("allocated", status_is(ReservationStatus::SeatsAllocated))?;
         test()
@@ -1323,7 +1564,7 @@ mod tests {
         })?;
         test()
             .given(pending())?
-            .when(ReservationAction::AllocateSeats { reservation_id: rid(), seats: seats() })
+            .when(ReservationAction::AllocateSeats { section: None, reservation_id: rid(), seats: seats() })
             .then_persisted(&[])?
             .then_unchanged()?;
         Ok(())
@@ -1331,7 +1572,7 @@ mod tests {
 
     #[test]
     fn seats_arriving_after_the_end_are_returned_once() -> Result<(), ReducerTestError> {
-        let allocate = || ReservationAction::AllocateSeats { reservation_id: rid(), seats: seats() };
+        let allocate = || ReservationAction::AllocateSeats { section: None, reservation_id: rid(), seats: seats() };
         let returned = ReservationAction::SeatsReturned {
             reservation_id: rid(),
             event_id: event(),
@@ -1469,6 +1710,7 @@ mod tests {
         let fail =
             || ReservationAction::FailPayment { reservation_id: rid(), payment_id: pid(), reason: "card".into() };
         let compensated = ReservationAction::ReservationCompensated {
+            lines: Vec::new(),
             reservation_id: rid(),
             event_id: event(),
             section: section(),
@@ -1492,14 +1734,16 @@ mod tests {
 
     #[test]
     fn seat_shortage_compensates_without_seats() -> Result<(), ReducerTestError> {
-        let shortage = ReservationAction::RecordSeatShortage { reservation_id: rid(), requested: 2, available: 1 };
+        let shortage =
+            ReservationAction::RecordSeatShortage { section: None, reservation_id: rid(), requested: 2, available: 1 };
         test().given([initiated()])?.when(shortage.clone()).then_persisted(&[
             ReservationAction::ReservationCompensated {
+                lines: Vec::new(),
                 reservation_id: rid(),
                 event_id: event(),
                 section: section(),
                 seats: Vec::new(),
-                reason: CompensationReason::InsufficientInventory { requested: 2, available: 1 },
+                reason: CompensationReason::InsufficientInventory { section: None, requested: 2, available: 1 },
                 compensated_at: start(),
                 claim: None,
             },
@@ -1555,11 +1799,12 @@ mod tests {
         events.extend([
             ReservationAction::PaymentFailed { reservation_id: rid(), payment_id: pid(), reason: "card".into() },
             ReservationAction::ReservationCompensated {
+                lines: Vec::new(),
                 reservation_id: rid(),
                 event_id: event(),
                 section: section(),
                 seats: seats(),
-                reason: CompensationReason::InsufficientInventory { requested: 2, available: 1 },
+                reason: CompensationReason::InsufficientInventory { section: None, requested: 2, available: 1 },
                 compensated_at: start(),
                 claim: None,
             },

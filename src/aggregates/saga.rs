@@ -8,6 +8,7 @@ use smallvec::{SmallVec, smallvec};
 
 use super::allowance::{AllowanceAction, AllowanceError, ClaimRelease};
 use super::inventory::{InventoryAction, InventoryError, ReleaseReason};
+use super::order_line::{LineSeats, OrderLine};
 use super::payment::PaymentAction;
 use super::reservation::ReservationAction;
 use super::tickets::{RevocationReason, TicketsAction};
@@ -97,12 +98,14 @@ pub fn rejection_reactions(rejection: &TicketingAction) -> SmallVec<[TicketingAc
     match rejection {
         TicketingAction::Inventory(InventoryAction::Rejected(InventoryError::InsufficientInventory {
             reservation_id,
+            section,
             requested,
             available,
         })) => smallvec![TicketingAction::Reservation(ReservationAction::RecordSeatShortage {
             reservation_id: *reservation_id,
             requested: *requested,
             available: *available,
+            section: Some(section.clone()),
         })],
         TicketingAction::Allowance(AllowanceAction::Rejected(AllowanceError::LimitReached {
             reservation_id,
@@ -172,10 +175,11 @@ pub fn reactions(event: &TicketingAction) -> SmallVec<[Reaction; 2]> {
             .collect(),
         T::Reservation(ReservationAction::ReservationInitiated { .. })
         | T::Allowance(AllowanceAction::TicketsClaimed { .. }) => hold_reactions(event),
-        T::Inventory(InventoryAction::SeatsReserved { reservation_id, seats, .. }) => {
+        T::Inventory(InventoryAction::SeatsReserved { reservation_id, section, seats, .. }) => {
             smallvec![Reaction::Command(T::Reservation(ReservationAction::AllocateSeats {
                 reservation_id: *reservation_id,
                 seats: seats.iter().map(|s| s.seat_id).collect(),
+                section: Some(section.clone()),
             }))]
         }
         T::Reservation(ReservationAction::PaymentRequested { reservation_id, payment_id, amount, .. }) => {
@@ -205,30 +209,15 @@ pub fn reactions(event: &TicketingAction) -> SmallVec<[Reaction; 2]> {
         T::Reservation(
             completed @ (ReservationAction::ReservationCompleted { .. } | ReservationAction::SeatsRefunded { .. }),
         ) => sale_reactions(completed),
-        T::Reservation(ReservationAction::ReservationExpired {
-            reservation_id,
-            event_id,
-            section,
-            seats,
-            claim,
-            ..
-        }) => ending_reactions(*reservation_id, *event_id, (section, seats), *claim, ReleaseReason::Expired),
-        T::Reservation(ReservationAction::ReservationCancelled {
-            reservation_id,
-            event_id,
-            section,
-            seats,
-            claim,
-            ..
-        }) => ending_reactions(*reservation_id, *event_id, (section, seats), *claim, ReleaseReason::Cancelled),
-        T::Reservation(ReservationAction::ReservationCompensated {
-            reservation_id,
-            event_id,
-            section,
-            seats,
-            claim,
-            ..
-        }) => ending_reactions(*reservation_id, *event_id, (section, seats), *claim, ReleaseReason::PaymentFailed),
+        T::Reservation(ending @ ReservationAction::ReservationExpired { reservation_id, event_id, claim, .. }) => {
+            ending_reactions(*reservation_id, *event_id, ending, *claim, ReleaseReason::Expired)
+        }
+        T::Reservation(ending @ ReservationAction::ReservationCancelled { reservation_id, event_id, claim, .. }) => {
+            ending_reactions(*reservation_id, *event_id, ending, *claim, ReleaseReason::Cancelled)
+        }
+        T::Reservation(ending @ ReservationAction::ReservationCompensated { reservation_id, event_id, claim, .. }) => {
+            ending_reactions(*reservation_id, *event_id, ending, *claim, ReleaseReason::PaymentFailed)
+        }
         T::Reservation(ReservationAction::SeatsReturned { reservation_id, event_id, section, .. }) => {
             smallvec![Reaction::Command(release(event_id, section, reservation_id, ReleaseReason::ReservationEnded))]
         }
@@ -249,48 +238,67 @@ pub fn reactions(event: &TicketingAction) -> SmallVec<[Reaction; 2]> {
 /// `TicketsClaimed`, ask the inventory.
 fn hold_reactions(event: &TicketingAction) -> SmallVec<[Reaction; 2]> {
     use TicketingAction as T;
+    let reserve = |event_id: EventId, reservation_id: ReservationId, expires_at, lines: &[OrderLine]| {
+        lines
+            .iter()
+            .map(|line| {
+                Reaction::Command(T::Inventory(InventoryAction::ReserveSeats {
+                    event_id,
+                    section: line.section.clone(),
+                    reservation_id,
+                    quantity: line.quantity,
+                    expires_at,
+                }))
+            })
+            .collect()
+    };
     match event {
-        T::Reservation(ReservationAction::ReservationInitiated {
-            reservation_id,
-            event_id,
-            section,
-            quantity,
-            expires_at,
-            customer_id,
-            ticket_limit: Some(limit),
-            ..
-        }) => smallvec![Reaction::Command(T::Allowance(AllowanceAction::ClaimTickets {
-            event_id: *event_id,
-            customer_id: *customer_id,
-            reservation_id: *reservation_id,
-            quantity: *quantity,
-            limit: *limit,
-            section: section.clone(),
-            expires_at: *expires_at,
-        }))],
-        T::Reservation(ReservationAction::ReservationInitiated {
-            reservation_id,
-            event_id,
-            section,
-            quantity,
-            expires_at,
-            ..
-        })
-        | T::Allowance(AllowanceAction::TicketsClaimed {
-            reservation_id,
-            event_id,
-            section,
-            quantity,
-            expires_at,
-            ..
-        }) => {
-            smallvec![Reaction::Command(T::Inventory(InventoryAction::ReserveSeats {
+        T::Reservation(
+            initiated @ ReservationAction::ReservationInitiated {
+                reservation_id,
+                event_id,
+                section,
+                quantity,
+                expires_at,
+                customer_id,
+                ticket_limit,
+                lines,
+                ..
+            },
+        ) => match ticket_limit {
+            Some(limit) => smallvec![Reaction::Command(T::Allowance(AllowanceAction::ClaimTickets {
                 event_id: *event_id,
-                section: section.clone(),
+                customer_id: *customer_id,
                 reservation_id: *reservation_id,
                 quantity: *quantity,
+                limit: *limit,
+                section: section.clone(),
                 expires_at: *expires_at,
-            }))]
+                lines: lines.clone(),
+            }))],
+            None => reserve(*event_id, *reservation_id, *expires_at, &initiated.order_lines()),
+        },
+        T::Allowance(AllowanceAction::TicketsClaimed {
+            reservation_id,
+            event_id,
+            section,
+            quantity,
+            expires_at,
+            lines,
+            ..
+        }) => {
+            if lines.is_empty() {
+                let line = OrderLine {
+                    section: section.clone(),
+                    quantity: *quantity,
+                    // Not asked by the inventory.
+                    unit_price: Money::zero(crate::domain::Currency::EUR),
+                    tier: None,
+                };
+                reserve(*event_id, *reservation_id, *expires_at, &[line])
+            } else {
+                reserve(*event_id, *reservation_id, *expires_at, lines)
+            }
         }
         _ => smallvec![],
     }
@@ -301,20 +309,23 @@ fn hold_reactions(event: &TicketingAction) -> SmallVec<[Reaction; 2]> {
 fn ending_reactions(
     reservation_id: ReservationId,
     event_id: EventId,
-    (section, seats): (&SectionName, &[crate::domain::SeatId]),
+    ending: &ReservationAction,
     claim: Option<CustomerId>,
     reason: ReleaseReason,
 ) -> SmallVec<[Reaction; 2]> {
     use TicketingAction as T;
-    let mut steps = SmallVec::new();
-    if !seats.is_empty() {
-        steps.push(Reaction::Command(T::Inventory(InventoryAction::ReleaseReservation {
-            event_id,
-            section: section.clone(),
-            reservation_id,
-            reason,
-        })));
-    }
+    let mut steps: SmallVec<[Reaction; 2]> = ending
+        .seats_by_section()
+        .into_iter()
+        .map(|(section, _)| {
+            Reaction::Command(T::Inventory(InventoryAction::ReleaseReservation {
+                event_id,
+                section: section.clone(),
+                reservation_id,
+                reason,
+            }))
+        })
+        .collect();
     if let Some(customer_id) = claim {
         steps.push(Reaction::Command(T::Allowance(AllowanceAction::ReleaseClaim {
             event_id,
@@ -338,21 +349,31 @@ fn sale_reactions(event: &ReservationAction) -> SmallVec<[Reaction; 2]> {
             seats,
             customer_id,
             unit_price,
+            lines,
             ..
         } => {
-            let mut steps = smallvec![Reaction::Command(T::Inventory(InventoryAction::ConfirmReservation {
-                event_id: *event_id,
-                section: section.clone(),
-                reservation_id: *reservation_id,
-            }))];
+            let mut steps: SmallVec<[Reaction; 2]> = event
+                .seats_by_section()
+                .into_iter()
+                .map(|(section, _)| {
+                    Reaction::Command(T::Inventory(InventoryAction::ConfirmReservation {
+                        event_id: *event_id,
+                        section: section.clone(),
+                        reservation_id: *reservation_id,
+                    }))
+                })
+                .collect();
             if let (Some(holder), Some(unit_price)) = (customer_id, unit_price) {
+                let lines = if lines.is_empty() {
+                    vec![LineSeats { section: section.clone(), unit_price: *unit_price, seats: seats.clone() }]
+                } else {
+                    lines.clone()
+                };
                 steps.push(Reaction::Command(T::Tickets(TicketsAction::IssueTickets {
                     reservation_id: *reservation_id,
                     event_id: *event_id,
-                    section: section.clone(),
                     holder: *holder,
-                    unit_price: *unit_price,
-                    seats: seats.clone(),
+                    lines,
                 })));
             }
             steps
@@ -360,7 +381,6 @@ fn sale_reactions(event: &ReservationAction) -> SmallVec<[Reaction; 2]> {
         ReservationAction::SeatsRefunded {
             reservation_id,
             event_id,
-            section,
             seats,
             payment_id,
             refund_id,
@@ -374,19 +394,20 @@ fn sale_reactions(event: &ReservationAction) -> SmallVec<[Reaction; 2]> {
             } else {
                 RevocationReason::Refunded
             };
-            let mut steps: SmallVec<[Reaction; 2]> = smallvec![
-                Reaction::Command(T::Tickets(TicketsAction::RevokeTickets {
+            let mut steps: SmallVec<[Reaction; 2]> =
+                smallvec![Reaction::Command(T::Tickets(TicketsAction::RevokeTickets {
                     reservation_id: *reservation_id,
                     tickets: seats.iter().map(|seat| TicketId::for_seat(*reservation_id, *seat)).collect(),
                     reason: revocation,
-                })),
+                }))];
+            steps.extend(event.seats_by_section().into_iter().map(|(section, seats)| {
                 Reaction::Command(T::Inventory(InventoryAction::ReturnSeats {
                     event_id: *event_id,
                     section: section.clone(),
                     reservation_id: *reservation_id,
-                    seats: seats.clone(),
-                })),
-            ];
+                    seats: seats.to_vec(),
+                }))
+            }));
             if let Some(customer_id) = claim {
                 steps.push(Reaction::Command(T::Allowance(AllowanceAction::ReleaseClaim {
                     event_id: *event_id,

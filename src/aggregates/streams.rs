@@ -248,6 +248,7 @@ mod tests {
     async fn stored_event_decodes_to_the_same_action() {
         let reservation_id = ReservationId::new_v4();
         let action = ReservationAction::ReservationCancelled {
+            lines: Vec::new(),
             reservation_id,
             event_id: EventId::new_v4(),
             section: SectionName::new("VIP").unwrap(),

@@ -17,6 +17,9 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use smallvec::SmallVec;
+
+use super::order_line::LineSeats;
 
 use crate::domain::{
     CustomerId, EventId, GateName, Money, ReservationId, RevokedCode, ScanId, SeatId, SectionName, TicketId,
@@ -73,6 +76,10 @@ pub struct Ticket {
     pub ticket_id: TicketId,
     /// Its seat.
     pub seat_id: SeatId,
+    /// Its seat's section, when it is not the order's first section (an order of several
+    /// sections); see [`OrderTickets::section_of`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub section: Option<SectionName>,
     /// Who holds it now.
     pub holder: CustomerId,
     /// What it was sold for.
@@ -92,13 +99,19 @@ pub struct OrderTickets {
     pub reservation_id: ReservationId,
     /// The event.
     pub event_id: EventId,
-    /// The section.
+    /// The section (the first line's, for an order of several sections).
     pub section: SectionName,
-    /// Its tickets, in seat order.
+    /// Its tickets, in seat order (line by line).
     pub tickets: Vec<Ticket>,
 }
 
 impl OrderTickets {
+    /// The section of `ticket`'s seat.
+    #[must_use]
+    pub fn section_of<'a>(&'a self, ticket: &'a Ticket) -> &'a SectionName {
+        ticket.section.as_ref().unwrap_or(&self.section)
+    }
+
     /// The ticket `ticket_id`.
     #[must_use]
     pub fn ticket(&self, ticket_id: TicketId) -> Option<&Ticket> {
@@ -220,20 +233,17 @@ pub enum TicketsError {
 /// cancelled event); `ScanTicket` from gates; `TransferTicket` from the holder.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum TicketsAction {
-    /// Issue one ticket per seat of a completed purchase. A redelivery is a no-op.
+    /// Issue one ticket per seat of a completed purchase: one `TicketsIssued` per line of the
+    /// order. A redelivery is a no-op.
     IssueTickets {
         /// The purchase.
         reservation_id: ReservationId,
         /// The event.
         event_id: EventId,
-        /// The section.
-        section: SectionName,
         /// Who bought.
         holder: CustomerId,
-        /// Price of one seat.
-        unit_price: Money,
-        /// The seats sold.
-        seats: Vec<SeatId>,
+        /// The seats sold, per line (section and price).
+        lines: Vec<LineSeats>,
     },
     /// A ticket's code was scanned at a gate (`scanned_at` is set for a scan made offline and
     /// merged later; the holder was let through or turned away by the scanner then).
@@ -273,7 +283,7 @@ pub enum TicketsAction {
         /// The event's transfer cut-off.
         until: DateTime<Utc>,
     },
-    /// The tickets of a purchase exist.
+    /// The tickets of one line of a purchase exist (one such event per section of the order).
     #[serde(rename = "TicketsIssued")]
     TicketsIssued {
         /// The purchase.
@@ -426,26 +436,36 @@ fn decide(
     state: &TicketsState,
     command: TicketsAction,
     now: DateTime<Utc>,
-) -> Result<Option<TicketsAction>, TicketsError> {
-    if let TicketsAction::IssueTickets { reservation_id, event_id, section, holder, unit_price, seats } = command {
-        return match &state.order {
-            Some(order) => {
-                let same = order.event_id == event_id
-                    && order.section == section
-                    && order.tickets.iter().map(|t| t.seat_id).eq(seats.iter().copied());
-                if same { Ok(None) } else { Err(TicketsError::AlreadyIssued { reservation_id }) }
-            }
-            None => Ok(Some(TicketsAction::TicketsIssued {
-                reservation_id,
-                event_id,
-                section,
-                holder,
-                unit_price,
-                tickets: seats.into_iter().map(|seat| (TicketId::for_seat(reservation_id, seat), seat)).collect(),
-                issued_at: now,
-            })),
-        };
+) -> Result<SmallVec<[TicketsAction; 2]>, TicketsError> {
+    let TicketsAction::IssueTickets { reservation_id, event_id, holder, lines } = command else {
+        return decide_one(state, command, now).map(Option::into_iter).map(Iterator::collect);
+    };
+    if let Some(order) = &state.order {
+        let same = order.event_id == event_id
+            && order.tickets.iter().map(|t| t.seat_id).eq(lines.iter().flat_map(|l| l.seats.iter().copied()));
+        return if same { Ok(SmallVec::new()) } else { Err(TicketsError::AlreadyIssued { reservation_id }) };
     }
+    Ok(lines
+        .into_iter()
+        .filter(|line| !line.seats.is_empty())
+        .map(|LineSeats { section, unit_price, seats }| TicketsAction::TicketsIssued {
+            reservation_id,
+            event_id,
+            section,
+            holder,
+            unit_price,
+            tickets: seats.into_iter().map(|seat| (TicketId::for_seat(reservation_id, seat), seat)).collect(),
+            issued_at: now,
+        })
+        .collect())
+}
+
+/// Every command but `IssueTickets`: at most one event.
+fn decide_one(
+    state: &TicketsState,
+    command: TicketsAction,
+    now: DateTime<Utc>,
+) -> Result<Option<TicketsAction>, TicketsError> {
     let Some(reservation_id) = command.reservation_id() else { return Ok(None) };
     let order = state.order.as_ref().ok_or(TicketsError::NotIssued { reservation_id })?;
     let unknown = |ticket_id, serial| TicketsError::UnknownTicket { reservation_id, ticket_id, serial };
@@ -521,23 +541,24 @@ fn decide(
 
 fn apply(state: &mut TicketsState, event: &TicketsAction) {
     if let TicketsAction::TicketsIssued { reservation_id, event_id, section, holder, unit_price, tickets, .. } = event {
-        state.order = Some(OrderTickets {
+        // The first line's event starts the order; a further line's adds its tickets.
+        let order = state.order.get_or_insert_with(|| OrderTickets {
             reservation_id: *reservation_id,
             event_id: *event_id,
             section: section.clone(),
-            tickets: tickets
-                .iter()
-                .map(|(ticket_id, seat_id)| Ticket {
-                    ticket_id: *ticket_id,
-                    seat_id: *seat_id,
-                    holder: *holder,
-                    price: *unit_price,
-                    serial: 0,
-                    status: TicketStatus::Valid,
-                    inside: None,
-                })
-                .collect(),
+            tickets: Vec::new(),
         });
+        let own_section = (order.section != *section).then(|| section.clone());
+        order.tickets.extend(tickets.iter().map(|(ticket_id, seat_id)| Ticket {
+            ticket_id: *ticket_id,
+            seat_id: *seat_id,
+            section: own_section.clone(),
+            holder: *holder,
+            price: *unit_price,
+            serial: 0,
+            status: TicketStatus::Valid,
+            inside: None,
+        }));
         return;
     }
     let Some(order) = state.order.as_mut() else { return };
@@ -630,10 +651,12 @@ mod tests {
         TicketsAction::IssueTickets {
             reservation_id: rid(),
             event_id: EventId::from_uuid(uuid::Uuid::from_u128(2)),
-            section: SectionName::new("Stalls").unwrap(),
             holder: buyer(),
-            unit_price: Money::new(2_500, Currency::EUR),
-            seats: seats(),
+            lines: vec![LineSeats {
+                section: SectionName::new("Stalls").unwrap(),
+                unit_price: Money::new(2_500, Currency::EUR),
+                seats: seats(),
+            }],
         }
     }
     fn scan(i: usize, serial: u32, scan: u128, direction: Direction) -> TicketsAction {

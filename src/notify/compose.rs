@@ -78,16 +78,17 @@ impl Composer {
         &self,
         event_id: EventId,
         reservation_id: ReservationId,
-        seats: &[SeatId],
+        by_section: &[(&SectionName, &[SeatId])],
     ) -> Result<Vec<TicketLine>, NotifierError> {
         let Some(keys) = &self.ticket_keys else { return Ok(Vec::new()) };
         let key = keys.signing_key(event_id).map_err(|source| NotifierError::TicketKey { source })?;
-        Ok(seats
+        Ok(by_section
             .iter()
-            .map(|seat_id| {
+            .flat_map(|(section, seats)| seats.iter().map(move |seat_id| (*section, seat_id)))
+            .map(|(section, seat_id)| {
                 let ticket_id = TicketId::for_seat(reservation_id, *seat_id);
                 let code = TicketCode { event_id, reservation_id, ticket_id, serial: 0 }.sign(&key);
-                TicketLine { ticket_id, seat_id: *seat_id, code }
+                TicketLine { ticket_id, section: section.clone(), seat_id: *seat_id, code }
             })
             .collect())
     }
@@ -110,18 +111,17 @@ impl Composer {
         };
         let source = envelope.event_id;
         match action {
-            TicketingAction::Reservation(ReservationAction::ReservationCompleted {
-                reservation_id,
-                event_id,
-                section,
-                seats,
-                ..
-            }) => {
+            TicketingAction::Reservation(
+                ref completed @ ReservationAction::ReservationCompleted { reservation_id, event_id, .. },
+            ) => {
                 let facts = self.reservation(reservation_id, at).await?;
                 let (event, _) = self.event(event_id, at).await?;
                 let mark = Mark::new(source, NotificationKind::PurchaseConfirmed, facts.customer_id);
                 let id = mark.id;
-                let tickets = self.tickets(event_id, reservation_id, &seats)?;
+                let tickets = self.tickets(event_id, reservation_id, &completed.seats_by_section())?;
+                let ReservationAction::ReservationCompleted { section, seats, .. } = completed.clone() else {
+                    return Ok(Vec::new());
+                };
                 let purchase = Purchase { reservation_id, section, seats, amount: facts.amount };
                 let make = move |recipient| {
                     Notification::PurchaseConfirmed(PurchaseConfirmation { id, recipient, event, purchase, tickets })
@@ -254,6 +254,8 @@ impl Composer {
         at: u64,
     ) -> Result<BTreeMap<CustomerId, Vec<Purchase>>, NotifierError> {
         let mut holders: BTreeMap<CustomerId, Vec<Purchase>> = BTreeMap::new();
+        // An order of several sections is live in each of them: it is one purchase.
+        let mut seen = std::collections::BTreeSet::new();
         for section in sections {
             let mut live: BTreeMap<ReservationId, bool> = BTreeMap::new();
             for action in self.read(&inventory_stream(event_id, section)?, at).await? {
@@ -272,6 +274,9 @@ impl Composer {
                 }
             }
             for reservation_id in live.into_iter().filter_map(|(id, live)| live.then_some(id)) {
+                if !seen.insert(reservation_id) {
+                    continue;
+                }
                 let facts = self.reservation(reservation_id, at).await?;
                 if let Some(seats) = facts.completed {
                     holders.entry(facts.customer_id).or_default().push(Purchase {

@@ -106,9 +106,10 @@ pub struct EventSummary {
 pub struct Purchase {
     /// The reservation.
     pub reservation_id: ReservationId,
-    /// The section.
+    /// The section (the first line's, for an order of several sections; each ticket names its
+    /// own).
     pub section: SectionName,
-    /// The seats bought.
+    /// The seats bought, in every section.
     pub seats: Vec<SeatId>,
     /// What was paid (the reservation's total when no payment amount is recorded on it).
     pub amount: Money,
@@ -134,6 +135,8 @@ pub struct PurchaseConfirmation {
 pub struct TicketLine {
     /// The ticket.
     pub ticket_id: TicketId,
+    /// Its seat's section.
+    pub section: SectionName,
     /// Its seat.
     pub seat_id: SeatId,
     /// The code to show at the door (see [`TicketCode`](crate::domain::TicketCode)).

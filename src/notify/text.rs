@@ -31,9 +31,9 @@ impl Notification {
                 if !n.tickets.is_empty() {
                     let _ = writeln!(text, "\nYour tickets (show the code at the door):");
                 }
-                n.tickets
-                    .iter()
-                    .try_for_each(|t| writeln!(text, "  ticket {} (seat {}): {}", t.ticket_id, t.seat_id, t.code))
+                n.tickets.iter().try_for_each(|t| {
+                    writeln!(text, "  ticket {} ({}, seat {}): {}", t.ticket_id, t.section, t.seat_id, t.code)
+                })
             }
             Self::RefundSucceeded(n) => writeln!(
                 text,

@@ -63,7 +63,7 @@ pub use queries::{
     AvailableSeatsQueries, CustomerHistoryQueries, CustomerTicketsQueries, DailySalesQueries, GateCheckinsQueries,
     SalesAnalyticsQueries,
 };
-pub(crate) use reservation_facts::{ReservationFacts, average_price, reads_payload};
+pub(crate) use reservation_facts::{ReservationFacts, average_price, reads_payload, refund_split};
 pub use runner::{ProjectionRunner, RunnerConfig, replay};
 #[cfg(feature = "postgres")]
 pub(crate) use sales_analytics::SALES_ANALYTICS_EVENTS;

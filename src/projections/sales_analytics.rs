@@ -3,12 +3,13 @@
 use std::collections::{BTreeMap, HashMap};
 
 use crate::aggregates::{PaymentAction, ReservationAction, TicketingAction};
-use crate::domain::{Currency, DomainError, EventId, Money, MoneyTotal, ReservationId, SectionName};
+use crate::domain::{Currency, DomainError, EventId, Money, MoneyTotal, RefundId, ReservationId, SectionName};
 use crate::event_store::Envelope;
 
+use super::reservation_facts::split_by_weight;
 use super::{
     Projection, ProjectionError, ReservationFacts, average_price, decode_ticketing, projection_bookkeeping,
-    reads_payload,
+    reads_payload, refund_split,
 };
 
 /// The events this read model follows. `PaymentSucceeded` is read from Payment streams only (the
@@ -40,32 +41,30 @@ pub enum ReservationEnd {
 pub enum SalesChange {
     /// A reservation started; remembered to attribute its payments.
     ReservationStarted(ReservationFacts),
-    /// Money taken (positive) or refunded (negative) for a reservation of `event_id`.
+    /// Money taken (positive) or refunded (negative) for a reservation of `event_id`, split
+    /// across the order's sections ([`ReservationFacts::split`]).
     Revenue {
         /// The event.
         event_id: EventId,
-        /// The section.
-        section: SectionName,
-        /// Signed amount.
-        amount: Money,
+        /// Signed amount per section.
+        by_section: Vec<(SectionName, Money)>,
     },
     /// A reservation completed and its seats are sold.
     Completed {
         /// The event.
         event_id: EventId,
-        /// The section.
-        section: SectionName,
-        /// Seats sold.
-        tickets: u32,
+        /// Seats sold per section.
+        by_section: Vec<(SectionName, u32)>,
     },
     /// Seats of a completed reservation were refunded: they are sold no more.
     Returned {
         /// The event.
         event_id: EventId,
-        /// The section.
-        section: SectionName,
-        /// Seats refunded.
-        tickets: u32,
+        /// Seats refunded per section.
+        by_section: Vec<(SectionName, u32)>,
+        /// For an order of several sections, how its refund splits by section (remembered until
+        /// the money goes back, [`refund_split`]).
+        refund: Option<(RefundId, Vec<(SectionName, Money)>)>,
     },
     /// A reservation ended without a sale.
     Ended {
@@ -82,9 +81,14 @@ impl SalesChange {
     /// Revenue follows the money (invariant I4): successful payments add, refunds subtract, so a
     /// payment that arrived after its reservation ended and was refunded nets to zero. Events of
     /// reservations the log never started are ignored.
+    ///
+    /// A refund of seats of an order of several sections lowers the revenue of their sections
+    /// (`refunds` looks up the split its `SeatsRefunded` recorded); any other refund of such an
+    /// order lowers each section's revenue in proportion to its part of the order.
     pub fn from_action(
         action: &TicketingAction,
         facts: impl FnOnce(ReservationId) -> Option<ReservationFacts>,
+        refunds: impl FnOnce(RefundId) -> Option<Vec<(SectionName, Money)>>,
     ) -> Option<Self> {
         use ReservationAction as R;
         let ended = |event_id: &EventId, end| Some(Self::Ended { event_id: *event_id, end });
@@ -93,31 +97,39 @@ impl SalesChange {
                 R::ReservationInitiated { .. } => ReservationFacts::from_action(action).map(Self::ReservationStarted),
                 R::ReservationCompleted { reservation_id, .. } => facts(*reservation_id).map(|f| Self::Completed {
                     event_id: f.event_id,
-                    section: f.section,
-                    tickets: f.quantity,
+                    by_section: f.shares().into_iter().map(|share| (share.section, share.quantity)).collect(),
                 }),
                 R::ReservationCancelled { event_id, .. } => ended(event_id, ReservationEnd::Cancelled),
                 R::ReservationExpired { event_id, .. } => ended(event_id, ReservationEnd::Expired),
                 R::ReservationCompensated { event_id, .. } => ended(event_id, ReservationEnd::Compensated),
-                R::SeatsRefunded { event_id, section, seats, .. } => Some(Self::Returned {
+                R::SeatsRefunded { event_id, .. } => Some(Self::Returned {
+                    refund: refund_split(action),
                     event_id: *event_id,
-                    section: section.clone(),
-                    tickets: u32::try_from(seats.len()).unwrap_or(u32::MAX),
+                    by_section: r
+                        .seats_by_section()
+                        .into_iter()
+                        .map(|(section, seats)| (section.clone(), u32::try_from(seats.len()).unwrap_or(u32::MAX)))
+                        .collect(),
                 }),
                 _ => None,
             },
             TicketingAction::Payment(PaymentAction::PaymentSucceeded { reservation_id, amount, .. }) => {
-                facts(*reservation_id).map(|f| Self::Revenue {
-                    event_id: f.event_id,
-                    section: f.section,
-                    amount: *amount,
-                })
+                facts(*reservation_id).map(|f| Self::Revenue { event_id: f.event_id, by_section: f.split(*amount) })
             }
-            TicketingAction::Payment(PaymentAction::PaymentRefunded { reservation_id, amount, .. }) => {
+            TicketingAction::Payment(PaymentAction::PaymentRefunded { reservation_id, refund_id, amount, .. }) => {
+                let back = Money::new(amount.minor_units().saturating_neg(), amount.currency());
                 facts(*reservation_id).map(|f| Self::Revenue {
                     event_id: f.event_id,
-                    section: f.section,
-                    amount: Money::new(amount.minor_units().saturating_neg(), amount.currency()),
+                    by_section: match refunds(*refund_id) {
+                        Some(split) => split_by_weight(
+                            split
+                                .into_iter()
+                                .map(|(section, part)| (section, i128::from(part.minor_units())))
+                                .collect(),
+                            back,
+                        ),
+                        None => f.split(back),
+                    },
                 })
             }
             _ => None,
@@ -200,6 +212,8 @@ impl EventSales {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SalesAnalyticsProjection {
     reservations: HashMap<ReservationId, ReservationFacts>,
+    /// How refunds of seats of orders of several sections split by section.
+    refunds: HashMap<RefundId, Vec<(SectionName, Money)>>,
     events: HashMap<EventId, EventSales>,
     position: u64,
 }
@@ -231,29 +245,41 @@ impl SalesAnalyticsProjection {
                 self.events.entry(facts.event_id).or_insert_with(|| EventSales::new(facts.total.currency()));
                 self.reservations.insert(facts.reservation_id, facts);
             }
-            SalesChange::Revenue { event_id, section, amount } => {
+            SalesChange::Revenue { event_id, by_section } => {
                 let Some(sales) = self.events.get_mut(&event_id) else { return Ok(()) };
-                if amount.currency() != sales.currency {
+                if let Some((_, amount)) = by_section.iter().find(|(_, amount)| amount.currency() != sales.currency) {
                     return Err(DomainError::CurrencyMismatch { left: sales.currency, right: amount.currency() });
                 }
-                let section_revenue = sales.sections.get(&section).map_or(0, |s| s.revenue);
-                let event_total = MoneyTotal::new(sales.revenue, sales.currency).checked_add(amount)?.minor_units();
-                let section_total = MoneyTotal::new(section_revenue, sales.currency).checked_add(amount)?.minor_units();
-                sales.revenue = event_total;
-                sales.sections.entry(section).or_default().revenue = section_total;
+                // Sums are i128 of i64 amounts: these additions cannot fail once the currency
+                // matches, so nothing is left half-applied.
+                for (section, amount) in by_section {
+                    let section_revenue = sales.sections.get(&section).map_or(0, |s| s.revenue);
+                    let event_total = MoneyTotal::new(sales.revenue, sales.currency).checked_add(amount)?.minor_units();
+                    let section_total =
+                        MoneyTotal::new(section_revenue, sales.currency).checked_add(amount)?.minor_units();
+                    sales.revenue = event_total;
+                    sales.sections.entry(section).or_default().revenue = section_total;
+                }
             }
-            SalesChange::Completed { event_id, section, tickets } => {
+            SalesChange::Completed { event_id, by_section } => {
                 let Some(sales) = self.events.get_mut(&event_id) else { return Ok(()) };
-                sales.tickets = sales.tickets.saturating_add(u64::from(tickets));
                 sales.completed = sales.completed.saturating_add(1);
-                let s = sales.sections.entry(section).or_default();
-                s.tickets = s.tickets.saturating_add(u64::from(tickets));
+                for (section, tickets) in by_section {
+                    sales.tickets = sales.tickets.saturating_add(u64::from(tickets));
+                    let s = sales.sections.entry(section).or_default();
+                    s.tickets = s.tickets.saturating_add(u64::from(tickets));
+                }
             }
-            SalesChange::Returned { event_id, section, tickets } => {
+            SalesChange::Returned { event_id, by_section, refund } => {
+                if let Some((refund_id, split)) = refund {
+                    self.refunds.insert(refund_id, split);
+                }
                 let Some(sales) = self.events.get_mut(&event_id) else { return Ok(()) };
-                sales.tickets = sales.tickets.saturating_sub(u64::from(tickets));
-                let s = sales.sections.entry(section).or_default();
-                s.tickets = s.tickets.saturating_sub(u64::from(tickets));
+                for (section, tickets) in by_section {
+                    sales.tickets = sales.tickets.saturating_sub(u64::from(tickets));
+                    let s = sales.sections.entry(section).or_default();
+                    s.tickets = s.tickets.saturating_sub(u64::from(tickets));
+                }
             }
             SalesChange::Ended { event_id, end } => {
                 let Some(sales) = self.events.get_mut(&event_id) else { return Ok(()) };
@@ -339,7 +365,12 @@ impl Projection for SalesAnalyticsProjection {
             return Ok(());
         }
         let action = decode_ticketing(Self::NAME, envelope)?;
-        if let Some(change) = SalesChange::from_action(&action, |id| self.reservations.get(&id).cloned()) {
+        let change = SalesChange::from_action(
+            &action,
+            |id| self.reservations.get(&id).cloned(),
+            |id| self.refunds.get(&id).cloned(),
+        );
+        if let Some(change) = change {
             self.apply_change(change).map_err(|source| ProjectionError::Money {
                 projection: Self::NAME.to_owned(),
                 global_position: envelope.global_position,

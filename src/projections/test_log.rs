@@ -79,6 +79,7 @@ pub(crate) mod ev {
     /// `customer` starts reservation `r` of `seats` seats at 2,500 EUR each.
     pub(crate) fn initiated(r: ReservationId, c: CustomerId, seats: u32) -> TicketingAction {
         ReservationAction::ReservationInitiated {
+            lines: Vec::new(),
             reservation_id: r,
             event_id: event(),
             section: stalls(),
@@ -95,6 +96,7 @@ pub(crate) mod ev {
     }
     pub(crate) fn completed(r: ReservationId, c: CustomerId, seats: &[u32], when: DateTime<Utc>) -> TicketingAction {
         ReservationAction::ReservationCompleted {
+            lines: Vec::new(),
             reservation_id: r,
             event_id: event(),
             section: stalls(),
@@ -142,6 +144,7 @@ pub(crate) mod ev {
         when: DateTime<Utc>,
     ) -> TicketingAction {
         ReservationAction::SeatsRefunded {
+            lines: Vec::new(),
             reservation_id: r,
             event_id: event(),
             section: stalls(),

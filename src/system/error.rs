@@ -4,7 +4,7 @@ use crate::aggregates::{
     EventAction, EventError, InventoryAction, InventoryError, PaymentAction, PaymentError, ReservationAction,
     ReservationError, TicketingAction,
 };
-use crate::domain::{DomainError, ReservationId};
+use crate::domain::{DomainError, ReservationId, SectionName};
 use std::sync::Arc;
 
 use crate::event_store::{EventStoreError, StreamId};
@@ -54,7 +54,7 @@ pub enum SystemError {
     Payment(#[from] PaymentError),
     /// Not enough seats were free when the hold was attempted, or the request asks for more
     /// seats than the section has (then refused up front: nothing was recorded).
-    #[error("reservation {reservation_id}: requested {requested} seats, {available} available")]
+    #[error("reservation {reservation_id}: requested {requested} seats, {available} available{}", section.as_ref().map(|s| format!(" in section {s}")).unwrap_or_default())]
     InsufficientInventory {
         /// The reservation that could not be filled: it ended Compensated, or, for more seats
         /// than the section has, it was never recorded.
@@ -63,6 +63,10 @@ pub enum SystemError {
         requested: u32,
         /// Seats free at the time, or the section's capacity when `requested` exceeds it.
         available: u32,
+        /// The section that lacked them (for an order of several sections, the first line found
+        /// short; `None` for a reservation compensated in a log written before orders had
+        /// several sections).
+        section: Option<SectionName>,
     },
     /// The payment was declined; the seats were released.
     #[error("reservation {reservation_id}: payment declined ({reason}); seats released")]

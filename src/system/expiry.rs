@@ -149,6 +149,7 @@ mod tests {
     fn initiated(id: ReservationId, expires_at: DateTime<Utc>) -> ReservationAction {
         let price = Money::new(1_000, crate::domain::Currency::new("EUR").unwrap());
         ReservationAction::ReservationInitiated {
+            lines: Vec::new(),
             reservation_id: id,
             event_id: EventId::new_v4(),
             section: SectionName::new("A").unwrap(),
@@ -174,6 +175,7 @@ mod tests {
         index.observe(&initiated(b, start + chrono::Duration::minutes(5)), ids.0, ids.1);
         index.observe(
             &ReservationAction::ReservationCancelled {
+                lines: Vec::new(),
                 reservation_id: b,
                 event_id: EventId::new_v4(),
                 section: SectionName::new("A").unwrap(),

@@ -271,6 +271,7 @@ impl Checkpointer {
         let mut frontier = self.follower.frontier.subscribe();
         let mut stop = self.follower.stop.clone();
         let mut holds_saved_at = Instant::now();
+        let mut holds_at = 0;
         loop {
             let stopping = tokio::select! {
                 changed = frontier.changed() => changed.is_err(),
@@ -287,11 +288,14 @@ impl Checkpointer {
                 (progress.frontier(), progress.saved)
             };
             let stopping = stopping || *stop.borrow();
+            // The open holds are saved at least at the last checkpoint before stopping, even when
+            // that checkpoint was written earlier without them: a restart then reads nothing
+            // before its checkpoint again.
+            if reached > holds_at && (stopping || holds_saved_at.elapsed() >= HOLDS_EVERY) {
+                self.follower.save_holds(reached).await;
+                (holds_at, holds_saved_at) = (reached, Instant::now());
+            }
             if reached > saved {
-                if stopping || holds_saved_at.elapsed() >= HOLDS_EVERY {
-                    self.follower.save_holds(reached).await;
-                    holds_saved_at = Instant::now();
-                }
                 match self.follower.checkpoints.save_checkpoint(&self.follower.name, reached).await {
                     Ok(()) => lock(&self.progress).saved = reached,
                     Err(error) => tracing::warn!(%error, reached, "cannot save the saga checkpoint; will retry"),

@@ -23,8 +23,8 @@ pub use commands::EngineConfig;
 pub use config::{GatewayChoice, SystemConfig};
 pub use error::SystemError;
 pub use facade::{
-    CheckIn, EventSpec, Gate, HeldSeats, IssuedTicket, OfflineScan, PaymentDetails, Receipt, RefundRequest,
-    ReserveRequest, TicketRefund, TicketRefundRequest, TicketingSystem, TicketingSystemBuilder,
+    CheckIn, EventSpec, Gate, HeldSeats, IssuedTicket, OfflineScan, OrderLineRequest, OrderRequest, PaymentDetails,
+    Receipt, RefundRequest, ReserveRequest, TicketRefund, TicketRefundRequest, TicketingSystem, TicketingSystemBuilder,
 };
 pub use gateway::{ChargeStatus, GatewayOutcome, PaymentGateway, SimulatedGateway};
 #[cfg(feature = "stripe")]

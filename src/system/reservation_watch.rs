@@ -85,7 +85,8 @@ impl ReservationWatch {
 /// newer one; it must not replace it, or a waiter not yet polled would miss the step it waits for.
 fn stage(event: &ReservationAction) -> u8 {
     match event {
-        ReservationAction::ReservationInitiated { .. } => 0,
+        // A line of an order of several sections held: still waiting for the others.
+        ReservationAction::ReservationInitiated { .. } | ReservationAction::LineSeatsHeld { .. } => 0,
         ReservationAction::SeatsAllocated { .. } => 1,
         e if e.is_ending() => 3,
         _ => 2,
@@ -143,6 +144,7 @@ mod tests {
         let mut waiter = watch.watch(reservation_id);
         watch.observe(&ReservationAction::SeatsAllocated { reservation_id, seats: vec![] });
         watch.observe(&ReservationAction::ReservationInitiated {
+            lines: Vec::new(),
             reservation_id,
             event_id,
             section,
@@ -171,6 +173,7 @@ mod tests {
         let section = SectionName::new("A").unwrap();
         let mut waiter = watch.watch(reservation_id);
         watch.observe(&ReservationAction::ReservationCancelled {
+            lines: Vec::new(),
             reservation_id,
             event_id,
             section: section.clone(),

@@ -290,8 +290,8 @@ impl Saga {
             .reservations
             .read(&stream, true, |r| {
                 let r = r.and_then(|r| r.reservation.as_ref())?;
-                let kept = u32::try_from(r.kept_seats().count()).ok().filter(|kept| *kept > 0)?;
-                r.unit_price.checked_mul(kept).ok()
+                r.kept_seats().next()?;
+                r.kept_price().ok()
             })
             .await
             .map_err(|_| Stopped)?;

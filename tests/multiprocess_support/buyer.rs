@@ -1,4 +1,5 @@
-//! A buyer process: N concurrent customers hammering a big and a one-seat section of one event
+//! A buyer process: N concurrent customers hammering a big and a one-seat section of one event,
+//! alone or in baskets of both,
 //! over a shared `PostgreSQL` database. Used by `tests/multiprocess_postgres.rs` (which re-runs its
 //! own test binary as the child) and by `examples/buyer.rs`.
 
@@ -11,7 +12,8 @@ use boxoffice::aggregates::GatewayOutcome;
 use boxoffice::domain::RefundId;
 use boxoffice::prelude::*;
 use boxoffice::system::{
-    ChargeStatus, GatewayChoice, PaymentDetails, ReserveRequest, SystemConfig, SystemError, TicketingSystem,
+    ChargeStatus, GatewayChoice, OrderLineRequest, OrderRequest, PaymentDetails, SystemConfig, SystemError,
+    TicketingSystem,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -210,6 +212,27 @@ const MAX_ROUNDS: usize = 40;
 /// Share of holds a buyer walks away from, leaving them to expire.
 const ABANDON_RATIO: f64 = 0.15;
 
+/// What one buyer asks for next: a quarter ask for the one seat alone, the rest for Stalls
+/// seats; when buying, a third of those ask for a basket of Stalls seats and the one seat, held
+/// all or none.
+fn order(args: &BuyerArgs, rng: &mut StdRng, (big, solo): (&SectionName, &SectionName)) -> OrderRequest {
+    let lines = if rng.random_bool(0.25) {
+        vec![(solo.clone(), 1)]
+    } else {
+        let stalls = (big.clone(), rng.random_range(1..=3));
+        if args.mode == Mode::Buy && rng.random_bool(0.33) { vec![stalls, (solo.clone(), 1)] } else { vec![stalls] }
+    };
+    OrderRequest {
+        event_id: args.event_id,
+        lines: lines
+            .into_iter()
+            .map(|(section, quantity)| OrderLineRequest { section, quantity, tier: None })
+            .collect(),
+        customer_id: CustomerId::new_v4(),
+        idempotency_key: None,
+    }
+}
+
 /// Runs the buyers and returns what they saw; in [`Mode::HoldAndSleep`] it never returns after
 /// the holds are taken (the caller kills the process).
 ///
@@ -253,16 +276,8 @@ pub async fn run(args: &BuyerArgs) -> Result<Summary, SystemError> {
                     }
                     tokio::time::sleep(Duration::from_millis(rng.random_range(100..400))).await;
                 }
-                let (section, quantity) =
-                    if rng.random_bool(0.25) { (solo.clone(), 1) } else { (big.clone(), rng.random_range(1..=3)) };
-                let request = ReserveRequest {
-                    event_id: args.event_id,
-                    section,
-                    quantity,
-                    customer_id: CustomerId::new_v4(),
-                    idempotency_key: None,
-                };
-                let hold = match system.reserve(request).await {
+                let request = order(&args, &mut rng, (&big, &solo));
+                let hold = match system.reserve_order(request).await {
                     Ok(hold) => hold,
                     Err(SystemError::InsufficientInventory { .. }) => {
                         summary.sold_out += 1;

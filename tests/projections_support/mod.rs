@@ -100,6 +100,7 @@ pub mod ev {
         unit: Money,
     ) -> TicketingAction {
         TicketingAction::Reservation(ReservationAction::ReservationInitiated {
+            lines: Vec::new(),
             reservation_id: r,
             event_id: e,
             section: section(s),
@@ -115,6 +116,7 @@ pub mod ev {
     }
     pub fn completed(r: ReservationId, e: EventId, s: &str) -> TicketingAction {
         TicketingAction::Reservation(ReservationAction::ReservationCompleted {
+            lines: Vec::new(),
             reservation_id: r,
             event_id: e,
             section: section(s),
@@ -126,6 +128,7 @@ pub mod ev {
     }
     pub fn cancelled(r: ReservationId, e: EventId, s: &str) -> TicketingAction {
         TicketingAction::Reservation(ReservationAction::ReservationCancelled {
+            lines: Vec::new(),
             reservation_id: r,
             event_id: e,
             section: section(s),
@@ -136,6 +139,7 @@ pub mod ev {
     }
     pub fn expired(r: ReservationId, e: EventId, s: &str) -> TicketingAction {
         TicketingAction::Reservation(ReservationAction::ReservationExpired {
+            lines: Vec::new(),
             reservation_id: r,
             event_id: e,
             section: section(s),
@@ -279,10 +283,8 @@ impl Driver {
         self.send(TicketingAction::Reservation(ReservationAction::InitiateReservation {
             reservation_id,
             event_id: e,
-            section: s,
-            quantity,
+            lines: vec![boxoffice::aggregates::OrderLine { section: s, quantity, unit_price, tier: None }],
             customer_id: customer(customer_n),
-            unit_price,
             policy: boxoffice::aggregates::SalesPolicy::default(),
         }));
         // The customer pays as soon as the seats are held (a refused request changes nothing).

@@ -22,8 +22,8 @@ use boxoffice::event_store::Envelope;
 use boxoffice::framework::{Clock, FixedClock};
 use boxoffice::projections::SectionAvailability;
 use boxoffice::system::{
-    ChargeStatus, EventSpec, HeldSeats, PaymentDetails, PaymentGateway, Receipt, RefundRequest, ReserveRequest,
-    SystemError, TicketRefundRequest, TicketingSystem,
+    ChargeStatus, EventSpec, HeldSeats, OrderLineRequest, OrderRequest, PaymentDetails, PaymentGateway, Receipt,
+    RefundRequest, ReserveRequest, SystemError, TicketRefundRequest, TicketingSystem,
 };
 use chrono::{DateTime, TimeZone, Utc};
 use proptest::prelude::*;
@@ -161,7 +161,9 @@ impl PaymentGateway for ScriptedGateway {
 pub enum Call {
     /// `reserve` into a slot; `keyed` reserves use the slot's idempotency key and customer, so a
     /// second keyed reserve of a slot is a retry (or, with other details, a conflicting one).
-    Reserve { slot: usize, section: usize, quantity: u32, keyed: bool },
+    /// With `also` above zero it is a basket (`reserve_order`): `quantity` seats of `section` and
+    /// `also` seats of the other section, held all or none.
+    Reserve { slot: usize, section: usize, quantity: u32, also: u32, keyed: bool },
     /// `reserve` for the event that is still in Draft.
     ReserveDraft { section: usize },
     /// `pay` the slot's reservation (an unknown id when the slot is empty).
@@ -197,8 +199,12 @@ fn call() -> impl Strategy<Value = Call> {
     let slot = 0..SLOTS;
     let quantity = prop_oneof![1 => Just(0u32), 6 => 1..=4u32];
     prop_oneof![
-        5 => (slot.clone(), 0..CAPACITIES.len(), quantity, any::<bool>())
-            .prop_map(|(slot, section, quantity, keyed)| Call::Reserve { slot, section, quantity, keyed }),
+        5 => (slot.clone(), 0..CAPACITIES.len(), quantity, prop_oneof![3 => Just(0u32), 2 => 1..=2u32], any::<bool>())
+            .prop_map(|(slot, section, quantity, also, keyed)| {
+                // A basket's second line is never empty: a zero first line is the refusal explored.
+                let also = if quantity == 0 { 0 } else { also };
+                Call::Reserve { slot, section, quantity, also, keyed }
+            }),
         4 => slot.clone().prop_map(|slot| Call::Pay { slot }),
         1 => slot.clone().prop_map(|slot| Call::Cancel { slot }),
         2 => slot.clone().prop_map(|slot| Call::Refund { slot }),
@@ -344,6 +350,16 @@ fn keyed_reservation(slot: usize) -> ReservationId {
     ReservationId::for_idempotency_key(customer(slot), &key(slot))
 }
 
+/// The lines a `Call::Reserve` asks for: `quantity` of `section`, and `also` of the other
+/// section when it is a basket.
+pub fn wanted_lines(s: usize, quantity: u32, also: u32) -> Vec<(SectionName, u32)> {
+    let mut lines = vec![(section(s), quantity)];
+    if also > 0 {
+        lines.push((section(1 - s), also));
+    }
+    lines
+}
+
 fn fail(what: impl std::fmt::Display) -> TestCaseError {
     TestCaseError::fail(what.to_string())
 }
@@ -357,6 +373,37 @@ fn refused(call: &Call, error: &SystemError) -> Result<Outcome, TestCaseError> {
     }
 }
 
+/// A `Call::Reserve` of `(slot, section, quantity, also)`.
+async fn reserve(
+    case: &Case,
+    call: &Call,
+    (slot, s, quantity, also): (usize, usize, u32, u32),
+    keyed: bool,
+) -> Result<(Option<ReservationId>, Outcome), TestCaseError> {
+    let system = &case.system;
+    let lines = wanted_lines(s, quantity, also)
+        .into_iter()
+        .map(|(section, quantity)| OrderLineRequest { section, quantity, tier: None })
+        .collect();
+    let request = OrderRequest {
+        event_id: case.event,
+        lines,
+        customer_id: customer(slot),
+        idempotency_key: keyed.then(|| key(slot)),
+    };
+    let known = keyed.then(|| keyed_reservation(slot));
+    Ok(match system.reserve_order(request).await {
+        Ok(held) => (Some(held.reservation_id), Outcome::Held(held)),
+        Err(SystemError::InsufficientInventory { reservation_id, requested, available, .. }) => {
+            if requested <= available || (requested != quantity && requested != also) {
+                return Err(fail(format!("short of seats: {requested} asked, {available} free")));
+            }
+            (Some(reservation_id), Outcome::Short(reservation_id))
+        }
+        Err(error) => (known, refused(call, &error)?),
+    })
+}
+
 /// Runs one call; `target` is the reservation a pay/cancel/refund names.
 async fn perform(
     case: Arc<Case>,
@@ -365,25 +412,8 @@ async fn perform(
 ) -> Result<(Option<ReservationId>, Outcome), TestCaseError> {
     let system = &case.system;
     match call {
-        Call::Reserve { slot, section: s, quantity, keyed } => {
-            let request = ReserveRequest {
-                event_id: case.event,
-                section: section(s),
-                quantity,
-                customer_id: customer(slot),
-                idempotency_key: keyed.then(|| key(slot)),
-            };
-            let known = keyed.then(|| keyed_reservation(slot));
-            Ok(match system.reserve(request).await {
-                Ok(held) => (Some(held.reservation_id), Outcome::Held(held)),
-                Err(SystemError::InsufficientInventory { reservation_id, requested, available }) => {
-                    if requested <= available || requested != quantity {
-                        return Err(fail(format!("short of seats: {requested} asked, {available} free")));
-                    }
-                    (Some(reservation_id), Outcome::Short(reservation_id))
-                }
-                Err(error) => (known, refused(&call, &error)?),
-            })
+        Call::Reserve { slot, section: s, quantity, also, keyed } => {
+            reserve(&case, &call, (slot, s, quantity, also), keyed).await
         }
         Call::ReserveDraft { section: s } => {
             let request = ReserveRequest {
@@ -549,8 +579,10 @@ async fn drive(scenario: &Scenario) -> Result<Trace, TestCaseError> {
                 };
                 let reservation_before = load(target).await;
                 let conflicting_retry = match (call, &reservation_before) {
-                    (Call::Reserve { section: s, quantity, keyed: true, .. }, Some(r)) => {
-                        r.section != section(*s) || r.quantity != *quantity
+                    (Call::Reserve { section: s, quantity, also, keyed: true, .. }, Some(r)) => {
+                        let held: Vec<(SectionName, u32)> =
+                            r.order_lines().into_iter().map(|l| (l.section, l.quantity)).collect();
+                        held != wanted_lines(*s, *quantity, *also)
                     }
                     _ => false,
                 };

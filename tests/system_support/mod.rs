@@ -5,6 +5,7 @@
 #![allow(dead_code)] // each test binary runs the scenarios for its own backend
 
 pub mod health;
+pub mod orders;
 pub mod payments;
 pub mod read_models_tickets;
 pub mod tickets;
@@ -324,7 +325,9 @@ pub async fn a_request_beyond_the_free_seats_is_recorded_as_compensated(backend:
     f.system.settled().await.unwrap();
     let head = f.storage.store.head_position().await.unwrap();
     let short = f.system.reserve(request(&f, "Stalls", 5)).await;
-    let Err(SystemError::InsufficientInventory { reservation_id, requested: 5, available: 2 }) = short else {
+    let Err(SystemError::InsufficientInventory { reservation_id, requested: 5, available: 2, section: Some(_) }) =
+        short
+    else {
         panic!("expected InsufficientInventory (5 asked, 2 free): {short:?}");
     };
     f.system.settled().await.unwrap();

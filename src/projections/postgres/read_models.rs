@@ -441,6 +441,7 @@ async fn delete_rows(tx: &mut PgConnection, model: ReadModel) -> Result<(), Proj
             "DELETE FROM rm_section_sales",
             "DELETE FROM rm_event_sales",
             "DELETE FROM rm_reservations WHERE model = 'sales-analytics'",
+            "DELETE FROM rm_refund_splits",
         ],
         ReadModel::CustomerHistory => &[
             "DELETE FROM rm_purchases",
@@ -468,6 +469,10 @@ async fn delete_rows(tx: &mut PgConnection, model: ReadModel) -> Result<(), Proj
     Ok(())
 }
 
+/// One row of `rm_reservations`: reservation, event, section, customer, quantity, total in minor
+/// units, currency, and the sections' parts of an order of several sections as JSON.
+type FactsRow = (Uuid, Uuid, String, Uuid, i32, i64, String, Option<String>);
+
 /// Reservation facts for a batch: those stored by earlier batches (fetched in one query) plus those
 /// the batch itself starts.
 pub(super) async fn facts_for(
@@ -489,8 +494,8 @@ pub(super) async fn facts_for(
     if wanted.is_empty() {
         return Ok(facts);
     }
-    let rows: Vec<(Uuid, Uuid, String, Uuid, i32, i64, String)> = sqlx::query_as(
-        "SELECT reservation_id, event_id, section, customer_id, quantity, total_minor, currency \
+    let rows: Vec<FactsRow> = sqlx::query_as(
+        "SELECT reservation_id, event_id, section, customer_id, quantity, total_minor, currency, lines \
          FROM rm_reservations WHERE model = $1 AND reservation_id = ANY($2)",
     )
     .bind(model.name())
@@ -498,7 +503,7 @@ pub(super) async fn facts_for(
     .fetch_all(&mut *conn)
     .await
     .map_err(db(model))?;
-    for (reservation_id, event_id, name, customer_id, quantity, total, currency) in rows {
+    for (reservation_id, event_id, name, customer_id, quantity, total, currency, lines) in rows {
         let f = ReservationFacts {
             reservation_id: ReservationId::from_uuid(reservation_id),
             event_id: EventId::from_uuid(event_id),
@@ -506,6 +511,10 @@ pub(super) async fn facts_for(
             customer_id: CustomerId::from_uuid(customer_id),
             quantity: u32::try_from(quantity).map_err(|_| corrupt(model, "negative quantity"))?,
             total: money(model, total, &currency)?,
+            lines: match lines {
+                Some(json) => serde_json::from_str(&json).map_err(|e| corrupt(model, e))?,
+                None => Vec::new(),
+            },
         };
         facts.insert(f.reservation_id, f);
     }
@@ -539,9 +548,15 @@ pub(super) async fn store_facts(
     let quantities: Vec<i32> = started.iter().map(|f| i32::try_from(f.quantity).unwrap_or(i32::MAX)).collect();
     let totals: Vec<i64> = started.iter().map(|f| f.total.minor_units()).collect();
     let currencies: Vec<String> = started.iter().map(|f| f.total.currency().as_str().to_owned()).collect();
+    // The sections' parts of an order of several sections, as JSON; NULL for one section.
+    let lines: Vec<Option<String>> = started
+        .iter()
+        .map(|f| (!f.lines.is_empty()).then(|| serde_json::to_string(&f.lines)).transpose())
+        .collect::<Result<_, _>>()
+        .map_err(|e| corrupt(model, e))?;
     sqlx::query(
-        "INSERT INTO rm_reservations (model, reservation_id, event_id, section, customer_id, quantity, total_minor, currency) \
-         SELECT $1, * FROM UNNEST($2::uuid[], $3::uuid[], $4::text[], $5::uuid[], $6::int[], $7::bigint[], $8::text[]) \
+        "INSERT INTO rm_reservations (model, reservation_id, event_id, section, customer_id, quantity, total_minor, currency, lines) \
+         SELECT $1, * FROM UNNEST($2::uuid[], $3::uuid[], $4::text[], $5::uuid[], $6::int[], $7::bigint[], $8::text[], $9::text[]) \
          ON CONFLICT (model, reservation_id) DO NOTHING",
     )
     .bind(model.name())
@@ -552,6 +567,7 @@ pub(super) async fn store_facts(
     .bind(&quantities)
     .bind(&totals)
     .bind(&currencies)
+    .bind(&lines)
     .execute(&mut *conn)
     .await
     .map_err(db(model))?;

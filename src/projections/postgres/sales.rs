@@ -5,10 +5,10 @@ use std::collections::{BTreeMap, HashMap};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::read_models::{db, facts_for, money_total, section, store_facts, to_u64};
+use super::read_models::{corrupt, db, facts_for, money_total, section, store_facts, to_u64};
 use super::{PostgresReadModels, ReadModel};
-use crate::aggregates::TicketingAction;
-use crate::domain::{Currency, EventId, MoneyTotal, SectionName};
+use crate::aggregates::{PaymentAction, TicketingAction};
+use crate::domain::{Currency, EventId, Money, MoneyTotal, RefundId, SectionName};
 use crate::projections::sales_analytics::most_popular_section;
 use crate::projections::{ProjectionError, ReservationEnd, SalesChange, SalesMetrics, average_price};
 
@@ -46,31 +46,43 @@ fn add_money(total: &mut i128, amount: i64) -> Result<(), ProjectionError> {
 /// Applies the sales changes of `actions`, summed per event and per section.
 pub(super) async fn apply(conn: &mut PgConnection, actions: &[(u64, TicketingAction)]) -> Result<(), ProjectionError> {
     let mut facts = facts_for(conn, MODEL, actions).await?;
+    let mut refunds = refund_splits_for(conn, actions).await?;
+    let mut new_refunds = Vec::new();
     let mut started = Vec::new();
     let mut new_events: HashMap<EventId, Currency> = HashMap::new();
     let mut events: HashMap<EventId, EventDelta> = HashMap::new();
     let mut sections: HashMap<(EventId, SectionName), (i128, i64)> = HashMap::new();
     for (_, action) in actions {
-        let Some(change) = SalesChange::from_action(action, |id| facts.get(&id).cloned()) else { continue };
+        let change = SalesChange::from_action(action, |id| facts.get(&id).cloned(), |id| refunds.get(&id).cloned());
+        let Some(change) = change else { continue };
         match change {
             SalesChange::ReservationStarted(f) => {
                 new_events.entry(f.event_id).or_insert(f.total.currency());
                 facts.insert(f.reservation_id, f.clone());
                 started.push(f);
             }
-            SalesChange::Revenue { event_id, section, amount } => {
-                add_money(&mut events.entry(event_id).or_default().revenue, amount.minor_units())?;
-                add_money(&mut sections.entry((event_id, section)).or_default().0, amount.minor_units())?;
+            SalesChange::Revenue { event_id, by_section } => {
+                for (section, amount) in by_section {
+                    add_money(&mut events.entry(event_id).or_default().revenue, amount.minor_units())?;
+                    add_money(&mut sections.entry((event_id, section)).or_default().0, amount.minor_units())?;
+                }
             }
-            SalesChange::Completed { event_id, section, tickets } => {
-                let e = events.entry(event_id).or_default();
-                add(&mut e.tickets, i64::from(tickets))?;
-                add(&mut e.completed, 1)?;
-                add(&mut sections.entry((event_id, section)).or_default().1, i64::from(tickets))?;
+            SalesChange::Completed { event_id, by_section } => {
+                add(&mut events.entry(event_id).or_default().completed, 1)?;
+                for (section, tickets) in by_section {
+                    add(&mut events.entry(event_id).or_default().tickets, i64::from(tickets))?;
+                    add(&mut sections.entry((event_id, section)).or_default().1, i64::from(tickets))?;
+                }
             }
-            SalesChange::Returned { event_id, section, tickets } => {
-                add(&mut events.entry(event_id).or_default().tickets, -i64::from(tickets))?;
-                add(&mut sections.entry((event_id, section)).or_default().1, -i64::from(tickets))?;
+            SalesChange::Returned { event_id, by_section, refund } => {
+                if let Some((refund_id, split)) = refund {
+                    refunds.insert(refund_id, split.clone());
+                    new_refunds.push((refund_id, split));
+                }
+                for (section, tickets) in by_section {
+                    add(&mut events.entry(event_id).or_default().tickets, -i64::from(tickets))?;
+                    add(&mut sections.entry((event_id, section)).or_default().1, -i64::from(tickets))?;
+                }
             }
             SalesChange::Ended { event_id, end } => {
                 let e = events.entry(event_id).or_default();
@@ -83,6 +95,7 @@ pub(super) async fn apply(conn: &mut PgConnection, actions: &[(u64, TicketingAct
         }
     }
     store_facts(conn, MODEL, &started).await?;
+    store_refund_splits(conn, &new_refunds).await?;
     write_events(conn, new_events, events).await?;
     write_sections(conn, sections).await
 }
@@ -249,4 +262,59 @@ impl PostgresReadModels {
         let sections = self.section_sales(event).await?;
         Ok(most_popular_section(sections.iter().map(|(s, _, t)| (s, *t))))
     }
+}
+
+/// The by-section splits of the refunds of orders of several sections that the `PaymentRefunded`
+/// events of `actions` need and that an earlier batch recorded.
+async fn refund_splits_for(
+    conn: &mut PgConnection,
+    actions: &[(u64, TicketingAction)],
+) -> Result<HashMap<RefundId, Vec<(SectionName, Money)>>, ProjectionError> {
+    let wanted: Vec<Uuid> = actions
+        .iter()
+        .filter_map(|(_, a)| match a {
+            TicketingAction::Payment(PaymentAction::PaymentRefunded { refund_id, .. }) => Some(refund_id.as_uuid()),
+            _ => None,
+        })
+        .collect();
+    if wanted.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let rows: Vec<(Uuid, String)> =
+        sqlx::query_as("SELECT refund_id, lines FROM rm_refund_splits WHERE refund_id = ANY($1)")
+            .bind(&wanted)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(db(MODEL))?;
+    rows.into_iter()
+        .map(|(id, lines)| {
+            let split: Vec<(SectionName, Money)> = serde_json::from_str(&lines).map_err(|e| corrupt(MODEL, e))?;
+            Ok((RefundId::from_uuid(id), split))
+        })
+        .collect()
+}
+
+async fn store_refund_splits(
+    conn: &mut PgConnection,
+    splits: &[(RefundId, Vec<(SectionName, Money)>)],
+) -> Result<(), ProjectionError> {
+    if splits.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<Uuid> = splits.iter().map(|(id, _)| id.as_uuid()).collect();
+    let lines: Vec<String> = splits
+        .iter()
+        .map(|(_, split)| serde_json::to_string(split))
+        .collect::<Result<_, _>>()
+        .map_err(|e| corrupt(MODEL, e))?;
+    sqlx::query(
+        "INSERT INTO rm_refund_splits (refund_id, lines) SELECT * FROM UNNEST($1::uuid[], $2::text[]) \
+         ON CONFLICT (refund_id) DO NOTHING",
+    )
+    .bind(&ids)
+    .bind(&lines)
+    .execute(&mut *conn)
+    .await
+    .map_err(db(MODEL))?;
+    Ok(())
 }

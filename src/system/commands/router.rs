@@ -73,8 +73,11 @@ impl CommandRouter {
         }
     }
 
-    /// Every hold taken on the inventories of `event_id`'s sections, with its status, read
-    /// fresh from the store (another process may have taken or settled some).
+    /// Every reservation that took a hold on the inventories of `event_id`'s sections, with its
+    /// status, read fresh from the store (another process may have taken or settled some). An
+    /// order of several sections holds in each of them and is listed once: `Confirmed` if any of
+    /// its holds is (it was bought; the other confirmations are on their way), else `Reserved`
+    /// if any is, else `Released`.
     ///
     /// # Errors
     /// [`CommandError`] when a stream cannot be read or the system is stopping.
@@ -101,7 +104,9 @@ impl CommandRouter {
                 .read(&stream, true, |i| i.map(|i| i.holds().map(|(id, hold)| (id, hold.status)).collect::<Vec<_>>()))
                 .await
                 .map_err(|e| e.map_action(TicketingAction::Inventory))?;
-            holds.extend(taken.unwrap_or_default());
+            for (reservation_id, status) in taken.unwrap_or_default() {
+                merge_hold(&mut holds, reservation_id, status);
+            }
         }
         Ok(holds)
     }
@@ -124,6 +129,21 @@ impl CommandRouter {
         self.payments.snapshots_written().await;
         self.tickets.snapshots_written().await;
         self.allowances.snapshots_written().await;
+    }
+}
+
+/// Adds one inventory's hold of `reservation_id` to `holds`, merging it with the holds of the
+/// same order in other sections (see [`CommandRouter::holds_of_event`]).
+fn merge_hold(holds: &mut Vec<(ReservationId, HoldStatus)>, reservation_id: ReservationId, status: HoldStatus) {
+    let rank = |status: HoldStatus| match status {
+        HoldStatus::Confirmed => 2,
+        HoldStatus::Reserved => 1,
+        HoldStatus::Released => 0,
+    };
+    match holds.iter_mut().find(|(id, _)| *id == reservation_id) {
+        Some((_, merged)) if rank(status) > rank(*merged) => *merged = status,
+        Some(_) => {}
+        None => holds.push((reservation_id, status)),
     }
 }
 

@@ -7,13 +7,16 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
-use super::{EventSpec, HeldSeats, PaymentDetails, Receipt, RefundRequest, ReserveRequest, TicketingSystemBuilder};
-use crate::aggregates::{
-    AllowanceError, CompensationReason, EventAction, PaymentAction, PaymentRecord, PaymentStatus, RefundRecord,
-    ReservationAction, ReservationError, ReservationStatus, SalesPolicy, TicketingAction, event_stream, payment_stream,
-    reservation_stream,
+use super::{
+    EventSpec, HeldSeats, OrderLineRequest, OrderRequest, PaymentDetails, Receipt, RefundRequest, ReserveRequest,
+    TicketingSystemBuilder,
 };
-use crate::domain::{EventId, Money, PaymentId, RefundId, ReservationId, SectionName, ensure_storable_text};
+use crate::aggregates::{
+    AllowanceError, CompensationReason, EventAction, OrderLine, PaymentAction, PaymentRecord, PaymentStatus,
+    RefundRecord, Reservation, ReservationAction, ReservationError, ReservationStatus, SalesPolicy, TicketingAction,
+    event_stream, payment_stream, reservation_stream,
+};
+use crate::domain::{EventId, PaymentId, RefundId, ReservationId, SectionName, ensure_storable_text};
 use crate::event_bus::RelayHandle;
 use crate::event_store::FollowStatus;
 use crate::event_store::RetryPolicy;
@@ -461,32 +464,51 @@ impl TicketingSystem {
         }
     }
 
-    /// The price of a seat in `section` now, if the event is on sale. The cached state is
-    /// enough to sell; a refusal is checked against the store first, because another process may
-    /// have opened the sales.
-    async fn price(&self, event_id: EventId, section: &SectionName) -> Result<Priced, SystemError> {
+    /// The order's lines priced now, if the event and every section are on sale. The cached
+    /// state is enough to sell; a refusal is checked against the store first, because another
+    /// process may have opened the sales.
+    async fn price(
+        &self,
+        event_id: EventId,
+        reservation_id: ReservationId,
+        wanted: &[OrderLineRequest],
+    ) -> Result<Priced, SystemError> {
         let stream = event_stream(event_id)?;
         let now = self.inner.clock.now();
+        let not_on_sale =
+            move |section: &SectionName| ReservationError::NotOnSale { event_id, section: section.clone() };
+        let Some(first) = wanted.first() else { return Err(ReservationError::EmptyOrder { reservation_id }.into()) };
         for fresh in [false, true] {
-            let wanted = section.clone();
-            let price = self
+            let wanted = wanted.to_vec();
+            let priced = self
                 .inner
                 .router
                 .events
                 .read(&stream, fresh, move |event| {
                     event.filter(|e| e.is_on_sale()).map(|e| {
                         let policy = e.details.as_ref().map(|d| d.policy).unwrap_or_default();
-                        let capacity = e.section(&wanted).map(|s| s.capacity.get());
-                        e.price_at(&wanted, now).map(|unit_price| Priced { unit_price, policy, capacity })
+                        let mut priced = Priced { lines: Vec::new(), policy, capacities: Vec::new() };
+                        for line in wanted {
+                            // A section the event does not have has no price: `EventError::NoPrice`.
+                            let capacity = e.section(&line.section).map_or(0, |s| s.capacity.get());
+                            priced.capacities.push(capacity);
+                            priced.lines.push(OrderLine {
+                                unit_price: e.price_of_tier(&line.section, line.tier, now)?,
+                                section: line.section,
+                                quantity: line.quantity,
+                                tier: line.tier,
+                            });
+                        }
+                        Ok::<_, SystemError>(priced)
                     })
                 })
                 .await
                 .map_err(lift_event_error)?;
-            if let Some(priced) = price {
-                return Ok(priced?);
+            if let Some(priced) = priced {
+                return priced;
             }
         }
-        Err(ReservationError::NotOnSale { event_id, section: section.clone() }.into())
+        Err(not_on_sale(&first.section).into())
     }
 
     /// Creates an event in Draft with its sections' inventories.
@@ -535,56 +557,73 @@ impl TicketingSystem {
         self.command_and_follow_ups(TicketingAction::Event(cancel)).await
     }
 
-    /// Holds `quantity` seats for the customer and returns them with the hold deadline.
+    /// Holds `quantity` seats of one section for the customer and returns them with the hold
+    /// deadline: [`TicketingSystem::reserve_order`] of one line.
     ///
-    /// A request for more seats than the section has can never be filled: it is refused up
-    /// front and nothing is recorded. A request that fits the section but not the seats free
+    /// # Errors
+    /// As [`TicketingSystem::reserve_order`].
+    pub async fn reserve(&self, request: ReserveRequest) -> Result<HeldSeats, SystemError> {
+        self.reserve_order(request.into()).await
+    }
+
+    /// Holds the seats of an order, one line per section (each at the tier it names, or the
+    /// cheapest on sale), all or none, and returns them with the one hold deadline of the order.
+    /// Each line is held in its section's inventory; if any section lacks seats, the order ends
+    /// `Compensated` and the lines already held are released, so nothing stays held. The order
+    /// is paid with one payment of its total ([`TicketingSystem::pay`]).
+    ///
+    /// A line for more seats than its section has can never be filled: the order is refused up
+    /// front and nothing is recorded. An order that fits the sections but not the seats free
     /// right now goes through the saga: its reservation is recorded, finds too few seats and
-    /// ends `Compensated` (those two events are the record of losing the race for the seats).
+    /// ends `Compensated` (those events are the record of losing the race for the seats).
     /// Under the event's per-customer ticket limit
-    /// ([`SalesPolicy::max_tickets_per_customer`]) the seats are first claimed on the customer's
-    /// allowance, which counts every order of theirs at once; a request above the limit by itself
-    /// is refused up front.
+    /// ([`SalesPolicy::max_tickets_per_customer`]) the seats of every line are first claimed on
+    /// the customer's allowance, which counts every order of theirs at once; an order above the
+    /// limit by itself is refused up front.
     ///
     /// # Errors
     /// [`SystemError::Allowance`] when the customer would pass the event's ticket limit (the
     /// reservation ended `Compensated`, or, above the limit by itself, was never recorded);
-    /// [`SystemError::InsufficientInventory`] when the section cannot fill the request: with
+    /// [`SystemError::InsufficientInventory`] when a section cannot fill its line: with
     /// `available` the seats free when the hold was attempted, or, for more seats than the
     /// section has, with `available` its capacity and a `reservation_id` that was never
     /// recorded; [`SystemError::Invalid`] for an idempotency key with a NUL character;
-    /// [`SystemError::Reservation`] when the event is not on sale or the request is invalid,
+    /// [`SystemError::Reservation`] when the event or a section is not on sale, the tier named
+    /// is not on sale, or the order is invalid (no lines, a line of zero seats, a section twice);
     /// [`SystemError::Timeout`] when the saga did not answer in time.
-    pub async fn reserve(&self, request: ReserveRequest) -> Result<HeldSeats, SystemError> {
+    pub async fn reserve_order(&self, request: OrderRequest) -> Result<HeldSeats, SystemError> {
         if let Some(key) = &request.idempotency_key {
             ensure_storable_text("idempotency key", key)?;
         }
-        let Priced { unit_price, policy, capacity } = self.price(request.event_id, &request.section).await?;
         let event_id = request.event_id;
         let reservation_id = match &request.idempotency_key {
             Some(key) => ReservationId::for_idempotency_key(request.customer_id, key),
             None => ReservationId::new_v4(),
         };
-        if let Some(limit) = policy.max_tickets_per_customer.filter(|limit| request.quantity > *limit) {
+        let Priced { lines, policy, capacities } = self.price(event_id, reservation_id, &request.lines).await?;
+        let requested: u32 = lines.iter().fold(0, |sum, line| sum.saturating_add(line.quantity));
+        if let Some(limit) = policy.max_tickets_per_customer.filter(|limit| requested > *limit) {
             return Err(AllowanceError::LimitReached {
                 event_id,
                 customer_id: request.customer_id,
                 reservation_id,
-                requested: request.quantity,
+                requested,
                 held: 0,
                 limit,
             }
             .into());
         }
-        if let Some(capacity) = capacity.filter(|capacity| request.quantity > *capacity) {
+        let beyond = lines.iter().zip(&capacities).find(|(line, capacity)| line.quantity > **capacity);
+        if let Some((line, capacity)) = beyond {
             // A keyed request whose reservation exists is a retry: it answers as the original did
             // (or as a reuse of the key with other details).
             let retry = request.idempotency_key.is_some() && self.reservation(reservation_id).await.is_ok();
             if !retry {
                 return Err(SystemError::InsufficientInventory {
                     reservation_id,
-                    requested: request.quantity,
-                    available: capacity,
+                    requested: line.quantity,
+                    available: *capacity,
+                    section: Some(line.section.clone()),
                 });
             }
         }
@@ -593,10 +632,8 @@ impl TicketingSystem {
         let initiate = ReservationAction::InitiateReservation {
             reservation_id,
             event_id,
-            section: request.section,
-            quantity: request.quantity,
+            lines,
             customer_id: request.customer_id,
-            unit_price,
             policy,
         };
         self.command(TicketingAction::Reservation(initiate), context).await?;
@@ -617,32 +654,7 @@ impl TicketingSystem {
         drop(waiter);
         let reservation =
             self.reservation_reaching(reservation_id, |status| status != ReservationStatus::Initiated).await?;
-        match reservation.status {
-            ReservationStatus::Compensated => match reservation.compensation {
-                Some(CompensationReason::InsufficientInventory { requested, available }) => {
-                    Err(SystemError::InsufficientInventory { reservation_id, requested, available })
-                }
-                Some(CompensationReason::CustomerLimitReached { limit, held }) => Err(AllowanceError::LimitReached {
-                    event_id,
-                    customer_id: reservation.customer_id,
-                    reservation_id,
-                    requested: reservation.quantity,
-                    held,
-                    limit,
-                }
-                .into()),
-                _ => Err(SystemError::ReservationEnded { reservation_id, how: "compensated" }),
-            },
-            status => match ended(status) {
-                Some(how) => Err(SystemError::ReservationEnded { reservation_id, how }),
-                None => Ok(HeldSeats {
-                    reservation_id,
-                    seats: reservation.seats,
-                    total: reservation.total,
-                    expires_at: reservation.expires_at,
-                }),
-            },
-        }
+        held_or_why(reservation)
     }
 
     /// Pays for a hold and waits for the outcome. The token goes to the payment gateway from
@@ -997,12 +1009,45 @@ impl TicketingSystem {
 
 /// What [`TicketingSystem::reserve`] needs to know of the event on sale.
 struct Priced {
-    /// The price of one seat now.
-    unit_price: Money,
+    /// The order's lines, priced now.
+    lines: Vec<OrderLine>,
     /// The event's sales rules.
     policy: SalesPolicy,
-    /// The section's number of seats (`None`: the event has no such section).
-    capacity: Option<u32>,
+    /// Each line's section's number of seats.
+    capacities: Vec<u32>,
+}
+
+/// What `reserve_order` answers once the reservation is past `Initiated`: the seats held, or why
+/// there are none.
+fn held_or_why(reservation: Reservation) -> Result<HeldSeats, SystemError> {
+    let reservation_id = reservation.reservation_id;
+    match reservation.status {
+        ReservationStatus::Compensated => match reservation.compensation {
+            Some(CompensationReason::InsufficientInventory { requested, available, section }) => {
+                Err(SystemError::InsufficientInventory { reservation_id, requested, available, section })
+            }
+            Some(CompensationReason::CustomerLimitReached { limit, held }) => Err(AllowanceError::LimitReached {
+                event_id: reservation.event_id,
+                customer_id: reservation.customer_id,
+                reservation_id,
+                requested: reservation.quantity,
+                held,
+                limit,
+            }
+            .into()),
+            _ => Err(SystemError::ReservationEnded { reservation_id, how: "compensated" }),
+        },
+        status => match ended(status) {
+            Some(how) => Err(SystemError::ReservationEnded { reservation_id, how }),
+            None => Ok(HeldSeats {
+                reservation_id,
+                lines: reservation.held_lines(),
+                seats: reservation.seats,
+                total: reservation.total,
+                expires_at: reservation.expires_at,
+            }),
+        },
+    }
 }
 
 fn lift_event_error(error: CommandError<EventAction>) -> SystemError {

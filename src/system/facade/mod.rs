@@ -7,5 +7,7 @@ mod tickets;
 
 pub use api::TicketingSystem;
 pub use builder::TicketingSystemBuilder;
-pub use requests::{EventSpec, HeldSeats, PaymentDetails, Receipt, RefundRequest, ReserveRequest};
+pub use requests::{
+    EventSpec, HeldSeats, OrderLineRequest, OrderRequest, PaymentDetails, Receipt, RefundRequest, ReserveRequest,
+};
 pub use tickets::{CheckIn, Gate, IssuedTicket, OfflineScan, TicketRefund, TicketRefundRequest};

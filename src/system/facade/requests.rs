@@ -5,8 +5,10 @@ use secrecy::SecretString;
 
 #[cfg(doc)]
 use super::TicketingSystem;
-use crate::aggregates::{EventAction, SalesPolicy, Section};
-use crate::domain::{CustomerId, EventId, Money, PaymentId, PricingTier, ReservationId, SeatId, SectionName, Venue};
+use crate::aggregates::{EventAction, LineSeats, SalesPolicy, Section};
+use crate::domain::{
+    CustomerId, EventId, Money, PaymentId, PricingTier, ReservationId, SeatId, SectionName, TierKind, Venue,
+};
 
 /// What [`TicketingSystem::create_event`] needs.
 #[derive(Debug, Clone)]
@@ -59,14 +61,52 @@ pub struct ReserveRequest {
     pub idempotency_key: Option<String>,
 }
 
+/// An order of seats in several sections of one event, held all or none, paid with one payment
+/// and held until one deadline: what [`TicketingSystem::reserve_order`] takes.
+#[derive(Debug, Clone)]
+pub struct OrderRequest {
+    /// The event.
+    pub event_id: EventId,
+    /// The lines: one per section, each section at most once.
+    pub lines: Vec<OrderLineRequest>,
+    /// Who buys.
+    pub customer_id: CustomerId,
+    /// As [`ReserveRequest::idempotency_key`].
+    pub idempotency_key: Option<String>,
+}
+
+/// One line of an [`OrderRequest`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderLineRequest {
+    /// The section.
+    pub section: SectionName,
+    /// How many seats of it.
+    pub quantity: u32,
+    /// The pricing tier to buy at; `None` for the cheapest of the section's tiers on sale.
+    pub tier: Option<TierKind>,
+}
+
+impl From<ReserveRequest> for OrderRequest {
+    fn from(request: ReserveRequest) -> Self {
+        Self {
+            event_id: request.event_id,
+            lines: vec![OrderLineRequest { section: request.section, quantity: request.quantity, tier: None }],
+            customer_id: request.customer_id,
+            idempotency_key: request.idempotency_key,
+        }
+    }
+}
+
 /// Seats held for a customer until `expires_at`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HeldSeats {
     /// The reservation to pay or cancel.
     pub reservation_id: ReservationId,
-    /// The seats held.
+    /// The seats held, in every line.
     pub seats: Vec<SeatId>,
-    /// What paying costs: the tier price times the quantity.
+    /// The seats held per line (section and price); one line for [`TicketingSystem::reserve`].
+    pub lines: Vec<LineSeats>,
+    /// What paying costs: each line's tier price times its quantity, summed.
     pub total: Money,
     /// When the hold runs out.
     pub expires_at: DateTime<Utc>,

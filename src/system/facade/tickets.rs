@@ -190,7 +190,7 @@ impl TicketingSystem {
             ticket_id: ticket.ticket_id,
             reservation_id: order.reservation_id,
             event_id: order.event_id,
-            section: order.section.clone(),
+            section: order.section_of(ticket).clone(),
             seat_id: ticket.seat_id,
             holder: ticket.holder,
             price: ticket.price,
@@ -316,7 +316,7 @@ impl TicketingSystem {
         let state = self.order_tickets(ticket.reservation_id, false).await?;
         let recorded = state.scans.get(&scan_id).map(|scan| scan.answer.clone());
         let seat =
-            state.order.as_ref().and_then(|o| o.ticket(ticket.ticket_id).map(|t| (o.section.clone(), t.seat_id)));
+            state.order.as_ref().and_then(|o| o.ticket(ticket.ticket_id).map(|t| (o.section_of(t).clone(), t.seat_id)));
         let ticket_id = ticket.ticket_id;
         Ok(match (recorded, seat) {
             (Some(ScanAnswer::Admitted), Some((section, seat_id))) => CheckIn::Admitted { ticket_id, section, seat_id },
@@ -408,11 +408,9 @@ impl TicketingSystem {
                 })
                 .collect::<Result<Vec<_>, _>>()?
         };
-        let count = if seats.is_empty() { reservation.kept_seats().count() } else { seats.len() };
-        let price = reservation
-            .unit_price
-            .checked_mul(u32::try_from(count).unwrap_or(u32::MAX))
-            .map_err(SystemError::Invalid)?;
+        let price =
+            if seats.is_empty() { reservation.kept_price() } else { reservation.price_of_seats(seats.iter().copied()) }
+                .map_err(SystemError::Invalid)?;
         let left = match self.read_payment(reservation_id, true).await? {
             Some(payment) => payment.refundable().map_err(SystemError::Invalid)?,
             None => Money::new(0, price.currency()),
