@@ -355,6 +355,40 @@ mod tests {
     }
 
     #[test]
+    fn a_ticket_refund_decided_before_a_goodwill_refund_still_gives_back_what_is_left() {
+        let (mut driver, event_id, names) = two_sections(5);
+        let (reservation_id, initiate) = basket(event_id, &names, [2, 1]);
+        driver.send(initiate).unwrap();
+        driver.send(ReservationAction::RequestPayment { reservation_id }.into()).unwrap();
+        let payment_id = PaymentId::for_reservation(reservation_id);
+        let eur = |m| Money::new(m, Currency::EUR);
+        let goodwill = PaymentAction::RefundPayment {
+            payment_id,
+            refund_id: crate::domain::RefundId::for_payment(payment_id, "goodwill"),
+            amount: eur(8_000),
+            reason: "late start".into(),
+            at_most: false,
+        };
+        driver.send(goodwill.into()).unwrap();
+        // The Balcony ticket's refund was priced (40.00) before the goodwill refund landed.
+        let held = &driver.state().reservation(reservation_id).unwrap().held;
+        let balcony = held.iter().find(|l| l.section == names[1]).unwrap().seats[0];
+        let refund_id = crate::domain::RefundId::for_payment(payment_id, "balcony");
+        let seats = ReservationAction::RefundSeats {
+            reservation_id,
+            seats: vec![balcony],
+            refund_id,
+            amount: eur(4_000),
+            reason: "cannot come".into(),
+        };
+        driver.send(seats.into()).unwrap();
+        let payment = driver.state().payments[&payment_id].payment.clone().unwrap();
+        assert_eq!(payment.refund(refund_id).map(|r| r.amount), Some(eur(1_000)), "what was left goes back");
+        assert_eq!(payment.refunded, eur(9_000));
+        assert_eq!(driver.state().inventory(event_id, &names[1]).unwrap().available(), 5, "the seat is back");
+    }
+
+    #[test]
     fn a_basket_one_section_cannot_fill_releases_the_others() {
         let (mut driver, event_id, names) = two_sections(1);
         let (reservation_id, initiate) = basket(event_id, &names, [3, 2]);
@@ -381,6 +415,7 @@ mod tests {
             TicketingAction::Inventory(InventoryAction::Rejected(InventoryError::NotInitialized { .. }))
         ));
         let refund = PaymentAction::RefundPayment {
+            at_most: false,
             payment_id: PaymentId::for_reservation(reservation_id),
             refund_id: crate::domain::RefundId::for_payment(PaymentId::for_reservation(reservation_id), "r"),
             amount: Money::new(1, Currency::EUR),

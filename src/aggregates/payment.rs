@@ -225,6 +225,12 @@ pub enum PaymentAction {
         amount: Money,
         /// Why.
         reason: String,
+        /// Refund at most `amount`: what is left of the payment when less is left (nothing when
+        /// nothing is), instead of refusing. The saga's refunds of seats and of cancelled events
+        /// ask so: the amount they were decided with may have shrunk since, under another
+        /// refund of the same payment, and what is left must still go back.
+        #[serde(default)]
+        at_most: bool,
     },
     /// The gateway answered the charge that `PaymentProcessed` recorded the intent of (or
     /// reconciliation learnt what became of it). Sent by the system.
@@ -469,7 +475,7 @@ fn decide(state: &PaymentState, command: PaymentAction, env: &PaymentEnv) -> Dec
     let reservation_id = payment.reservation_id;
     match command {
         PaymentAction::RecordGatewayOutcome { outcome, .. } => Ok(record_outcome(payment, outcome, now)),
-        PaymentAction::RefundPayment { refund_id, amount, reason, .. } => {
+        PaymentAction::RefundPayment { refund_id, amount, reason, at_most, .. } => {
             ensure_storable_text("refund reason", &reason)
                 .map_err(|source| PaymentError::InvalidText { payment_id, source })?;
             if payment.status != PaymentStatus::Succeeded {
@@ -479,7 +485,9 @@ fn decide(state: &PaymentState, command: PaymentAction, env: &PaymentEnv) -> Dec
                 return Err(PaymentError::NonPositiveAmount { payment_id, amount });
             }
             if let Some(existing) = payment.refund(refund_id) {
-                return if existing.amount == amount {
+                let same =
+                    existing.amount == amount || (at_most && existing.amount.minor_units() <= amount.minor_units());
+                return if same {
                     Ok(smallvec![])
                 } else {
                     Err(PaymentError::RefundIdReused { payment_id, refund_id })
@@ -487,6 +495,17 @@ fn decide(state: &PaymentState, command: PaymentAction, env: &PaymentEnv) -> Dec
             }
             let money = |source| PaymentError::Money { payment_id, source };
             let refundable = payment.refundable().map_err(money)?;
+            let amount = if at_most
+                && refundable.currency() == amount.currency()
+                && refundable.minor_units() < amount.minor_units()
+            {
+                if !refundable.is_positive() {
+                    return Ok(smallvec![]);
+                }
+                refundable
+            } else {
+                amount
+            };
             let after = refundable.checked_sub(amount).map_err(money)?;
             if after.minor_units() < 0 {
                 return Err(PaymentError::RefundExceedsPaid { payment_id, requested: amount, refundable });
@@ -655,6 +674,7 @@ mod tests {
     }
     fn refund(n: u128, amount: i64) -> PaymentAction {
         PaymentAction::RefundPayment {
+            at_most: false,
             payment_id: pid(),
             refund_id: refund_id(n),
             amount: eur(amount),
@@ -759,6 +779,29 @@ mod tests {
     }
 
     #[test]
+    fn a_refund_of_at_most_an_amount_gives_back_what_is_left() -> Result<(), ReducerTestError> {
+        let at_most = |n, amount| match refund(n, amount) {
+            PaymentAction::RefundPayment { payment_id, refund_id, amount, reason, .. } => {
+                PaymentAction::RefundPayment { payment_id, refund_id, amount, reason, at_most: true }
+            }
+            other => other,
+        };
+        let paid = || [processed(1_000), succeeded(1_000)];
+        // 1,000 paid, 400 on its way back: a refund of at most 900 takes the 600 left.
+        test().given(paid())?.given([requested(1, 400)])?.when(at_most(2, 900)).then_persisted(&[requested(2, 600)])?;
+        test().given(paid())?.given([requested(1, 400)])?.when(at_most(2, 500)).then_persisted(&[requested(2, 500)])?;
+        // Redelivered after it was cut to what was left: nothing more.
+        test()
+            .given(paid())?
+            .given([requested(1, 400), requested(2, 600)])?
+            .when(at_most(2, 900))
+            .then_persisted(&[])?;
+        // Nothing left: nothing to do, and no refusal.
+        test().given(paid())?.given([requested(1, 1_000)])?.when(at_most(2, 900)).then_persisted(&[])?;
+        Ok(())
+    }
+
+    #[test]
     fn refunds_never_exceed_what_was_paid_or_is_being_refunded() -> Result<(), ReducerTestError> {
         let paid = || [processed(1_000), succeeded(1_000)];
         test()
@@ -841,6 +884,7 @@ mod tests {
             .when(refund(1, 0))
             .then_rejected("zero", |a| matches!(a, PaymentAction::Rejected(PaymentError::NonPositiveAmount { .. })))?;
         let usd = PaymentAction::RefundPayment {
+            at_most: false,
             payment_id: pid(),
             refund_id: refund_id(1),
             amount: Money::new(1, Currency::USD),
@@ -856,6 +900,7 @@ mod tests {
             .when(refund(1, 1))
             .then_rejected("unknown", |a| matches!(a, PaymentAction::Rejected(PaymentError::NotFound { .. })))?;
         let nul = PaymentAction::RefundPayment {
+            at_most: false,
             payment_id: pid(),
             refund_id: refund_id(1),
             amount: Money::new(1, Currency::EUR),

@@ -223,6 +223,7 @@ pub fn reactions(event: &TicketingAction) -> SmallVec<[Reaction; 2]> {
         }
         T::Reservation(ReservationAction::PaymentSucceeded { payment_id, amount, refund_owed: true, .. }) => {
             smallvec![Reaction::Command(T::Payment(PaymentAction::RefundPayment {
+                at_most: false,
                 payment_id: *payment_id,
                 refund_id: RefundId::for_payment(*payment_id, LATE_PAYMENT_REFUND),
                 amount: *amount,
@@ -421,6 +422,7 @@ fn sale_reactions(event: &ReservationAction) -> SmallVec<[Reaction; 2]> {
             }
             if amount.is_positive() {
                 steps.push(Reaction::Command(T::Payment(PaymentAction::RefundPayment {
+                    at_most: true,
                     payment_id: *payment_id,
                     refund_id: *refund_id,
                     amount: *amount,

@@ -264,6 +264,7 @@ impl Saga {
                 && amount.is_positive()
             {
                 commands.push(TicketingAction::Payment(PaymentAction::RefundPayment {
+                    at_most: true,
                     payment_id,
                     refund_id,
                     amount,

@@ -335,6 +335,7 @@ impl Driver {
         let part = Money::new((amount.minor_units() * percent / 100).max(1), amount.currency());
         let refund_id = RefundId::for_payment(payment_id, &format!("{k}-{percent}-{}", self.log().len()));
         self.send(TicketingAction::Payment(PaymentAction::RefundPayment {
+            at_most: false,
             payment_id,
             refund_id,
             amount: part,

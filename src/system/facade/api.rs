@@ -777,7 +777,7 @@ impl TicketingSystem {
             (None, Some(earlier)) => earlier.amount,
             (None, None) => payment.refundable()?,
         };
-        let refund = PaymentAction::RefundPayment { payment_id, refund_id, amount, reason };
+        let refund = PaymentAction::RefundPayment { at_most: false, payment_id, refund_id, amount, reason };
         let committed = self.command(TicketingAction::Payment(refund), self.context()).await?;
         if let Some(requested) = committed.last_position {
             self.handled(requested, self.inner.reply_timeout).await?;
