@@ -54,6 +54,9 @@ pub async fn system_over(
         .clock(Arc::new(clock.clone()))
         .payment_gateway(Arc::clone(gateway) as Arc<dyn boxoffice::system::PaymentGateway>)
         .reply_timeout(REPLY_TIMEOUT)
+        // Reconciliation runs only when a test asks (and once at start-up): a scheduled pass
+        // after the clock moved would settle a charge before the test's own call counts it.
+        .payment_reconciliation(Duration::from_secs(24 * 3600), Duration::from_secs(60))
         .build();
     within("building the system", built).await.unwrap()
 }

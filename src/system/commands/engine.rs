@@ -415,7 +415,7 @@ impl<R: Aggregate> Worker<R> {
         let mut attempt = 1;
         loop {
             let span = tracing::debug_span!("command_batch", stream = %self.stream, size = jobs.len(), attempt);
-            let error = match self.attempt(&jobs).instrument(span).await {
+            let error = match self.attempt(&jobs, false).instrument(span).await {
                 Ok(outcomes) => {
                     let last = outcomes.iter().filter_map(|o| o.as_ref().ok().and_then(|c| c.last_position)).max();
                     if last.is_some() {
@@ -459,7 +459,16 @@ impl<R: Aggregate> Worker<R> {
     /// Decides the batch against the current state and appends its events in one call. An
     /// error means nothing was written (or, for an unacknowledged append, that the stream must be
     /// reloaded to find out) and the state must be reloaded.
-    async fn attempt(&mut self, jobs: &[CommandJob<R::Action>]) -> Result<Vec<Outcome<R::Action>>, EventStoreError> {
+    ///
+    /// A refusal decided on the cached state is checked against the store once (`rechecked`
+    /// says it was): when another process has appended to the stream since, the state is
+    /// reloaded and the whole batch decided again, so no command is refused for a state the
+    /// stream has left (seats another process released, a claim it gave back).
+    async fn attempt(
+        &mut self,
+        jobs: &[CommandJob<R::Action>],
+        rechecked: bool,
+    ) -> Result<Vec<Outcome<R::Action>>, EventStoreError> {
         let inner = &self.engine.inner;
         let guessed = self.loaded.is_none() && self.may_be_new && jobs.first().is_some_and(|j| R::creates(&j.command));
         self.may_be_new = false;
@@ -483,6 +492,7 @@ impl<R: Aggregate> Worker<R> {
         let mut decided: Vec<Decision<R::Action>> = Vec::with_capacity(jobs.len());
         let mut appends = Vec::new();
         let mut version = loaded.version;
+        let decided_on = version;
         for job in jobs {
             let mut persisted = SmallVec::<[R::Action; 4]>::new();
             let mut rejection = None;
@@ -515,7 +525,16 @@ impl<R: Aggregate> Worker<R> {
             // A refusal decided on a guessed empty stream appends nothing that could contradict
             // the guess: decide the batch again on the stream as stored.
             self.loaded = None;
-            return Box::pin(self.attempt(jobs)).await;
+            return Box::pin(self.attempt(jobs, rechecked)).await;
+        }
+        if !rechecked && !guessed && decided.iter().any(Result::is_err) {
+            let stored = inner.store.stream_version(&self.stream).await?;
+            if stored != decided_on {
+                // Decided on a state the stream has left: nothing was written, and the cached
+                // state (which this batch's accepted commands changed) is dropped.
+                self.loaded = None;
+                return Box::pin(self.attempt(jobs, true)).await;
+            }
         }
         let mut results = write(inner.store.as_ref(), appends).await?.into_iter();
         loaded.version = version;

@@ -186,6 +186,25 @@ async fn two_processes_never_sell_more_than_capacity() {
     assert_eq!(seats, (1..=100).collect::<Vec<_>>(), "every seat sold once, in order, no gaps");
 }
 
+/// A refusal is not decided on a state another process has moved the stream on from: the
+/// second process caches a sold-out section, the first one adds a seat, and the second sells it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusal_decided_on_a_stale_state_is_decided_again_on_the_stored_one() {
+    let store: Arc<dyn EventStore> = Arc::new(MemoryEventStore::new());
+    let stream = StreamId::new("section-stale").unwrap();
+    let (first, second) = (engine(&store), engine(&store));
+    first.execute(&stream, Act::Open { capacity: 1 }, request()).await.unwrap();
+    first.execute(&stream, Act::Take, request()).await.unwrap();
+    let refused = second.execute(&stream, Act::Take, request()).await;
+    assert!(matches!(refused, Err(CommandError::Rejected(Act::SoldOut))), "{refused:?}");
+    // The first process grows the section; the second's cached copy still says sold out.
+    first.execute(&stream, Act::Open { capacity: 2 }, request()).await.unwrap();
+    let sold = second.execute(&stream, Act::Take, request()).await;
+    assert!(sold.is_ok(), "refused on a stale state: {sold:?}");
+    let again = second.execute(&stream, Act::Take, request()).await;
+    assert!(matches!(again, Err(CommandError::Rejected(Act::SoldOut))), "{again:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_commands_are_grouped_into_fewer_appends_each_under_its_own_metadata() {
     let counting = Arc::new(Counting::default());
