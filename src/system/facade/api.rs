@@ -591,6 +591,52 @@ impl TicketingSystem {
     /// [`SystemError::Reservation`] when the event or a section is not on sale, the tier named
     /// is not on sale, or the order is invalid (no lines, a line of zero seats, a section twice);
     /// [`SystemError::Timeout`] when the saga did not answer in time.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    ///
+    /// use boxoffice::prelude::*;
+    /// use boxoffice::system::{OrderLineRequest, OrderRequest};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let system =
+    ///     TicketingSystem::builder().payment_gateway(Arc::new(SimulatedGateway::always_succeed())).build().await?;
+    /// let (stalls, vip) = (SectionName::new("Stalls")?, SectionName::new("VIP")?);
+    /// let tier = |kind, section: &SectionName, price| PricingTier::new(kind, section.clone(), Money::new(price, Currency::EUR), None);
+    /// let event = system
+    ///     .create_event(EventSpec {
+    ///         name: "Rust Live".into(),
+    ///         venue: Venue::new(VenueId::new_v4(), "Hall 1")?,
+    ///         date: chrono::Utc::now() + chrono::Duration::days(30),
+    ///         sections: vec![
+    ///             Section { name: stalls.clone(), capacity: Capacity::new(100)? },
+    ///             Section { name: vip.clone(), capacity: Capacity::new(1)? },
+    ///         ],
+    ///         pricing_tiers: vec![tier(TierKind::Regular, &stalls, 5_000)?, tier(TierKind::Vip, &vip, 15_000)?],
+    ///         policy: SalesPolicy::default(),
+    ///     })
+    ///     .await?;
+    /// system.publish_event(event).await?;
+    /// system.open_sales(event).await?;
+    /// let line = |section: &SectionName, quantity| OrderLineRequest { section: section.clone(), quantity, tier: None };
+    /// let order = |lines| OrderRequest { event_id: event, lines, customer_id: CustomerId::new_v4(), idempotency_key: None };
+    ///
+    /// let hold = system.reserve_order(order(vec![line(&stalls, 2), line(&vip, 1)])).await?;
+    /// assert_eq!(hold.total, Money::new(2 * 5_000 + 15_000, Currency::EUR));
+    /// let receipt = system.pay(hold.reservation_id, PaymentDetails { token: "tok_visa".into() }).await?;
+    /// assert_eq!(receipt.amount, hold.total);
+    ///
+    /// // VIP is sold out now: a basket that needs it holds nothing, Stalls included.
+    /// let short = system.reserve_order(order(vec![line(&stalls, 4), line(&vip, 1)])).await;
+    /// assert!(matches!(short, Err(SystemError::InsufficientInventory { section: Some(s), .. }) if s == vip));
+    /// system.settled().await?;
+    /// let free = system.available_seats()?.get_availability(event, "Stalls").await?.map(|a| a.available);
+    /// assert_eq!(free, Some(98));
+    /// system.shutdown().await;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn reserve_order(&self, request: OrderRequest) -> Result<HeldSeats, SystemError> {
         if let Some(key) = &request.idempotency_key {
             ensure_storable_text("idempotency key", key)?;
