@@ -8,7 +8,7 @@ use smallvec::{SmallVec, smallvec};
 
 use super::allowance::{AllowanceAction, AllowanceError, ClaimRelease};
 use super::inventory::{InventoryAction, InventoryError, ReleaseReason};
-use super::order_line::{LineSeats, OrderLine};
+use super::order_line::LineSeats;
 use super::payment::PaymentAction;
 use super::reservation::ReservationAction;
 use super::tickets::{RevocationReason, TicketsAction};
@@ -239,15 +239,16 @@ pub fn reactions(event: &TicketingAction) -> SmallVec<[Reaction; 2]> {
 /// `TicketsClaimed`, ask the inventory.
 fn hold_reactions(event: &TicketingAction) -> SmallVec<[Reaction; 2]> {
     use TicketingAction as T;
-    let reserve = |event_id: EventId, reservation_id: ReservationId, expires_at, lines: &[OrderLine]| {
+    // One `ReserveSeats` per (section, quantity) of the order.
+    let reserve = |event_id: EventId, reservation_id: ReservationId, expires_at, lines: Vec<(SectionName, u32)>| {
         lines
-            .iter()
-            .map(|line| {
+            .into_iter()
+            .map(|(section, quantity)| {
                 Reaction::Command(T::Inventory(InventoryAction::ReserveSeats {
                     event_id,
-                    section: line.section.clone(),
+                    section,
                     reservation_id,
-                    quantity: line.quantity,
+                    quantity,
                     expires_at,
                 }))
             })
@@ -266,19 +267,23 @@ fn hold_reactions(event: &TicketingAction) -> SmallVec<[Reaction; 2]> {
                 lines,
                 ..
             },
-        ) => match ticket_limit {
-            Some(limit) => smallvec![Reaction::Command(T::Allowance(AllowanceAction::ClaimTickets {
-                event_id: *event_id,
-                customer_id: *customer_id,
-                reservation_id: *reservation_id,
-                quantity: *quantity,
-                limit: *limit,
-                section: section.clone(),
-                expires_at: *expires_at,
-                lines: lines.clone(),
-            }))],
-            None => reserve(*event_id, *reservation_id, *expires_at, &initiated.order_lines()),
-        },
+        ) => {
+            if let Some(limit) = ticket_limit {
+                smallvec![Reaction::Command(T::Allowance(AllowanceAction::ClaimTickets {
+                    event_id: *event_id,
+                    customer_id: *customer_id,
+                    reservation_id: *reservation_id,
+                    quantity: *quantity,
+                    limit: *limit,
+                    section: section.clone(),
+                    expires_at: *expires_at,
+                    lines: lines.clone(),
+                }))]
+            } else {
+                let lines = initiated.order_lines().into_iter().map(|l| (l.section, l.quantity)).collect();
+                reserve(*event_id, *reservation_id, *expires_at, lines)
+            }
+        }
         T::Allowance(AllowanceAction::TicketsClaimed {
             reservation_id,
             event_id,
@@ -288,18 +293,12 @@ fn hold_reactions(event: &TicketingAction) -> SmallVec<[Reaction; 2]> {
             lines,
             ..
         }) => {
-            if lines.is_empty() {
-                let line = OrderLine {
-                    section: section.clone(),
-                    quantity: *quantity,
-                    // Not asked by the inventory.
-                    unit_price: Money::zero(crate::domain::Currency::EUR),
-                    tier: None,
-                };
-                reserve(*event_id, *reservation_id, *expires_at, &[line])
+            let lines = if lines.is_empty() {
+                vec![(section.clone(), *quantity)]
             } else {
-                reserve(*event_id, *reservation_id, *expires_at, lines)
-            }
+                lines.iter().map(|l| (l.section.clone(), l.quantity)).collect()
+            };
+            reserve(*event_id, *reservation_id, *expires_at, lines)
         }
         _ => smallvec![],
     }
