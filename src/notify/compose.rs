@@ -112,17 +112,21 @@ impl Composer {
         let source = envelope.event_id;
         match action {
             TicketingAction::Reservation(
-                ref completed @ ReservationAction::ReservationCompleted { reservation_id, event_id, .. },
+                ref completed @ ReservationAction::ReservationCompleted {
+                    reservation_id,
+                    event_id,
+                    ref section,
+                    ref seats,
+                    ..
+                },
             ) => {
                 let facts = self.reservation(reservation_id, at).await?;
                 let (event, _) = self.event(event_id, at).await?;
                 let mark = Mark::new(source, NotificationKind::PurchaseConfirmed, facts.customer_id);
                 let id = mark.id;
                 let tickets = self.tickets(event_id, reservation_id, &completed.seats_by_section())?;
-                let ReservationAction::ReservationCompleted { section, seats, .. } = completed.clone() else {
-                    return Ok(Vec::new());
-                };
-                let purchase = Purchase { reservation_id, section, seats, amount: facts.amount };
+                let purchase =
+                    Purchase { reservation_id, section: section.clone(), seats: seats.clone(), amount: facts.amount };
                 let make = move |recipient| {
                     Notification::PurchaseConfirmed(PurchaseConfirmation { id, recipient, event, purchase, tickets })
                 };
