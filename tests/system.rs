@@ -37,6 +37,7 @@ system_support::payments::payment_scenarios!(Backend::Memory);
 system_support::health::health_scenarios!(Backend::Memory);
 system_support::tickets::ticket_scenarios!(Backend::Memory);
 system_support::orders::order_scenarios!(Backend::Memory);
+system_support::nodes::node_scenarios!(Backend::Memory);
 system_support::read_models_tickets::ticket_read_model_scenarios!(Backend::Memory);
 
 /// With an event bus the system relays its log: after a purchase every committed event is on

@@ -43,6 +43,7 @@ system_support::payments::payment_scenarios!(Backend::Postgres);
 system_support::health::health_scenarios!(Backend::Postgres);
 system_support::tickets::ticket_scenarios!(Backend::Postgres);
 system_support::orders::order_scenarios!(Backend::Postgres);
+system_support::nodes::node_scenarios!(Backend::Postgres);
 system_support::read_models_tickets::ticket_read_model_scenarios!(Backend::Postgres);
 
 fn tables(storage: &Storage) -> PostgresReadModels {

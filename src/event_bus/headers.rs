@@ -19,6 +19,8 @@ pub const SCHEMA_VERSION: &str = "schema-version";
 pub const CORRELATION_ID: &str = "correlation-id";
 /// Header with the causation id, when there is one.
 pub const CAUSATION_ID: &str = "causation-id";
+/// Header with the node that appended the event, when there is one.
+pub const NODE_ID: &str = "node-id";
 /// Header with the stream id.
 pub const STREAM_ID: &str = "stream-id";
 /// Header with the version of the event within its stream.
@@ -54,6 +56,9 @@ pub fn message_headers(message: &Outgoing<'_>) -> Vec<(String, String)> {
     }
     if let Some(id) = envelope.metadata.causation_id {
         headers.push((CAUSATION_ID.to_owned(), id.to_string()));
+    }
+    if let Some(id) = envelope.metadata.node_id {
+        headers.push((NODE_ID.to_owned(), id.to_string()));
     }
     for (name, value) in &envelope.metadata.headers {
         headers.push((format!("{METADATA_PREFIX}{name}"), value.clone()));
@@ -108,6 +113,7 @@ pub fn envelope_from_parts(headers: &[(String, String)], payload: &[u8]) -> Resu
         metadata: Arc::new(Metadata {
             correlation_id: uuid(CORRELATION_ID)?,
             causation_id: uuid(CAUSATION_ID)?,
+            node_id: uuid(NODE_ID)?,
             headers: extra,
         }),
         recorded_at,

@@ -15,6 +15,11 @@ pub struct Metadata {
     /// Id of the message that directly caused these events.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub causation_id: Option<Uuid>,
+    /// The process (node) that appended these events. It carries out what follows them (the
+    /// saga's reactions) while its lease lives; another node takes them over when it is gone.
+    /// `None` for events appended by anything but a [`TicketingSystem`](crate::system::TicketingSystem).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_id: Option<Uuid>,
     /// Free-form headers.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub headers: BTreeMap<String, String>,

@@ -165,6 +165,6 @@ fn caused_by(cause: &Envelope) -> Metadata {
     Metadata {
         correlation_id: cause.metadata.correlation_id,
         causation_id: Some(cause.event_id),
-        headers: std::collections::BTreeMap::new(),
+        ..Metadata::default()
     }
 }

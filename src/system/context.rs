@@ -25,11 +25,12 @@ impl CommandContext {
         Self { correlation_id: metadata.correlation_id.unwrap_or(event_id), causation_id: event_id }
     }
 
-    /// The metadata stored with the events this command appends.
-    pub(crate) fn metadata(&self) -> Metadata {
+    /// The metadata stored with the events this command appends on `node`.
+    pub(crate) fn metadata(&self, node: Uuid) -> Metadata {
         Metadata {
             correlation_id: Some(self.correlation_id),
             causation_id: Some(self.causation_id),
+            node_id: Some(node),
             ..Metadata::default()
         }
     }

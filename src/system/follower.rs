@@ -11,6 +11,12 @@
 //! step cut short by a crash or a shutdown is carried out by the next process. The open holds are
 //! saved beside the checkpoint with the open charges and refunds, so a restart re-arms them and
 //! reconciles the payments without reading the log from its start.
+//!
+//! It reacts only to the events its own node appended (and to those of nodes that are gone,
+//! [`peers`](super::peers)); another live node's events are parked, and count as unfinished, until
+//! that node's record says their reactions are recorded. So the frontier, and the checkpoint
+//! every node saves under the same name, still means "every event at or before it has its
+//! reactions recorded", whoever carried them out, and any node may restart from it.
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -18,12 +24,14 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use tokio::sync::{Semaphore, watch};
+use uuid::Uuid;
 
 use super::context::CommandContext;
 use super::expiry::{ExpiryIndex, OpenHold};
 use super::open_payments::{OpenPayments, OpenSet};
+use super::peers::{BEAT, Beat, Foreign, NodeRecord, Parked, read_record};
 use super::reservation_watch::ReservationWatch;
-use super::saga::Saga;
+use super::saga::{ChargeToken, Saga};
 use crate::aggregates::{PaymentAction, StreamDecodeError, TicketingAction};
 use crate::event_store::{
     BadEventPolicy, CheckpointStore, Envelope, EventStore, EventStoreError, FollowConfig, FollowStatus, LogConsumer,
@@ -40,6 +48,8 @@ const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
 const HOLDS_EVERY: Duration = Duration::from_secs(1);
 /// Shape version of the saved open holds and payments (1 had no payments: read the log again).
 const HOLDS_SCHEMA_VERSION: u32 = 2;
+/// How often the records of the nodes whose events are parked here are read.
+const PEER_POLL: Duration = Duration::from_millis(50);
 
 /// The open holds and payments as saved: every one open after the event at `position` was read.
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -54,6 +64,8 @@ pub(crate) struct Follower {
     pub(crate) store: Arc<dyn EventStore>,
     pub(crate) checkpoints: Arc<dyn CheckpointStore>,
     pub(crate) name: String,
+    /// This node: the one stamped on what this system appends.
+    pub(crate) node: Uuid,
     pub(crate) saga: Saga,
     pub(crate) watch: ReservationWatch,
     pub(crate) expiry: ExpiryIndex,
@@ -72,15 +84,27 @@ impl Follower {
     pub(crate) async fn run(self) {
         let stop = self.stop.clone();
         let status = self.status.clone();
-        let progress = Arc::new(Mutex::new(Progress::new()));
-        let checkpointer = tokio::spawn(Checkpointer { follower: self.clone(), progress: Arc::clone(&progress) }.run());
+        let shared = Shared {
+            progress: Arc::new(Mutex::new(Progress::new())),
+            frontier: self.frontier.clone(),
+            own: watch::Sender::new(0),
+        };
+        let reactor =
+            Reactor { saga: self.saga.clone(), shared: shared.clone(), in_flight: Arc::new(Semaphore::new(IN_FLIGHT)) };
+        let foreign = Arc::new(Mutex::new(Foreign::default()));
+        let checkpointer = tokio::spawn(Checkpointer { follower: self.clone(), shared: shared.clone() }.run());
+        let peers = tokio::spawn(
+            PeerWatch { follower: self.clone(), reactor: reactor.clone(), foreign: Arc::clone(&foreign) }.run(),
+        );
         let bad_events = self.bad_events;
-        let mut consumer =
-            SagaConsumer { follower: self, progress, in_flight: Arc::new(Semaphore::new(IN_FLIGHT)), checkpoint: 0 };
+        let mut consumer = SagaConsumer { follower: self, reactor, foreign, checkpoint: 0 };
         let config = FollowConfig { max_batch: BATCH, retry: RetryPolicy::default(), bad_events };
         let store = Arc::clone(&consumer.follower.store);
         if let Err(error) = follow(store.as_ref(), &mut consumer, &config, stop, &status).await {
             tracing::error!(%error, "the saga's log follower stopped");
+        }
+        if let Err(error) = peers.await {
+            tracing::error!(%error, "the saga's watch of other nodes failed");
         }
         if let Err(error) = checkpointer.await {
             tracing::error!(%error, "the saga's checkpointer failed");
@@ -164,13 +188,67 @@ impl Follower {
     }
 }
 
-/// The follower as a consumer of the log: reads each batch, starts its reactions and returns;
-/// the reactions report to [`Progress`] when recorded.
-struct SagaConsumer {
-    follower: Follower,
+/// The progress shared by the reader, the reactions, the watch of other nodes and the
+/// checkpointer, with the two frontiers it publishes.
+#[derive(Clone)]
+struct Shared {
     progress: Arc<Mutex<Progress>>,
+    /// Every event at or before it is read and its reactions recorded, by whichever node.
+    frontier: watch::Sender<u64>,
+    /// Every event of this node at or before it is read and its reactions recorded: what this
+    /// node's record tells the others.
+    own: watch::Sender<u64>,
+}
+
+impl Shared {
+    /// Changes the progress and publishes both frontiers.
+    fn update<T>(&self, change: impl FnOnce(&mut Progress) -> T) -> T {
+        let mut progress = lock(&self.progress);
+        let result = change(&mut progress);
+        publish(&self.frontier, progress.frontier());
+        publish(&self.own, progress.own_frontier());
+        result
+    }
+}
+
+/// Starts the saga's reactions to an event, each on its own task, at most [`IN_FLIGHT`] at once.
+#[derive(Clone)]
+struct Reactor {
+    saga: Saga,
+    shared: Shared,
     /// Bounds the reactions in flight: reading waits while all permits are taken.
     in_flight: Arc<Semaphore>,
+}
+
+impl Reactor {
+    /// Starts the reactions to the event at `position` (marked unfinished until recorded).
+    async fn start(
+        &self,
+        position: u64,
+        action: TicketingAction,
+        context: CommandContext,
+        token: Option<ChargeToken>,
+    ) -> Result<(), EventStoreError> {
+        let Ok(permit) = Arc::clone(&self.in_flight).acquire_owned().await else {
+            return Err(EventStoreError::Closed);
+        };
+        self.shared.update(|p| p.started(position));
+        let (saga, shared) = (self.saga.clone(), self.shared.clone());
+        tokio::spawn(async move {
+            let recorded = saga.react(&action, context, token).await.is_ok();
+            shared.update(|p| p.done(position, recorded));
+            drop(permit);
+        });
+        Ok(())
+    }
+}
+
+/// The follower as a consumer of the log: reads each batch, starts its reactions (or parks
+/// another node's events) and returns; the reactions report to [`Progress`] when recorded.
+struct SagaConsumer {
+    follower: Follower,
+    reactor: Reactor,
+    foreign: Arc<Mutex<Foreign>>,
     checkpoint: u64,
 }
 
@@ -196,8 +274,7 @@ impl LogConsumer for SagaConsumer {
     async fn start_position(&mut self) -> Result<u64, FeedError> {
         let (checkpoint, after) = self.follower.start().await?;
         self.checkpoint = checkpoint;
-        lock(&self.progress).restart(checkpoint, after);
-        self.follower.frontier.send_replace(after);
+        self.reactor.shared.update(|p| p.restart(checkpoint, after));
         Ok(after)
     }
 
@@ -205,28 +282,31 @@ impl LogConsumer for SagaConsumer {
         for envelope in batch {
             let position = envelope.global_position;
             // A batch handed over again (after a bad event) is not reacted to twice.
-            if position <= lock(&self.progress).read {
+            if position <= lock(&self.reactor.shared.progress).read {
                 continue;
             }
             if let Some((action, context)) = self.follower.read(envelope, self.checkpoint)? {
-                let Ok(permit) = Arc::clone(&self.in_flight).acquire_owned().await else {
-                    return Err(EventStoreError::Closed.into());
-                };
-                lock(&self.progress).started(position);
-                let (saga, progress, frontier) =
-                    (self.follower.saga.clone(), Arc::clone(&self.progress), self.follower.frontier.clone());
-                // The token for a charge is taken as its request is read, before any later
-                // ending of the reservation can drop it.
-                let token = saga.token_for(&action);
-                tokio::spawn(async move {
-                    let recorded = saga.react(&action, context, token).await.is_ok();
-                    let reached = lock(&progress).done(position, recorded);
-                    publish(&frontier, reached);
-                    drop(permit);
+                let owner = envelope.metadata.node_id.filter(|owner| *owner != self.follower.node);
+                let parked = owner.is_some_and(|owner| {
+                    let mut foreign = lock(&self.foreign);
+                    let now = Instant::now();
+                    if foreign.taken_over(owner, now) {
+                        return false;
+                    }
+                    // Counted unfinished before the lock is let go, so the watch of other nodes
+                    // cannot release it first.
+                    self.reactor.shared.update(|p| p.park(position));
+                    foreign.park(owner, Parked { position, action: action.clone(), context }, now);
+                    true
                 });
+                if !parked {
+                    // The token for a charge is taken as its request is read, before any later
+                    // ending of the reservation can drop it.
+                    let token = self.reactor.saga.token_for(&action);
+                    self.reactor.start(position, action, context, token).await?;
+                }
             }
-            let reached = lock(&self.progress).read(position);
-            publish(&self.follower.frontier, reached);
+            self.reactor.shared.update(|p| p.read(position));
         }
         Ok(())
     }
@@ -239,9 +319,56 @@ impl LogConsumer for SagaConsumer {
     }
 
     async fn skip(&mut self, position: u64) -> Result<(), FeedError> {
-        let reached = lock(&self.progress).read(position);
-        publish(&self.follower.frontier, reached);
+        self.reactor.shared.update(|p| p.read(position));
         Ok(())
+    }
+}
+
+/// Reads the records of the nodes whose events are parked here: releases what they recorded,
+/// and reacts to the events of the nodes that are gone.
+struct PeerWatch {
+    follower: Follower,
+    reactor: Reactor,
+    foreign: Arc<Mutex<Foreign>>,
+}
+
+impl PeerWatch {
+    async fn run(self) {
+        let mut stop = self.follower.stop.clone();
+        let mut tick = tokio::time::interval(PEER_POLL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                () = stopped(&mut stop) => return,
+            }
+            let owners = lock(&self.foreign).owners();
+            for owner in owners {
+                let read = match read_record(self.follower.store.as_ref(), owner).await {
+                    Ok(read) => read,
+                    Err(error) => {
+                        tracing::warn!(%error, %owner, "cannot read another node's record; will retry");
+                        continue;
+                    }
+                };
+                let settled = lock(&self.foreign).observe(owner, read, Instant::now());
+                self.reactor.shared.update(|p| {
+                    for position in &settled.released {
+                        p.unpark(*position);
+                    }
+                });
+                if !settled.taken.is_empty() {
+                    tracing::info!(%owner, events = settled.taken.len(), "taking over the saga of a node that is gone");
+                }
+                for Parked { position, action, context } in settled.taken {
+                    // Started before it is unparked, so the frontier never passes it.
+                    if self.reactor.start(position, action, context, None).await.is_err() {
+                        return;
+                    }
+                    self.reactor.shared.update(|p| p.unpark(position));
+                }
+            }
+        }
     }
 }
 
@@ -255,26 +382,33 @@ fn publish(frontier: &watch::Sender<u64>, reached: u64) {
     });
 }
 
-fn lock(progress: &Mutex<Progress>) -> std::sync::MutexGuard<'_, Progress> {
-    progress.lock().unwrap_or_else(PoisonError::into_inner)
+fn lock<T>(shared: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    shared.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// Saves the checkpoint (every [`CHECKPOINT_EVERY`] at most while the frontier moves) and the open
-/// holds (every [`HOLDS_EVERY`] at most), and both once more when the system stops.
+/// Saves the checkpoint (every [`CHECKPOINT_EVERY`] at most while the frontier moves), the open
+/// holds (every [`HOLDS_EVERY`] at most) and this node's record (as its own frontier moves, and
+/// at least every [`BEAT`]), and all three once more when the system stops, the record then
+/// saying the node is gone.
 struct Checkpointer {
     follower: Follower,
-    progress: Arc<Mutex<Progress>>,
+    shared: Shared,
 }
 
 impl Checkpointer {
     async fn run(self) {
-        let mut frontier = self.follower.frontier.subscribe();
+        let mut frontier = self.shared.frontier.subscribe();
+        let mut own = self.shared.own.subscribe();
         let mut stop = self.follower.stop.clone();
         let mut holds_saved_at = Instant::now();
         let mut holds_at = 0;
+        let mut beat = Beat::new(self.follower.node);
+        self.beat(&mut beat, false).await;
         loop {
             let stopping = tokio::select! {
                 changed = frontier.changed() => changed.is_err(),
+                changed = own.changed() => changed.is_err(),
+                () = tokio::time::sleep(BEAT) => false,
                 () = stopped(&mut stop) => true,
             };
             if !stopping {
@@ -284,7 +418,7 @@ impl Checkpointer {
                 }
             }
             let (reached, saved) = {
-                let progress = lock(&self.progress);
+                let progress = lock(&self.shared.progress);
                 (progress.frontier(), progress.saved)
             };
             let stopping = stopping || *stop.borrow();
@@ -297,13 +431,25 @@ impl Checkpointer {
             }
             if reached > saved {
                 match self.follower.checkpoints.save_checkpoint(&self.follower.name, reached).await {
-                    Ok(()) => lock(&self.progress).saved = reached,
+                    Ok(()) => lock(&self.shared.progress).saved = reached,
                     Err(error) => tracing::warn!(%error, reached, "cannot save the saga checkpoint; will retry"),
                 }
             }
+            self.beat(&mut beat, stopping).await;
             if stopping {
                 return;
             }
+        }
+    }
+
+    /// Rewrites this node's record when it is due (or the node is going).
+    async fn beat(&self, beat: &mut Beat, gone: bool) {
+        let record = NodeRecord { frontier: lock(&self.shared.progress).own_frontier(), gone };
+        if !gone && !beat.due(record, Instant::now()) {
+            return;
+        }
+        if let Err(error) = beat.write(self.follower.store.as_ref(), record).await {
+            tracing::warn!(%error, "cannot write this node's record; other nodes wait longer for its events");
         }
     }
 }
@@ -312,19 +458,21 @@ impl Checkpointer {
 struct Progress {
     /// The last event read.
     read: u64,
-    /// Events whose reactions are running, or were cut short by a stop.
+    /// Events whose reactions are running here, or were cut short by a stop.
     unfinished: BTreeSet<u64>,
+    /// Events of other nodes waiting for those nodes to record their reactions.
+    parked: BTreeSet<u64>,
     /// The last checkpoint saved.
     saved: u64,
 }
 
 impl Progress {
     fn new() -> Self {
-        Self { read: 0, unfinished: BTreeSet::new(), saved: 0 }
+        Self { read: 0, unfinished: BTreeSet::new(), parked: BTreeSet::new(), saved: 0 }
     }
 
     fn restart(&mut self, checkpoint: u64, after: u64) {
-        *self = Self { read: after, unfinished: BTreeSet::new(), saved: checkpoint };
+        *self = Self { read: after, unfinished: BTreeSet::new(), parked: BTreeSet::new(), saved: checkpoint };
     }
 
     /// Records that `position` was read; returns the frontier.
@@ -346,8 +494,25 @@ impl Progress {
         self.frontier()
     }
 
-    /// Every event at or before it is read and its reactions recorded.
+    /// Records that `position` is another node's to react to, and waits for it.
+    fn park(&mut self, position: u64) {
+        self.parked.insert(position);
+    }
+
+    /// Records that the event at `position` no longer waits for another node.
+    fn unpark(&mut self, position: u64) {
+        self.parked.remove(&position);
+    }
+
+    /// Every event at or before it is read and its reactions recorded, here or by their node.
     fn frontier(&self) -> u64 {
+        let first = self.unfinished.first().into_iter().chain(self.parked.first()).min();
+        first.map_or(self.read, |first| first - 1)
+    }
+
+    /// Every event at or before it is read, and those of this node have their reactions
+    /// recorded.
+    fn own_frontier(&self) -> u64 {
         self.unfinished.first().map_or(self.read, |first| first - 1)
     }
 }
@@ -439,11 +604,12 @@ mod tests {
         let (_stop_tx, stop) = watch::channel(false);
         let expiry = ExpiryIndex::new(Arc::new(clock.clone()));
         let env = TicketingEnv::new(Arc::new(clock.clone()));
-        let router = CommandRouter::new(&store, &env, EngineConfig::default());
+        let router = CommandRouter::new(&store, &env, EngineConfig::default(), Uuid::new_v4());
         let follower = Follower {
             store: Arc::clone(&store),
             checkpoints,
             name: "boxoffice-saga".into(),
+            node: Uuid::new_v4(),
             saga: Saga::new(
                 router,
                 SagaParts {

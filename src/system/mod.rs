@@ -12,6 +12,7 @@ mod follower;
 mod gateway;
 mod health;
 mod open_payments;
+mod peers;
 mod read_models;
 mod reconcile;
 mod reservation_watch;

@@ -54,6 +54,7 @@ pub async fn round_trip_with_headers(bus: Arc<dyn EventBus>) {
     sent.metadata = Metadata {
         correlation_id: Some(Uuid::new_v4()),
         causation_id: Some(Uuid::new_v4()),
+        node_id: Some(Uuid::new_v4()),
         headers: BTreeMap::from([("tenant".to_owned(), "north".to_owned())]),
     }
     .into();

@@ -74,6 +74,7 @@ pub async fn append_and_load_round_trip(store: Arc<dyn EventStore>) {
     let metadata = Metadata {
         correlation_id: Some(Uuid::new_v4()),
         causation_id: Some(Uuid::new_v4()),
+        node_id: Some(Uuid::new_v4()),
         headers: BTreeMap::from([("trace".to_owned(), "abc".to_owned())]),
     };
     let sent = vec![

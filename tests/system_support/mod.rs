@@ -5,6 +5,7 @@
 #![allow(dead_code)] // each test binary runs the scenarios for its own backend
 
 pub mod health;
+pub mod nodes;
 pub mod orders;
 pub mod payments;
 pub mod read_models_tickets;

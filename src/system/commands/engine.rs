@@ -185,6 +185,8 @@ struct Inner<R: Reducer> {
     env: R::Env,
     store: Arc<dyn EventStore>,
     config: EngineConfig,
+    /// Stamped on every event appended ([`Metadata::node_id`](crate::event_store::Metadata::node_id)).
+    node: uuid::Uuid,
     workers: Mutex<(u64, HashMap<StreamId, WorkerHandle<R>>)>,
     /// Snapshots being written in the background.
     snapshots_in_flight: watch::Sender<usize>,
@@ -232,14 +234,21 @@ impl<S> Loaded<S> {
 }
 
 impl<R: Aggregate> Engine<R> {
-    /// An engine writing to `store`.
-    pub(crate) fn new(reducer: R, env: R::Env, store: Arc<dyn EventStore>, config: EngineConfig) -> Self {
+    /// An engine writing to `store`, stamping `node` on every event it appends.
+    pub(crate) fn new(
+        reducer: R,
+        env: R::Env,
+        store: Arc<dyn EventStore>,
+        config: EngineConfig,
+        node: uuid::Uuid,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 reducer,
                 env,
                 store,
                 config,
+                node,
                 workers: Mutex::new((0, HashMap::new())),
                 snapshots_in_flight: watch::channel(0).0,
             }),
@@ -514,7 +523,7 @@ impl<R: Aggregate> Worker<R> {
                     stream: self.stream.clone(),
                     expected: ExpectedVersion::Exact(version),
                     events,
-                    metadata: job.context.metadata(),
+                    metadata: job.context.metadata(inner.node),
                     idempotency_key: None,
                 });
                 version += count;

@@ -136,7 +136,7 @@ impl EventStore for Counting {
 }
 
 fn engine(store: &Arc<dyn EventStore>) -> Engine<Section> {
-    Engine::new(Section, (), Arc::clone(store), EngineConfig::default())
+    Engine::new(Section, (), Arc::clone(store), EngineConfig::default(), uuid::Uuid::new_v4())
 }
 
 fn request() -> CommandContext {
@@ -287,7 +287,7 @@ async fn long_streams_are_loaded_from_a_snapshot_plus_the_events_after_it() {
     let store: Arc<dyn EventStore> = Arc::new(MemoryEventStore::new());
     let stream = StreamId::new("section-4").unwrap();
     let config = EngineConfig { snapshot_every: 10, ..EngineConfig::default() };
-    let engine = Engine::new(Section, (), Arc::clone(&store), config);
+    let engine = Engine::new(Section, (), Arc::clone(&store), config, uuid::Uuid::new_v4());
     engine.execute(&stream, Act::Open { capacity: 100 }, request()).await.unwrap();
     for _ in 0..24 {
         engine.execute(&stream, Act::Take, request()).await.unwrap();
@@ -300,7 +300,7 @@ async fn long_streams_are_loaded_from_a_snapshot_plus_the_events_after_it() {
     assert_eq!(taken_then + 1, snapshot.stream_version, "the snapshot's state is exactly its version's");
 
     // A second process loads snapshot + tail, sees all 24 taken and keeps selling correctly.
-    let other = Engine::new(Section, (), Arc::clone(&store), EngineConfig::default());
+    let other = Engine::new(Section, (), Arc::clone(&store), EngineConfig::default(), uuid::Uuid::new_v4());
     assert_eq!(taken(&other, &stream).await, 24);
     let (sold, refused) = hammer(other, stream.clone(), 100).await;
     assert_eq!((sold, refused), (76, 24));
@@ -330,7 +330,7 @@ async fn a_worker_at_rest_goes_after_the_rest_timeout() {
         rest_timeout: Duration::from_millis(20),
         ..EngineConfig::default()
     };
-    let engine = Engine::new(Section, (), Arc::clone(&store), config);
+    let engine = Engine::new(Section, (), Arc::clone(&store), config, uuid::Uuid::new_v4());
     let (done, open) = (StreamId::new("section-done").unwrap(), StreamId::new("section-open").unwrap());
     engine.execute(&done, Act::Open { capacity: 1 }, request()).await.unwrap();
     engine.execute(&done, Act::Take, request()).await.unwrap();
@@ -354,13 +354,13 @@ async fn a_worker_at_rest_goes_after_the_rest_timeout() {
 async fn a_creating_command_skips_the_read_of_a_new_stream_and_an_old_one_is_caught() {
     let store = Arc::new(Counting::default());
     let shared: Arc<dyn EventStore> = store.clone();
-    let engine = Engine::new(Section, (), Arc::clone(&shared), EngineConfig::default());
+    let engine = Engine::new(Section, (), Arc::clone(&shared), EngineConfig::default(), uuid::Uuid::new_v4());
     let stream = StreamId::new("section-created").unwrap();
     engine.execute(&stream, Act::Open { capacity: 2 }, request()).await.unwrap();
     assert_eq!(store.loads.load(Ordering::SeqCst), 0, "a new stream is not read before its first command");
     engine.execute(&stream, Act::Take, request()).await.unwrap();
 
-    let other = Engine::new(Section, (), shared, EngineConfig::default());
+    let other = Engine::new(Section, (), shared, EngineConfig::default(), uuid::Uuid::new_v4());
     other.execute(&stream, Act::Open { capacity: 5 }, request()).await.unwrap();
     assert!(store.loads.load(Ordering::SeqCst) >= 1, "the stored stream is read once the guess fails");
     assert_eq!(taken(&other, &stream).await, 1, "decided on the stored state, not the empty guess");

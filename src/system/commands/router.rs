@@ -11,6 +11,7 @@ use crate::aggregates::{
 use crate::domain::{EventId, ReservationId};
 use crate::event_store::EventStore;
 use crate::system::context::CommandContext;
+use uuid::Uuid;
 
 /// Sends commands to the aggregate instance they name.
 #[derive(Clone)]
@@ -30,15 +31,15 @@ pub(crate) struct CommandRouter {
 }
 
 impl CommandRouter {
-    /// Six engines over `store`.
-    pub(crate) fn new(store: &Arc<dyn EventStore>, env: &TicketingEnv, config: EngineConfig) -> Self {
+    /// Engines writing to `store`, stamping `node` on every event they append.
+    pub(crate) fn new(store: &Arc<dyn EventStore>, env: &TicketingEnv, config: EngineConfig, node: Uuid) -> Self {
         Self {
-            events: Engine::new(EventReducer, env.event.clone(), Arc::clone(store), config),
-            inventories: Engine::new(InventoryReducer, env.inventory.clone(), Arc::clone(store), config),
-            reservations: Engine::new(ReservationReducer, env.reservation.clone(), Arc::clone(store), config),
-            payments: Engine::new(PaymentReducer, env.payment.clone(), Arc::clone(store), config),
-            tickets: Engine::new(TicketsReducer, env.tickets.clone(), Arc::clone(store), config),
-            allowances: Engine::new(AllowanceReducer, (), Arc::clone(store), config),
+            events: Engine::new(EventReducer, env.event.clone(), Arc::clone(store), config, node),
+            inventories: Engine::new(InventoryReducer, env.inventory.clone(), Arc::clone(store), config, node),
+            reservations: Engine::new(ReservationReducer, env.reservation.clone(), Arc::clone(store), config, node),
+            payments: Engine::new(PaymentReducer, env.payment.clone(), Arc::clone(store), config, node),
+            tickets: Engine::new(TicketsReducer, env.tickets.clone(), Arc::clone(store), config, node),
+            allowances: Engine::new(AllowanceReducer, (), Arc::clone(store), config, node),
         }
     }
 

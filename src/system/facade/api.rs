@@ -194,6 +194,8 @@ pub(super) struct Inner {
     pub(super) vault: TokenVault,
     pub(super) open: OpenPayments,
     pub(super) saga_name: String,
+    /// This process among the others on the same log.
+    pub(super) node: Uuid,
     pub(super) saga_status: watch::Receiver<FollowStatus>,
     pub(super) reconcile_grace: Duration,
     pub(super) watch: ReservationWatch,
@@ -403,6 +405,15 @@ impl TicketingSystem {
                 reason: "DATABASE_URL is set but boxoffice was built without the `postgres` feature".to_owned(),
             })
         }
+    }
+
+    /// This system's node id, stamped on every event it appends
+    /// ([`Metadata::node_id`](crate::event_store::Metadata::node_id)). Its saga reacts to those
+    /// events only (and to those of systems that are gone), so several processes on one log run
+    /// each step of a purchase once. New at every build.
+    #[must_use]
+    pub fn node_id(&self) -> Uuid {
+        self.inner.node
     }
 
     /// The event store this system writes to.

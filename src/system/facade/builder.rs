@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::watch;
+use uuid::Uuid;
 
 use super::api::{Inner, TicketingSystem, sweep_expired};
 use crate::aggregates::{ReservationEnv, TicketingEnv};
@@ -295,7 +296,9 @@ impl TicketingSystemBuilder {
             reservation: ReservationEnv::new(Arc::clone(&clock)).with_hold_duration(self.hold_duration),
             ..TicketingEnv::new(Arc::clone(&clock))
         };
-        let router = CommandRouter::new(&store, &env, self.engine);
+        // This process among the others on the same log: it reacts to what it appends.
+        let node = Uuid::new_v4();
+        let router = CommandRouter::new(&store, &env, self.engine, node);
         let (stop, stop_rx) = watch::channel(false);
         let gateway = self.gateway.unwrap_or_else(|| {
             tracing::warn!(
@@ -334,6 +337,7 @@ impl TicketingSystemBuilder {
             store: Arc::clone(&store),
             checkpoints,
             name: self.checkpoint_name.clone(),
+            node,
             saga: saga.clone(),
             watch: watch.clone(),
             expiry: expiry.clone(),
@@ -365,6 +369,7 @@ impl TicketingSystemBuilder {
             vault,
             open,
             saga_name: follower_name,
+            node,
             saga_status: saga_status.subscribe(),
             reconcile_grace: self.reconcile.grace,
             watch,

@@ -1,0 +1,256 @@
+//! Several systems on one log, on each storage: each saga step is carried out once, by the
+//! system (node) that appended the event it follows, and the steps of a node that stops
+//! answering are carried out by another within seconds.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use boxoffice::aggregates::{ReservationStatus, category};
+use boxoffice::event_store::{
+    AppendResult, Envelope, EventStore, EventStoreError, ExpectedVersion, Metadata, NewEvent, Snapshot, StreamAppend,
+    StreamId,
+};
+use boxoffice::prelude::*;
+use boxoffice::system::ReserveRequest;
+use futures::stream::BoxStream;
+
+use super::{Backend, Storage, card, open_sale_on, start, system_with};
+
+/// One `#[tokio::test]` per scenario, on `$backend`.
+#[allow(unused_macros)] // used by the binaries that run the scenarios, not by every one that shares this module
+macro_rules! node_scenarios {
+    ($backend:expr) => {
+        $crate::system_support::nodes::node_scenarios!(
+            $backend;
+            each_saga_step_runs_once_on_the_node_that_appended_its_cause,
+            the_saga_of_a_node_that_stopped_answering_is_finished_by_another,
+        );
+    };
+    ($backend:expr; $($name:ident),* $(,)?) => {$(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        async fn $name() {
+            system_support::nodes::$name($backend).await;
+        }
+    )*};
+}
+#[allow(unused_imports)] // used by the test binaries that include this module
+pub(crate) use node_scenarios;
+
+/// A view of a shared store for one system: counts what that system reads and appends per
+/// stream category, and once frozen (the process "hangs": a lost VM, a stopped container) leaves
+/// every call of that system unanswered, its heartbeat included.
+struct Watched {
+    inner: Arc<dyn EventStore>,
+    /// Stream loads and appends per category.
+    touched: Mutex<HashMap<String, u64>>,
+    /// Freeze at the first append to an inventory stream.
+    freeze_at_inventory: AtomicBool,
+    frozen: AtomicBool,
+}
+
+impl Watched {
+    fn new(inner: Arc<dyn EventStore>) -> Arc<Self> {
+        Arc::new(Self {
+            inner,
+            touched: Mutex::new(HashMap::new()),
+            freeze_at_inventory: AtomicBool::new(false),
+            frozen: AtomicBool::new(false),
+        })
+    }
+
+    fn touched(&self, category: &str) -> u64 {
+        self.touched.lock().unwrap().get(category).copied().unwrap_or(0)
+    }
+
+    fn touch(&self, stream: &StreamId) {
+        *self.touched.lock().unwrap().entry(category(stream).to_owned()).or_default() += 1;
+    }
+
+    /// Never returns once frozen.
+    async fn gate(&self) {
+        if self.frozen.load(Ordering::SeqCst) {
+            std::future::pending::<()>().await;
+        }
+    }
+
+    async fn gate_append(&self, streams: &[&StreamId]) {
+        if self.freeze_at_inventory.load(Ordering::SeqCst) && streams.iter().any(|s| category(s) == "inventory") {
+            self.frozen.store(true, Ordering::SeqCst);
+        }
+        self.gate().await;
+        for stream in streams {
+            self.touch(stream);
+        }
+    }
+}
+
+#[async_trait]
+impl EventStore for Watched {
+    async fn append(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+        metadata: &Metadata,
+        idempotency_key: Option<&str>,
+    ) -> Result<AppendResult, EventStoreError> {
+        self.gate_append(&[stream]).await;
+        self.inner.append(stream, expected, events, metadata, idempotency_key).await
+    }
+
+    async fn append_batch(&self, appends: Vec<StreamAppend>) -> Result<Vec<AppendResult>, EventStoreError> {
+        let streams: Vec<StreamId> = appends.iter().map(|a| a.stream.clone()).collect();
+        self.gate_append(&streams.iter().collect::<Vec<_>>()).await;
+        self.inner.append_batch(appends).await
+    }
+
+    async fn load_stream(&self, stream: &StreamId, from_version: u64) -> Result<Vec<Envelope>, EventStoreError> {
+        self.gate().await;
+        self.touch(stream);
+        self.inner.load_stream(stream, from_version).await
+    }
+
+    async fn stream_version(&self, stream: &StreamId) -> Result<u64, EventStoreError> {
+        self.gate().await;
+        self.touch(stream);
+        self.inner.stream_version(stream).await
+    }
+
+    async fn read_all(&self, after_position: u64, limit: usize) -> Result<Vec<Envelope>, EventStoreError> {
+        self.gate().await;
+        self.inner.read_all(after_position, limit).await
+    }
+
+    fn subscribe(&self, after_position: u64) -> BoxStream<'static, Result<Envelope, EventStoreError>> {
+        self.inner.subscribe(after_position)
+    }
+
+    async fn head_position(&self) -> Result<u64, EventStoreError> {
+        self.gate().await;
+        self.inner.head_position().await
+    }
+
+    async fn last_committed_position(&self) -> Result<u64, EventStoreError> {
+        self.gate().await;
+        self.inner.last_committed_position().await
+    }
+
+    async fn save_snapshot(&self, snapshot: Snapshot) -> Result<(), EventStoreError> {
+        self.gate().await;
+        self.inner.save_snapshot(snapshot).await
+    }
+
+    async fn load_snapshot(&self, stream: &StreamId) -> Result<Option<Snapshot>, EventStoreError> {
+        self.gate().await;
+        self.touch(stream);
+        self.inner.load_snapshot(stream).await
+    }
+}
+
+fn over(storage: &Storage, store: &Arc<Watched>) -> Storage {
+    Storage { store: Arc::clone(store) as Arc<dyn EventStore>, ..storage.clone() }
+}
+
+fn stalls(event: EventId, quantity: u32, customer_id: CustomerId, key: Option<&str>) -> ReserveRequest {
+    ReserveRequest {
+        event_id: event,
+        section: SectionName::new("Stalls").unwrap(),
+        quantity,
+        customer_id,
+        idempotency_key: key.map(str::to_owned),
+    }
+}
+
+/// Two systems share the log; every purchase is made on the first. The second follows the
+/// whole log (its `settled()` waits for the purchases' every step) yet loads no reservation,
+/// payment, inventory or tickets stream and appends nothing: it runs none of the saga's steps,
+/// which were all carried out once, on the first, whose node every event of the purchases names.
+/// (Before, every system ran every step of every purchase again: N processes, N times the work.)
+pub async fn each_saga_step_runs_once_on_the_node_that_appended_its_cause(backend: Backend) {
+    let clock = FixedClock::new(start());
+    let storage = backend.storage().await;
+    let gateway = Arc::new(SimulatedGateway::always_succeed());
+    let a = system_with(&storage, &clock, Arc::clone(&gateway)).await;
+    let watched = Watched::new(Arc::clone(&storage.store));
+    let b = system_with(&over(&storage, &watched), &clock, Arc::clone(&gateway)).await;
+    assert_ne!(a.node_id(), b.node_id());
+    let event = open_sale_on(&a, &clock, &[("Stalls", 20)]).await;
+    let head_before = storage.store.head_position().await.unwrap();
+    for quantity in [1, 2, 3] {
+        let hold = a.reserve(stalls(event, quantity, CustomerId::new_v4(), None)).await.unwrap();
+        a.pay(hold.reservation_id, card()).await.unwrap();
+    }
+    let declined = a.reserve(stalls(event, 2, CustomerId::new_v4(), None)).await.unwrap();
+    a.cancel_reservation(declined.reservation_id).await.unwrap();
+    a.settled().await.unwrap();
+    tokio::time::timeout(Duration::from_secs(60), b.settled())
+        .await
+        .expect("the second system's frontier passes the first one's events once their steps are recorded")
+        .unwrap();
+
+    for category in ["reservation", "payment", "inventory", "tickets", "allowance"] {
+        assert_eq!(watched.touched(category), 0, "the second system touched a {category} stream");
+    }
+    let log = storage.store.read_all(head_before, 10_000).await.unwrap();
+    assert!(log.len() > 20, "the purchases wrote their events");
+    for envelope in &log {
+        if category(&envelope.stream_id) != "saga" {
+            assert_eq!(envelope.metadata.node_id, Some(a.node_id()), "{} {}", envelope.stream_id, envelope.event_type);
+        }
+    }
+    let b_sees = b.available_seats().unwrap().get_availability(event, "Stalls").await.unwrap().unwrap();
+    assert_eq!(b_sees.available, 14, "20 seats, 6 sold, the cancelled hold released");
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+/// A system stops answering (its store calls hang, heartbeat included) in the middle of a
+/// reservation: the reservation is recorded, its seats not yet asked for. Another system on the
+/// same log takes the saga over once the first one's lease has run out: the customer's retry with
+/// the same idempotency key, sent to the second system, gets the hold, and pays for it there.
+pub async fn the_saga_of_a_node_that_stopped_answering_is_finished_by_another(backend: Backend) {
+    let clock = FixedClock::new(start());
+    let storage = backend.storage().await;
+    let gateway = Arc::new(SimulatedGateway::always_succeed());
+    let watched = Watched::new(Arc::clone(&storage.store));
+    let a = system_with(&over(&storage, &watched), &clock, Arc::clone(&gateway)).await;
+    let b = system_with(&storage, &clock, Arc::clone(&gateway)).await;
+    let event = open_sale_on(&a, &clock, &[("Stalls", 10)]).await;
+    a.settled().await.unwrap();
+    b.settled().await.unwrap();
+
+    watched.freeze_at_inventory.store(true, Ordering::SeqCst);
+    let customer = CustomerId::new_v4();
+    let hung = {
+        let a = a.clone();
+        tokio::spawn(async move { a.reserve(stalls(event, 3, customer, Some("order-7"))).await })
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !watched.frozen.load(Ordering::SeqCst) {
+        assert!(Instant::now() < deadline, "the first system never asked the inventory for seats");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let frozen_at = Instant::now();
+
+    let retry = tokio::time::timeout(Duration::from_secs(60), b.reserve(stalls(event, 3, customer, Some("order-7"))))
+        .await
+        .expect("the second system takes the saga over within seconds")
+        .unwrap();
+    let took = frozen_at.elapsed();
+    assert_eq!(retry.seats.len(), 3);
+    assert!(took >= Duration::from_secs(3), "the second system waited for the first one's lease ({took:?})");
+    let receipt = b.pay(retry.reservation_id, card()).await.unwrap();
+    assert_eq!(receipt.amount, Money::new(7_500, Currency::EUR));
+    b.settled().await.unwrap();
+    let status = b.reservation(retry.reservation_id).await.unwrap().status;
+    assert_eq!(status, ReservationStatus::Completed);
+    let seats = b.available_seats().unwrap().get_availability(event, "Stalls").await.unwrap().unwrap();
+    assert_eq!(seats.available, 7, "the order's three seats sold once");
+    assert!(!hung.is_finished(), "the first system never answered");
+    eprintln!("taken over {took:?} after the first system stopped answering");
+    hung.abort();
+    b.shutdown().await;
+}
