@@ -7,6 +7,8 @@
 //!     --example flash_sale -- --backend postgres --seats 2000
 //! DATABASE_URL=... KAFKA_BROKERS=127.0.0.1:9092 cargo run --release --features postgres,kafka \
 //!     --example flash_sale -- --backend postgres+kafka --seats 2000
+//! DATABASE_URL=... cargo run --release --features postgres \
+//!     --example flash_sale -- --backend postgres --processes 1,2,3 --seats 2000 --sections 1
 //! ```
 //!
 //! Options: `--backend memory|postgres|postgres+kafka` (the last also runs the outbox relay,
@@ -17,7 +19,11 @@
 //! append transactions at once, 2), `--snapshot-every N` (events between a stream's snapshots,
 //! the library default 500; 0 never), `--runs N` (3: every scenario is run N times, each on a
 //! fresh event, and the table shows the run with the median purchases/s beside the median
-//! baseline, because 2-core machines shared with other work are noisy).
+//! baseline, because 2-core machines shared with other work are noisy), `--processes LIST`
+//! (`PostgreSQL` only, e.g. `1,2,3`: for each count N, N processes of this example share one
+//! database and sell one event together, `--buyers` split between them; the table shows
+//! purchases/s, lost append races and CPU per purchase, processes and `PostgreSQL` server apart,
+//! and each N's ratio to one process; see `processes.rs`).
 //!
 //! Scenarios: one hot section, or 100 sections whose demand follows a Zipf law (s = 1.1). Each
 //! buyer task loops: pick a section, reserve 1-4 seats, pay, until everything is sold. Printed
@@ -39,6 +45,9 @@ use boxoffice::prelude::*;
 use boxoffice::system::{EngineConfig, EventSpec, PaymentDetails, ReserveRequest, SystemError, TicketingSystem};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+
+#[cfg(feature = "postgres")]
+mod processes;
 
 type BoxError = Box<dyn Error + Send + Sync>;
 
@@ -80,6 +89,10 @@ struct Args {
     commit_batch: usize,
     commits_in_flight: usize,
     snapshot_every: u64,
+    /// `--processes`: the process counts of the multi-process mode.
+    processes: Option<Vec<usize>>,
+    /// `--child EVENT_ID`: this process is one of the multi-process mode's buyers.
+    child: Option<EventId>,
 }
 
 fn parse_args() -> Result<Args, BoxError> {
@@ -94,6 +107,8 @@ fn parse_args() -> Result<Args, BoxError> {
         commit_batch: 256,
         commits_in_flight: 2,
         snapshot_every: EngineConfig::default().snapshot_every,
+        processes: None,
+        child: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -116,11 +131,28 @@ fn parse_args() -> Result<Args, BoxError> {
             "--commit-batch" => args.commit_batch = value()?.parse()?,
             "--commits-in-flight" => args.commits_in_flight = value()?.parse()?,
             "--snapshot-every" => args.snapshot_every = value()?.parse()?,
+            "--processes" => {
+                args.processes = Some(value()?.split(',').map(|n| n.trim().parse()).collect::<Result<_, _>>()?);
+            }
+            "--child" => args.child = Some(value()?.parse()?),
             other => return Err(format!("unknown option {other:?}").into()),
         }
     }
     if args.buyers == 0 || args.seats == 0 || args.runs == 0 || args.sections == Some(0) {
         return Err("--buyers, --seats, --runs and --sections must be positive".into());
+    }
+    if let Some(counts) = &args.processes {
+        if args.backend != Backend::Postgres {
+            return Err("--processes needs --backend postgres".into());
+        }
+        if counts.is_empty() || counts.contains(&0) {
+            return Err("--processes counts must be positive".into());
+        }
+        if counts.iter().any(|&n| n > args.buyers) {
+            return Err(
+                "--buyers must be at least every --processes count (each process runs one buyer or more)".into()
+            );
+        }
     }
     Ok(args)
 }
@@ -164,6 +196,17 @@ struct BuyerStats {
     seats_bought: u64,
     rejected: u64,
     errors: u64,
+}
+
+impl BuyerStats {
+    fn absorb(&mut self, other: BuyerStats) {
+        self.reserve.extend(other.reserve);
+        self.pay.extend(other.pay);
+        self.purchases += other.purchases;
+        self.seats_bought += other.seats_bought;
+        self.rejected += other.rejected;
+        self.errors += other.errors;
+    }
 }
 
 struct Scenario {
@@ -249,6 +292,31 @@ async fn buyer(
         }
     }
     stats
+}
+
+/// Runs `buyers` concurrent [`buyer`] tasks on `event_id` until every section is sold out; buyer
+/// `i`'s random sequence is seeded from `seed` and `i`.
+async fn run_buyers(
+    system: &TicketingSystem,
+    event_id: EventId,
+    sections: &[SectionName],
+    buyers: usize,
+    seed: u64,
+) -> Result<BuyerStats, BoxError> {
+    let names = Arc::new(sections.to_vec());
+    let open: Arc<Vec<AtomicBool>> = Arc::new(sections.iter().map(|_| AtomicBool::new(true)).collect());
+    let zipf = Arc::new(Zipf::new(sections.len(), ZIPF_S));
+    let tasks: Vec<_> = (0..buyers)
+        .map(|i| {
+            let rng = StdRng::seed_from_u64(seed.wrapping_mul(1_000_003).wrapping_add(i as u64));
+            tokio::spawn(buyer(system.clone(), event_id, Arc::clone(&names), Arc::clone(&open), Arc::clone(&zipf), rng))
+        })
+        .collect();
+    let mut stats = BuyerStats::default();
+    for task in tasks {
+        stats.absorb(task.await?);
+    }
+    Ok(stats)
 }
 
 fn engine_config(args: &Args) -> EngineConfig {
@@ -380,26 +448,8 @@ async fn run_scenario(
     system.settled().await?;
     let head_before = store.head_position().await?;
 
-    let names = Arc::new(s.sections.clone());
-    let open: Arc<Vec<AtomicBool>> = Arc::new((0..sections).map(|_| AtomicBool::new(true)).collect());
-    let zipf = Arc::new(Zipf::new(sections, ZIPF_S));
     let started = Instant::now();
-    let tasks: Vec<_> = (0..args.buyers)
-        .map(|i| {
-            let rng = StdRng::seed_from_u64(args.seed.wrapping_mul(1_000_003).wrapping_add(i as u64));
-            tokio::spawn(buyer(system.clone(), event_id, Arc::clone(&names), Arc::clone(&open), Arc::clone(&zipf), rng))
-        })
-        .collect();
-    let mut stats = BuyerStats::default();
-    for task in tasks {
-        let b = task.await?;
-        stats.reserve.extend(b.reserve);
-        stats.pay.extend(b.pay);
-        stats.purchases += b.purchases;
-        stats.seats_bought += b.seats_bought;
-        stats.rejected += b.rejected;
-        stats.errors += b.errors;
-    }
+    let stats = run_buyers(&system, event_id, &s.sections, args.buyers, args.seed).await?;
     let wall = started.elapsed();
     system.settled().await?;
     let events_written = store.head_position().await? - head_before;
@@ -740,9 +790,28 @@ async fn run_postgres(_args: &Args, _scenarios: &[usize]) -> Result<Vec<Row>, Bo
     Err("--backend postgres needs the `postgres` feature: cargo run --release --features postgres --example flash_sale -- --backend postgres".into())
 }
 
+#[cfg(not(feature = "postgres"))]
+mod processes {
+    use super::{Args, BoxError, EventId};
+
+    #[allow(clippy::unused_async)] // same signature as the PostgreSQL variant
+    pub(crate) async fn run_child(_args: &Args, _event_id: EventId) -> Result<(), BoxError> {
+        Err("--child needs the `postgres` feature".into())
+    }
+
+    #[allow(clippy::unused_async)] // same signature as the PostgreSQL variant
+    pub(crate) async fn run_processes(_args: &Args, _scenarios: &[usize], _counts: &[usize]) -> Result<(), BoxError> {
+        Err("--processes needs the `postgres` feature: cargo run --release --features postgres --example flash_sale -- --backend postgres --processes 1,2,3".into())
+    }
+}
+
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
     let args = parse_args()?;
+    if let Some(event_id) = args.child {
+        // A buyer process of the multi-process mode: its stdout is the protocol, no banner.
+        return processes::run_child(&args, event_id).await;
+    }
     let scenarios = match args.sections {
         Some(n) => vec![n],
         None => vec![1, 100],
@@ -757,6 +826,9 @@ async fn main() -> Result<(), BoxError> {
         args.runs,
         std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
     );
+    if let Some(counts) = &args.processes {
+        return processes::run_processes(&args, &scenarios, counts).await;
+    }
     let rows = match args.backend {
         Backend::Memory => run_memory(&args, &scenarios).await?,
         Backend::Postgres | Backend::PostgresKafka => run_postgres(&args, &scenarios).await?,
