@@ -165,6 +165,9 @@ struct ProcessesRun {
     conflicts: u64,
     /// Appends the buyer processes' engines counted.
     appends_counted: u64,
+    /// Seconds from `GO` until the last buyer process's buyers had finished (the rest of the
+    /// wall time is its system settling: the saga's last steps and the read models catching up).
+    buying: f64,
 }
 
 impl ProcessesRun {
@@ -221,6 +224,7 @@ async fn run_once(args: &Args, url: &str, sections: usize, processes: usize) -> 
         postgres_cpu: race.postgres_cpu,
         conflicts: race.reports.iter().map(|r| r.append_conflicts).sum(),
         appends_counted: race.reports.iter().map(|r| r.appends).sum(),
+        buying: race.reports.iter().map(|r| r.buying_seconds).fold(0.0, f64::max),
         outcome: Outcome {
             scenario: sale.name,
             backend: Backend::Postgres,
@@ -239,6 +243,12 @@ fn processes(n: usize) -> String {
 
 fn print_run(r: &ProcessesRun) {
     print_detail(&r.outcome);
+    println!(
+        "buyers done after {:.2} s ({:.0} purchases/s), every process settled after {:.2} s",
+        r.buying,
+        r.outcome.stats.purchases as f64 / r.buying.max(f64::EPSILON),
+        r.outcome.wall.as_secs_f64()
+    );
     let (process_ms, postgres_ms) = r.cpu_per_purchase();
     println!(
         "{}: lost append races {} of {} appends counted by the engines ({:.2} per purchase); CPU {:.2} s in the processes + {:.2} s in PostgreSQL = {:.1} + {:.1} ms per purchase\n",

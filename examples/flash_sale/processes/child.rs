@@ -21,6 +21,8 @@ pub(super) struct ChildReport {
     pub(super) reserve_us: Vec<u64>,
     /// Every payment's latency, in microseconds.
     pub(super) pay_us: Vec<u64>,
+    /// Seconds from `GO` until this process's buyers had finished (before it settled).
+    pub(super) buying_seconds: f64,
     /// User + system CPU seconds this process used from `GO` until it had settled.
     pub(super) cpu_seconds: f64,
     /// `boxoffice_append_conflicts_total` over all labels: appends that lost a race.
@@ -62,7 +64,9 @@ pub(crate) async fn run_child(args: &Args, event_id: EventId) -> Result<(), BoxE
     wait_for_go().await?;
 
     let cpu_before = cpu::own_cpu_seconds()?;
+    let go = std::time::Instant::now();
     let stats: BuyerStats = run_buyers(&system, event_id, &s.sections, args.buyers, args.seed).await?;
+    let buying_seconds = go.elapsed().as_secs_f64();
     system.settled().await?;
     let cpu_seconds = cpu::own_cpu_seconds()? - cpu_before;
 
@@ -82,6 +86,7 @@ pub(crate) async fn run_child(args: &Args, event_id: EventId) -> Result<(), BoxE
         errors: stats.errors,
         reserve_us: micros(&stats.reserve),
         pay_us: micros(&stats.pay),
+        buying_seconds,
         cpu_seconds,
         append_conflicts,
         appends,

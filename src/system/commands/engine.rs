@@ -36,6 +36,11 @@ const EVENT_BYTES: u64 = 256;
 /// Shape version of the snapshots the engine writes; others are ignored.
 const SNAPSHOT_SCHEMA_VERSION: u32 = 1;
 
+/// After a stream lost a race, this many of its next batches keep a copy of the state they are
+/// decided on, so another lost race reads only what the other writer appended instead of
+/// reloading the whole stream.
+const CONTENDED_BATCHES: u32 = 256;
+
 /// Why a command was not carried out. In every case but `Rejected` the command may be retried:
 /// nothing of it was written.
 #[derive(Debug, thiserror::Error)]
@@ -323,8 +328,15 @@ impl<R: Aggregate> Engine<R> {
         let (jobs, queue) = mpsc::unbounded_channel();
         let _ = jobs.send(job);
         workers.insert(stream.clone(), WorkerHandle { id: *next_id, jobs });
-        let worker =
-            Worker { engine: self.clone(), stream: stream.clone(), id: *next_id, loaded: None, may_be_new: true };
+        let worker = Worker {
+            engine: self.clone(),
+            stream: stream.clone(),
+            id: *next_id,
+            loaded: None,
+            may_be_new: true,
+            contended: 0,
+            behind: false,
+        };
         let span = tracing::debug_span!("stream_worker", stream = %stream);
         tokio::spawn(worker.run(queue).instrument(span));
     }
@@ -341,6 +353,11 @@ struct Worker<R: Reducer> {
     /// without loading the stream (one read fewer per new reservation or payment); the append's
     /// expected version says otherwise if the stream exists after all.
     may_be_new: bool,
+    /// Batches left that keep a copy of the state they are decided on ([`CONTENDED_BATCHES`]).
+    contended: u32,
+    /// The state held is the one before a batch that lost a race: the next attempt first reads
+    /// what the stream gained since.
+    behind: bool,
 }
 
 impl<R: Aggregate> Worker<R> {
@@ -438,8 +455,11 @@ impl<R: Aggregate> Worker<R> {
                 }
                 Err(error) => error,
             };
-            // State may be ahead of the log (the append failed) or behind it (a conflict).
-            self.loaded = None;
+            // State may be ahead of the log (the append failed) or behind it (a conflict); unless
+            // the attempt put back the state it was decided on, it is loaded again.
+            if !self.behind {
+                self.loaded = None;
+            }
             let retry = error.is_transient().then(|| backoffs.next()).flatten();
             let conflict = matches!(error, EventStoreError::ConcurrencyConflict { .. });
             telemetry::append_failed(&self.stream, conflict, retry.is_some());
@@ -457,10 +477,16 @@ impl<R: Aggregate> Worker<R> {
                 }
                 return;
             };
-            if !matches!(error, EventStoreError::ConcurrencyConflict { .. }) {
+            if !conflict {
                 tracing::warn!(%error, stream = %self.stream, attempt, "append failed; reloading and retrying");
             }
-            tokio::time::sleep(delay).await;
+            // A lost race means another writer made progress; with the state it was decided on
+            // kept, the retry reads only that writer's events, a round trip that spaces the
+            // retries by itself. Only the first such retry skips the pause, so writers that keep
+            // colliding still back off.
+            if !(conflict && self.behind && attempt == 1) {
+                tokio::time::sleep(delay).await;
+            }
             attempt += 1;
         }
     }
@@ -479,6 +505,12 @@ impl<R: Aggregate> Worker<R> {
         rechecked: bool,
     ) -> Result<Vec<Outcome<R::Action>>, EventStoreError> {
         let inner = &self.engine.inner;
+        if std::mem::take(&mut self.behind)
+            && let Some(loaded) = self.loaded.as_mut()
+            && self.engine.catch_up(&self.stream, loaded).await.is_err()
+        {
+            self.loaded = None;
+        }
         let guessed = self.loaded.is_none() && self.may_be_new && jobs.first().is_some_and(|j| R::creates(&j.command));
         self.may_be_new = false;
         if guessed {
@@ -502,6 +534,8 @@ impl<R: Aggregate> Worker<R> {
         let mut appends = Vec::new();
         let mut version = loaded.version;
         let decided_on = version;
+        self.contended = self.contended.saturating_sub(1);
+        let before = (self.contended > 0).then(|| loaded.state.clone());
         for job in jobs {
             let mut persisted = SmallVec::<[R::Action; 4]>::new();
             let mut rejection = None;
@@ -539,13 +573,31 @@ impl<R: Aggregate> Worker<R> {
         if !rechecked && !guessed && decided.iter().any(Result::is_err) {
             let stored = inner.store.stream_version(&self.stream).await?;
             if stored != decided_on {
-                // Decided on a state the stream has left: nothing was written, and the cached
-                // state (which this batch's accepted commands changed) is dropped.
-                self.loaded = None;
+                // Decided on a state the stream has left: nothing was written. The cached state
+                // (which this batch's accepted commands changed) is put back as it was and
+                // brought up to date, or dropped.
+                match before {
+                    Some(state) => (loaded.state, self.behind) = (state, true),
+                    None => self.loaded = None,
+                }
+                self.contended = CONTENDED_BATCHES;
                 return Box::pin(self.attempt(jobs, true)).await;
             }
         }
-        let mut results = write(inner.store.as_ref(), appends).await?.into_iter();
+        let mut results = match write(inner.store.as_ref(), appends).await {
+            Ok(results) => results.into_iter(),
+            Err(error) => {
+                if matches!(error, EventStoreError::ConcurrencyConflict { .. }) {
+                    // Nothing was written: the state this batch was decided on is still the
+                    // stream's up to `decided_on`, and only the other writer's events are read.
+                    if let Some(state) = before {
+                        (loaded.state, self.behind) = (state, true);
+                    }
+                    self.contended = CONTENDED_BATCHES;
+                }
+                return Err(error);
+            }
+        };
         loaded.version = version;
         Ok(decided
             .into_iter()

@@ -100,6 +100,8 @@ struct Counting {
     appends: AtomicUsize,
     fail: AtomicUsize,
     loads: AtomicUsize,
+    /// The `from_version` of every stream load.
+    loaded_from: std::sync::Mutex<Vec<u64>>,
 }
 
 #[async_trait]
@@ -113,6 +115,7 @@ impl EventStore for Counting {
     }
     async fn load_stream(&self, stream: &StreamId, from: u64) -> Result<Vec<Envelope>, EventStoreError> {
         self.loads.fetch_add(1, Ordering::SeqCst);
+        self.loaded_from.lock().unwrap().push(from);
         self.inner.load_stream(stream, from).await
     }
     async fn stream_version(&self, stream: &StreamId) -> Result<u64, EventStoreError> {
@@ -366,4 +369,29 @@ async fn a_creating_command_skips_the_read_of_a_new_stream_and_an_old_one_is_cau
     assert_eq!(taken(&other, &stream).await, 1, "decided on the stored state, not the empty guess");
     let (sold, refused) = hammer(other, stream.clone(), 10).await;
     assert_eq!((sold, refused), (4, 6), "capacity 5 with one seat taken before");
+}
+
+/// After a lost race a stream's worker keeps a copy of the state its next batches are decided
+/// on: the next lost race reads only what the other writer appended since the cached version,
+/// not the whole stream (from its snapshot) again, and the state stays exact.
+#[tokio::test]
+async fn after_a_lost_race_the_next_one_reads_only_the_other_writers_events() {
+    let store = Arc::new(Counting::default());
+    let shared: Arc<dyn EventStore> = store.clone();
+    let (a, b) = (engine(&shared), engine(&shared));
+    let stream = StreamId::new("section-contended").unwrap();
+    a.execute(&stream, Act::Open { capacity: 100 }, request()).await.unwrap();
+    for _ in 0..20 {
+        a.execute(&stream, Act::Take, request()).await.unwrap();
+    }
+    // B takes a seat: A's next take loses the race and reloads the stream (it kept no copy).
+    b.execute(&stream, Act::Take, request()).await.unwrap();
+    a.execute(&stream, Act::Take, request()).await.unwrap();
+    // B takes another: A, now at version 23, loses again and reads only version 24.
+    b.execute(&stream, Act::Take, request()).await.unwrap();
+    store.loaded_from.lock().unwrap().clear();
+    a.execute(&stream, Act::Take, request()).await.unwrap();
+    assert_eq!(*store.loaded_from.lock().unwrap(), vec![24], "only the other writer's event is read");
+    assert_eq!(taken(&a, &stream).await, 24);
+    assert_eq!(b.read(&stream, true, |s| s.map_or(0, |s| s.taken)).await.unwrap(), 24, "as stored");
 }
