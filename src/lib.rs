@@ -64,7 +64,9 @@
 //!   sink with the `smtp` feature).
 //! - [`system`]: the one runtime. A command engine (a worker per stream owns its state, batches
 //!   queued commands into one append with the expected version, retries conflicts) executes the
-//!   reducers; the log follower is the only saga feed and calls the
+//!   reducers; the log follower is the only saga feed, reacts only to the events its own node
+//!   appended (several processes on one log run each step once; a node that is gone or stopped
+//!   beating is taken over by the others, `system/peers.rs`) and calls the
 //!   [`PaymentGateway`](system::PaymentGateway) between the durable intent and its recorded
 //!   outcome (the customer's token stays in memory; charges and refunds whose answer was lost
 //!   are reconciled by asking the provider); holds expire from the log; ticket codes are signed

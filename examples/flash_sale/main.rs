@@ -807,6 +807,14 @@ mod processes {
 
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
+    // Warnings (a lost lease, a failing store) go to stderr; RUST_LOG=info shows takeovers.
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .init();
     let args = parse_args()?;
     if let Some(event_id) = args.child {
         // A buyer process of the multi-process mode: its stdout is the protocol, no banner.

@@ -109,8 +109,10 @@ pub(crate) struct Parked {
 struct Peer {
     /// Its last beat seen (0: no record seen).
     beat: u64,
-    /// When that beat was first seen here.
+    /// When that beat was first seen here, or when watching it began again.
     since: Instant,
+    /// When its record was last read here.
+    read_at: Instant,
     /// What its last record said.
     record: Option<NodeRecord>,
 }
@@ -138,15 +140,10 @@ pub(crate) struct Settled {
 }
 
 impl Foreign {
-    /// Whether the events of `owner` are this node's to react to: the owner is gone, or its
-    /// lease ran out, as far as its last record seen says.
-    pub(crate) fn taken_over(&self, owner: Uuid, now: Instant) -> bool {
-        self.peers.get(&owner).is_some_and(|peer| peer.taken_over(now))
-    }
-
-    /// Parks `event` of `owner` until its record says the reactions are recorded.
-    pub(crate) fn park(&mut self, owner: Uuid, event: Parked, now: Instant) {
-        self.peers.entry(owner).or_insert(Peer { beat: 0, since: now, record: None });
+    /// Parks `event` of `owner` until its record says the reactions are recorded, or that it
+    /// is gone. Every event of another node is parked, even one whose node looked gone: only a
+    /// fresh read of its record decides ([`Foreign::observe`]).
+    pub(crate) fn park(&mut self, owner: Uuid, event: Parked) {
         self.parked.entry(owner).or_default().push(event);
     }
 
@@ -158,11 +155,17 @@ impl Foreign {
     /// Takes in `owner`'s record as read at `now` (its beat and what it says, `None` when it has
     /// none): the parked events it recorded are released; all of them are taken when it is gone.
     pub(crate) fn observe(&mut self, owner: Uuid, read: Option<(u64, Option<NodeRecord>)>, now: Instant) -> Settled {
-        let peer = self.peers.entry(owner).or_insert(Peer { beat: 0, since: now, record: None });
+        let peer = self.peers.entry(owner).or_insert(Peer { beat: 0, since: now, read_at: now, record: None });
+        if now.duration_since(peer.read_at) >= LEASE / 2 {
+            // Not watched lately (nothing of it was parked): what was seen then says nothing of
+            // whether it beats now, so its lease starts again.
+            peer.since = now;
+        }
+        peer.read_at = now;
         if let Some((beat, record)) = read
             && beat != peer.beat
         {
-            *peer = Peer { beat, since: now, record };
+            (peer.beat, peer.since, peer.record) = (beat, now, record);
         }
         let peer = *peer;
         let Some(events) = self.parked.get_mut(&owner) else { return Settled::default() };
@@ -203,41 +206,50 @@ mod tests {
         let (owner, now) = (Uuid::new_v4(), Instant::now());
         let mut foreign = Foreign::default();
         for position in [3, 5, 8] {
-            foreign.park(owner, parked(position), now);
+            foreign.park(owner, parked(position));
         }
         let settled = foreign.observe(owner, Some((1, record(5, false))), now);
         assert_eq!(settled.released, vec![3, 5]);
         assert!(settled.taken.is_empty());
         assert_eq!(foreign.owners(), vec![owner], "8 still waits");
-        let settled = foreign.observe(owner, Some((2, record(9, false))), now + LEASE / 2);
+        let settled = foreign.observe(owner, Some((2, record(9, false))), now + LEASE / 4);
         assert_eq!(settled.released, vec![8]);
         assert!(foreign.owners().is_empty());
-        assert!(!foreign.taken_over(owner, now + LEASE / 2));
     }
 
     #[test]
     fn a_gone_owners_parked_events_are_taken_at_once() {
         let (owner, now) = (Uuid::new_v4(), Instant::now());
         let mut foreign = Foreign::default();
-        foreign.park(owner, parked(4), now);
-        foreign.park(owner, parked(7), now);
+        foreign.park(owner, parked(4));
+        foreign.park(owner, parked(7));
         let settled = foreign.observe(owner, Some((3, record(2, true))), now);
         assert!(settled.released.is_empty());
         assert_eq!(settled.taken.iter().map(|e| e.position).collect::<Vec<_>>(), vec![4, 7]);
-        assert!(foreign.taken_over(owner, now), "its later events are reacted to as they are read");
+        foreign.park(owner, parked(9));
+        let later = foreign.observe(owner, Some((3, record(2, true))), now + LEASE);
+        assert_eq!(later.taken.len(), 1, "its later events are taken as they are read");
     }
 
     #[test]
     fn an_owner_whose_beat_stands_still_for_the_lease_is_taken_over() {
         let (owner, now) = (Uuid::new_v4(), Instant::now());
         let mut foreign = Foreign::default();
-        foreign.park(owner, parked(6), now);
-        assert!(foreign.observe(owner, Some((9, record(5, false))), now).taken.is_empty());
-        let almost = now + LEASE.checked_sub(Duration::from_millis(1)).unwrap();
-        assert!(foreign.observe(owner, Some((9, record(5, false))), almost).taken.is_empty(), "still within its lease");
-        let moved = foreign.observe(owner, Some((10, record(5, false))), almost);
+        foreign.park(owner, parked(6));
+        // Watched every tenth of the lease, its beat standing still.
+        let step = LEASE / 10;
+        let mut at = now;
+        for _ in 0..9 {
+            assert!(foreign.observe(owner, Some((9, record(5, false))), at).taken.is_empty(), "still within its lease");
+            at += step;
+        }
+        let moved = foreign.observe(owner, Some((10, record(5, false))), at);
         assert!(moved.taken.is_empty(), "a new beat renews the lease");
-        let stood_still = foreign.observe(owner, Some((10, record(5, false))), almost + LEASE);
+        for _ in 0..9 {
+            at += step;
+            assert!(foreign.observe(owner, Some((10, record(5, false))), at).taken.is_empty());
+        }
+        let stood_still = foreign.observe(owner, Some((10, record(5, false))), at + step);
         assert_eq!(stood_still.taken.len(), 1);
     }
 
@@ -245,9 +257,28 @@ mod tests {
     fn an_owner_that_never_wrote_a_record_is_taken_over_after_the_lease() {
         let (owner, now) = (Uuid::new_v4(), Instant::now());
         let mut foreign = Foreign::default();
-        foreign.park(owner, parked(2), now);
+        foreign.park(owner, parked(2));
+        assert!(foreign.observe(owner, None, now).taken.is_empty());
+        assert!(foreign.observe(owner, None, now + LEASE / 4).taken.is_empty());
         assert!(foreign.observe(owner, None, now + LEASE / 2).taken.is_empty());
+        assert!(foreign.observe(owner, None, now + LEASE * 3 / 4).taken.is_empty());
         assert_eq!(foreign.observe(owner, None, now + LEASE).taken.len(), 1);
+    }
+
+    /// The bug this guards against: a node last seen long ago (nothing of it was parked since)
+    /// was judged by that old sighting and taken over at once, while it was beating all along.
+    #[test]
+    fn a_node_not_watched_lately_gets_a_fresh_lease() {
+        let (owner, now) = (Uuid::new_v4(), Instant::now());
+        let mut foreign = Foreign::default();
+        foreign.park(owner, parked(1));
+        assert_eq!(foreign.observe(owner, Some((4, record(1, false))), now).released, vec![1]);
+        foreign.park(owner, parked(30));
+        let much_later = now + LEASE * 3;
+        assert!(
+            foreign.observe(owner, Some((4, record(1, false))), much_later).taken.is_empty(),
+            "its beat is judged from now on, not from the sighting three leases ago"
+        );
     }
 
     #[tokio::test]
