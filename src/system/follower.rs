@@ -286,20 +286,17 @@ impl LogConsumer for SagaConsumer {
                 continue;
             }
             if let Some((action, context)) = self.follower.read(envelope, self.checkpoint)? {
-                match envelope.metadata.node_id.filter(|owner| *owner != self.follower.node) {
-                    Some(owner) => {
-                        let mut foreign = lock(&self.foreign);
-                        // Counted unfinished before the lock is let go, so the watch of other
-                        // nodes cannot release it first.
-                        self.reactor.shared.update(|p| p.park(position));
-                        foreign.park(owner, Parked { position, action, context });
-                    }
-                    None => {
-                        // The token for a charge is taken as its request is read, before any
-                        // later ending of the reservation can drop it.
-                        let token = self.reactor.saga.token_for(&action);
-                        self.reactor.start(position, action, context, token).await?;
-                    }
+                if let Some(owner) = envelope.metadata.node_id.filter(|owner| *owner != self.follower.node) {
+                    let mut foreign = lock(&self.foreign);
+                    // Counted unfinished before the lock is let go, so the watch of other nodes
+                    // cannot release it first.
+                    self.reactor.shared.update(|p| p.park(position));
+                    foreign.park(owner, Parked { position, action, context });
+                } else {
+                    // The token for a charge is taken as its request is read, before any later
+                    // ending of the reservation can drop it.
+                    let token = self.reactor.saga.token_for(&action);
+                    self.reactor.start(position, action, context, token).await?;
                 }
             }
             self.reactor.shared.update(|p| p.read(position));

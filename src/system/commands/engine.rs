@@ -504,13 +504,8 @@ impl<R: Aggregate> Worker<R> {
         jobs: &[CommandJob<R::Action>],
         rechecked: bool,
     ) -> Result<Vec<Outcome<R::Action>>, EventStoreError> {
+        self.catch_up_if_behind().await;
         let inner = &self.engine.inner;
-        if std::mem::take(&mut self.behind)
-            && let Some(loaded) = self.loaded.as_mut()
-            && self.engine.catch_up(&self.stream, loaded).await.is_err()
-        {
-            self.loaded = None;
-        }
         let guessed = self.loaded.is_none() && self.may_be_new && jobs.first().is_some_and(|j| R::creates(&j.command));
         self.may_be_new = false;
         if guessed {
@@ -610,6 +605,17 @@ impl<R: Aggregate> Worker<R> {
                 }
             })
             .collect())
+    }
+
+    /// After a lost race the state held is the one the batch was decided on: reads what the
+    /// stream gained since (or drops the state when that read fails).
+    async fn catch_up_if_behind(&mut self) {
+        if std::mem::take(&mut self.behind)
+            && let Some(loaded) = self.loaded.as_mut()
+            && self.engine.catch_up(&self.stream, loaded).await.is_err()
+        {
+            self.loaded = None;
+        }
     }
 
     /// Saves a snapshot once `snapshot_every` events were appended since the last one, and
