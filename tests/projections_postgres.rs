@@ -357,3 +357,63 @@ async fn rebuild_keeps_serving_the_old_rows_until_it_commits() {
     assert!(queries.load(Ordering::Relaxed) > 0);
     assert_same_answers(&pg, &memory).await;
 }
+
+/// Appends `part` and waits until the log holds `total` events; returns the head.
+async fn append_readable(store: &PostgresEventStore, part: &[TicketingAction], total: usize) -> u64 {
+    projections_support::append_all(store, part, 50).await;
+    for _ in 0..1_000 {
+        let log = store.read_all(0, 1_000_000).await.unwrap();
+        if log.len() == total {
+            return log.last().unwrap().global_position;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("the log never became readable");
+}
+
+/// Two processes follow the same model: one feeds it, the other stands by, sees the feeder's
+/// progress in its waits and applies nothing; once the feeder stops, the standby takes the
+/// lease over and feeds the model from its checkpoint. (Before, every process applied every
+/// batch, each waiting on the checkpoint row the others held.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_process_feeds_a_model_and_another_takes_over_when_it_stops() {
+    let store = fresh_store().await;
+    let shared: std::sync::Arc<dyn EventStore> = std::sync::Arc::new(store.clone());
+    let (a, b) = (PostgresReadModels::new(store.pool().clone()), PostgresReadModels::new(store.pool().clone()));
+    let model = ReadModel::SalesAnalytics;
+    let follow = |pg: &PostgresReadModels, stop| {
+        let (pg, shared) = (pg.clone(), shared.clone());
+        tokio::spawn(async move { pg.follow(shared, model, 100, BadEventPolicy::default(), stop).await })
+    };
+    let actions = hand_built();
+    let (first, rest) = actions.split_at(4);
+    let (second, third) = rest.split_at(rest.len() / 2);
+    let wait = std::time::Duration::from_secs(30);
+
+    let (stop_a, stop_a_rx) = tokio::sync::watch::channel(false);
+    let feeder = follow(&a, stop_a_rx);
+    let head = append_readable(&store, first, first.len()).await;
+    a.wait_for_position(model, head, wait).await.unwrap();
+
+    let (stop_b, stop_b_rx) = tokio::sync::watch::channel(false);
+    let standby = follow(&b, stop_b_rx);
+    let head = append_readable(&store, second, first.len() + second.len()).await;
+    b.wait_for_position(model, head, wait).await.unwrap();
+    assert!(a.status(model).borrow().batches > 0, "the first process feeds the model");
+    assert_eq!(b.status(model).borrow().batches, 0, "the second one stands by and applies nothing");
+    assert_eq!(b.status(model).borrow().position, head, "its status shows the feeder's progress");
+
+    stop_a.send_replace(true);
+    feeder.await.unwrap().unwrap();
+    let head = append_readable(&store, third, actions.len()).await;
+    b.wait_for_position(model, head, wait).await.unwrap();
+    let mut status = b.status(model);
+    let fed = tokio::time::timeout(wait, status.wait_for(|s| s.batches > 0)).await;
+    assert!(fed.is_ok(), "the standby took the lease over and fed the model");
+    stop_b.send_replace(true);
+    standby.await.unwrap().unwrap();
+    let log = store.read_all(0, 1_000_000).await.unwrap();
+    let memory = memory_models(&log);
+    assert_eq!(b.get_metrics(event(0)).await.unwrap(), memory.sales.get_metrics(event(0)));
+    assert_eq!(b.get_metrics(event(1)).await.unwrap(), memory.sales.get_metrics(event(1)));
+}

@@ -210,7 +210,10 @@ pub async fn a_charge_whose_record_failed_is_recorded_by_the_next_process(backen
     assert_eq!(early.charges_settled, 0, "a charge younger than the grace period may still be under way elsewhere");
     rig.clock.advance(Duration::from_secs(61));
     let reconciled = within("reconciling", restarted.reconcile_payments()).await.unwrap();
-    assert_eq!(reconciled.charges_settled, 1, "the provider says the charge was approved: {reconciled:?}");
+    // The restarted system's own first pass (run once it has caught up with the log) may settle
+    // the charge first, once the clock has moved; either way it is settled once, below.
+    assert!(reconciled.charges_settled <= 1, "one charge to settle: {reconciled:?}");
+    assert_eq!(reconciled.unresolved, 0, "the provider says the charge was approved: {reconciled:?}");
     within("settling after reconciliation", restarted.settled()).await.unwrap();
     let log = read_log(&rig.faulty.inner()).await;
     assert_every_charge_recorded(&log, &rig.gateway);

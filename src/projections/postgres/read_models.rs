@@ -24,6 +24,11 @@ use crate::projections::{
 /// How many read models there are.
 const MODELS: usize = 6;
 
+/// How often a standing-by feeder reads the model's checkpoint (what its waits see).
+const STANDBY_POLL: std::time::Duration = std::time::Duration::from_millis(100);
+/// How often, in polls, a standing-by feeder tries to take the model's feeding lease.
+const LEASE_TRIES_EVERY: u32 = 10;
+
 /// One of the six read models.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ReadModel {
@@ -322,6 +327,15 @@ impl PostgresReadModels {
     /// [`RetryPolicy`]; an event the model can never apply is quarantined or halts the model, by
     /// `bad_events`. [`status`](Self::status) shows how it is going.
     ///
+    /// Of the processes that follow the same model on the same database, one feeds it at a
+    /// time: the one holding the model's feeding lease, a session advisory lock on a connection
+    /// of its own (released when the follow ends or that connection dies, so a crashed feeder's
+    /// lease passes on by itself). The others stand by: they read the model's checkpoint every
+    /// 100 ms (so their [`wait_for_position`](Self::wait_for_position) and status see the
+    /// feeder's progress) and try for the lease every second. Each batch still commits with
+    /// the checkpoint it was checked against, so two feeders at once (a lease lost with its
+    /// connection) apply nothing twice either.
+    ///
     /// # Errors
     /// [`ProjectionError::Halted`] with the failure it was retrying when stopped.
     pub async fn follow(
@@ -332,14 +346,67 @@ impl PostgresReadModels {
         bad_events: BadEventPolicy,
         stop: watch::Receiver<bool>,
     ) -> Result<(), ProjectionError> {
+        let Some(lease) = self.stand_by(model, stop.clone()).await else { return Ok(()) };
         let config = FollowConfig { max_batch: batch_size.max(1), retry: RetryPolicy::default(), bad_events };
         let mut tables = Tables { models: self.clone(), model };
         let span = tracing::info_span!("projection_follow", projection = model.name());
-        follow(&*store, &mut tables, &config, stop, self.status_sender(model))
+        let outcome = follow(&*store, &mut tables, &config, stop, self.status_sender(model))
             .instrument(span)
             .await
             .map(|_| ())
-            .map_err(|source| ProjectionError::Halted { projection: model.name().to_owned(), source })
+            .map_err(|source| ProjectionError::Halted { projection: model.name().to_owned(), source });
+        if let Err(error) = sqlx::Connection::close(lease).await {
+            tracing::debug!(%error, projection = model.name(), "closing the feeding lease's connection");
+        }
+        outcome
+    }
+
+    /// Waits until this handle holds `model`'s feeding lease and returns the connection that
+    /// holds it (`None` once `stop` turns true); meanwhile publishes the model's stored position.
+    async fn stand_by(&self, model: ReadModel, mut stop: watch::Receiver<bool>) -> Option<PgConnection> {
+        let mut polls = 0_u32;
+        loop {
+            if polls % LEASE_TRIES_EVERY == 0 {
+                match self.try_lease(model).await {
+                    Ok(Some(lease)) => return Some(lease),
+                    Ok(None) => {}
+                    Err(error) => tracing::warn!(%error, projection = model.name(), "cannot ask for the feeding lease"),
+                }
+            }
+            polls = polls.wrapping_add(1);
+            match self.position(model).await {
+                Ok(position) => {
+                    // The status first: a wait woken by `published` then finds it current.
+                    self.status_sender(model).send_if_modified(|status| {
+                        let moved = position > status.position;
+                        status.position = status.position.max(position);
+                        moved
+                    });
+                    self.published(model, position);
+                }
+                Err(error) => tracing::warn!(%error, projection = model.name(), "cannot read the model's checkpoint"),
+            }
+            tokio::select! {
+                () = tokio::time::sleep(STANDBY_POLL) => {}
+                _ = stop.wait_for(|stop| *stop) => return None,
+            }
+        }
+    }
+
+    /// Takes `model`'s feeding lease on a connection of its own, if no other session holds it.
+    async fn try_lease(&self, model: ReadModel) -> Result<Option<PgConnection>, ProjectionError> {
+        let mut connection = self.pool.acquire().await.map_err(db(model))?;
+        // Keyed by this schema's checkpoints table (two-key form: apart from the stream locks'
+        // one-key form and from the event store's shared frontier locks on its events table).
+        let taken: bool = sqlx::query_scalar(
+            "SELECT pg_try_advisory_lock(('checkpoints'::regclass::oid::bigint % 2147483647)::int4, $1)",
+        )
+        .bind(i32::try_from(model.index()).unwrap_or(i32::MAX))
+        .fetch_one(&mut *connection)
+        .await
+        .map_err(db(model))?;
+        // The lock belongs to this session: its connection leaves the pool while it holds it.
+        Ok(taken.then(|| connection.detach()))
     }
 
     /// How the live [`follow`](Self::follow) of `model` through this handle (or a clone) is

@@ -794,14 +794,15 @@ impl TicketingSystem {
         }
     }
 
-    /// The customer gives the hold up; its seats are released.
+    /// The customer gives the hold up; its seats are released before this returns (so the same
+    /// seats can be reserved again at once).
     ///
     /// # Errors
-    /// [`SystemError::Reservation`] for an unknown or already finished reservation.
+    /// [`SystemError::Reservation`] for an unknown or already finished reservation;
+    /// [`SystemError::Lagging`] when the release is not recorded within the reply timeout.
     pub async fn cancel_reservation(&self, reservation_id: ReservationId) -> Result<(), SystemError> {
         let cancel = ReservationAction::CancelReservation { reservation_id };
-        self.command(TicketingAction::Reservation(cancel), self.context()).await?;
-        Ok(())
+        self.command_and_follow_ups(TicketingAction::Reservation(cancel)).await
     }
 
     /// Gives money back for a paid reservation: `request.amount`, or all that is left when it is
