@@ -169,14 +169,17 @@ impl Foreign {
         }
         let peer = *peer;
         let Some(events) = self.parked.get_mut(&owner) else { return Settled::default() };
-        if peer.taken_over(now) {
-            return Settled { released: Vec::new(), taken: std::mem::take(events) };
-        }
+        // What its last record says it recorded is released either way; the rest is taken
+        // when it is gone, and waits while it lives.
         let frontier = peer.record.map_or(0, |r| r.frontier);
         let (released, kept): (Vec<Parked>, Vec<Parked>) =
             std::mem::take(events).into_iter().partition(|e| e.position <= frontier);
+        let released = released.into_iter().map(|e| e.position).collect();
+        if peer.taken_over(now) {
+            return Settled { released, taken: kept };
+        }
         *events = kept;
-        Settled { released: released.into_iter().map(|e| e.position).collect(), taken: Vec::new() }
+        Settled { released, taken: Vec::new() }
     }
 }
 
@@ -221,10 +224,11 @@ mod tests {
     fn a_gone_owners_parked_events_are_taken_at_once() {
         let (owner, now) = (Uuid::new_v4(), Instant::now());
         let mut foreign = Foreign::default();
+        foreign.park(owner, parked(2));
         foreign.park(owner, parked(4));
         foreign.park(owner, parked(7));
         let settled = foreign.observe(owner, Some((3, record(2, true))), now);
-        assert!(settled.released.is_empty());
+        assert_eq!(settled.released, vec![2], "what it recorded before going is not done again");
         assert_eq!(settled.taken.iter().map(|e| e.position).collect::<Vec<_>>(), vec![4, 7]);
         foreign.park(owner, parked(9));
         let later = foreign.observe(owner, Some((3, record(2, true))), now + LEASE);
