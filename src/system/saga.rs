@@ -78,8 +78,12 @@ impl Saga {
             TicketingAction::Reservation(ReservationAction::PaymentRequested {
                 reservation_id, payment_id, ..
             }) => {
+                // Under way before the token leaves the vault: reconciliation leaves a charge alone
+                // while either holds, and in between it would have found neither and recorded a
+                // decline for a charge about to be sent.
+                let calling = self.open.calling(payment_id.as_uuid());
                 let token = self.vault.take(*reservation_id)?;
-                Some(ChargeToken { token, _calling: self.open.calling(payment_id.as_uuid()) })
+                Some(ChargeToken { token, _calling: calling })
             }
             _ => None,
         }
