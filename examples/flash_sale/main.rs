@@ -23,7 +23,9 @@
 //! (`PostgreSQL` only, e.g. `1,2,3`: for each count N, N processes of this example share one
 //! database and sell one event together, `--buyers` split between them; the table shows
 //! purchases/s, lost append races and CPU per purchase, processes and `PostgreSQL` server apart,
-//! and each N's ratio to one process; see `processes.rs`).
+//! and each N's ratio to one process; see `processes.rs`), `--prefill N` (memory only: each
+//! scenario sold on a short log, then the log filled to N events, the resident memory per added
+//! event printed, and each scenario sold again on the long log; see `footprint.rs`).
 //!
 //! Scenarios: one hot section, or 100 sections whose demand follows a Zipf law (s = 1.1). Each
 //! buyer task loops: pick a section, reserve 1-4 seats, pay, until everything is sold. Printed
@@ -46,6 +48,8 @@ use boxoffice::system::{EngineConfig, EventSpec, PaymentDetails, ReserveRequest,
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+mod footprint;
+mod proc;
 #[cfg(feature = "postgres")]
 mod processes;
 
@@ -93,6 +97,8 @@ struct Args {
     processes: Option<Vec<usize>>,
     /// `--child EVENT_ID`: this process is one of the multi-process mode's buyers.
     child: Option<EventId>,
+    /// `--prefill N`: the long-log mode, filling the log to N events between two sales.
+    prefill: Option<u64>,
 }
 
 fn parse_args() -> Result<Args, BoxError> {
@@ -109,6 +115,7 @@ fn parse_args() -> Result<Args, BoxError> {
         snapshot_every: EngineConfig::default().snapshot_every,
         processes: None,
         child: None,
+        prefill: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -135,11 +142,15 @@ fn parse_args() -> Result<Args, BoxError> {
                 args.processes = Some(value()?.split(',').map(|n| n.trim().parse()).collect::<Result<_, _>>()?);
             }
             "--child" => args.child = Some(value()?.parse()?),
+            "--prefill" => args.prefill = Some(value()?.parse()?),
             other => return Err(format!("unknown option {other:?}").into()),
         }
     }
     if args.buyers == 0 || args.seats == 0 || args.runs == 0 || args.sections == Some(0) {
         return Err("--buyers, --seats, --runs and --sections must be positive".into());
+    }
+    if args.prefill.is_some() && (args.backend != Backend::Memory || args.processes.is_some()) {
+        return Err("--prefill needs --backend memory and no --processes".into());
     }
     if let Some(counts) = &args.processes {
         if args.backend != Backend::Postgres {
@@ -431,6 +442,8 @@ struct Outcome {
     wall: Duration,
     stats: BuyerStats,
     events_written: u64,
+    /// CPU seconds of the buyer processes from the first buyer's start until the sale settled.
+    sale_cpu_seconds: f64,
     replay: Replay,
 }
 
@@ -448,10 +461,12 @@ async fn run_scenario(
     system.settled().await?;
     let head_before = store.head_position().await?;
 
+    let cpu_before = proc::own_cpu_seconds()?;
     let started = Instant::now();
     let stats = run_buyers(&system, event_id, &s.sections, args.buyers, args.seed).await?;
     let wall = started.elapsed();
     system.settled().await?;
+    let sale_cpu_seconds = proc::own_cpu_seconds()? - cpu_before;
     let events_written = store.head_position().await? - head_before;
     let replay = replay_check(&store, event_id, head_before).await?;
     Ok(Outcome {
@@ -461,6 +476,7 @@ async fn run_scenario(
         wall,
         stats,
         events_written,
+        sale_cpu_seconds,
         replay,
     })
 }
@@ -537,6 +553,11 @@ fn print_detail(o: &Outcome) {
         pay.len() as f64 / secs,
         reserve.len(),
         reserve.len() as f64 / secs,
+    );
+    println!(
+        "CPU {:.2} s until settled: {:.0} µs per purchase",
+        o.sale_cpu_seconds,
+        1e6 * o.sale_cpu_seconds / o.stats.purchases.max(1) as f64
     );
     println!(
         "seats sold {} of {}; rejected reservations {}; errors {}; events written {} ({:.0}/s)",
@@ -836,6 +857,9 @@ async fn main() -> Result<(), BoxError> {
     );
     if let Some(counts) = &args.processes {
         return processes::run_processes(&args, &scenarios, counts).await;
+    }
+    if let Some(events) = args.prefill {
+        return footprint::run_footprint(&args, &scenarios, events).await;
     }
     let rows = match args.backend {
         Backend::Memory => run_memory(&args, &scenarios).await?,

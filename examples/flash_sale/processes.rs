@@ -7,7 +7,7 @@
 //! single-process mode.
 
 mod child;
-mod cpu;
+
 
 pub(crate) use child::run_child;
 
@@ -24,6 +24,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 
 use crate::{
+    proc,
     Args, Backend, BoxError, BuyerStats, Outcome, Replay, engine_config, event_spec, ms, passed, percentile,
     print_detail, replay_check, scenario,
 };
@@ -128,7 +129,7 @@ async fn race(mut buyers: Vec<BuyerProcess>) -> Result<Race, BoxError> {
             return Err(format!("expected READY from a buyer process, got {line:?}").into());
         }
     }
-    let postgres_before = cpu::postgres_cpu_seconds()?;
+    let postgres_before = proc::postgres_cpu_seconds()?;
     let started = Instant::now();
     for buyer in &mut buyers {
         buyer.stdin.write_all(b"GO\n").await?;
@@ -140,7 +141,7 @@ async fn race(mut buyers: Vec<BuyerProcess>) -> Result<Race, BoxError> {
         reports.push(serde_json::from_str(&line).map_err(|e| format!("a buyer process's report {line:?}: {e}"))?);
     }
     let wall = started.elapsed();
-    let postgres_cpu = cpu::postgres_cpu_seconds()? - postgres_before;
+    let postgres_cpu = proc::postgres_cpu_seconds()? - postgres_before;
     for buyer in buyers {
         drop(buyer.stdin);
         let mut process = buyer.process;
@@ -156,9 +157,8 @@ async fn race(mut buyers: Vec<BuyerProcess>) -> Result<Race, BoxError> {
 struct ProcessesRun {
     sections: usize,
     processes: usize,
+    /// The sale; its CPU seconds are those of all buyer processes together.
     outcome: Outcome,
-    /// CPU seconds of all buyer processes together.
-    process_cpu: f64,
     /// CPU seconds of all `PostgreSQL` server processes over the same window.
     postgres_cpu: f64,
     /// Appends lost to another writer, over all buyer processes.
@@ -178,7 +178,7 @@ impl ProcessesRun {
     /// Milliseconds of CPU per purchase: (buyer processes, `PostgreSQL`).
     fn cpu_per_purchase(&self) -> (f64, f64) {
         let purchases = self.outcome.stats.purchases.max(1) as f64;
-        (1000.0 * self.process_cpu / purchases, 1000.0 * self.postgres_cpu / purchases)
+        (1000.0 * self.outcome.sale_cpu_seconds / purchases, 1000.0 * self.postgres_cpu / purchases)
     }
 
     fn lost_races_per_purchase(&self) -> f64 {
@@ -220,7 +220,6 @@ async fn run_once(args: &Args, url: &str, sections: usize, processes: usize) -> 
     Ok(ProcessesRun {
         sections,
         processes,
-        process_cpu: race.reports.iter().map(|r| r.cpu_seconds).sum(),
         postgres_cpu: race.postgres_cpu,
         conflicts: race.reports.iter().map(|r| r.append_conflicts).sum(),
         appends_counted: race.reports.iter().map(|r| r.appends).sum(),
@@ -232,6 +231,7 @@ async fn run_once(args: &Args, url: &str, sections: usize, processes: usize) -> 
             wall: race.wall,
             stats: merge(&race.reports),
             events_written,
+            sale_cpu_seconds: race.reports.iter().map(|r| r.cpu_seconds).sum(),
             replay,
         },
     })
@@ -256,7 +256,7 @@ fn print_run(r: &ProcessesRun) {
         r.conflicts,
         r.appends_counted,
         r.lost_races_per_purchase(),
-        r.process_cpu,
+        r.outcome.sale_cpu_seconds,
         r.postgres_cpu,
         process_ms,
         postgres_ms

@@ -7,7 +7,7 @@ use metrics_util::debugging::{DebugValue, DebuggingRecorder};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
-use super::cpu;
+use crate::proc;
 use crate::{Args, BoxError, BuyerStats, run_buyers, scenario};
 
 /// What one buyer process reports once its buyers have finished and its system has settled.
@@ -63,12 +63,12 @@ pub(crate) async fn run_child(args: &Args, event_id: EventId) -> Result<(), BoxE
     say(&mut stdout, "READY").await?;
     wait_for_go().await?;
 
-    let cpu_before = cpu::own_cpu_seconds()?;
+    let cpu_before = proc::own_cpu_seconds()?;
     let go = std::time::Instant::now();
     let stats: BuyerStats = run_buyers(&system, event_id, &s.sections, args.buyers, args.seed).await?;
     let buying_seconds = go.elapsed().as_secs_f64();
     system.settled().await?;
-    let cpu_seconds = cpu::own_cpu_seconds()? - cpu_before;
+    let cpu_seconds = proc::own_cpu_seconds()? - cpu_before;
 
     let (mut append_conflicts, mut appends) = (0, 0);
     for (key, _, _, value) in snapshotter.snapshot().into_vec() {

@@ -1,4 +1,5 @@
-//! CPU time from `/proc`: this process's own, and every `PostgreSQL` server process's together.
+//! What `/proc` says: this process's CPU time and resident memory, and every `PostgreSQL` server
+//! process's CPU time together.
 
 use std::path::Path;
 
@@ -29,14 +30,15 @@ fn read_stat(path: &Path) -> Result<(String, f64), BoxError> {
 }
 
 /// The CPU seconds this process has used so far.
-pub(super) fn own_cpu_seconds() -> Result<f64, BoxError> {
+pub(crate) fn own_cpu_seconds() -> Result<f64, BoxError> {
     Ok(read_stat(Path::new("/proc/self/stat"))?.1)
 }
 
+#[cfg(feature = "postgres")]
 /// The CPU seconds used so far by every living process named `postgres` (the postmaster, its
 /// background workers and one backend per connection). A process that exits between two readings
 /// takes its time with it, so read before and after a window in which the connections stay open.
-pub(super) fn postgres_cpu_seconds() -> Result<f64, BoxError> {
+pub(crate) fn postgres_cpu_seconds() -> Result<f64, BoxError> {
     let mut total = 0.0;
     for entry in std::fs::read_dir("/proc")? {
         let entry = entry?;
@@ -51,4 +53,15 @@ pub(super) fn postgres_cpu_seconds() -> Result<f64, BoxError> {
         }
     }
     Ok(total)
+}
+
+/// This process's resident set size in bytes (`VmRSS` of `/proc/self/status`).
+pub(crate) fn own_resident_bytes() -> Result<u64, BoxError> {
+    let status = std::fs::read_to_string("/proc/self/status")?;
+    let kib = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .ok_or("/proc/self/status: no VmRSS line")?;
+    Ok(kib * 1024)
 }

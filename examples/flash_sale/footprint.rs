@@ -1,0 +1,92 @@
+//! `--prefill N` (memory only): what a long log costs. On one in-memory system, each scenario is
+//! sold once on a short log; then the log is filled to `N` events with more sales (events of
+//! 25,000 seats over 100 sections, the same buyers), and the resident memory this added is
+//! divided by the events it added; then each scenario is sold again on top of the long log, and
+//! its purchases/s and CPU per purchase are printed beside the short-log run's.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use boxoffice::event_store::{EventStore, MemoryEventStore};
+use boxoffice::prelude::*;
+use boxoffice::system::TicketingSystem;
+
+use crate::{Args, BoxError, Outcome, engine_config, event_spec, passed, print_detail, proc, run_buyers, run_scenario, scenario};
+
+/// The shape of the sales that fill the log.
+const FILL_SECTIONS: usize = 100;
+const FILL_SEATS: u32 = 25_000;
+
+/// Sells events until the log holds at least `events` events; returns how many sales it took.
+async fn fill(args: &Args, store: &Arc<dyn EventStore>, system: &TicketingSystem, events: u64) -> Result<u64, BoxError> {
+    let s = scenario(FILL_SECTIONS, FILL_SEATS)?;
+    let eur = Currency::new("EUR")?;
+    let mut sales = 0;
+    while store.head_position().await? < events {
+        let event_id = system.create_event(event_spec(&s, eur)?).await?;
+        system.publish_event(event_id).await?;
+        system.open_sales(event_id).await?;
+        let stats = run_buyers(system, event_id, &s.sections, args.buyers, args.seed.wrapping_add(sales + 1)).await?;
+        if stats.errors > 0 {
+            return Err(format!("filling the log: {} buyer errors", stats.errors).into());
+        }
+        sales += 1;
+    }
+    system.settled().await?;
+    Ok(sales)
+}
+
+fn per_purchase(o: &Outcome) -> (f64, f64) {
+    let secs = o.wall.as_secs_f64();
+    (o.stats.purchases as f64 / secs, 1e6 * o.sale_cpu_seconds / o.stats.purchases.max(1) as f64)
+}
+
+/// Runs the `--prefill` mode and prints its table.
+pub(crate) async fn run_footprint(args: &Args, scenarios: &[usize], events: u64) -> Result<(), BoxError> {
+    let store: Arc<dyn EventStore> = Arc::new(MemoryEventStore::new());
+    let system =
+        TicketingSystem::builder().event_store(Arc::clone(&store)).engine_config(engine_config(args)).build().await?;
+    let mut short = Vec::new();
+    for &sections in scenarios {
+        let outcome = run_scenario(args, sections, Arc::clone(&store), system.clone()).await?;
+        print_detail(&outcome);
+        short.push(outcome);
+    }
+
+    let (head_before, rss_before) = (store.head_position().await?, proc::own_resident_bytes()?);
+    let started = Instant::now();
+    let sales = fill(args, &store, &system, events).await?;
+    let (head_after, rss_after) = (store.head_position().await?, proc::own_resident_bytes()?);
+    let added = head_after - head_before;
+    println!(
+        "filled the log from {head_before} to {head_after} events with {sales} sales in {:.1} s; resident memory {:.0} -> {:.0} MiB: {:.0} bytes per added event ({:.0} per event of the whole log)\n",
+        started.elapsed().as_secs_f64(),
+        rss_before as f64 / 1_048_576.0,
+        rss_after as f64 / 1_048_576.0,
+        rss_after.saturating_sub(rss_before) as f64 / added.max(1) as f64,
+        rss_after as f64 / head_after.max(1) as f64,
+    );
+
+    let mut long = Vec::new();
+    for &sections in scenarios {
+        let outcome = run_scenario(args, sections, Arc::clone(&store), system.clone()).await?;
+        print_detail(&outcome);
+        long.push(outcome);
+    }
+    system.shutdown().await;
+
+    println!("| scenario | log before the sale (events) | purchases/s | CPU per purchase (µs) | oversell |");
+    println!("|---|---:|---:|---:|---|");
+    for (s, l) in short.iter().zip(&long) {
+        let ((s_rate, s_cpu), (l_rate, l_cpu)) = (per_purchase(s), per_purchase(l));
+        println!("| {} | short | {s_rate:.0} | {s_cpu:.0} | {} |", s.scenario, if passed(s) { "none" } else { "FOUND" });
+        println!(
+            "| {} | {head_after} | {l_rate:.0} ({:.2}x) | {l_cpu:.0} ({:.2}x) | {} |",
+            l.scenario,
+            l_rate / s_rate,
+            l_cpu / s_cpu,
+            if passed(l) { "none" } else { "FOUND" }
+        );
+    }
+    Ok(())
+}
