@@ -127,3 +127,58 @@ mod model {
         }
     }
 }
+
+/// An event older than the last 16,384 gives up its tree and is read back from its text: every
+/// read path returns what was appended (ids, type, metadata, time, awkward JSON), upcasters still
+/// lift it, and two reads no longer share one tree; the newest events still share theirs.
+#[tokio::test]
+async fn an_old_event_reads_back_from_its_text_as_it_was_appended() {
+    use boxoffice::event_store::{Envelope, ExpectedVersion, Metadata, NewEvent};
+    use serde_json::json;
+
+    let store = MemoryEventStore::new().with_upcasters(conformance::upcasters());
+    let old = conformance::sid("old-1");
+    let awkward = json!({
+        "text": "é ☃ \"quoted\" \\ \u{1} \u{2028}",
+        "big": u64::MAX,
+        "negative": i64::MIN,
+        "float": 0.1 + 0.2,
+        "tiny": 5e-324,
+        "nested": { "list": [1, null, true, { "k": [] }], "empty": {} },
+    });
+    let metadata = Metadata {
+        correlation_id: Some(uuid::Uuid::new_v4()),
+        headers: [("traceparent".to_owned(), "00-abc-01".to_owned())].into(),
+        ..Metadata::default()
+    };
+    let first = NewEvent::new("Awkward", 1, awkward.clone());
+    let priced = NewEvent::new("Priced", 1, json!({ "amount": 3 }));
+    store.append(&old, ExpectedVersion::NoStream, vec![first.clone(), priced], &metadata, None).await.unwrap();
+    let when = store.read_all(0, 1).await.unwrap()[0].recorded_at;
+    for chunk in 0..200 {
+        let filler = (0..100).map(|i| NewEvent::new("Filler", 1, json!({ "i": i }))).collect();
+        let stream = conformance::sid(&format!("filler-{chunk}"));
+        store.append(&stream, ExpectedVersion::NoStream, filler, &Metadata::default(), None).await.unwrap();
+    }
+
+    let check = |events: &[Envelope]| {
+        assert_eq!(events.len(), 2);
+        assert_eq!(events[0].event_id, first.event_id);
+        assert_eq!(&*events[0].event_type, "Awkward");
+        assert_eq!(*events[0].payload, awkward);
+        assert_eq!(*events[0].metadata, metadata);
+        assert_eq!((events[0].stream_version, events[0].global_position), (1, 1));
+        assert_eq!(events[0].recorded_at, when);
+        assert_eq!(*events[1].payload, json!({ "amount_minor": 300, "currency": "EUR" }), "upcast from its text");
+    };
+    let read = store.read_all(0, 2).await.unwrap();
+    check(&read);
+    check(&store.load_stream(&old, 1).await.unwrap());
+    check(&store.subscribe(0).take(2).map(Result::unwrap).collect::<Vec<_>>().await);
+    let again = store.read_all(0, 1).await.unwrap();
+    assert!(!Arc::ptr_eq(&read[0].payload, &again[0].payload), "an old event keeps no tree: each read parses its own");
+
+    let head = store.head_position().await.unwrap();
+    let newest = store.read_all(head - 1, 1).await.unwrap();
+    assert!(Arc::ptr_eq(&newest[0].payload, &store.read_all(head - 1, 1).await.unwrap()[0].payload));
+}

@@ -2,23 +2,32 @@
 //! sold once on a short log; then the log is filled to `N` events with more sales (events of
 //! 25,000 seats over 100 sections, the same buyers), and the resident memory this added is
 //! divided by the events it added; then each scenario is sold again on top of the long log, and
-//! its purchases/s and CPU per purchase are printed beside the short-log run's.
+//! its purchases/s and CPU per purchase are printed beside the short-log run's. Last, the whole
+//! log is copied into a second, empty `MemoryEventStore`, event by event: the resident memory
+//! that adds is the store's own cost per event, apart from the system's read models and workers.
 
 use std::sync::Arc;
 use std::time::Instant;
 
-use boxoffice::event_store::{EventStore, MemoryEventStore};
+use boxoffice::event_store::{EventStore, ExpectedVersion, MemoryEventStore, NewEvent, StreamAppend};
 use boxoffice::prelude::*;
 use boxoffice::system::TicketingSystem;
 
-use crate::{Args, BoxError, Outcome, engine_config, event_spec, passed, print_detail, proc, run_buyers, run_scenario, scenario};
+use crate::{
+    Args, BoxError, Outcome, engine_config, event_spec, passed, print_detail, proc, run_buyers, run_scenario, scenario,
+};
 
 /// The shape of the sales that fill the log.
 const FILL_SECTIONS: usize = 100;
 const FILL_SEATS: u32 = 25_000;
 
 /// Sells events until the log holds at least `events` events; returns how many sales it took.
-async fn fill(args: &Args, store: &Arc<dyn EventStore>, system: &TicketingSystem, events: u64) -> Result<u64, BoxError> {
+async fn fill(
+    args: &Args,
+    store: &Arc<dyn EventStore>,
+    system: &TicketingSystem,
+    events: u64,
+) -> Result<u64, BoxError> {
     let s = scenario(FILL_SECTIONS, FILL_SEATS)?;
     let eur = Currency::new("EUR")?;
     let mut sales = 0;
@@ -34,6 +43,41 @@ async fn fill(args: &Args, store: &Arc<dyn EventStore>, system: &TicketingSystem
     }
     system.settled().await?;
     Ok(sales)
+}
+
+/// Copies `store`'s log into a fresh `MemoryEventStore` (each event its own append, as recorded:
+/// type, payload, metadata) and returns the copy, the resident bytes it added and the payloads'
+/// JSON text bytes.
+async fn copy_log(store: &Arc<dyn EventStore>) -> Result<(MemoryEventStore, u64, u64), BoxError> {
+    let copy = MemoryEventStore::new();
+    let before = proc::own_resident_bytes()?;
+    let mut text_bytes = 0;
+    let mut after = 0;
+    loop {
+        let page = store.read_all(after, 4_096).await?;
+        let Some(last) = page.last() else { break };
+        after = last.global_position;
+        for e in &page {
+            text_bytes += serde_json::to_string(&*e.payload)?.len() as u64;
+        }
+        let appends = page
+            .into_iter()
+            .map(|e| StreamAppend {
+                stream: e.stream_id.clone(),
+                expected: ExpectedVersion::Any,
+                events: vec![NewEvent {
+                    event_id: e.event_id,
+                    event_type: e.event_type.to_string(),
+                    schema_version: e.schema_version,
+                    payload: Arc::unwrap_or_clone(e.payload),
+                }],
+                metadata: (*e.metadata).clone(),
+                idempotency_key: None,
+            })
+            .collect();
+        copy.append_batch(appends).await?;
+    }
+    Ok((copy, proc::own_resident_bytes()?.saturating_sub(before), text_bytes))
 }
 
 fn per_purchase(o: &Outcome) -> (f64, f64) {
@@ -75,11 +119,24 @@ pub(crate) async fn run_footprint(args: &Args, scenarios: &[usize], events: u64)
     }
     system.shutdown().await;
 
+    let (copy, copied_bytes, text_bytes) = copy_log(&store).await?;
+    let copied = copy.head_position().await?.max(1) as f64;
+    println!(
+        "the store alone: a copy of the {copied}-event log into an empty MemoryEventStore added {:.0} MiB resident: {:.0} bytes per event (payload text {:.0} bytes per event)\n",
+        copied_bytes as f64 / 1_048_576.0,
+        copied_bytes as f64 / copied,
+        text_bytes as f64 / copied
+    );
+
     println!("| scenario | log before the sale (events) | purchases/s | CPU per purchase (µs) | oversell |");
     println!("|---|---:|---:|---:|---|");
     for (s, l) in short.iter().zip(&long) {
         let ((s_rate, s_cpu), (l_rate, l_cpu)) = (per_purchase(s), per_purchase(l));
-        println!("| {} | short | {s_rate:.0} | {s_cpu:.0} | {} |", s.scenario, if passed(s) { "none" } else { "FOUND" });
+        println!(
+            "| {} | short | {s_rate:.0} | {s_cpu:.0} | {} |",
+            s.scenario,
+            if passed(s) { "none" } else { "FOUND" }
+        );
         println!(
             "| {} | {head_after} | {l_rate:.0} ({:.2}x) | {l_cpu:.0} ({:.2}x) | {} |",
             l.scenario,

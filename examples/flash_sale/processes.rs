@@ -8,7 +8,6 @@
 
 mod child;
 
-
 pub(crate) use child::run_child;
 
 use std::collections::HashSet;
@@ -24,9 +23,8 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 
 use crate::{
-    proc,
     Args, Backend, BoxError, BuyerStats, Outcome, Replay, engine_config, event_spec, ms, passed, percentile,
-    print_detail, replay_check, scenario,
+    print_detail, proc, replay_check, scenario,
 };
 
 /// The system every process of this mode builds, the parent to open the event and each buyer

@@ -427,6 +427,12 @@ impl Reducer for TicketsReducer {
         matches!(action, TicketsAction::IssueTickets { .. })
     }
 
+    /// Issued tickets expect nothing more from the saga; a scan at the door, a transfer or a
+    /// revocation comes much later, or never, and reloads the stream.
+    fn at_rest(state: &TicketsState) -> bool {
+        state.order.is_some()
+    }
+
     fn reduce(&self, state: &mut TicketsState, action: TicketsAction, env: &TicketsEnv) -> Effects<TicketsAction> {
         event_sourced(state, action, |s, a| decide(s, a, env.clock.now()), apply, TicketsAction::Rejected)
     }
@@ -678,6 +684,15 @@ mod tests {
             Stream { state: TicketsState::default(), env: TicketsEnv::new(Arc::new(FixedClock::new(now()))) };
         test.when(issue()).unwrap();
         test
+    }
+
+    #[test]
+    fn tickets_are_at_rest_once_issued() {
+        assert!(!TicketsReducer::at_rest(&TicketsState::default()));
+        let mut test = issued();
+        assert!(TicketsReducer::at_rest(test.state()));
+        test.when(scan(0, 0, 10, Direction::Entry)).unwrap();
+        assert!(TicketsReducer::at_rest(test.state()), "a scan leaves nothing pending");
     }
 
     #[test]

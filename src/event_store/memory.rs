@@ -1,6 +1,8 @@
 //! The in-memory backend: the default, the test double and the benchmark baseline.
 
-use std::collections::HashMap;
+mod logged;
+
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, PoisonError, RwLock};
 
 use async_trait::async_trait;
@@ -13,6 +15,7 @@ use super::{
     AppendResult, CheckpointStore, Envelope, EventStore, EventStoreError, MemoryCheckpointStore, PageSource, Snapshot,
     StreamAppend, StreamId, Upcasters, readable_prefix, subscription,
 };
+use logged::{HOT_EVENTS, Logged};
 
 /// How many events a subscription copies out of the log per lock acquisition.
 const SUBSCRIPTION_BATCH: usize = 512;
@@ -20,9 +23,14 @@ const SUBSCRIPTION_BATCH: usize = 512;
 /// An [`EventStore`] kept in process memory, with the same semantics as the durable backends.
 ///
 /// Appends take one write lock, so they are atomic and globally ordered; positions are dense
-/// (1, 2, 3, ...). Reads hand out envelopes that share their payload, event type, metadata and
-/// stream id with the log, so reading an event copies a few pointers and never its JSON. Live subscriptions are woken through a `tokio::sync::watch` channel, never by
+/// (1, 2, 3, ...). Live subscriptions are woken through a `tokio::sync::watch` channel, never by
 /// polling. Clones share the same log.
+///
+/// Every event's payload is kept as JSON text, encoded before the lock is taken; the most recent
+/// 16,384 events also keep it as a tree. Reading a recent event (what live readers do) copies a
+/// few pointers: the envelope shares its payload, event type, metadata and stream id with the
+/// log. Reading an older one parses its text, outside the lock. A long log so costs its text and
+/// about 150 bytes per event, not its trees (several times the text).
 ///
 /// ```
 /// use boxoffice::event_store::{EventStore, MemoryEventStore, Upcasters};
@@ -49,7 +57,11 @@ struct Inner {
 #[derive(Debug, Default)]
 struct State {
     /// The global log; the event at position `p` is at index `p - 1`.
-    log: Vec<Envelope>,
+    log: Vec<Logged>,
+    /// The events before this index have given up their trees (all but the last [`HOT_EVENTS`]).
+    cold: usize,
+    /// Every event type seen, shared by the events of that type.
+    event_types: HashSet<Arc<str>>,
     /// Global positions of each stream's events; the event with version `v` is at index `v - 1`.
     streams: HashMap<StreamId, Vec<u64>>,
     snapshots: HashMap<StreamId, Snapshot>,
@@ -101,11 +113,13 @@ impl MemoryEventStore {
         self.inner.state.read().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn upcast_all(&self, mut events: Vec<Envelope>) -> Result<Vec<Envelope>, EventStoreError> {
-        for event in &mut events {
-            self.upcasters.apply(event)?;
-        }
-        Ok(events)
+    /// The envelopes of `events` (copied out of the log under its lock), upcast.
+    fn envelopes(&self, events: Vec<(u64, Logged)>) -> impl Iterator<Item = Result<Envelope, EventStoreError>> {
+        events.into_iter().map(|(position, recorded)| {
+            let mut envelope = recorded.into_envelope(position)?;
+            self.upcasters.apply(&mut envelope)?;
+            Ok(envelope)
+        })
     }
 }
 
@@ -114,9 +128,14 @@ impl State {
         self.streams.get(stream).map_or(0, |positions| positions.len() as u64)
     }
 
-    fn read_after(&self, after_position: u64, limit: usize) -> Vec<Envelope> {
+    fn read_after(&self, after_position: u64, limit: usize) -> Vec<(u64, Logged)> {
         let start = usize::try_from(after_position).unwrap_or(usize::MAX).min(self.log.len());
-        self.log[start..].iter().take(limit).cloned().collect()
+        self.log[start..]
+            .iter()
+            .take(limit)
+            .zip(start as u64 + 1..)
+            .map(|(event, position)| (position, event.clone()))
+            .collect()
     }
 
     /// Checks every append of the batch against the current state and the earlier appends of the
@@ -183,7 +202,7 @@ impl State {
         Ok(plans)
     }
 
-    fn write(&mut self, append: StreamAppend, current: u64) -> AppendResult {
+    fn write(&mut self, append: StreamAppend, texts: Vec<Arc<str>>, current: u64) -> AppendResult {
         let recorded_at = Utc::now();
         let first_global_position = self.log.len() as u64 + 1;
         let StreamAppend { stream, events, metadata, idempotency_key, .. } = append;
@@ -192,18 +211,18 @@ impl State {
         let positions = self.streams.entry(stream.clone()).or_default();
         let metadata = Arc::new(metadata);
         let mut version = current;
-        for event in events {
+        for (event, text) in events.into_iter().zip(texts) {
             version += 1;
-            let global_position = self.log.len() as u64 + 1;
-            positions.push(global_position);
-            self.log.push(Envelope {
+            positions.push(self.log.len() as u64 + 1);
+            let event_type = intern(&mut self.event_types, event.event_type);
+            self.log.push(Logged {
                 event_id: event.event_id,
                 stream_id: stream.clone(),
                 stream_version: version,
-                global_position,
-                event_type: event.event_type.into(),
+                event_type,
                 schema_version: event.schema_version,
-                payload: Arc::new(event.payload),
+                text,
+                tree: Some(Arc::new(event.payload)),
                 metadata: Arc::clone(&metadata),
                 recorded_at,
             });
@@ -220,6 +239,43 @@ impl State {
     }
 }
 
+impl State {
+    /// Takes the trees of the events that fell out of the last [`HOT_EVENTS`]; the caller drops
+    /// them once the lock is released.
+    fn cool(&mut self) -> Vec<Arc<serde_json::Value>> {
+        let hot_from = self.log.len().saturating_sub(HOT_EVENTS);
+        let trees =
+            self.log[self.cold.min(hot_from)..hot_from].iter_mut().filter_map(|event| event.tree.take()).collect();
+        self.cold = self.cold.max(hot_from);
+        trees
+    }
+}
+
+/// The shared name of an event type, from the types seen so far.
+fn intern(known: &mut HashSet<Arc<str>>, event_type: String) -> Arc<str> {
+    if let Some(shared) = known.get(event_type.as_str()) {
+        return Arc::clone(shared);
+    }
+    let new: Arc<str> = event_type.into();
+    known.insert(Arc::clone(&new));
+    new
+}
+
+/// Every payload of `appends` as JSON text, in order.
+fn encode(appends: &[StreamAppend]) -> Result<Vec<Vec<Arc<str>>>, EventStoreError> {
+    appends
+        .iter()
+        .map(|append| {
+            append
+                .events
+                .iter()
+                .map(|event| serde_json::to_string(&event.payload).map(Arc::from))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|source| EventStoreError::Encode { stream: append.stream.clone(), source })
+        })
+        .collect()
+}
+
 fn same_ids(ids: &[Uuid], append: &StreamAppend) -> bool {
     ids.len() == append.events.len() && ids.iter().zip(&append.events).all(|(id, event)| *id == event.event_id)
 }
@@ -227,36 +283,41 @@ fn same_ids(ids: &[Uuid], append: &StreamAppend) -> bool {
 #[async_trait]
 impl EventStore for MemoryEventStore {
     async fn append_batch(&self, appends: Vec<StreamAppend>) -> Result<Vec<AppendResult>, EventStoreError> {
+        let texts = encode(&appends)?;
         let mut state = self.inner.state.write().unwrap_or_else(PoisonError::into_inner);
         let plans = state.plan(&appends)?;
         let mut results = Vec::with_capacity(plans.len());
-        for (append, plan) in appends.into_iter().zip(plans) {
+        for ((append, plan), texts) in appends.into_iter().zip(plans).zip(texts) {
             results.push(match plan {
                 Plan::Replay(result) => result,
-                Plan::Write { current } => state.write(append, current),
+                Plan::Write { current } => state.write(append, texts, current),
             });
         }
+        let cooled = state.cool();
         let head = state.log.len() as u64;
         if self.inner.head.receiver_count() > 0 {
             self.inner.head.send_replace(head);
         }
         drop(state);
+        drop(cooled);
         Ok(results)
     }
 
     async fn load_stream(&self, stream: &StreamId, from_version: u64) -> Result<Vec<Envelope>, EventStoreError> {
-        let events: Vec<Envelope> = {
+        let events: Vec<(u64, Logged)> = {
             let state = self.read_state();
             let Some(positions) = state.streams.get(stream) else { return Ok(Vec::new()) };
             let skip = usize::try_from(from_version.saturating_sub(1)).unwrap_or(usize::MAX);
             positions
                 .iter()
                 .skip(skip)
-                .filter_map(|position| usize::try_from(*position - 1).ok().and_then(|index| state.log.get(index)))
-                .cloned()
+                .filter_map(|&position| {
+                    let event = usize::try_from(position - 1).ok().and_then(|index| state.log.get(index))?;
+                    Some((position, event.clone()))
+                })
                 .collect()
         };
-        self.upcast_all(events)
+        self.envelopes(events).collect()
     }
 
     async fn stream_version(&self, stream: &StreamId) -> Result<u64, EventStoreError> {
@@ -265,7 +326,7 @@ impl EventStore for MemoryEventStore {
 
     async fn read_all(&self, after_position: u64, limit: usize) -> Result<Vec<Envelope>, EventStoreError> {
         let events = self.read_state().read_after(after_position, limit);
-        readable_prefix(events.into_iter().map(|mut event| self.upcasters.apply(&mut event).map(|()| event)))
+        readable_prefix(self.envelopes(events))
     }
 
     fn subscribe(&self, after_position: u64) -> BoxStream<'static, Result<Envelope, EventStoreError>> {
