@@ -202,7 +202,7 @@ impl State {
         Ok(plans)
     }
 
-    fn write(&mut self, append: StreamAppend, texts: Vec<Arc<str>>, current: u64) -> AppendResult {
+    fn write(&mut self, append: StreamAppend, texts: Vec<Arc<[u8]>>, current: u64) -> AppendResult {
         let recorded_at = Utc::now();
         let first_global_position = self.log.len() as u64 + 1;
         let StreamAppend { stream, events, metadata, idempotency_key, .. } = append;
@@ -261,15 +261,19 @@ fn intern(known: &mut HashSet<Arc<str>>, event_type: String) -> Arc<str> {
     new
 }
 
-/// Every payload of `appends` as JSON text, in order.
-fn encode(appends: &[StreamAppend]) -> Result<Vec<Vec<Arc<str>>>, EventStoreError> {
+/// Every payload of `appends` as JSON text, in order, written through one buffer.
+fn encode(appends: &[StreamAppend]) -> Result<Vec<Vec<Arc<[u8]>>>, EventStoreError> {
+    let mut buffer = Vec::with_capacity(512);
     appends
         .iter()
         .map(|append| {
             append
                 .events
                 .iter()
-                .map(|event| serde_json::to_string(&event.payload).map(Arc::from))
+                .map(|event| {
+                    buffer.clear();
+                    serde_json::to_writer(&mut buffer, &event.payload).map(|()| Arc::from(buffer.as_slice()))
+                })
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(|source| EventStoreError::Encode { stream: append.stream.clone(), source })
         })

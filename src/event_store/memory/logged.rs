@@ -25,8 +25,8 @@ pub(super) struct Logged {
     /// Shared by every event of the type (the log interns them).
     pub(super) event_type: Arc<str>,
     pub(super) schema_version: u32,
-    /// The payload as JSON text, kept for every event.
-    pub(super) text: Arc<str>,
+    /// The payload as JSON text (UTF-8, as `serde_json` writes it), kept for every event.
+    pub(super) text: Arc<[u8]>,
     /// The payload as a tree, while the event is among the last [`HOT_EVENTS`].
     pub(super) tree: Option<Arc<serde_json::Value>>,
     /// Shared by the events of one append.
@@ -41,7 +41,7 @@ impl Logged {
         let payload = match self.tree {
             Some(tree) => tree,
             None => Arc::new(
-                serde_json::from_str(&self.text)
+                serde_json::from_slice(&self.text)
                     .map_err(|source| EventStoreError::Corrupt { global_position, source: Box::new(source) })?,
             ),
         };
