@@ -1,6 +1,7 @@
 //! The in-memory backend: the default, the test double and the benchmark baseline.
 
 mod logged;
+mod texts;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, PoisonError, RwLock};
@@ -16,6 +17,7 @@ use super::{
     StreamAppend, StreamId, Upcasters, readable_prefix, subscription,
 };
 use logged::{HOT_EVENTS, Logged};
+use texts::{MAX_TEXT_BYTES, Text, Texts};
 
 /// How many events a subscription copies out of the log per lock acquisition.
 const SUBSCRIPTION_BATCH: usize = 512;
@@ -26,8 +28,8 @@ const SUBSCRIPTION_BATCH: usize = 512;
 /// (1, 2, 3, ...). Live subscriptions are woken through a `tokio::sync::watch` channel, never by
 /// polling. Clones share the same log.
 ///
-/// Every event's payload is kept as JSON text, encoded before the lock is taken; the most recent
-/// 16,384 events also keep it as a tree. Reading a recent event (what live readers do) copies a
+/// Every event's payload is kept as JSON text, encoded before the lock is taken and packed into
+/// 1 MiB chunks; the most recent 16,384 events also keep it as a tree. Reading a recent event (what live readers do) copies a
 /// few pointers: the envelope shares its payload, event type, metadata and stream id with the
 /// log. Reading an older one parses its text, outside the lock. A long log so costs its text and
 /// about 150 bytes per event, not its trees (several times the text).
@@ -60,6 +62,8 @@ struct State {
     log: Vec<Logged>,
     /// The events before this index have given up their trees (all but the last [`HOT_EVENTS`]).
     cold: usize,
+    /// Every event's payload text.
+    texts: Texts,
     /// Every event type seen, shared by the events of that type.
     event_types: HashSet<Arc<str>>,
     /// Global positions of each stream's events; the event with version `v` is at index `v - 1`.
@@ -114,9 +118,9 @@ impl MemoryEventStore {
     }
 
     /// The envelopes of `events` (copied out of the log under its lock), upcast.
-    fn envelopes(&self, events: Vec<(u64, Logged)>) -> impl Iterator<Item = Result<Envelope, EventStoreError>> {
-        events.into_iter().map(|(position, recorded)| {
-            let mut envelope = recorded.into_envelope(position)?;
+    fn envelopes(&self, events: Vec<Copied>) -> impl Iterator<Item = Result<Envelope, EventStoreError>> {
+        events.into_iter().map(|(position, logged, text)| {
+            let mut envelope = logged.into_envelope(position, text)?;
             self.upcasters.apply(&mut envelope)?;
             Ok(envelope)
         })
@@ -128,13 +132,19 @@ impl State {
         self.streams.get(stream).map_or(0, |positions| positions.len() as u64)
     }
 
-    fn read_after(&self, after_position: u64, limit: usize) -> Vec<(u64, Logged)> {
+    /// The event at `position` as a reader takes it out of the log.
+    fn copy(&self, position: u64, event: &Logged) -> Copied {
+        let text = event.tree.is_none().then(|| self.texts.get(event.text));
+        (position, event.clone(), text)
+    }
+
+    fn read_after(&self, after_position: u64, limit: usize) -> Vec<Copied> {
         let start = usize::try_from(after_position).unwrap_or(usize::MAX).min(self.log.len());
         self.log[start..]
             .iter()
             .take(limit)
             .zip(start as u64 + 1..)
-            .map(|(event, position)| (position, event.clone()))
+            .map(|(event, position)| self.copy(position, event))
             .collect()
     }
 
@@ -202,7 +212,7 @@ impl State {
         Ok(plans)
     }
 
-    fn write(&mut self, append: StreamAppend, texts: Vec<Arc<[u8]>>, current: u64) -> AppendResult {
+    fn write(&mut self, append: StreamAppend, texts: &[&[u8]], current: u64) -> AppendResult {
         let recorded_at = Utc::now();
         let first_global_position = self.log.len() as u64 + 1;
         let StreamAppend { stream, events, metadata, idempotency_key, .. } = append;
@@ -212,6 +222,7 @@ impl State {
         let metadata = Arc::new(metadata);
         let mut version = current;
         for (event, text) in events.into_iter().zip(texts) {
+            let text = self.texts.push(text);
             version += 1;
             positions.push(self.log.len() as u64 + 1);
             let event_type = intern(&mut self.event_types, event.event_type);
@@ -261,23 +272,29 @@ fn intern(known: &mut HashSet<Arc<str>>, event_type: String) -> Arc<str> {
     new
 }
 
-/// Every payload of `appends` as JSON text, in order, written through one buffer.
-fn encode(appends: &[StreamAppend]) -> Result<Vec<Vec<Arc<[u8]>>>, EventStoreError> {
-    let mut buffer = Vec::with_capacity(512);
-    appends
-        .iter()
-        .map(|append| {
-            append
-                .events
-                .iter()
-                .map(|event| {
-                    buffer.clear();
-                    serde_json::to_writer(&mut buffer, &event.payload).map(|()| Arc::from(buffer.as_slice()))
-                })
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|source| EventStoreError::Encode { stream: append.stream.clone(), source })
-        })
-        .collect()
+/// An event as a reader takes it out of the log: its position, the event, and its text when it
+/// has no tree any more.
+type Copied = (u64, Logged, Option<Text>);
+
+/// Every payload of `appends` as JSON text, written one after the other into one buffer; with
+/// the end offset of each event's text, per append.
+fn encode(appends: &[StreamAppend]) -> Result<(Vec<u8>, Vec<Vec<usize>>), EventStoreError> {
+    let mut buffer = Vec::with_capacity(512 * appends.iter().map(|a| a.events.len()).sum::<usize>());
+    let mut ends = Vec::with_capacity(appends.len());
+    for append in appends {
+        let mut append_ends = Vec::with_capacity(append.events.len());
+        for event in &append.events {
+            let start = buffer.len();
+            serde_json::to_writer(&mut buffer, &event.payload)
+                .map_err(|source| EventStoreError::Encode { stream: append.stream.clone(), source })?;
+            if buffer.len() - start > MAX_TEXT_BYTES {
+                return Err(EventStoreError::OutOfRange { what: "an event payload of 4 GiB or more" });
+            }
+            append_ends.push(buffer.len());
+        }
+        ends.push(append_ends);
+    }
+    Ok((buffer, ends))
 }
 
 fn same_ids(ids: &[Uuid], append: &StreamAppend) -> bool {
@@ -287,14 +304,21 @@ fn same_ids(ids: &[Uuid], append: &StreamAppend) -> bool {
 #[async_trait]
 impl EventStore for MemoryEventStore {
     async fn append_batch(&self, appends: Vec<StreamAppend>) -> Result<Vec<AppendResult>, EventStoreError> {
-        let texts = encode(&appends)?;
+        let (buffer, ends) = encode(&appends)?;
         let mut state = self.inner.state.write().unwrap_or_else(PoisonError::into_inner);
         let plans = state.plan(&appends)?;
         let mut results = Vec::with_capacity(plans.len());
-        for ((append, plan), texts) in appends.into_iter().zip(plans).zip(texts) {
+        let mut start = 0;
+        let mut texts = Vec::new();
+        for ((append, plan), ends) in appends.into_iter().zip(plans).zip(ends) {
+            texts.clear();
+            for end in ends {
+                texts.push(buffer.get(start..end).unwrap_or_default());
+                start = end;
+            }
             results.push(match plan {
                 Plan::Replay(result) => result,
-                Plan::Write { current } => state.write(append, texts, current),
+                Plan::Write { current } => state.write(append, &texts, current),
             });
         }
         let cooled = state.cool();
@@ -308,7 +332,7 @@ impl EventStore for MemoryEventStore {
     }
 
     async fn load_stream(&self, stream: &StreamId, from_version: u64) -> Result<Vec<Envelope>, EventStoreError> {
-        let events: Vec<(u64, Logged)> = {
+        let events: Vec<Copied> = {
             let state = self.read_state();
             let Some(positions) = state.streams.get(stream) else { return Ok(Vec::new()) };
             let skip = usize::try_from(from_version.saturating_sub(1)).unwrap_or(usize::MAX);
@@ -317,7 +341,7 @@ impl EventStore for MemoryEventStore {
                 .skip(skip)
                 .filter_map(|&position| {
                     let event = usize::try_from(position - 1).ok().and_then(|index| state.log.get(index))?;
-                    Some((position, event.clone()))
+                    Some(state.copy(position, event))
                 })
                 .collect()
         };

@@ -156,7 +156,8 @@ pub trait EventStore: Send + Sync + 'static {
 pub(crate) fn readable_prefix(
     events: impl IntoIterator<Item = Result<Envelope, EventStoreError>>,
 ) -> Result<Vec<Envelope>, EventStoreError> {
-    let mut page = Vec::new();
+    let events = events.into_iter();
+    let mut page = Vec::with_capacity(events.size_hint().0);
     for event in events {
         match event {
             Ok(event) => page.push(event),

@@ -6,6 +6,7 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::super::{Envelope, EventStoreError, Metadata, StreamId};
+use super::texts::{Text, TextSpan};
 
 /// How many of the most recent events keep their payload as a JSON tree beside its text.
 ///
@@ -25,8 +26,8 @@ pub(super) struct Logged {
     /// Shared by every event of the type (the log interns them).
     pub(super) event_type: Arc<str>,
     pub(super) schema_version: u32,
-    /// The payload as JSON text (UTF-8, as `serde_json` writes it), kept for every event.
-    pub(super) text: Arc<[u8]>,
+    /// Where the payload's JSON text is, kept for every event.
+    pub(super) text: TextSpan,
     /// The payload as a tree, while the event is among the last [`HOT_EVENTS`].
     pub(super) tree: Option<Arc<serde_json::Value>>,
     /// Shared by the events of one append.
@@ -36,12 +37,12 @@ pub(super) struct Logged {
 
 impl Logged {
     /// The envelope a reader gets: the tree shared while the event is recent, else parsed from
-    /// the text (outside the store's lock).
-    pub(super) fn into_envelope(self, global_position: u64) -> Result<Envelope, EventStoreError> {
-        let payload = match self.tree {
-            Some(tree) => tree,
-            None => Arc::new(
-                serde_json::from_slice(&self.text)
+    /// `text`, the event's text taken out of the log with it (parsed outside the store's lock).
+    pub(super) fn into_envelope(self, global_position: u64, text: Option<Text>) -> Result<Envelope, EventStoreError> {
+        let payload = match (self.tree, text) {
+            (Some(tree), _) => tree,
+            (None, text) => Arc::new(
+                serde_json::from_slice(text.as_ref().map_or(&[][..], Text::bytes))
                     .map_err(|source| EventStoreError::Corrupt { global_position, source: Box::new(source) })?,
             ),
         };
