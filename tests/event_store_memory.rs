@@ -182,3 +182,24 @@ async fn an_old_event_reads_back_from_its_text_as_it_was_appended() {
     let newest = store.read_all(head - 1, 1).await.unwrap();
     assert!(Arc::ptr_eq(&newest[0].payload, &store.read_all(head - 1, 1).await.unwrap()[0].payload));
 }
+
+/// `with_tree_window` sets how many recent events keep their tree: with a window of 2 the third
+/// event from the head is parsed on each read, the last two are shared; with `usize::MAX` every
+/// event stays shared.
+#[tokio::test]
+async fn the_tree_window_is_the_callers_choice() {
+    use boxoffice::event_store::{ExpectedVersion, Metadata, NewEvent};
+    use serde_json::json;
+
+    for (window, shared) in [(2, [false, true, true]), (usize::MAX, [true, true, true])] {
+        let store = MemoryEventStore::new().with_tree_window(window);
+        let stream = conformance::sid("window-1");
+        let events = (0..3).map(|i| NewEvent::new("Counted", 1, json!({ "n": i }))).collect();
+        store.append(&stream, ExpectedVersion::NoStream, events, &Metadata::default(), None).await.unwrap();
+        let (first, second) = (store.read_all(0, 3).await.unwrap(), store.load_stream(&stream, 1).await.unwrap());
+        for i in 0..3 {
+            assert_eq!(*first[i].payload, json!({ "n": i }));
+            assert_eq!(Arc::ptr_eq(&first[i].payload, &second[i].payload), shared[i], "window {window}, event {i}");
+        }
+    }
+}

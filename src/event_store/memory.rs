@@ -16,7 +16,7 @@ use super::{
     AppendResult, CheckpointStore, Envelope, EventStore, EventStoreError, MemoryCheckpointStore, PageSource, Snapshot,
     StreamAppend, StreamId, Upcasters, readable_prefix, subscription,
 };
-use logged::{HOT_EVENTS, Logged};
+use logged::{Logged, TREE_WINDOW};
 use texts::{MAX_TEXT_BYTES, Text, Texts};
 
 /// How many events a subscription copies out of the log per lock acquisition.
@@ -29,7 +29,8 @@ const SUBSCRIPTION_BATCH: usize = 512;
 /// polling. Clones share the same log.
 ///
 /// Every event's payload is kept as JSON text, encoded before the lock is taken and packed into
-/// 1 MiB chunks; the most recent 16,384 events also keep it as a tree. Reading a recent event (what live readers do) copies a
+/// 1 MiB chunks; the most recent 16,384 events also keep it as a tree (see
+/// [`with_tree_window`](Self::with_tree_window)). Reading a recent event (what live readers do) copies a
 /// few pointers: the envelope shares its payload, event type, metadata and stream id with the
 /// log. Reading an older one parses its text, outside the lock. A long log so costs its text and
 /// about 150 bytes per event, not its trees (several times the text).
@@ -56,11 +57,13 @@ struct Inner {
     checkpoints: MemoryCheckpointStore,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct State {
     /// The global log; the event at position `p` is at index `p - 1`.
     log: Vec<Logged>,
-    /// The events before this index have given up their trees (all but the last [`HOT_EVENTS`]).
+    /// How many of the most recent events keep their trees.
+    tree_window: usize,
+    /// The events before this index have given up their trees (all but the last `tree_window`).
     cold: usize,
     /// Every event's payload text.
     texts: Texts,
@@ -106,6 +109,24 @@ impl MemoryEventStore {
         }
     }
 
+    /// Keeps the payload tree of the last `events` events (16,384 unless set), for every handle
+    /// of this store. Reading one of those copies a pointer; reading an older one parses its
+    /// JSON text, about a microsecond per event of this crate's. `usize::MAX` keeps every tree,
+    /// so reads never parse, at several times the memory per event (a tree of this crate's
+    /// events takes 2-4 KB, their text about 300 bytes). Set it before the first append.
+    ///
+    /// ```
+    /// use boxoffice::event_store::MemoryEventStore;
+    ///
+    /// let store = MemoryEventStore::new().with_tree_window(usize::MAX);
+    /// # let _ = store;
+    /// ```
+    #[must_use]
+    pub fn with_tree_window(self, events: usize) -> Self {
+        self.inner.state.write().unwrap_or_else(PoisonError::into_inner).tree_window = events;
+        self
+    }
+
     /// Uses `upcasters` on every read path of this handle.
     #[must_use]
     pub fn with_upcasters(mut self, upcasters: Upcasters) -> Self {
@@ -124,6 +145,21 @@ impl MemoryEventStore {
             self.upcasters.apply(&mut envelope)?;
             Ok(envelope)
         })
+    }
+}
+
+impl Default for State {
+    fn default() -> Self {
+        Self {
+            log: Vec::new(),
+            tree_window: TREE_WINDOW,
+            cold: 0,
+            texts: Texts::default(),
+            event_types: HashSet::new(),
+            streams: HashMap::new(),
+            snapshots: HashMap::new(),
+            idempotency: HashMap::new(),
+        }
     }
 }
 
@@ -251,10 +287,10 @@ impl State {
 }
 
 impl State {
-    /// Takes the trees of the events that fell out of the last [`HOT_EVENTS`]; the caller drops
+    /// Takes the trees of the events that fell out of the last `tree_window`; the caller drops
     /// them once the lock is released.
     fn cool(&mut self) -> Vec<Arc<serde_json::Value>> {
-        let hot_from = self.log.len().saturating_sub(HOT_EVENTS);
+        let hot_from = self.log.len().saturating_sub(self.tree_window);
         let trees =
             self.log[self.cold.min(hot_from)..hot_from].iter_mut().filter_map(|event| event.tree.take()).collect();
         self.cold = self.cold.max(hot_from);

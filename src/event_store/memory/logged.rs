@@ -8,14 +8,15 @@ use uuid::Uuid;
 use super::super::{Envelope, EventStoreError, Metadata, StreamId};
 use super::texts::{Text, TextSpan};
 
-/// How many of the most recent events keep their payload as a JSON tree beside its text.
+/// How many of the most recent events keep their payload as a JSON tree beside its text, unless
+/// [`MemoryEventStore::with_tree_window`](super::MemoryEventStore::with_tree_window) says otherwise.
 ///
 /// A tree costs several times its text (every object a map node of its own, every key and
 /// string a heap allocation: about 3 KB for a `SeatsReserved` of four seats against 0.4 KB of
 /// text). Live readers (the saga's follower, the read models, a stream's worker catching up)
 /// read within the last few pages of the log, so they keep reading pointers; a reader of older
 /// events (a rebuild, a replay) parses each one from its text.
-pub(super) const HOT_EVENTS: usize = 16_384;
+pub(super) const TREE_WINDOW: usize = 16_384;
 
 /// One recorded event. Its global position is its index in the log plus one.
 #[derive(Clone, Debug)]
@@ -28,7 +29,8 @@ pub(super) struct Logged {
     pub(super) schema_version: u32,
     /// Where the payload's JSON text is, kept for every event.
     pub(super) text: TextSpan,
-    /// The payload as a tree, while the event is among the last [`HOT_EVENTS`].
+    /// The payload as a tree, while the event is among the last few thousand
+    /// ([`TREE_WINDOW`] by default).
     pub(super) tree: Option<Arc<serde_json::Value>>,
     /// Shared by the events of one append.
     pub(super) metadata: Arc<Metadata>,
