@@ -47,7 +47,8 @@
 //!   [`follow`](event_store::follow) runner every log consumer uses (it quarantines an event that
 //!   can never be read or applied, or halts there, by [`BadEventPolicy`](event_store::BadEventPolicy)),
 //!   the outbox relay from the log to the bus. On `PostgreSQL` readers wait only for this store's
-//!   own appending transactions. No ticketing words either.
+//!   own appending transactions; in memory a long log costs its payloads' JSON text, and only
+//!   the most recent events keep a parsed tree. No ticketing words either.
 //! - [`domain`]: validated value types (ids, money and money sums, capacity, seat numbers, venues,
 //!   tiers, gate names) and signed ticket codes.
 //! - [`aggregates`]: Event, Inventory, Reservation (an order of one line per section, each
