@@ -203,3 +203,55 @@ async fn the_tree_window_is_the_callers_choice() {
         }
     }
 }
+
+/// With no tree window every event is read from its text at once: small and multi-megabyte
+/// payloads, in the chunk being filled and in closed ones, read back as appended while writers
+/// keep appending; nothing is lost, reordered or mixed up between streams.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn texts_read_back_while_writers_append() {
+    use boxoffice::event_store::{ExpectedVersion, Metadata, NewEvent};
+    use serde_json::json;
+
+    fn payload(writer: usize, n: usize) -> serde_json::Value {
+        if n % 1_000 == 999 {
+            json!({ "w": writer, "n": n, "big": "x".repeat(3 << 20) })
+        } else {
+            json!({ "w": writer, "n": n })
+        }
+    }
+    let store = MemoryEventStore::new().with_tree_window(0);
+    let writers: Vec<_> = (0..4)
+        .map(|writer| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let stream = conformance::sid(&format!("writer-{writer}"));
+                for n in 0..2_500 {
+                    let event = NewEvent::new("Counted", 1, payload(writer, n));
+                    store
+                        .append(&stream, ExpectedVersion::Exact(n as u64), vec![event], &Metadata::default(), None)
+                        .await
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    let check = |events: &[boxoffice::event_store::Envelope]| {
+        for (index, event) in events.iter().enumerate() {
+            assert_eq!(event.global_position, index as u64 + 1);
+            let writer: usize = event.stream_id.as_str().trim_start_matches("writer-").parse().unwrap();
+            let n = usize::try_from(event.stream_version - 1).unwrap();
+            assert_eq!(*event.payload, payload(writer, n), "event at {}", event.global_position);
+        }
+    };
+    while !writers.iter().all(tokio::task::JoinHandle::is_finished) {
+        check(&store.read_all(0, usize::MAX).await.unwrap());
+        tokio::task::yield_now().await;
+    }
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    let all = store.read_all(0, usize::MAX).await.unwrap();
+    assert_eq!(all.len(), 10_000);
+    check(&all);
+    assert_eq!(store.load_stream(&conformance::sid("writer-2"), 1).await.unwrap().len(), 2_500);
+}
