@@ -25,7 +25,9 @@
 //! purchases/s, lost append races and CPU per purchase, processes and `PostgreSQL` server apart,
 //! and each N's ratio to one process; see `processes.rs`), `--prefill N` (memory only: each
 //! scenario sold on a short log, then the log filled to N events, the resident memory per added
-//! event printed, and each scenario sold again on the long log; see `footprint.rs`).
+//! event printed, and each scenario sold again on the long log; see `footprint.rs`),
+//! `--mark-sales SECONDS` (say on stderr when each sale's measured window starts and ends, and
+//! wait that long there: `callgrind.sh` counts each sale's instructions this way).
 //!
 //! Scenarios: one hot section, or 100 sections whose demand follows a Zipf law (s = 1.1). Each
 //! buyer task loops: pick a section, reserve 1-4 seats, pay, until everything is sold. Printed
@@ -99,6 +101,9 @@ struct Args {
     child: Option<EventId>,
     /// `--prefill N`: the long-log mode, filling the log to N events between two sales.
     prefill: Option<u64>,
+    /// `--mark-sales SECONDS`: say on stderr when each sale's measured window starts and ends,
+    /// and wait that long at each mark, for a profiler outside to switch its collection.
+    mark_sales: Option<u64>,
 }
 
 fn parse_args() -> Result<Args, BoxError> {
@@ -116,6 +121,7 @@ fn parse_args() -> Result<Args, BoxError> {
         processes: None,
         child: None,
         prefill: None,
+        mark_sales: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -143,6 +149,7 @@ fn parse_args() -> Result<Args, BoxError> {
             }
             "--child" => args.child = Some(value()?.parse()?),
             "--prefill" => args.prefill = Some(value()?.parse()?),
+            "--mark-sales" => args.mark_sales = Some(value()?.parse()?),
             other => return Err(format!("unknown option {other:?}").into()),
         }
     }
@@ -447,6 +454,15 @@ struct Outcome {
     replay: Replay,
 }
 
+/// With `--mark-sales`: says that the sale `what` (starts, ended) and waits for the profiler
+/// outside (`callgrind.sh`) to switch its collection on or off.
+async fn mark(args: &Args, what: &str) {
+    if let Some(seconds) = args.mark_sales {
+        eprintln!("flash_sale: sale {what}");
+        tokio::time::sleep(Duration::from_secs(seconds)).await;
+    }
+}
+
 async fn run_scenario(
     args: &Args,
     sections: usize,
@@ -461,12 +477,14 @@ async fn run_scenario(
     system.settled().await?;
     let head_before = store.head_position().await?;
 
+    mark(args, "starts").await;
     let cpu_before = proc::own_cpu_seconds()?;
     let started = Instant::now();
     let stats = run_buyers(&system, event_id, &s.sections, args.buyers, args.seed).await?;
     let wall = started.elapsed();
     system.settled().await?;
     let sale_cpu_seconds = proc::own_cpu_seconds()? - cpu_before;
+    mark(args, "ended").await;
     let events_written = store.head_position().await? - head_before;
     let replay = replay_check(&store, event_id, head_before).await?;
     Ok(Outcome {
