@@ -33,7 +33,7 @@ const SUBSCRIPTION_BATCH: usize = 512;
 /// [`with_tree_window`](Self::with_tree_window)). Reading a recent event (what live readers do) copies a
 /// few pointers: the envelope shares its payload, event type, metadata and stream id with the
 /// log. Reading an older one parses its text, outside the lock. A long log so costs its text and
-/// about 150 bytes per event, not its trees (several times the text).
+/// about 100 bytes more per event, not its trees (several times the text).
 ///
 /// ```
 /// use boxoffice::event_store::{EventStore, MemoryEventStore, Upcasters};
@@ -284,9 +284,7 @@ impl State {
         }
         result
     }
-}
 
-impl State {
     /// Takes the trees of the events that fell out of the last `tree_window`; the caller drops
     /// them once the lock is released.
     fn cool(&mut self) -> Vec<Arc<serde_json::Value>> {
@@ -312,13 +310,12 @@ fn intern(known: &mut HashSet<Arc<str>>, event_type: String) -> Arc<str> {
 /// has no tree any more.
 type Copied = (u64, Logged, Option<Text>);
 
-/// Every payload of `appends` as JSON text, written one after the other into one buffer; with
-/// the end offset of each event's text, per append.
-fn encode(appends: &[StreamAppend]) -> Result<(Vec<u8>, Vec<Vec<usize>>), EventStoreError> {
-    let mut buffer = Vec::with_capacity(512 * appends.iter().map(|a| a.events.len()).sum::<usize>());
-    let mut ends = Vec::with_capacity(appends.len());
+/// Every payload of `appends` as JSON text, written one after the other into one buffer, with
+/// the end offset of each event's text, in order.
+fn encode(appends: &[StreamAppend]) -> Result<(Vec<u8>, Vec<usize>), EventStoreError> {
+    let events = appends.iter().map(|a| a.events.len()).sum::<usize>();
+    let (mut buffer, mut ends) = (Vec::with_capacity(512 * events), Vec::with_capacity(events));
     for append in appends {
-        let mut append_ends = Vec::with_capacity(append.events.len());
         for event in &append.events {
             let start = buffer.len();
             serde_json::to_writer(&mut buffer, &event.payload)
@@ -326,9 +323,8 @@ fn encode(appends: &[StreamAppend]) -> Result<(Vec<u8>, Vec<Vec<usize>>), EventS
             if buffer.len() - start > MAX_TEXT_BYTES {
                 return Err(EventStoreError::OutOfRange { what: "an event payload of 4 GiB or more" });
             }
-            append_ends.push(buffer.len());
+            ends.push(buffer.len());
         }
-        ends.push(append_ends);
     }
     Ok((buffer, ends))
 }
@@ -344,11 +340,10 @@ impl EventStore for MemoryEventStore {
         let mut state = self.inner.state.write().unwrap_or_else(PoisonError::into_inner);
         let plans = state.plan(&appends)?;
         let mut results = Vec::with_capacity(plans.len());
-        let mut start = 0;
-        let mut texts = Vec::new();
-        for ((append, plan), ends) in appends.into_iter().zip(plans).zip(ends) {
+        let (mut ends, mut start, mut texts) = (ends.into_iter(), 0, Vec::new());
+        for (append, plan) in appends.into_iter().zip(plans) {
             texts.clear();
-            for end in ends {
+            for end in ends.by_ref().take(append.events.len()) {
                 texts.push(buffer.get(start..end).unwrap_or_default());
                 start = end;
             }
