@@ -351,6 +351,20 @@ pub enum InventoryAction {
         /// The seats freed.
         seats: Vec<AllocatedSeat>,
     },
+    /// From this event on, `node` appends the inventory's events, for every node's reservations
+    /// (single-writer inventories: the saga hands each inventory step to its writer). Stored in
+    /// the inventory's claim stream (`<inventory stream>-writer`), not in the inventory itself,
+    /// and appended at an expected version of that stream, so of two claims at once one wins. It
+    /// changes no seat.
+    #[serde(rename = "WriterClaimed")]
+    WriterClaimed {
+        /// The event.
+        event_id: EventId,
+        /// The section.
+        section: SectionName,
+        /// The node (a [`TicketingSystem`](crate::system::TicketingSystem)) that writes it.
+        node: uuid::Uuid,
+    },
     /// A command was refused.
     Rejected(InventoryError),
 }
@@ -371,7 +385,8 @@ impl InventoryAction {
             | Self::InventoryInitialized { event_id, section, .. }
             | Self::SeatsReserved { event_id, section, .. }
             | Self::SeatsConfirmed { event_id, section, .. }
-            | Self::SeatsReleased { event_id, section, .. } => Some((*event_id, section)),
+            | Self::SeatsReleased { event_id, section, .. }
+            | Self::WriterClaimed { event_id, section, .. } => Some((*event_id, section)),
             Self::Rejected(_) => None,
         }
     }
@@ -391,7 +406,8 @@ impl Message for InventoryAction {
             | Self::SeatsConfirmed { .. }
             | Self::SeatsReleased { .. }
             | Self::LateSeatsSold { .. }
-            | Self::SoldSeatsReturned { .. } => MessageKind::Event,
+            | Self::SoldSeatsReturned { .. }
+            | Self::WriterClaimed { .. } => MessageKind::Event,
             Self::Rejected(_) => MessageKind::Rejection,
         }
     }
@@ -410,6 +426,7 @@ impl Message for InventoryAction {
             Self::LateSeatsSold { .. } => "LateSeatsSold",
             Self::ReturnSeats { .. } => "ReturnSeats",
             Self::SoldSeatsReturned { .. } => "SoldSeatsReturned",
+            Self::WriterClaimed { .. } => "WriterClaimed",
             Self::Rejected(InventoryError::InsufficientInventory { .. }) => "InsufficientInventory",
             Self::Rejected(_) => "InventoryRejected",
         }

@@ -46,7 +46,7 @@ pub use reservation::{
 };
 pub use streams::{
     EVENT_SCHEMA_VERSION, StreamDecodeError, TICKETING_CATEGORIES, allowance_stream, category, event_stream,
-    inventory_stream, payment_stream, reservation_stream, tickets_stream,
+    inventory_stream, payment_stream, reservation_stream, tickets_stream, writer_claims_stream,
 };
 pub use ticketing::{TicketingAction, TicketingEnv};
 pub use tickets::{

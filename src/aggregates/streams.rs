@@ -5,6 +5,7 @@
 //! |---|---|---|
 //! | Event | `event-<event id>` | [`EventAction`] |
 //! | Inventory | `inventory-<uuid v5 of event id and section>` | [`InventoryAction`] |
+//! | Its writer's claims | `inventory-<the same uuid>-writer` | [`InventoryAction::WriterClaimed`] |
 //! | Reservation | `reservation-<reservation id>` | [`ReservationAction`] |
 //! | Payment | `payment-<payment id>` | [`PaymentAction`] |
 //! | Tickets | `tickets-<reservation id>` | [`TicketsAction`](super::TicketsAction) |
@@ -114,6 +115,15 @@ pub fn inventory_stream(event: EventId, section: &SectionName) -> Result<StreamI
     StreamId::new(format!("inventory-{}", Uuid::new_v5(&INVENTORY_NAMESPACE, &name)))
 }
 
+/// The stream of the claims on writing the inventory of `section` of `event`
+/// ([`InventoryAction::WriterClaimed`]): the inventory's stream id with `-writer` after it.
+///
+/// # Errors
+/// As [`event_stream`].
+pub fn writer_claims_stream(event: EventId, section: &SectionName) -> Result<StreamId, EventStoreError> {
+    StreamId::new(format!("{}-writer", inventory_stream(event, section)?))
+}
+
 /// The stream of the reservation `reservation`.
 ///
 /// # Errors
@@ -163,6 +173,9 @@ impl TicketingAction {
     pub fn stream(&self) -> Result<Option<StreamId>, EventStoreError> {
         match self {
             Self::Event(a) => a.event_id().map(event_stream).transpose(),
+            Self::Inventory(InventoryAction::WriterClaimed { event_id, section, .. }) => {
+                writer_claims_stream(*event_id, section).map(Some)
+            }
             Self::Inventory(a) => a.key().map(|(event, section)| inventory_stream(event, section)).transpose(),
             Self::Reservation(a) => a.reservation_id().map(reservation_stream).transpose(),
             Self::Payment(a) => a.payment_id().map(payment_stream).transpose(),

@@ -18,11 +18,12 @@
 //! every node saves under the same name, still means "every event at or before it has its
 //! reactions recorded", whoever carried them out, and any node may restart from it.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use smallvec::SmallVec;
 use tokio::sync::{Semaphore, watch};
 use uuid::Uuid;
 
@@ -31,8 +32,9 @@ use super::expiry::{ExpiryIndex, OpenHold};
 use super::open_payments::{OpenPayments, OpenSet};
 use super::peers::{BEAT, Beat, Foreign, NodeRecord, Parked, read_record};
 use super::reservation_watch::ReservationWatch;
-use super::saga::{ChargeToken, Saga};
-use crate::aggregates::{PaymentAction, StreamDecodeError, TicketingAction};
+use super::saga::{ChargeToken, Saga, Share};
+use super::writers::{self, Inventory, Writers};
+use crate::aggregates::{PaymentAction, Reaction, StreamDecodeError, TicketingAction};
 use crate::event_store::{
     BadEventPolicy, CheckpointStore, Envelope, EventStore, EventStoreError, FollowConfig, FollowStatus, LogConsumer,
     RetryPolicy, Snapshot, StreamId, follow,
@@ -92,12 +94,27 @@ impl Follower {
         let reactor =
             Reactor { saga: self.saga.clone(), shared: shared.clone(), in_flight: Arc::new(Semaphore::new(IN_FLIGHT)) };
         let foreign = Arc::new(Mutex::new(Foreign::default()));
+        let writers = Arc::new(Mutex::new(Writers::default()));
         let checkpointer = tokio::spawn(Checkpointer { follower: self.clone(), shared: shared.clone() }.run());
         let peers = tokio::spawn(
-            PeerWatch { follower: self.clone(), reactor: reactor.clone(), foreign: Arc::clone(&foreign) }.run(),
+            PeerWatch {
+                follower: self.clone(),
+                reactor: reactor.clone(),
+                foreign: Arc::clone(&foreign),
+                writers: Arc::clone(&writers),
+            }
+            .run(),
         );
         let bad_events = self.bad_events;
-        let mut consumer = SagaConsumer { follower: self, reactor, foreign, checkpoint: 0 };
+        let mut consumer = SagaConsumer {
+            follower: self,
+            reactor,
+            foreign,
+            writers,
+            checkpoint: 0,
+            others_seen: false,
+            claimed: HashSet::new(),
+        };
         let config = FollowConfig { max_batch: BATCH, retry: RetryPolicy::default(), bad_events };
         let store = Arc::clone(&consumer.follower.store);
         if let Err(error) = follow(store.as_ref(), &mut consumer, &config, stop, &status).await {
@@ -221,11 +238,13 @@ struct Reactor {
 }
 
 impl Reactor {
-    /// Starts the reactions to the event at `position` (marked unfinished until recorded).
+    /// Starts this node's `share` of the reactions to the event at `position` (marked
+    /// unfinished until recorded).
     async fn start(
         &self,
         position: u64,
         action: TicketingAction,
+        share: Share,
         context: CommandContext,
         token: Option<ChargeToken>,
     ) -> Result<(), EventStoreError> {
@@ -235,7 +254,7 @@ impl Reactor {
         self.shared.update(|p| p.started(position));
         let (saga, shared) = (self.saga.clone(), self.shared.clone());
         tokio::spawn(async move {
-            let recorded = saga.react(&action, context, token).await.is_ok();
+            let recorded = saga.react(&action, share, context, token).await.is_ok();
             shared.update(|p| p.done(position, recorded));
             drop(permit);
         });
@@ -243,13 +262,101 @@ impl Reactor {
     }
 }
 
-/// The follower as a consumer of the log: reads each batch, starts its reactions (or parks
-/// another node's events) and returns; the reactions report to [`Progress`] when recorded.
+/// The follower as a consumer of the log: reads each batch, starts this node's share of its
+/// reactions (and parks the other nodes' shares) and returns; the reactions report to
+/// [`Progress`] when recorded.
 struct SagaConsumer {
     follower: Follower,
     reactor: Reactor,
     foreign: Arc<Mutex<Foreign>>,
+    /// The inventories' writers, as claimed in the log read so far.
+    writers: Arc<Mutex<Writers>>,
     checkpoint: u64,
+    /// Whether another node's event has been read: only then does this node claim inventories.
+    others_seen: bool,
+    /// The inventories this node has tried to claim.
+    claimed: HashSet<Inventory>,
+}
+
+impl SagaConsumer {
+    /// Splits the reactions to the event at `position`, of node `stamp`, into each node's share:
+    /// starts this node's and parks the others'.
+    async fn route(
+        &mut self,
+        position: u64,
+        stamp: Option<Uuid>,
+        action: TicketingAction,
+        context: CommandContext,
+    ) -> Result<(), FeedError> {
+        let me = self.follower.node;
+        // An event no node stamped is every node's own, as it was before nodes had names.
+        let origin = stamp.unwrap_or(me);
+        self.others_seen |= origin != me;
+        let all = Saga::share_of(&action);
+        let mut shares: Vec<(Uuid, Share)> = vec![(origin, Share { steps: SmallVec::new(), fallout: all.fallout })];
+        for step in all.steps {
+            let inventory = match &step {
+                Reaction::Command(command) => Inventory::of(command),
+                Reaction::Charge(_) | Reaction::Refund(_) => None,
+            };
+            let writer = match inventory {
+                Some(inventory) => self.writer(inventory, position, origin).await?,
+                None => origin,
+            };
+            match shares.iter_mut().find(|(node, _)| *node == writer) {
+                Some((_, share)) => share.steps.push(step),
+                None => shares.push((writer, Share { steps: smallvec::smallvec![step], fallout: false })),
+            }
+        }
+        for (node, share) in shares {
+            if share.is_empty() {
+                continue;
+            }
+            if node == me {
+                // The token for a charge is taken as its request is read, before any later
+                // ending of the reservation can drop it.
+                let token = (origin == me).then(|| self.reactor.saga.token_for(&action)).flatten();
+                let context = if origin == me { context } else { context.on_behalf_of(origin) };
+                self.reactor.start(position, action.clone(), share, context, token).await?;
+            } else {
+                let mut foreign = lock(&self.foreign);
+                // Counted unfinished before the lock is let go, so the watch of other nodes
+                // cannot release it first.
+                self.reactor.shared.update(|p| p.park(position));
+                foreign.park(node, Parked { position, action: action.clone(), share, context });
+            }
+        }
+        Ok(())
+    }
+
+    /// The node that writes `inventory` for the event at `position` of node `origin`: its
+    /// writer as claimed before that position, or `origin` when nobody claimed it. A node that
+    /// has seen another node at work claims an inventory nobody writes when it first writes it.
+    async fn writer(&mut self, inventory: Inventory, position: u64, origin: Uuid) -> Result<Uuid, FeedError> {
+        if !lock(&self.writers).knows(&inventory) {
+            let stream = writers::load(self.follower.store.as_ref(), &inventory).await?;
+            lock(&self.writers).learn(&inventory, &stream);
+        }
+        let (writer, version) = {
+            let writers = lock(&self.writers);
+            (writers.writer_at(&inventory, position), writers.version(&inventory))
+        };
+        if let Some(writer) = writer {
+            return Ok(writer);
+        }
+        let me = self.follower.node;
+        // Claimed before this step is started, so everything that follows it is the claimer's.
+        if origin == me && self.others_seen && version == 0 && self.claimed.insert(inventory.clone()) {
+            let claimed = writers::claim(self.follower.store.as_ref(), &inventory, me, 0).await;
+            let (event_id, section) = (inventory.event_id, &inventory.section);
+            if let Err(error) = &claimed {
+                tracing::warn!(%error, %event_id, %section, "cannot claim an inventory; its events' nodes keep writing it");
+            } else if claimed.is_ok_and(|won| won) {
+                tracing::debug!(%event_id, %section, "claimed an inventory");
+            }
+        }
+        Ok(origin)
+    }
 }
 
 /// Why the follower could not take a batch.
@@ -285,19 +392,9 @@ impl LogConsumer for SagaConsumer {
             if position <= lock(&self.reactor.shared.progress).read {
                 continue;
             }
-            if let Some((action, context)) = self.follower.read(envelope, self.checkpoint)? {
-                if let Some(owner) = envelope.metadata.node_id.filter(|owner| *owner != self.follower.node) {
-                    let mut foreign = lock(&self.foreign);
-                    // Counted unfinished before the lock is let go, so the watch of other nodes
-                    // cannot release it first.
-                    self.reactor.shared.update(|p| p.park(position));
-                    foreign.park(owner, Parked { position, action, context });
-                } else {
-                    // The token for a charge is taken as its request is read, before any later
-                    // ending of the reservation can drop it.
-                    let token = self.reactor.saga.token_for(&action);
-                    self.reactor.start(position, action, context, token).await?;
-                }
+            let claim = lock(&self.writers).observe(envelope);
+            if !claim && let Some((action, context)) = self.follower.read(envelope, self.checkpoint)? {
+                self.route(position, envelope.metadata.node_id, action, context).await?;
             }
             self.reactor.shared.update(|p| p.read(position));
         }
@@ -317,12 +414,13 @@ impl LogConsumer for SagaConsumer {
     }
 }
 
-/// Reads the records of the nodes whose events are parked here: releases what they recorded,
-/// and reacts to the events of the nodes that are gone.
+/// Reads the records of the nodes whose shares are parked here: releases what they recorded,
+/// and carries out the shares of the nodes that are gone, claiming the inventories they wrote.
 struct PeerWatch {
     follower: Follower,
     reactor: Reactor,
     foreign: Arc<Mutex<Foreign>>,
+    writers: Arc<Mutex<Writers>>,
 }
 
 impl PeerWatch {
@@ -352,14 +450,32 @@ impl PeerWatch {
                 });
                 if !settled.taken.is_empty() {
                     tracing::info!(%owner, events = settled.taken.len(), "taking over the saga of a node that is gone");
+                    self.claim_inventories_of(owner).await;
                 }
-                for Parked { position, action, context } in settled.taken {
+                for Parked { position, action, share, context } in settled.taken {
                     // Started before it is unparked, so the frontier never passes it.
-                    if self.reactor.start(position, action, context, None).await.is_err() {
+                    if self.reactor.start(position, action, share, context, None).await.is_err() {
                         return;
                     }
                     self.reactor.shared.update(|p| p.unpark(position));
                 }
+            }
+        }
+    }
+}
+
+impl PeerWatch {
+    /// Claims every inventory that `gone` writes; where another node's claim comes first, that
+    /// node writes it.
+    async fn claim_inventories_of(&self, gone: Uuid) {
+        let written = lock(&self.writers).written_by(gone);
+        for (inventory, version) in written {
+            let (event_id, section) = (inventory.event_id, &inventory.section);
+            let claimed = writers::claim(self.follower.store.as_ref(), &inventory, self.follower.node, version).await;
+            if let Err(error) = &claimed {
+                tracing::warn!(%error, %event_id, %section, "cannot claim a gone node's inventory; will retry");
+            } else if claimed.is_ok_and(|won| won) {
+                tracing::info!(%event_id, %section, %gone, "took over writing an inventory");
             }
         }
     }
@@ -453,19 +569,19 @@ struct Progress {
     read: u64,
     /// Events whose reactions are running here, or were cut short by a stop.
     unfinished: BTreeSet<u64>,
-    /// Events of other nodes waiting for those nodes to record their reactions.
-    parked: BTreeSet<u64>,
+    /// Events with shares of other nodes waiting for those nodes to record them, with how many.
+    parked: BTreeMap<u64, usize>,
     /// The last checkpoint saved.
     saved: u64,
 }
 
 impl Progress {
     fn new() -> Self {
-        Self { read: 0, unfinished: BTreeSet::new(), parked: BTreeSet::new(), saved: 0 }
+        Self { read: 0, unfinished: BTreeSet::new(), parked: BTreeMap::new(), saved: 0 }
     }
 
     fn restart(&mut self, checkpoint: u64, after: u64) {
-        *self = Self { read: after, unfinished: BTreeSet::new(), parked: BTreeSet::new(), saved: checkpoint };
+        *self = Self { read: after, unfinished: BTreeSet::new(), parked: BTreeMap::new(), saved: checkpoint };
     }
 
     /// Records that `position` was read; returns the frontier.
@@ -487,19 +603,24 @@ impl Progress {
         self.frontier()
     }
 
-    /// Records that `position` is another node's to react to, and waits for it.
+    /// Records that a share of the reactions to `position` is another node's, and waits for it.
     fn park(&mut self, position: u64) {
-        self.parked.insert(position);
+        *self.parked.entry(position).or_default() += 1;
     }
 
-    /// Records that the event at `position` no longer waits for another node.
+    /// Records that one share of the event at `position` no longer waits for another node.
     fn unpark(&mut self, position: u64) {
-        self.parked.remove(&position);
+        if let Some(count) = self.parked.get_mut(&position) {
+            *count -= 1;
+            if *count == 0 {
+                self.parked.remove(&position);
+            }
+        }
     }
 
     /// Every event at or before it is read and its reactions recorded, here or by their node.
     fn frontier(&self) -> u64 {
-        let first = self.unfinished.first().into_iter().chain(self.parked.first()).min();
+        let first = self.unfinished.first().into_iter().chain(self.parked.keys().next()).min();
         first.map_or(self.read, |first| first - 1)
     }
 

@@ -19,6 +19,7 @@ mod reservation_watch;
 mod saga;
 mod telemetry;
 mod vault;
+mod writers;
 
 pub use commands::EngineConfig;
 pub use config::{GatewayChoice, SystemConfig};

@@ -1,10 +1,12 @@
 //! Saga ownership across processes: which node carries out the reactions to an event.
 //!
-//! Every event a system appends names its node ([`Metadata::node_id`](crate::event_store::Metadata::node_id)).
-//! Each node's follower reads the whole log (its deadlines, waiters and open payments need every
-//! event) but reacts only to the events its own node appended, so N processes on one database
-//! run each saga step once, not N times. Another node's events are parked until that node's
-//! record says their reactions are recorded.
+//! Every event a system appends names its node ([`Metadata::node_id`](crate::event_store::Metadata::node_id)):
+//! the node whose saga it belongs to. Each node's follower reads the whole log (its deadlines,
+//! waiters and open payments need every event) but carries out only its own share of the
+//! reactions: those to its own node's events, except their inventory steps, which go to each
+//! inventory's writer ([`writers`](super::writers)), and the inventory steps of the inventories it
+//! writes. So N processes on one database run each saga step once, not N times. Another node's
+//! share is parked until that node's record says it is recorded.
 //!
 //! A node's record is a snapshot in the event store (`saga-node-<id>`), rewritten as its own
 //! frontier moves and at least every [`BEAT`]: the snapshot's version counts the beats, its state
@@ -21,6 +23,7 @@ use std::time::{Duration, Instant};
 use uuid::Uuid;
 
 use super::context::CommandContext;
+use super::saga::Share;
 use crate::aggregates::TicketingAction;
 use crate::event_store::{EventStore, EventStoreError, Snapshot, StreamId};
 
@@ -97,10 +100,11 @@ pub(crate) async fn read_record(
     }))
 }
 
-/// An event of another node, waiting for that node to record its reactions.
+/// Another node's share of the reactions to an event, waiting for that node to record it.
 pub(crate) struct Parked {
     pub(crate) position: u64,
     pub(crate) action: TicketingAction,
+    pub(crate) share: Share,
     pub(crate) context: CommandContext,
 }
 
@@ -195,6 +199,7 @@ mod tests {
         Parked {
             position,
             action: TicketingAction::Event(EventAction::PublishEvent { event_id: EventId::new_v4() }),
+            share: Share::default(),
             context: CommandContext::request(Uuid::new_v4()),
         }
     }

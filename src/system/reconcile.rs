@@ -84,7 +84,7 @@ impl Saga {
     }
 
     async fn settle_charge(&self, open: &OpenCharge) -> Result<bool, Stopped> {
-        let context = CommandContext { correlation_id: open.correlation_id, causation_id: open.cause };
+        let context = CommandContext { correlation_id: open.correlation_id, causation_id: open.cause, origin: None };
         let charge = Charge { payment_id: open.payment_id, reservation_id: open.reservation_id, amount: open.amount };
         let outcome = match self.gateway.status(open.payment_id).await {
             ChargeStatus::Approved => GatewayOutcome::Approved,
@@ -106,7 +106,7 @@ impl Saga {
     }
 
     async fn settle_refund(&self, open: &OpenRefund) -> Result<bool, Stopped> {
-        let context = CommandContext { correlation_id: open.correlation_id, causation_id: open.cause };
+        let context = CommandContext { correlation_id: open.correlation_id, causation_id: open.cause, origin: None };
         let refund = Refund { payment_id: open.payment_id, refund_id: open.refund_id, amount: open.amount };
         match self.gateway.refund(open.payment_id, open.refund_id, open.amount).await {
             GatewayOutcome::Unknown { reason } => {

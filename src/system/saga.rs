@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use futures::future::{BoxFuture, join_all};
 use secrecy::SecretString;
+use smallvec::SmallVec;
 use tokio::sync::watch;
 use tracing::Instrument;
 
@@ -28,6 +29,24 @@ use crate::aggregates::{
 use crate::domain::{EventId, Money, PaymentId, RefundId, ReservationId};
 use crate::event_store::RetryPolicy;
 use crate::framework::Message;
+
+/// The part of the reactions to one event that one node carries out: the inventory steps go to
+/// each inventory's writer, the rest to the event's node ([`writers`](super::writers)).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Share {
+    /// Its steps.
+    pub(crate) steps: SmallVec<[Reaction; 2]>,
+    /// Whether it holds the fallout of a cancelled event (its holds cancelled, its purchases
+    /// refunded), which is the event's node's.
+    pub(crate) fallout: bool,
+}
+
+impl Share {
+    /// Whether there is nothing in it to do.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.steps.is_empty() && !self.fallout
+    }
+}
 
 /// The system stopped before a step was recorded; the step stays for the next process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,6 +90,14 @@ impl Saga {
         !reactions(event).is_empty() || matches!(event, TicketingAction::Event(EventAction::EventCancelled { .. }))
     }
 
+    /// Every reaction to `event`, whichever node carries each out.
+    pub(crate) fn share_of(event: &TicketingAction) -> Share {
+        Share {
+            steps: reactions(event),
+            fallout: matches!(event, TicketingAction::Event(EventAction::EventCancelled { .. })),
+        }
+    }
+
     /// Takes the customer's token for the charge `event` asks for, if this process holds it.
     /// From then on the charge counts as under way here, so reconciliation leaves it alone.
     pub(crate) fn token_for(&self, event: &TicketingAction) -> Option<ChargeToken> {
@@ -89,8 +116,8 @@ impl Saga {
         }
     }
 
-    /// Carries out everything that must follow `event`, concurrently, and returns when all of it
-    /// is recorded. `token` is the customer's token for the charge it asks for, when this
+    /// Carries out `share` of what must follow `event`, concurrently, and returns when all of
+    /// it is recorded. `token` is the customer's token for the charge it asks for, when this
     /// process took the payment call ([`Saga::token_for`]).
     ///
     /// # Errors
@@ -98,11 +125,14 @@ impl Saga {
     pub(crate) async fn react(
         &self,
         event: &TicketingAction,
+        share: Share,
         context: CommandContext,
         mut token: Option<ChargeToken>,
     ) -> Result<(), Stopped> {
-        let mut steps: Vec<Reaction> = reactions(event).into_iter().collect();
-        if let TicketingAction::Event(EventAction::EventCancelled { event_id, .. }) = event {
+        let mut steps: Vec<Reaction> = share.steps.into_iter().collect();
+        if share.fallout
+            && let TicketingAction::Event(EventAction::EventCancelled { event_id, .. }) = event
+        {
             steps.extend(self.cancellation_fallout(*event_id, context).await?.into_iter().map(Reaction::Command));
         }
         if steps.is_empty() {

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use boxoffice::aggregates::{ReservationStatus, category};
+use boxoffice::aggregates::{InventoryAction, ReservationStatus, TicketingAction, category};
 use boxoffice::event_store::{
     AppendResult, Envelope, EventStore, EventStoreError, ExpectedVersion, Metadata, NewEvent, Snapshot, StreamAppend,
     StreamId,
@@ -27,6 +27,8 @@ macro_rules! node_scenarios {
             $backend;
             each_saga_step_runs_once_on_the_node_that_appended_its_cause,
             the_saga_of_a_node_that_stopped_answering_is_finished_by_another,
+            one_node_writes_a_shared_inventory_for_every_nodes_customers,
+            a_shared_inventory_whose_writer_stopped_answering_is_taken_over,
         );
     };
     ($backend:expr; $($name:ident),* $(,)?) => {$(
@@ -46,6 +48,10 @@ struct Watched {
     inner: Arc<dyn EventStore>,
     /// Stream loads and appends per category.
     touched: Mutex<HashMap<String, u64>>,
+    /// Appends (each stream of a batch once) per category.
+    appended: Mutex<HashMap<String, u64>>,
+    /// Appends refused for a lost race, per category.
+    conflicts: Mutex<HashMap<String, u64>>,
     /// Freeze at the first append to an inventory stream.
     freeze_at_inventory: AtomicBool,
     frozen: AtomicBool,
@@ -56,6 +62,8 @@ impl Watched {
         Arc::new(Self {
             inner,
             touched: Mutex::new(HashMap::new()),
+            appended: Mutex::new(HashMap::new()),
+            conflicts: Mutex::new(HashMap::new()),
             freeze_at_inventory: AtomicBool::new(false),
             frozen: AtomicBool::new(false),
         })
@@ -65,8 +73,27 @@ impl Watched {
         self.touched.lock().unwrap().get(category).copied().unwrap_or(0)
     }
 
+    fn appended(&self, category: &str) -> u64 {
+        self.appended.lock().unwrap().get(category).copied().unwrap_or(0)
+    }
+
+    fn conflicts(&self, category: &str) -> u64 {
+        self.conflicts.lock().unwrap().get(category).copied().unwrap_or(0)
+    }
+
+    /// Counts the appends to `streams` and, when `result` is a lost race, the conflict ([`kind`]).
+    fn count<T>(&self, streams: &[&StreamId], result: &Result<T, EventStoreError>) {
+        let mut appended = self.appended.lock().unwrap();
+        for stream in streams {
+            *appended.entry(kind(stream)).or_default() += 1;
+        }
+        if let Err(EventStoreError::ConcurrencyConflict { stream, .. }) = result {
+            *self.conflicts.lock().unwrap().entry(kind(stream)).or_default() += 1;
+        }
+    }
+
     fn touch(&self, stream: &StreamId) {
-        *self.touched.lock().unwrap().entry(category(stream).to_owned()).or_default() += 1;
+        *self.touched.lock().unwrap().entry(kind(stream)).or_default() += 1;
     }
 
     /// Never returns once frozen.
@@ -98,13 +125,18 @@ impl EventStore for Watched {
         idempotency_key: Option<&str>,
     ) -> Result<AppendResult, EventStoreError> {
         self.gate_append(&[stream]).await;
-        self.inner.append(stream, expected, events, metadata, idempotency_key).await
+        let result = self.inner.append(stream, expected, events, metadata, idempotency_key).await;
+        self.count(&[stream], &result);
+        result
     }
 
     async fn append_batch(&self, appends: Vec<StreamAppend>) -> Result<Vec<AppendResult>, EventStoreError> {
         let streams: Vec<StreamId> = appends.iter().map(|a| a.stream.clone()).collect();
-        self.gate_append(&streams.iter().collect::<Vec<_>>()).await;
-        self.inner.append_batch(appends).await
+        let streams: Vec<&StreamId> = streams.iter().collect();
+        self.gate_append(&streams).await;
+        let result = self.inner.append_batch(appends).await;
+        self.count(&streams, &result);
+        result
     }
 
     async fn load_stream(&self, stream: &StreamId, from_version: u64) -> Result<Vec<Envelope>, EventStoreError> {
@@ -148,6 +180,14 @@ impl EventStore for Watched {
         self.touch(stream);
         self.inner.load_snapshot(stream).await
     }
+}
+
+/// What [`Watched`] counts the inventories' writer claims under.
+const CLAIMS: &str = "writer claims";
+
+/// What [`Watched`] counts a call on `stream` under: its category, the writer claims apart.
+fn kind(stream: &StreamId) -> String {
+    if stream.as_str().ends_with("-writer") { CLAIMS.to_owned() } else { category(stream).to_owned() }
 }
 
 fn over(storage: &Storage, store: &Arc<Watched>) -> Storage {
@@ -253,4 +293,122 @@ pub async fn the_saga_of_a_node_that_stopped_answering_is_finished_by_another(ba
     eprintln!("taken over {took:?} after the first system stopped answering");
     hung.abort();
     b.shutdown().await;
+}
+
+/// Two systems on one log, each watched; the first sells a seat, then the second, which has seen
+/// the first at work and so claims the section's inventory as it writes its first hold. Returns
+/// the systems, their watches and the event.
+async fn two_sellers(
+    storage: &Storage,
+    clock: &FixedClock,
+    seats: u32,
+) -> (TicketingSystem, Arc<Watched>, TicketingSystem, Arc<Watched>, EventId) {
+    let gateway = Arc::new(SimulatedGateway::always_succeed());
+    let (watch_a, watch_b) = (Watched::new(Arc::clone(&storage.store)), Watched::new(Arc::clone(&storage.store)));
+    let a = system_with(&over(storage, &watch_a), clock, Arc::clone(&gateway)).await;
+    let b = system_with(&over(storage, &watch_b), clock, Arc::clone(&gateway)).await;
+    let event = open_sale_on(&a, clock, &[("Stalls", seats)]).await;
+    for seller in [&a, &b] {
+        let hold = seller.reserve(stalls(event, 1, CustomerId::new_v4(), None)).await.unwrap();
+        seller.pay(hold.reservation_id, card()).await.unwrap();
+        a.settled().await.unwrap();
+        b.settled().await.unwrap();
+    }
+    assert_eq!(watch_a.appended(CLAIMS), 0, "the first system claimed nothing: it had seen no other node");
+    assert_eq!(watch_b.appended(CLAIMS), 1, "the second system claimed the inventory once");
+    (a, watch_a, b, watch_b, event)
+}
+
+/// The node a claim stream's last claim names.
+async fn writer_of(store: &Arc<dyn EventStore>, event: EventId) -> Option<uuid::Uuid> {
+    let stream = boxoffice::aggregates::writer_claims_stream(event, &SectionName::new("Stalls").unwrap()).unwrap();
+    let claims = store.load_stream(&stream, 0).await.unwrap();
+    claims.last().map(|claim| match TicketingAction::decode(claim).unwrap() {
+        TicketingAction::Inventory(InventoryAction::WriterClaimed { node, .. }) => node,
+        other => panic!("not a claim: {other:?}"),
+    })
+}
+
+/// Two systems sell one section at once. Once the second has claimed the section's inventory,
+/// every hold and confirmation of both systems' customers is appended by it alone: the first
+/// appends nothing to the inventory, and no inventory append of either loses a race. The holds
+/// it writes for the first system's customers carry the first system's node, so what follows
+/// them (allocation, payment, tickets) runs there. (Before, each system appended its own
+/// customers' holds, and the two raced on the one stream.)
+pub async fn one_node_writes_a_shared_inventory_for_every_nodes_customers(backend: Backend) {
+    let clock = FixedClock::new(start());
+    let storage = backend.storage().await;
+    let (a, watch_a, b, watch_b, event) = two_sellers(&storage, &clock, 200).await;
+    assert_eq!(writer_of(&storage.store, event).await, Some(b.node_id()));
+    let head_before = storage.store.head_position().await.unwrap();
+    let (a_before, b_before) = (watch_a.appended("inventory"), watch_b.appended("inventory"));
+
+    let purchases = (0..40).map(|n| {
+        let seller = if n % 2 == 0 { a.clone() } else { b.clone() };
+        tokio::spawn(async move {
+            let hold = seller.reserve(stalls(event, 2, CustomerId::new_v4(), None)).await.unwrap();
+            seller.pay(hold.reservation_id, card()).await.unwrap();
+            (n % 2 == 0).then_some(hold.reservation_id)
+        })
+    });
+    let of_a: Vec<ReservationId> =
+        futures::future::join_all(purchases).await.into_iter().filter_map(|r| r.unwrap()).collect();
+    a.settled().await.unwrap();
+    b.settled().await.unwrap();
+
+    assert_eq!(watch_a.appended("inventory"), a_before, "the first system appended to the inventory the second writes");
+    assert!(watch_b.appended("inventory") > b_before, "the writer appended every hold");
+    assert_eq!(watch_a.conflicts("inventory") + watch_b.conflicts("inventory"), 0, "one writer loses no race");
+    let log = storage.store.read_all(head_before, 100_000).await.unwrap();
+    let mut held_for_a = 0;
+    for envelope in &log {
+        if let Ok(TicketingAction::Inventory(InventoryAction::SeatsReserved { reservation_id, .. })) =
+            TicketingAction::decode(envelope)
+            && of_a.contains(&reservation_id)
+        {
+            assert_eq!(envelope.metadata.node_id, Some(a.node_id()), "a hold for the first system's customer");
+            held_for_a += 1;
+        }
+    }
+    assert_eq!(held_for_a, 20);
+    for system in [&a, &b] {
+        let seats = system.available_seats().unwrap().get_availability(event, "Stalls").await.unwrap().unwrap();
+        assert_eq!(seats.available, 200 - 2 - 80, "every seat sold once");
+    }
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+/// The writer of a section stops answering (its store calls hang, heartbeat included). The other
+/// system's customer still gets a hold: once the writer's lease has run out, the other system
+/// carries out the step itself and claims the inventory, so the next purchase is written there
+/// without waiting for a lease again.
+pub async fn a_shared_inventory_whose_writer_stopped_answering_is_taken_over(backend: Backend) {
+    let clock = FixedClock::new(start());
+    let storage = backend.storage().await;
+    let (a, watch_a, b, watch_b, event) = two_sellers(&storage, &clock, 20).await;
+    watch_b.frozen.store(true, Ordering::SeqCst);
+    let frozen_at = Instant::now();
+
+    let hold = tokio::time::timeout(Duration::from_secs(60), a.reserve(stalls(event, 3, CustomerId::new_v4(), None)))
+        .await
+        .expect("the hold is taken over within seconds")
+        .unwrap();
+    let took = frozen_at.elapsed();
+    assert!(took >= Duration::from_secs(3), "the first system waited for the writer's lease ({took:?})");
+    a.pay(hold.reservation_id, card()).await.unwrap();
+    assert_eq!(writer_of(&storage.store, event).await, Some(a.node_id()), "the inventory was claimed");
+    let before = watch_a.appended("inventory");
+    let next = tokio::time::timeout(Duration::from_secs(60), a.reserve(stalls(event, 2, CustomerId::new_v4(), None)))
+        .await
+        .expect("the next hold is written by the new writer")
+        .unwrap();
+    a.pay(next.reservation_id, card()).await.unwrap();
+    assert!(watch_a.appended("inventory") > before);
+    a.settled().await.unwrap();
+    let seats = a.available_seats().unwrap().get_availability(event, "Stalls").await.unwrap().unwrap();
+    assert_eq!(seats.available, 20 - 2 - 5, "two seats before, five after the takeover, each sold once");
+    eprintln!("taken over {took:?} after the writer stopped answering");
+    a.shutdown().await;
+    drop(b);
 }

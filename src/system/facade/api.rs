@@ -116,7 +116,11 @@ pub(super) async fn sweep_expired(
         let mut failed = false;
         for hold in expiry.due() {
             let reservation_id = hold.reservation_id;
-            let context = CommandContext { correlation_id: hold.correlation_id, causation_id: hold.initiated_event };
+            let context = CommandContext {
+                correlation_id: hold.correlation_id,
+                causation_id: hold.initiated_event,
+                origin: None,
+            };
             let command = TicketingAction::Reservation(ReservationAction::ExpireReservation { reservation_id });
             match router.execute(command, context).await {
                 Ok(_) | Err(CommandError::Rejected(_)) => expiry.forget(reservation_id),
