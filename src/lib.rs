@@ -67,7 +67,9 @@
 //!   queued commands into one append with the expected version, retries conflicts) executes the
 //!   reducers; the log follower is the only saga feed, reacts only to the events its own node
 //!   appended (several processes on one log run each step once; a node that is gone or stopped
-//!   beating is taken over by the others, `system/peers.rs`) and calls the
+//!   beating is taken over by the others, `system/peers.rs`), hands every inventory step to
+//!   the inventory's one writer, the node whose claim on it came last in the log
+//!   (`system/writers.rs`), and calls the
 //!   [`PaymentGateway`](system::PaymentGateway) between the durable intent and its recorded
 //!   outcome (the customer's token stays in memory; charges and refunds whose answer was lost
 //!   are reconciled by asking the provider); holds expire from the log; ticket codes are signed

@@ -15,8 +15,10 @@ pub struct Metadata {
     /// Id of the message that directly caused these events.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub causation_id: Option<Uuid>,
-    /// The process (node) that appended these events. It carries out what follows them (the
-    /// saga's reactions) while its lease lives; another node takes them over when it is gone.
+    /// The process (node) whose saga these events belong to: the node that appended them, or
+    /// the node on whose behalf an inventory's writer appended them. It carries out what follows
+    /// them (the saga's reactions, but for the inventory steps, which go to the inventory's
+    /// writer) while its lease lives; another node takes them over when it is gone.
     /// `None` for events appended by anything but a [`TicketingSystem`](crate::system::TicketingSystem).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_id: Option<Uuid>,

@@ -91,8 +91,13 @@ impl Follower {
             frontier: self.frontier.clone(),
             own: watch::Sender::new(0),
         };
-        let reactor =
-            Reactor { saga: self.saga.clone(), shared: shared.clone(), in_flight: Arc::new(Semaphore::new(IN_FLIGHT)) };
+        let reactor = Reactor {
+            saga: self.saga.clone(),
+            store: Arc::clone(&self.store),
+            node: self.node,
+            shared: shared.clone(),
+            in_flight: Arc::new(Semaphore::new(IN_FLIGHT)),
+        };
         let foreign = Arc::new(Mutex::new(Foreign::default()));
         let writers = Arc::new(Mutex::new(Writers::default()));
         let checkpointer = tokio::spawn(Checkpointer { follower: self.clone(), shared: shared.clone() }.run());
@@ -232,6 +237,10 @@ impl Shared {
 #[derive(Clone)]
 struct Reactor {
     saga: Saga,
+    /// The store, for the claims on inventories.
+    store: Arc<dyn EventStore>,
+    /// This node.
+    node: Uuid,
     shared: Shared,
     /// Bounds the reactions in flight: reading waits while all permits are taken.
     in_flight: Arc<Semaphore>,
@@ -239,21 +248,33 @@ struct Reactor {
 
 impl Reactor {
     /// Starts this node's `share` of the reactions to the event at `position` (marked
-    /// unfinished until recorded).
+    /// unfinished until recorded), after claiming the inventories in `claims` for this node (so
+    /// the claims come before everything the share appends).
     async fn start(
         &self,
         position: u64,
         action: TicketingAction,
         share: Share,
         context: CommandContext,
-        token: Option<ChargeToken>,
+        (token, claims): (Option<ChargeToken>, Vec<Inventory>),
     ) -> Result<(), EventStoreError> {
         let Ok(permit) = Arc::clone(&self.in_flight).acquire_owned().await else {
             return Err(EventStoreError::Closed);
         };
         self.shared.update(|p| p.started(position));
         let (saga, shared) = (self.saga.clone(), self.shared.clone());
+        let (store, node) = (Arc::clone(&self.store), self.node);
         tokio::spawn(async move {
+            for inventory in claims {
+                let (event_id, section) = (inventory.event_id, &inventory.section);
+                match writers::claim(store.as_ref(), &inventory, node, 0).await {
+                    Ok(true) => tracing::debug!(%event_id, %section, "claimed an inventory"),
+                    Ok(false) => {}
+                    Err(error) => {
+                        tracing::warn!(%error, %event_id, %section, "cannot claim an inventory; its events' nodes keep writing it");
+                    }
+                }
+            }
             let recorded = saga.react(&action, share, context, token).await.is_ok();
             shared.update(|p| p.done(position, recorded));
             drop(permit);
@@ -294,13 +315,14 @@ impl SagaConsumer {
         self.others_seen |= origin != me;
         let all = Saga::share_of(&action);
         let mut shares: Vec<(Uuid, Share)> = vec![(origin, Share { steps: SmallVec::new(), fallout: all.fallout })];
+        let mut claims = Vec::new();
         for step in all.steps {
             let inventory = match &step {
                 Reaction::Command(command) => Inventory::of(command),
                 Reaction::Charge(_) | Reaction::Refund(_) => None,
             };
             let writer = match inventory {
-                Some(inventory) => self.writer(inventory, position, origin).await?,
+                Some(inventory) => self.writer(inventory, position, origin, &mut claims).await?,
                 None => origin,
             };
             match shares.iter_mut().find(|(node, _)| *node == writer) {
@@ -317,7 +339,8 @@ impl SagaConsumer {
                 // ending of the reservation can drop it.
                 let token = (origin == me).then(|| self.reactor.saga.token_for(&action)).flatten();
                 let context = if origin == me { context } else { context.on_behalf_of(origin) };
-                self.reactor.start(position, action.clone(), share, context, token).await?;
+                let claims = std::mem::take(&mut claims);
+                self.reactor.start(position, action.clone(), share, context, (token, claims)).await?;
             } else {
                 let mut foreign = lock(&self.foreign);
                 // Counted unfinished before the lock is let go, so the watch of other nodes
@@ -331,8 +354,15 @@ impl SagaConsumer {
 
     /// The node that writes `inventory` for the event at `position` of node `origin`: its
     /// writer as claimed before that position, or `origin` when nobody claimed it. A node that
-    /// has seen another node at work claims an inventory nobody writes when it first writes it.
-    async fn writer(&mut self, inventory: Inventory, position: u64, origin: Uuid) -> Result<Uuid, FeedError> {
+    /// has seen another node at work claims an inventory nobody writes when it first writes it:
+    /// the inventory is added to `claims`, claimed as that share starts.
+    async fn writer(
+        &mut self,
+        inventory: Inventory,
+        position: u64,
+        origin: Uuid,
+        claims: &mut Vec<Inventory>,
+    ) -> Result<Uuid, FeedError> {
         if !lock(&self.writers).knows(&inventory) {
             let stream = writers::load(self.follower.store.as_ref(), &inventory).await?;
             lock(&self.writers).learn(&inventory, &stream);
@@ -344,16 +374,8 @@ impl SagaConsumer {
         if let Some(writer) = writer {
             return Ok(writer);
         }
-        let me = self.follower.node;
-        // Claimed before this step is started, so everything that follows it is the claimer's.
-        if origin == me && self.others_seen && version == 0 && self.claimed.insert(inventory.clone()) {
-            let claimed = writers::claim(self.follower.store.as_ref(), &inventory, me, 0).await;
-            let (event_id, section) = (inventory.event_id, &inventory.section);
-            if let Err(error) = &claimed {
-                tracing::warn!(%error, %event_id, %section, "cannot claim an inventory; its events' nodes keep writing it");
-            } else if claimed.is_ok_and(|won| won) {
-                tracing::debug!(%event_id, %section, "claimed an inventory");
-            }
+        if origin == self.follower.node && self.others_seen && version == 0 && self.claimed.insert(inventory.clone()) {
+            claims.push(inventory);
         }
         Ok(origin)
     }
@@ -454,7 +476,7 @@ impl PeerWatch {
                 }
                 for Parked { position, action, share, context } in settled.taken {
                     // Started before it is unparked, so the frontier never passes it.
-                    if self.reactor.start(position, action, share, context, None).await.is_err() {
+                    if self.reactor.start(position, action, share, context, (None, Vec::new())).await.is_err() {
                         return;
                     }
                     self.reactor.shared.update(|p| p.unpark(position));

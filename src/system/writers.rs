@@ -5,19 +5,20 @@
 //! catch-up round trip), and no process can batch the whole queue. So each inventory has one
 //! writer: the node whose claim on it came last in the log. Every node reads the claims in log
 //! order, so at every position all nodes agree on the writer, and the saga's follower hands the
-//! inventory steps of an event (`ReserveSeats`, `ConfirmSeats`, `ReleaseReservation`) to the
+//! inventory steps of an event (`ReserveSeats`, `ConfirmReservation`, `ReleaseReservation`) to the
 //! writer of their inventory as of that event, whichever node's reservation they serve; the other
 //! steps stay with the event's node ([`peers`](super::peers)). The writer appends on behalf of
 //! the reservation's node (its events carry that node's id), so what follows them goes back to
 //! it.
 //!
 //! A claim is an event ([`InventoryAction::WriterClaimed`]) in the inventory's claim stream
-//! (`<inventory stream>-writer`, [`writer_claims_stream`]), appended at an expected version, so of two nodes claiming
-//! at once one wins. An inventory nobody claimed is written by the node of each event, as a
-//! lone node does: a node claims an inventory only once it has seen another node's events, so
-//! a single process writes no claims at all. When a writer is gone (its record says so, or its
-//! beat stood still for the lease), the nodes taking over its steps claim its inventories, and the
-//! first claim appended wins.
+//! (`<inventory stream>-writer`,
+//! [`writer_claims_stream`](crate::aggregates::writer_claims_stream)), appended at an expected
+//! version, so of two nodes claiming at once one wins. An inventory nobody claimed is written by
+//! the node of each event, as a lone node does: a node claims an inventory only once it has seen
+//! another node's events, so a single process writes no claims at all. When a writer is gone (its
+//! record says so, or its beat stood still for the lease), the nodes taking over its steps claim
+//! its inventories, and the first claim appended wins.
 //!
 //! Ownership is only routing: every append still checks the stream's version, so two nodes that
 //! both write an inventory for a while (a writer slow rather than gone, a claim on its way) cost
@@ -27,30 +28,28 @@ use std::collections::HashMap;
 
 use uuid::Uuid;
 
-use crate::aggregates::{
-    EVENT_SCHEMA_VERSION, InventoryAction, TicketingAction, inventory_stream, writer_claims_stream,
-};
+use crate::aggregates::{EVENT_SCHEMA_VERSION, InventoryAction, TicketingAction, writer_claims_stream};
 use crate::domain::{EventId, SectionName};
-use crate::event_store::{Envelope, EventStore, EventStoreError, ExpectedVersion, Metadata, NewEvent, StreamId};
+use crate::event_store::{Envelope, EventStore, EventStoreError, ExpectedVersion, Metadata, NewEvent};
 use crate::framework::Message;
 
-/// Suffix of a claim stream's id, after the inventory's stream id.
-const CLAIMS_SUFFIX: &str = "-writer";
-
 /// The inventory a claim event is about, and the node it names; `None` for any other event (a
-/// claim that cannot be read names nobody, and so changes no writer).
-fn read_claim(envelope: &Envelope) -> Option<(StreamId, Option<Uuid>)> {
-    let inventory = envelope.stream_id.as_str().strip_suffix(CLAIMS_SUFFIX)?;
-    let inventory = StreamId::new(inventory).ok().filter(|s| crate::aggregates::category(s) == "inventory")?;
+/// claim whose stream is not its inventory's claim stream is ignored).
+fn read_claim(envelope: &Envelope) -> Option<(Inventory, Uuid)> {
+    if envelope.event_type.as_ref() != "WriterClaimed"
+        || crate::aggregates::category(&envelope.stream_id) != "inventory"
+    {
+        return None;
+    }
     match TicketingAction::decode(envelope) {
         Ok(TicketingAction::Inventory(InventoryAction::WriterClaimed { event_id, section, node }))
-            if inventory_stream(event_id, &section).is_ok_and(|s| s == inventory) =>
+            if writer_claims_stream(event_id, &section).is_ok_and(|s| s == envelope.stream_id) =>
         {
-            Some((inventory, Some(node)))
+            Some((Inventory { event_id, section }, node))
         }
         _ => {
             tracing::warn!(stream = %envelope.stream_id, position = envelope.global_position, "unreadable writer claim ignored");
-            Some((inventory, None))
+            None
         }
     }
 }
@@ -62,8 +61,8 @@ struct Claimed {
     position: u64,
     /// Its version in the claim stream.
     version: u64,
-    /// The node it names (`None`: unreadable, it names nobody).
-    node: Option<Uuid>,
+    /// The node it names.
+    node: Uuid,
 }
 
 /// One inventory, named as a claim names it.
@@ -85,17 +84,13 @@ impl Inventory {
             _ => None,
         }
     }
-
-    fn stream(&self) -> Result<StreamId, EventStoreError> {
-        inventory_stream(self.event_id, &self.section)
-    }
 }
 
 /// The claims on the inventories this node has needed, in log order.
 #[derive(Debug, Default)]
 pub(crate) struct Writers {
-    /// Per inventory stream, every claim on it, once its claim stream has been read whole.
-    claims: HashMap<StreamId, (Inventory, Vec<Claimed>)>,
+    /// Per inventory, every claim on it, once its claim stream has been read whole.
+    claims: HashMap<Inventory, Vec<Claimed>>,
 }
 
 impl Writers {
@@ -103,7 +98,7 @@ impl Writers {
     /// they are read whole when first needed) and returns `true`.
     pub(crate) fn observe(&mut self, envelope: &Envelope) -> bool {
         let Some((inventory, node)) = read_claim(envelope) else { return false };
-        if let Some((_, claims)) = self.claims.get_mut(&inventory) {
+        if let Some(claims) = self.claims.get_mut(&inventory) {
             let claimed = Claimed { position: envelope.global_position, version: envelope.stream_version, node };
             insert(claims, claimed);
         }
@@ -112,13 +107,12 @@ impl Writers {
 
     /// Whether the claims on `inventory` are known here.
     pub(crate) fn knows(&self, inventory: &Inventory) -> bool {
-        inventory.stream().is_ok_and(|s| self.claims.contains_key(&s))
+        self.claims.contains_key(inventory)
     }
 
     /// Takes in the whole claim stream of `inventory`, as [`load`] read it.
     pub(crate) fn learn(&mut self, inventory: &Inventory, stream: &[Envelope]) {
-        let Ok(key) = inventory.stream() else { return };
-        let (_, known) = self.claims.entry(key).or_insert_with(|| (inventory.clone(), Vec::new()));
+        let known = self.claims.entry(inventory.clone()).or_default();
         for envelope in stream {
             if let Some((_, node)) = read_claim(envelope) {
                 insert(known, Claimed { position: envelope.global_position, version: envelope.stream_version, node });
@@ -129,23 +123,22 @@ impl Writers {
     /// The writer of `inventory` for the event at `position`: the node of the last claim on it
     /// before that position (`None`: nobody's, so each event's own node writes it).
     pub(crate) fn writer_at(&self, inventory: &Inventory, position: u64) -> Option<Uuid> {
-        let (_, claims) = self.claims.get(&inventory.stream().ok()?)?;
+        let claims = self.claims.get(inventory)?;
         let before = claims.partition_point(|c| c.position < position);
-        claims[..before].last().and_then(|c| c.node)
+        claims[..before].last().map(|c| c.node)
     }
 
     /// The version of `inventory`'s claim stream as known here (0: never claimed).
     pub(crate) fn version(&self, inventory: &Inventory) -> u64 {
-        let claims = inventory.stream().ok().and_then(|s| self.claims.get(&s));
-        claims.and_then(|(_, c)| c.iter().map(|c| c.version).max()).unwrap_or(0)
+        self.claims.get(inventory).and_then(|c| c.iter().map(|c| c.version).max()).unwrap_or(0)
     }
 
     /// The inventories `node` writes now (its claim is the last known), with their claim
     /// streams' versions.
     pub(crate) fn written_by(&self, node: Uuid) -> Vec<(Inventory, u64)> {
         self.claims
-            .values()
-            .filter(|(_, claims)| claims.last().is_some_and(|c| c.node == Some(node)))
+            .iter()
+            .filter(|(_, claims)| claims.last().is_some_and(|c| c.node == node))
             .map(|(inventory, claims)| (inventory.clone(), claims.iter().map(|c| c.version).max().unwrap_or(0)))
             .collect()
     }
