@@ -314,7 +314,8 @@ impl SagaConsumer {
         let origin = stamp.unwrap_or(me);
         self.others_seen |= origin != me;
         let all = Saga::share_of(&action);
-        let mut shares: Vec<(Uuid, Share)> = vec![(origin, Share { steps: SmallVec::new(), fallout: all.fallout })];
+        let mut shares: SmallVec<[(Uuid, Share); 2]> =
+            smallvec::smallvec![(origin, Share { steps: SmallVec::new(), fallout: all.fallout })];
         let mut claims = Vec::new();
         for step in all.steps {
             let inventory = match &step {
@@ -330,23 +331,24 @@ impl SagaConsumer {
                 None => shares.push((writer, Share { steps: smallvec::smallvec![step], fallout: false })),
             }
         }
-        for (node, share) in shares {
-            if share.is_empty() {
-                continue;
-            }
+        let mut shares = shares.into_iter().filter(|(_, share)| !share.is_empty()).peekable();
+        let mut action = Some(action);
+        while let Some((node, share)) = shares.next() {
+            // The last share takes the event; the others a copy.
+            let Some(action) = (if shares.peek().is_some() { action.clone() } else { action.take() }) else { break };
             if node == me {
                 // The token for a charge is taken as its request is read, before any later
                 // ending of the reservation can drop it.
                 let token = (origin == me).then(|| self.reactor.saga.token_for(&action)).flatten();
                 let context = if origin == me { context } else { context.on_behalf_of(origin) };
                 let claims = std::mem::take(&mut claims);
-                self.reactor.start(position, action.clone(), share, context, (token, claims)).await?;
+                self.reactor.start(position, action, share, context, (token, claims)).await?;
             } else {
                 let mut foreign = lock(&self.foreign);
                 // Counted unfinished before the lock is let go, so the watch of other nodes
                 // cannot release it first.
                 self.reactor.shared.update(|p| p.park(position));
-                foreign.park(node, Parked { position, action: action.clone(), share, context });
+                foreign.park(node, Parked { position, action, share, context });
             }
         }
         Ok(())
@@ -363,13 +365,14 @@ impl SagaConsumer {
         origin: Uuid,
         claims: &mut Vec<Inventory>,
     ) -> Result<Uuid, FeedError> {
-        if !lock(&self.writers).knows(&inventory) {
+        let known = lock(&self.writers).lookup(&inventory, position);
+        let (writer, version) = if let Some(known) = known {
+            known
+        } else {
             let stream = writers::load(self.follower.store.as_ref(), &inventory).await?;
-            lock(&self.writers).learn(&inventory, &stream);
-        }
-        let (writer, version) = {
-            let writers = lock(&self.writers);
-            (writers.writer_at(&inventory, position), writers.version(&inventory))
+            let mut writers = lock(&self.writers);
+            writers.learn(&inventory, &stream);
+            writers.lookup(&inventory, position).unwrap_or((None, 0))
         };
         if let Some(writer) = writer {
             return Ok(writer);

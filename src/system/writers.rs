@@ -105,9 +105,14 @@ impl Writers {
         true
     }
 
-    /// Whether the claims on `inventory` are known here.
-    pub(crate) fn knows(&self, inventory: &Inventory) -> bool {
-        self.claims.contains_key(inventory)
+    /// The writer of `inventory` for the event at `position` (the node of the last claim on it
+    /// before that position; `None`: nobody's, so each event's own node writes it) and the
+    /// version of its claim stream (0: never claimed), or `None` when its claims are not known
+    /// here yet ([`load`] them and [`Writers::learn`] them first).
+    pub(crate) fn lookup(&self, inventory: &Inventory, position: u64) -> Option<(Option<Uuid>, u64)> {
+        let claims = self.claims.get(inventory)?;
+        let before = claims.partition_point(|c| c.position < position);
+        Some((claims[..before].last().map(|c| c.node), claims.iter().map(|c| c.version).max().unwrap_or(0)))
     }
 
     /// Takes in the whole claim stream of `inventory`, as [`load`] read it.
@@ -118,19 +123,6 @@ impl Writers {
                 insert(known, Claimed { position: envelope.global_position, version: envelope.stream_version, node });
             }
         }
-    }
-
-    /// The writer of `inventory` for the event at `position`: the node of the last claim on it
-    /// before that position (`None`: nobody's, so each event's own node writes it).
-    pub(crate) fn writer_at(&self, inventory: &Inventory, position: u64) -> Option<Uuid> {
-        let claims = self.claims.get(inventory)?;
-        let before = claims.partition_point(|c| c.position < position);
-        claims[..before].last().map(|c| c.node)
-    }
-
-    /// The version of `inventory`'s claim stream as known here (0: never claimed).
-    pub(crate) fn version(&self, inventory: &Inventory) -> u64 {
-        self.claims.get(inventory).and_then(|c| c.iter().map(|c| c.version).max()).unwrap_or(0)
     }
 
     /// The inventories `node` writes now (its claim is the last known), with their claim
@@ -204,19 +196,22 @@ mod tests {
         assert!(!claim(&store, &stalls, b, 0).await.unwrap(), "the second claim at the same version loses");
         assert!(claim(&store, &stalls, b, 1).await.unwrap());
         let mut writers = Writers::default();
-        assert!(!writers.knows(&stalls));
+        assert_eq!(writers.lookup(&stalls, 1), None, "unknown until learnt");
         writers.learn(&stalls, &load(&store, &stalls).await.unwrap());
         let positions: Vec<u64> = load(&store, &stalls).await.unwrap().iter().map(|e| e.global_position).collect();
-        assert_eq!(writers.writer_at(&stalls, positions[0]), None, "an event before every claim: nobody's");
-        assert_eq!(writers.writer_at(&stalls, positions[0] + 1), Some(a));
-        assert_eq!(writers.writer_at(&stalls, positions[1]), Some(a), "a claim governs only what follows it");
-        assert_eq!(writers.writer_at(&stalls, positions[1] + 1), Some(b));
-        assert_eq!(writers.version(&stalls), 2);
+        let writer_at = |position| writers.lookup(&stalls, position).map(|(writer, _)| writer);
+        assert_eq!(writer_at(positions[0]), Some(None), "an event before every claim: nobody's");
+        assert_eq!(writer_at(positions[0] + 1), Some(Some(a)));
+        assert_eq!(writer_at(positions[1]), Some(Some(a)), "a claim governs only what follows it");
+        assert_eq!(writer_at(positions[1] + 1), Some(Some(b)));
+        assert_eq!(writers.lookup(&stalls, 0), Some((None, 2)), "the claim stream is at version 2");
         assert_eq!(writers.written_by(b), vec![(stalls.clone(), 2)]);
         let log = store.read_all(0, 10).await.unwrap();
         assert!(log.iter().all(|e| TicketingAction::decode(e).is_ok()), "a claim reads as an inventory event");
         assert!(writers.written_by(a).is_empty());
-        assert_eq!(writers.writer_at(&inventory(2), 10), None, "an inventory never claimed");
+        let never = inventory(2);
+        writers.learn(&never, &load(&store, &never).await.unwrap());
+        assert_eq!(writers.lookup(&never, 10), Some((None, 0)), "an inventory never claimed");
     }
 
     #[tokio::test]
@@ -234,8 +229,11 @@ mod tests {
             assert!(writers.observe(envelope), "every event here is a claim");
             assert!(writers.observe(envelope), "seen twice, taken once");
         }
-        assert_eq!(writers.version(&stalls), 2);
-        assert_eq!(writers.writer_at(&stalls, u64::MAX), Some(b));
-        assert!(!writers.knows(&circle), "an inventory whose earlier claims are unknown is read whole when needed");
+        assert_eq!(writers.lookup(&stalls, u64::MAX), Some((Some(b), 2)));
+        assert_eq!(
+            writers.lookup(&circle, u64::MAX),
+            None,
+            "an inventory whose earlier claims are unknown is read whole when needed"
+        );
     }
 }
