@@ -34,7 +34,7 @@ use super::peers::{BEAT, Beat, Foreign, NodeRecord, Parked, read_record};
 use super::reservation_watch::ReservationWatch;
 use super::saga::{ChargeToken, Saga, Share};
 use super::writers::{self, Inventory, Writers};
-use crate::aggregates::{PaymentAction, Reaction, StreamDecodeError, TicketingAction};
+use crate::aggregates::{PaymentAction, Reaction, StreamDecodeError, TicketingAction, reactions};
 use crate::event_store::{
     BadEventPolicy, CheckpointStore, Envelope, EventStore, EventStoreError, FollowConfig, FollowStatus, LogConsumer,
     RetryPolicy, Snapshot, StreamId, follow,
@@ -313,22 +313,21 @@ impl SagaConsumer {
         // An event no node stamped is every node's own, as it was before nodes had names.
         let origin = stamp.unwrap_or(me);
         self.others_seen |= origin != me;
-        let all = Saga::share_of(&action);
-        let mut shares: SmallVec<[(Uuid, Share); 2]> =
-            smallvec::smallvec![(origin, Share { steps: SmallVec::new(), fallout: all.fallout })];
+        // The origin holds every step but those of inventories another node writes.
+        let steps = reactions(&action);
+        let mut shares: SmallVec<[(Uuid, Share); 2]> = smallvec::smallvec![(origin, Share::all(&action, steps.len()))];
         let mut claims = Vec::new();
-        for step in all.steps {
-            let inventory = match &step {
-                Reaction::Command(command) => Inventory::of(command),
-                Reaction::Charge(_) | Reaction::Refund(_) => None,
-            };
-            let writer = match inventory {
-                Some(inventory) => self.writer(inventory, position, origin, &mut claims).await?,
-                None => origin,
-            };
+        for (index, step) in (0u32..).zip(steps.iter()) {
+            let Reaction::Command(command) = step else { continue };
+            let Some(inventory) = Inventory::of(command) else { continue };
+            let writer = self.writer(inventory, position, origin, &mut claims).await?;
+            if writer == origin {
+                continue;
+            }
+            shares[0].1.remove(index);
             match shares.iter_mut().find(|(node, _)| *node == writer) {
-                Some((_, share)) => share.steps.push(step),
-                None => shares.push((writer, Share { steps: smallvec::smallvec![step], fallout: false })),
+                Some((_, share)) => share.add(index),
+                None => shares.push((writer, Share::step(index))),
             }
         }
         let mut shares = shares.into_iter().filter(|(_, share)| !share.is_empty()).peekable();

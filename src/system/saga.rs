@@ -31,17 +31,46 @@ use crate::event_store::RetryPolicy;
 use crate::framework::Message;
 
 /// The part of the reactions to one event that one node carries out: the inventory steps go to
-/// each inventory's writer, the rest to the event's node ([`writers`](super::writers)).
-#[derive(Debug, Clone, Default)]
+/// each inventory's writer, the rest to the event's node ([`writers`](super::writers)). It names
+/// the steps by their places in the event's [`reactions`], which are the same wherever they are
+/// computed, so a share is small and the steps are not copied around.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct Share {
-    /// Its steps.
-    pub(crate) steps: SmallVec<[Reaction; 2]>,
+    /// The places of its steps in the event's reactions.
+    steps: SmallVec<[u32; 4]>,
     /// Whether it holds the fallout of a cancelled event (its holds cancelled, its purchases
     /// refunded), which is the event's node's.
-    pub(crate) fallout: bool,
+    fallout: bool,
 }
 
 impl Share {
+    /// Every reaction to `event`, whose [`reactions`] are `steps` many, whichever node carries
+    /// each out.
+    pub(crate) fn all(event: &TicketingAction, steps: usize) -> Self {
+        let steps = (0..u32::try_from(steps).unwrap_or(u32::MAX)).collect();
+        Self { steps, fallout: matches!(event, TicketingAction::Event(EventAction::EventCancelled { .. })) }
+    }
+
+    /// The share of step `index` alone.
+    pub(crate) fn step(index: u32) -> Self {
+        Self { steps: smallvec::smallvec![index], fallout: false }
+    }
+
+    /// Adds step `index`.
+    pub(crate) fn add(&mut self, index: u32) {
+        self.steps.push(index);
+    }
+
+    /// Takes step `index` out.
+    pub(crate) fn remove(&mut self, index: u32) {
+        self.steps.retain(|i| *i != index);
+    }
+
+    /// Whether step `index` is in it.
+    fn holds(&self, index: usize) -> bool {
+        u32::try_from(index).is_ok_and(|index| self.steps.contains(&index))
+    }
+
     /// Whether there is nothing in it to do.
     pub(crate) fn is_empty(&self) -> bool {
         self.steps.is_empty() && !self.fallout
@@ -90,14 +119,6 @@ impl Saga {
         !reactions(event).is_empty() || matches!(event, TicketingAction::Event(EventAction::EventCancelled { .. }))
     }
 
-    /// Every reaction to `event`, whichever node carries each out.
-    pub(crate) fn share_of(event: &TicketingAction) -> Share {
-        Share {
-            steps: reactions(event),
-            fallout: matches!(event, TicketingAction::Event(EventAction::EventCancelled { .. })),
-        }
-    }
-
     /// Takes the customer's token for the charge `event` asks for, if this process holds it.
     /// From then on the charge counts as under way here, so reconciliation leaves it alone.
     pub(crate) fn token_for(&self, event: &TicketingAction) -> Option<ChargeToken> {
@@ -129,7 +150,8 @@ impl Saga {
         context: CommandContext,
         mut token: Option<ChargeToken>,
     ) -> Result<(), Stopped> {
-        let mut steps: Vec<Reaction> = share.steps.into_iter().collect();
+        let mut steps: Vec<Reaction> =
+            reactions(event).into_iter().enumerate().filter(|(i, _)| share.holds(*i)).map(|(_, step)| step).collect();
         if share.fallout
             && let TicketingAction::Event(EventAction::EventCancelled { event_id, .. }) = event
         {
