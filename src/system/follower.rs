@@ -118,6 +118,7 @@ impl Follower {
             writers,
             checkpoint: 0,
             others_seen: false,
+            started_at: 0,
             claimed: HashSet::new(),
         };
         let config = FollowConfig { max_batch: BATCH, retry: RetryPolicy::default(), bad_events };
@@ -293,8 +294,12 @@ struct SagaConsumer {
     /// The inventories' writers, as claimed in the log read so far.
     writers: Arc<Mutex<Writers>>,
     checkpoint: u64,
-    /// Whether another node's event has been read: only then does this node claim inventories.
+    /// Whether another node's event appended since this follower started has been read: only
+    /// then does this node claim inventories.
     others_seen: bool,
+    /// The last event committed when this follower started: another node's events up to it
+    /// may be a dead predecessor's (a crash, then this restart), and are no sign of a live one.
+    started_at: u64,
     /// The inventories this node has tried to claim.
     claimed: HashSet<Inventory>,
 }
@@ -312,7 +317,7 @@ impl SagaConsumer {
         let me = self.follower.node;
         // An event no node stamped is every node's own, as it was before nodes had names.
         let origin = stamp.unwrap_or(me);
-        self.others_seen |= origin != me;
+        self.others_seen |= origin != me && position > self.started_at;
         // The origin holds every step but those of inventories another node writes.
         let steps = reactions(&action);
         let mut shares: SmallVec<[(Uuid, Share); 2]> = smallvec::smallvec![(origin, Share::all(&action, steps.len()))];
@@ -404,6 +409,7 @@ impl LogConsumer for SagaConsumer {
 
     async fn start_position(&mut self) -> Result<u64, FeedError> {
         let (checkpoint, after) = self.follower.start().await?;
+        self.started_at = self.follower.store.last_committed_position().await?;
         self.checkpoint = checkpoint;
         self.reactor.shared.update(|p| p.restart(checkpoint, after));
         Ok(after)

@@ -16,7 +16,8 @@
 //! [`writer_claims_stream`](crate::aggregates::writer_claims_stream)), appended at an expected
 //! version, so of two nodes claiming at once one wins. An inventory nobody claimed is written by
 //! the node of each event, as a lone node does: a node claims an inventory only once it has seen
-//! another node's events, so a single process writes no claims at all. When a writer is gone (its
+//! another node's events appended since it started (not a crashed predecessor's), so a single
+//! process writes no claims at all. When a writer is gone (its
 //! record says so, or its beat stood still for the lease), the nodes taking over its steps claim
 //! its inventories, and the first claim appended wins.
 //!
