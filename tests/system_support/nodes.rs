@@ -29,6 +29,7 @@ macro_rules! node_scenarios {
             the_saga_of_a_node_that_stopped_answering_is_finished_by_another,
             one_node_writes_a_shared_inventory_for_every_nodes_customers,
             a_shared_inventory_whose_writer_stopped_answering_is_taken_over,
+            a_system_restarted_after_a_crash_claims_no_inventory,
         );
     };
     ($backend:expr; $($name:ident),* $(,)?) => {$(
@@ -411,4 +412,39 @@ pub async fn a_shared_inventory_whose_writer_stopped_answering_is_taken_over(bac
     eprintln!("taken over {took:?} after the writer stopped answering");
     a.shutdown().await;
     drop(b);
+}
+
+/// A system starts over a log whose last events are those of a node that died before its
+/// checkpoint caught up (here: a fresh checkpoint store, so every event is read again). It takes
+/// those events over, and sells, but claims no inventory: a dead node's tail is no sign of
+/// another node at work, and a claim would hand the inventory to this node, whose own crash
+/// would then leave it to a dead writer for the lease.
+pub async fn a_system_restarted_after_a_crash_claims_no_inventory(backend: Backend) {
+    let clock = FixedClock::new(start());
+    let storage = backend.storage().await;
+    let gateway = Arc::new(SimulatedGateway::always_succeed());
+    let watch_a = Watched::new(Arc::clone(&storage.store));
+    let a = system_with(&over(&storage, &watch_a), &clock, Arc::clone(&gateway)).await;
+    let event = open_sale_on(&a, &clock, &[("Stalls", 10)]).await;
+    let hold = a.reserve(stalls(event, 2, CustomerId::new_v4(), None)).await.unwrap();
+    a.pay(hold.reservation_id, card()).await.unwrap();
+    a.settled().await.unwrap();
+    watch_a.frozen.store(true, Ordering::SeqCst);
+
+    let restarted =
+        Storage { checkpoints: Arc::new(boxoffice::event_store::MemoryCheckpointStore::new()), ..storage.clone() };
+    let watch_b = Watched::new(Arc::clone(&storage.store));
+    let b = system_with(&over(&restarted, &watch_b), &clock, Arc::clone(&gateway)).await;
+    let hold = b.reserve(stalls(event, 3, CustomerId::new_v4(), None)).await.unwrap();
+    b.pay(hold.reservation_id, card()).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(60), b.settled())
+        .await
+        .expect("the dead node's events are taken over after its lease")
+        .unwrap();
+    assert_eq!(watch_b.appended(CLAIMS), 0, "the restarted system claimed an inventory");
+    assert!(watch_b.appended("inventory") > 0, "it wrote its own hold");
+    let seats = b.available_seats().unwrap().get_availability(event, "Stalls").await.unwrap().unwrap();
+    assert_eq!(seats.available, 10 - 2 - 3);
+    b.shutdown().await;
+    drop(a);
 }
