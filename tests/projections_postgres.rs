@@ -399,9 +399,15 @@ async fn one_process_feeds_a_model_and_another_takes_over_when_it_stops() {
     let standby = follow(&b, stop_b_rx);
     let head = append_readable(&store, second, first.len() + second.len()).await;
     b.wait_for_position(model, head, wait).await.unwrap();
+    // The standby publishes what it saw of the feeder's progress on its own next wait.
+    let mut standby_status = b.status(model);
+    // (The guard `wait_for` returns is dropped at once: held, it would block the publisher.)
+    let saw =
+        tokio::time::timeout(wait, standby_status.wait_for(|s| s.position >= head)).await.is_ok_and(|r| r.is_ok());
+    assert!(saw, "its status shows the feeder's progress");
     assert!(a.status(model).borrow().batches > 0, "the first process feeds the model");
     assert_eq!(b.status(model).borrow().batches, 0, "the second one stands by and applies nothing");
-    assert_eq!(b.status(model).borrow().position, head, "its status shows the feeder's progress");
+    assert_eq!(b.status(model).borrow().position, head, "its status shows the feeder's progress, no further");
 
     stop_a.send_replace(true);
     feeder.await.unwrap().unwrap();
