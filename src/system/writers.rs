@@ -113,7 +113,7 @@ impl Writers {
     pub(crate) fn lookup(&self, inventory: &Inventory, position: u64) -> Option<(Option<Uuid>, u64)> {
         let claims = self.claims.get(inventory)?;
         let before = claims.partition_point(|c| c.position < position);
-        Some((claims[..before].last().map(|c| c.node), claims.iter().map(|c| c.version).max().unwrap_or(0)))
+        Some((claims[..before].last().map(|c| c.node), version(claims)))
     }
 
     /// Takes in the whole claim stream of `inventory`, as [`load`] read it.
@@ -132,9 +132,15 @@ impl Writers {
         self.claims
             .iter()
             .filter(|(_, claims)| claims.last().is_some_and(|c| c.node == node))
-            .map(|(inventory, claims)| (inventory.clone(), claims.iter().map(|c| c.version).max().unwrap_or(0)))
+            .map(|(inventory, claims)| (inventory.clone(), version(claims)))
             .collect()
     }
+}
+
+/// The version of a claim stream whose claims, in log order, are `claims` (0: none yet): its
+/// last claim's, as a stream's versions grow with its events' positions.
+fn version(claims: &[Claimed]) -> u64 {
+    claims.last().map_or(0, |c| c.version)
 }
 
 /// Adds `claimed` to `claims` in log order, once.
@@ -168,7 +174,8 @@ pub(crate) async fn claim(
         InventoryAction::WriterClaimed { event_id: inventory.event_id, section: inventory.section.clone(), node };
     let payload =
         serde_json::to_value(&claim).map_err(|source| EventStoreError::Encode { stream: stream.clone(), source })?;
-    let expected = if version == 0 { ExpectedVersion::NoStream } else { ExpectedVersion::Exact(version) };
+    // `Exact(0)` is an empty stream: the first claim.
+    let expected = ExpectedVersion::Exact(version);
     let metadata = Metadata { node_id: Some(node), ..Metadata::default() };
     let event = NewEvent::new(claim.name(), EVENT_SCHEMA_VERSION, payload);
     match store.append(&stream, expected, vec![event], &metadata, None).await {
