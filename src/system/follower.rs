@@ -23,6 +23,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use futures::future::{BoxFuture, join_all};
 use smallvec::SmallVec;
 use tokio::sync::{Semaphore, watch};
 use uuid::Uuid;
@@ -32,7 +33,7 @@ use super::expiry::{ExpiryIndex, OpenHold};
 use super::open_payments::{OpenPayments, OpenSet};
 use super::peers::{BEAT, Beat, Foreign, NodeRecord, Parked, read_record};
 use super::reservation_watch::ReservationWatch;
-use super::saga::{ChargeToken, Saga, Share};
+use super::saga::{Appended, ChargeToken, Saga, Share, Stopped};
 use super::writers::{self, Inventory, Writers};
 use crate::aggregates::{PaymentAction, Reaction, StreamDecodeError, TicketingAction, reactions};
 use crate::event_store::{
@@ -276,12 +277,46 @@ impl Reactor {
                     }
                 }
             }
-            let recorded = saga.react(&action, share, context, token).await.is_ok();
+            let recorded = match saga.react(&action, share, context, token).await {
+                Ok(appended) => {
+                    react_at_once(&saga, &shared, appended).await;
+                    true
+                }
+                Err(Stopped) => false,
+            };
             shared.update(|p| p.done(position, recorded));
             drop(permit);
         });
         Ok(())
     }
+}
+
+/// Carries out at once this node's own steps of the events its reactions just `appended`,
+/// rather than a read of the log later, and in turn those of what these append. Each such
+/// event counts as unfinished until its steps are recorded, so the frontier stays before it;
+/// an event the reader took up first is left to the reader.
+fn react_at_once<'a>(saga: &'a Saga, shared: &'a Shared, appended: Vec<Appended>) -> BoxFuture<'a, ()> {
+    Box::pin(async move {
+        let started: Vec<_> = appended
+            .into_iter()
+            .filter_map(|Appended { position, action, context }| {
+                let share = Share::at_once(&reactions(&action));
+                let started = !share.is_empty() && shared.update(|p| p.chain(position));
+                started.then_some((position, action, share, context))
+            })
+            .collect();
+        join_all(started.into_iter().map(|(position, action, share, context)| async move {
+            let recorded = match saga.react(&action, share, context, None).await {
+                Ok(appended) => {
+                    react_at_once(saga, shared, appended).await;
+                    true
+                }
+                Err(Stopped) => false,
+            };
+            shared.update(|p| p.done(position, recorded));
+        }))
+        .await;
+    })
 }
 
 /// The follower as a consumer of the log: reads each batch, starts this node's share of its
@@ -306,13 +341,15 @@ struct SagaConsumer {
 
 impl SagaConsumer {
     /// Splits the reactions to the event at `position`, of node `stamp`, into each node's share:
-    /// starts this node's and parks the others'.
+    /// starts this node's and parks the others'. When `chained`, this node's own steps of it
+    /// were started at once, as its step appended it ([`react_at_once`]).
     async fn route(
         &mut self,
         position: u64,
         stamp: Option<Uuid>,
         action: TicketingAction,
         context: CommandContext,
+        chained: bool,
     ) -> Result<(), FeedError> {
         let me = self.follower.node;
         // An event no node stamped is every node's own, as it was before nodes had names.
@@ -321,6 +358,9 @@ impl SagaConsumer {
         // The origin holds every step but those of inventories another node writes.
         let steps = reactions(&action);
         let mut shares: SmallVec<[(Uuid, Share); 2]> = smallvec::smallvec![(origin, Share::all(&action, steps.len()))];
+        if chained {
+            shares[0].1.remove_all(&Share::at_once(&steps));
+        }
         let mut claims = Vec::new();
         for (index, step) in (0u32..).zip(steps.iter()) {
             let Reaction::Command(command) = step else { continue };
@@ -422,9 +462,10 @@ impl LogConsumer for SagaConsumer {
             if position <= lock(&self.reactor.shared.progress).read {
                 continue;
             }
+            let chained = self.reactor.shared.update(|p| p.take(position));
             let claim = lock(&self.writers).observe(envelope);
             if !claim && let Some((action, context)) = self.follower.read(envelope, self.checkpoint)? {
-                self.route(position, envelope.metadata.node_id, action, context).await?;
+                self.route(position, envelope.metadata.node_id, action, context, chained).await?;
             }
             self.reactor.shared.update(|p| p.read(position));
         }
@@ -597,8 +638,14 @@ impl Checkpointer {
 struct Progress {
     /// The last event read.
     read: u64,
-    /// Events whose reactions are running here, or were cut short by a stop.
-    unfinished: BTreeSet<u64>,
+    /// The last event the reader has taken up: the events after it that this node's own steps
+    /// appended may still be reacted to at once ([`Progress::chain`]).
+    seen: u64,
+    /// Events whose reactions are running here, or were cut short by a stop, with how many
+    /// (the reader's and those started at once).
+    unfinished: BTreeMap<u64, usize>,
+    /// Events whose own steps were started at once, not read yet.
+    chained: BTreeSet<u64>,
     /// Events with shares of other nodes waiting for those nodes to record them, with how many.
     parked: BTreeMap<u64, usize>,
     /// The last checkpoint saved.
@@ -607,11 +654,18 @@ struct Progress {
 
 impl Progress {
     fn new() -> Self {
-        Self { read: 0, unfinished: BTreeSet::new(), parked: BTreeMap::new(), saved: 0 }
+        Self {
+            read: 0,
+            seen: 0,
+            unfinished: BTreeMap::new(),
+            chained: BTreeSet::new(),
+            parked: BTreeMap::new(),
+            saved: 0,
+        }
     }
 
     fn restart(&mut self, checkpoint: u64, after: u64) {
-        *self = Self { read: after, unfinished: BTreeSet::new(), parked: BTreeMap::new(), saved: checkpoint };
+        *self = Self { read: after, seen: after, saved: checkpoint, ..Self::new() };
     }
 
     /// Records that `position` was read; returns the frontier.
@@ -620,15 +674,33 @@ impl Progress {
         self.frontier()
     }
 
-    fn started(&mut self, position: u64) {
-        self.unfinished.insert(position);
+    /// The reader takes up the event at `position`: from now on its own steps are not started
+    /// at once. Returns whether they already were.
+    fn take(&mut self, position: u64) -> bool {
+        self.seen = self.seen.max(position);
+        self.chained.remove(&position)
     }
 
-    /// Records that the reactions to `position` ended (recorded, or cut short by a stop: then
+    /// Starts the own steps of the event at `position` at once, unless the reader has taken it
+    /// up already (then it starts them). Returns whether they are started here.
+    fn chain(&mut self, position: u64) -> bool {
+        if position <= self.seen {
+            return false;
+        }
+        self.chained.insert(position);
+        self.started(position);
+        true
+    }
+
+    fn started(&mut self, position: u64) {
+        *self.unfinished.entry(position).or_default() += 1;
+    }
+
+    /// Records that one reaction to `position` ended (recorded, or cut short by a stop: then
     /// the frontier stays before it); returns the frontier.
     fn done(&mut self, position: u64, recorded: bool) -> u64 {
         if recorded {
-            self.unfinished.remove(&position);
+            release(&mut self.unfinished, position);
         }
         self.frontier()
     }
@@ -640,24 +712,29 @@ impl Progress {
 
     /// Records that one share of the event at `position` no longer waits for another node.
     fn unpark(&mut self, position: u64) {
-        if let Some(count) = self.parked.get_mut(&position) {
-            *count -= 1;
-            if *count == 0 {
-                self.parked.remove(&position);
-            }
-        }
+        release(&mut self.parked, position);
     }
 
     /// Every event at or before it is read and its reactions recorded, here or by their node.
     fn frontier(&self) -> u64 {
-        let first = self.unfinished.first().into_iter().chain(self.parked.keys().next()).min();
-        first.map_or(self.read, |first| first - 1)
+        let first = self.unfinished.keys().next().into_iter().chain(self.parked.keys().next()).min();
+        first.map_or(self.read, |first| self.read.min(first - 1))
     }
 
     /// Every event at or before it is read, and those of this node have their reactions
     /// recorded.
     fn own_frontier(&self) -> u64 {
-        self.unfinished.first().map_or(self.read, |first| first - 1)
+        self.unfinished.keys().next().map_or(self.read, |first| self.read.min(first - 1))
+    }
+}
+
+/// Counts one of `position` out of `counts`.
+fn release(counts: &mut BTreeMap<u64, usize>, position: u64) {
+    if let Some(count) = counts.get_mut(&position) {
+        *count -= 1;
+        if *count == 0 {
+            counts.remove(&position);
+        }
     }
 }
 
@@ -697,6 +774,24 @@ mod tests {
         fresh.started(11);
         fresh.read(12);
         assert_eq!(fresh.done(11, true), 12, "everything read and recorded");
+    }
+
+    #[test]
+    fn an_event_started_at_once_holds_the_frontier_until_both_its_reactions_are_recorded() {
+        let mut progress = Progress::new();
+        progress.restart(10, 10);
+        progress.started(11);
+        assert!(progress.chain(13), "13 is not read yet: its own steps start at once");
+        assert_eq!(progress.done(11, true), 10, "the frontier never passes what was read");
+        assert_eq!(progress.read(12), 12);
+        assert!(progress.take(13), "the reader finds 13 started");
+        progress.started(13);
+        assert_eq!(progress.read(13), 12, "13 runs twice over: at once, and its inventory steps");
+        assert_eq!(progress.done(13, true), 12, "one of its two reactions is recorded");
+        assert_eq!(progress.done(13, true), 13);
+        assert!(!progress.take(14), "14 was not started at once");
+        assert!(!progress.chain(14), "the reader took 14 up first: it starts its steps");
+        assert_eq!(progress.own_frontier(), 13);
     }
 
     #[tokio::test]

@@ -9,7 +9,7 @@
 //! idempotent, so an event handled twice (after a crash, or by two processes) changes nothing
 //! the second time.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use futures::future::{BoxFuture, join_all};
 use secrecy::SecretString;
@@ -22,6 +22,7 @@ use super::commands::{CommandError, CommandRouter, Committed};
 use super::context::CommandContext;
 use super::open_payments::{Calling, OpenPayments};
 use super::vault::TokenVault;
+use super::writers::Inventory;
 use crate::aggregates::{
     Charge, EVENT_CANCELLED_REFUND, EventAction, GatewayOutcome, HoldStatus, PaymentAction, PaymentStatus, Reaction,
     Refund, ReservationAction, TicketingAction, payment_stream, reactions, rejection_reactions, reservation_stream,
@@ -51,6 +52,24 @@ impl Share {
         Self { steps, fallout: matches!(event, TicketingAction::Event(EventAction::EventCancelled { .. })) }
     }
 
+    /// The steps of `steps` (the event's [`reactions`]) that the node whose saga an event belongs
+    /// to carries out at once when its own step appended the event: every command but those of
+    /// inventories (which another node may write: that depends on the claims before the event,
+    /// known only when it is read) and no charge (its token is taken as the event is read).
+    pub(crate) fn at_once(steps: &[Reaction]) -> Self {
+        let steps = (0u32..)
+            .zip(steps)
+            .filter(|(_, step)| matches!(step, Reaction::Command(command) if Inventory::of(command).is_none()))
+            .map(|(index, _)| index)
+            .collect();
+        Self { steps, fallout: false }
+    }
+
+    /// Takes out every step of `other`.
+    pub(crate) fn remove_all(&mut self, other: &Self) {
+        self.steps.retain(|i| !other.steps.contains(i));
+    }
+
     /// The share of step `index` alone.
     pub(crate) fn step(index: u32) -> Self {
         Self { steps: smallvec::smallvec![index], fallout: false }
@@ -74,6 +93,36 @@ impl Share {
     /// Whether there is nothing in it to do.
     pub(crate) fn is_empty(&self) -> bool {
         self.steps.is_empty() && !self.fallout
+    }
+}
+
+/// An event a saga step appended for this node's own saga (not on behalf of another node's),
+/// at its place in the log: this node carries out its own steps at once
+/// ([`follower`](super::follower)), rather than when it reads the event back.
+#[derive(Debug)]
+pub(crate) struct Appended {
+    /// Its global position.
+    pub(crate) position: u64,
+    /// The event.
+    pub(crate) action: TicketingAction,
+    /// The context of the commands that react to it.
+    pub(crate) context: CommandContext,
+}
+
+/// Where a reaction's steps add the events they append for this node's own saga.
+type Sink<'a> = Option<&'a Mutex<Vec<Appended>>>;
+
+/// Adds the events of `committed`, appended in `context`, to `sink` when they belong to this
+/// node's own saga and their positions are known.
+fn collect(sink: Sink<'_>, committed: Committed<TicketingAction>, context: CommandContext) {
+    let Some(sink) = sink else { return };
+    if context.origin.is_some() || committed.recorded.len() != committed.events.len() {
+        return;
+    }
+    let mut sink = sink.lock().unwrap_or_else(PoisonError::into_inner);
+    for (action, (event_id, position)) in committed.events.into_iter().zip(committed.recorded) {
+        let context = CommandContext { correlation_id: context.correlation_id, causation_id: event_id, origin: None };
+        sink.push(Appended { position, action, context });
     }
 }
 
@@ -138,8 +187,9 @@ impl Saga {
     }
 
     /// Carries out `share` of what must follow `event`, concurrently, and returns when all of
-    /// it is recorded. `token` is the customer's token for the charge it asks for, when this
-    /// process took the payment call ([`Saga::token_for`]).
+    /// it is recorded, with the events its steps appended for this node's own saga, in log
+    /// order. `token` is the customer's token for the charge it asks for, when this process took
+    /// the payment call ([`Saga::token_for`]).
     ///
     /// # Errors
     /// [`Stopped`] when the system stopped first.
@@ -149,7 +199,7 @@ impl Saga {
         share: Share,
         context: CommandContext,
         mut token: Option<ChargeToken>,
-    ) -> Result<(), Stopped> {
+    ) -> Result<Vec<Appended>, Stopped> {
         let mut steps: Vec<Reaction> =
             reactions(event).into_iter().enumerate().filter(|(i, _)| share.holds(*i)).map(|(_, step)| step).collect();
         if share.fallout
@@ -158,23 +208,33 @@ impl Saga {
             steps.extend(self.cancellation_fallout(*event_id, context).await?.into_iter().map(Reaction::Command));
         }
         if steps.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         let span = tracing::debug_span!("saga_react", event = %event.name(), correlation_id = %context.correlation_id);
+        let appended = Mutex::new(Vec::new());
         let outcomes = join_all(steps.into_iter().map(|step| {
             let token = if matches!(step, Reaction::Charge(_)) { token.take() } else { None };
-            self.run(step, context, token)
+            self.run(step, context, token, Some(&appended))
         }))
         .instrument(span)
         .await;
-        outcomes.into_iter().collect()
+        outcomes.into_iter().collect::<Result<(), Stopped>>()?;
+        let mut appended = appended.into_inner().unwrap_or_else(PoisonError::into_inner);
+        appended.sort_by_key(|a| a.position);
+        Ok(appended)
     }
 
-    async fn run(&self, step: Reaction, context: CommandContext, token: Option<ChargeToken>) -> Result<(), Stopped> {
+    async fn run(
+        &self,
+        step: Reaction,
+        context: CommandContext,
+        token: Option<ChargeToken>,
+        sink: Sink<'_>,
+    ) -> Result<(), Stopped> {
         match step {
-            Reaction::Command(command) => self.dispatch(command, context).await,
-            Reaction::Charge(charge) => self.charge(&charge, context, token).await,
-            Reaction::Refund(refund) => self.refund(&refund, context).await,
+            Reaction::Command(command) => self.dispatch_into(command, context, sink).await,
+            Reaction::Charge(charge) => self.charge(&charge, context, token, sink).await,
+            Reaction::Refund(refund) => self.refund(&refund, context, sink).await,
         }
     }
 
@@ -185,12 +245,25 @@ impl Saga {
         command: TicketingAction,
         context: CommandContext,
     ) -> BoxFuture<'_, Result<(), Stopped>> {
+        self.dispatch_into(command, context, None)
+    }
+
+    /// [`Saga::dispatch`], adding what it appends for this node's own saga to `sink`.
+    fn dispatch_into<'a>(
+        &'a self,
+        command: TicketingAction,
+        context: CommandContext,
+        sink: Sink<'a>,
+    ) -> BoxFuture<'a, Result<(), Stopped>> {
         Box::pin(async move {
             match self.execute(command, context).await? {
-                Ok(_) => Ok(()),
+                Ok(committed) => {
+                    collect(sink, committed, context);
+                    Ok(())
+                }
                 Err(rejection) => {
                     for follow_up in rejection_reactions(&rejection) {
-                        self.dispatch(follow_up, context).await?;
+                        self.dispatch_into(follow_up, context, sink).await?;
                     }
                     Ok(())
                 }
@@ -242,10 +315,12 @@ impl Saga {
         charge: &Charge,
         context: CommandContext,
         token: Option<ChargeToken>,
+        sink: Sink<'_>,
     ) -> Result<(), Stopped> {
         let Some(ChargeToken { token, _calling: calling }) = token else { return Ok(()) };
-        if self.execute(charge.intent(), context).await?.is_err() {
-            return Ok(());
+        match self.execute(charge.intent(), context).await? {
+            Ok(committed) => collect(sink, committed, context),
+            Err(_) => return Ok(()),
         }
         if self.payment_status(charge.payment_id).await? != Some(PaymentStatus::Pending) {
             return Ok(());
@@ -255,12 +330,12 @@ impl Saga {
         // The call is over: from here reconciliation may settle the charge too (both record the
         // provider's answer, and the second record changes nothing).
         drop((token, calling));
-        self.dispatch(charge.outcome(outcome), context).await
+        self.dispatch_into(charge.outcome(outcome), context, sink).await
     }
 
     /// Asks the gateway for the refund and records a definite answer. An unknown answer leaves
     /// the refund requested; reconciliation sends it again under the same refund id.
-    async fn refund(&self, refund: &Refund, context: CommandContext) -> Result<(), Stopped> {
+    async fn refund(&self, refund: &Refund, context: CommandContext, sink: Sink<'_>) -> Result<(), Stopped> {
         let calling = self.open.calling(refund.refund_id.as_uuid());
         let span = tracing::info_span!("gateway_refund", payment_id = %refund.payment_id, refund_id = %refund.refund_id, correlation_id = %context.correlation_id);
         let outcome = self.gateway.refund(refund.payment_id, refund.refund_id, refund.amount).instrument(span).await;
@@ -269,7 +344,7 @@ impl Saga {
             tracing::warn!(payment_id = %refund.payment_id, refund_id = %refund.refund_id, %reason, "refund answer unknown; reconciliation will send it again");
             return Ok(());
         }
-        self.dispatch(refund.outcome(outcome), context).await
+        self.dispatch_into(refund.outcome(outcome), context, sink).await
     }
 
     async fn payment_status(&self, payment_id: PaymentId) -> Result<Option<PaymentStatus>, Stopped> {

@@ -16,6 +16,7 @@ use boxoffice::event_store::{
 use boxoffice::prelude::*;
 use boxoffice::system::ReserveRequest;
 use futures::stream::BoxStream;
+use tokio::sync::watch;
 
 use super::{Backend, Storage, card, open_sale_on, start, system_with};
 
@@ -30,6 +31,7 @@ macro_rules! node_scenarios {
             one_node_writes_a_shared_inventory_for_every_nodes_customers,
             a_shared_inventory_whose_writer_stopped_answering_is_taken_over,
             a_system_restarted_after_a_crash_claims_no_inventory,
+            a_nodes_own_follow_ups_are_carried_out_as_their_cause_commits,
         );
     };
     ($backend:expr; $($name:ident),* $(,)?) => {$(
@@ -56,6 +58,8 @@ struct Watched {
     /// Freeze at the first append to an inventory stream.
     freeze_at_inventory: AtomicBool,
     frozen: AtomicBool,
+    /// Subscriptions stop before an event of this type until it is taken away.
+    hold_reads_at: watch::Sender<Option<&'static str>>,
 }
 
 impl Watched {
@@ -67,6 +71,7 @@ impl Watched {
             conflicts: Mutex::new(HashMap::new()),
             freeze_at_inventory: AtomicBool::new(false),
             frozen: AtomicBool::new(false),
+            hold_reads_at: watch::Sender::new(None),
         })
     }
 
@@ -158,7 +163,20 @@ impl EventStore for Watched {
     }
 
     fn subscribe(&self, after_position: u64) -> BoxStream<'static, Result<Envelope, EventStoreError>> {
-        self.inner.subscribe(after_position)
+        use futures::StreamExt;
+        let held = self.hold_reads_at.subscribe();
+        self.inner
+            .subscribe(after_position)
+            .then(move |item| {
+                let mut held = held.clone();
+                async move {
+                    if let Ok(envelope) = &item {
+                        let _ = held.wait_for(|held| *held != Some(&*envelope.event_type)).await;
+                    }
+                    item
+                }
+            })
+            .boxed()
     }
 
     async fn head_position(&self) -> Result<u64, EventStoreError> {
@@ -246,6 +264,63 @@ pub async fn each_saga_step_runs_once_on_the_node_that_appended_its_cause(backen
     assert_eq!(b_sees.available, 14, "20 seats, 6 sold, the cancelled hold released");
     a.shutdown().await;
     b.shutdown().await;
+}
+
+/// A node carries out its own follow-ups of an event that its saga step appended as that step
+/// commits, not when its follower reads the event back: with every reading of the log held just
+/// before `SeatsReserved`, the hold is allocated all the same (`SeatsAllocated`, `AllocateSeats`'s
+/// event, follows `SeatsReserved` in the log). Let go, the follower reads both and carries out
+/// nothing twice: the purchase ends as ever, and the seats are sold once.
+pub async fn a_nodes_own_follow_ups_are_carried_out_as_their_cause_commits(backend: Backend) {
+    let clock = FixedClock::new(start());
+    let storage = backend.storage().await;
+    let gateway = Arc::new(SimulatedGateway::always_succeed());
+    let watched = Watched::new(Arc::clone(&storage.store));
+    let system = system_with(&over(&storage, &watched), &clock, Arc::clone(&gateway)).await;
+    let event = open_sale_on(&system, &clock, &[("Stalls", 10)]).await;
+    system.settled().await.unwrap();
+    let head = storage.store.head_position().await.unwrap();
+    let mut log = storage.store.subscribe(head);
+
+    watched.hold_reads_at.send_replace(Some("SeatsReserved"));
+    let reserving = {
+        let system = system.clone();
+        tokio::spawn(async move { system.reserve(stalls(event, 3, CustomerId::new_v4(), None)).await })
+    };
+    let mut seen = Vec::new();
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(envelope) = futures::StreamExt::next(&mut log).await {
+            let envelope = envelope.unwrap();
+            seen.push(envelope.event_type.to_string());
+            if &*envelope.event_type == "SeatsAllocated" {
+                return;
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no SeatsAllocated while the log's readers are held before SeatsReserved: {seen:?}"));
+    let reserved = seen.iter().position(|t| t == "SeatsReserved").expect("SeatsReserved came first");
+    assert_eq!(seen.last().map(String::as_str), Some("SeatsAllocated"));
+    assert!(reserved < seen.len() - 1, "{seen:?}");
+    assert!(!reserving.is_finished(), "the hold is answered only once the follower reads it");
+
+    watched.hold_reads_at.send_replace(None);
+    let hold = tokio::time::timeout(Duration::from_secs(30), reserving)
+        .await
+        .expect("the hold is answered once the log is read again")
+        .unwrap()
+        .unwrap();
+    assert_eq!(hold.seats.len(), 3);
+    let receipt = system.pay(hold.reservation_id, card()).await.unwrap();
+    assert_eq!(receipt.amount, Money::new(7_500, Currency::EUR));
+    system.settled().await.unwrap();
+    assert_eq!(system.reservation(hold.reservation_id).await.unwrap().status, ReservationStatus::Completed);
+    let seats = system.available_seats().unwrap().get_availability(event, "Stalls").await.unwrap().unwrap();
+    assert_eq!(seats.available, 7, "three seats sold once");
+    let after = storage.store.read_all(head, 10_000).await.unwrap();
+    let allocated = after.iter().filter(|e| &*e.event_type == "SeatsAllocated").count();
+    assert_eq!(allocated, 1, "the hold was allocated once");
+    system.shutdown().await;
 }
 
 /// A system stops answering (its store calls hang, heartbeat included) in the middle of a

@@ -112,6 +112,9 @@ pub(crate) struct Committed<A> {
     pub(crate) events: SmallVec<[A; 4]>,
     /// The global position of its last event.
     pub(crate) last_position: Option<u64>,
+    /// Each event's id and global position, in the order of `events`; empty when the store
+    /// did not give the append consecutive positions.
+    pub(crate) recorded: SmallVec<[(uuid::Uuid, u64); 4]>,
 }
 
 /// Tuning of the command engine.
@@ -150,7 +153,7 @@ impl Default for EngineConfig {
 }
 
 /// A command decided against the state: its events, or its rejection.
-type Decision<A> = Result<SmallVec<[A; 4]>, A>;
+type Decision<A> = Result<(SmallVec<[A; 4]>, SmallVec<[uuid::Uuid; 4]>), A>;
 
 /// What became of one command.
 type Outcome<A> = Result<Committed<A>, CommandError<A>>;
@@ -534,6 +537,7 @@ impl<R: Aggregate> Worker<R> {
         let before = (self.contended > 0).then(|| loaded.state.clone());
         for job in jobs {
             let mut persisted = SmallVec::<[R::Action; 4]>::new();
+            let mut ids = SmallVec::new();
             let mut rejection = None;
             for effect in inner.reducer.reduce(&mut loaded.state, job.command.clone(), &inner.env) {
                 match effect {
@@ -549,6 +553,7 @@ impl<R: Aggregate> Worker<R> {
                 let events = encode(&persisted)
                     .map_err(|source| EventStoreError::Encode { stream: self.stream.clone(), source })?;
                 let count = events.len() as u64;
+                ids = events.iter().map(|event| event.event_id).collect();
                 appends.push(StreamAppend {
                     stream: self.stream.clone(),
                     expected: ExpectedVersion::Exact(version),
@@ -558,7 +563,7 @@ impl<R: Aggregate> Worker<R> {
                 });
                 version += count;
             }
-            decided.push(Ok(persisted));
+            decided.push(Ok((persisted, ids)));
         }
         if guessed && decided.iter().any(Result::is_err) {
             // A refusal decided on a guessed empty stream appends nothing that could contradict
@@ -599,11 +604,10 @@ impl<R: Aggregate> Worker<R> {
             .into_iter()
             .map(|outcome| match outcome {
                 Err(rejection) => Err(CommandError::Rejected(rejection)),
-                Ok(events) if events.is_empty() => Ok(Committed { events, last_position: None }),
-                Ok(events) => {
-                    let last_position = results.next().map(|r| r.last_global_position);
-                    Ok(Committed { events, last_position })
+                Ok((events, _)) if events.is_empty() => {
+                    Ok(Committed { events, last_position: None, recorded: SmallVec::new() })
                 }
+                Ok((events, ids)) => Ok(committed(events, &ids, results.next())),
             })
             .collect())
     }
@@ -722,6 +726,16 @@ async fn write(store: &dyn EventStore, mut appends: Vec<StreamAppend>) -> Result
 enum LoadError {
     Store(EventStoreError),
     Decode(serde_json::Error),
+}
+
+/// What a command whose `events` (with ids `ids`) were appended as `result` says it appended.
+fn committed<A>(events: SmallVec<[A; 4]>, ids: &[uuid::Uuid], result: Option<AppendResult>) -> Committed<A> {
+    let consecutive = |r: &AppendResult| r.last_global_position - r.first_global_position + 1 == ids.len() as u64;
+    let recorded = result
+        .filter(consecutive)
+        .map(|r| ids.iter().zip(r.first_global_position..).map(|(id, position)| (*id, position)).collect())
+        .unwrap_or_default();
+    Committed { events, last_position: result.map(|r| r.last_global_position), recorded }
 }
 
 fn encode<A: Message + Serialize>(events: &[A]) -> Result<Vec<NewEvent>, serde_json::Error> {

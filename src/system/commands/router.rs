@@ -155,8 +155,8 @@ fn lift<A>(
     wrap: fn(A) -> TicketingAction,
 ) -> Result<Committed<TicketingAction>, CommandError<TicketingAction>> {
     match outcome {
-        Ok(Committed { events, last_position }) => {
-            Ok(Committed { events: events.into_iter().map(wrap).collect(), last_position })
+        Ok(Committed { events, last_position, recorded }) => {
+            Ok(Committed { events: events.into_iter().map(wrap).collect(), last_position, recorded })
         }
         Err(error) => Err(error.map_action(wrap)),
     }
