@@ -277,14 +277,7 @@ impl Reactor {
                     }
                 }
             }
-            let recorded = match saga.react(&action, share, context, token).await {
-                Ok(appended) => {
-                    react_at_once(&saga, &shared, appended).await;
-                    true
-                }
-                Err(Stopped) => false,
-            };
-            shared.update(|p| p.done(position, recorded));
+            carry_out(&saga, &shared, Started { position, action, share, context }, token).await;
             drop(permit);
         });
         Ok(())
@@ -302,21 +295,33 @@ fn react_at_once<'a>(saga: &'a Saga, shared: &'a Shared, appended: Vec<Appended>
             .filter_map(|Appended { position, action, context }| {
                 let share = Share::at_once(&reactions(&action));
                 let started = !share.is_empty() && shared.update(|p| p.chain(position));
-                started.then_some((position, action, share, context))
+                started.then_some(Started { position, action, share, context })
             })
             .collect();
-        join_all(started.into_iter().map(|(position, action, share, context)| async move {
-            let recorded = match saga.react(&action, share, context, None).await {
-                Ok(appended) => {
-                    react_at_once(saga, shared, appended).await;
-                    true
-                }
-                Err(Stopped) => false,
-            };
-            shared.update(|p| p.done(position, recorded));
-        }))
-        .await;
+        join_all(started.into_iter().map(|started| carry_out(saga, shared, started, None))).await;
     })
+}
+
+/// A share of the reactions to one event, started here.
+struct Started {
+    position: u64,
+    action: TicketingAction,
+    share: Share,
+    context: CommandContext,
+}
+
+/// Carries out a `started` share (and at once this node's own steps of what it appends), then
+/// records its event's reaction as ended: recorded, or cut short by a stop.
+async fn carry_out(saga: &Saga, shared: &Shared, started: Started, token: Option<ChargeToken>) {
+    let Started { position, action, share, context } = started;
+    let recorded = match saga.react(&action, share, context, token).await {
+        Ok(appended) => {
+            react_at_once(saga, shared, appended).await;
+            true
+        }
+        Err(Stopped) => false,
+    };
+    shared.update(|p| p.done(position, recorded));
 }
 
 /// The follower as a consumer of the log: reads each batch, starts this node's share of its
