@@ -302,7 +302,9 @@ pub async fn a_nodes_own_follow_ups_are_carried_out_as_their_cause_commits(backe
     let reserved = seen.iter().position(|t| t == "SeatsReserved").expect("SeatsReserved came first");
     assert_eq!(seen.last().map(String::as_str), Some("SeatsAllocated"));
     assert!(reserved < seen.len() - 1, "{seen:?}");
-    assert!(!reserving.is_finished(), "the hold is answered only once the follower reads it");
+    // Whether `reserve` has answered yet is not asserted: right after recording the initiation it
+    // loads the reservation (a retried call finds it past the step it waits for), and on a loaded
+    // machine that load can already find `SeatsAllocated`.
 
     watched.hold_reads_at.send_replace(None);
     let hold = tokio::time::timeout(Duration::from_secs(30), reserving)
