@@ -18,7 +18,8 @@
 //! every node saves under the same name, still means "every event at or before it has its
 //! reactions recorded", whoever carried them out, and any node may restart from it.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -28,6 +29,7 @@ use smallvec::SmallVec;
 use tokio::sync::{Semaphore, watch};
 use uuid::Uuid;
 
+use super::commands::Committed;
 use super::context::CommandContext;
 use super::expiry::{ExpiryIndex, OpenHold};
 use super::open_payments::{OpenPayments, OpenSet};
@@ -73,8 +75,8 @@ pub(crate) struct Follower {
     pub(crate) watch: ReservationWatch,
     pub(crate) expiry: ExpiryIndex,
     pub(crate) open: OpenPayments,
-    /// Every event at or before this position has been read and its reactions recorded.
-    pub(crate) frontier: watch::Sender<u64>,
+    /// What the reader shares with the reactions, the frontier among it ([`Shared::new`]).
+    pub(crate) shared: Shared,
     /// How its reading of the log is doing.
     pub(crate) status: watch::Sender<FollowStatus>,
     pub(crate) stop: watch::Receiver<bool>,
@@ -83,15 +85,16 @@ pub(crate) struct Follower {
 }
 
 impl Follower {
+    /// What this node's API calls use to start the follow-ups of what they append at once.
+    pub(crate) fn at_once(&self) -> AtOnce {
+        AtOnce { saga: self.saga.clone(), shared: self.shared.clone() }
+    }
+
     /// Runs until the stop signal, on the crate's one [`follow`] runner.
     pub(crate) async fn run(self) {
         let stop = self.stop.clone();
         let status = self.status.clone();
-        let shared = Shared {
-            progress: Arc::new(Mutex::new(Progress::new())),
-            frontier: self.frontier.clone(),
-            own: watch::Sender::new(0),
-        };
+        let shared = self.shared.clone();
         let reactor = Reactor {
             saga: self.saga.clone(),
             store: Arc::clone(&self.store),
@@ -100,28 +103,13 @@ impl Follower {
             in_flight: Arc::new(Semaphore::new(IN_FLIGHT)),
         };
         let foreign = Arc::new(Mutex::new(Foreign::default()));
-        let writers = Arc::new(Mutex::new(Writers::default()));
         let checkpointer = tokio::spawn(Checkpointer { follower: self.clone(), shared: shared.clone() }.run());
         let peers = tokio::spawn(
-            PeerWatch {
-                follower: self.clone(),
-                reactor: reactor.clone(),
-                foreign: Arc::clone(&foreign),
-                writers: Arc::clone(&writers),
-            }
-            .run(),
+            PeerWatch { follower: self.clone(), reactor: reactor.clone(), foreign: Arc::clone(&foreign) }.run(),
         );
         let bad_events = self.bad_events;
-        let mut consumer = SagaConsumer {
-            follower: self,
-            reactor,
-            foreign,
-            writers,
-            checkpoint: 0,
-            others_seen: false,
-            started_at: 0,
-            claimed: HashSet::new(),
-        };
+        let mut consumer =
+            SagaConsumer { follower: self, reactor, foreign, checkpoint: 0, started_at: 0, claimed: HashSet::new() };
         let config = FollowConfig { max_batch: BATCH, retry: RetryPolicy::default(), bad_events };
         let store = Arc::clone(&consumer.follower.store);
         if let Err(error) = follow(store.as_ref(), &mut consumer, &config, stop, &status).await {
@@ -213,18 +201,53 @@ impl Follower {
 }
 
 /// The progress shared by the reader, the reactions, the watch of other nodes and the
-/// checkpointer, with the two frontiers it publishes.
+/// checkpointer, with the two frontiers it publishes, and what the reactions started at once
+/// need of the reader's knowledge.
 #[derive(Clone)]
-struct Shared {
+pub(crate) struct Shared {
     progress: Arc<Mutex<Progress>>,
     /// Every event at or before it is read and its reactions recorded, by whichever node.
     frontier: watch::Sender<u64>,
     /// Every event of this node at or before it is read and its reactions recorded: what this
     /// node's record tells the others.
     own: watch::Sender<u64>,
+    /// The calls waiting on reservations: told of what this node's steps append for its own
+    /// saga as those steps commit (and again, to no effect, when the reader reads it).
+    watch: ReservationWatch,
+    /// The inventories' writers, as claimed in the log read so far.
+    writers: Arc<Mutex<Writers>>,
+    /// Whether the reader has seen another node's event appended since it started.
+    others_seen: Arc<AtomicBool>,
+    /// This node.
+    node: Uuid,
 }
 
 impl Shared {
+    /// The shared state of a follower that publishes `frontier`, wakes `watch`'s waiters and
+    /// runs as `node`.
+    pub(crate) fn new(frontier: watch::Sender<u64>, watch: ReservationWatch, node: Uuid) -> Self {
+        Self {
+            progress: Arc::new(Mutex::new(Progress::new())),
+            frontier,
+            own: watch::Sender::new(0),
+            watch,
+            writers: Arc::new(Mutex::new(Writers::default())),
+            others_seen: Arc::new(AtomicBool::new(false)),
+            node,
+        }
+    }
+
+    /// Whether this node writes `inventory` for its own event at `position`, as far as the claims
+    /// read so far tell: its claim is the last before `position`, or nobody claimed it and no
+    /// other node is at work (then the event's node writes it, and nobody would claim it first).
+    /// A claim not read yet can only make the step run twice, which the inventory takes as done.
+    fn writes(&self, inventory: &Inventory, position: u64) -> bool {
+        match lock(&self.writers).lookup(inventory, position) {
+            Some((Some(writer), _)) => writer == self.node,
+            Some((None, _)) => !self.others_seen.load(Ordering::SeqCst),
+            None => false,
+        }
+    }
     /// Changes the progress and publishes both frontiers.
     fn update<T>(&self, change: impl FnOnce(&mut Progress) -> T) -> T {
         let mut progress = lock(&self.progress);
@@ -293,13 +316,36 @@ fn react_at_once<'a>(saga: &'a Saga, shared: &'a Shared, appended: Vec<Appended>
         let started: Vec<_> = appended
             .into_iter()
             .filter_map(|Appended { position, action, context }| {
-                let share = Share::at_once(&reactions(&action));
-                let started = !share.is_empty() && shared.update(|p| p.chain(position));
+                let share = Share::at_once(&reactions(&action), |inventory| shared.writes(inventory, position));
+                let started = !share.is_empty() && shared.update(|p| p.chain(position, &share));
                 started.then_some(Started { position, action, share, context })
             })
             .collect();
         join_all(started.into_iter().map(|started| carry_out(saga, shared, started, None))).await;
     })
+}
+
+/// Starts the follow-ups of what this node's API calls append at once, as those appends commit
+/// ([`react_at_once`]), on a task of their own: a call given up halfway stops none of them.
+#[derive(Clone)]
+pub(crate) struct AtOnce {
+    saga: Saga,
+    shared: Shared,
+}
+
+impl AtOnce {
+    /// Starts at once this node's own steps of the events of `committed`, appended in `context`.
+    pub(crate) fn follow_up(&self, committed: &Committed<TicketingAction>, context: CommandContext) {
+        if context.origin.is_some() || committed.events.is_empty() {
+            return;
+        }
+        let appended = Appended::of(committed.clone(), context);
+        if appended.is_empty() {
+            return;
+        }
+        let (saga, shared) = (self.saga.clone(), self.shared.clone());
+        tokio::spawn(async move { react_at_once(&saga, &shared, appended).await });
+    }
 }
 
 /// A share of the reactions to one event, started here.
@@ -316,6 +362,11 @@ async fn carry_out(saga: &Saga, shared: &Shared, started: Started, token: Option
     let Started { position, action, share, context } = started;
     let recorded = match saga.react(&action, share, context, token).await {
         Ok(appended) => {
+            for Appended { action, .. } in &appended {
+                if let TicketingAction::Reservation(event) = action {
+                    shared.watch.observe(event);
+                }
+            }
             react_at_once(saga, shared, appended).await;
             true
         }
@@ -331,12 +382,7 @@ struct SagaConsumer {
     follower: Follower,
     reactor: Reactor,
     foreign: Arc<Mutex<Foreign>>,
-    /// The inventories' writers, as claimed in the log read so far.
-    writers: Arc<Mutex<Writers>>,
     checkpoint: u64,
-    /// Whether another node's event appended since this follower started has been read: only
-    /// then does this node claim inventories.
-    others_seen: bool,
     /// The last event committed when this follower started: another node's events up to it
     /// may be a dead predecessor's (a crash, then this restart), and are no sign of a live one.
     started_at: u64,
@@ -346,29 +392,34 @@ struct SagaConsumer {
 
 impl SagaConsumer {
     /// Splits the reactions to the event at `position`, of node `stamp`, into each node's share:
-    /// starts this node's and parks the others'. When `chained`, this node's own steps of it
-    /// were started at once, as its step appended it ([`react_at_once`]).
+    /// starts this node's and parks the others'. `at_once`: this node's own steps of it that
+    /// were started as it was appended ([`react_at_once`]); they are nobody's to do again.
     async fn route(
         &mut self,
         position: u64,
         stamp: Option<Uuid>,
         action: TicketingAction,
         context: CommandContext,
-        chained: bool,
+        at_once: Option<Share>,
     ) -> Result<(), FeedError> {
         let me = self.follower.node;
         // An event no node stamped is every node's own, as it was before nodes had names.
         let origin = stamp.unwrap_or(me);
-        self.others_seen |= origin != me && position > self.started_at;
+        if origin != me && position > self.started_at {
+            self.reactor.shared.others_seen.store(true, Ordering::SeqCst);
+        }
         // The origin holds every step but those of inventories another node writes.
         let steps = reactions(&action);
         let mut shares: SmallVec<[(Uuid, Share); 2]> = smallvec::smallvec![(origin, Share::all(&action, steps.len()))];
-        if chained {
-            shares[0].1.remove_all(&Share::at_once(&steps));
-        }
+        let at_once = at_once.unwrap_or_default();
+        shares[0].1.remove_all(&at_once);
         let mut claims = Vec::new();
-        for (index, step) in (0u32..).zip(steps.iter()) {
+        for (index, step) in steps.iter().enumerate() {
             let Reaction::Command(command) = step else { continue };
+            if at_once.holds(index) {
+                continue;
+            }
+            let Ok(index) = u32::try_from(index) else { continue };
             let Some(inventory) = Inventory::of(command) else { continue };
             let writer = self.writer(inventory, position, origin, &mut claims).await?;
             if writer == origin {
@@ -414,19 +465,20 @@ impl SagaConsumer {
         origin: Uuid,
         claims: &mut Vec<Inventory>,
     ) -> Result<Uuid, FeedError> {
-        let known = lock(&self.writers).lookup(&inventory, position);
+        let known = lock(&self.reactor.shared.writers).lookup(&inventory, position);
         let (writer, version) = if let Some(known) = known {
             known
         } else {
             let stream = writers::load(self.follower.store.as_ref(), &inventory).await?;
-            let mut writers = lock(&self.writers);
+            let mut writers = lock(&self.reactor.shared.writers);
             writers.learn(&inventory, &stream);
             writers.lookup(&inventory, position).unwrap_or((None, 0))
         };
         if let Some(writer) = writer {
             return Ok(writer);
         }
-        if origin == self.follower.node && self.others_seen && version == 0 && self.claimed.insert(inventory.clone()) {
+        let others_seen = self.reactor.shared.others_seen.load(Ordering::SeqCst);
+        if origin == self.follower.node && others_seen && version == 0 && self.claimed.insert(inventory.clone()) {
             claims.push(inventory);
         }
         Ok(origin)
@@ -467,10 +519,10 @@ impl LogConsumer for SagaConsumer {
             if position <= lock(&self.reactor.shared.progress).read {
                 continue;
             }
-            let chained = self.reactor.shared.update(|p| p.take(position));
-            let claim = lock(&self.writers).observe(envelope);
+            let at_once = self.reactor.shared.update(|p| p.take(position));
+            let claim = lock(&self.reactor.shared.writers).observe(envelope);
             if !claim && let Some((action, context)) = self.follower.read(envelope, self.checkpoint)? {
-                self.route(position, envelope.metadata.node_id, action, context, chained).await?;
+                self.route(position, envelope.metadata.node_id, action, context, at_once).await?;
             }
             self.reactor.shared.update(|p| p.read(position));
         }
@@ -496,7 +548,6 @@ struct PeerWatch {
     follower: Follower,
     reactor: Reactor,
     foreign: Arc<Mutex<Foreign>>,
-    writers: Arc<Mutex<Writers>>,
 }
 
 impl PeerWatch {
@@ -544,7 +595,7 @@ impl PeerWatch {
     /// Claims every inventory that `gone` writes; where another node's claim comes first, that
     /// node writes it.
     async fn claim_inventories_of(&self, gone: Uuid) {
-        let written = lock(&self.writers).written_by(gone);
+        let written = lock(&self.reactor.shared.writers).written_by(gone);
         for (inventory, version) in written {
             let (event_id, section) = (inventory.event_id, &inventory.section);
             let claimed = writers::claim(self.follower.store.as_ref(), &inventory, self.follower.node, version).await;
@@ -649,8 +700,8 @@ struct Progress {
     /// Events whose reactions are running here, or were cut short by a stop, with how many
     /// (the reader's and those started at once).
     unfinished: BTreeMap<u64, usize>,
-    /// Events whose own steps were started at once, not read yet.
-    chained: BTreeSet<u64>,
+    /// Events whose own steps were started at once, not read yet, with those steps.
+    chained: BTreeMap<u64, Share>,
     /// Events with shares of other nodes waiting for those nodes to record them, with how many.
     parked: BTreeMap<u64, usize>,
     /// The last checkpoint saved.
@@ -663,14 +714,17 @@ impl Progress {
             read: 0,
             seen: 0,
             unfinished: BTreeMap::new(),
-            chained: BTreeSet::new(),
+            chained: BTreeMap::new(),
             parked: BTreeMap::new(),
             saved: 0,
         }
     }
 
+    /// The reader starts after `after`. Reactions an API call started at once before (the
+    /// system was just built) stay counted.
     fn restart(&mut self, checkpoint: u64, after: u64) {
-        *self = Self { read: after, seen: after, saved: checkpoint, ..Self::new() };
+        let (unfinished, chained) = (std::mem::take(&mut self.unfinished), std::mem::take(&mut self.chained));
+        *self = Self { read: after, seen: after, saved: checkpoint, unfinished, chained, ..Self::new() };
     }
 
     /// Records that `position` was read; returns the frontier.
@@ -680,19 +734,19 @@ impl Progress {
     }
 
     /// The reader takes up the event at `position`: from now on its own steps are not started
-    /// at once. Returns whether they already were.
-    fn take(&mut self, position: u64) -> bool {
+    /// at once. Returns those that already were.
+    fn take(&mut self, position: u64) -> Option<Share> {
         self.seen = self.seen.max(position);
         self.chained.remove(&position)
     }
 
-    /// Starts the own steps of the event at `position` at once, unless the reader has taken it
-    /// up already (then it starts them). Returns whether they are started here.
-    fn chain(&mut self, position: u64) -> bool {
+    /// Starts `steps`, own steps of the event at `position`, at once, unless the reader has
+    /// taken it up already (then it starts them). Returns whether they are started here.
+    fn chain(&mut self, position: u64, steps: &Share) -> bool {
         if position <= self.seen {
             return false;
         }
-        self.chained.insert(position);
+        self.chained.insert(position, steps.clone());
         self.started(position);
         true
     }
@@ -786,17 +840,28 @@ mod tests {
         let mut progress = Progress::new();
         progress.restart(10, 10);
         progress.started(11);
-        assert!(progress.chain(13), "13 is not read yet: its own steps start at once");
+        let steps = Share::step(1);
+        assert!(progress.chain(13, &steps), "13 is not read yet: its own steps start at once");
         assert_eq!(progress.done(11, true), 10, "the frontier never passes what was read");
         assert_eq!(progress.read(12), 12);
-        assert!(progress.take(13), "the reader finds 13 started");
+        assert_eq!(progress.take(13), Some(steps), "the reader finds 13 started, and which of its steps");
         progress.started(13);
-        assert_eq!(progress.read(13), 12, "13 runs twice over: at once, and its inventory steps");
+        assert_eq!(progress.read(13), 12, "13 runs twice over: at once, and the reader's share");
         assert_eq!(progress.done(13, true), 12, "one of its two reactions is recorded");
         assert_eq!(progress.done(13, true), 13);
-        assert!(!progress.take(14), "14 was not started at once");
-        assert!(!progress.chain(14), "the reader took 14 up first: it starts its steps");
+        assert_eq!(progress.take(14), None, "14 was not started at once");
+        assert!(!progress.chain(14, &Share::step(0)), "the reader took 14 up first: it starts its steps");
         assert_eq!(progress.own_frontier(), 13);
+    }
+
+    #[test]
+    fn steps_started_at_once_before_the_reader_starts_stay_counted() {
+        let mut progress = Progress::new();
+        assert!(progress.chain(21, &Share::step(0)), "an API call of a system just built starts its steps");
+        progress.restart(20, 20);
+        assert_eq!(progress.read(22), 20, "the frontier waits for the steps started before the reader");
+        assert_eq!(progress.take(21), Some(Share::step(0)), "the reader leaves them to the call");
+        assert_eq!(progress.done(21, true), 22);
     }
 
     #[tokio::test]
@@ -867,7 +932,7 @@ mod tests {
             watch: ReservationWatch::default(),
             expiry: expiry.clone(),
             open: OpenPayments::default(),
-            frontier,
+            shared: Shared::new(frontier, ReservationWatch::default(), Uuid::new_v4()),
             status: watch::Sender::new(FollowStatus::default()),
             stop,
             bad_events: BadEventPolicy::default(),

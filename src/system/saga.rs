@@ -53,13 +53,16 @@ impl Share {
     }
 
     /// The steps of `steps` (the event's [`reactions`]) that the node whose saga an event belongs
-    /// to carries out at once when its own step appended the event: every command but those of
-    /// inventories (which another node may write: that depends on the claims before the event,
-    /// known only when it is read) and no charge (its token is taken as the event is read).
-    pub(crate) fn at_once(steps: &[Reaction]) -> Self {
+    /// to carries out at once when it appended the event itself: every command but those of
+    /// inventories another node may write (`writes` says which inventories this node writes as
+    /// of the claims it has read; a claim it has not read yet costs at worst a step done twice,
+    /// which the inventory takes as done) and no charge (its token is taken as the event is read).
+    pub(crate) fn at_once(steps: &[Reaction], writes: impl Fn(&Inventory) -> bool) -> Self {
         let steps = (0u32..)
             .zip(steps)
-            .filter(|(_, step)| matches!(step, Reaction::Command(command) if Inventory::of(command).is_none()))
+            .filter(|(_, step)| {
+                matches!(step, Reaction::Command(command) if Inventory::of(command).is_none_or(|inventory| writes(&inventory)))
+            })
             .map(|(index, _)| index)
             .collect();
         Self { steps, fallout: false }
@@ -86,7 +89,7 @@ impl Share {
     }
 
     /// Whether step `index` is in it.
-    fn holds(&self, index: usize) -> bool {
+    pub(crate) fn holds(&self, index: usize) -> bool {
         u32::try_from(index).is_ok_and(|index| self.steps.contains(&index))
     }
 
@@ -116,13 +119,27 @@ type Sink<'a> = Option<&'a Mutex<Vec<Appended>>>;
 /// node's own saga and their positions are known.
 fn collect(sink: Sink<'_>, committed: Committed<TicketingAction>, context: CommandContext) {
     let Some(sink) = sink else { return };
-    if context.origin.is_some() || committed.recorded.len() != committed.events.len() {
-        return;
-    }
-    let mut sink = sink.lock().unwrap_or_else(PoisonError::into_inner);
-    for (action, (event_id, position)) in committed.events.into_iter().zip(committed.recorded) {
-        let context = CommandContext { correlation_id: context.correlation_id, causation_id: event_id, origin: None };
-        sink.push(Appended { position, action, context });
+    sink.lock().unwrap_or_else(PoisonError::into_inner).extend(Appended::of(committed, context));
+}
+
+impl Appended {
+    /// The events of `committed`, appended in `context`, when they belong to this node's own
+    /// saga and their positions are known; none otherwise.
+    pub(crate) fn of(committed: Committed<TicketingAction>, context: CommandContext) -> Vec<Self> {
+        if context.origin.is_some() || committed.recorded.len() != committed.events.len() {
+            return Vec::new();
+        }
+        let correlation_id = context.correlation_id;
+        committed
+            .events
+            .into_iter()
+            .zip(committed.recorded)
+            .map(|(action, (causation_id, position))| Self {
+                position,
+                action,
+                context: CommandContext { correlation_id, causation_id, origin: None },
+            })
+            .collect()
     }
 }
 

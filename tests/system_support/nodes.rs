@@ -32,6 +32,8 @@ macro_rules! node_scenarios {
             a_shared_inventory_whose_writer_stopped_answering_is_taken_over,
             a_system_restarted_after_a_crash_claims_no_inventory,
             a_nodes_own_follow_ups_are_carried_out_as_their_cause_commits,
+            a_nodes_callers_are_answered_as_its_steps_commit,
+            a_reservation_is_held_as_its_initiation_commits,
         );
     };
     ($backend:expr; $($name:ident),* $(,)?) => {$(
@@ -322,6 +324,81 @@ pub async fn a_nodes_own_follow_ups_are_carried_out_as_their_cause_commits(backe
     let after = storage.store.read_all(head, 10_000).await.unwrap();
     let allocated = after.iter().filter(|e| &*e.event_type == "SeatsAllocated").count();
     assert_eq!(allocated, 1, "the hold was allocated once");
+    system.shutdown().await;
+}
+
+/// A node answers its own callers as its saga's steps commit, not when its follower reads their
+/// events back: with every reading of the log held just before `SeatsAllocated`, `reserve` gets
+/// its hold all the same; held just before `ReservationCompleted`, `pay` gets its receipt. Let go,
+/// the follower reads both and the purchase ends as ever: sold once, tickets issued.
+pub async fn a_nodes_callers_are_answered_as_its_steps_commit(backend: Backend) {
+    let clock = FixedClock::new(start());
+    let storage = backend.storage().await;
+    let gateway = Arc::new(SimulatedGateway::always_succeed());
+    let watched = Watched::new(Arc::clone(&storage.store));
+    let system = system_with(&over(&storage, &watched), &clock, Arc::clone(&gateway)).await;
+    let event = open_sale_on(&system, &clock, &[("Stalls", 10)]).await;
+    system.settled().await.unwrap();
+
+    watched.hold_reads_at.send_replace(Some("SeatsAllocated"));
+    let hold =
+        tokio::time::timeout(Duration::from_secs(30), system.reserve(stalls(event, 2, CustomerId::new_v4(), None)))
+            .await
+            .expect("the hold is answered while the log is read only up to its SeatsAllocated")
+            .unwrap();
+    assert_eq!(hold.seats.len(), 2);
+    watched.hold_reads_at.send_replace(Some("ReservationCompleted"));
+    let receipt = tokio::time::timeout(Duration::from_secs(30), system.pay(hold.reservation_id, card()))
+        .await
+        .expect("the payment is answered while the log is read only up to its ReservationCompleted")
+        .unwrap();
+    assert_eq!(receipt.amount, Money::new(5_000, Currency::EUR));
+    assert_eq!(receipt.seats, hold.seats);
+
+    watched.hold_reads_at.send_replace(None);
+    system.settled().await.unwrap();
+    assert_eq!(system.reservation(hold.reservation_id).await.unwrap().status, ReservationStatus::Completed);
+    let seats = system.available_seats().unwrap().get_availability(event, "Stalls").await.unwrap().unwrap();
+    assert_eq!(seats.available, 8, "two seats sold once");
+    assert_eq!(gateway.charge_calls(), 1, "charged once");
+    system.shutdown().await;
+}
+
+/// The steps that follow what an API call appends start as that append commits, an inventory's
+/// too when this node writes it: with every reading of the log held just before the second
+/// customer's `ReservationInitiated`, that customer still gets the hold (`ReserveSeats`, then
+/// `AllocateSeats`, then the answer). Let go, the follower reads it all and does nothing twice.
+pub async fn a_reservation_is_held_as_its_initiation_commits(backend: Backend) {
+    let clock = FixedClock::new(start());
+    let storage = backend.storage().await;
+    let gateway = Arc::new(SimulatedGateway::always_succeed());
+    let watched = Watched::new(Arc::clone(&storage.store));
+    let system = system_with(&over(&storage, &watched), &clock, Arc::clone(&gateway)).await;
+    let event = open_sale_on(&system, &clock, &[("Stalls", 10)]).await;
+    // The first hold of the section is read from the log: the follower learns who writes it.
+    let first = system.reserve(stalls(event, 1, CustomerId::new_v4(), None)).await.unwrap();
+    system.settled().await.unwrap();
+    let head = storage.store.head_position().await.unwrap();
+
+    watched.hold_reads_at.send_replace(Some("ReservationInitiated"));
+    let second =
+        tokio::time::timeout(Duration::from_secs(30), system.reserve(stalls(event, 3, CustomerId::new_v4(), None)))
+            .await
+            .expect("the hold is answered while the log is read only up to its ReservationInitiated")
+            .unwrap();
+    assert_eq!(second.seats.len(), 3);
+    assert!(second.seats.iter().all(|seat| !first.seats.contains(seat)), "no seat held twice");
+
+    watched.hold_reads_at.send_replace(None);
+    system.pay(second.reservation_id, card()).await.unwrap();
+    system.settled().await.unwrap();
+    let after = storage.store.read_all(head, 10_000).await.unwrap();
+    for (event_type, expected) in [("SeatsReserved", 1), ("SeatsAllocated", 1), ("SeatsConfirmed", 1)] {
+        let count = after.iter().filter(|e| &*e.event_type == event_type).count();
+        assert_eq!(count, expected, "{event_type} once for the second hold");
+    }
+    let seats = system.available_seats().unwrap().get_availability(event, "Stalls").await.unwrap().unwrap();
+    assert_eq!(seats.available, 6, "one seat held, three sold");
     system.shutdown().await;
 }
 

@@ -33,6 +33,7 @@ use crate::system::ReadModelStorage;
 use crate::system::commands::{CommandError, CommandRouter, Committed};
 use crate::system::context::CommandContext;
 use crate::system::expiry::ExpiryIndex;
+use crate::system::follower::AtOnce;
 use crate::system::health::{ConsumerHealth, Health};
 use crate::system::open_payments::OpenPayments;
 use crate::system::read_models::{ReadModelQueries, ReadModels};
@@ -194,6 +195,8 @@ pub(super) struct Inner {
     #[cfg(feature = "postgres")]
     pub(super) owned_store: Option<crate::event_store::PostgresEventStore>,
     pub(super) router: CommandRouter,
+    /// Starts this node's own follow-ups of what the calls append as those appends commit.
+    pub(super) at_once: AtOnce,
     pub(super) saga: Saga,
     pub(super) vault: TokenVault,
     pub(super) open: OpenPayments,
@@ -431,7 +434,9 @@ impl TicketingSystem {
         command: TicketingAction,
         context: CommandContext,
     ) -> Result<Committed<TicketingAction>, SystemError> {
-        Ok(self.inner.router.execute(command, context).await?)
+        let committed = self.inner.router.execute(command, context).await?;
+        self.inner.at_once.follow_up(&committed, context);
+        Ok(committed)
     }
 
     async fn event_command(&self, command: EventAction) -> Result<(), SystemError> {

@@ -19,7 +19,7 @@ use crate::framework::{Clock, SystemClock};
 use crate::notify::{CustomerDirectory, NotificationSink, Notifier, NotifierConfig, NotifierHandle};
 use crate::system::commands::{CommandRouter, EngineConfig};
 use crate::system::expiry::ExpiryIndex;
-use crate::system::follower::Follower;
+use crate::system::follower::{Follower, Shared};
 use crate::system::open_payments::OpenPayments;
 use crate::system::read_models::ReadModels;
 use crate::system::reconcile::{ReconcileSchedule, reconcile_on_schedule};
@@ -30,6 +30,15 @@ use crate::system::{PaymentGateway, ReadModelStorage, SimulatedGateway, SystemEr
 
 /// Recent events kept in memory for the system's own log followers (see [`FanOutEventStore`]).
 const SHARED_TAIL: usize = 65_536;
+
+/// The gateway of a system built without one, said loudly: it approves every charge and moves
+/// no money.
+fn demo_gateway() -> Arc<dyn PaymentGateway> {
+    tracing::warn!(
+        "no payment gateway configured: using SimulatedGateway, a demo that approves every charge and moves no money"
+    );
+    Arc::new(SimulatedGateway::always_succeed())
+}
 
 /// Whether `store` can be used: reachable, and migrated.
 async fn ready(store: &dyn EventStore) -> Result<(), SystemError> {
@@ -300,12 +309,7 @@ impl TicketingSystemBuilder {
         let node = Uuid::new_v4();
         let router = CommandRouter::new(&store, &env, self.engine, node);
         let (stop, stop_rx) = watch::channel(false);
-        let gateway = self.gateway.unwrap_or_else(|| {
-            tracing::warn!(
-                "no payment gateway configured: using SimulatedGateway, a demo that approves every charge and moves no money"
-            );
-            Arc::new(SimulatedGateway::always_succeed())
-        });
+        let gateway = self.gateway.unwrap_or_else(demo_gateway);
         let open = OpenPayments::default();
         let vault = TokenVault::default();
         let parts = SagaParts {
@@ -342,11 +346,12 @@ impl TicketingSystemBuilder {
             watch: watch.clone(),
             expiry: expiry.clone(),
             open: open.clone(),
-            frontier,
+            shared: Shared::new(frontier, watch.clone(), node),
             status: saga_status.clone(),
             stop: stop_rx.clone(),
             bad_events: self.bad_events,
         };
+        let at_once = follower.at_once();
         let tasks = vec![
             tokio::spawn(follower.run()),
             tokio::spawn(sweep_expired(expiry.clone(), router.clone(), self.engine.retry, stop_rx.clone())),
@@ -365,6 +370,7 @@ impl TicketingSystemBuilder {
             #[cfg(feature = "postgres")]
             owned_store: self.owned_store,
             router,
+            at_once,
             saga,
             vault,
             open,
