@@ -69,8 +69,10 @@
 //!   appended (several processes on one log run each step once; a node that is gone or stopped
 //!   beating is taken over by the others, `system/peers.rs`), hands every inventory step to
 //!   the inventory's one writer, the node whose claim on it came last in the log
-//!   (`system/writers.rs`), carries out a node's own follow-ups of what its steps append as
-//!   they commit rather than when it reads them back (`system/follower.rs`), and calls the
+//!   (`system/writers.rs`), carries out a node's own follow-ups of what its steps and its API
+//!   calls append as they commit rather than when it reads them back, inventory steps too
+//!   where the node writes the inventory, and answers the waiting calls then
+//!   (`system/follower.rs`), and calls the
 //!   [`PaymentGateway`](system::PaymentGateway) between the durable intent and its recorded
 //!   outcome (the customer's token stays in memory; charges and refunds whose answer was lost
 //!   are reconciled by asking the provider); holds expire from the log; ticket codes are signed
