@@ -216,7 +216,8 @@ pub(crate) struct Shared {
     watch: ReservationWatch,
     /// The inventories' writers, as claimed in the log read so far.
     writers: Arc<Mutex<Writers>>,
-    /// Whether the reader has seen another node's event appended since it started.
+    /// Whether the reader has seen another node's event appended since it started: only then
+    /// does this node claim inventories.
     others_seen: Arc<AtomicBool>,
     /// This node.
     node: Uuid,
@@ -248,6 +249,7 @@ impl Shared {
             None => false,
         }
     }
+
     /// Changes the progress and publishes both frontiers.
     fn update<T>(&self, change: impl FnOnce(&mut Progress) -> T) -> T {
         let mut progress = lock(&self.progress);
