@@ -320,10 +320,12 @@ fn react_at_once<'a>(saga: &'a Saga, shared: &'a Shared, appended: Vec<Appended>
             .filter_map(|Appended { position, action, context }| {
                 let share = Share::at_once(&reactions(&action), |inventory| shared.writes(inventory, position));
                 let started = !share.is_empty() && shared.update(|p| p.chain(position, &share));
-                started.then_some(Started { position, action, share, context })
+                // Taken once the event is this path's: the reader now leaves the charge alone.
+                let token = if started { saga.token_for(&action) } else { None };
+                started.then_some((Started { position, action, share, context }, token))
             })
             .collect();
-        join_all(started.into_iter().map(|started| carry_out(saga, shared, started, None))).await;
+        join_all(started.into_iter().map(|(started, token)| carry_out(saga, shared, started, token))).await;
     })
 }
 

@@ -56,12 +56,16 @@ impl Share {
     /// to carries out at once when it appended the event itself: every command but those of
     /// inventories another node may write (`writes` says which inventories this node writes as
     /// of the claims it has read; a claim it has not read yet costs at worst a step done twice,
-    /// which the inventory takes as done) and no charge (its token is taken as the event is read).
+    /// which the inventory takes as done), and the charge (its token leaves the vault once, to
+    /// whichever takes the event up first: the step's own node at once, or its reader). Refunds
+    /// wait for the reader.
     pub(crate) fn at_once(steps: &[Reaction], writes: impl Fn(&Inventory) -> bool) -> Self {
         let steps = (0u32..)
             .zip(steps)
-            .filter(|(_, step)| {
-                matches!(step, Reaction::Command(command) if Inventory::of(command).is_none_or(|inventory| writes(&inventory)))
+            .filter(|(_, step)| match step {
+                Reaction::Command(command) => Inventory::of(command).is_none_or(|inventory| writes(&inventory)),
+                Reaction::Charge(_) => true,
+                Reaction::Refund(_) => false,
             })
             .map(|(index, _)| index)
             .collect();

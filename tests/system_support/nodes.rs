@@ -329,8 +329,9 @@ pub async fn a_nodes_own_follow_ups_are_carried_out_as_their_cause_commits(backe
 
 /// A node answers its own callers as its saga's steps commit, not when its follower reads their
 /// events back: with every reading of the log held just before `SeatsAllocated`, `reserve` gets
-/// its hold all the same; held just before `ReservationCompleted`, `pay` gets its receipt. Let go,
-/// the follower reads both and the purchase ends as ever: sold once, tickets issued.
+/// its hold all the same; held just before `PaymentRequested`, `pay` gets its receipt (the charge
+/// too starts as the request commits). Let go, the follower reads it all and the purchase ends as
+/// ever: charged once, sold once.
 pub async fn a_nodes_callers_are_answered_as_its_steps_commit(backend: Backend) {
     let clock = FixedClock::new(start());
     let storage = backend.storage().await;
@@ -347,10 +348,12 @@ pub async fn a_nodes_callers_are_answered_as_its_steps_commit(backend: Backend) 
             .expect("the hold is answered while the log is read only up to its SeatsAllocated")
             .unwrap();
     assert_eq!(hold.seats.len(), 2);
-    watched.hold_reads_at.send_replace(Some("ReservationCompleted"));
+    // Held before the payment's request: the charge, its outcome and the completion all follow
+    // the call's commit at once.
+    watched.hold_reads_at.send_replace(Some("PaymentRequested"));
     let receipt = tokio::time::timeout(Duration::from_secs(30), system.pay(hold.reservation_id, card()))
         .await
-        .expect("the payment is answered while the log is read only up to its ReservationCompleted")
+        .expect("the payment is answered while the log is read only up to its PaymentRequested")
         .unwrap();
     assert_eq!(receipt.amount, Money::new(5_000, Currency::EUR));
     assert_eq!(receipt.seats, hold.seats);
