@@ -211,6 +211,25 @@ fn kind(stream: &StreamId) -> String {
     if stream.as_str().ends_with("-writer") { CLAIMS.to_owned() } else { category(stream).to_owned() }
 }
 
+/// One system over a [`Watched`] view of a fresh store, with 10 seats of "Stalls" on sale.
+struct OneWatched {
+    storage: Storage,
+    gateway: Arc<SimulatedGateway>,
+    watched: Arc<Watched>,
+    system: TicketingSystem,
+    event: EventId,
+}
+
+async fn one_watched(backend: Backend) -> OneWatched {
+    let clock = FixedClock::new(start());
+    let storage = backend.storage().await;
+    let gateway = Arc::new(SimulatedGateway::always_succeed());
+    let watched = Watched::new(Arc::clone(&storage.store));
+    let system = system_with(&over(&storage, &watched), &clock, Arc::clone(&gateway)).await;
+    let event = open_sale_on(&system, &clock, &[("Stalls", 10)]).await;
+    OneWatched { storage, gateway, watched, system, event }
+}
+
 fn over(storage: &Storage, store: &Arc<Watched>) -> Storage {
     Storage { store: Arc::clone(store) as Arc<dyn EventStore>, ..storage.clone() }
 }
@@ -274,12 +293,7 @@ pub async fn each_saga_step_runs_once_on_the_node_that_appended_its_cause(backen
 /// event, follows `SeatsReserved` in the log). Let go, the follower reads both and carries out
 /// nothing twice: the purchase ends as ever, and the seats are sold once.
 pub async fn a_nodes_own_follow_ups_are_carried_out_as_their_cause_commits(backend: Backend) {
-    let clock = FixedClock::new(start());
-    let storage = backend.storage().await;
-    let gateway = Arc::new(SimulatedGateway::always_succeed());
-    let watched = Watched::new(Arc::clone(&storage.store));
-    let system = system_with(&over(&storage, &watched), &clock, Arc::clone(&gateway)).await;
-    let event = open_sale_on(&system, &clock, &[("Stalls", 10)]).await;
+    let OneWatched { storage, watched, system, event, .. } = one_watched(backend).await;
     system.settled().await.unwrap();
     let head = storage.store.head_position().await.unwrap();
     let mut log = storage.store.subscribe(head);
@@ -333,12 +347,7 @@ pub async fn a_nodes_own_follow_ups_are_carried_out_as_their_cause_commits(backe
 /// too starts as the request commits). Let go, the follower reads it all and the purchase ends as
 /// ever: charged once, sold once.
 pub async fn a_nodes_callers_are_answered_as_its_steps_commit(backend: Backend) {
-    let clock = FixedClock::new(start());
-    let storage = backend.storage().await;
-    let gateway = Arc::new(SimulatedGateway::always_succeed());
-    let watched = Watched::new(Arc::clone(&storage.store));
-    let system = system_with(&over(&storage, &watched), &clock, Arc::clone(&gateway)).await;
-    let event = open_sale_on(&system, &clock, &[("Stalls", 10)]).await;
+    let OneWatched { gateway, watched, system, event, .. } = one_watched(backend).await;
     system.settled().await.unwrap();
 
     watched.hold_reads_at.send_replace(Some("SeatsAllocated"));
@@ -372,12 +381,7 @@ pub async fn a_nodes_callers_are_answered_as_its_steps_commit(backend: Backend) 
 /// customer's `ReservationInitiated`, that customer still gets the hold (`ReserveSeats`, then
 /// `AllocateSeats`, then the answer). Let go, the follower reads it all and does nothing twice.
 pub async fn a_reservation_is_held_as_its_initiation_commits(backend: Backend) {
-    let clock = FixedClock::new(start());
-    let storage = backend.storage().await;
-    let gateway = Arc::new(SimulatedGateway::always_succeed());
-    let watched = Watched::new(Arc::clone(&storage.store));
-    let system = system_with(&over(&storage, &watched), &clock, Arc::clone(&gateway)).await;
-    let event = open_sale_on(&system, &clock, &[("Stalls", 10)]).await;
+    let OneWatched { storage, watched, system, event, .. } = one_watched(backend).await;
     // The first hold of the section is read from the log: the follower learns who writes it.
     let first = system.reserve(stalls(event, 1, CustomerId::new_v4(), None)).await.unwrap();
     system.settled().await.unwrap();
