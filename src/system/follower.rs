@@ -69,13 +69,11 @@ pub(crate) struct Follower {
     pub(crate) store: Arc<dyn EventStore>,
     pub(crate) checkpoints: Arc<dyn CheckpointStore>,
     pub(crate) name: String,
-    /// This node: the one stamped on what this system appends.
-    pub(crate) node: Uuid,
     pub(crate) saga: Saga,
-    pub(crate) watch: ReservationWatch,
     pub(crate) expiry: ExpiryIndex,
     pub(crate) open: OpenPayments,
-    /// What the reader shares with the reactions, the frontier among it ([`Shared::new`]).
+    /// What the reader shares with the reactions: this node (the one stamped on what this
+    /// system appends), the frontier, the calls waiting on reservations ([`Shared::new`]).
     pub(crate) shared: Shared,
     /// How its reading of the log is doing.
     pub(crate) status: watch::Sender<FollowStatus>,
@@ -98,7 +96,6 @@ impl Follower {
         let reactor = Reactor {
             saga: self.saga.clone(),
             store: Arc::clone(&self.store),
-            node: self.node,
             shared: shared.clone(),
             in_flight: Arc::new(Semaphore::new(IN_FLIGHT)),
         };
@@ -170,7 +167,7 @@ impl Follower {
         let context = CommandContext::caused_by(envelope.event_id, &envelope.metadata);
         self.open.observe(&action, envelope.event_id, context.correlation_id);
         if let TicketingAction::Payment(PaymentAction::PaymentOutcomeUnknown { reservation_id, .. }) = &action {
-            self.watch.observe_payment_unknown(*reservation_id);
+            self.shared.watch.observe_payment_unknown(*reservation_id);
         }
         if let TicketingAction::Reservation(event) = &action {
             if event.is_ending()
@@ -180,7 +177,7 @@ impl Follower {
                 drop(self.saga.vault.take(reservation_id));
             }
             self.expiry.observe(event, envelope.event_id, context.correlation_id);
-            self.watch.observe(event);
+            self.shared.watch.observe(event);
         }
         Ok((envelope.global_position > checkpoint && Saga::reacts_to(&action)).then_some((action, context)))
     }
@@ -266,8 +263,6 @@ struct Reactor {
     saga: Saga,
     /// The store, for the claims on inventories.
     store: Arc<dyn EventStore>,
-    /// This node.
-    node: Uuid,
     shared: Shared,
     /// Bounds the reactions in flight: reading waits while all permits are taken.
     in_flight: Arc<Semaphore>,
@@ -290,7 +285,7 @@ impl Reactor {
         };
         self.shared.update(|p| p.started(position));
         let (saga, shared) = (self.saga.clone(), self.shared.clone());
-        let (store, node) = (Arc::clone(&self.store), self.node);
+        let (store, node) = (Arc::clone(&self.store), self.shared.node);
         tokio::spawn(async move {
             for inventory in claims {
                 let (event_id, section) = (inventory.event_id, &inventory.section);
@@ -340,9 +335,6 @@ pub(crate) struct AtOnce {
 impl AtOnce {
     /// Starts at once this node's own steps of the events of `committed`, appended in `context`.
     pub(crate) fn follow_up(&self, committed: &Committed<TicketingAction>, context: CommandContext) {
-        if context.origin.is_some() || committed.events.is_empty() {
-            return;
-        }
         let appended = Appended::of(committed.clone(), context);
         if appended.is_empty() {
             return;
@@ -406,7 +398,7 @@ impl SagaConsumer {
         context: CommandContext,
         at_once: Option<Share>,
     ) -> Result<(), FeedError> {
-        let me = self.follower.node;
+        let me = self.follower.shared.node;
         // An event no node stamped is every node's own, as it was before nodes had names.
         let origin = stamp.unwrap_or(me);
         if origin != me && position > self.started_at {
@@ -482,7 +474,8 @@ impl SagaConsumer {
             return Ok(writer);
         }
         let others_seen = self.reactor.shared.others_seen.load(Ordering::SeqCst);
-        if origin == self.follower.node && others_seen && version == 0 && self.claimed.insert(inventory.clone()) {
+        if origin == self.follower.shared.node && others_seen && version == 0 && self.claimed.insert(inventory.clone())
+        {
             claims.push(inventory);
         }
         Ok(origin)
@@ -602,7 +595,8 @@ impl PeerWatch {
         let written = lock(&self.reactor.shared.writers).written_by(gone);
         for (inventory, version) in written {
             let (event_id, section) = (inventory.event_id, &inventory.section);
-            let claimed = writers::claim(self.follower.store.as_ref(), &inventory, self.follower.node, version).await;
+            let claimed =
+                writers::claim(self.follower.store.as_ref(), &inventory, self.follower.shared.node, version).await;
             if let Err(error) = &claimed {
                 tracing::warn!(%error, %event_id, %section, "cannot claim a gone node's inventory; will retry");
             } else if claimed.is_ok_and(|won| won) {
@@ -642,7 +636,7 @@ impl Checkpointer {
         let mut stop = self.follower.stop.clone();
         let mut holds_saved_at = Instant::now();
         let mut holds_at = 0;
-        let mut beat = Beat::new(self.follower.node);
+        let mut beat = Beat::new(self.follower.shared.node);
         self.beat(&mut beat, false).await;
         loop {
             let stopping = tokio::select! {
@@ -922,7 +916,6 @@ mod tests {
             store: Arc::clone(&store),
             checkpoints,
             name: "boxoffice-saga".into(),
-            node: Uuid::new_v4(),
             saga: Saga::new(
                 router,
                 SagaParts {
@@ -933,7 +926,6 @@ mod tests {
                     stop: stop.clone(),
                 },
             ),
-            watch: ReservationWatch::default(),
             expiry: expiry.clone(),
             open: OpenPayments::default(),
             shared: Shared::new(frontier, ReservationWatch::default(), Uuid::new_v4()),
