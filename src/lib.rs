@@ -46,8 +46,10 @@
 //!   [`EventBus`](event_bus::EventBus) traits with their backends, the one
 //!   [`follow`](event_store::follow) runner every log consumer uses (it quarantines an event that
 //!   can never be read or applied, or halts there, by [`BadEventPolicy`](event_store::BadEventPolicy)),
-//!   the outbox relay from the log to the bus. On `PostgreSQL` readers wait only for this store's
-//!   own appending transactions; in memory a long log costs its payloads' JSON text, and only
+//!   the outbox relay from the log to the bus. On `PostgreSQL` a batch of appends is one
+//!   statement that commits as it returns (a server-side function takes the locks, checks
+//!   versions and keys, and inserts), and readers wait only for this store's own appending
+//!   transactions; in memory a long log costs its payloads' JSON text, and only
 //!   the most recent events keep a parsed tree. No ticketing words either.
 //! - [`domain`]: validated value types (ids, money and money sums, capacity, seat numbers, venues,
 //!   tiers, gate names) and signed ticket codes.

@@ -1,15 +1,18 @@
 //! The Postgres backend (feature `postgres`).
 //!
-//! Writes: one transaction per [`append_batch`](EventStore::append_batch). It takes a transaction
-//! advisory lock per stream (in a fixed order, so batches cannot deadlock), checks expected versions
-//! and idempotency keys, reserves global positions through `boxoffice_reserve_positions` (see the
-//! migration) and inserts every event with one statement. After the commit it wakes live
-//! subscribers with `pg_notify` in a separate asynchronous-commit transaction (see
-//! `PostgresEventStore::notify` for why); subscribers also poll every
-//! [`PostgresConfig::poll_interval`] as a safety net. The unique `(stream_id, stream_version)` constraint stays as the last line of defence:
-//! inserts use `ON CONFLICT DO NOTHING`, so a race that slips past the lock becomes a typed
-//! [`EventStoreError::ConcurrencyConflict`] after a rollback, never a database error or an aborted
-//! transaction left in use.
+//! Writes: one statement per [`append_batch`](EventStore::append_batch) and per group-commit
+//! batch, `SELECT … FROM boxoffice_append(…)` (see its migration), run outside an explicit
+//! transaction so it commits as it returns: one round trip. Inside it, the batch takes a
+//! transaction advisory lock per stream (in a fixed order, so batches cannot deadlock), checks
+//! expected versions and idempotency keys, reserves global positions through
+//! `boxoffice_reserve_positions` and inserts every event and key with one statement each. After
+//! the commit it wakes live subscribers with `pg_notify` in a separate asynchronous-commit
+//! transaction (see `PostgresEventStore::notify` for why); subscribers also poll every
+//! [`PostgresConfig::poll_interval`] as a safety net. The unique `(stream_id, stream_version)`
+//! constraint stays as the last line of defence: inserts use `ON CONFLICT DO NOTHING`, and a race
+//! that slips past the locks rolls the statement back (SQLSTATE 40001) and runs the batch again,
+//! which then sees the winner: a typed [`EventStoreError::ConcurrencyConflict`], never a database
+//! error.
 //!
 //! Reads of the global log return only rows below the *visibility frontier*: the lowest position
 //! an appending transaction of this store that is still open may write (invariant I7, no skipped
@@ -23,7 +26,7 @@
 //! transaction that stays open (say one of [`append_in_transaction`](PostgresEventStore::append_in_transaction)
 //! the caller keeps open) holds readers back until it ends: readers lag, they never skip.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -32,7 +35,7 @@ use chrono::{DateTime, Utc};
 use futures::stream::BoxStream;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions, PgRow};
 use sqlx::types::Json;
-use sqlx::{Connection, Executor, PgConnection, PgPool, Row};
+use sqlx::{Executor, PgConnection, PgPool, Row};
 use uuid::Uuid;
 
 use super::group_commit::{AppendEach, GroupCommit};
@@ -142,13 +145,6 @@ pub struct PostgresEventStore {
     upcasters: Arc<Upcasters>,
     /// Present when group commit is on.
     group: Option<Arc<GroupCommit>>,
-}
-
-/// What one attempt at a batch ended with.
-enum Attempt<T = Vec<AppendResult>> {
-    Done(T),
-    /// A transient race; the transaction was rolled back and the batch can run again.
-    Retry,
 }
 
 /// How the appends sharing one transaction relate.
@@ -275,133 +271,89 @@ impl PostgresEventStore {
     ) -> Result<Vec<AppendResult>, EventStoreError> {
         validate(appends)?;
         let Some(first) = appends.first() else { return Ok(Vec::new()) };
-        match self.write_batch(connection, appends, true, false).await? {
-            Attempt::Done(results) => Ok(results),
-            Attempt::Retry => Err(EventStoreError::ConcurrencyConflict {
+        match self.write(connection, appends, Grouping::AllOrNothing, true).await {
+            Ok(written) => written.outcomes.into_iter().collect(),
+            Err(EventStoreError::Database(error)) if is_race(&error) => Err(EventStoreError::ConcurrencyConflict {
                 stream: first.stream.clone(),
                 expected: first.expected,
                 actual: self.stream_version(&first.stream).await?,
             }),
+            Err(error) => Err(error),
         }
     }
 
-    async fn write_batch(
+    /// Decides and writes `appends` with one `boxoffice_append` statement on `connection` (see
+    /// its migration, `..._append_function.sql`): it takes the stream locks, checks expected
+    /// versions and idempotency keys, reserves positions and inserts the events and keys. Outside
+    /// an explicit transaction the statement commits as it returns, so a whole batch is one round
+    /// trip. `notify_in_transaction` notifies subscribers inside the statement, for a caller that
+    /// commits the transaction itself.
+    async fn write(
         &self,
         connection: &mut PgConnection,
         appends: &[StreamAppend],
+        grouping: Grouping,
         notify_in_transaction: bool,
-        already_locked: bool,
-    ) -> Result<Attempt, EventStoreError> {
-        let (versions, known_keys) = lock_and_read(connection, appends, already_locked).await?;
-        let plan = plan(appends, &versions, &known_keys)?;
-        let appends: Vec<&StreamAppend> = appends.iter().collect();
-        self.write_planned(connection, &appends, plan, notify_in_transaction).await
-    }
-
-    /// Writes the appends `plan` (made under the stream locks this transaction holds) accepts.
-    async fn write_planned(
-        &self,
-        connection: &mut PgConnection,
-        appends: &[&StreamAppend],
-        plan: Vec<Planned>,
-        notify_in_transaction: bool,
-    ) -> Result<Attempt, EventStoreError> {
-        let total: u64 = plan.iter().map(|p| if let Planned::Write { count, .. } = p { *count } else { 0 }).sum();
-        if total == 0 {
-            let mut results: Vec<AppendResult> = Vec::with_capacity(plan.len());
-            for planned in plan {
-                match planned {
-                    Planned::Replay(result) => results.push(result),
-                    Planned::SameAs(index) => results.push(results[index]),
-                    Planned::Write { .. } => {}
-                }
-            }
-            return Ok(Attempt::Done(results));
+    ) -> Result<Written, EventStoreError> {
+        let rows = AppendRows::of(appends)?;
+        let decided: Vec<(i16, i64, i64, i64)> = sqlx::query_as(
+            "SELECT outcome, version, first_position, last_position \
+             FROM boxoffice_append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+        )
+        .bind(matches!(grouping, Grouping::AllOrNothing))
+        .bind(stream_lock_keys(appends))
+        .bind(&rows.streams)
+        .bind(&rows.expected)
+        .bind(&rows.counts)
+        .bind(&rows.keys)
+        .bind(&rows.metadata)
+        .bind(&rows.event_ids)
+        .bind(&rows.types)
+        .bind(&rows.schema_versions)
+        .bind(&rows.payloads)
+        .bind(&rows.event_appends)
+        .bind(notify_in_transaction.then_some(self.config.notify_channel.as_str()))
+        .fetch_all(&mut *connection)
+        .await?;
+        if decided.len() != appends.len() {
+            return Err(sqlx::Error::Protocol(format!(
+                "boxoffice_append answered {} outcomes for {} appends",
+                decided.len(),
+                appends.len()
+            ))
+            .into());
         }
-
-        let mut rows = EventRows::default();
-        // Positions are only known once reserved, in the insert statement: results are first built
-        // relative to the first reserved position.
-        let mut next_offset = 0;
-        let mut slots = Vec::with_capacity(appends.len());
-        let writes: Vec<bool> = plan.iter().map(|p| matches!(p, Planned::Write { .. })).collect();
-        for (append, planned) in appends.iter().zip(plan) {
-            let (current, count) = match planned {
-                Planned::Replay(result) => {
-                    slots.push((result, false));
-                    continue;
-                }
-                Planned::SameAs(index) => {
-                    slots.push(slots[index]);
-                    continue;
-                }
-                Planned::Write { current, count } => (current, count),
-            };
-            let metadata = serde_json::to_value(&append.metadata)
-                .map_err(|source| EventStoreError::Encode { stream: append.stream.clone(), source })?;
-            for (offset, event) in (0..).zip(&append.events) {
-                rows.push(append, event, metadata.clone(), next_offset + offset, current + offset + 1)?;
-            }
-            let relative = AppendResult {
-                stream_version: current + count,
-                first_global_position: next_offset,
-                last_global_position: next_offset + count - 1,
-            };
-            slots.push((relative, true));
-            next_offset += count;
-        }
-
-        let Some(first) = insert_events(connection, total, &rows, appends).await? else {
-            return Ok(Attempt::Retry);
-        };
-        let results: Vec<AppendResult> = slots
-            .into_iter()
-            .map(|(result, relative)| {
-                if relative {
-                    AppendResult {
-                        stream_version: result.stream_version,
-                        first_global_position: first + result.first_global_position,
-                        last_global_position: first + result.last_global_position,
+        let mut wrote = false;
+        let outcomes = appends
+            .iter()
+            .zip(decided)
+            .map(|(append, (outcome, version, first, last))| {
+                let result = AppendResult {
+                    stream_version: to_u64(version),
+                    first_global_position: to_u64(first),
+                    last_global_position: to_u64(last),
+                };
+                match outcome {
+                    OUTCOME_WRITTEN => {
+                        wrote = true;
+                        Ok(result)
                     }
-                } else {
-                    result
+                    OUTCOME_REPLAYED => Ok(result),
+                    OUTCOME_CONFLICT => Err(EventStoreError::ConcurrencyConflict {
+                        stream: append.stream.clone(),
+                        expected: append.expected,
+                        actual: to_u64(version),
+                    }),
+                    _ => Err(EventStoreError::IdempotencyKeyReused {
+                        key: append.idempotency_key.clone().unwrap_or_default(),
+                        stream: append.stream.clone(),
+                    }),
                 }
             })
             .collect();
-
-        let mut new_keys = KeyRows::default();
-        for ((append, planned), result) in appends.iter().zip(&writes).zip(&results) {
-            if let (Some(key), true) = (&append.idempotency_key, *planned) {
-                new_keys.push(key, append, *result)?;
-            }
-        }
-        if !new_keys.keys.is_empty() {
-            let inserted = sqlx::query(
-                "INSERT INTO idempotency_keys (key, stream_id, event_ids, stream_version, first_global_position, last_global_position) \
-                 SELECT k, s, ARRAY(SELECT jsonb_array_elements_text(ids)::uuid), v, f, l \
-                 FROM unnest($1::text[], $2::text[], $3::jsonb[], $4::bigint[], $5::bigint[], $6::bigint[]) AS t(k, s, ids, v, f, l) \
-                 ON CONFLICT (key) DO NOTHING",
-            )
-            .bind(&new_keys.keys)
-            .bind(&new_keys.streams)
-            .bind(&new_keys.event_ids)
-            .bind(&new_keys.versions)
-            .bind(&new_keys.firsts)
-            .bind(&new_keys.lasts)
-            .execute(&mut *connection)
-            .await?
-            .rows_affected();
-            if inserted != new_keys.keys.len() as u64 {
-                // A concurrent append committed one of our keys after we looked: start over so the
-                // key is seen and the append replayed or rejected.
-                return Ok(Attempt::Retry);
-            }
-        }
-
-        if notify_in_transaction {
-            sqlx::query("SELECT pg_notify($1, '')").bind(&self.config.notify_channel).execute(&mut *connection).await?;
-        }
-        Ok(Attempt::Done(results))
+        // All or nothing: one refusal means nothing was written.
+        let wrote = wrote && !(matches!(grouping, Grouping::AllOrNothing) && rows_refused(&outcomes));
+        Ok(Written { outcomes, wrote })
     }
 
     /// Wakes live subscribers after a commit. It runs as its own transaction with asynchronous
@@ -416,93 +368,52 @@ impl PostgresEventStore {
         }
     }
 
-    /// Runs `appends` in one transaction that holds their stream locks, commits it and wakes
-    /// subscribers. A transient failure, or a race with a writer that bypassed the stream locks,
-    /// runs it again after a short jittered pause ([`APPEND_RETRY`]); `Ok(None)` when the races
-    /// never stopped.
-    async fn commit_locked(
-        &self,
-        appends: &[StreamAppend],
-        grouping: Grouping,
-    ) -> Result<Option<Outcomes>, EventStoreError> {
+    /// Writes `appends` in one statement that commits as it returns, then wakes subscribers. A
+    /// transient failure, or a race with a writer that bypassed the stream locks, runs it again
+    /// after a short jittered pause ([`APPEND_RETRY`]); `Ok(None)` when the races never stopped.
+    async fn commit(&self, appends: &[StreamAppend], grouping: Grouping) -> Result<Option<Outcomes>, EventStoreError> {
         let mut delays = APPEND_RETRY.backoff();
         loop {
             let mut connection = self.pool.acquire().await?;
-            let mut tx = connection.begin_with(begin_locked(appends)).await?;
-            let outcome = match grouping {
-                Grouping::AllOrNothing => {
-                    self.write_batch(&mut tx, appends, false, true).await.map(|attempt| match attempt {
-                        Attempt::Done(results) => Attempt::Done(results.into_iter().map(Ok).collect()),
-                        Attempt::Retry => Attempt::Retry,
-                    })
-                }
-                Grouping::Independent => self.write_each_locked(&mut tx, appends).await,
-            };
-            let retry = match outcome {
-                Ok(Attempt::Done(outcomes)) => match tx.commit().await {
-                    Ok(()) => {
+            let error = match self.write(&mut connection, appends, grouping, false).await {
+                Ok(written) => {
+                    if written.wrote {
                         self.notify(&mut connection).await;
-                        return Ok(Some(outcomes));
                     }
-                    Err(error) if is_transient(&error) => Err(error.into()),
-                    Err(error) => return Err(error.into()),
-                },
-                Ok(Attempt::Retry) => {
-                    roll_back(tx).await;
-                    Ok(())
+                    return Ok(Some(written.outcomes));
                 }
-                Err(EventStoreError::Database(error)) if is_transient(&error) => {
-                    roll_back(tx).await;
-                    Err(EventStoreError::Database(error))
-                }
-                Err(error) => {
-                    roll_back(tx).await;
-                    return Err(error);
-                }
+                Err(EventStoreError::Database(error)) if is_transient(&error) => error,
+                Err(error) => return Err(error),
             };
             drop(connection);
-            match (delays.next(), retry) {
-                (Some(delay), _) => tokio::time::sleep(delay).await,
-                (None, Ok(())) => return Ok(None),
-                (None, Err(error)) => return Err(error),
+            match delays.next() {
+                Some(delay) => tokio::time::sleep(delay).await,
+                None if is_race(&error) => return Ok(None),
+                None => return Err(error.into()),
             }
         }
     }
 
-    /// Group commit's transaction body: every append is planned on its own under the stream
-    /// locks of the whole group; rejected appends get their error and the others are written
-    /// together.
-    async fn write_each_locked(
-        &self,
-        connection: &mut PgConnection,
-        appends: &[StreamAppend],
-    ) -> Result<Attempt<Outcomes>, EventStoreError> {
-        let (versions, known_keys) = lock_and_read(connection, appends, true).await?;
-        let mut planner = Planner::new(&versions, &known_keys);
-        let mut accepted = Vec::with_capacity(appends.len());
-        let mut rejected = Vec::with_capacity(appends.len());
-        for append in appends {
-            match planner.push(append) {
-                Ok(()) => {
-                    accepted.push(append);
-                    rejected.push(None);
-                }
-                Err(error) => rejected.push(Some(error)),
+    /// Up to `limit` readable events after `after` and the last committed position, in one
+    /// statement (`boxoffice_read_page`): a subscription's page and its held-back check.
+    async fn read_page(&self, after: u64, limit: usize) -> Result<(Vec<Envelope>, u64), EventStoreError> {
+        let sql = format!("SELECT {EVENT_COLUMNS}, last_committed FROM boxoffice_read_page($1, $2)");
+        let after = to_i64(after, "global position")?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = sqlx::query(&sql).bind(after).bind(limit).fetch_all(&self.pool).await?;
+        let last_committed = match rows.first() {
+            Some(row) => to_u64(row.try_get("last_committed")?),
+            None => 0,
+        };
+        // An empty page is one row without an event.
+        let mut events = Vec::with_capacity(rows.len());
+        for row in &rows {
+            if row.try_get::<Option<i64>, _>("global_position")?.is_some() {
+                events.push(self.decode(row));
             }
         }
-        let Attempt::Done(written) = self.write_planned(connection, &accepted, planner.planned, false).await? else {
-            return Ok(Attempt::Retry);
-        };
-        let mut written = written.into_iter();
-        Ok(Attempt::Done(
-            rejected
-                .into_iter()
-                .map(|rejection| match rejection {
-                    Some(error) => Err(error),
-                    None => written.next().ok_or(EventStoreError::Closed),
-                })
-                .collect(),
-        ))
+        let page = readable_prefix(events)?;
+        Ok((page, last_committed))
     }
 
     async fn fetch_events(
@@ -541,205 +452,6 @@ fn stream_lock_keys(appends: &[StreamAppend]) -> Vec<i64> {
     keys.into_iter().collect()
 }
 
-/// `BEGIN` plus the batch's stream locks in one round trip (simple protocol, numeric literals only).
-fn begin_locked(appends: &[StreamAppend]) -> String {
-    let locks: Vec<String> =
-        stream_lock_keys(appends).iter().map(|key| format!("pg_advisory_xact_lock({key})")).collect();
-    format!("BEGIN; SELECT {}", locks.join(", "))
-}
-
-/// Takes the stream locks (unless the caller did) and reads the streams' versions and the batch's known idempotency keys.
-async fn lock_and_read(
-    connection: &mut PgConnection,
-    appends: &[StreamAppend],
-    already_locked: bool,
-) -> Result<(HashMap<String, u64>, KnownKeys), EventStoreError> {
-    let streams: Vec<&str> = appends.iter().map(|a| a.stream.as_str()).collect::<BTreeSet<_>>().into_iter().collect();
-    if !already_locked {
-        sqlx::query("SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) WITH ORDINALITY AS t(k, n) ORDER BY n")
-            .bind(stream_lock_keys(appends))
-            .execute(&mut *connection)
-            .await?;
-    }
-
-    let versions: HashMap<String, u64> = sqlx::query(
-            "SELECT s, coalesce((SELECT max(stream_version) FROM events WHERE stream_id = s), 0) FROM unnest($1::text[]) AS s",
-        )
-        .bind(&streams)
-        .fetch_all(&mut *connection)
-        .await?
-        .iter()
-        .map(|row| Ok((row.try_get::<String, _>(0)?, to_u64(row.try_get::<i64, _>(1)?))))
-        .collect::<Result<_, sqlx::Error>>()?;
-
-    let keys: Vec<&str> = appends.iter().filter_map(|a| a.idempotency_key.as_deref()).collect();
-    let mut known_keys: HashMap<String, (StreamId, Vec<Uuid>, AppendResult)> = HashMap::new();
-    if !keys.is_empty() {
-        let rows = sqlx::query(
-            "SELECT key, stream_id, event_ids, stream_version, first_global_position, last_global_position \
-                 FROM idempotency_keys WHERE key = ANY($1::text[])",
-        )
-        .bind(&keys)
-        .fetch_all(&mut *connection)
-        .await?;
-        for row in rows {
-            let stream = StreamId::new(row.try_get::<String, _>(1)?)?;
-            let result = AppendResult {
-                stream_version: to_u64(row.try_get(3)?),
-                first_global_position: to_u64(row.try_get(4)?),
-                last_global_position: to_u64(row.try_get(5)?),
-            };
-            known_keys.insert(row.try_get(0)?, (stream, row.try_get(2)?, result));
-        }
-    }
-
-    Ok((versions, known_keys))
-}
-
-/// Reserves positions for the batch's events and inserts them in one statement, returning the first
-/// position; `Ok(None)` when a write that bypassed the stream locks got there first and the batch
-/// should run again.
-async fn insert_events(
-    connection: &mut PgConnection,
-    total: u64,
-    rows: &EventRows,
-    appends: &[&StreamAppend],
-) -> Result<Option<u64>, EventStoreError> {
-    // The reservation is evaluated before any row is inserted: it announces the batch's positions
-    // to readers (the frontier) before they exist.
-    let inserted: Vec<(i64, String)> = sqlx::query_as(
-        "WITH r AS MATERIALIZED (SELECT boxoffice_reserve_positions($1) AS first) \
-         INSERT INTO events (global_position, event_id, stream_id, stream_version, event_type, schema_version, payload, metadata) \
-         SELECT r.first + t.o, t.e, t.s, t.v, t.ty, t.sv, t.pl, t.m FROM r, \
-         unnest($2::bigint[], $3::uuid[], $4::text[], $5::bigint[], $6::text[], $7::integer[], $8::jsonb[], $9::jsonb[]) \
-         AS t(o, e, s, v, ty, sv, pl, m) ORDER BY t.s, t.v \
-         ON CONFLICT (stream_id, stream_version) DO NOTHING RETURNING global_position, stream_id",
-    )
-    .bind(i32::try_from(total).map_err(|_| EventStoreError::OutOfRange { what: "events in one batch" })?)
-    .bind(&rows.offsets)
-    .bind(&rows.event_ids)
-    .bind(&rows.streams)
-    .bind(&rows.versions)
-    .bind(&rows.types)
-    .bind(&rows.schema_versions)
-    .bind(&rows.payloads)
-    .bind(&rows.metadata)
-    .fetch_all(&mut *connection)
-    .await?;
-    if inserted.len() == rows.offsets.len() {
-        return Ok(inserted.iter().map(|(position, _)| to_u64(*position)).min());
-    }
-    // Someone wrote without the stream lock; report the first stream that lost.
-    let mut written: HashMap<&str, usize> = HashMap::new();
-    for (_, stream) in &inserted {
-        *written.entry(stream.as_str()).or_default() += 1;
-    }
-    for append in appends {
-        let left = written.entry(append.stream.as_str()).or_default();
-        if *left < append.events.len() {
-            // The transaction is not aborted (ON CONFLICT), so this statement sees the winner.
-            let actual: i64 =
-                sqlx::query_scalar("SELECT coalesce(max(stream_version), 0) FROM events WHERE stream_id = $1")
-                    .bind(append.stream.as_str())
-                    .fetch_one(&mut *connection)
-                    .await?;
-            return Err(EventStoreError::ConcurrencyConflict {
-                stream: append.stream.clone(),
-                expected: append.expected,
-                actual: to_u64(actual),
-            });
-        }
-        *left -= append.events.len();
-    }
-    Ok(None)
-}
-
-type KnownKeys = HashMap<String, (StreamId, Vec<Uuid>, AppendResult)>;
-
-/// What one append of a batch will do, decided before anything is written.
-enum Planned {
-    /// A retry of an append committed earlier: return its stored result.
-    Replay(AppendResult),
-    /// A repeat of the append at this index of the same batch (same idempotency key and events).
-    SameAs(usize),
-    /// Write `count` events after `current`.
-    Write { current: u64, count: u64 },
-}
-
-/// Plans a batch that is written all or nothing: the first failing append fails the batch.
-fn plan(
-    appends: &[StreamAppend],
-    versions: &HashMap<String, u64>,
-    known_keys: &KnownKeys,
-) -> Result<Vec<Planned>, EventStoreError> {
-    let mut planner = Planner::new(versions, known_keys);
-    for append in appends {
-        planner.push(append)?;
-    }
-    Ok(planner.planned)
-}
-
-/// Decides appends one after another against the versions and keys read under the stream
-/// locks, staging each accepted append so the next ones see it. A rejected append leaves the
-/// planner as it was, which lets group commit drop it and carry on with the rest.
-struct Planner<'a> {
-    versions: &'a HashMap<String, u64>,
-    known_keys: &'a KnownKeys,
-    staged: HashMap<&'a str, u64>,
-    /// Idempotency keys of accepted appends: the append and its index in `planned`.
-    staged_keys: HashMap<&'a str, (&'a StreamAppend, usize)>,
-    planned: Vec<Planned>,
-}
-
-impl<'a> Planner<'a> {
-    fn new(versions: &'a HashMap<String, u64>, known_keys: &'a KnownKeys) -> Self {
-        Self { versions, known_keys, staged: HashMap::new(), staged_keys: HashMap::new(), planned: Vec::new() }
-    }
-
-    /// Accepts `append` (its plan is the next entry of `planned`) or says why not.
-    fn push(&mut self, append: &'a StreamAppend) -> Result<(), EventStoreError> {
-        let key = append.idempotency_key.as_deref();
-        if let Some(key) = key {
-            let reused =
-                || EventStoreError::IdempotencyKeyReused { key: key.to_owned(), stream: append.stream.clone() };
-            if let Some((stream, ids, result)) = self.known_keys.get(key) {
-                let same = *stream == append.stream
-                    && ids.len() == append.events.len()
-                    && ids.iter().zip(&append.events).all(|(id, e)| *id == e.event_id);
-                if !same {
-                    return Err(reused());
-                }
-                self.planned.push(Planned::Replay(*result));
-                return Ok(());
-            }
-            if let Some(&(original, index)) = self.staged_keys.get(key) {
-                if original.stream != append.stream || original.events != append.events {
-                    return Err(reused());
-                }
-                self.planned.push(Planned::SameAs(index));
-                return Ok(());
-            }
-        }
-        let stream = append.stream.as_str();
-        let current =
-            self.staged.get(stream).copied().unwrap_or_else(|| self.versions.get(stream).copied().unwrap_or(0));
-        if !append.expected.matches(current) {
-            return Err(EventStoreError::ConcurrencyConflict {
-                stream: append.stream.clone(),
-                expected: append.expected,
-                actual: current,
-            });
-        }
-        let count = append.events.len() as u64;
-        self.staged.insert(stream, current + count);
-        if let Some(key) = key {
-            self.staged_keys.insert(key, (append, self.planned.len()));
-        }
-        self.planned.push(Planned::Write { current, count });
-        Ok(())
-    }
-}
-
 fn validate(appends: &[StreamAppend]) -> Result<(), EventStoreError> {
     match appends.iter().find(|a| a.events.is_empty()) {
         Some(empty) => Err(EventStoreError::EmptyAppend { stream: empty.stream.clone() }),
@@ -747,60 +459,84 @@ fn validate(appends: &[StreamAppend]) -> Result<(), EventStoreError> {
     }
 }
 
-#[derive(Default)]
-struct EventRows {
-    offsets: Vec<i64>,
-    event_ids: Vec<Uuid>,
-    streams: Vec<String>,
-    versions: Vec<i64>,
-    types: Vec<String>,
-    schema_versions: Vec<i32>,
-    payloads: Vec<serde_json::Value>,
+/// `boxoffice_append`'s outcome of an append that was written.
+const OUTCOME_WRITTEN: i16 = 0;
+/// The outcome of an append answered with an earlier append's result (its idempotency key).
+const OUTCOME_REPLAYED: i16 = 1;
+/// The outcome of an append whose expected version did not match.
+const OUTCOME_CONFLICT: i16 = 3;
+
+/// What one `boxoffice_append` statement decided.
+struct Written {
+    /// One outcome per append, in input order.
+    outcomes: Outcomes,
+    /// Whether any event was written (so subscribers are worth waking).
+    wrote: bool,
+}
+
+fn rows_refused(outcomes: &Outcomes) -> bool {
+    outcomes.iter().any(Result::is_err)
+}
+
+/// `boxoffice_append`'s arguments: one entry per append, then one per event.
+struct AppendRows<'a> {
+    streams: Vec<&'a str>,
+    /// -1 for any version, else the exact version expected (0: no stream).
+    expected: Vec<i64>,
+    counts: Vec<i32>,
+    keys: Vec<Option<&'a str>>,
     metadata: Vec<serde_json::Value>,
+    event_ids: Vec<Uuid>,
+    types: Vec<&'a str>,
+    schema_versions: Vec<i32>,
+    payloads: Vec<&'a serde_json::Value>,
+    /// The 1-based index of each event's append.
+    event_appends: Vec<i32>,
 }
 
-impl EventRows {
-    fn push(
-        &mut self,
-        append: &StreamAppend,
-        event: &super::NewEvent,
-        metadata: serde_json::Value,
-        offset: u64,
-        version: u64,
-    ) -> Result<(), EventStoreError> {
-        self.offsets.push(to_i64(offset, "global position")?);
-        self.event_ids.push(event.event_id);
-        self.streams.push(append.stream.as_str().to_owned());
-        self.versions.push(to_i64(version, "stream version")?);
-        self.types.push(event.event_type.clone());
-        self.schema_versions.push(
-            i32::try_from(event.schema_version).map_err(|_| EventStoreError::OutOfRange { what: "schema version" })?,
-        );
-        self.payloads.push(event.payload.clone());
-        self.metadata.push(metadata);
-        Ok(())
-    }
-}
-
-#[derive(Default)]
-struct KeyRows {
-    keys: Vec<String>,
-    streams: Vec<String>,
-    event_ids: Vec<serde_json::Value>,
-    versions: Vec<i64>,
-    firsts: Vec<i64>,
-    lasts: Vec<i64>,
-}
-
-impl KeyRows {
-    fn push(&mut self, key: &str, append: &StreamAppend, result: AppendResult) -> Result<(), EventStoreError> {
-        self.keys.push(key.to_owned());
-        self.streams.push(append.stream.as_str().to_owned());
-        self.event_ids.push(append.events.iter().map(|e| serde_json::Value::String(e.event_id.to_string())).collect());
-        self.versions.push(to_i64(result.stream_version, "stream version")?);
-        self.firsts.push(to_i64(result.first_global_position, "global position")?);
-        self.lasts.push(to_i64(result.last_global_position, "global position")?);
-        Ok(())
+impl<'a> AppendRows<'a> {
+    fn of(appends: &'a [StreamAppend]) -> Result<Self, EventStoreError> {
+        let events: usize = appends.iter().map(|a| a.events.len()).sum();
+        let mut rows = Self {
+            streams: Vec::with_capacity(appends.len()),
+            expected: Vec::with_capacity(appends.len()),
+            counts: Vec::with_capacity(appends.len()),
+            keys: Vec::with_capacity(appends.len()),
+            metadata: Vec::with_capacity(appends.len()),
+            event_ids: Vec::with_capacity(events),
+            types: Vec::with_capacity(events),
+            schema_versions: Vec::with_capacity(events),
+            payloads: Vec::with_capacity(events),
+            event_appends: Vec::with_capacity(events),
+        };
+        for (place, append) in (1..).zip(appends) {
+            rows.streams.push(append.stream.as_str());
+            rows.expected.push(match append.expected {
+                ExpectedVersion::Any => -1,
+                ExpectedVersion::NoStream => 0,
+                ExpectedVersion::Exact(version) => to_i64(version, "stream version")?,
+            });
+            rows.counts.push(
+                i32::try_from(append.events.len())
+                    .map_err(|_| EventStoreError::OutOfRange { what: "events in one append" })?,
+            );
+            rows.keys.push(append.idempotency_key.as_deref());
+            rows.metadata.push(
+                serde_json::to_value(&append.metadata)
+                    .map_err(|source| EventStoreError::Encode { stream: append.stream.clone(), source })?,
+            );
+            for event in &append.events {
+                rows.event_ids.push(event.event_id);
+                rows.types.push(&event.event_type);
+                rows.schema_versions.push(
+                    i32::try_from(event.schema_version)
+                        .map_err(|_| EventStoreError::OutOfRange { what: "schema version" })?,
+                );
+                rows.payloads.push(&event.payload);
+                rows.event_appends.push(place);
+            }
+        }
+        Ok(rows)
     }
 }
 
@@ -848,19 +584,17 @@ fn decode_envelope(row: &PgRow) -> Result<Envelope, EventStoreError> {
     })
 }
 
-/// Rolls back after a failed attempt. A failing rollback means the connection is broken; the pool
-/// discards it, so only the original error is worth returning.
-async fn roll_back(tx: sqlx::Transaction<'_, sqlx::Postgres>) {
-    if let Err(error) = tx.rollback().await {
-        tracing::warn!(%error, "rollback of a failed event store append failed");
-    }
-}
-
 /// A unique violation (SQLSTATE 23505) of `(stream_id, stream_version)`.
 fn is_stream_version_violation(error: &sqlx::Error) -> bool {
     error.as_database_error().is_some_and(|e| {
         e.code().is_some_and(|code| code == "23505") && e.constraint() == Some("events_stream_version_unique")
     })
+}
+
+/// A race with a writer that bypassed the stream locks, as `boxoffice_append` reports it
+/// (SQLSTATE 40001, serialization failure): running the batch again sees the winner.
+fn is_race(error: &sqlx::Error) -> bool {
+    error.as_database_error().and_then(sqlx::error::DatabaseError::code).is_some_and(|code| code == "40001")
 }
 
 fn is_transient(error: &sqlx::Error) -> bool {
@@ -875,7 +609,7 @@ fn is_transient(error: &sqlx::Error) -> bool {
 impl AppendEach for PostgresEventStore {
     async fn append_each(&self, appends: Vec<StreamAppend>) -> Vec<Result<AppendResult, EventStoreError>> {
         if appends.len() > 1 {
-            match self.commit_locked(&appends, Grouping::Independent).await {
+            match self.commit(&appends, Grouping::Independent).await {
                 Ok(Some(outcomes)) => return outcomes,
                 Ok(None) => tracing::warn!(
                     appends = appends.len(),
@@ -948,7 +682,7 @@ impl EventStore for PostgresEventStore {
                 actual: self.stream_version(&append.stream).await?,
             })
         };
-        match self.commit_locked(&appends, Grouping::AllOrNothing).await {
+        match self.commit(&appends, Grouping::AllOrNothing).await {
             Ok(Some(outcomes)) => outcomes.into_iter().collect(),
             Ok(None) => conflict().await,
             // Defensive: the insert's ON CONFLICT clause already absorbs these.
@@ -1069,9 +803,9 @@ struct Notifications {
 #[async_trait]
 impl PageSource for Notifications {
     async fn read_after(&mut self, after: u64, limit: usize) -> Result<Vec<Envelope>, EventStoreError> {
-        let page = self.store.read_all(after, limit).await?;
+        let (page, last_committed) = self.store.read_page(after, limit).await?;
         let read_to = page.last().map_or(after, |e| e.global_position);
-        let held_back = page.len() < limit && self.store.last_committed_position().await? > read_to;
+        let held_back = page.len() < limit && last_committed > read_to;
         self.held_back = match (held_back, self.held_back) {
             (false, _) => None,
             (true, Some(pause)) if page.is_empty() => Some((pause * 2).min(self.store.config.poll_interval)),

@@ -415,6 +415,51 @@ pub async fn append_batch_is_atomic(store: Arc<dyn EventStore>) {
     assert_eq!(all.len(), 6);
 }
 
+/// Two appends of one batch under one idempotency key: the same append twice is written once and
+/// both get its result; two different appends under one key refuse the batch.
+pub async fn idempotency_keys_within_one_batch(store: Arc<dyn EventStore>) {
+    let keyed = |stream: &str, events: Vec<NewEvent>, key: &str| {
+        let mut append = StreamAppend::new(sid(stream), ExpectedVersion::Any, events);
+        append.idempotency_key = Some(key.to_owned());
+        append
+    };
+    let batch = events(0..2);
+    let results = store
+        .append_batch(vec![
+            keyed("in-batch-1", batch.clone(), "in-batch-key"),
+            keyed("in-batch-1", batch, "in-batch-key"),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(results[0], results[1]);
+    assert_eq!(results[0].stream_version, 2);
+    assert_eq!(store.stream_version(&sid("in-batch-1")).await.unwrap(), 2);
+    let head = settle(&*store, results[0].last_global_position).await;
+
+    let err = store
+        .append_batch(vec![
+            keyed("in-batch-2", events(0..1), "in-batch-key-2"),
+            keyed("in-batch-2", events(5..6), "in-batch-key-2"),
+        ])
+        .await
+        .unwrap_err();
+    assert!(matches!(&err, EventStoreError::IdempotencyKeyReused { key, .. } if key == "in-batch-key-2"), "{err:?}");
+    assert_eq!(store.stream_version(&sid("in-batch-2")).await.unwrap(), 0);
+    assert_eq!(store.head_position().await.unwrap(), head);
+    // Nothing of the refused batch was kept: the key is free for a first real use.
+    let written = store
+        .append(
+            &sid("in-batch-2"),
+            ExpectedVersion::NoStream,
+            events(5..6),
+            &Metadata::default(),
+            Some("in-batch-key-2"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(written.stream_version, 1);
+}
+
 pub fn upcasters() -> Upcasters {
     let mut upcasters = Upcasters::new();
     upcasters.register("Priced", 1, |payload| json!({ "amount_minor": payload["amount"].as_u64().unwrap_or(0) * 100 }));
@@ -542,6 +587,7 @@ macro_rules! conformance_suite {
             large_payloads,
             bad_input_is_rejected,
             append_batch_is_atomic,
+            idempotency_keys_within_one_batch,
             subscriber_sees_concurrent_writes_exactly_once,
         );
     };
