@@ -344,15 +344,17 @@ impl PostgresEventStore {
                         expected: append.expected,
                         actual: to_u64(version),
                     }),
-                    _ => Err(EventStoreError::IdempotencyKeyReused {
+                    OUTCOME_KEY_REUSED => Err(EventStoreError::IdempotencyKeyReused {
                         key: append.idempotency_key.clone().unwrap_or_default(),
                         stream: append.stream.clone(),
                     }),
+                    other => Err(sqlx::Error::Protocol(format!("boxoffice_append answered outcome {other}")).into()),
                 }
             })
-            .collect();
+            .collect::<Outcomes>();
         // All or nothing: one refusal means nothing was written.
-        let wrote = wrote && !(matches!(grouping, Grouping::AllOrNothing) && rows_refused(&outcomes));
+        let refused = outcomes.iter().any(Result::is_err);
+        let wrote = wrote && !(refused && matches!(grouping, Grouping::AllOrNothing));
         Ok(Written { outcomes, wrote })
     }
 
@@ -465,6 +467,8 @@ const OUTCOME_WRITTEN: i16 = 0;
 const OUTCOME_REPLAYED: i16 = 1;
 /// The outcome of an append whose expected version did not match.
 const OUTCOME_CONFLICT: i16 = 3;
+/// The outcome of an append whose idempotency key names other events or another stream.
+const OUTCOME_KEY_REUSED: i16 = 4;
 
 /// What one `boxoffice_append` statement decided.
 struct Written {
@@ -472,10 +476,6 @@ struct Written {
     outcomes: Outcomes,
     /// Whether any event was written (so subscribers are worth waking).
     wrote: bool,
-}
-
-fn rows_refused(outcomes: &Outcomes) -> bool {
-    outcomes.iter().any(Result::is_err)
 }
 
 /// `boxoffice_append`'s arguments: one entry per append, then one per event.
