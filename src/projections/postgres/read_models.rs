@@ -464,17 +464,7 @@ impl LogConsumer for Tables {
 
 /// Applies `batch` to `model` inside `tx`, moving its checkpoint; returns the position reached.
 async fn apply_in(tx: &mut PgConnection, model: ReadModel, batch: &[Envelope]) -> Result<u64, ProjectionError> {
-    sqlx::query("INSERT INTO checkpoints (name, position) VALUES ($1, 0) ON CONFLICT (name) DO NOTHING")
-        .bind(model.name())
-        .execute(&mut *tx)
-        .await
-        .map_err(db(model))?;
-    let position: i64 = sqlx::query_scalar("SELECT position FROM checkpoints WHERE name = $1 FOR UPDATE")
-        .bind(model.name())
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(db(model))?;
-    let position = to_u64(model, position)?;
+    let position = to_u64(model, lock_checkpoint(tx, model).await?)?;
     let fresh: Vec<&Envelope> = batch.iter().filter(|e| e.global_position > position).collect();
     let Some(last) = fresh.last().map(|e| e.global_position) else { return Ok(position) };
     let mut actions = Vec::with_capacity(fresh.len());
@@ -498,6 +488,23 @@ async fn apply_in(tx: &mut PgConnection, model: ReadModel, batch: &[Envelope]) -
         .await
         .map_err(db(model))?;
     Ok(last)
+}
+
+/// Locks `model`'s checkpoint row inside `tx` (creating it at 0 the first time) and returns its
+/// position: one round trip once the row exists.
+async fn lock_checkpoint(tx: &mut PgConnection, model: ReadModel) -> Result<i64, ProjectionError> {
+    let locked = || {
+        sqlx::query_scalar::<_, i64>("SELECT position FROM checkpoints WHERE name = $1 FOR UPDATE").bind(model.name())
+    };
+    if let Some(position) = locked().fetch_optional(&mut *tx).await.map_err(db(model))? {
+        return Ok(position);
+    }
+    sqlx::query("INSERT INTO checkpoints (name, position) VALUES ($1, 0) ON CONFLICT (name) DO NOTHING")
+        .bind(model.name())
+        .execute(&mut *tx)
+        .await
+        .map_err(db(model))?;
+    locked().fetch_one(&mut *tx).await.map_err(db(model))
 }
 
 /// Deletes `model`'s rows and its checkpoint inside `tx`.
