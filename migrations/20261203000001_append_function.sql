@@ -58,6 +58,7 @@ DECLARE
     next_event integer := 1;
     total bigint := 0;
     refused boolean := false;
+    reused boolean;
     first_reserved bigint;
     written bigint;
     i integer;
@@ -79,35 +80,39 @@ BEGIN
         starts[i] := next_event;
         next_event := next_event + event_count;
         IF a_keys[i] IS NOT NULL THEN
+            reused := false;
             SELECT ik.stream_id, ik.event_ids, ik.stream_version, ik.first_global_position, ik.last_global_position
             INTO stored FROM idempotency_keys ik WHERE ik.key = a_keys[i];
             IF FOUND THEN
-                IF stored.stream_id = a_streams[i]
-                   AND stored.event_ids = e_ids[starts[i] : starts[i] + event_count - 1] THEN
+                reused := stored.stream_id <> a_streams[i]
+                          OR stored.event_ids <> e_ids[starts[i] : starts[i] + event_count - 1];
+                IF NOT reused THEN
                     outcomes[i] := 1;
                     versions[i] := stored.stream_version;
                     firsts[i] := stored.first_global_position;
                     lasts[i] := stored.last_global_position;
-                ELSE
-                    outcomes[i] := 4;
-                    refused := true;
                 END IF;
-                CONTINUE;
+            ELSE
+                j := array_position(staged_keys, a_keys[i]);
+                IF j IS NOT NULL THEN
+                    reused := NOT (a_streams[j] = a_streams[i] AND a_counts[j] = event_count
+                        AND e_ids[starts[j] : starts[j] + event_count - 1] = e_ids[starts[i] : starts[i] + event_count - 1]
+                        AND e_types[starts[j] : starts[j] + event_count - 1] = e_types[starts[i] : starts[i] + event_count - 1]
+                        AND e_schema_versions[starts[j] : starts[j] + event_count - 1]
+                            = e_schema_versions[starts[i] : starts[i] + event_count - 1]
+                        AND e_payloads[starts[j] : starts[j] + event_count - 1]
+                            = e_payloads[starts[i] : starts[i] + event_count - 1]);
+                    IF NOT reused THEN
+                        outcomes[i] := 1;
+                        same_as[i] := j;
+                    END IF;
+                END IF;
             END IF;
-            j := array_position(staged_keys, a_keys[i]);
-            IF j IS NOT NULL THEN
-                IF a_streams[j] = a_streams[i] AND a_counts[j] = event_count
-                   AND e_ids[starts[j] : starts[j] + event_count - 1] = e_ids[starts[i] : starts[i] + event_count - 1]
-                   AND e_types[starts[j] : starts[j] + event_count - 1] = e_types[starts[i] : starts[i] + event_count - 1]
-                   AND e_schema_versions[starts[j] : starts[j] + event_count - 1]
-                       = e_schema_versions[starts[i] : starts[i] + event_count - 1]
-                   AND e_payloads[starts[j] : starts[j] + event_count - 1] = e_payloads[starts[i] : starts[i] + event_count - 1] THEN
-                    outcomes[i] := 1;
-                    same_as[i] := j;
-                ELSE
-                    outcomes[i] := 4;
-                    refused := true;
-                END IF;
+            IF reused THEN
+                outcomes[i] := 4;
+                refused := true;
+            END IF;
+            IF outcomes[i] <> 0 THEN
                 CONTINUE;
             END IF;
         END IF;
