@@ -20,7 +20,8 @@
 //! position it may write with a transaction-level advisory lock, keyed by this store's events
 //! table, taken before it draws positions from the sequence; a reader reads the sequence, then the
 //! held locks (`pg_locks`), and only then, with a later snapshot, the rows below the smaller of the
-//! two (`boxoffice_read_all`; the migration `..._frontier_from_own_appenders.sql` has the proof).
+//! two (`boxoffice_read_page`, which also returns the last committed position; the migration
+//! `..._frontier_from_own_appenders.sql` has the proof).
 //! Only this store's appenders hold readers back: an open transaction in another database, on
 //! another table or of another store leaves the frontier alone (invariant I14). An appending
 //! transaction that stays open (say one of [`append_in_transaction`](PostgresEventStore::append_in_transaction)
@@ -400,7 +401,7 @@ impl PostgresEventStore {
     /// statement (`boxoffice_read_page`): a subscription's page and its held-back check.
     async fn read_page(&self, after: u64, limit: usize) -> Result<(Vec<Envelope>, u64), EventStoreError> {
         let sql = format!("SELECT {EVENT_COLUMNS}, last_committed FROM boxoffice_read_page($1, $2)");
-        let after = to_i64(after, "global position")?;
+        let after = i64::try_from(after).unwrap_or(i64::MAX);
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let rows = sqlx::query(&sql).bind(after).bind(limit).fetch_all(&self.pool).await?;
         let last_committed = match rows.first() {
@@ -709,11 +710,7 @@ impl EventStore for PostgresEventStore {
     }
 
     async fn read_all(&self, after_position: u64, limit: usize) -> Result<Vec<Envelope>, EventStoreError> {
-        let sql = format!("SELECT {EVENT_COLUMNS} FROM boxoffice_read_all($1, $2)");
-        let after = i64::try_from(after_position).unwrap_or(i64::MAX);
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let rows = sqlx::query(&sql).bind(after).bind(limit).fetch_all(&self.pool).await?;
-        readable_prefix(rows.iter().map(|row| self.decode(row)))
+        self.read_page(after_position, limit).await.map(|(page, _)| page)
     }
 
     fn subscribe(&self, after_position: u64) -> BoxStream<'static, Result<Envelope, EventStoreError>> {
