@@ -110,12 +110,15 @@ async fn an_event_held_back_by_an_open_append_is_read_soon_after_it_rolls_back()
     store.append_in_transaction(&mut older, &one("held-older")).await.unwrap();
     let held = store.append_batch(one("held")).await.unwrap()[0].last_global_position;
     assert!(store.read_all(base, 10).await.unwrap().is_empty(), "held back while the older append is open");
-    // Let the subscriber read (and find nothing) before the older append ends.
-    assert!(tokio::time::timeout(Duration::from_millis(300), subscription.next()).await.is_err());
+    // The subscriber reads (and finds nothing) before the older append ends, and is then waiting:
+    // its wait is not cut short here, so only its held-back check can end it before the poll.
+    let reader = tokio::spawn(async move { subscription.next().await });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!reader.is_finished(), "delivered while the older append was open");
     older.rollback().await.unwrap();
 
     let started = std::time::Instant::now();
-    let event = tokio::time::timeout(Duration::from_secs(20), subscription.next()).await.unwrap().unwrap().unwrap();
+    let event = tokio::time::timeout(Duration::from_secs(20), reader).await.unwrap().unwrap().unwrap().unwrap();
     assert_eq!(event.global_position, held);
     assert!(started.elapsed() < Duration::from_secs(10), "waited {:?}, as if for the 30 s poll", started.elapsed());
 }
