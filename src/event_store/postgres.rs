@@ -20,8 +20,8 @@
 //! position it may write with a transaction-level advisory lock, keyed by this store's events
 //! table, taken before it draws positions from the sequence; a reader reads the sequence, then the
 //! held locks (`pg_locks`), and only then, with a later snapshot, the rows below the smaller of the
-//! two (`boxoffice_read_page`, which also returns the last committed position; the migration
-//! `..._frontier_from_own_appenders.sql` has the proof).
+//! two (`boxoffice_read_page`, which also returns the last committed position, read by a
+//! statement of its own; the migration `..._frontier_from_own_appenders.sql` has the proof).
 //! Only this store's appenders hold readers back: an open transaction in another database, on
 //! another table or of another store leaves the frontier alone (invariant I14). An appending
 //! transaction that stays open (say one of [`append_in_transaction`](PostgresEventStore::append_in_transaction)
