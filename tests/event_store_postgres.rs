@@ -110,7 +110,7 @@ async fn an_event_held_back_by_an_open_append_is_read_soon_after_it_rolls_back()
     store.append_in_transaction(&mut older, &one("held-older")).await.unwrap();
     let held = store.append_batch(one("held")).await.unwrap()[0].last_global_position;
     assert!(store.read_all(base, 10).await.unwrap().is_empty(), "held back while the older append is open");
-    // The subscriber reads (and finds nothing) before the older append ends, and is then waiting:
+    // The subscriber gets half a second to read (and find nothing) before the older append ends;
     // its wait is not cut short here, so only its held-back check can end it before the poll.
     let reader = tokio::spawn(async move { subscription.next().await });
     tokio::time::sleep(Duration::from_millis(500)).await;
