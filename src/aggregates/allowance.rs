@@ -98,6 +98,7 @@ pub enum AllowanceAction {
         /// order of several sections).
         section: SectionName,
         /// The reservation's hold deadline (passed on to the inventory).
+        #[serde(deserialize_with = "crate::domain::timestamp::deserialize")]
         expires_at: DateTime<Utc>,
         /// The order's lines, for an order of several sections (passed on to the inventories).
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -128,6 +129,7 @@ pub enum AllowanceAction {
         /// The section (the first line's, for an order of several sections).
         section: SectionName,
         /// The hold deadline.
+        #[serde(deserialize_with = "crate::domain::timestamp::deserialize")]
         expires_at: DateTime<Utc>,
         /// The order's lines, for an order of several sections.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -49,6 +49,7 @@ pub struct EventDetails {
     /// Where it takes place.
     pub venue: Venue,
     /// When it takes place.
+    #[serde(deserialize_with = "crate::domain::timestamp::deserialize")]
     pub date: DateTime<Utc>,
     /// The seating plan.
     pub sections: Vec<Section>,
@@ -233,6 +234,7 @@ pub enum EventError {
         /// The event.
         event_id: EventId,
         /// The rejected date.
+        #[serde(deserialize_with = "crate::domain::timestamp::deserialize")]
         date: DateTime<Utc>,
     },
     /// The lifecycle does not allow this step from the current status.
@@ -267,6 +269,7 @@ pub enum EventAction {
         /// Venue.
         venue: Venue,
         /// Date of the event.
+        #[serde(deserialize_with = "crate::domain::timestamp::deserialize")]
         date: DateTime<Utc>,
         /// Seating plan.
         sections: Vec<Section>,
@@ -304,6 +307,7 @@ pub enum EventAction {
         /// The event details.
         details: EventDetails,
         /// When.
+        #[serde(deserialize_with = "crate::domain::timestamp::deserialize")]
         created_at: DateTime<Utc>,
     },
     /// The event was published.
@@ -312,6 +316,7 @@ pub enum EventAction {
         /// The event.
         event_id: EventId,
         /// When.
+        #[serde(deserialize_with = "crate::domain::timestamp::deserialize")]
         published_at: DateTime<Utc>,
     },
     /// Sales opened.
@@ -320,6 +325,7 @@ pub enum EventAction {
         /// The event.
         event_id: EventId,
         /// When.
+        #[serde(deserialize_with = "crate::domain::timestamp::deserialize")]
         opened_at: DateTime<Utc>,
     },
     /// Sales closed.
@@ -328,6 +334,7 @@ pub enum EventAction {
         /// The event.
         event_id: EventId,
         /// When.
+        #[serde(deserialize_with = "crate::domain::timestamp::deserialize")]
         closed_at: DateTime<Utc>,
     },
     /// The event was cancelled.
@@ -338,6 +345,7 @@ pub enum EventAction {
         /// Why.
         reason: String,
         /// When.
+        #[serde(deserialize_with = "crate::domain::timestamp::deserialize")]
         cancelled_at: DateTime<Utc>,
     },
     /// A command was refused.

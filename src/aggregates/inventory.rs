@@ -45,6 +45,7 @@ pub struct Hold {
     /// The seats (kept after release for audit; they are free again).
     pub seats: Vec<AllocatedSeat>,
     /// When the reservation's hold runs out.
+    #[serde(deserialize_with = "crate::domain::timestamp::deserialize")]
     pub expires_at: DateTime<Utc>,
     /// Reserved, confirmed or released.
     pub status: HoldStatus,
@@ -230,6 +231,7 @@ pub enum InventoryAction {
         /// Seats wanted.
         quantity: u32,
         /// The reservation's deadline.
+        #[serde(deserialize_with = "crate::domain::timestamp::deserialize")]
         expires_at: DateTime<Utc>,
     },
     /// Turn a hold into a sale. Redelivery is a no-op.
@@ -299,6 +301,7 @@ pub enum InventoryAction {
         /// The seats, lowest free positions first.
         seats: Vec<AllocatedSeat>,
         /// The reservation's deadline.
+        #[serde(deserialize_with = "crate::domain::timestamp::deserialize")]
         expires_at: DateTime<Utc>,
     },
     /// Held seats are sold.

@@ -259,6 +259,7 @@ pub enum PaymentAction {
         /// How much.
         amount: Money,
         /// When.
+        #[serde(deserialize_with = "crate::domain::timestamp::deserialize")]
         processed_at: DateTime<Utc>,
     },
     /// The gateway's answer to the charge is not known; reconciliation will ask.
@@ -271,6 +272,7 @@ pub enum PaymentAction {
         /// Why the answer is not known.
         reason: String,
         /// When.
+        #[serde(deserialize_with = "crate::domain::timestamp::deserialize")]
         recorded_at: DateTime<Utc>,
     },
     /// The money was taken.
@@ -283,6 +285,7 @@ pub enum PaymentAction {
         /// How much.
         amount: Money,
         /// When.
+        #[serde(deserialize_with = "crate::domain::timestamp::deserialize")]
         succeeded_at: DateTime<Utc>,
     },
     /// The charge was refused.
@@ -295,6 +298,7 @@ pub enum PaymentAction {
         /// Why.
         reason: String,
         /// When.
+        #[serde(deserialize_with = "crate::domain::timestamp::deserialize")]
         failed_at: DateTime<Utc>,
     },
     /// A refund was asked for: the durable intent, before the gateway call.
@@ -311,6 +315,7 @@ pub enum PaymentAction {
         /// Why.
         reason: String,
         /// When.
+        #[serde(deserialize_with = "crate::domain::timestamp::deserialize")]
         requested_at: DateTime<Utc>,
     },
     /// The gateway gave money back.
@@ -328,6 +333,7 @@ pub enum PaymentAction {
         /// Why.
         reason: String,
         /// When.
+        #[serde(deserialize_with = "crate::domain::timestamp::deserialize")]
         refunded_at: DateTime<Utc>,
     },
     /// The gateway refused a refund; no money moved.
@@ -342,6 +348,7 @@ pub enum PaymentAction {
         /// The provider's reason.
         reason: String,
         /// When.
+        #[serde(deserialize_with = "crate::domain::timestamp::deserialize")]
         declined_at: DateTime<Utc>,
     },
     /// A command was refused.

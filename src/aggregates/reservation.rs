@@ -98,6 +98,7 @@ pub struct Reservation {
     /// What the order costs: the sum of its lines' `unit_price × quantity`.
     pub total: Money,
     /// The hold deadline, one for the whole order.
+    #[serde(deserialize_with = "crate::domain::timestamp::deserialize")]
     pub expires_at: DateTime<Utc>,
     /// Seats held for it, in every line (empty until all lines are allocated).
     pub seats: Vec<SeatId>,
@@ -301,8 +302,10 @@ pub enum ReservationError {
         /// The reservation.
         reservation_id: ReservationId,
         /// The deadline.
+        #[serde(deserialize_with = "crate::domain::timestamp::deserialize")]
         expires_at: DateTime<Utc>,
         /// The clock's time.
+        #[serde(deserialize_with = "crate::domain::timestamp::deserialize")]
         now: DateTime<Utc>,
     },
     /// A seat refund names a seat this purchase did not buy, or one already refunded.
@@ -472,8 +475,10 @@ pub enum ReservationAction {
         /// What the order costs, all lines.
         total: Money,
         /// The hold deadline.
+        #[serde(deserialize_with = "crate::domain::timestamp::deserialize")]
         expires_at: DateTime<Utc>,
         /// When.
+        #[serde(deserialize_with = "crate::domain::timestamp::deserialize")]
         initiated_at: DateTime<Utc>,
         /// What happens to a payment that succeeds after the hold ended.
         #[serde(default)]
@@ -514,6 +519,7 @@ pub enum ReservationAction {
         amount: Money,
         /// When (the epoch in logs written before it was recorded).
         #[serde(default)]
+        #[serde(deserialize_with = "crate::domain::timestamp::deserialize")]
         requested_at: DateTime<Utc>,
     },
     /// The payment for the reservation succeeded.
@@ -550,6 +556,7 @@ pub enum ReservationAction {
         /// The seats bought.
         seats: Vec<SeatId>,
         /// When.
+        #[serde(deserialize_with = "crate::domain::timestamp::deserialize")]
         completed_at: DateTime<Utc>,
         /// Who bought (for the tickets; absent in logs written before tickets existed, whose
         /// purchases get no tickets).
@@ -587,6 +594,7 @@ pub enum ReservationAction {
         /// Whether every seat of the purchase is refunded now.
         all: bool,
         /// When.
+        #[serde(deserialize_with = "crate::domain::timestamp::deserialize")]
         refunded_at: DateTime<Utc>,
         /// The customer whose allowance gives back this reservation's claim (under a ticket
         /// limit).
@@ -608,6 +616,7 @@ pub enum ReservationAction {
         /// Seats to release (empty if none were held yet).
         seats: Vec<SeatId>,
         /// When.
+        #[serde(deserialize_with = "crate::domain::timestamp::deserialize")]
         expired_at: DateTime<Utc>,
         /// The customer whose allowance gives back this reservation's claim (under a ticket
         /// limit).
@@ -629,6 +638,7 @@ pub enum ReservationAction {
         /// Seats to release (empty if none were held yet).
         seats: Vec<SeatId>,
         /// When.
+        #[serde(deserialize_with = "crate::domain::timestamp::deserialize")]
         cancelled_at: DateTime<Utc>,
         /// The customer whose allowance gives back this reservation's claim (under a ticket
         /// limit).
@@ -652,6 +662,7 @@ pub enum ReservationAction {
         /// Why.
         reason: CompensationReason,
         /// When.
+        #[serde(deserialize_with = "crate::domain::timestamp::deserialize")]
         compensated_at: DateTime<Utc>,
         /// The customer whose allowance gives back this reservation's claim (under a ticket
         /// limit).

@@ -56,6 +56,7 @@ pub enum TicketStatus {
         /// Why.
         reason: RevocationReason,
         /// When.
+        #[serde(deserialize_with = "crate::domain::timestamp::deserialize")]
         at: DateTime<Utc>,
     },
 }
@@ -66,6 +67,7 @@ pub struct Admission {
     /// The gate.
     pub gate: GateName,
     /// When.
+    #[serde(deserialize_with = "crate::domain::timestamp::deserialize")]
     pub at: DateTime<Utc>,
 }
 
@@ -133,6 +135,7 @@ pub enum ScanAnswer {
         /// Where it was admitted.
         gate: GateName,
         /// When.
+        #[serde(deserialize_with = "crate::domain::timestamp::deserialize")]
         at: DateTime<Utc>,
     },
     /// Let out.
@@ -221,8 +224,10 @@ pub enum TicketsError {
         /// The ticket.
         ticket_id: TicketId,
         /// The cut-off.
+        #[serde(deserialize_with = "crate::domain::timestamp::deserialize")]
         until: DateTime<Utc>,
         /// The clock's time.
+        #[serde(deserialize_with = "crate::domain::timestamp::deserialize")]
         now: DateTime<Utc>,
     },
 }
@@ -281,6 +286,7 @@ pub enum TicketsAction {
         /// The new holder.
         to: CustomerId,
         /// The event's transfer cut-off.
+        #[serde(deserialize_with = "crate::domain::timestamp::deserialize")]
         until: DateTime<Utc>,
     },
     /// The tickets of one line of a purchase exist (one such event per section of the order).
@@ -299,6 +305,7 @@ pub enum TicketsAction {
         /// One ticket per seat.
         tickets: Vec<(TicketId, SeatId)>,
         /// When.
+        #[serde(deserialize_with = "crate::domain::timestamp::deserialize")]
         issued_at: DateTime<Utc>,
     },
     /// A scan and its answer.
@@ -315,6 +322,7 @@ pub enum TicketsAction {
         /// Which way.
         direction: Direction,
         /// When it happened.
+        #[serde(deserialize_with = "crate::domain::timestamp::deserialize")]
         at: DateTime<Utc>,
         /// Made offline and merged later.
         offline: bool,
@@ -331,6 +339,7 @@ pub enum TicketsAction {
         /// Why.
         reason: RevocationReason,
         /// When.
+        #[serde(deserialize_with = "crate::domain::timestamp::deserialize")]
         revoked_at: DateTime<Utc>,
     },
     /// A ticket changed hands; the code of `serial - 1` is revoked.
@@ -347,6 +356,7 @@ pub enum TicketsAction {
         /// The new owner's serial.
         serial: u32,
         /// When.
+        #[serde(deserialize_with = "crate::domain::timestamp::deserialize")]
         transferred_at: DateTime<Utc>,
     },
     /// A command was refused.

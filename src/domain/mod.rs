@@ -13,6 +13,7 @@ mod short_name;
 mod text;
 mod ticket_code;
 mod ticket_keys;
+pub(crate) mod timestamp;
 mod venue;
 
 pub use capacity::Capacity;

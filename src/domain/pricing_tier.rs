@@ -20,13 +20,17 @@ pub enum TierKind {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(try_from = "SaleWindowRecord")]
 pub struct SaleWindow {
+    #[serde(deserialize_with = "crate::domain::timestamp::deserialize")]
     starts: DateTime<Utc>,
+    #[serde(deserialize_with = "crate::domain::timestamp::deserialize")]
     ends: DateTime<Utc>,
 }
 
 #[derive(Deserialize)]
 struct SaleWindowRecord {
+    #[serde(deserialize_with = "crate::domain::timestamp::deserialize")]
     starts: DateTime<Utc>,
+    #[serde(deserialize_with = "crate::domain::timestamp::deserialize")]
     ends: DateTime<Utc>,
 }
 
