@@ -375,6 +375,10 @@ struct Replay {
     transactions: u64,
     sold_seats: u64,
     violations: Vec<String>,
+    /// The longest the log went without a new transaction during the sale, and the position
+    /// that ended it: how long every process waited on something at once (a stall is a gap of
+    /// a second or more where the rest are milliseconds).
+    quiet: (Duration, u64),
 }
 
 /// Folds every inventory event of `event_id` from the global log: reserved + sold never exceeds
@@ -391,6 +395,7 @@ async fn replay_check(store: &Arc<dyn EventStore>, event_id: EventId, since: u64
     let mut appends = HashSet::new();
     let mut transactions = HashSet::new();
     let mut after = 0;
+    let mut latest: Option<chrono::DateTime<chrono::Utc>> = None;
     loop {
         let page = store.read_all(after, 10_000).await?;
         let Some(last) = page.last() else { break };
@@ -400,6 +405,14 @@ async fn replay_check(store: &Arc<dyn EventStore>, event_id: EventId, since: u64
             if envelope.global_position > since {
                 appends.insert((envelope.stream_id.clone(), envelope.recorded_at));
                 transactions.insert(envelope.recorded_at);
+                // Transactions commit out of position order, so the gap is measured from the
+                // latest time seen so far.
+                if let Some(gap) = latest.and_then(|t| (envelope.recorded_at - t).to_std().ok())
+                    && gap > replay.quiet.0
+                {
+                    replay.quiet = (gap, envelope.global_position);
+                }
+                latest = latest.max(Some(envelope.recorded_at));
             }
             let TicketingAction::Inventory(action) = TicketingAction::decode(envelope)? else { continue };
             match action {
@@ -606,6 +619,11 @@ fn print_detail(o: &Outcome) {
             ms(v.last().copied().unwrap_or_default())
         );
     }
+    println!(
+        "longest quiet stretch of the log during the sale: {} ms, ended by position {}",
+        ms(o.replay.quiet.0),
+        o.replay.quiet.1
+    );
     let ok = passed(o);
     println!(
         "oversell check (replayed {} log events): {} - sold seats in log {}, bought by buyers {}, violations {}",
