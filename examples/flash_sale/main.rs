@@ -379,6 +379,9 @@ struct Replay {
     /// that ended it: how long every process waited on something at once (a stall is a gap of
     /// a second or more where the rest are milliseconds).
     quiet: (Duration, u64),
+    /// The slowest step of the sale: from an event to the one it caused (`recorded_at` of
+    /// each), with both types and the effect's position.
+    slowest_link: Option<(Duration, Arc<str>, Arc<str>, u64)>,
 }
 
 /// Folds every inventory event of `event_id` from the global log: reserved + sold never exceeds
@@ -396,6 +399,7 @@ async fn replay_check(store: &Arc<dyn EventStore>, event_id: EventId, since: u64
     let mut transactions = HashSet::new();
     let mut after = 0;
     let mut latest: Option<chrono::DateTime<chrono::Utc>> = None;
+    let mut causes: HashMap<uuid::Uuid, (chrono::DateTime<chrono::Utc>, Arc<str>)> = HashMap::new();
     loop {
         let page = store.read_all(after, 10_000).await?;
         let Some(last) = page.last() else { break };
@@ -413,6 +417,14 @@ async fn replay_check(store: &Arc<dyn EventStore>, event_id: EventId, since: u64
                     replay.quiet = (gap, envelope.global_position);
                 }
                 latest = latest.max(Some(envelope.recorded_at));
+                if let Some((at, cause)) = envelope.metadata.causation_id.and_then(|id| causes.get(&id))
+                    && let Ok(link) = (envelope.recorded_at - *at).to_std()
+                    && replay.slowest_link.as_ref().is_none_or(|slowest| link > slowest.0)
+                {
+                    replay.slowest_link =
+                        Some((link, Arc::clone(cause), Arc::clone(&envelope.event_type), envelope.global_position));
+                }
+                causes.insert(envelope.event_id, (envelope.recorded_at, Arc::clone(&envelope.event_type)));
             }
             let TicketingAction::Inventory(action) = TicketingAction::decode(envelope)? else { continue };
             match action {
@@ -624,6 +636,9 @@ fn print_detail(o: &Outcome) {
         ms(o.replay.quiet.0),
         o.replay.quiet.1
     );
+    if let Some((link, cause, effect, position)) = &o.replay.slowest_link {
+        println!("slowest step of the sale: {cause} -> {effect}, {} ms (position {position})", ms(*link));
+    }
     let ok = passed(o);
     println!(
         "oversell check (replayed {} log events): {} - sold seats in log {}, bought by buyers {}, violations {}",
