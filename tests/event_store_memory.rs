@@ -22,6 +22,13 @@ async fn resume_from_checkpoint() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_shared_checkpoint_only_moves_forward() {
+    conformance::a_shared_checkpoint_only_moves_forward(Arc::new(MemoryEventStore::new())).await;
+    conformance::a_shared_checkpoint_only_moves_forward(Arc::new(boxoffice::event_store::MemoryCheckpointStore::new()))
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn upcasting_on_every_read_path() {
     conformance::upcasting_on_every_read_path(Arc::new(
         MemoryEventStore::new().with_upcasters(conformance::upcasters()),

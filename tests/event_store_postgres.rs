@@ -69,6 +69,12 @@ async fn resume_from_checkpoint() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_shared_checkpoint_only_moves_forward() {
+    let store = Arc::new(fresh_store(Upcasters::new(), 10).await);
+    conformance::a_shared_checkpoint_only_moves_forward(store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn upcasting_on_every_read_path() {
     conformance::upcasting_on_every_read_path(Arc::new(fresh_store(conformance::upcasters(), 10).await)).await;
 }

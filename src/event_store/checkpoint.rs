@@ -33,6 +33,21 @@ pub trait CheckpointStore: Send + Sync + 'static {
     /// # Errors
     /// Backend failures.
     async fn save_checkpoint(&self, name: &str, position: u64) -> Result<(), EventStoreError>;
+
+    /// Records `position` for consumer `name` unless a later position is saved already: for a
+    /// checkpoint that several processes save under one name, each knowing a true lower bound
+    /// (the saga's: every event at or before it has its reactions recorded), so the slower one
+    /// never moves it back. The default reads and then saves, which is atomic only for a single
+    /// writer; the crate's stores do it in one step.
+    ///
+    /// # Errors
+    /// Backend failures.
+    async fn advance_checkpoint(&self, name: &str, position: u64) -> Result<(), EventStoreError> {
+        if self.load_checkpoint(name).await? < position {
+            self.save_checkpoint(name, position).await?;
+        }
+        Ok(())
+    }
 }
 
 /// Checkpoints kept in process memory (lost on restart; for tests and the in-memory setup).
@@ -59,6 +74,13 @@ impl CheckpointStore for MemoryCheckpointStore {
     async fn save_checkpoint(&self, name: &str, position: u64) -> Result<(), EventStoreError> {
         let mut positions = self.positions.lock().unwrap_or_else(PoisonError::into_inner);
         positions.insert(name.to_owned(), position);
+        Ok(())
+    }
+
+    async fn advance_checkpoint(&self, name: &str, position: u64) -> Result<(), EventStoreError> {
+        let mut positions = self.positions.lock().unwrap_or_else(PoisonError::into_inner);
+        let saved = positions.entry(name.to_owned()).or_default();
+        *saved = (*saved).max(position);
         Ok(())
     }
 }

@@ -442,4 +442,8 @@ impl CheckpointStore for MemoryEventStore {
     async fn save_checkpoint(&self, name: &str, position: u64) -> Result<(), EventStoreError> {
         self.inner.checkpoints.save_checkpoint(name, position).await
     }
+
+    async fn advance_checkpoint(&self, name: &str, position: u64) -> Result<(), EventStoreError> {
+        self.inner.checkpoints.advance_checkpoint(name, position).await
+    }
 }

@@ -870,4 +870,17 @@ impl CheckpointStore for PostgresEventStore {
         .await?;
         Ok(())
     }
+
+    async fn advance_checkpoint(&self, name: &str, position: u64) -> Result<(), EventStoreError> {
+        sqlx::query(
+            "INSERT INTO checkpoints (name, position) VALUES ($1, $2) \
+             ON CONFLICT (name) DO UPDATE SET position = GREATEST(checkpoints.position, excluded.position), \
+             updated_at = now()",
+        )
+        .bind(name)
+        .bind(to_i64(position, "checkpoint position")?)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
 }

@@ -656,18 +656,23 @@ impl Checkpointer {
                 (progress.frontier(), progress.saved)
             };
             let stopping = stopping || *stop.borrow();
-            // The open holds are saved at least at the last checkpoint before stopping, even when
-            // that checkpoint was written earlier without them: a restart then reads nothing
-            // before its checkpoint again.
-            if reached > holds_at && (stopping || holds_saved_at.elapsed() >= HOLDS_EVERY) {
-                self.follower.save_holds(reached).await;
-                (holds_at, holds_saved_at) = (reached, Instant::now());
-            }
+            // Every node saves the checkpoint under the same name, each its own frontier: it
+            // only moves forward, so a node that is behind never takes it back below the open
+            // holds another node saved (a restart would then find no usable holds and read the
+            // whole log again before reacting to anything new).
+            let mut saved = saved;
             if reached > saved {
-                match self.follower.checkpoints.save_checkpoint(&self.follower.name, reached).await {
-                    Ok(()) => lock(&self.shared.progress).saved = reached,
+                match self.follower.checkpoints.advance_checkpoint(&self.follower.name, reached).await {
+                    Ok(()) => (lock(&self.shared.progress).saved, saved) = (reached, reached),
                     Err(error) => tracing::warn!(%error, reached, "cannot save the saga checkpoint; will retry"),
                 }
+            }
+            // The open holds are saved at a checkpoint already stored (a restart reads from their
+            // position, which must not lie past the checkpoint), and at least at the last one
+            // before stopping, even when that checkpoint was written earlier without them.
+            if saved > holds_at && (stopping || holds_saved_at.elapsed() >= HOLDS_EVERY) {
+                self.follower.save_holds(saved).await;
+                (holds_at, holds_saved_at) = (saved, Instant::now());
             }
             self.beat(&mut beat, stopping).await;
             if stopping {

@@ -599,3 +599,30 @@ macro_rules! conformance_suite {
     )*};
 }
 pub(crate) use conformance_suite;
+
+/// A checkpoint several processes save under one name, each a true lower bound: advancing never
+/// moves it back, however the saves interleave, while `save_checkpoint` still sets it outright.
+pub async fn a_shared_checkpoint_only_moves_forward(checkpoints: Arc<dyn CheckpointStore>) {
+    checkpoints.advance_checkpoint("shared", 40).await.unwrap();
+    checkpoints.advance_checkpoint("shared", 25).await.unwrap();
+    assert_eq!(checkpoints.load_checkpoint("shared").await.unwrap(), 40, "a lower frontier moved it back");
+    checkpoints.advance_checkpoint("shared", 41).await.unwrap();
+    assert_eq!(checkpoints.load_checkpoint("shared").await.unwrap(), 41);
+    // Sixteen writers at once, each saving its own positions in an order of its own.
+    let writers = (0..16u64).map(|w| {
+        let checkpoints = Arc::clone(&checkpoints);
+        tokio::spawn(async move {
+            for i in 0..20u64 {
+                let position = 100 + (i * 7 + w * 13) % 200;
+                checkpoints.advance_checkpoint("crowd", position).await.unwrap();
+            }
+        })
+    });
+    for writer in writers.collect::<Vec<_>>() {
+        writer.await.unwrap();
+    }
+    let highest = (0..16u64).flat_map(|w| (0..20u64).map(move |i| 100 + (i * 7 + w * 13) % 200)).max().unwrap();
+    assert_eq!(checkpoints.load_checkpoint("crowd").await.unwrap(), highest);
+    checkpoints.save_checkpoint("shared", 3).await.unwrap();
+    assert_eq!(checkpoints.load_checkpoint("shared").await.unwrap(), 3, "saving still sets it outright");
+}
