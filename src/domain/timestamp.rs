@@ -1,10 +1,11 @@
 //! How the events' and states' timestamps are read back: RFC 3339 first.
 //!
 //! `chrono`'s own `Deserialize` for `DateTime<Utc>` goes through its lenient `FromStr` (an offset
-//! without its colon, a space before it, `UTC` for `Z`), about six times slower than its strict RFC 3339 parser,
-//! and every stored timestamp is RFC 3339 (that is how `chrono` writes them). Every log consumer
-//! reads each event's timestamps again, so the strict parser comes first; a text it refuses is
-//! read by the lenient one, so nothing that was readable before stops being readable.
+//! without its colon, a space before it, `UTC` for `Z`), about six times slower than its strict
+//! RFC 3339 parser, and every stored timestamp is RFC 3339 (that is how `chrono` writes them).
+//! Every log consumer reads each event's timestamps again, so the strict parser comes first; a
+//! text it refuses is read by the lenient one, so nothing that was readable before stops being
+//! readable.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Deserializer};

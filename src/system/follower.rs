@@ -651,7 +651,7 @@ impl Checkpointer {
                     () = stopped(&mut stop) => {}
                 }
             }
-            let (reached, saved) = {
+            let (reached, mut saved) = {
                 let progress = lock(&self.shared.progress);
                 (progress.frontier(), progress.saved)
             };
@@ -660,7 +660,6 @@ impl Checkpointer {
             // only moves forward, so a node that is behind never takes it back below the open
             // holds another node saved (a restart would then find no usable holds and read the
             // whole log again before reacting to anything new).
-            let mut saved = saved;
             if reached > saved {
                 match self.follower.checkpoints.advance_checkpoint(&self.follower.name, reached).await {
                     Ok(()) => (lock(&self.shared.progress).saved, saved) = (reached, reached),
